@@ -1,0 +1,67 @@
+"""
+The gateway's exception tree: every error the gateway raises on purpose is a
+L{GatewayError}.
+"""
+
+__all__ = [
+    "GatewayError",
+    "ConfigError",
+    "UnknownPlugin",
+    "NoBackendAvailable",
+    "BackendUnreachable",
+    "HealthCheckFailed",
+    "ProtocolError",
+    "LimitExceeded",
+]
+
+
+class GatewayError(Exception):
+    """
+    Root of every error the gateway raises deliberately.
+    """
+
+
+class ConfigError(GatewayError):
+    """
+    A configuration file or command-line option is wrong.  C{str(error)} is a
+    single line naming the file (or option), the key and the reason.
+    """
+
+
+class UnknownPlugin(ConfigError):
+    """
+    A plugin (balancer, session map, ...) was asked for by a name nobody
+    provides.  The message lists the names that are known.
+    """
+
+
+class NoBackendAvailable(GatewayError):
+    """
+    No backend of a pool can take a new connection: all are down, draining
+    or at their connection limit.  C{str(error)} is safe to show a client.
+    """
+
+
+class BackendUnreachable(GatewayError):
+    """
+    Connecting to a backend, or completing the handshake with it, failed.
+    """
+
+
+class HealthCheckFailed(GatewayError):
+    """
+    An active health check found its backend unhealthy; the message says why.
+    """
+
+
+class ProtocolError(GatewayError):
+    """
+    A peer sent bytes that break HTTP/1.1 or WebSocket framing rules.
+    """
+
+
+class LimitExceeded(ProtocolError):
+    """
+    A peer sent more than a configured limit allows (header size, body size,
+    message size).
+    """

@@ -1,0 +1,137 @@
+"""
+The gateway's extension points.
+
+Each is a zope.interface with a named factory interface, so that built-in and
+third-party implementations are found the same way: as drop-ins in the
+top-level C{plugins} package, looked up by name through L{gateway.registry}.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+__all__ = [
+    "IBalancer",
+    "IBalancerFactory",
+    "ISessionMap",
+    "ISessionMapFactory",
+    "IHealthCheck",
+]
+
+
+class IBalancer(Interface):
+    """
+    Chooses which backend of a pool serves a new connection.
+
+    A balancer instance belongs to one pool; it may keep state between calls
+    (a round-robin position).  It must never choose a backend whose
+    C{available()} is false, nor one in C{exclude}.
+    """
+
+    def choose(backends, key, exclude):
+        """
+        Pick a backend.
+
+        @param backends: every backend of the pool, in configuration order,
+            including those that are down or full (a hashing balancer needs
+            the whole list to stay stable).
+        @type backends: L{typing.Sequence} of L{gateway.pool.Backend}
+        @param key: the request's affinity key (client address, cookie,
+            header or query value), or L{None} when the pool has none.
+        @type key: L{bytes} or L{None}
+        @param exclude: backends that already failed for this request.
+        @type exclude: L{typing.Collection} of L{gateway.pool.Backend}
+        @return: the chosen backend, or L{None} when none is available.
+        """
+
+
+class IBalancerFactory(Interface):
+    """
+    A named maker of L{IBalancer}s, provided by a drop-in in C{plugins/}.
+    """
+
+    name = Attribute("The name used in configuration, e.g. C{'least_conn'}.")
+    description = Attribute("One line describing the balancing policy.")
+
+    def __call__():
+        """
+        @return: a new L{IBalancer} for one pool.
+        """
+
+
+class ISessionMap(Interface):
+    """
+    Where a gateway records which backend serves which affinity key (and,
+    with the session layer, which sessions live where).
+
+    Every method returns a L{Deferred}; implementations backed by a network
+    store must bound every call with a timeout and fail the Deferred rather
+    than wait for ever.
+    """
+
+    def getAffinity(pool, key):
+        """
+        @param pool: the pool name.
+        @type pool: L{str}
+        @param key: the affinity key.
+        @type key: L{bytes}
+        @return: L{Deferred} firing with the recorded backend name (L{str})
+            or L{None}.
+        """
+
+    def setAffinity(pool, key, backend, ttl):
+        """
+        Record (or refresh) that C{key} in C{pool} is served by C{backend}
+        for C{ttl} seconds.
+
+        @return: L{Deferred} firing with L{None}.
+        """
+
+    def forgetAffinity(pool, key):
+        """
+        Drop the record for C{key} in C{pool}, if any.
+
+        @return: L{Deferred} firing with L{None}.
+        """
+
+    def close():
+        """
+        Release whatever the map holds (connections, timers).
+
+        @return: L{Deferred} firing when done.
+        """
+
+
+class ISessionMapFactory(Interface):
+    """
+    A named maker of L{ISessionMap}s, provided by a drop-in in C{plugins/}.
+    """
+
+    name = Attribute("The name used in configuration, e.g. C{'memory'}.")
+    description = Attribute("One line describing the store.")
+
+    def __call__(options, reactor):
+        """
+        @param options: the C{[session_map]} table of the configuration,
+            less its C{type} key.
+        @type options: L{typing.Mapping}
+        @param reactor: provides L{IReactorTime} (and, for networked maps,
+            L{IReactorTCP}).
+        @return: an L{ISessionMap}.
+        @raise gateway.errors.ConfigError: for bad options.
+        """
+
+
+class IHealthCheck(Interface):
+    """
+    An active probe of one backend.
+    """
+
+    def check(backend):
+        """
+        @param backend: the backend to probe.
+        @type backend: L{gateway.pool.Backend}
+        @return: L{Deferred} that fires with L{None} when the backend is
+            healthy and fails with L{gateway.errors.HealthCheckFailed}
+            otherwise.
+        """
