@@ -1,0 +1,124 @@
+"""
+Echo backends: the demo's (C{twistd gateway --demo}) and the test fixtures'.
+
+An L{EchoServerFactory} is an Autobahn WebSocket server that sends every
+message back (prefixed with its name in the demo), records the handshakes it
+saw, and closes with a chosen code when asked to by a text message
+C{"close:CODE:REASON"}.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import Logger
+
+__all__ = ["EchoServerFactory", "EchoServerProtocol", "listenEcho"]
+
+
+def _acceptDeflate(offers):
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+class EchoServerProtocol(WebSocketServerProtocol):
+    """
+    Sends each message back as it came (text stays text, binary stays
+    binary), with the factory's prefix when it has one.
+    """
+
+    log = Logger()
+
+    def onConnect(self, request):
+        """
+        Record the raw handshake; choose the first offered subprotocol the
+        factory supports.
+        """
+        factory = self.factory
+        factory.handshakes.append(self.http_request_data)
+        for proto in request.protocols:
+            if proto in factory.subprotocols:
+                return proto
+        return None
+
+    def onOpen(self) -> None:
+        """
+        Count the connection.
+        """
+        self.factory.connections.add(self)
+        self.factory.opened += 1
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        Echo, or close when asked to with C{close:CODE:REASON}.
+        """
+        if not isBinary and payload.startswith(b"close:"):
+            _, code, reason = payload.decode("utf-8").split(":", 2)
+            self.sendClose(int(code), reason)
+            return
+        self.factory.messages += 1
+        self.sendMessage(self.factory.prefix + payload, isBinary)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        """
+        Record how the connection ended.
+        """
+        self.factory.connections.discard(self)
+        self.factory.closes.append((wasClean, code, reason))
+        waiters, self.factory.closeWaiters = self.factory.closeWaiters, []
+        for d in waiters:
+            d.callback((wasClean, code, reason))
+
+
+class EchoServerFactory(WebSocketServerFactory):
+    """
+    An echo server's shared state.
+
+    @ivar handshakes: the raw request head of every handshake received.
+    @ivar connections: open connections.
+    @ivar opened: connections opened in all.
+    @ivar closes: C{(wasClean, code, reason)} of every connection closed.
+    """
+
+    protocol = EchoServerProtocol
+
+    def __init__(self, name: str = "echo", prefix: bytes = b"", subprotocols=("chat", "superchat")):
+        super().__init__()
+        self.name = name
+        self.prefix = prefix
+        self.subprotocols = tuple(subprotocols)
+        self.handshakes: list[bytes] = []
+        self.connections: set[EchoServerProtocol] = set()
+        self.opened = 0
+        self.messages = 0
+        self.closes: list[tuple] = []
+        self.closeWaiters: list[Deferred] = []
+        self.setProtocolOptions(
+            maxMessagePayloadSize=64 * 1024 * 1024,
+            maxFramePayloadSize=64 * 1024 * 1024,
+            perMessageCompressionAccept=_acceptDeflate,
+            autoPingInterval=0,
+            failByDrop=False,
+        )
+
+    def nextClose(self) -> Deferred:
+        """
+        @return: L{Deferred} firing with C{(wasClean, code, reason)} of the
+            next connection to close.
+        """
+        d: Deferred = Deferred()
+        self.closeWaiters.append(d)
+        return d
+
+
+async def listenEcho(reactor, factory: EchoServerFactory, interface: str = "127.0.0.1", port: int = 0):
+    """
+    Listen with C{factory} on C{interface}:C{port} (0 for any free port).
+
+    @return: the L{IListeningPort}.
+    """
+    return await TCP4ServerEndpoint(reactor, port, interface=interface).listen(factory)

@@ -1,0 +1,317 @@
+"""
+One listening port for everything: the front door reads a request head and
+sends a WebSocket upgrade to its route's tunnel, and any other request to the
+gateway's HTTP resources (twisted.web).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources as importlib_resources
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from .errors import LimitExceeded, ProtocolError
+from .forwarded import clientAddress
+from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
+from .routing import affinityKey
+from .transports.tunnel import Tunnel
+
+if TYPE_CHECKING:
+    from .service import GatewayService
+
+__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource"]
+
+
+def _switchProtocol(transport, protocol: Protocol) -> None:
+    """
+    Make C{protocol} receive what C{transport} reads from now on (a TLS
+    transport wraps its protocol; a TCP one holds it).
+    """
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+
+
+class FrontDoor(Protocol):
+    """
+    The first protocol of every client connection: reads the request head
+    (bounded in size and time), then hands the connection over.
+
+    A WebSocket upgrade on a route's path becomes a L{Tunnel}, which then
+    owns the connection; any other request goes to the twisted.web site,
+    with this protocol relaying to its channel.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._channel = None
+        self._timer = None
+        self._counted = False
+        self._started = 0.0
+
+    def connectionMade(self) -> None:
+        """
+        Count the connection against the limit and start the handshake clock.
+        """
+        factory = self.factory
+        if factory.openConnections >= factory.config.limits.maxConnections:
+            factory.refusedConnections += 1
+            self.transport.write(errorResponse(503, "the gateway is at its connection limit"))
+            self.transport.loseConnection()
+            return
+        factory.openConnections += 1
+        self._counted = True
+        reactor = factory.reactor
+        self._started = reactor.seconds()
+        self._timer = reactor.callLater(factory.config.timeouts.handshake, self._timedOut)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Collect the request head; then route it.
+        """
+        if self._channel is not None:
+            self._channel.dataReceived(data)
+            return
+        if not self._counted:
+            return
+        self._buffer += data
+        try:
+            end = findHeadEnd(self._buffer, self.factory.config.limits.maxHeaderBytes)
+            if end == -1:
+                return
+            head = parseRequestHead(self._buffer[:end])
+        except LimitExceeded as e:
+            self._refuse(431, str(e))
+            return
+        except ProtocolError as e:
+            self._refuse(400, str(e))
+            return
+        if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
+            early, self._buffer = self._buffer[end:], b""
+            self._cancelTimer()
+            self.factory.openTunnel(self.transport, head, early, self._started)
+            return
+        self._toWeb()
+
+    def _toWeb(self) -> None:
+        self._cancelTimer()
+        channel = self.factory.web.buildProtocol(self.transport.getPeer())
+        channel.frontDoor = self
+        self._channel = channel
+        channel.makeConnection(self.transport)
+        buffer, self._buffer = self._buffer, b""
+        channel.dataReceived(buffer)
+
+    def takeOver(self, head: RequestHead) -> None:
+        """
+        A WebSocket upgrade arrived as a later request of a kept-alive HTTP
+        connection: take the connection back from twisted.web and tunnel it.
+        """
+        channel, self._channel = self._channel, None
+        transport = channel.transport
+        channel.transport = None
+        channel.setTimeout(None)
+        transport.unregisterProducer()
+        transport.resumeProducing()
+        self.factory.openTunnel(transport, head, b"", self.factory.reactor.seconds())
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._cancelTimer()
+        self.factory.clientErrors += 1
+        self.transport.write(errorResponse(status, message))
+        self.transport.loseConnection()
+        self._buffer = b""
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._refuse(408, "request head not received in time")
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def connectionLost(self, reason) -> None:
+        """
+        Uncount the connection; tell the web channel, if there is one.
+        """
+        self._cancelTimer()
+        if self._counted:
+            self._counted = False
+            self.factory.openConnections -= 1
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            channel.connectionLost(reason)
+
+
+def _json(request, status: int, payload: dict) -> bytes:
+    body = json.dumps(payload).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return body
+
+
+class GatewayResource(Resource):
+    """
+    The gateway's HTTP face: the demo page (in demo mode), a health probe at
+    C{/_gateway/health}, 426 on routed paths asked without an upgrade, and
+    JSON 404s elsewhere.
+    """
+
+    isLeaf = True
+
+    def __init__(self, factory: GatewayFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def render(self, request):
+        """
+        Answer every path (see the class docstring).
+        """
+        path = request.path
+        if request.requestHeaders.hasHeader(b"upgrade"):
+            head = _headFromRequest(request)
+            if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
+                frontDoor = getattr(request.channel, "frontDoor", None)
+                if frontDoor is not None:
+                    frontDoor.takeOver(head)
+                    return NOT_DONE_YET
+        if path == b"/_gateway/health":
+            return _json(request, 200, {"status": "ok"})
+        if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-cache")
+            return self.factory.demoPage()
+        if self.factory.router.match(path) is not None:
+            request.setHeader(b"upgrade", b"websocket")
+            return _json(request, 426, {"error": "Upgrade Required", "status": 426,
+                                        "message": "this path expects a WebSocket upgrade"})
+        return _json(request, 404, {"error": "Not Found", "status": 404,
+                                    "message": "no such resource"})
+
+
+def _headFromRequest(request) -> RequestHead:
+    headers = []
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        for value in values:
+            headers.append((name, value))
+    return RequestHead(request.method, request.uri, request.clientproto, headers)
+
+
+class GatewayFactory(Factory):
+    """
+    Builds a L{FrontDoor} per client connection and holds what they share:
+    the router, the session map, the live tunnels and the counters.
+
+    @ivar openConnections: client connections open now (bounded by
+        C{limits.maxConnections}).
+    """
+
+    protocol = FrontDoor
+    log = Logger()
+
+    def __init__(self, service: GatewayService) -> None:
+        self.service = service
+        self.reactor = service.reactor
+        self.config = service.config
+        self.router = service.router
+        self.sessionMap = service.sessionMap
+        self.trustedProxies = service.trustedProxies
+        self.tunnels: set[Tunnel] = set()
+        self.openConnections = 0
+        self.refusedConnections = 0
+        self.clientErrors = 0
+        self.web = Site(GatewayResource(self), timeout=60)
+        self.web.displayTracebacks = False
+        self._demoPage: bytes | None = None
+
+    def buildProtocol(self, addr):
+        """
+        @return: a L{FrontDoor}.
+        """
+        door = FrontDoor()
+        door.factory = self
+        return door
+
+    def openTunnel(self, transport, head: RequestHead, early: bytes, started: float) -> None:
+        """
+        Hand a client connection that asked for a WebSocket upgrade to a new
+        L{Tunnel}.
+        """
+        pool = self.router.match(head.path)
+        address = clientAddress(head, self.peerHost(transport), self.trustedProxies)
+        spec = pool.keySpec
+        if spec is None:
+            key, sticky = b"address:" + address.encode("ascii", "replace"), False
+        else:
+            key = affinityKey(spec, head, address)
+            sticky = key is not None
+        tunnel = Tunnel(self, transport, head, early, pool, key, sticky, self.tunnelClosed)
+        self.tunnels.add(tunnel)
+        _switchProtocol(transport, tunnel.client)
+        remaining = self.config.timeouts.handshake - (self.reactor.seconds() - started)
+        tunnel.start(max(remaining, 0.001))
+
+    def tunnelSpliced(self, tunnel: Tunnel) -> None:
+        """
+        A tunnel's backend answered 101 and the sockets are spliced.
+        """
+
+    def tunnelClosed(self, tunnel: Tunnel) -> None:
+        """
+        Both connections of a tunnel have ended.
+        """
+        self.tunnels.discard(tunnel)
+        self.openConnections -= 1
+
+    def connectFailed(self, pool, backend, reason: str) -> None:
+        """
+        Passive health: a connect or handshake to C{backend} failed.
+        """
+        monitor = self.service.monitors.get(pool.name)
+        if monitor is not None:
+            monitor.connectFailed(backend, reason)
+
+    def connectSucceeded(self, pool, backend) -> None:
+        """
+        Passive health: a handshake with C{backend} succeeded.
+        """
+        monitor = self.service.monitors.get(pool.name)
+        if monitor is not None:
+            monitor.connectSucceeded(backend)
+
+    @staticmethod
+    def peerHost(transport) -> str:
+        """
+        @return: the peer's IP address, or C{"unknown"} (UNIX sockets).
+        """
+        return getattr(transport.getPeer(), "host", None) or "unknown"
+
+    @staticmethod
+    def secure(transport) -> bool:
+        """
+        @return: whether the client's connection is TLS.
+        """
+        return ISSLTransport.providedBy(transport)
+
+    def demoPage(self) -> bytes:
+        """
+        @return: the demo page (read once).
+        """
+        if self._demoPage is None:
+            self._demoPage = (
+                importlib_resources.files("gateway").joinpath("static/demo.html").read_bytes()
+            )
+        return self._demoPage

@@ -1,0 +1,486 @@
+"""
+Fixtures for integration tests of WebSocket applications behind txgateway,
+with real processes and real sockets on 127.0.0.1.
+
+Installed as a pytest plugin (the C{pytest11} entry point C{txgateway}), so a
+project that depends on txgateway gets these fixtures in its pytest-twisted
+suites with nothing to import:
+
+  - C{redis_server}: a real C{redis-server} on a free port for the whole
+    session; C{make_redis_server} starts private ones (to kill and restart).
+  - C{echo_backends}: C{await echo_backends(3)} starts Autobahn echo servers.
+  - C{make_gateway}: C{await make_gateway(backends=...)} starts a gateway
+    service on a free port and stops it at the end of the test.
+
+and the helpers L{connectClient} (a WebSocket client with a message queue)
+and L{rawExchange} (send bytes, collect the answer).
+
+Nothing here imports the reactor or txredisapi at import time: pytest-twisted
+chooses the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.protocol import Factory, Protocol
+
+from .config import BackendConfig, GatewayConfig, HealthCheckConfig, Limits, PoolConfig, RouteConfig, Timeouts
+from .demo import EchoServerFactory, listenEcho
+
+__all__ = [
+    "RedisServer",
+    "EchoBackend",
+    "RunningGateway",
+    "TestClient",
+    "connectClient",
+    "rawExchange",
+    "redisServerBinary",
+]
+
+LOCALHOST = "127.0.0.1"
+
+
+def redisServerBinary() -> str:
+    """
+    @return: the path of C{redis-server}.
+    @raise pytest.fail.Exception: when it is missing (never a skip: the
+        README's test command installs it).
+    """
+    path = shutil.which("redis-server")
+    if path is None:
+        pytest.fail("redis-server is not installed: run the test command from README.md, "
+                    "which installs it (apt-get install redis-server)")
+    return path
+
+
+class RedisServer:
+    """
+    A real C{redis-server} process on 127.0.0.1, on a port chosen at random
+    and retried until one binds (redis cannot listen on port 0 and report
+    it), so that it can be killed and restarted on the same port.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """
+        The C{redis://} URL of the server.
+        """
+        return f"redis://{LOCALHOST}:{self.port}/0"
+
+    def start(self, attempts: int = 20) -> None:
+        """
+        Start the server, on its previous port when it had one.
+        """
+        binary = redisServerBinary()
+        for _ in range(attempts):
+            port = self.port or random.randint(20000, 60000)
+            logfile = os.path.join(self.directory, f"redis-{port}.log")
+            process = subprocess.Popen(
+                [binary, "--bind", LOCALHOST, "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--dir", self.directory, "--logfile", logfile],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if self._waitReady(process, port, logfile):
+                self.process, self.port = process, port
+                return
+            process.kill()
+            process.wait()
+        raise RuntimeError(f"redis-server did not start after {attempts} attempts")
+
+    @staticmethod
+    def _waitReady(process: subprocess.Popen, port: int, logfile: str) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                with open(logfile) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = ""
+            if "Ready to accept connections" in text:
+                return True
+            if "Address already in use" in text or "Could not create server TCP" in text:
+                return False
+            time.sleep(0.02)  # a synchronous fixture, outside the reactor
+        return False
+
+    def kill(self) -> None:
+        """
+        SIGKILL the server (its port is kept for L{start}).
+        """
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """
+        SIGTERM the server and wait for it.
+        """
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """
+    A C{redis-server} for the whole test session (synchronous: async
+    fixtures cannot be session-scoped).
+    """
+    directory = tempfile.mkdtemp(prefix="txgateway-redis-")
+    server = RedisServer(directory)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def make_redis_server(tmp_path):
+    """
+    A factory of private C{redis-server}s (to kill and restart), all stopped
+    at the end of the test.
+    """
+    servers: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer(str(tmp_path))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@dataclass
+class EchoBackend:
+    """
+    A running echo backend.
+    """
+
+    name: str
+    port: int
+    factory: EchoServerFactory
+    listeningPort: object
+
+    @property
+    def url(self) -> str:
+        """
+        Its C{ws://} URL.
+        """
+        return f"ws://{LOCALHOST}:{self.port}"
+
+    def config(self, **kwargs) -> BackendConfig:
+        """
+        @return: a L{BackendConfig} for it (C{weight}, C{maxConnections}...).
+        """
+        return BackendConfig(name=self.name, url=self.url, host=LOCALHOST, port=self.port,
+                             secure=False, **kwargs)
+
+    async def stop(self) -> None:
+        """
+        Stop listening and drop its connections.
+        """
+        await self.listeningPort.stopListening()
+        for proto in list(self.factory.connections):
+            proto.dropConnection(abort=True)
+
+    async def restart(self) -> None:
+        """
+        Listen again on the same port.
+        """
+        from twisted.internet import reactor
+
+        self.listeningPort = await listenEcho(reactor, self.factory, port=self.port)
+
+
+@pytest_twisted.async_yield_fixture
+async def echo_backends():
+    """
+    C{await echo_backends(n, prefix=False)}: start C{n} echo servers
+    (named backend-1...); with C{prefix}, replies start with the name.
+    """
+    from twisted.internet import reactor
+
+    started: list[EchoBackend] = []
+
+    async def start(n: int = 1, prefix: bool = False) -> list[EchoBackend]:
+        out = []
+        for _ in range(n):
+            name = f"backend-{len(started) + 1}"
+            factory = EchoServerFactory(name, prefix=f"{name}: ".encode() if prefix else b"")
+            port = await listenEcho(reactor, factory)
+            backend = EchoBackend(name, port.getHost().port, factory, port)
+            started.append(backend)
+            out.append(backend)
+        return out
+
+    yield start
+    for backend in started:
+        await backend.stop()
+
+
+@dataclass
+class RunningGateway:
+    """
+    A started L{gateway.service.GatewayService}.
+    """
+
+    service: object
+    port: int
+
+    @property
+    def url(self) -> str:
+        """
+        Its C{ws://} URL.
+        """
+        return f"ws://{LOCALHOST}:{self.port}"
+
+    @property
+    def httpURL(self) -> str:
+        """
+        Its C{http://} URL.
+        """
+        return f"http://{LOCALHOST}:{self.port}"
+
+
+def gatewayConfig(
+    backends: Sequence[EchoBackend | BackendConfig] = (),
+    *,
+    pools: Sequence[PoolConfig] | None = None,
+    routes: Sequence[RouteConfig] | None = None,
+    balance: str = "least_conn",
+    affinity: str | None = None,
+    health: HealthCheckConfig | None = None,
+    timeouts: Timeouts | None = None,
+    limits: Limits | None = None,
+    **kwargs,
+) -> GatewayConfig:
+    """
+    A configuration listening on 127.0.0.1, port 0: one pool C{default} of
+    C{backends} at C{/}, unless C{pools} and C{routes} are given.
+    """
+    if pools is None:
+        configs = tuple(b.config() if isinstance(b, EchoBackend) else b for b in backends)
+        pools = [PoolConfig(name="default", backends=configs, balance=balance,
+                            affinity=affinity, health=health)]
+    if routes is None:
+        routes = [RouteConfig(prefix="/", pool=pools[0].name)] if pools else []
+    return GatewayConfig(
+        listen=(f"tcp:0:interface={LOCALHOST}",),
+        pools=tuple(pools),
+        routes=tuple(routes),
+        timeouts=timeouts or Timeouts(),
+        limits=limits or Limits(),
+        **kwargs,
+    )
+
+
+@pytest_twisted.async_yield_fixture
+async def make_gateway():
+    """
+    C{await make_gateway(backends, **options)} (see L{gatewayConfig}) or
+    C{await make_gateway(config=GatewayConfig(...))}: start a gateway in
+    this process on a free port; it is stopped at the end of the test.
+    """
+    from twisted.internet import reactor
+
+    from .service import GatewayService
+
+    running: list[RunningGateway] = []
+
+    async def make(backends=(), *, config: GatewayConfig | None = None, **kwargs) -> RunningGateway:
+        if config is None:
+            config = gatewayConfig(backends, **kwargs)
+        elif not config.listen or config.listen == ("tcp:8080",):
+            config = replace(config, listen=(f"tcp:0:interface={LOCALHOST}",))
+        service = GatewayService(config, reactor)
+        service.startService()
+        ports = await service.whenListening()
+        gateway = RunningGateway(service, ports[0].getHost().port)
+        running.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in running:
+        if gateway.service.running:
+            await gateway.service.stopService()
+
+
+class HandshakeFailed(Exception):
+    """
+    The WebSocket opening handshake did not succeed.
+    """
+
+
+class _ClientProtocol(WebSocketClientProtocol):
+    def onConnect(self, response):
+        self.factory.client.response = response
+
+    def onOpen(self):
+        client = self.factory.client
+        client.protocol = self
+        client.opened.callback(client)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.client.messages.put((payload, isBinary))
+
+    def onPong(self, payload):
+        self.factory.client.pongs.put(payload)
+
+    def onClose(self, wasClean, code, reason):
+        client = self.factory.client
+        if not client.opened.called:
+            client.opened.errback(HandshakeFailed(reason or "connection closed"))
+        client.closed.callback((wasClean, self.remoteCloseCode, self.remoteCloseReason))
+
+
+@dataclass
+class TestClient:
+    """
+    A WebSocket client for tests.
+
+    @ivar messages: L{DeferredQueue} of C{(payload, isBinary)} received.
+    @ivar pongs: L{DeferredQueue} of pong payloads received.
+    @ivar closed: fires with C{(wasClean, remoteCode, remoteReason)}.
+    @ivar response: Autobahn's C{ConnectionResponse} (chosen subprotocol,
+        headers).
+    """
+
+    __test__ = False
+
+    opened: Deferred = field(default_factory=Deferred)
+    closed: Deferred = field(default_factory=Deferred)
+    messages: DeferredQueue = field(default_factory=DeferredQueue)
+    pongs: DeferredQueue = field(default_factory=DeferredQueue)
+    protocol: object = None
+    response: object = None
+
+    def send(self, payload: bytes | str, isBinary: bool | None = None, fragmentSize: int | None = None) -> None:
+        """
+        Send a message (C{str} as text, C{bytes} as binary unless told).
+        """
+        if isinstance(payload, str):
+            payload, isBinary = payload.encode("utf-8"), bool(isBinary)
+        elif isBinary is None:
+            isBinary = True
+        self.protocol.sendMessage(payload, isBinary, fragmentSize=fragmentSize)
+
+    async def receive(self, timeout: float = 10.0):
+        """
+        @return: the next C{(payload, isBinary)}, within C{timeout} seconds.
+        """
+        from twisted.internet import reactor
+
+        return await self.messages.get().addTimeout(timeout, reactor)
+
+    def close(self, code: int | None = 1000, reason: str | None = None) -> Deferred:
+        """
+        Start the closing handshake.
+
+        @return: L{closed}.
+        """
+        self.protocol.sendClose(code, reason)
+        return self.closed
+
+
+async def connectClient(
+    url: str,
+    *,
+    path: str = "/",
+    protocols: Sequence[str] = (),
+    headers: dict | None = None,
+    bindAddress: str | None = None,
+    compression: bool = False,
+    timeout: float = 10.0,
+) -> TestClient:
+    """
+    Open a WebSocket to C{url} + C{path} (a gateway's or a backend's).
+
+    @raise HandshakeFailed: when the server refuses the handshake.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    client = TestClient()
+    factory = WebSocketClientFactory(url.rstrip("/") + path, protocols=list(protocols) or None,
+                                     headers=headers or {})
+    factory.protocol = _ClientProtocol
+    factory.client = client
+    options = dict(maxMessagePayloadSize=64 * 1024 * 1024, maxFramePayloadSize=64 * 1024 * 1024,
+                   autoPingInterval=0, openHandshakeTimeout=timeout, closeHandshakeTimeout=timeout)
+    if compression:
+        options["perMessageCompressionOffers"] = [PerMessageDeflateOffer()]
+        options["perMessageCompressionAccept"] = lambda r: (
+            PerMessageDeflateResponseAccept(r) if isinstance(r, PerMessageDeflateResponse) else None
+        )
+    factory.setProtocolOptions(**options)
+    endpoint = TCP4ClientEndpoint(reactor, parsed.hostname, parsed.port, timeout=timeout,
+                                  bindAddress=(bindAddress, 0) if bindAddress else None)
+    await endpoint.connect(factory)
+    return await client.opened.addTimeout(timeout, reactor)
+
+
+class _Collector(Protocol):
+    def connectionMade(self):
+        self.received = []
+        self.transport.write(self.factory.payload)
+
+    def dataReceived(self, data):
+        self.received.append(data)
+
+    def connectionLost(self, reason):
+        self.factory.done.callback(b"".join(self.received))
+
+
+async def rawExchange(port: int, payload: bytes, timeout: float = 10.0, host: str = LOCALHOST) -> bytes:
+    """
+    Connect, send C{payload}, and return everything received until the
+    server closes the connection (within C{timeout} seconds).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    factory = Factory.forProtocol(_Collector)
+    factory.payload = payload
+    factory.done = Deferred()
+    proto = await TCP4ClientEndpoint(reactor, host, port, timeout=timeout).connect(factory)
+
+    def onTimeout(result, timeout):
+        proto.transport.abortConnection()
+        return result
+
+    return await factory.done.addTimeout(timeout, reactor, onTimeoutCancel=onTimeout)
