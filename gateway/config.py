@@ -8,7 +8,17 @@ option), the key and the reason.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from .errors import ConfigError
 
@@ -183,21 +193,657 @@ class GatewayConfig:
         raise KeyError(name)
 
 
+# The loader.  Everything below turns the parsed TOML document (plain dicts,
+# lists, strings and numbers) and the command-line flags into the dataclasses
+# above, checking each value once and failing on the first bad one with a
+# single line: "<file>: <dotted key path>: <reason>".
+
+_DEFAULT_LISTEN = GatewayConfig.listen
+_OPTIONS_SOURCE = "<options>"
+_FLAG_POOL = "default"
+_DEFAULT_PORTS = {False: 80, True: 443}
+_HEALTH_TYPES = ("websocket", "http", "tcp")
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+_HOST_NAME = re.compile(r"[\w.-]+\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+_REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
+
+_TOP_KEYS = (
+    "listen",
+    "trusted_proxies",
+    "timeouts",
+    "limits",
+    "session_map",
+    "route",
+    "pool",
+)
+_ROUTE_KEYS = ("prefix", "pool")
+_POOL_KEYS = (
+    "balance",
+    "affinity",
+    "affinity_ttl",
+    "fail_timeout",
+    "connect_attempts",
+    "backend",
+    "health",
+)
+_BACKEND_KEYS = ("url", "weight", "max_connections", "name")
+_HEALTH_KEYS = ("type", "path", "interval", "timeout", "rise", "fall")
+
+# File key -> dataclass field (seconds, each > 0).
+_TIMEOUT_FIELDS = {
+    "connect": "connect",
+    "handshake": "handshake",
+    "ping_interval": "pingInterval",
+    "ping_timeout": "pingTimeout",
+    "shutdown": "shutdown",
+}
+
+# File key -> (dataclass field, smallest value allowed).
+_LIMIT_FIELDS = {
+    "max_header_bytes": ("maxHeaderBytes", 1024),
+    "max_connections": ("maxConnections", 1),
+    "max_error_body": ("maxErrorBody", 0),
+}
+
+_MISSING: Any = object()
+
+
+def _configError(text: str) -> ConfigError:
+    """
+    @return: a L{ConfigError} whose message is C{text} folded onto one line.
+    """
+    return ConfigError(" ".join(text.splitlines()))
+
+
+def _show(value: object) -> str:
+    """
+    Show a value from the file in an error message: short, on one line and
+    spelled as TOML spells it where that differs from Python.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"the date/time {value.isoformat()}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text
+
+
+def _keyPath(path: str, key: str) -> str:
+    """
+    Extend a dotted key path by one key, quoting the key as TOML would when it
+    is not a bare key.
+    """
+    part = key if _BARE_KEY.match(key) else json.dumps(key)
+    return f"{path}.{part}" if path else part
+
+
+def _hostPort(host: str, port: int) -> str:
+    """
+    @return: C{host:port}, with an IPv6 address in brackets.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parseBackendURL(url: str) -> tuple[bool, str, int]:
     """
     Split a backend URL.
 
-    @return: C{(secure, host, port)}.
+    @return: C{(secure, host, port)}; the port defaults to 80 for C{ws} and
+        443 for C{wss}, and an IPv6 host is returned without its brackets.
     @raise ConfigError: for anything but C{ws://host[:port]} or
-        C{wss://host[:port]} with no path, query or fragment (the client's
-        path and query are passed to the backend unchanged).
+        C{wss://host[:port]} (optionally followed by a lone C{/}) with no
+        path, query, fragment or user information (the client's path and
+        query are passed to the backend unchanged).
     """
-    raise NotImplementedError
+
+    def bad(reason: str) -> ConfigError:
+        """
+        @return: the error for this URL, saying C{reason}.
+        """
+        return _configError(f"backend URL {url!r} {reason}")
+
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("ws", "wss"):
+        raise bad("must start with ws:// or wss://")
+    secure = scheme.lower() == "wss"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    remainder = rest[len(authority) :]
+    path = re.split(r"[?#]", remainder, maxsplit=1)[0]
+    if path not in ("", "/"):
+        raise bad("must not have a path: the client's path is passed on unchanged")
+    if "?" in remainder.partition("#")[0]:
+        raise bad("must not have a query: the client's query is passed on unchanged")
+    if "#" in remainder:
+        raise bad("must not have a fragment")
+    if "@" in authority:
+        raise bad("must not contain a user name or password")
+    if not authority:
+        raise bad("must name a host")
+
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end == -1:
+            raise bad("has an unclosed '[' around its host")
+        host, afterHost = authority[1:end], authority[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"has {host!r} in brackets, which is not an IPv6 address") from None
+        if afterHost and not afterHost.startswith(":"):
+            raise bad("must have only ':PORT' after the ']' of its host")
+        portText = afterHost[1:] if afterHost else None
+    else:
+        if authority.count(":") > 1:
+            raise bad("must put an IPv6 address in brackets, as in ws://[::1]:8765")
+        host, colon, afterColon = authority.partition(":")
+        portText = afterColon if colon else None
+        if not _HOST_NAME.match(host):
+            raise bad(f"has a bad host name {host!r}")
+
+    if portText is None:
+        return secure, host, _DEFAULT_PORTS[secure]
+    if not _PORT.match(portText) or not 1 <= int(portText) <= 65535:
+        raise bad(f"has a bad port {portText!r}: it must be a number from 1 to 65535")
+    return secure, host, int(portText)
 
 
-def loadConfig(path: str | None, **overrides: object) -> GatewayConfig:
+class _Reader:
     """
-    Read a TOML configuration file (or none) and apply command-line
-    overrides.
+    Reads values out of a parsed TOML document, checking type and bounds,
+    and fails with one line naming the file, the key path and the reason.
+
+    @ivar origin: the file name (or option) errors start with.
     """
-    raise NotImplementedError
+
+    def __init__(self, origin: str) -> None:
+        """
+        @param origin: the file name (or option) errors start with.
+        """
+        self.origin = origin
+
+    def fail(self, path: str, reason: str) -> NoReturn:
+        """
+        @raise ConfigError: C{"<origin>: <path>: <reason>"}.
+        """
+        where = f"{self.origin}: {path}" if path else self.origin
+        raise _configError(f"{where}: {reason}")
+
+    def table(
+        self, value: object, path: str, known: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """
+        Check that C{value} is a table whose keys are all in C{known} (any
+        key when C{known} is L{None}).
+        """
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a table, not {_show(value)}")
+        if known is not None:
+            for key in value:
+                if key not in known:
+                    self.fail(
+                        _keyPath(path, key),
+                        f"unknown key; known keys: {', '.join(known)}",
+                    )
+        return value
+
+    def tables(self, table: dict[str, Any], path: str, key: str) -> list[dict[str, Any]]:
+        """
+        @return: the array of tables C{table[key]} (empty when absent).
+        """
+        value = table.get(key, [])
+        here = _keyPath(path, key)
+        if not isinstance(value, list):
+            self.fail(
+                here,
+                f"must be an array of tables, written [[{here}]], not {_show(value)}",
+            )
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                self.fail(f"{here}[{index}]", f"must be a table, not {_show(item)}")
+        return value
+
+    def string(
+        self, table: dict[str, Any], path: str, key: str, default: Any = _MISSING
+    ) -> Any:
+        """
+        @return: the non-empty string C{table[key]}, or C{default} when the key
+            is absent.
+        """
+        if key not in table:
+            if default is _MISSING:
+                self.fail(_keyPath(path, key), "is required")
+            return default
+        value = table[key]
+        if not isinstance(value, str):
+            self.fail(_keyPath(path, key), f"must be a string, not {_show(value)}")
+        if not value:
+            self.fail(_keyPath(path, key), "must not be empty")
+        return value
+
+    def strings(self, table: dict[str, Any], path: str, key: str) -> list[str] | None:
+        """
+        @return: the array of non-empty strings C{table[key]}, or L{None}
+            when the key is absent.
+        """
+        value = table.get(key)
+        if value is None:
+            return None
+        here = _keyPath(path, key)
+        if not isinstance(value, list):
+            self.fail(here, f"must be an array of strings, not {_show(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(f"{here}[{index}]", f"must be a string, not {_show(item)}")
+            if not item:
+                self.fail(f"{here}[{index}]", "must not be empty")
+        return value
+
+    def integer(
+        self, table: dict[str, Any], path: str, key: str, default: int, minimum: int
+    ) -> int:
+        """
+        @return: the integer C{table[key]} (not a boolean, not a float),
+            at least C{minimum}, or C{default} when the key is absent.
+        """
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(
+                _keyPath(path, key),
+                f"must be an integer >= {minimum}, not {_show(value)}",
+            )
+        return value
+
+    def seconds(
+        self, table: dict[str, Any], path: str, key: str, default: float
+    ) -> float:
+        """
+        @return: the finite number C{table[key]} (an integer will do, a
+            boolean will not), greater than 0, or C{default} when the key is
+            absent.
+        """
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not value > 0
+        ):
+            self.fail(
+                _keyPath(path, key),
+                f"must be a number of seconds > 0, not {_show(value)}",
+            )
+        return float(value)
+
+
+def _readDocument(path: str) -> dict[str, Any]:
+    """
+    Read and parse a TOML file.
+
+    @raise ConfigError: when it cannot be read, is not UTF-8 or is not TOML.
+    """
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        raise _configError(
+            f"{path}: cannot read the file: {error.strerror or error}"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise _configError(
+            f"{path}: not UTF-8 text: bad byte at offset {error.start}"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise _configError(f"{path}: not valid TOML: {error}") from None
+
+
+def _readTimeouts(reader: _Reader, value: object) -> Timeouts:
+    """
+    Read the C{[timeouts]} table.
+    """
+    table = reader.table(value, "timeouts", tuple(_TIMEOUT_FIELDS))
+    defaults = Timeouts()
+    return Timeouts(
+        **{
+            attribute: reader.seconds(
+                table, "timeouts", key, getattr(defaults, attribute)
+            )
+            for key, attribute in _TIMEOUT_FIELDS.items()
+        }
+    )
+
+
+def _readLimits(reader: _Reader, value: object) -> Limits:
+    """
+    Read the C{[limits]} table.
+    """
+    table = reader.table(value, "limits", tuple(_LIMIT_FIELDS))
+    defaults = Limits()
+    return Limits(
+        **{
+            attribute: reader.integer(
+                table, "limits", key, getattr(defaults, attribute), minimum
+            )
+            for key, (attribute, minimum) in _LIMIT_FIELDS.items()
+        }
+    )
+
+
+def _readSessionMap(reader: _Reader, value: object) -> SessionMapConfig:
+    """
+    Read the C{[session_map]} table: C{type}, and any other keys as options
+    for the session map plugin (which checks them).
+    """
+    table = reader.table(value, "session_map", None)
+    kind = reader.string(table, "session_map", "type", SessionMapConfig.type)
+    options = tuple(sorted((key, item) for key, item in table.items() if key != "type"))
+    return SessionMapConfig(type=kind, options=options)
+
+
+def _readTrustedProxies(reader: _Reader, table: dict[str, Any]) -> tuple[str, ...]:
+    """
+    Read C{trusted_proxies}: CIDR networks, returned in normal form.
+    """
+    networks = reader.strings(table, "", "trusted_proxies") or []
+    result = []
+    for index, text in enumerate(networks):
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError as error:
+            reader.fail(
+                f"trusted_proxies[{index}]",
+                f"must be a network such as '10.0.0.0/8' or '::1/128': {error}",
+            )
+        result.append(str(network))
+    return tuple(result)
+
+
+def _checkAffinity(reader: _Reader, path: str, spec: str) -> None:
+    """
+    Check an affinity key spec (C{address}, or C{cookie:}, C{header:} or
+    C{query:} followed by a name) with the parser routing uses, so the file
+    and the router never disagree.
+    """
+    from .routing import parseKeySpec
+
+    try:
+        parseKeySpec(spec)
+    except ConfigError as error:
+        reader.fail(path, str(error))
+
+
+def _readHealth(reader: _Reader, value: object, path: str) -> HealthCheckConfig:
+    """
+    Read a C{[pool.NAME.health]} table.
+    """
+    table = reader.table(value, path, _HEALTH_KEYS)
+    defaults = HealthCheckConfig()
+    kind = reader.string(table, path, "type", defaults.type)
+    if kind not in _HEALTH_TYPES:
+        reader.fail(
+            _keyPath(path, "type"),
+            f"must be one of {', '.join(map(repr, _HEALTH_TYPES))}, not {_show(kind)}",
+        )
+    checkPath = reader.string(table, path, "path", defaults.path)
+    if not _REQUEST_PATH.match(checkPath):
+        reader.fail(
+            _keyPath(path, "path"),
+            "must start with '/' and be printable ASCII without spaces "
+            f"(percent-encode anything else), not {_show(checkPath)}",
+        )
+    return HealthCheckConfig(
+        type=kind,
+        path=checkPath,
+        interval=reader.seconds(table, path, "interval", defaults.interval),
+        timeout=reader.seconds(table, path, "timeout", defaults.timeout),
+        rise=reader.integer(table, path, "rise", defaults.rise, 1),
+        fall=reader.integer(table, path, "fall", defaults.fall, 1),
+    )
+
+
+def _readBackend(reader: _Reader, table: dict[str, Any], path: str) -> BackendConfig:
+    """
+    Read one C{[[pool.NAME.backend]]} table.
+    """
+    reader.table(table, path, _BACKEND_KEYS)
+    url = reader.string(table, path, "url")
+    try:
+        secure, host, port = parseBackendURL(url)
+    except ConfigError as error:
+        reader.fail(_keyPath(path, "url"), str(error))
+    return BackendConfig(
+        name=reader.string(table, path, "name", None) or _hostPort(host, port),
+        url=url,
+        host=host,
+        port=port,
+        secure=secure,
+        weight=reader.integer(table, path, "weight", 1, 1),
+        maxConnections=reader.integer(table, path, "max_connections", 0, 0),
+    )
+
+
+def _checkBackendNames(
+    reader: _Reader, path: str, backends: Sequence[BackendConfig]
+) -> None:
+    """
+    Fail when two backends of one pool share a name.
+    """
+    seen: dict[str, int] = {}
+    for index, backend in enumerate(backends):
+        if backend.name in seen:
+            reader.fail(
+                f"{path}[{index}]",
+                f"backend[{seen[backend.name]}] is already named "
+                f"{_show(backend.name)}; give each backend of a pool its own name",
+            )
+        seen[backend.name] = index
+
+
+def _readPool(reader: _Reader, name: str, value: object) -> PoolConfig:
+    """
+    Read one C{[pool.NAME]} table and its backends.
+    """
+    path = _keyPath("pool", name)
+    if not _BARE_KEY.match(name):
+        reader.fail(path, "a pool name must be letters, digits, '_' and '-' only")
+    table = reader.table(value, path, _POOL_KEYS)
+    defaults = PoolConfig(name=name, backends=())
+    affinity = reader.string(table, path, "affinity", None)
+    if affinity is not None:
+        _checkAffinity(reader, _keyPath(path, "affinity"), affinity)
+    backendPath = _keyPath(path, "backend")
+    backends = tuple(
+        _readBackend(reader, item, f"{backendPath}[{index}]")
+        for index, item in enumerate(reader.tables(table, path, "backend"))
+    )
+    if not backends:
+        reader.fail(path, f"has no backends; add a [[{backendPath}]] table with a url")
+    _checkBackendNames(reader, backendPath, backends)
+    health = None
+    if "health" in table:
+        health = _readHealth(reader, table["health"], _keyPath(path, "health"))
+    return PoolConfig(
+        name=name,
+        backends=backends,
+        balance=reader.string(table, path, "balance", defaults.balance),
+        affinity=affinity,
+        affinityTtl=reader.seconds(table, path, "affinity_ttl", defaults.affinityTtl),
+        health=health,
+        failTimeout=reader.seconds(table, path, "fail_timeout", defaults.failTimeout),
+        connectAttempts=reader.integer(
+            table, path, "connect_attempts", defaults.connectAttempts, 1
+        ),
+    )
+
+
+def _readRoutes(reader: _Reader, table: dict[str, Any]) -> list[RouteConfig]:
+    """
+    Read the C{[[route]]} tables (their pools are checked later, once the
+    pools are known).  Each prefix is checked by the router that will use
+    it.
+    """
+    from .routing import Router
+
+    routes: list[RouteConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(reader.tables(table, "", "route")):
+        path = f"route[{index}]"
+        reader.table(item, path, _ROUTE_KEYS)
+        prefix = reader.string(item, path, "prefix")
+        try:
+            Router([(prefix, None)])
+        except ConfigError as error:
+            reader.fail(f"{path}.prefix", str(error))
+        same = prefix.rstrip("/")
+        if same in seen:
+            reader.fail(
+                f"{path}.prefix",
+                f"route[{seen[same]}] already has the prefix {_show(prefix)} "
+                "(a trailing '/' is ignored)",
+            )
+        seen[same] = index
+        routes.append(RouteConfig(prefix=prefix, pool=reader.string(item, path, "pool")))
+    return routes
+
+
+def _flagPool(backends: Sequence[str], balance: str | None) -> PoolConfig:
+    """
+    Build the pool called C{default} from C{--backend} and C{--balance}.
+    """
+    reader = _Reader("--backend")
+    members = []
+    for url in backends:
+        try:
+            secure, host, port = parseBackendURL(url)
+        except ConfigError as error:
+            reader.fail("", str(error))
+        members.append(
+            BackendConfig(
+                name=_hostPort(host, port), url=url, host=host, port=port, secure=secure
+            )
+        )
+    names = [backend.name for backend in members]
+    for name in names:
+        if names.count(name) > 1:
+            reader.fail("", f"{name} is given more than once")
+    pool = PoolConfig(name=_FLAG_POOL, backends=tuple(members))
+    if balance is not None:
+        if not balance:
+            _Reader("--balance").fail("", "must not be empty")
+        pool = dataclasses.replace(pool, balance=balance)
+    return pool
+
+
+def loadConfig(
+    path: str | None,
+    *,
+    listen: Sequence[str] = (),
+    backends: Sequence[str] = (),
+    balance: str | None = None,
+    demo: bool = False,
+) -> GatewayConfig:
+    """
+    Read a TOML configuration file (or none) and apply the command-line
+    flags.
+
+    @param path: the file, or L{None} for flags only.
+    @param listen: C{--listen} endpoint strings; when given they replace the
+        file's C{listen}.
+    @param backends: C{--backend} URLs; they make a pool called C{default}
+        served on C{/}, and cannot be combined with pools in the file.
+    @param balance: C{--balance}: the balancer of that C{default} pool.
+    @param demo: C{--demo}: the service adds demo echo backends, so no pool is
+        required.
+    @raise ConfigError: with a one-line message naming the file (or option),
+        the key and the reason.  Balancer names, session map types and
+        endpoint strings are not checked here but by the service, which
+        knows the plugins.
+    """
+    config = GatewayConfig(demo=demo)
+    pools: list[PoolConfig] = []
+    routes: list[RouteConfig] | None = None
+    fileReader = _Reader(_OPTIONS_SOURCE)
+
+    if path is not None:
+        path = os.fspath(path)
+        fileReader = _Reader(path)
+        document = fileReader.table(_readDocument(path), "", _TOP_KEYS)
+        fileListen = fileReader.strings(document, "", "listen")
+        if fileListen is not None and not fileListen:
+            fileReader.fail("listen", "must list at least one endpoint")
+        config = dataclasses.replace(
+            config,
+            listen=tuple(fileListen or _DEFAULT_LISTEN),
+            trustedProxies=_readTrustedProxies(fileReader, document),
+            source=path,
+        )
+        if "timeouts" in document:
+            timeouts = _readTimeouts(fileReader, document["timeouts"])
+            config = dataclasses.replace(config, timeouts=timeouts)
+        if "limits" in document:
+            limits = _readLimits(fileReader, document["limits"])
+            config = dataclasses.replace(config, limits=limits)
+        if "session_map" in document:
+            sessionMap = _readSessionMap(fileReader, document["session_map"])
+            config = dataclasses.replace(config, sessionMap=sessionMap)
+        poolTables = fileReader.table(document.get("pool", {}), "pool", None)
+        pools = [_readPool(fileReader, name, item) for name, item in poolTables.items()]
+        if "route" in document:
+            routes = _readRoutes(fileReader, document)
+
+    if listen:
+        for endpoint in listen:
+            if not endpoint:
+                _Reader("--listen").fail("", "must not be empty")
+        config = dataclasses.replace(config, listen=tuple(listen))
+    if balance is not None and not backends:
+        raise _configError(
+            "--balance goes with --backend; set balance in a [pool.NAME] table instead"
+        )
+    if backends:
+        if pools:
+            raise _configError(
+                f"--backend cannot be combined with pools defined in {path}"
+            )
+        pools = [_flagPool(backends, balance)]
+
+    poolNames = [pool.name for pool in pools]
+    if routes:
+        for index, route in enumerate(routes):
+            if route.pool not in poolNames:
+                known = ", ".join(poolNames) or "none"
+                fileReader.fail(
+                    f"route[{index}].pool",
+                    f"no pool named {_show(route.pool)}; pools: {known}",
+                )
+    elif len(pools) == 1:
+        routes = [RouteConfig(prefix="/", pool=pools[0].name)]
+    elif len(pools) > 1:
+        fileReader.fail(
+            "route",
+            f"several pools ({', '.join(poolNames)}) and no [[route]] tables; "
+            "add a [[route]] with a prefix and a pool for each",
+        )
+    if not pools and not demo:
+        if path is None:
+            raise _configError("no backends: give --backend URL, --config FILE or --demo")
+        raise _configError(
+            f"{path}: no backends: add a [pool.NAME] table with "
+            "[[pool.NAME.backend]] tables, or give --backend URL or --demo"
+        )
+    return dataclasses.replace(config, pools=tuple(pools), routes=tuple(routes or ()))

@@ -1,0 +1,113 @@
+"""
+The C{twistd gateway} command line: L{Options} and L{makeService}, found by
+twistd through the drop-in C{twisted/plugins/gateway_plugin.py}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.python import usage
+
+from .config import loadConfig
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd gateway}.  Flags only collect values here: every
+    check is made by L{gateway.config.loadConfig} in L{makeService}, so a
+    mistake is reported as one line naming the option or the file's key.
+    """
+
+    synopsis = "[gateway options]"
+    longdesc = (
+        "Run a WebSocket gateway: each client connection is forwarded, with its "
+        "path and query unchanged, to a backend of the pool its path is routed "
+        "to.  Backends given with --backend form one pool, called 'default', "
+        "that serves every path; for several pools, routes, health checks, "
+        "affinity, limits and timeouts, write a TOML file and pass it with "
+        "--config (see docs/operations.md and examples/gateway.toml).  "
+        "--listen replaces the file's listen list (default tcp:8080)."
+    )
+    examples = """
+Examples:
+  twistd -n gateway --backend ws://127.0.0.1:9001 --backend ws://127.0.0.1:9002
+  twistd -n gateway --listen tcp:8080 --backend ws://10.0.0.5:8765 --balance hash
+  twistd -n gateway --config /etc/txgateway/gateway.toml
+  twistd -n gateway --demo
+"""
+
+    optFlags = [
+        ["demo", None, "Serve demo echo backends; no other backend is needed."],
+    ]
+    optParameters = [
+        ["config", None, None, "Read the configuration from this TOML file."],
+        [
+            "balance",
+            None,
+            None,
+            "Balancer of the --backend pool (e.g. least_conn, round_robin, hash).",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        """
+        Start with no C{--listen} and no C{--backend} values.
+        """
+        super().__init__()
+        self["listen"] = []
+        self["backend"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on this Twisted endpoint, e.g. tcp:8080 (repeatable)."""
+        self["listen"].append(endpoint)
+
+    def opt_backend(self, url: str) -> None:
+        """Forward to this backend, ws://host[:port] or wss://host[:port] (repeatable)."""
+        self["backend"].append(url)
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The usage Twisted builds, followed by L{examples} laid out as written
+        (Twisted re-wraps C{longdesc} into one paragraph).
+        """
+        return super().getUsage(width) + self.examples
+
+    def postOptions(self) -> None:
+        """
+        Freeze the repeated options; checking them is L{makeService}'s job.
+        """
+        self["listen"] = tuple(self["listen"])
+        self["backend"] = tuple(self["backend"])
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the gateway service from parsed options.
+
+    @raise SystemExit: with C{"gateway: <file or option>: <key>: <reason>"}
+        for any configuration error, so twistd prints that one line (and no
+        traceback) and exits with a non-zero status.
+    """
+    try:
+        config = loadConfig(
+            options["config"],
+            listen=options["listen"],
+            backends=options["backend"],
+            balance=options["balance"],
+            demo=bool(options["demo"]),
+        )
+        from .service import GatewayService
+
+        service = GatewayService(config)
+    except ConfigError as error:
+        raise SystemExit(f"gateway: {error}") from None
+    # A listener that cannot start (port in use) ends the process.
+    service.stopReactorOnFailure = True
+    return service

@@ -1,0 +1,1045 @@
+"""
+Tests for L{gateway.config}: the TOML file, the command-line flags and the
+one-line errors for everything wrong in either.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+import gateway.config
+from gateway import errors
+from gateway.config import (
+    BackendConfig,
+    ConfigError,
+    GatewayConfig,
+    HealthCheckConfig,
+    Limits,
+    PoolConfig,
+    RouteConfig,
+    SessionMapConfig,
+    Timeouts,
+    loadConfig,
+    parseBackendURL,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "gateway.toml"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+# One valid pool; text appended after it lands in the pool's only backend.
+POOL = """
+[pool.chat]
+[[pool.chat.backend]]
+url = "ws://127.0.0.1:8765"
+"""
+
+FULL = """
+listen = ["tcp:8080", "tcp:8443"]
+trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8", "::1"]
+
+[timeouts]
+connect = 1.5
+handshake = 3
+ping_interval = 30.0
+ping_timeout = 15.0
+shutdown = 2.0
+
+[limits]
+max_header_bytes = 1024
+max_connections = 1
+max_error_body = 0
+
+[session_map]
+type = "redis"
+url = "redis://localhost:6379/0"
+key_prefix = "gw:"
+
+[[route]]
+prefix = "/chat"
+pool = "chat"
+
+[[route]]
+prefix = "/"
+pool = "game"
+
+[pool.chat]
+balance = "round_robin"
+affinity = "cookie:sid"
+affinity_ttl = 60
+fail_timeout = 2.5
+connect_attempts = 1
+
+[[pool.chat.backend]]
+url = "ws://127.0.0.1:8765"
+weight = 3
+max_connections = 100
+name = "first"
+
+[[pool.chat.backend]]
+url = "wss://[::1]:9443/"
+
+[pool.chat.health]
+type = "http"
+path = "/healthz"
+interval = 5
+timeout = 0.5
+rise = 1
+fall = 1
+
+[pool.game]
+affinity = "address"
+
+[[pool.game.backend]]
+url = "ws://game.example.com"
+"""
+
+
+def writeConfig(tmp_path: Path, text: str) -> str:
+    """
+    Write C{text} to C{gateway.toml} under C{tmp_path}.
+
+    @return: the file's path.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def configError(path: str | None, **flags: object) -> str:
+    """
+    Load a configuration that must fail.
+
+    @return: the error message, checked to be a single line.
+    """
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(path, **flags)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "\n" not in message and "\r" not in message
+    return message
+
+
+def test_fullFile(tmp_path: Path) -> None:
+    """
+    Every key of the file lands, converted, in the dataclass field of the
+    same meaning; integers are accepted for seconds and become floats.
+    """
+    path = writeConfig(tmp_path, FULL)
+    config = loadConfig(path)
+    assert config == GatewayConfig(
+        listen=("tcp:8080", "tcp:8443"),
+        routes=(RouteConfig("/chat", "chat"), RouteConfig("/", "game")),
+        pools=(
+            PoolConfig(
+                name="chat",
+                backends=(
+                    BackendConfig(
+                        name="first",
+                        url="ws://127.0.0.1:8765",
+                        host="127.0.0.1",
+                        port=8765,
+                        secure=False,
+                        weight=3,
+                        maxConnections=100,
+                    ),
+                    BackendConfig(
+                        name="[::1]:9443",
+                        url="wss://[::1]:9443/",
+                        host="::1",
+                        port=9443,
+                        secure=True,
+                    ),
+                ),
+                balance="round_robin",
+                affinity="cookie:sid",
+                affinityTtl=60.0,
+                health=HealthCheckConfig(
+                    type="http",
+                    path="/healthz",
+                    interval=5.0,
+                    timeout=0.5,
+                    rise=1,
+                    fall=1,
+                ),
+                failTimeout=2.5,
+                connectAttempts=1,
+            ),
+            PoolConfig(
+                name="game",
+                backends=(
+                    BackendConfig(
+                        name="game.example.com:80",
+                        url="ws://game.example.com",
+                        host="game.example.com",
+                        port=80,
+                        secure=False,
+                    ),
+                ),
+                affinity="address",
+            ),
+        ),
+        timeouts=Timeouts(
+            connect=1.5,
+            handshake=3.0,
+            pingInterval=30.0,
+            pingTimeout=15.0,
+            shutdown=2.0,
+        ),
+        limits=Limits(maxHeaderBytes=1024, maxConnections=1, maxErrorBody=0),
+        trustedProxies=("127.0.0.1/32", "10.0.0.0/8", "::1/128"),
+        sessionMap=SessionMapConfig(
+            type="redis",
+            options=(("key_prefix", "gw:"), ("url", "redis://localhost:6379/0")),
+        ),
+        demo=False,
+        source=path,
+    )
+    assert isinstance(config.timeouts.handshake, float)
+    assert isinstance(config.pool("chat").affinityTtl, float)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    """
+    A file with one pool and nothing else gets the dataclass defaults, the
+    default listener and an implied route from C{/} to that pool.
+    """
+    path = writeConfig(tmp_path, POOL)
+    config = loadConfig(path)
+    assert config.listen == ("tcp:8080",)
+    assert config.routes == (RouteConfig("/", "chat"),)
+    assert config.timeouts == Timeouts()
+    assert config.limits == Limits()
+    assert config.sessionMap == SessionMapConfig()
+    assert config.trustedProxies == ()
+    pool = config.pool("chat")
+    assert pool == PoolConfig(
+        name="chat",
+        backends=(
+            BackendConfig(
+                name="127.0.0.1:8765",
+                url="ws://127.0.0.1:8765",
+                host="127.0.0.1",
+                port=8765,
+                secure=False,
+            ),
+        ),
+    )
+    assert pool.health is None
+
+
+def test_emptyHealthTable(tmp_path: Path) -> None:
+    """
+    An empty C{[pool.NAME.health]} table turns on active checks with every
+    default.
+    """
+    path = writeConfig(tmp_path, POOL + "[pool.chat.health]\n")
+    assert loadConfig(path).pool("chat").health == HealthCheckConfig()
+
+
+def test_exampleFile() -> None:
+    """
+    The example shipped in examples/gateway.toml loads without error.
+    """
+    config = loadConfig(str(EXAMPLE))
+    assert [pool.name for pool in config.pools] == ["chat", "game"]
+    assert config.source == str(EXAMPLE)
+
+
+def test_exampleInOperatorsGuide() -> None:
+    """
+    docs/operations.md shows examples/gateway.toml exactly as shipped.
+    """
+    example = EXAMPLE.read_text(encoding="utf-8")
+    assert f"```toml\n{example.rstrip()}\n```" in OPERATIONS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "key",
+    sorted(
+        set(gateway.config._TOP_KEYS)
+        | set(gateway.config._TIMEOUT_FIELDS)
+        | set(gateway.config._LIMIT_FIELDS)
+        | set(gateway.config._ROUTE_KEYS)
+        | set(gateway.config._POOL_KEYS)
+        | set(gateway.config._BACKEND_KEYS)
+        | set(gateway.config._HEALTH_KEYS)
+        | {"type"}
+    ),
+)
+def test_everyKeyDocumented(key: str) -> None:
+    """
+    Every key the loader accepts is described in docs/operations.md.
+    """
+    text = OPERATIONS.read_text(encoding="utf-8")
+    heading = re.compile(rf"^#### `\[{{1,2}}([\w.]+\.)?{key}\]{{1,2}}`$", re.M)
+    assert f"| `{key}` |" in text or heading.search(text)
+
+
+def test_byteOrderMark(tmp_path: Path) -> None:
+    """
+    A UTF-8 byte order mark, as some editors write, is ignored.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + POOL.encode())
+    assert loadConfig(str(path)).pool("chat").name == "chat"
+
+
+def test_reexportedError() -> None:
+    """
+    L{gateway.config.ConfigError} is L{gateway.errors.ConfigError}, a
+    L{gateway.errors.GatewayError}, and the module exports what it promises.
+    """
+    assert ConfigError is errors.ConfigError
+    assert issubclass(ConfigError, errors.GatewayError)
+    assert {"loadConfig", "parseBackendURL", "ConfigError", "GatewayConfig"} <= set(
+        gateway.config.__all__
+    )
+    for name in gateway.config.__all__:
+        assert hasattr(gateway.config, name)
+
+
+# Flags.
+
+
+def test_backendFlags() -> None:
+    """
+    C{--backend} URLs make a pool called C{default}, routed from C{/}, with
+    the default balancer; the source is C{<options>}.
+    """
+    config = loadConfig(None, backends=["ws://a:1", "wss://[::1]"])
+    assert config.source == "<options>"
+    assert config.listen == ("tcp:8080",)
+    assert config.routes == (RouteConfig("/", "default"),)
+    assert config.pools == (
+        PoolConfig(
+            name="default",
+            backends=(
+                BackendConfig(name="a:1", url="ws://a:1", host="a", port=1, secure=False),
+                BackendConfig(
+                    name="[::1]:443", url="wss://[::1]", host="::1", port=443, secure=True
+                ),
+            ),
+        ),
+    )
+
+
+def test_balanceFlag() -> None:
+    """
+    C{--balance} sets the balancer of the C{--backend} pool, unchecked (the
+    service checks names against the plugins).
+    """
+    config = loadConfig(None, backends=["ws://a:1"], balance="whatever")
+    assert config.pool("default").balance == "whatever"
+
+
+def test_listenFlagReplacesFile(tmp_path: Path) -> None:
+    """
+    C{--listen} values replace the file's C{listen} list, in order.
+    """
+    path = writeConfig(tmp_path, 'listen = ["tcp:1"]\n' + POOL)
+    assert loadConfig(path).listen == ("tcp:1",)
+    assert loadConfig(path, listen=["tcp:2", "tcp:3"]).listen == ("tcp:2", "tcp:3")
+
+
+def test_listenFlagWithoutFile() -> None:
+    """
+    C{--listen} works without a file too.
+    """
+    config = loadConfig(None, listen=["unix:/tmp/gw.sock"], backends=["ws://a:1"])
+    assert config.listen == ("unix:/tmp/gw.sock",)
+
+
+def test_backendFlagsWithFileWithoutPools(tmp_path: Path) -> None:
+    """
+    C{--backend} combines with a file that has no pools: the file gives the
+    rest of the settings, the flags give the pool.
+    """
+    path = writeConfig(tmp_path, "[timeouts]\nconnect = 1\n")
+    config = loadConfig(path, backends=["ws://a:1"])
+    assert config.timeouts.connect == 1.0
+    assert config.routes == (RouteConfig("/", "default"),)
+    assert config.source == path
+
+
+def test_fileRoutesToFlagPool(tmp_path: Path) -> None:
+    """
+    Routes in a file may name the C{default} pool that C{--backend} makes.
+    """
+    path = writeConfig(tmp_path, '[[route]]\nprefix = "/ws"\npool = "default"\n')
+    config = loadConfig(path, backends=["ws://a:1"])
+    assert config.routes == (RouteConfig("/ws", "default"),)
+
+
+def test_demoWithoutBackends(tmp_path: Path) -> None:
+    """
+    With C{demo}, no pool is needed (the service adds demo backends), with
+    or without a file.
+    """
+    config = loadConfig(None, demo=True)
+    assert config.demo is True
+    assert config.pools == ()
+    assert config.routes == ()
+    path = writeConfig(tmp_path, 'listen = ["tcp:0"]\n')
+    assert loadConfig(path, demo=True).listen == ("tcp:0",)
+
+
+def test_demoKeepsBackends() -> None:
+    """
+    C{demo} with C{--backend} keeps both.
+    """
+    config = loadConfig(None, backends=["ws://a:1"], demo=True)
+    assert config.demo is True
+    assert config.pool("default").backends[0].host == "a"
+
+
+def test_noBackends() -> None:
+    """
+    Neither pools, nor C{--backend}, nor C{demo} is an error saying what to
+    give.
+    """
+    assert configError(None) == (
+        "no backends: give --backend URL, --config FILE or --demo"
+    )
+
+
+def test_noBackendsInFile(tmp_path: Path) -> None:
+    """
+    A file with no pools, and no C{--backend} or C{demo}, is an error naming
+    the file.
+    """
+    path = writeConfig(tmp_path, 'listen = ["tcp:1"]\n')
+    assert configError(path) == (
+        f"{path}: no backends: add a [pool.NAME] table with "
+        "[[pool.NAME.backend]] tables, or give --backend URL or --demo"
+    )
+
+
+def test_backendFlagWithFilePools(tmp_path: Path) -> None:
+    """
+    C{--backend} cannot be mixed with pools from the file.
+    """
+    path = writeConfig(tmp_path, POOL)
+    assert configError(path, backends=["ws://a:1"]) == (
+        f"--backend cannot be combined with pools defined in {path}"
+    )
+
+
+def test_balanceWithoutBackend(tmp_path: Path) -> None:
+    """
+    C{--balance} without C{--backend} is an error pointing at the pool table.
+    """
+    message = "--balance goes with --backend; set balance in a [pool.NAME] table instead"
+    assert configError(None, balance="hash") == message
+    assert configError(writeConfig(tmp_path, POOL), balance="hash") == message
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        pytest.param(
+            {"backends": ["x"]},
+            "--backend: backend URL 'x' must start with ws:// or wss://",
+            id="scheme",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1/app"]},
+            "--backend: backend URL 'ws://a:1/app' must not have a path: "
+            "the client's path is passed on unchanged",
+            id="path",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1", "ws://a:1/"]},
+            "--backend: a:1 is given more than once",
+            id="twice",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1"], "balance": ""},
+            "--balance: must not be empty",
+            id="empty-balance",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1"], "listen": ["tcp:1", ""]},
+            "--listen: must not be empty",
+            id="empty-listen",
+        ),
+    ],
+)
+def test_badFlags(flags: dict[str, object], expected: str) -> None:
+    """
+    A bad flag value is reported as one line starting with the option name.
+    """
+    assert configError(None, **flags) == expected
+
+
+# File errors: (text, expected message after "<file>: ").
+
+FILE_ERRORS = [
+    # Unknown keys, everywhere.
+    pytest.param(
+        "colour = 1\n" + POOL,
+        "colour: unknown key; known keys: listen, trusted_proxies, timeouts, "
+        "limits, session_map, route, pool",
+        id="unknown-top",
+    ),
+    pytest.param(
+        '"a b" = 1\n' + POOL,
+        '"a b": unknown key; known keys: listen, trusted_proxies, timeouts, '
+        "limits, session_map, route, pool",
+        id="unknown-quoted",
+    ),
+    pytest.param(
+        "[timeouts]\nconect = 1\n" + POOL,
+        "timeouts.conect: unknown key; known keys: connect, handshake, "
+        "ping_interval, ping_timeout, shutdown",
+        id="unknown-timeouts",
+    ),
+    pytest.param(
+        "[limits]\nmax_body = 1\n" + POOL,
+        "limits.max_body: unknown key; known keys: max_header_bytes, "
+        "max_connections, max_error_body",
+        id="unknown-limits",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nweight = 1\n' + POOL,
+        "route[0].weight: unknown key; known keys: prefix, pool",
+        id="unknown-route",
+    ),
+    pytest.param(
+        '[pool.chat]\nbalancer = "hash"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.balancer: unknown key; known keys: balance, affinity, "
+        "affinity_ttl, fail_timeout, connect_attempts, backend, health",
+        id="unknown-pool",
+    ),
+    pytest.param(
+        POOL + "port = 1\n",
+        "pool.chat.backend[0].port: unknown key; known keys: url, weight, "
+        "max_connections, name",
+        id="unknown-backend",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\nuri = '/'\n",
+        "pool.chat.health.uri: unknown key; known keys: type, path, interval, "
+        "timeout, rise, fall",
+        id="unknown-health",
+    ),
+    # listen and trusted_proxies.
+    pytest.param(
+        'listen = "tcp:1"\n' + POOL,
+        "listen: must be an array of strings, not 'tcp:1'",
+        id="listen-string",
+    ),
+    pytest.param(
+        'listen = ["tcp:1", 8080]\n' + POOL,
+        "listen[1]: must be a string, not 8080",
+        id="listen-int",
+    ),
+    pytest.param(
+        'listen = [""]\n' + POOL,
+        "listen[0]: must not be empty",
+        id="listen-empty-string",
+    ),
+    pytest.param(
+        "listen = []\n" + POOL,
+        "listen: must list at least one endpoint",
+        id="listen-empty",
+    ),
+    pytest.param(
+        'trusted_proxies = ["127.0.0.1/32", "localhost"]\n' + POOL,
+        "trusted_proxies[1]: must be a network such as '10.0.0.0/8' or "
+        "'::1/128': 'localhost' does not appear to be an IPv4 or IPv6 network",
+        id="proxy-name",
+    ),
+    pytest.param(
+        'trusted_proxies = ["10.0.0.1/8"]\n' + POOL,
+        "trusted_proxies[0]: must be a network such as '10.0.0.0/8' or "
+        "'::1/128': 10.0.0.1/8 has host bits set",
+        id="proxy-host-bits",
+    ),
+    # timeouts: numbers of seconds > 0.
+    pytest.param(
+        "[timeouts]\nconnect = 0\n" + POOL,
+        "timeouts.connect: must be a number of seconds > 0, not 0",
+        id="timeout-zero",
+    ),
+    pytest.param(
+        "[timeouts]\nhandshake = -1.5\n" + POOL,
+        "timeouts.handshake: must be a number of seconds > 0, not -1.5",
+        id="timeout-negative",
+    ),
+    pytest.param(
+        "[timeouts]\nping_interval = true\n" + POOL,
+        "timeouts.ping_interval: must be a number of seconds > 0, not true",
+        id="timeout-bool",
+    ),
+    pytest.param(
+        '[timeouts]\nping_timeout = "10"\n' + POOL,
+        "timeouts.ping_timeout: must be a number of seconds > 0, not '10'",
+        id="timeout-string",
+    ),
+    pytest.param(
+        "[timeouts]\nshutdown = inf\n" + POOL,
+        "timeouts.shutdown: must be a number of seconds > 0, not inf",
+        id="timeout-inf",
+    ),
+    pytest.param(
+        "[timeouts]\nshutdown = nan\n" + POOL,
+        "timeouts.shutdown: must be a number of seconds > 0, not nan",
+        id="timeout-nan",
+    ),
+    pytest.param(
+        "timeouts = 5\n" + POOL,
+        "timeouts: must be a table, not 5",
+        id="timeouts-not-table",
+    ),
+    # limits: integers at their bounds.
+    pytest.param(
+        "[limits]\nmax_header_bytes = 1023\n" + POOL,
+        "limits.max_header_bytes: must be an integer >= 1024, not 1023",
+        id="limit-header",
+    ),
+    pytest.param(
+        "[limits]\nmax_connections = 0\n" + POOL,
+        "limits.max_connections: must be an integer >= 1, not 0",
+        id="limit-connections",
+    ),
+    pytest.param(
+        "[limits]\nmax_error_body = -1\n" + POOL,
+        "limits.max_error_body: must be an integer >= 0, not -1",
+        id="limit-error-body",
+    ),
+    pytest.param(
+        "[limits]\nmax_connections = 10.0\n" + POOL,
+        "limits.max_connections: must be an integer >= 1, not 10.0",
+        id="limit-float",
+    ),
+    pytest.param(
+        "[limits]\nmax_connections = true\n" + POOL,
+        "limits.max_connections: must be an integer >= 1, not true",
+        id="limit-bool",
+    ),
+    # session_map.
+    pytest.param(
+        'session_map = "memory"\n' + POOL,
+        "session_map: must be a table, not 'memory'",
+        id="session-map-string",
+    ),
+    pytest.param(
+        "[session_map]\ntype = 1\n" + POOL,
+        "session_map.type: must be a string, not 1",
+        id="session-map-type",
+    ),
+    # routes.
+    pytest.param(
+        '[route]\nprefix = "/"\npool = "chat"\n' + POOL,
+        "route: must be an array of tables, written [[route]], not a table",
+        id="route-single",
+    ),
+    pytest.param(
+        'route = ["/"]\n' + POOL,
+        "route[0]: must be a table, not '/'",
+        id="route-not-table",
+    ),
+    pytest.param(
+        '[[route]]\npool = "chat"\n' + POOL,
+        "route[0].prefix: is required",
+        id="route-no-prefix",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\n' + POOL,
+        "route[0].pool: is required",
+        id="route-no-pool",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/a"\npool = "chat"\n'
+        '[[route]]\nprefix = "/a"\npool = "chat"\n' + POOL,
+        "route[1].prefix: route[0] already has the prefix '/a' "
+        "(a trailing '/' is ignored)",
+        id="route-duplicate",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/a"\npool = "chat"\n'
+        '[[route]]\nprefix = "/a/"\npool = "chat"\n' + POOL,
+        "route[1].prefix: route[0] already has the prefix '/a/' "
+        "(a trailing '/' is ignored)",
+        id="route-duplicate-slash",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\n'
+        '[[route]]\nprefix = "/g"\npool = "game"\n' + POOL,
+        "route[1].pool: no pool named 'game'; pools: chat",
+        id="route-unknown-pool",
+    ),
+    pytest.param(
+        POOL + '[pool.game]\n[[pool.game.backend]]\nurl = "ws://b"\n',
+        "route: several pools (chat, game) and no [[route]] tables; add a "
+        "[[route]] with a prefix and a pool for each",
+        id="pools-without-routes",
+    ),
+    # pools.
+    pytest.param(
+        "pool = 1\n",
+        "pool: must be a table, not 1",
+        id="pool-not-table",
+    ),
+    pytest.param(
+        "[pool]\nchat = 1\n",
+        "pool.chat: must be a table, not 1",
+        id="pool-entry-not-table",
+    ),
+    pytest.param(
+        '[pool."a.b"]\n[[pool."a.b".backend]]\nurl = "ws://a"\n',
+        "pool.\"a.b\": a pool name must be letters, digits, '_' and '-' only",
+        id="pool-name",
+    ),
+    pytest.param(
+        '[pool.chat]\nbalance = "hash"\n',
+        "pool.chat: has no backends; add a [[pool.chat.backend]] table with a url",
+        id="pool-no-backend",
+    ),
+    pytest.param(
+        "[pool.chat]\nbackend = []\n",
+        "pool.chat: has no backends; add a [[pool.chat.backend]] table with a url",
+        id="pool-empty-backends",
+    ),
+    pytest.param(
+        '[pool.chat]\n[pool.chat.backend]\nurl = "ws://a"\n',
+        "pool.chat.backend: must be an array of tables, written "
+        "[[pool.chat.backend]], not a table",
+        id="pool-backend-single",
+    ),
+    pytest.param(
+        '[pool.chat]\nbalance = 1\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.balance: must be a string, not 1",
+        id="pool-balance-type",
+    ),
+    pytest.param(
+        '[pool.chat]\nbalance = ""\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.balance: must not be empty",
+        id="pool-balance-empty",
+    ),
+    pytest.param(
+        '[pool.chat]\naffinity = 1\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.affinity: must be a string, not 1",
+        id="affinity-type",
+    ),
+    pytest.param(
+        '[pool.chat]\naffinity_ttl = 0\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.affinity_ttl: must be a number of seconds > 0, not 0",
+        id="affinity-ttl",
+    ),
+    pytest.param(
+        '[pool.chat]\nfail_timeout = false\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.fail_timeout: must be a number of seconds > 0, not false",
+        id="fail-timeout",
+    ),
+    pytest.param(
+        '[pool.chat]\nconnect_attempts = 0\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.connect_attempts: must be an integer >= 1, not 0",
+        id="connect-attempts",
+    ),
+    # backends.
+    pytest.param(
+        "[pool.chat]\n[[pool.chat.backend]]\nweight = 1\n",
+        "pool.chat.backend[0].url: is required",
+        id="backend-no-url",
+    ),
+    pytest.param(
+        '[pool.chat]\n[[pool.chat.backend]]\nurl = "http://x"\n',
+        "pool.chat.backend[0].url: backend URL 'http://x' must start with "
+        "ws:// or wss://",
+        id="backend-scheme",
+    ),
+    pytest.param(
+        '[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://h/app"\n',
+        "pool.chat.backend[0].url: backend URL 'ws://h/app' must not have a "
+        "path: the client's path is passed on unchanged",
+        id="backend-path",
+    ),
+    pytest.param(
+        POOL + '[[pool.chat.backend]]\nurl = "ws://b"\nweight = 0\n',
+        "pool.chat.backend[1].weight: must be an integer >= 1, not 0",
+        id="backend-weight",
+    ),
+    pytest.param(
+        POOL + "weight = true\n",
+        "pool.chat.backend[0].weight: must be an integer >= 1, not true",
+        id="backend-weight-bool",
+    ),
+    pytest.param(
+        POOL + "weight = 1.5\n",
+        "pool.chat.backend[0].weight: must be an integer >= 1, not 1.5",
+        id="backend-weight-float",
+    ),
+    pytest.param(
+        POOL + "max_connections = -1\n",
+        "pool.chat.backend[0].max_connections: must be an integer >= 0, not -1",
+        id="backend-max-connections",
+    ),
+    pytest.param(
+        POOL + 'name = ""\n',
+        "pool.chat.backend[0].name: must not be empty",
+        id="backend-name-empty",
+    ),
+    pytest.param(
+        POOL + '[[pool.chat.backend]]\nurl = "ws://127.0.0.1:8765/"\n',
+        "pool.chat.backend[1]: backend[0] is already named '127.0.0.1:8765'; "
+        "give each backend of a pool its own name",
+        id="backend-same-default-name",
+    ),
+    pytest.param(
+        POOL + 'name = "x"\n[[pool.chat.backend]]\nurl = "ws://b"\nname = "x"\n',
+        "pool.chat.backend[1]: backend[0] is already named 'x'; "
+        "give each backend of a pool its own name",
+        id="backend-same-name",
+    ),
+    pytest.param(
+        '[pool.chat]\nbackend = ["ws://a"]\n',
+        "pool.chat.backend[0]: must be a table, not 'ws://a'",
+        id="backend-not-table",
+    ),
+    # health checks.
+    pytest.param(
+        POOL + "[pool.chat.health]\ntype = 'icmp'\n",
+        "pool.chat.health.type: must be one of 'websocket', 'http', 'tcp', "
+        "not 'icmp'",
+        id="health-type",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\npath = 'health'\n",
+        "pool.chat.health.path: must start with '/' and be printable ASCII "
+        "without spaces (percent-encode anything else), not 'health'",
+        id="health-path",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\npath = '/a b'\n",
+        "pool.chat.health.path: must start with '/' and be printable ASCII "
+        "without spaces (percent-encode anything else), not '/a b'",
+        id="health-path-space",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\ninterval = 0\n",
+        "pool.chat.health.interval: must be a number of seconds > 0, not 0",
+        id="health-interval",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\ntimeout = -1\n",
+        "pool.chat.health.timeout: must be a number of seconds > 0, not -1",
+        id="health-timeout",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\nrise = 0\n",
+        "pool.chat.health.rise: must be an integer >= 1, not 0",
+        id="health-rise",
+    ),
+    pytest.param(
+        POOL + "[pool.chat.health]\nfall = 0\n",
+        "pool.chat.health.fall: must be an integer >= 1, not 0",
+        id="health-fall",
+    ),
+    pytest.param(
+        '[pool.chat]\nhealth = "tcp"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.health: must be a table, not 'tcp'",
+        id="health-not-table",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, expected", FILE_ERRORS)
+def test_fileErrors(tmp_path: Path, text: str, expected: str) -> None:
+    """
+    Each mistake in the file is reported as exactly one line:
+    C{"<file>: <dotted key path>: <reason>"}.
+    """
+    path = writeConfig(tmp_path, text)
+    assert configError(path) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("affinity", "cookie"),
+        ("affinity", "cookie:"),
+        ("affinity", "path:x"),
+        ("affinity", "address:x"),
+        ("affinity", "header:a b"),
+    ],
+)
+def test_badAffinity(tmp_path: Path, key: str, value: str) -> None:
+    """
+    An affinity spec that L{gateway.routing.parseKeySpec} rejects is one
+    line naming the file, the key and the spec, with the parser's reason.
+    """
+    path = writeConfig(
+        tmp_path,
+        f'[pool.chat]\n{key} = "{value}"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+    )
+    message = configError(path)
+    assert message.startswith(f"{path}: pool.chat.{key}: bad affinity key {value!r}")
+
+
+@pytest.mark.parametrize("prefix", ["chat", "", "/a?b", "/a#b", "/a b", "/caf\u00e9"])
+def test_badRoutePrefix(tmp_path: Path, prefix: str) -> None:
+    """
+    A route prefix that L{gateway.routing.Router} rejects (not starting with
+    C{/}, with a query, fragment, space or non-ASCII character) is one line
+    naming the file, the route and the prefix.
+    """
+    path = writeConfig(
+        tmp_path, f"[[route]]\nprefix = {prefix!r}\npool = 'chat'\n" + POOL
+    )
+    message = configError(path)
+    if prefix:
+        assert message.startswith(f"{path}: route[0].prefix: route prefix {prefix!r} ")
+    else:
+        assert message == f"{path}: route[0].prefix: must not be empty"
+
+
+def test_longValueShortened(tmp_path: Path) -> None:
+    """
+    A long bad value is shortened in the message.
+    """
+    path = writeConfig(tmp_path, 'listen = ["tcp:1", ' + "1" * 100 + "]\n" + POOL)
+    assert configError(path) == (
+        f"{path}: listen[1]: must be a string, not {'1' * 57}..."
+    )
+
+
+def test_newlinesEscaped(tmp_path: Path) -> None:
+    """
+    A newline in a bad value or in an unknown key is escaped, so the
+    message stays on one line.
+    """
+    path = writeConfig(tmp_path, POOL + '[pool.chat.health]\ntype = "a\\nb"\n')
+    assert configError(path) == (
+        f"{path}: pool.chat.health.type: must be one of 'websocket', 'http', "
+        "'tcp', not 'a\\nb'"
+    )
+    path = writeConfig(
+        tmp_path,
+        '[pool.chat]\naffinity = "cookie:a\\nb"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+    )
+    assert "\n" not in configError(path)
+    path = writeConfig(tmp_path, '"a\\nb" = 1\n' + POOL)
+    assert configError(path).startswith(f'{path}: "a\\nb": unknown key; ')
+
+
+def test_missingFile(tmp_path: Path) -> None:
+    """
+    A file that does not exist is one line naming it and saying why.
+    """
+    path = str(tmp_path / "nope.toml")
+    assert configError(path) == f"{path}: cannot read the file: No such file or directory"
+
+
+def test_directory(tmp_path: Path) -> None:
+    """
+    A directory given as the file is one line naming it.
+    """
+    assert configError(str(tmp_path)) == f"{tmp_path}: cannot read the file: Is a directory"
+
+
+def test_notUTF8(tmp_path: Path) -> None:
+    """
+    A file that is not UTF-8 is one line naming it and the offset.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_bytes(b"listen = ['\xff']\n")
+    assert configError(str(path)) == f"{path}: not UTF-8 text: bad byte at offset 11"
+
+
+def test_tomlSyntax(tmp_path: Path) -> None:
+    """
+    A TOML syntax error is one line with tomllib's line and column.
+    """
+    path = writeConfig(tmp_path, POOL + "weight = \n")
+    assert configError(path) == (
+        f"{path}: not valid TOML: Invalid value (at line 5, column 10)"
+    )
+
+
+def test_tomlDuplicateTable(tmp_path: Path) -> None:
+    """
+    A table declared twice is a TOML error naming its line.
+    """
+    path = writeConfig(tmp_path, POOL + "[timeouts]\n[timeouts]\n")
+    message = configError(path)
+    assert message.startswith(f"{path}: not valid TOML: ")
+    assert message.endswith("(at line 6, column 10)")
+
+
+# parseBackendURL.
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("ws://example.com", (False, "example.com", 80)),
+        ("wss://example.com", (True, "example.com", 443)),
+        ("ws://127.0.0.1:8765", (False, "127.0.0.1", 8765)),
+        ("wss://h:1/", (True, "h", 1)),
+        ("ws://h:65535", (False, "h", 65535)),
+        ("ws://[::1]:8765", (False, "::1", 8765)),
+        ("wss://[2001:db8::1]", (True, "2001:db8::1", 443)),
+        ("ws://[::1]/", (False, "::1", 80)),
+        ("WS://Host:8", (False, "Host", 8)),
+    ],
+)
+def test_parseBackendURL(url: str, expected: tuple[bool, str, int]) -> None:
+    """
+    C{ws://} and C{wss://} URLs give C{(secure, host, port)}, with default
+    ports 80 and 443 and IPv6 hosts out of their brackets.
+    """
+    assert parseBackendURL(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://x", "must start with ws:// or wss://"),
+        ("x", "must start with ws:// or wss://"),
+        ("ws:/x", "must start with ws:// or wss://"),
+        ("ws://h/app", "must not have a path: the client's path is passed on unchanged"),
+        ("ws://h//", "must not have a path: the client's path is passed on unchanged"),
+        ("ws://h?a=1", "must not have a query: the client's query is passed on unchanged"),
+        ("ws://h/?a=1", "must not have a query: the client's query is passed on unchanged"),
+        ("ws://h#top", "must not have a fragment"),
+        ("ws://u:p@h", "must not contain a user name or password"),
+        ("ws://", "must name a host"),
+        ("ws://:80", "has a bad host name ''"),
+        ("ws://a b", "has a bad host name 'a b'"),
+        ("ws://h:0", "has a bad port '0': it must be a number from 1 to 65535"),
+        ("ws://h:65536", "has a bad port '65536': it must be a number from 1 to 65535"),
+        ("ws://h:", "has a bad port '': it must be a number from 1 to 65535"),
+        ("ws://h:x", "has a bad port 'x': it must be a number from 1 to 65535"),
+        ("ws://h:-1", "has a bad port '-1': it must be a number from 1 to 65535"),
+        ("ws://::1:80", "must put an IPv6 address in brackets, as in ws://[::1]:8765"),
+        ("ws://[::1", "has an unclosed '[' around its host"),
+        ("ws://[nope]", "has 'nope' in brackets, which is not an IPv6 address"),
+        ("ws://[::1]80", "must have only ':PORT' after the ']' of its host"),
+        ("ws://[::1]:0", "has a bad port '0': it must be a number from 1 to 65535"),
+    ],
+)
+def test_parseBackendURLErrors(url: str, reason: str) -> None:
+    """
+    Anything but C{ws[s]://host[:port]} is a one-line L{ConfigError} quoting
+    the URL and saying what is wrong with it.
+    """
+    with pytest.raises(ConfigError) as caught:
+        parseBackendURL(url)
+    assert str(caught.value) == f"backend URL {url!r} {reason}"
+
+
+def test_secondsAreFloats(tmp_path: Path) -> None:
+    """
+    Every seconds value is a finite float, whether written as integer or
+    float.
+    """
+    path = writeConfig(tmp_path, "[timeouts]\nconnect = 7\nshutdown = 0.25\n" + POOL)
+    timeouts = loadConfig(path).timeouts
+    assert timeouts.connect == 7.0 and type(timeouts.connect) is float
+    assert timeouts.shutdown == 0.25
+    assert all(math.isfinite(value) for value in vars(timeouts).values())

@@ -1,0 +1,267 @@
+"""
+Tests for L{gateway.tap} (the C{twistd gateway} options and service maker)
+and for the drop-in that makes twistd find them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from gateway.config import ConfigError, GatewayConfig
+from gateway.tap import Options, makeService
+
+ROOT = Path(__file__).resolve().parent.parent
+DROPIN = ROOT / "twisted" / "plugins" / "gateway_plugin.py"
+OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo")
+
+# twistd itself, run by this interpreter (python -m twisted runs twist), in
+# development mode with warnings as errors: the command line must stay clean.
+PYTHON = [sys.executable, "-X", "dev", "-W", "error"]
+TWISTD = [
+    *PYTHON,
+    "-c",
+    "import sys; sys.argv[0] = 'twistd'; "
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+]
+TWIST = [*PYTHON, "-m", "twisted"]
+
+
+def parse(*arguments: str) -> Options:
+    """
+    @return: L{Options} that parsed C{arguments}.
+    """
+    options = Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{command} from the checkout, so the drop-in is found there with
+    nothing installed, with stderr merged into stdout.
+    """
+    environment = dict(os.environ)
+    environment.pop("PYTHONPATH", None)
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_optionDefaults() -> None:
+    """
+    With no arguments: no listeners, backends, balancer or file, and no demo.
+    """
+    options = parse()
+    assert options["listen"] == ()
+    assert options["backend"] == ()
+    assert options["balance"] is None
+    assert options["config"] is None
+    assert not options["demo"]
+
+
+def test_repeatableOptions() -> None:
+    """
+    C{--listen} and C{--backend} may be repeated; their values are kept in
+    order, in both C{--name value} and C{--name=value} forms.
+    """
+    options = parse(
+        "--listen",
+        "tcp:1",
+        "--backend=ws://a:1",
+        "--listen=tcp:2",
+        "--backend",
+        "ws://b:2",
+        "--balance",
+        "hash",
+        "--config",
+        "gateway.toml",
+        "--demo",
+    )
+    assert options["listen"] == ("tcp:1", "tcp:2")
+    assert options["backend"] == ("ws://a:1", "ws://b:2")
+    assert options["balance"] == "hash"
+    assert options["config"] == "gateway.toml"
+    assert options["demo"]
+
+
+def test_optionsIndependent() -> None:
+    """
+    Two L{Options} do not share their repeatable lists.
+    """
+    parse("--listen", "tcp:1")
+    assert parse()["listen"] == ()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--nope"], ["--listen"], ["extra"], ["--demo=yes"]],
+    ids=["unknown", "missing-value", "positional", "flag-value"],
+)
+def test_usageErrors(arguments: list[str]) -> None:
+    """
+    An unknown option, a missing value, a stray argument or a value given to
+    a flag is a L{usage.UsageError}.
+    """
+    with pytest.raises(usage.UsageError):
+        parse(*arguments)
+
+
+def test_usageText() -> None:
+    """
+    The usage names every option and ends with examples laid out as written.
+    """
+    text = str(Options())
+    for name in OPTION_NAMES:
+        assert name in text
+    assert "\n  twistd -n gateway --config /etc/txgateway/gateway.toml\n" in text
+
+
+def test_makeServiceConfigError(tmp_path: Path) -> None:
+    """
+    A configuration error found by L{gateway.config.loadConfig} becomes a
+    L{SystemExit} whose message is one line, C{"gateway: "} followed by the
+    file, the key and the reason.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_text('[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\nweight = 0\n')
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--config", str(path)))
+    assert caught.value.code == (
+        f"gateway: {path}: pool.chat.backend[0].weight: must be an integer >= 1, not 0"
+    )
+
+
+def test_makeServiceFlagError() -> None:
+    """
+    A bad combination of flags becomes a one-line L{SystemExit} too.
+    """
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--balance", "hash"))
+    assert caught.value.code == (
+        "gateway: --balance goes with --backend; "
+        "set balance in a [pool.NAME] table instead"
+    )
+
+
+def test_makeServiceBuildsService() -> None:
+    """
+    L{makeService} builds a L{GatewayService} from the loaded configuration,
+    set to stop the process when a listener cannot start.
+    """
+    from gateway.service import GatewayService
+
+    service = makeService(
+        parse("--listen", "tcp:0", "--backend", "ws://a:1", "--balance", "hash")
+    )
+    assert isinstance(service, GatewayService)
+    assert service.config.listen == ("tcp:0",)
+    assert service.config.pool("default").balance == "hash"
+    assert service.config.demo is False
+    assert service.stopReactorOnFailure is True
+
+
+def test_makeServiceServiceError() -> None:
+    """
+    A L{ConfigError} raised by the service (an unknown balancer name) becomes
+    a one-line L{SystemExit} as well, listing the known names.
+    """
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--backend", "ws://a:1", "--balance", "nope"))
+    assert caught.value.code == (
+        "gateway: unknown balancer 'nope' (known: hash, least_conn, round_robin)"
+    )
+
+
+def test_dropinIsOneStatement() -> None:
+    """
+    The drop-in holds a docstring, imports and exactly one statement: the
+    C{ServiceMaker} for C{gateway.tap} under the name C{gateway}; and no
+    C{__init__.py} under C{twisted/} shadows Twisted's own.
+    """
+    tree = ast.parse(DROPIN.read_text())
+    body = tree.body
+    assert ast.get_docstring(tree)
+    statements = [
+        node
+        for node in body[1:]
+        if not isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert len(statements) == 1
+    [statement] = statements
+    assert isinstance(statement, ast.Assign)
+    assert not (ROOT / "twisted" / "__init__.py").exists()
+    assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
+
+
+def test_dropinServiceMaker() -> None:
+    """
+    The drop-in's C{ServiceMaker} names the C{gateway} command and leads to
+    L{gateway.tap}'s L{Options} and L{makeService}.
+    """
+    spec = importlib.util.spec_from_file_location("_gateway_dropin", DROPIN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    maker = module.gateway
+    assert maker.tapname == "gateway"
+    assert maker.module == "gateway.tap"
+    assert maker.description
+    assert maker.options is Options
+    assert maker.makeService is makeService
+
+
+@pytest.mark.parametrize("runner", [TWISTD, TWIST], ids=["twistd", "twist"])
+def test_commandLineConfigError(tmp_path: Path, runner: list[str]) -> None:
+    """
+    C{twistd -n gateway --config BAD} (and C{twist gateway ...}) run as a
+    real process exits non-zero after printing exactly one line,
+    C{"gateway: <file>: <key>: <reason>"}, and no traceback.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_text('[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\nweight = 0\n')
+    result = run(runner + ["gateway", "--config", str(path)])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout
+    assert result.stdout.splitlines() == [
+        f"gateway: {path}: pool.chat.backend[0].weight: must be an integer >= 1, not 0"
+    ]
+
+
+def test_commandLineFlagError() -> None:
+    """
+    A bad C{--backend} given to twistd is one line naming the option.
+    """
+    result = run(TWISTD + ["gateway", "--backend", "http://x"])
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == [
+        "gateway: --backend: backend URL 'http://x' must start with ws:// or wss://"
+    ]
+
+
+@pytest.mark.parametrize("runner", [TWISTD, TWIST], ids=["twistd", "twist"])
+def test_commandLineHelp(runner: list[str]) -> None:
+    """
+    C{gateway --help} exits with status 0 and lists every option.
+    """
+    result = run(runner + ["gateway", "--help"])
+    assert result.returncode == 0, result.stdout
+    assert "Traceback" not in result.stdout
+    for name in OPTION_NAMES:
+        assert name in result.stdout
