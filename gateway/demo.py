@@ -63,6 +63,13 @@ class EchoServerProtocol(WebSocketServerProtocol):
         self.factory.messages += 1
         self.sendMessage(self.factory.prefix + payload, isBinary)
 
+    def onPing(self, payload: bytes) -> None:
+        """
+        Count pings (and answer them).
+        """
+        self.factory.pings += 1
+        super().onPing(payload)
+
     def onClose(self, wasClean: bool, code, reason) -> None:
         """
         Record how the connection ended.
@@ -81,6 +88,7 @@ class EchoServerFactory(WebSocketServerFactory):
     @ivar handshakes: the raw request head of every handshake received.
     @ivar connections: open connections.
     @ivar opened: connections opened in all.
+    @ivar pings: pings received.
     @ivar closes: C{(wasClean, code, reason)} of every connection closed.
     """
 
@@ -95,6 +103,7 @@ class EchoServerFactory(WebSocketServerFactory):
         self.connections: set[EchoServerProtocol] = set()
         self.opened = 0
         self.messages = 0
+        self.pings = 0
         self.closes: list[tuple] = []
         self.closeWaiters: list[Deferred] = []
         self.setProtocolOptions(

@@ -106,24 +106,27 @@ class FrontDoor(Protocol):
     def _toWeb(self) -> None:
         self._cancelTimer()
         channel = self.factory.web.buildProtocol(self.transport.getPeer())
-        channel.frontDoor = self
         self._channel = channel
         channel.makeConnection(self.transport)
         buffer, self._buffer = self._buffer, b""
         channel.dataReceived(buffer)
 
-    def takeOver(self, head: RequestHead) -> None:
+    def takeOver(self, channel, head: RequestHead) -> None:
         """
         A WebSocket upgrade arrived as a later request of a kept-alive HTTP
-        connection: take the connection back from twisted.web and tunnel it.
+        connection: take the connection back from twisted.web's C{channel}
+        and tunnel it.
         """
-        channel, self._channel = self._channel, None
+        self._channel = None
         transport = channel.transport
+        # Bytes twisted.web read past this request (a client should send
+        # none before the 101, but nothing read may be lost).
+        early = getattr(channel, "_buffer", b"") + b"".join(getattr(channel, "_dataBuffer", []))
         channel.transport = None
         channel.setTimeout(None)
         transport.unregisterProducer()
         transport.resumeProducing()
-        self.factory.openTunnel(transport, head, b"", self.factory.reactor.seconds())
+        self.factory.openTunnel(transport, head, early, self.factory.reactor.seconds())
 
     def _refuse(self, status: int, message: str) -> None:
         self._cancelTimer()
@@ -157,7 +160,8 @@ class FrontDoor(Protocol):
 
 def _json(request, status: int, payload: dict) -> bytes:
     body = json.dumps(payload).encode("utf-8")
-    request.setResponseCode(status)
+    if request.code != status:
+        request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return body
@@ -181,12 +185,18 @@ class GatewayResource(Resource):
         Answer every path (see the class docstring).
         """
         path = request.path
+        request.setHeader(b"server", b"txgateway")
         if request.requestHeaders.hasHeader(b"upgrade"):
+            # A refused upgrade ends the connection: the client may already
+            # be sending frames.
+            request.channel.persistent = False
             head = _headFromRequest(request)
             if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
-                frontDoor = getattr(request.channel, "frontDoor", None)
-                if frontDoor is not None:
-                    frontDoor.takeOver(head)
+                transport = request.channel.transport
+                door = (transport.wrappedProtocol if isinstance(transport, ProtocolWrapper)
+                        else getattr(transport, "protocol", None))
+                if isinstance(door, FrontDoor):
+                    door.takeOver(request.channel, head)
                     return NOT_DONE_YET
         if path == b"/_gateway/health":
             return _json(request, 200, {"status": "ok"})
@@ -196,6 +206,7 @@ class GatewayResource(Resource):
             return self.factory.demoPage()
         if self.factory.router.match(path) is not None:
             request.setHeader(b"upgrade", b"websocket")
+            request.setResponseCode(426, b"Upgrade Required")
             return _json(request, 426, {"error": "Upgrade Required", "status": 426,
                                         "message": "this path expects a WebSocket upgrade"})
         return _json(request, 404, {"error": "Not Found", "status": 404,

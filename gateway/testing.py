@@ -359,6 +359,10 @@ class _ClientProtocol(WebSocketClientProtocol):
     def onPong(self, payload):
         self.factory.client.pongs.put(payload)
 
+    def onPing(self, payload):
+        self.factory.client.pings.put(payload)
+        super().onPing(payload)
+
     def onClose(self, wasClean, code, reason):
         client = self.factory.client
         if not client.opened.called:
@@ -373,6 +377,7 @@ class TestClient:
 
     @ivar messages: L{DeferredQueue} of C{(payload, isBinary)} received.
     @ivar pongs: L{DeferredQueue} of pong payloads received.
+    @ivar pings: L{DeferredQueue} of ping payloads received (each answered).
     @ivar closed: fires with C{(wasClean, remoteCode, remoteReason)}.
     @ivar response: Autobahn's C{ConnectionResponse} (chosen subprotocol,
         headers).
@@ -384,6 +389,7 @@ class TestClient:
     closed: Deferred = field(default_factory=Deferred)
     messages: DeferredQueue = field(default_factory=DeferredQueue)
     pongs: DeferredQueue = field(default_factory=DeferredQueue)
+    pings: DeferredQueue = field(default_factory=DeferredQueue)
     protocol: object = None
     response: object = None
 
