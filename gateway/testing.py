@@ -52,6 +52,8 @@ __all__ = [
     "connectClient",
     "rawExchange",
     "redisServerBinary",
+    "waitUntil",
+    "gatewayConfig",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -212,7 +214,9 @@ class EchoBackend:
         """
         Stop listening and drop its connections.
         """
-        await self.listeningPort.stopListening()
+        stopping = self.listeningPort.stopListening()
+        if stopping is not None:
+            await stopping
         for proto in list(self.factory.connections):
             proto.dropConnection(abort=True)
 
@@ -490,3 +494,21 @@ async def rawExchange(port: int, payload: bytes, timeout: float = 10.0, host: st
         return result
 
     return await factory.done.addTimeout(timeout, reactor, onTimeoutCancel=onTimeout)
+
+
+async def waitUntil(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """
+    Wait, without blocking the reactor, until C{predicate()} is true: for
+    state that changes on a timer of the code under test (a health check),
+    with no event to wait on.
+
+    @raise TimeoutError: when it is still false after C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise TimeoutError(f"condition still false after {timeout}s")
+        await deferLater(reactor, interval)
