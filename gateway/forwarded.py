@@ -22,7 +22,7 @@ FORWARDING_HEADERS = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class TrustedProxies:
@@ -49,7 +49,8 @@ class TrustedProxies:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(address in n for n in self._networks)
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(address in n or (mapped is not None and mapped in n) for n in self._networks)
 
 
 def _forwardedFor(head: RequestHead) -> list[str]:
@@ -80,7 +81,7 @@ def _node(host: str) -> str:
 
 
 def _quoted(value: str) -> str:
-    if _TOKEN.match(value):
+    if _TOKEN.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

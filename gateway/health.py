@@ -179,6 +179,7 @@ class _ProbeBase:
             which L{Deferred.addTimeout} would not see as a cancellation).
         """
         endpoint = backendEndpoint(self.reactor, backend, self.timeout)
+        factory.noisy = False  # one check per backend per interval: no log lines
         try:
             return await endpoint.connect(factory)
         except ierror.ConnectingCancelledError:

@@ -33,9 +33,10 @@ __all__ = [
 
 Headers = list[tuple[bytes, bytes]]
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) (HTTP/1\.[01])$")
-_STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([0-9]{3})(?: (.*))?$")
+# Matched with fullmatch: "$" would also match before a final "\n".
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"([A-Z]+) ([\x21-\x7e]+) (HTTP/1\.[01])")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: Headers that describe one connection, never forwarded as they are.
@@ -175,15 +176,14 @@ def findHeadEnd(buffer: bytes, limit: int) -> int:
 
     @return: the index just past the blank line that ends the head, or -1
         when more bytes are needed.
-    @raise LimitExceeded: when no head ends within C{limit} bytes.
+    @raise LimitExceeded: when no head ends within the first C{limit} bytes
+        (blank line included), however the bytes were split on arrival.
     """
-    end = buffer.find(b"\r\n\r\n", 0, limit + 4)
+    end = buffer.find(b"\r\n\r\n", 0, limit)
     if end == -1:
-        if len(buffer) > limit:
+        if len(buffer) >= limit:
             raise LimitExceeded(f"message head larger than {limit} bytes")
         return -1
-    if end + 4 > limit + 4:  # pragma: no cover - find() bounds this
-        raise LimitExceeded(f"message head larger than {limit} bytes")
     return end + 4
 
 
@@ -195,7 +195,7 @@ def _parseHeaders(lines: Sequence[bytes]) -> Headers:
         if line[:1] in (b" ", b"\t"):
             raise ProtocolError("obsolete line folding in headers")
         name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
+        if not sep or not _TOKEN.fullmatch(name):
             raise ProtocolError("malformed header line")
         value = value.strip(b" \t")
         if _BAD_VALUE.search(value):
@@ -211,7 +211,7 @@ def parseRequestHead(head: bytes) -> RequestHead:
     @raise ProtocolError: when it is not well-formed HTTP/1.0 or 1.1.
     """
     lines = head.split(b"\r\n")
-    match = _REQUEST_LINE.match(lines[0])
+    match = _REQUEST_LINE.fullmatch(lines[0])
     if match is None:
         raise ProtocolError("malformed request line")
     method, target, version = match.groups()
@@ -227,7 +227,7 @@ def parseResponseHead(head: bytes) -> ResponseHead:
     @raise ProtocolError: when it is not well-formed HTTP/1.0 or 1.1.
     """
     lines = head.split(b"\r\n")
-    match = _STATUS_LINE.match(lines[0])
+    match = _STATUS_LINE.fullmatch(lines[0])
     if match is None:
         raise ProtocolError("malformed status line")
     version, status, reason = match.groups()

@@ -15,7 +15,7 @@ from typing import Generic, Sequence, TypeVar
 from .errors import ConfigError
 from .http1 import RequestHead
 
-__all__ = ["Router", "KeySpec", "parseKeySpec", "affinityKey", "KEY_SOURCES"]
+__all__ = ["Router", "hasDotSegments", "KeySpec", "parseKeySpec", "affinityKey", "KEY_SOURCES"]
 
 T = TypeVar("T")
 
@@ -82,6 +82,18 @@ class Router(Generic[T]):
             if cut < 0:
                 return None
             path = path[:cut]
+
+
+_DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+
+
+def hasDotSegments(path: bytes) -> bool:
+    """
+    @return: whether C{path} has a C{.} or C{..} segment (plain or
+        percent-encoded), which a backend may resolve to a path outside the
+        route that matched: such requests are refused rather than routed.
+    """
+    return _DOT_SEGMENT.search(path) is not None
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,10 @@ class GatewayService(MultiService):
         self._listening: Deferred | None = None
         self._demoPorts: list = []
         self._sweeper: LoopingCall | None = None
-        #: Set by C{twistd gateway}: a listener that cannot start stops the process.
-        self.stopReactorOnFailure = False
+        self._listenings: list | None = None
+        #: Set by C{twistd gateway}: a listener that cannot be bound ends the
+        #: process with one line.
+        self.exitOnListenFailure = False
 
     def addPool(self, poolConfig: PoolConfig, backends: list[Backend] | None = None) -> Pool:
         """
@@ -102,12 +104,34 @@ class GatewayService(MultiService):
         monitor.setServiceParent(self)
         return pool
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listeners (before twistd drops privileges).
+
+        @raise SystemExit: under twistd (L{exitOnListenFailure}), with one
+            line, when a listener cannot be bound.
+        """
+        super().privilegedStartService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listenings is not None:
+            return
+        self._listenings = [(d, e.listen(self.factory)) for d, e in self.endpoints]
+        if self.exitOnListenFailure:
+            for description, listening in self._listenings:
+                result = getattr(listening, "result", None)
+                if listening.called and isinstance(result, Failure):
+                    listening.addErrback(lambda f: None)
+                    raise SystemExit(f"gateway: cannot listen on {description}: {_why(result.value)}")
+
     def startService(self) -> None:
         """
         Start the health monitors, the demo backends when asked for, the
-        listeners and the keep-alive sweep.
+        listeners (unless already bound) and the keep-alive sweep.
         """
         super().startService()
+        self._listen()
         self._listening = Deferred.fromCoroutine(self._start())
         self._listening.addErrback(self._startFailed)
 
@@ -121,11 +145,11 @@ class GatewayService(MultiService):
         self._sweeper.start(tick, now=False).addErrback(
             lambda f: self.log.failure("keep-alive sweep failed", f)
         )
-        for description, endpoint in self.endpoints:
+        for description, listening in self._listenings:
             try:
-                port = await endpoint.listen(self.factory)
+                port = await listening
             except Exception as e:
-                raise ConfigError(f"cannot listen on {description}: {e}") from None
+                raise ConfigError(f"cannot listen on {description}: {_why(e)}") from None
             self.ports.append(port)
             address = port.getHost()
             self.log.info(
@@ -138,7 +162,7 @@ class GatewayService(MultiService):
 
     def _startFailed(self, failure: Failure) -> Failure:
         self.log.critical("gateway: {error}", error=failure.getErrorMessage())
-        if self.stopReactorOnFailure:
+        if self.exitOnListenFailure:
             self.reactor.stop()
         return failure
 
@@ -208,3 +232,10 @@ class GatewayService(MultiService):
             for proto in list(port.factory.connections):
                 proto.dropConnection(abort=True)
         self._demoPorts = []
+
+
+def _why(error: BaseException) -> str:
+    """
+    The operating system's reason a listener could not be bound.
+    """
+    return str(getattr(error, "socketError", None) or error)

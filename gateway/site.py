@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from .errors import LimitExceeded, ProtocolError
 from .forwarded import clientAddress
 from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
-from .routing import affinityKey
+from .routing import affinityKey, hasDotSegments
 from .transports.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class FrontDoor(Protocol):
             return
         except ProtocolError as e:
             self._refuse(400, str(e))
+            return
+        if hasDotSegments(head.path):
+            self._refuse(400, "the request path must not contain '.' or '..' segments")
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             early, self._buffer = self._buffer[end:], b""
@@ -232,6 +235,7 @@ class GatewayFactory(Factory):
 
     protocol = FrontDoor
     log = Logger()
+    noisy = False
 
     def __init__(self, service: GatewayService) -> None:
         self.service = service

@@ -109,5 +109,5 @@ def makeService(options: Options) -> IService:
     except ConfigError as error:
         raise SystemExit(f"gateway: {error}") from None
     # A listener that cannot start (port in use) ends the process.
-    service.stopReactorOnFailure = True
+    service.exitOnListenFailure = True
     return service

@@ -11,6 +11,8 @@ suites with nothing to import:
   - C{echo_backends}: C{await echo_backends(3)} starts Autobahn echo servers.
   - C{make_gateway}: C{await make_gateway(backends=...)} starts a gateway
     service on a free port and stops it at the end of the test.
+  - C{gateway_process}: C{await gateway_process("--backend", url)} runs
+    C{twistd -n gateway} as a real process on a free port.
 
 and the helpers L{connectClient} (a WebSocket client with a message queue)
 and L{rawExchange} (send bytes, collect the answer).
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -39,7 +43,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
 from .config import BackendConfig, GatewayConfig, HealthCheckConfig, Limits, PoolConfig, RouteConfig, Timeouts
 from .demo import EchoServerFactory, listenEcho
@@ -53,6 +57,9 @@ __all__ = [
     "rawExchange",
     "redisServerBinary",
     "waitUntil",
+    "startProcess",
+    "RunningProcess",
+    "GatewayProcess",
     "gatewayConfig",
 ]
 
@@ -433,10 +440,12 @@ async def connectClient(
     headers: dict | None = None,
     bindAddress: str | None = None,
     compression: bool = False,
+    tls=None,
     timeout: float = 10.0,
 ) -> TestClient:
     """
-    Open a WebSocket to C{url} + C{path} (a gateway's or a backend's).
+    Open a WebSocket to C{url} + C{path} (a gateway's or a backend's);
+    through TLS with C{tls}, an L{IOpenSSLClientConnectionCreator}.
 
     @raise HandshakeFailed: when the server refuses the handshake.
     """
@@ -460,6 +469,10 @@ async def connectClient(
     factory.setProtocolOptions(**options)
     endpoint = TCP4ClientEndpoint(reactor, parsed.hostname, parsed.port, timeout=timeout,
                                   bindAddress=(bindAddress, 0) if bindAddress else None)
+    if tls is not None:
+        from twisted.internet.endpoints import wrapClientTLS
+
+        endpoint = wrapClientTLS(tls, endpoint)
     await endpoint.connect(factory)
     return await client.opened.addTimeout(timeout, reactor)
 
@@ -512,3 +525,162 @@ async def waitUntil(predicate, timeout: float = 10.0, interval: float = 0.01) ->
         if reactor.seconds() > deadline:
             raise TimeoutError(f"condition still false after {timeout}s")
         await deferLater(reactor, interval)
+
+
+class _WatchedProcess(ProcessProtocol):
+    """
+    Collects a child's output line by line and fires C{ready} on the first
+    line matching a pattern.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.ready: Deferred = Deferred()
+        self.ended: Deferred = Deferred()
+        self.lines: list[str] = []
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            if not self.ready.called:
+                match = self.pattern.search(line)
+                if match:
+                    self.ready.callback(match)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if self._partial:
+            self.outReceived(b"\n")
+        code = getattr(reason.value, "exitCode", None)
+        if code is None and getattr(reason.value, "signal", None):
+            code = -reason.value.signal
+        if not self.ready.called:
+            tail = "\n".join(self.lines[-20:])
+            self.ready.errback(RuntimeError(f"process exited ({code}) before it was ready:\n{tail}"))
+        self.ended.callback(code)
+
+
+@dataclass
+class RunningProcess:
+    """
+    A child process started by L{startProcess}.
+
+    @ivar match: the match of the readiness pattern.
+    """
+
+    protocol: _WatchedProcess
+    transport: object
+    match: object
+
+    @property
+    def output(self) -> str:
+        """
+        Everything it printed so far.
+        """
+        return "\n".join(self.protocol.lines)
+
+    def signal(self, name: str) -> None:
+        """
+        Send a signal (C{"TERM"}, C{"KILL"}...) if it still runs.
+        """
+        if not self.protocol.ended.called:
+            self.transport.signalProcess(name)
+
+    async def wait(self, timeout: float = 30.0) -> int | None:
+        """
+        @return: its exit code once it has exited (within C{timeout}), or
+            minus the number of the signal that ended it.
+        """
+        from twisted.internet import reactor
+
+        ended = self.protocol.ended
+        if ended.called:
+            return ended.result
+        waiter: Deferred = Deferred()
+        ended.addBoth(lambda code: (waiter.callback(code), code)[1])
+        return await waiter.addTimeout(timeout, reactor)
+
+
+async def startProcess(args: Sequence[str], ready: str, *, env: dict | None = None,
+                       cwd: str | None = None, timeout: float = 30.0) -> RunningProcess:
+    """
+    Start a child process and wait for a line of its output matching
+    C{ready} (a regular expression).
+    """
+    from twisted.internet import reactor
+
+    protocol = _WatchedProcess(ready)
+    environment = dict(os.environ if env is None else env)
+    transport = reactor.spawnProcess(protocol, args[0], list(args), env=environment, path=cwd)
+    process = RunningProcess(protocol, transport, None)
+    try:
+        process.match = await protocol.ready.addTimeout(timeout, reactor)
+    except BaseException:
+        process.signal("KILL")
+        raise
+    return process
+
+
+def _projectEnvironment() -> dict:
+    """
+    The environment for a child Python that must import this package (and
+    find its twistd drop-in) whether or not it is installed.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class GatewayProcess(RunningProcess):
+    """
+    A C{twistd -n gateway} child process.
+    """
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        """
+        Its C{ws://} URL.
+        """
+        return f"ws://{LOCALHOST}:{self.port}"
+
+
+@pytest_twisted.async_yield_fixture
+async def gateway_process(tmp_path):
+    """
+    C{await gateway_process("--backend", url, ...)}: run C{twistd -n gateway}
+    as a real process listening on a free port of 127.0.0.1 (unless the
+    arguments name C{--listen}); killed at the end of the test if still
+    running.
+    """
+    started: list[RunningProcess] = []
+
+    async def start(*args: str, timeout: float = 30.0) -> GatewayProcess:
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                   "-n", "--pidfile=", "gateway"]
+        if "--listen" not in args:
+            command += ["--listen", f"tcp:0:interface={LOCALHOST}"]
+        command += list(args)
+        running = await startProcess(command, r"gateway listening on [^:]+:(\d+)",
+                                     env=_projectEnvironment(), cwd=str(tmp_path), timeout=timeout)
+        started.append(running)
+        process = GatewayProcess(running.protocol, running.transport, running.match,
+                                 port=int(running.match.group(1)))
+        return process
+
+    yield start
+    for process in started:
+        process.signal("KILL")
+        try:
+            await process.wait(10)
+        except Exception:
+            pass

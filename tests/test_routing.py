@@ -189,3 +189,27 @@ def test_affinityKeyQueryDecoded():
     """
     spec = parseKeySpec("query:k")
     assert affinityKey(spec, head(b"/?k=a%20b"), "") == affinityKey(spec, head(b"/?k=a+b"), "")
+
+
+@pytest.mark.parametrize(
+    "path, dotted",
+    [
+        (b"/chat/../admin", True),
+        (b"/a/./b", True),
+        (b"/%2E%2e/x", True),
+        (b"/..", True),
+        (b"/a..b", False),
+        (b"/.well-known/x", False),
+        (b"/a/b.", False),
+        (b"/chat", False),
+    ],
+)
+def test_hasDotSegments(path: bytes, dotted: bool) -> None:
+    """
+    Dot segments, plain or percent-encoded, are recognised (the front door
+    refuses them, since a backend could resolve them outside the route);
+    dots inside a segment are not dot segments.
+    """
+    from gateway.routing import hasDotSegments
+
+    assert hasDotSegments(path) is dotted

@@ -174,7 +174,7 @@ def test_makeServiceBuildsService() -> None:
     assert service.config.listen == ("tcp:0",)
     assert service.config.pool("default").balance == "hash"
     assert service.config.demo is False
-    assert service.stopReactorOnFailure is True
+    assert service.exitOnListenFailure is True
 
 
 def test_makeServiceServiceError() -> None:

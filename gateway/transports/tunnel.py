@@ -264,6 +264,8 @@ class BackendSide(_Side):
 
 
 class _BackendSideFactory(Factory):
+    noisy = False
+
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
 
