@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Collection, Sequence
 
 if TYPE_CHECKING:
     from .interfaces import IBalancer
+    from .routing import KeySpec
 
 __all__ = ["Backend", "Pool"]
 
@@ -82,8 +83,9 @@ class Pool:
     Backends that serve the same application, with the balancer that spreads
     connections over them.
 
-    @ivar affinity: the pool's key spec, or L{None} (see
+    @ivar affinity: the pool's key spec as configured, or L{None} (see
         L{gateway.config.PoolConfig}).
+    @ivar keySpec: the same, parsed.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Pool:
         affinity: str | None = None,
         affinityTtl: float = 3600.0,
         connectAttempts: int = 3,
+        keySpec: KeySpec | None = None,
     ) -> None:
         self.name = name
         self.backends = list(backends)
@@ -102,6 +105,7 @@ class Pool:
         self.affinity = affinity
         self.affinityTtl = affinityTtl
         self.connectAttempts = connectAttempts
+        self.keySpec = keySpec
 
     def backend(self, name: str) -> Backend | None:
         """

@@ -96,8 +96,8 @@ class GatewayService(MultiService):
             affinity=poolConfig.affinity,
             affinityTtl=poolConfig.affinityTtl,
             connectAttempts=poolConfig.connectAttempts,
+            keySpec=parseKeySpec(poolConfig.affinity) if poolConfig.affinity else None,
         )
-        pool.keySpec = parseKeySpec(poolConfig.affinity) if poolConfig.affinity else None
         self.pools[pool.name] = pool
         monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout)
         self.monitors[pool.name] = monitor

@@ -106,6 +106,8 @@ class RedisServer:
         for _ in range(attempts):
             port = self.port or random.randint(20000, 60000)
             logfile = os.path.join(self.directory, f"redis-{port}.log")
+            if os.path.exists(logfile):
+                os.remove(logfile)  # readiness is read from a fresh log
             process = subprocess.Popen(
                 [binary, "--bind", LOCALHOST, "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", self.directory, "--logfile", logfile],

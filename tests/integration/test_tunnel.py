@@ -11,7 +11,7 @@ import os
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -466,4 +466,175 @@ async def test_demo_mode_serves_page_and_echo_backends(make_gateway):
     client.send("hi")
     payload, _ = await client.receive()
     assert payload.startswith(b"backend-") and payload.endswith(b": hi")
+    await within(client.close())
+
+
+def buffered(transport) -> int:
+    """
+    Bytes a Twisted TCP transport holds that the kernel has not taken yet.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def onPause(side) -> Deferred:
+    """
+    A Deferred that fires the first time C{side} is asked to pause.
+    """
+    paused: Deferred = Deferred()
+    original = side.pauseProducing
+
+    def pauseProducing():
+        original()
+        if not paused.called:
+            paused.callback(None)
+
+    side.pauseProducing = pauseProducing
+    return paused
+
+
+class _StalledClient(Protocol):
+    """
+    Completes the handshake, then stops reading until told to resume.
+    """
+
+    def connectionMade(self):
+        self.received = 0
+        self.upgraded = Deferred()
+        self.transport.write(UPGRADE + b"\r\n")
+
+    def dataReceived(self, data):
+        self.received += len(data)
+        if not self.upgraded.called and b"\r\n\r\n" in data:
+            self.transport.pauseProducing()
+            self.upgraded.callback(None)
+
+
+FLOOD_MESSAGES = 64
+FLOOD_SIZE = 512 * 1024
+BOUND = 256 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_client_pauses_backend(echo_backends, make_gateway):
+    """
+    A client that stops reading pauses reading from its backend: while the
+    backend tries to send 32 MiB, the gateway holds less than 256 KiB for
+    the client; when the client reads again, every byte arrives.
+    """
+    from gateway.testing import waitUntil
+
+    backends = await echo_backends(1)
+    gateway = await make_gateway(backends)
+    client = await TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port).connect(
+        Factory.forProtocol(_StalledClient)
+    )
+    await within(client.upgraded)
+    await waitUntil(lambda: backends[0].factory.connections)
+    [tunnel] = gateway.service.factory.tunnels
+    paused = onPause(tunnel.backendSide)
+    [backend] = backends[0].factory.connections
+    for _ in range(FLOOD_MESSAGES):
+        backend.sendMessage(b"x" * FLOOD_SIZE, isBinary=True)
+    await within(paused)
+    held = buffered(tunnel.client.transport)
+    print(f"\nstalled client: the gateway holds {held / 1024:.0f} KiB for it")
+    assert held < BOUND
+    assert tunnel.backendSide.transport not in reactor.getReaders()
+
+    client.transport.resumeProducing()
+    await waitUntil(lambda: client.received >= FLOOD_MESSAGES * FLOOD_SIZE, timeout=30)
+    client.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_backend_pauses_client(echo_backends, make_gateway):
+    """
+    A backend that stops reading pauses reading from its client: while the
+    client sends 32 MiB, the gateway holds less than 256 KiB for the
+    backend; when the backend reads again, every message is echoed.
+    """
+    from gateway.testing import waitUntil
+
+    backends = await echo_backends(1)
+    gateway = await make_gateway(backends)
+    client = await connectClient(gateway.url)
+    [tunnel] = gateway.service.factory.tunnels
+    [backend] = backends[0].factory.connections
+    backend.transport.pauseProducing()
+    paused = onPause(tunnel.client)
+    for _ in range(FLOOD_MESSAGES):
+        client.send(b"y" * FLOOD_SIZE, True)
+    await within(paused)
+    held = buffered(tunnel.backendSide.transport)
+    print(f"\nstalled backend: the gateway holds {held / 1024:.0f} KiB for it")
+    assert held < BOUND
+    assert tunnel.client.transport not in reactor.getReaders()
+
+    backend.transport.resumeProducing()
+    for _ in range(FLOOD_MESSAGES):
+        payload, _ = await client.receive(30)
+        assert len(payload) == FLOOD_SIZE
+    await within(client.close())
+
+
+def selfSignedCertificate(directory) -> tuple[str, str, bytes]:
+    """
+    Write a self-signed certificate for "localhost" and its key.
+
+    @return: (key path, certificate path, certificate PEM).
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath = directory / "key.pem", directory / "cert.pem"
+    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    certPath.write_bytes(pem)
+    return str(keyPath), str(certPath), pem
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_listener(echo_backends, make_gateway, tmp_path):
+    """
+    On an C{ssl:} listener the handshake and the splice run through TLS,
+    and the backend is told the client's protocol was https.
+    """
+    from dataclasses import replace
+
+    from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+    from gateway.testing import gatewayConfig
+
+    keyPath, certPath, pem = selfSignedCertificate(tmp_path)
+    backends = await echo_backends(1)
+    config = replace(gatewayConfig(backends),
+                     listen=(f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}",))
+    gateway = await make_gateway(config=config)
+    tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+    client = await connectClient(f"wss://127.0.0.1:{gateway.port}", tls=tls)
+    message = os.urandom(200_000)
+    client.send(message, True)
+    assert await client.receive() == (message, True)
+    assert b"X-Forwarded-Proto: https" in backends[0].factory.handshakes[0]
     await within(client.close())

@@ -1,0 +1,72 @@
+"""
+The public surface: every public module declares C{__all__}, and every
+name it lists exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+MODULES = [
+    "gateway",
+    "gateway.backend",
+    "gateway.balancers",
+    "gateway.config",
+    "gateway.demo",
+    "gateway.errors",
+    "gateway.forwarded",
+    "gateway.frames",
+    "gateway.health",
+    "gateway.http1",
+    "gateway.interfaces",
+    "gateway.pool",
+    "gateway.registry",
+    "gateway.routing",
+    "gateway.service",
+    "gateway.sessionmap",
+    "gateway.sessionmap.memory",
+    "gateway.site",
+    "gateway.tap",
+    "gateway.testing",
+    "gateway.transports.tunnel",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_exports(name: str) -> None:
+    """
+    C{__all__} exists and names only things the module defines.
+    """
+    module = importlib.import_module(name)
+    assert isinstance(module.__all__, (list, tuple))
+    for export in module.__all__:
+        assert hasattr(module, export), f"{name}.{export}"
+
+
+def test_errorsRootedAtGatewayError() -> None:
+    """
+    Every exception in L{gateway.errors} derives from L{GatewayError}.
+    """
+    from gateway import errors
+
+    for export in errors.__all__:
+        assert issubclass(getattr(errors, export), errors.GatewayError)
+
+
+def test_noReactorOrRedisImportedByPackage() -> None:
+    """
+    Importing the package's modules installs no reactor and does not import
+    txredisapi (which would install one): twistd must choose the reactor.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in MODULES if m != "gateway.testing")
+        + "assert 'twisted.internet.reactor' not in sys.modules, 'reactor imported'\n"
+        + "assert 'txredisapi' not in sys.modules, 'txredisapi imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
