@@ -11,7 +11,6 @@ import base64
 import hashlib
 import os
 import re
-import struct
 from functools import partial
 from typing import Any
 
@@ -33,6 +32,7 @@ from zope.interface import implementer
 from .backend import backendEndpoint, hostHeader
 from .config import HealthCheckConfig
 from .errors import ConfigError, HealthCheckFailed, LimitExceeded, ProtocolError
+from .frames import encodeClose
 from .http1 import ResponseHead, findHeadEnd, parseResponseHead, serializeRequestHead
 from .interfaces import IHealthCheck
 from .pool import Backend, Pool
@@ -219,14 +219,9 @@ class TCPCheck(_ProbeBase):
         protocol.transport.loseConnection()
 
 
-@implementer(IHealthCheck)
-class HTTPCheck(_ProbeBase):
+class _PathProbe(_ProbeBase):
     """
-    A backend is healthy when C{GET path} answers with a 2xx or 3xx status.
-
-    The request is plain HTTP/1.1 with C{Host} set as the proxy sets it,
-    C{Connection: close} and C{User-Agent: txgateway-health}; the connection
-    is closed as soon as the response head is read (the body is not).
+    A probe that requests a path.
     """
 
     def __init__(self, reactor: Any, path: bytes, timeout: float) -> None:
@@ -237,6 +232,17 @@ class HTTPCheck(_ProbeBase):
         """
         super().__init__(reactor, timeout)
         self.path = path
+
+
+@implementer(IHealthCheck)
+class HTTPCheck(_PathProbe):
+    """
+    A backend is healthy when C{GET path} answers with a 2xx or 3xx status.
+
+    The request is plain HTTP/1.1 with C{Host} set as the proxy sets it,
+    C{Connection: close} and C{User-Agent: txgateway-health}; the connection
+    is closed as soon as the response head is read (the body is not).
+    """
 
     async def _probe(self, backend: Backend) -> None:
         request = serializeRequestHead(
@@ -262,33 +268,14 @@ def _acceptFor(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
-def _closeFrame(code: int = 1000) -> bytes:
-    """
-    @return: a masked client close frame carrying C{code} (RFC 6455 5.5.1).
-    """
-    mask = os.urandom(4)
-    payload = struct.pack("!H", code)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x88, 0x80 | len(payload)]) + mask + masked
-
-
 @implementer(IHealthCheck)
-class WebSocketCheck(_ProbeBase):
+class WebSocketCheck(_PathProbe):
     """
     A backend is healthy when a WebSocket opening handshake on C{path}
     succeeds: the answer is C{101} with C{Upgrade: websocket},
     C{Connection: upgrade} and the right C{Sec-WebSocket-Accept}.  The check
     then sends a masked close frame (code 1000) and closes the connection.
     """
-
-    def __init__(self, reactor: Any, path: bytes, timeout: float) -> None:
-        """
-        @param reactor: connects and tells the time.
-        @param path: the request target, e.g. C{b"/ws"}.
-        @param timeout: seconds the check may take.
-        """
-        super().__init__(reactor, timeout)
-        self.path = path
 
     async def _probe(self, backend: Backend) -> None:
         key = base64.b64encode(os.urandom(16))
@@ -317,7 +304,7 @@ class WebSocketCheck(_ProbeBase):
         if head.get(b"sec-websocket-accept") != _acceptFor(key):
             transport.abortConnection()
             raise HealthCheckFailed("bad Sec-WebSocket-Accept")
-        transport.write(_closeFrame(1000))
+        transport.write(encodeClose(1000, "", mask=True))
         transport.loseConnection()
 
 

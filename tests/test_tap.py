@@ -10,13 +10,11 @@ import importlib.util
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from twisted.python import usage
 
-from gateway.config import ConfigError, GatewayConfig
 from gateway.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent

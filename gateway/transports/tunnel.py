@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..backend import backendEndpoint
-from ..errors import BackendUnreachable, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..forwarded import FORWARDING_HEADERS, forwardedHeaders
 from ..frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..http1 import (
@@ -398,8 +398,11 @@ class Tunnel:
         self.backendSide = side
         try:
             return await side.response
-        except CancelledError:
-            side.transport.abortConnection()
+        except BaseException:
+            # Timed out, cancelled, or a malformed or oversized answer: this
+            # connection is done with, whatever is tried next.
+            if not side.gone:
+                side.transport.abortConnection()
             raise
 
     def backendRequest(self) -> bytes:
@@ -420,7 +423,6 @@ class Tunnel:
         return serializeRequestHead(head.method, head.target, headers)
 
     def _answer(self, head: ResponseHead, rawHead: bytes) -> None:
-        side = self.backendSide
         if head.status == 101 and b"websocket" in head.tokens(b"upgrade"):
             self.client.transport.write(rawHead)
             self._splice()

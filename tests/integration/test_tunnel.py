@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from gateway.config import Limits, PoolConfig, RouteConfig, Timeouts
-from gateway.testing import HandshakeFailed, connectClient, rawExchange
+from gateway.testing import connectClient, rawExchange, waitUntil
 
 T = 10.0
 
@@ -245,8 +245,6 @@ async def test_unreachable_backend_next_candidate_tried(echo_backends, make_gate
     the other, within the connect-attempt budget.
     """
     backends = await echo_backends(1)
-    from gateway.testing import EchoBackend
-
     dead = await closedPort()
     deadConfig = backends[0].config().__class__("dead", f"ws://127.0.0.1:{dead}", "127.0.0.1", dead, False)
     gateway = await make_gateway([deadConfig, backends[0]], balance="round_robin")
@@ -521,8 +519,6 @@ async def test_stalled_client_pauses_backend(echo_backends, make_gateway):
     backend tries to send 32 MiB, the gateway holds less than 256 KiB for
     the client; when the client reads again, every byte arrives.
     """
-    from gateway.testing import waitUntil
-
     backends = await echo_backends(1)
     gateway = await make_gateway(backends)
     client = await TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port).connect(
@@ -553,8 +549,6 @@ async def test_stalled_backend_pauses_client(echo_backends, make_gateway):
     client sends 32 MiB, the gateway holds less than 256 KiB for the
     backend; when the backend reads again, every message is echoed.
     """
-    from gateway.testing import waitUntil
-
     backends = await echo_backends(1)
     gateway = await make_gateway(backends)
     client = await connectClient(gateway.url)
@@ -638,3 +632,38 @@ async def test_tls_listener(echo_backends, make_gateway, tmp_path):
     assert await client.receive() == (message, True)
     assert b"X-Forwarded-Proto: https" in backends[0].factory.handshakes[0]
     await within(client.close())
+
+
+class _GarbageBackend(Protocol):
+    """
+    Answers any handshake with an endless header line.
+    """
+
+    def dataReceived(self, data):
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Long: " + b"a" * 70000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_backend_answer_tries_next(echo_backends, make_gateway):
+    """
+    A backend whose response head exceeds max_header_bytes counts as failed:
+    its connection is aborted and the next backend serves the client.
+    """
+    from gateway.config import BackendConfig
+
+    garbage = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(_GarbageBackend)
+    )
+    try:
+        p = garbage.getHost().port
+        backends = await echo_backends(1)
+        bad = BackendConfig("garbage", f"ws://127.0.0.1:{p}", "127.0.0.1", p, False)
+        gateway = await make_gateway([bad, backends[0]], balance="round_robin")
+        client = await connectClient(gateway.url)
+        client.send("ok?")
+        assert await client.receive() == (b"ok?", False)
+        pool = gateway.service.pools["default"]
+        assert pool.backend("garbage").connections == 0
+        await within(client.close())
+    finally:
+        await garbage.stopListening()
