@@ -125,6 +125,8 @@ class Timeouts:
         handshake response (covers every connect attempt).
     @ivar pingInterval: a peer silent this long is sent a WebSocket ping.
     @ivar pingTimeout: a peer silent this long after a ping is dead.
+    @ivar idle: a tunnel with no data frame either way for this long is
+        closed with 1001 (pings and pongs do not count); 0 never closes one.
     @ivar shutdown: how long stopping the gateway waits for close handshakes.
     """
 
@@ -132,6 +134,7 @@ class Timeouts:
     handshake: float = 10.0
     pingInterval: float = 20.0
     pingTimeout: float = 10.0
+    idle: float = 0.0
     shutdown: float = 5.0
 
 
@@ -231,14 +234,16 @@ _POOL_KEYS = (
 _BACKEND_KEYS = ("url", "weight", "max_connections", "name")
 _HEALTH_KEYS = ("type", "path", "interval", "timeout", "rise", "fall")
 
-# File key -> dataclass field (seconds, each > 0).
+# File key -> dataclass field (seconds, each > 0, except those that may be 0).
 _TIMEOUT_FIELDS = {
     "connect": "connect",
     "handshake": "handshake",
     "ping_interval": "pingInterval",
     "ping_timeout": "pingTimeout",
+    "idle": "idle",
     "shutdown": "shutdown",
 }
+_TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 
 # File key -> (dataclass field, smallest value allowed).
 _LIMIT_FIELDS = {
@@ -464,12 +469,17 @@ class _Reader:
         return value
 
     def seconds(
-        self, table: dict[str, Any], path: str, key: str, default: float
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: float,
+        allowZero: bool = False,
     ) -> float:
         """
         @return: the finite number C{table[key]} (an integer will do, a
-            boolean will not), greater than 0, or C{default} when the key is
-            absent.
+            boolean will not), greater than 0 (or equal to it, with
+            C{allowZero}), or C{default} when the key is absent.
         """
         value = table.get(key, _MISSING)
         if value is _MISSING:
@@ -478,11 +488,12 @@ class _Reader:
             isinstance(value, bool)
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
-            or not value > 0
+            or not (value > 0 or (allowZero and value == 0))
         ):
+            bound = ">= 0" if allowZero else "> 0"
             self.fail(
                 _keyPath(path, key),
-                f"must be a number of seconds > 0, not {_show(value)}",
+                f"must be a number of seconds {bound}, not {_show(value)}",
             )
         return float(value)
 
@@ -521,7 +532,11 @@ def _readTimeouts(reader: _Reader, value: object) -> Timeouts:
     return Timeouts(
         **{
             attribute: reader.seconds(
-                table, "timeouts", key, getattr(defaults, attribute)
+                table,
+                "timeouts",
+                key,
+                getattr(defaults, attribute),
+                allowZero=key in _TIMEOUTS_OFF_AT_ZERO,
             )
             for key, attribute in _TIMEOUT_FIELDS.items()
         }

@@ -44,9 +44,11 @@ class FrameTracker:
 
     @ivar closeSeen: whether a whole close frame has gone by.
     @ivar frames: how many whole frames have gone by.
+    @ivar dataFrames: how many of them carried data (text, binary or
+        continuation), not control.
     """
 
-    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames")
+    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames")
 
     def __init__(self) -> None:
         self._remaining = 0
@@ -54,6 +56,7 @@ class FrameTracker:
         self._opcode = -1
         self.closeSeen = False
         self.frames = 0
+        self.dataFrames = 0
 
     @property
     def atBoundary(self) -> bool:
@@ -134,7 +137,9 @@ class FrameTracker:
 
     def _frameDone(self) -> None:
         self.frames += 1
-        if self._opcode == OP_CLOSE:
+        if self._opcode < OP_CLOSE:
+            self.dataFrames += 1
+        elif self._opcode == OP_CLOSE:
             self.closeSeen = True
 
 

@@ -139,7 +139,7 @@ class GatewayService(MultiService):
         if self.config.demo and not self.config.pools:
             await self._startDemo()
         timeouts = self.config.timeouts
-        tick = max(0.05, min(timeouts.pingInterval, timeouts.pingTimeout) / 4)
+        tick = max(0.05, min(t for t in (timeouts.pingInterval, timeouts.pingTimeout, timeouts.idle) if t) / 4)
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self.reactor
         self._sweeper.start(tick, now=False).addErrback(
@@ -205,7 +205,7 @@ class GatewayService(MultiService):
         now = self.reactor.seconds()
         for tunnel in list(self.factory.tunnels):
             if tunnel.spliced and not tunnel.closed:
-                tunnel.sweep(now, timeouts.pingInterval, timeouts.pingTimeout)
+                tunnel.sweep(now, timeouts)
 
     def stopService(self) -> Deferred:
         """

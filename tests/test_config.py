@@ -494,7 +494,7 @@ FILE_ERRORS = [
     pytest.param(
         "[timeouts]\nconect = 1\n" + POOL,
         "timeouts.conect: unknown key; known keys: connect, handshake, "
-        "ping_interval, ping_timeout, shutdown",
+        "ping_interval, ping_timeout, idle, shutdown",
         id="unknown-timeouts",
     ),
     pytest.param(
@@ -1043,3 +1043,20 @@ def test_secondsAreFloats(tmp_path: Path) -> None:
     assert timeouts.connect == 7.0 and type(timeouts.connect) is float
     assert timeouts.shutdown == 0.25
     assert all(math.isfinite(value) for value in vars(timeouts).values())
+
+
+def test_idleTimeoutMayBeZeroButNotNegative(tmp_path) -> None:
+    """
+    C{timeouts.idle} is the one timeout that may be 0 (never close); a
+    negative value is refused with a one-line message.
+    """
+    from gateway.config import loadConfig
+
+    good = tmp_path / "good.toml"
+    good.write_text('[timeouts]\nidle = 0\n[pool.p]\n[[pool.p.backend]]\nurl = "ws://h:1"\n')
+    assert loadConfig(str(good)).timeouts.idle == 0.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[timeouts]\nidle = -1\n[pool.p]\n[[pool.p.backend]]\nurl = "ws://h:1"\n')
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(str(bad))
+    assert str(caught.value) == f"{bad}: timeouts.idle: must be a number of seconds >= 0, not -1"

@@ -43,6 +43,7 @@ from ..http1 import (
 )
 
 if TYPE_CHECKING:
+    from ..config import Timeouts
     from ..pool import Backend, Pool
     from ..site import GatewayFactory
 
@@ -320,6 +321,8 @@ class Tunnel:
         self._refusal: tuple[ResponseHead, Deferred] | None = None
         self._shutdown: Deferred | None = None
         self._abortCall = None
+        self._dataFrames = 0
+        self._lastData = 0.0
 
     # Handshake.
     def start(self, deadline: float) -> None:
@@ -468,7 +471,7 @@ class Tunnel:
         client, backend = self.client, self.backendSide
         client.other, backend.other = backend, client
         now = self.reactor.seconds()
-        client.lastSeen = backend.lastSeen = now
+        client.lastSeen = backend.lastSeen = self._lastData = now
         self.spliced = True
         self.factory.tunnelSpliced(self)
         ctransport, btransport = client.transport, backend.transport
@@ -559,12 +562,22 @@ class Tunnel:
         if backend is not None:
             backend.connections -= 1
 
-    def sweep(self, now: float, interval: float, timeout: float) -> None:
+    def sweep(self, now: float, timeouts: Timeouts) -> None:
         """
-        Keep-alive: ping a side that has been silent for C{interval}
-        seconds, and abort one still silent C{timeout} seconds after its
-        ping.
+        Keep-alive: ping a side that has been silent for C{pingInterval}
+        seconds, and abort one still silent C{pingTimeout} seconds after its
+        ping.  Close the tunnel (1001) when no data frame has passed either
+        way for C{idle} seconds, if set.
         """
+        if self._shutdown is not None:
+            return
+        interval, timeout = timeouts.pingInterval, timeouts.pingTimeout
+        dataFrames = self.client.tracker.dataFrames + self.backendSide.tracker.dataFrames
+        if dataFrames != self._dataFrames:
+            self._dataFrames, self._lastData = dataFrames, now
+        elif timeouts.idle and now - self._lastData >= timeouts.idle:
+            self.shutDown(timeouts.shutdown, "idle timeout")
+            return
         for side in (self.client, self.backendSide):
             if side.gone or side.closing:
                 continue
@@ -585,10 +598,10 @@ class Tunnel:
                 )
                 side.transport.abortConnection()
 
-    def shutDown(self, deadline: float) -> Deferred:
+    def shutDown(self, deadline: float, reason: str = "gateway shutting down") -> Deferred:
         """
-        Close both peers with 1001 at frame boundaries; abort whatever is
-        still open after C{deadline} seconds.
+        Close both peers with 1001 and C{reason} at frame boundaries; abort
+        whatever is still open after C{deadline} seconds.
 
         @return: L{Deferred} that fires when both connections are closed.
         """
@@ -601,10 +614,8 @@ class Tunnel:
                 if self.client.gone:
                     self._finished()
             else:
-                self.client.inject(encodeClose(CLOSE_GOING_AWAY, "gateway shutting down"), close=True)
-                self.backendSide.inject(
-                    encodeClose(CLOSE_GOING_AWAY, "gateway shutting down", True), close=True
-                )
+                self.client.inject(encodeClose(CLOSE_GOING_AWAY, reason), close=True)
+                self.backendSide.inject(encodeClose(CLOSE_GOING_AWAY, reason, True), close=True)
             if not self.closed:
                 self._abortCall = self.reactor.callLater(deadline, self._abort)
         return self._shutdown if self._shutdown is not None else succeed(None)

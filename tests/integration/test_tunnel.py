@@ -667,3 +667,26 @@ async def test_oversized_backend_answer_tries_next(echo_backends, make_gateway):
         await within(client.close())
     finally:
         await garbage.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_timeout_closes_quiet_tunnels(echo_backends, make_gateway):
+    """
+    With timeouts.idle set, a tunnel where data flows stays open past it,
+    and one where only keep-alive pings flow is closed with 1001 "idle
+    timeout" on both sides.
+    """
+    backends = await echo_backends(1)
+    gateway = await make_gateway(
+        backends, timeouts=Timeouts(pingInterval=0.1, pingTimeout=1.0, idle=0.6)
+    )
+    client = await connectClient(gateway.url)
+    closed = backends[0].factory.nextClose()
+    for i in range(6):
+        client.send(f"busy {i}")
+        assert await client.receive() == (f"busy {i}".encode(), False)
+        await within(client.pings.get())
+    assert not client.closed.called
+    wasClean, code, reason = await within(client.closed)
+    assert (code, reason) == (1001, "idle timeout")
+    assert (await within(closed))[1:] == (1001, "idle timeout")
