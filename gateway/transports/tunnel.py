@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..backend import backendEndpoint
+from ..backend import backendEndpoint, connectToPool
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..forwarded import FORWARDING_HEADERS, forwardedHeaders
 from ..frames import OP_PING, FrameTracker, encodeClose, encodeFrame
@@ -350,45 +350,11 @@ class Tunnel:
         self._early.append(data)
 
     async def _open(self) -> None:
-        pool = self.pool
-        sessionMap = self.factory.sessionMap
-        exclude: set[Backend] = set()
-        lastError = None
-        backend = None
-        if self.sticky:
-            name = await sessionMap.getAffinity(pool.name, self.key)
-            if name is not None:
-                recorded = pool.backend(name)
-                if recorded is not None and recorded.available():
-                    backend = recorded
-        for attempt in range(pool.connectAttempts):
-            if backend is None:
-                backend = pool.choose(self.key, exclude)
-            if backend is None:
-                break
-            backend.connections += 1
-            self.backend = backend
-            try:
-                head, rawHead = await self._handshake(backend)
-            except (BackendUnreachable, ProtocolError, OSError, CancelledError) as e:
-                self._release()
-                if isinstance(e, CancelledError):
-                    raise
-                lastError = e
-                self.factory.connectFailed(pool, backend, str(e))
-                exclude.add(backend)
-                backend = None
-                continue
-            self.factory.connectSucceeded(pool, backend)
-            if self.sticky:
-                await sessionMap.setAffinity(pool.name, self.key, backend.name, pool.affinityTtl)
-            self._answer(head, rawHead)
-            return
-        if lastError is not None:
-            raise NoBackendAvailable(
-                f"no backend of pool {pool.name!r} could be reached ({lastError})"
-            )
-        raise NoBackendAvailable(pool.noneAvailableReason())
+        backend, (head, rawHead) = await connectToPool(
+            self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory, self._handshake
+        )
+        self.backend = backend
+        self._answer(head, rawHead)
 
     async def _handshake(self, backend: Backend) -> tuple[ResponseHead, bytes]:
         endpoint = backendEndpoint(self.reactor, backend, self.timeouts.connect)
