@@ -30,6 +30,7 @@ __all__ = [
     "Timeouts",
     "Limits",
     "SessionMapConfig",
+    "SessionConfig",
     "GatewayConfig",
     "ConfigError",
     "loadConfig",
@@ -157,6 +158,37 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    """
+    The session protocol (docs/protocol.md).
+
+    @ivar grace: seconds a detached session waits for its client to resume.
+    @ivar heartbeat: seconds of silence after which each side sends an ack.
+    @ivar heartbeatTimeout: seconds of silence after which the gateway
+        takes a client connection for dead (the session is detached, not
+        ended).
+    @ivar maxMessageBytes: largest data message either way; a larger one
+        from the client closes its connection with 1009.
+    @ivar maxBufferMessages: unacknowledged messages kept for a client;
+        past it the session ends.
+    @ivar maxBufferBytes: the same bound in payload bytes.
+    @ivar maxSessions: sessions a gateway node holds; past it new sessions
+        are refused with 4503.
+    @ivar maxEnded: ended sessions remembered (so that a late resume gets
+        "expired" rather than "unknown").
+    """
+
+    grace: float = 30.0
+    heartbeat: float = 10.0
+    heartbeatTimeout: float = 25.0
+    maxMessageBytes: int = 1024 * 1024
+    maxBufferMessages: int = 10000
+    maxBufferBytes: int = 8 * 1024 * 1024
+    maxSessions: int = 10000
+    maxEnded: int = 100000
+
+
+@dataclass(frozen=True)
 class SessionMapConfig:
     """
     Which session map plugin to use, and its options.
@@ -182,6 +214,7 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     trustedProxies: tuple[str, ...] = ()
     sessionMap: SessionMapConfig = field(default_factory=SessionMapConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
     demo: bool = False
     source: str = "<options>"
 
@@ -217,6 +250,7 @@ _TOP_KEYS = (
     "trusted_proxies",
     "timeouts",
     "limits",
+    "session",
     "session_map",
     "route",
     "pool",
@@ -251,6 +285,22 @@ _LIMIT_FIELDS = {
     "max_connections": ("maxConnections", 1),
     "max_error_body": ("maxErrorBody", 0),
 }
+
+# The [session] table: file key -> dataclass field (seconds, each > 0), and
+# file key -> (dataclass field, smallest value allowed) for the integers.
+_SESSION_SECONDS_FIELDS = {
+    "grace": "grace",
+    "heartbeat": "heartbeat",
+    "heartbeat_timeout": "heartbeatTimeout",
+}
+_SESSION_INTEGER_FIELDS = {
+    "max_message_bytes": ("maxMessageBytes", 1024),
+    "max_buffer_messages": ("maxBufferMessages", 1),
+    "max_buffer_bytes": ("maxBufferBytes", 1024),
+    "max_sessions": ("maxSessions", 1),
+    "max_ended": ("maxEnded", 0),
+}
+_SESSION_KEYS = (*_SESSION_SECONDS_FIELDS, *_SESSION_INTEGER_FIELDS)
 
 _MISSING: Any = object()
 
@@ -559,6 +609,31 @@ def _readLimits(reader: _Reader, value: object) -> Limits:
     )
 
 
+def _readSession(reader: _Reader, value: object) -> SessionConfig:
+    """
+    Read the C{[session]} table, and check that C{heartbeat_timeout} is
+    greater than C{heartbeat} (whether written or left at its default).
+    """
+    table = reader.table(value, "session", _SESSION_KEYS)
+    defaults = SessionConfig()
+    values: dict[str, Any] = {
+        attribute: reader.seconds(table, "session", key, getattr(defaults, attribute))
+        for key, attribute in _SESSION_SECONDS_FIELDS.items()
+    }
+    for key, (attribute, minimum) in _SESSION_INTEGER_FIELDS.items():
+        values[attribute] = reader.integer(
+            table, "session", key, getattr(defaults, attribute), minimum
+        )
+    session = SessionConfig(**values)
+    if session.heartbeatTimeout <= session.heartbeat:
+        reader.fail(
+            "session.heartbeat_timeout",
+            f"must be greater than session.heartbeat ({_show(session.heartbeat)}), "
+            f"not {_show(session.heartbeatTimeout)}",
+        )
+    return session
+
+
 def _readSessionMap(reader: _Reader, value: object) -> SessionMapConfig:
     """
     Read the C{[session_map]} table: C{type}, and any other keys as options
@@ -813,6 +888,9 @@ def loadConfig(
         if "limits" in document:
             limits = _readLimits(fileReader, document["limits"])
             config = dataclasses.replace(config, limits=limits)
+        if "session" in document:
+            session = _readSession(fileReader, document["session"])
+            config = dataclasses.replace(config, session=session)
         if "session_map" in document:
             sessionMap = _readSessionMap(fileReader, document["session_map"])
             config = dataclasses.replace(config, sessionMap=sessionMap)

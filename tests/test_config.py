@@ -21,6 +21,7 @@ from gateway.config import (
     Limits,
     PoolConfig,
     RouteConfig,
+    SessionConfig,
     SessionMapConfig,
     Timeouts,
     loadConfig,
@@ -53,6 +54,16 @@ shutdown = 2.0
 max_header_bytes = 1024
 max_connections = 1
 max_error_body = 0
+
+[session]
+grace = 5
+heartbeat = 2.5
+heartbeat_timeout = 7
+max_message_bytes = 1024
+max_buffer_messages = 1
+max_buffer_bytes = 1024
+max_sessions = 1
+max_ended = 0
 
 [session_map]
 type = "redis"
@@ -195,11 +206,23 @@ def test_fullFile(tmp_path: Path) -> None:
             type="redis",
             options=(("key_prefix", "gw:"), ("url", "redis://localhost:6379/0")),
         ),
+        session=SessionConfig(
+            grace=5.0,
+            heartbeat=2.5,
+            heartbeatTimeout=7.0,
+            maxMessageBytes=1024,
+            maxBufferMessages=1,
+            maxBufferBytes=1024,
+            maxSessions=1,
+            maxEnded=0,
+        ),
         demo=False,
         source=path,
     )
     assert isinstance(config.timeouts.handshake, float)
     assert isinstance(config.pool("chat").affinityTtl, float)
+    assert isinstance(config.session.grace, float)
+    assert isinstance(config.session.heartbeatTimeout, float)
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -214,6 +237,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.timeouts == Timeouts()
     assert config.limits == Limits()
     assert config.sessionMap == SessionMapConfig()
+    assert config.session == SessionConfig()
     assert config.trustedProxies == ()
     pool = config.pool("chat")
     assert pool == PoolConfig(
@@ -242,11 +266,13 @@ def test_emptyHealthTable(tmp_path: Path) -> None:
 
 def test_exampleFile() -> None:
     """
-    The example shipped in examples/gateway.toml loads without error.
+    The example shipped in examples/gateway.toml loads without error, and
+    its C{[session]} table shows the defaults.
     """
     config = loadConfig(str(EXAMPLE))
     assert [pool.name for pool in config.pools] == ["chat", "game"]
     assert config.source == str(EXAMPLE)
+    assert config.session == SessionConfig()
 
 
 def test_exampleInOperatorsGuide() -> None:
@@ -263,6 +289,7 @@ def test_exampleInOperatorsGuide() -> None:
         set(gateway.config._TOP_KEYS)
         | set(gateway.config._TIMEOUT_FIELDS)
         | set(gateway.config._LIMIT_FIELDS)
+        | set(gateway.config._SESSION_KEYS)
         | set(gateway.config._ROUTE_KEYS)
         | set(gateway.config._POOL_KEYS)
         | set(gateway.config._BACKEND_KEYS)
@@ -482,13 +509,13 @@ FILE_ERRORS = [
     pytest.param(
         "colour = 1\n" + POOL,
         "colour: unknown key; known keys: listen, trusted_proxies, timeouts, "
-        "limits, session_map, route, pool",
+        "limits, session, session_map, route, pool",
         id="unknown-top",
     ),
     pytest.param(
         '"a b" = 1\n' + POOL,
         '"a b": unknown key; known keys: listen, trusted_proxies, timeouts, '
-        "limits, session_map, route, pool",
+        "limits, session, session_map, route, pool",
         id="unknown-quoted",
     ),
     pytest.param(
@@ -502,6 +529,13 @@ FILE_ERRORS = [
         "limits.max_body: unknown key; known keys: max_header_bytes, "
         "max_connections, max_error_body",
         id="unknown-limits",
+    ),
+    pytest.param(
+        "[session]\nheartbeat_interval = 1\n" + POOL,
+        "session.heartbeat_interval: unknown key; known keys: grace, heartbeat, "
+        "heartbeat_timeout, max_message_bytes, max_buffer_messages, "
+        "max_buffer_bytes, max_sessions, max_ended",
+        id="unknown-session",
     ),
     pytest.param(
         '[[route]]\nprefix = "/"\npool = "chat"\nweight = 1\n' + POOL,
@@ -620,6 +654,101 @@ FILE_ERRORS = [
         "[limits]\nmax_connections = true\n" + POOL,
         "limits.max_connections: must be an integer >= 1, not true",
         id="limit-bool",
+    ),
+    # session: seconds > 0, integers at their bounds, heartbeat_timeout >
+    # heartbeat.
+    pytest.param(
+        "session = 30\n" + POOL,
+        "session: must be a table, not 30",
+        id="session-not-table",
+    ),
+    pytest.param(
+        "[session]\ngrace = 0\n" + POOL,
+        "session.grace: must be a number of seconds > 0, not 0",
+        id="session-grace",
+    ),
+    pytest.param(
+        "[session]\nheartbeat = -1\n" + POOL,
+        "session.heartbeat: must be a number of seconds > 0, not -1",
+        id="session-heartbeat",
+    ),
+    pytest.param(
+        "[session]\nheartbeat_timeout = 0.0\n" + POOL,
+        "session.heartbeat_timeout: must be a number of seconds > 0, not 0.0",
+        id="session-heartbeat-timeout",
+    ),
+    pytest.param(
+        '[session]\ngrace = "30"\n' + POOL,
+        "session.grace: must be a number of seconds > 0, not '30'",
+        id="session-grace-string",
+    ),
+    pytest.param(
+        "[session]\nheartbeat = true\n" + POOL,
+        "session.heartbeat: must be a number of seconds > 0, not true",
+        id="session-heartbeat-bool",
+    ),
+    pytest.param(
+        "[session]\ngrace = inf\n" + POOL,
+        "session.grace: must be a number of seconds > 0, not inf",
+        id="session-grace-inf",
+    ),
+    pytest.param(
+        "[session]\nmax_message_bytes = 1023\n" + POOL,
+        "session.max_message_bytes: must be an integer >= 1024, not 1023",
+        id="session-max-message-bytes",
+    ),
+    pytest.param(
+        "[session]\nmax_buffer_messages = 0\n" + POOL,
+        "session.max_buffer_messages: must be an integer >= 1, not 0",
+        id="session-max-buffer-messages",
+    ),
+    pytest.param(
+        "[session]\nmax_buffer_bytes = 1023\n" + POOL,
+        "session.max_buffer_bytes: must be an integer >= 1024, not 1023",
+        id="session-max-buffer-bytes",
+    ),
+    pytest.param(
+        "[session]\nmax_sessions = 0\n" + POOL,
+        "session.max_sessions: must be an integer >= 1, not 0",
+        id="session-max-sessions",
+    ),
+    pytest.param(
+        "[session]\nmax_ended = -1\n" + POOL,
+        "session.max_ended: must be an integer >= 0, not -1",
+        id="session-max-ended",
+    ),
+    pytest.param(
+        "[session]\nmax_sessions = 10.0\n" + POOL,
+        "session.max_sessions: must be an integer >= 1, not 10.0",
+        id="session-integer-float",
+    ),
+    pytest.param(
+        "[session]\nmax_ended = false\n" + POOL,
+        "session.max_ended: must be an integer >= 0, not false",
+        id="session-integer-bool",
+    ),
+    pytest.param(
+        '[session]\nmax_buffer_bytes = "8MiB"\n' + POOL,
+        "session.max_buffer_bytes: must be an integer >= 1024, not '8MiB'",
+        id="session-integer-string",
+    ),
+    pytest.param(
+        "[session]\nheartbeat = 10\nheartbeat_timeout = 10\n" + POOL,
+        "session.heartbeat_timeout: must be greater than session.heartbeat "
+        "(10.0), not 10.0",
+        id="session-heartbeat-timeout-equal",
+    ),
+    pytest.param(
+        "[session]\nheartbeat = 10\nheartbeat_timeout = 5\n" + POOL,
+        "session.heartbeat_timeout: must be greater than session.heartbeat "
+        "(10.0), not 5.0",
+        id="session-heartbeat-timeout-less",
+    ),
+    pytest.param(
+        "[session]\nheartbeat = 30\n" + POOL,
+        "session.heartbeat_timeout: must be greater than session.heartbeat "
+        "(30.0), not 25.0",
+        id="session-heartbeat-past-default-timeout",
     ),
     # session_map.
     pytest.param(
@@ -1060,3 +1189,20 @@ def test_idleTimeoutMayBeZeroButNotNegative(tmp_path) -> None:
     with pytest.raises(ConfigError) as caught:
         loadConfig(str(bad))
     assert str(caught.value) == f"{bad}: timeouts.idle: must be a number of seconds >= 0, not -1"
+
+
+def test_sessionHeartbeatTimeoutJustAboveHeartbeat(tmp_path: Path) -> None:
+    """
+    C{session.heartbeat_timeout} only has to be greater than
+    C{session.heartbeat}, by any amount; keys left out of C{[session]} keep
+    their defaults, and an empty C{[session]} table is all defaults.
+    """
+    path = writeConfig(
+        tmp_path, "[session]\nheartbeat = 10\nheartbeat_timeout = 10.001\n" + POOL
+    )
+    session = loadConfig(path).session
+    assert (session.heartbeat, session.heartbeatTimeout) == (10.0, 10.001)
+    assert session.grace == SessionConfig.grace
+    assert session.maxSessions == SessionConfig.maxSessions
+    path = writeConfig(tmp_path, "[session]\n" + POOL)
+    assert loadConfig(path).session == SessionConfig()
