@@ -1,22 +1,36 @@
 """
 Connections to backends: the one place that turns a L{Backend} into a
-client endpoint (plain TCP for C{ws://}, TLS for C{wss://}).
+client endpoint (plain TCP for C{ws://}, TLS for C{wss://}); choosing and
+connecting to a pool's backend with retries; and the session layer's
+WebSocket to its backend.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TypeVar
 
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from .errors import BackendUnreachable, NoBackendAvailable, ProtocolError
+from .session import IBackendLink
 
 if TYPE_CHECKING:
     from .interfaces import ISessionMap
     from .pool import Backend, Pool
 
-__all__ = ["backendEndpoint", "hostHeader", "connectToPool", "ConnectObserver"]
+__all__ = [
+    "backendEndpoint",
+    "hostHeader",
+    "connectToPool",
+    "ConnectObserver",
+    "BackendLink",
+    "openBackendLink",
+]
 
 T = TypeVar("T")
 
@@ -125,3 +139,121 @@ def hostHeader(backend: Backend) -> bytes:
     if backend.port == default:
         return host.encode("idna")
     return f"{host}:{backend.port}".encode("idna")
+
+
+@implementer(IBackendLink)
+class BackendLink(WebSocketClientProtocol):
+    """
+    A session's WebSocket to its backend: one ordinary WebSocket per
+    session, opened with the session id in C{X-Session-Id}.
+
+    Messages that arrive before the session is bound are held and handed
+    over by L{bind}.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = None
+        self.backend: Backend | None = None
+        self._early: list[tuple[bytes, bool]] = []
+        self._released = False
+
+    def onOpen(self) -> None:
+        """
+        The backend accepted the handshake.
+        """
+        self.factory.opened.callback(self)
+
+    def bind(self, session, backend: Backend) -> None:
+        """
+        From now on, messages go to C{session}; C{backend} holds this link's
+        connection slot, released when the link closes.
+        """
+        self.session, self.backend = session, backend
+        early, self._early = self._early, []
+        for payload, isBinary in early:
+            session.messageFromBackend(payload, isBinary)
+        if self.state == self.STATE_CLOSED:
+            self._closed()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        A backend message: to the session.
+        """
+        if self.session is None:
+            self._early.append((payload, isBinary))
+        else:
+            self.session.messageFromBackend(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        """
+        The backend WebSocket closed (or never opened).
+        """
+        opened = self.factory.opened
+        if not opened.called:
+            opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
+            return
+        if self.session is not None:
+            self._closed()
+
+    def _closed(self) -> None:
+        if not self._released and self.backend is not None:
+            self._released = True
+            self.backend.connections -= 1
+        session, self.session = self.session, None
+        if session is not None:
+            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason)
+
+    def closeLink(self, code: int, reason: str) -> None:
+        """
+        Close the backend WebSocket with C{code} and C{reason}.
+        """
+        self.session = None
+        if self.state == self.STATE_OPEN:
+            self.sendClose(code, reason)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+        if not self._released and self.backend is not None:
+            self._released = True
+            self.backend.connections -= 1
+
+
+async def openBackendLink(
+    reactor,
+    backend: Backend,
+    target: bytes,
+    headers: dict[str, str],
+    *,
+    connectTimeout: float,
+    maxMessageBytes: int,
+    origin: str | None = None,
+) -> BackendLink:
+    """
+    Open a session's WebSocket to C{backend} for request target C{target}.
+
+    @raise BackendUnreachable: when the connection or the handshake fails.
+    """
+    scheme = "wss" if backend.secure else "ws"
+    url = f"{scheme}://{hostHeader(backend).decode('ascii')}{target.decode('ascii')}"
+    factory = WebSocketClientFactory(url, headers=headers, origin=origin)
+    factory.protocol = BackendLink
+    factory.noisy = False
+    factory.opened = Deferred()
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=maxMessageBytes,
+        maxFramePayloadSize=maxMessageBytes,
+        autoPingInterval=0,
+        failByDrop=False,
+        openHandshakeTimeout=connectTimeout,
+        closeHandshakeTimeout=connectTimeout,
+    )
+    endpoint = backendEndpoint(reactor, backend, connectTimeout)
+    try:
+        await endpoint.connect(factory)
+    except CancelledError:
+        raise
+    except Exception as e:
+        raise BackendUnreachable(f"{backend.name}: {str(e).strip() or type(e).__name__}") from None
+    return await factory.opened

@@ -61,8 +61,8 @@ class IBalancerFactory(Interface):
 
 class ISessionMap(Interface):
     """
-    Where a gateway records which backend serves which affinity key (and,
-    with the session layer, which sessions live where).
+    Where a gateway records which backend serves which affinity key, and
+    which backend and node each session has.
 
     Every method returns a L{Deferred}; implementations backed by a network
     store must bound every call with a timeout and fail the Deferred rather
@@ -90,6 +90,28 @@ class ISessionMap(Interface):
     def forgetAffinity(pool, key):
         """
         Drop the record for C{key} in C{pool}, if any.
+
+        @return: L{Deferred} firing with L{None}.
+        """
+
+    def getSession(sid):
+        """
+        @param sid: a session id.
+        @return: L{Deferred} firing with the session's record (a JSON-able
+            L{dict}: pool, backend, state, node, updated) or L{None}.
+        """
+
+    def putSession(sid, record, ttl):
+        """
+        Record (or replace) a session's record, kept C{ttl} seconds unless
+        written again.
+
+        @return: L{Deferred} firing with L{None}.
+        """
+
+    def forgetSession(sid):
+        """
+        Drop a session's record.
 
         @return: L{Deferred} firing with L{None}.
         """

@@ -19,6 +19,7 @@ from .health import HealthMonitor
 from .pool import Backend, Pool
 from .registry import findBalancerFactory, findSessionMapFactory
 from .routing import Router, parseKeySpec
+from .session import SessionRegistry
 from .site import GatewayFactory
 
 __all__ = ["GatewayService", "DEMO_BACKENDS"]
@@ -58,6 +59,7 @@ class GatewayService(MultiService):
         self.router = Router([(r.prefix, self.pools[r.pool]) for r in config.routes])
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
+        self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
         self.endpoints = []
         for description in config.listen:
             try:
@@ -139,7 +141,9 @@ class GatewayService(MultiService):
         if self.config.demo and not self.config.pools:
             await self._startDemo()
         timeouts = self.config.timeouts
-        tick = max(0.05, min(t for t in (timeouts.pingInterval, timeouts.pingTimeout, timeouts.idle) if t) / 4)
+        session = self.config.session
+        tick = max(0.05, min(t for t in (timeouts.pingInterval, timeouts.pingTimeout, timeouts.idle,
+                                         session.heartbeat, session.heartbeatTimeout) if t) / 4)
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self.reactor
         self._sweeper.start(tick, now=False).addErrback(
@@ -206,6 +210,7 @@ class GatewayService(MultiService):
         for tunnel in list(self.factory.tunnels):
             if tunnel.spliced and not tunnel.closed:
                 tunnel.sweep(now, timeouts)
+        self.sessions.sweep()
 
     def stopService(self) -> Deferred:
         """
@@ -219,6 +224,7 @@ class GatewayService(MultiService):
         await gatherResults([p.stopListening() for p in self.ports])
         self.ports = []
         deadline = self.config.timeouts.shutdown
+        self.sessions.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))

@@ -7,6 +7,7 @@ gateway's HTTP resources (twisted.web).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,37 @@ from twisted.web.server import NOT_DONE_YET, Site
 from .errors import LimitExceeded, ProtocolError
 from .forwarded import clientAddress
 from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
+from .backend import connectToPool, openBackendLink
+from .protocol import SUBPROTOCOL
 from .routing import affinityKey, hasDotSegments
+from .forwarded import forwardedHeaders
+from .session import SessionRegistry
 from .transports.tunnel import Tunnel
+from .transports.websocket import SessionWebSocketFactory
 
 if TYPE_CHECKING:
+    from .pool import Pool
     from .service import GatewayService
 
-__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource"]
+__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    Where a WebSocket upgrade goes.
+
+    @ivar key: the balancing key; C{sticky}: whether the backend chosen for
+        it is recorded in the session map.
+    @ivar peer: the TCP peer's address; C{secure}: whether it came over TLS.
+    """
+
+    pool: Pool
+    key: bytes | None
+    sticky: bool
+    head: RequestHead
+    peer: str
+    secure: bool
 
 
 def _switchProtocol(transport, protocol: Protocol) -> None:
@@ -100,8 +125,12 @@ class FrontDoor(Protocol):
             self._refuse(400, "the request path must not contain '.' or '..' segments")
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
-            early, self._buffer = self._buffer[end:], b""
             self._cancelTimer()
+            if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
+                buffer, self._buffer = self._buffer, b""
+                self.factory.openSessionTransport(self.transport, head, buffer)
+                return
+            early, self._buffer = self._buffer[end:], b""
             self.factory.openTunnel(self.transport, head, early, self._started)
             return
         self._toWeb()
@@ -248,6 +277,8 @@ class GatewayFactory(Factory):
         self.openConnections = 0
         self.refusedConnections = 0
         self.clientErrors = 0
+        self.sessions: SessionRegistry = service.sessions
+        self.sessionFactory = SessionWebSocketFactory(self)
         self.web = Site(GatewayResource(self), timeout=60)
         self.web.displayTracebacks = False
         self._demoPage: bytes | None = None
@@ -260,24 +291,98 @@ class GatewayFactory(Factory):
         door.factory = self
         return door
 
-    def openTunnel(self, transport, head: RequestHead, early: bytes, started: float) -> None:
+    def route(self, transport, head: RequestHead) -> Route:
         """
-        Hand a client connection that asked for a WebSocket upgrade to a new
-        L{Tunnel}.
+        @return: where a WebSocket upgrade goes: its pool and balancing key.
         """
         pool = self.router.match(head.path)
-        address = clientAddress(head, self.peerHost(transport), self.trustedProxies)
+        peer = self.peerHost(transport)
+        address = clientAddress(head, peer, self.trustedProxies)
         spec = pool.keySpec
         if spec is None:
             key, sticky = b"address:" + address.encode("ascii", "replace"), False
         else:
             key = affinityKey(spec, head, address)
             sticky = key is not None
-        tunnel = Tunnel(self, transport, head, early, pool, key, sticky, self.tunnelClosed)
+        return Route(pool, key, sticky, head, peer, self.secure(transport))
+
+    def openTunnel(self, transport, head: RequestHead, early: bytes, started: float) -> None:
+        """
+        Hand a client connection that asked for a WebSocket upgrade to a new
+        L{Tunnel}.
+        """
+        route = self.route(transport, head)
+        tunnel = Tunnel(self, transport, head, early, route.pool, route.key, route.sticky,
+                        self.tunnelClosed)
         self.tunnels.add(tunnel)
         _switchProtocol(transport, tunnel.client)
         remaining = self.config.timeouts.handshake - (self.reactor.seconds() - started)
         tunnel.start(max(remaining, 0.001))
+
+    def openSessionTransport(self, transport, head: RequestHead, data: bytes) -> None:
+        """
+        Hand a client connection that asked for the session subprotocol to
+        a L{SessionWebSocket}, replaying what was read.
+        """
+        protocol = self.sessionFactory.buildProtocol(transport.getPeer())
+        protocol.route = self.route(transport, head)
+        _switchProtocol(transport, protocol)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+
+    async def openSession(self, route: Route):
+        """
+        Open a new session for C{route}: a backend WebSocket (with the
+        session id in C{X-Session-Id}), then the session.
+
+        @raise NoBackendAvailable: when no backend can be had.
+        @raise LimitExceeded: at C{session.maxSessions}.
+        """
+        sessions = self.sessions
+        sessions.reserve()
+        try:
+            sid = sessions.newId()
+            headers = self._backendHeaders(route, sid)
+            origin = route.head.get(b"origin")
+            timeouts = self.config.timeouts
+
+            def connect(backend):
+                return openBackendLink(
+                    self.reactor, backend, route.head.target, headers,
+                    connectTimeout=timeouts.connect,
+                    maxMessageBytes=self.config.session.maxMessageBytes,
+                    origin=origin.decode("latin-1") if origin else None,
+                )
+
+            backend, link = await connectToPool(
+                route.pool, route.key, route.sticky, self.sessionMap, self, connect
+            )
+        except BaseException:
+            sessions.unreserve()
+            raise
+        session = sessions.create(sid, route.pool, link)
+        link.bind(session, backend)
+        return session
+
+    def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
+        head = route.head
+        headers = {"X-Session-Id": sid}
+        for name, value in forwardedHeaders(head, route.peer, route.secure, self.trustedProxies):
+            headers[name.decode("ascii")] = value.decode("latin-1")
+        cookies = head.getAll(b"cookie")
+        if cookies:
+            headers["Cookie"] = "; ".join(c.decode("latin-1") for c in cookies)
+        for name in (b"authorization", b"user-agent"):
+            value = head.get(name)
+            if value is not None:
+                headers[name.decode("ascii").title()] = value.decode("latin-1")
+        return headers
+
+    def connectionClosed(self) -> None:
+        """
+        A client connection handed to a session transport has ended.
+        """
+        self.openConnections -= 1
 
     def tunnelSpliced(self, tunnel: Tunnel) -> None:
         """

@@ -6,7 +6,7 @@ gateway process.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from typing import Any, Mapping
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -19,10 +19,14 @@ from ..interfaces import ISessionMap, ISessionMapFactory
 __all__ = ["MemorySessionMap", "MemorySessionMapFactory"]
 
 
+#: The namespace of session records (pool names cannot start with ":").
+_SESSIONS = ":session"
+
+
 @implementer(ISessionMap)
 class MemorySessionMap:
     """
-    Affinity records kept in memory, for a single gateway node (several
+    Affinity and session records kept in memory, for a single gateway node (several
     nodes do not share them; use a networked map for that).
 
     A record expires C{ttl} seconds after it was last set; expiry is checked
@@ -45,15 +49,33 @@ class MemorySessionMap:
             raise ValueError("maxEntries must be at least 1")
         self._clock = clock
         self.maxEntries = maxEntries
-        self._records: OrderedDict[tuple[str, bytes], tuple[str, float]] = (
-            OrderedDict()
-        )
+        self._records: OrderedDict[tuple[str, bytes], tuple[Any, float]] = OrderedDict()
 
     def __len__(self) -> int:
         """
         @return: how many records are held (some may have expired unread).
         """
         return len(self._records)
+
+    def _read(self, entry: tuple[str, bytes]) -> Any:
+        record = self._records.get(entry)
+        if record is None:
+            return None
+        value, expires = record
+        if self._clock.seconds() >= expires:
+            del self._records[entry]
+            return None
+        self._records.move_to_end(entry)
+        return value
+
+    def _write(self, entry: tuple[str, bytes], value: Any, ttl: float) -> None:
+        if ttl <= 0:
+            self._records.pop(entry, None)
+            return
+        self._records[entry] = (value, self._clock.seconds() + ttl)
+        self._records.move_to_end(entry)
+        while len(self._records) > self.maxEntries:
+            self._records.popitem(last=False)
 
     def getAffinity(self, pool: str, key: bytes) -> Deferred[str | None]:
         """
@@ -62,16 +84,7 @@ class MemorySessionMap:
             A read does not extend the record's life, but makes it the most
             recently used.
         """
-        entry = (pool, key)
-        record = self._records.get(entry)
-        if record is None:
-            return succeed(None)
-        backend, expires = record
-        if self._clock.seconds() >= expires:
-            del self._records[entry]
-            return succeed(None)
-        self._records.move_to_end(entry)
-        return succeed(backend)
+        return succeed(self._read((pool, key)))
 
     def setAffinity(
         self, pool: str, key: bytes, backend: str, ttl: float
@@ -83,14 +96,7 @@ class MemorySessionMap:
 
         @return: L{Deferred} firing with L{None}.
         """
-        entry = (pool, key)
-        if ttl <= 0:
-            self._records.pop(entry, None)
-            return succeed(None)
-        self._records[entry] = (backend, self._clock.seconds() + ttl)
-        self._records.move_to_end(entry)
-        while len(self._records) > self.maxEntries:
-            self._records.popitem(last=False)
+        self._write((pool, key), backend, ttl)
         return succeed(None)
 
     def forgetAffinity(self, pool: str, key: bytes) -> Deferred[None]:
@@ -100,6 +106,27 @@ class MemorySessionMap:
         @return: L{Deferred} firing with L{None}.
         """
         self._records.pop((pool, key), None)
+        return succeed(None)
+
+    def getSession(self, sid: str) -> Deferred[dict | None]:
+        """
+        @return: L{Deferred} firing with the session's record, or L{None}.
+        """
+        return succeed(self._read((_SESSIONS, sid.encode())))
+
+    def putSession(self, sid: str, record: dict, ttl: float) -> Deferred[None]:
+        """
+        Record (or replace) a session's record for C{ttl} seconds; it shares
+        the C{maxEntries} bound with affinity records.
+        """
+        self._write((_SESSIONS, sid.encode()), dict(record), ttl)
+        return succeed(None)
+
+    def forgetSession(self, sid: str) -> Deferred[None]:
+        """
+        Drop a session's record.
+        """
+        self._records.pop((_SESSIONS, sid.encode()), None)
         return succeed(None)
 
     def close(self) -> Deferred[None]:

@@ -1,0 +1,474 @@
+"""
+The session layer: one logical client session that outlives its client
+connections (docs/protocol.md).
+
+A L{Session} owns the replay buffer (an L{Outbox}), the count of client
+messages accepted (an L{Inbox}), the backend connection and the timers.
+Transports attach to it and detach from it through L{ISessionTransport}; the
+session never imports a transport.  The L{SessionRegistry} is the node's set
+of sessions, with the bounds and the memory of ended ones.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from .errors import GatewayError, LimitExceeded, ProtocolError
+from .protocol import (
+    CLOSE_BAD_SECRET,
+    CLOSE_BUFFER_FULL,
+    CLOSE_ENDED,
+    CLOSE_EXPIRED,
+    CLOSE_RESUME_FAILED,
+    CLOSE_UNKNOWN_SESSION,
+    Ack,
+    Close,
+    Data,
+    Hello,
+    Inbox,
+    Outbox,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from .config import SessionConfig
+    from .pool import Backend, Pool
+
+__all__ = [
+    "ISessionTransport",
+    "IBackendLink",
+    "Session",
+    "SessionRegistry",
+    "ResumeRefused",
+    "shortId",
+    "CLOSE_SUPERSEDED",
+]
+
+#: The close code of a client connection replaced by a newer one.
+CLOSE_SUPERSEDED = 4001
+
+
+def shortId(sid: str) -> str:
+    """
+    @return: the first 8 characters of a session id, for logs (ids are never
+        logged in full).
+    """
+    return sid[:8] + "…"
+
+
+class ISessionTransport(Interface):
+    """
+    A client connection carrying the session protocol (WebSocket now,
+    long-polling later).  The session drives it only through this.
+    """
+
+    def pushData(message):
+        """
+        Send a L{Data} packet to the client.
+        """
+
+    def pushControl(packet):
+        """
+        Send a control packet (L{Welcome}, L{Ack}, L{Close}) to the client.
+        """
+
+    def closeTransport(code, reason):
+        """
+        Close the client connection with a session-protocol close code.
+        """
+
+    def abortTransport():
+        """
+        Drop the client connection at once (its peer is dead).
+        """
+
+
+class IBackendLink(Interface):
+    """
+    A session's connection to its backend.
+    """
+
+    backend = Attribute("The L{gateway.pool.Backend} it is connected to.")
+
+    def sendMessage(payload, isBinary):
+        """
+        Hand a client message to the backend.
+        """
+
+    def closeLink(code, reason):
+        """
+        Close the backend WebSocket with C{code} and C{reason}.
+        """
+
+
+class ResumeRefused(GatewayError):
+    """
+    A resume cannot be honoured; C{code} is the close code to send.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Session:
+    """
+    One session: its buffers, its backend link and its current transport.
+
+    States: C{attached} (a transport carries it), C{detached} (waiting up to
+    the grace period for a resume), C{ending} (the backend closed; what it
+    sent is still being delivered), C{ended}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        sid: str,
+        secret: str,
+        pool: Pool,
+        link: IBackendLink,
+    ) -> None:
+        config = registry.config
+        self.registry = registry
+        self.sid = sid
+        self.secret = secret
+        self.pool = pool
+        self.link: IBackendLink | None = link
+        self.inbox = Inbox()
+        self.outbox = Outbox(config.maxBufferMessages, config.maxBufferBytes)
+        self.transport: Any = None
+        self.state = "detached"
+        self.closing: Close | None = None
+        self._graceTimer = None
+        self._ackCall = None
+        self.lastReceived = 0.0
+        self.lastSent = 0.0
+
+    @property
+    def backend(self) -> Backend | None:
+        """
+        The backend this session is connected to.
+        """
+        return self.link.backend if self.link is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Session {shortId(self.sid)} {self.state}>"
+
+    # Transports.
+    def attach(self, transport, resumed: bool) -> None:
+        """
+        C{transport} now carries the session: send it L{Welcome}, then
+        everything not yet acknowledged (and the closing packet, when the
+        backend has closed).
+        """
+        old, self.transport = self.transport, transport
+        if old is not None and old is not transport:
+            old.closeTransport(CLOSE_SUPERSEDED, "replaced by a newer connection")
+        self._cancelGrace()
+        if self.state != "ending":
+            self.state = "attached"
+        config = self.registry.config
+        now = self.registry.clock.seconds()
+        self.lastReceived = self.lastSent = now
+        transport.pushControl(
+            Welcome(self.sid, self.secret, self.inbox.accepted, resumed, config.heartbeat, config.grace)
+        )
+        for message in self.outbox.unacknowledged():
+            transport.pushData(message)
+        if self.closing is not None:
+            transport.pushControl(self.closing)
+        self.registry.recordState(self)
+
+    def detach(self, transport, reason: str) -> None:
+        """
+        C{transport} is gone; wait up to the grace period for a resume.
+        """
+        if transport is not self.transport:
+            return
+        self.transport = None
+        if self.state == "ended":
+            return
+        if self.state == "attached":
+            self.state = "detached"
+        self.log.debug("session {sid} detached: {reason}", sid=shortId(self.sid), reason=reason)
+        self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
+        self.registry.recordState(self)
+
+    def orphaned(self) -> None:
+        """
+        A new session whose client left before it was welcomed: nobody can
+        resume it (the client never learnt its id), so it ends at once.
+        """
+        self.end(1000, "client left before the session opened", CLOSE_UNKNOWN_SESSION, clientCode=None)
+
+    def _cancelGrace(self) -> None:
+        if self._graceTimer is not None:
+            if self._graceTimer.active():
+                self._graceTimer.cancel()
+            self._graceTimer = None
+
+    def _expire(self) -> None:
+        self._graceTimer = None
+        self.end(1001, "client did not resume", CLOSE_EXPIRED)
+
+    # Packets from the client.
+    def dataReceived(self, message: Data) -> None:
+        """
+        A data packet from the client: hand it to the backend unless it is
+        a duplicate, and acknowledge.
+
+        @raise ProtocolError: for a gap in the sequence.
+        """
+        if self.inbox.receive(message):
+            if self.link is None:
+                # The backend is gone: the session is ending and can take
+                # nothing more; the client learns from the close packet.
+                return
+            self.link.sendMessage(message.payload, message.isBinary)
+            self.inbox.accept()
+        self._scheduleAck()
+
+    def ackReceived(self, ack: Ack) -> None:
+        """
+        The client has received C{ack.count} messages.
+
+        @raise ProtocolError: for more than was sent.
+        """
+        self.outbox.ack(ack.count)
+        if self.state == "ending" and self.outbox.acked == self.outbox.sent:
+            self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
+
+    def closeReceived(self, close: Close) -> None:
+        """
+        The client ends the session.
+        """
+        self.end(1000, "client closed the session", CLOSE_UNKNOWN_SESSION, clientCode=CLOSE_ENDED)
+
+    def _scheduleAck(self) -> None:
+        if self._ackCall is None and self.transport is not None:
+            self._ackCall = self.registry.clock.callLater(0, self._sendAck)
+
+    def _sendAck(self) -> None:
+        self._ackCall = None
+        if self.transport is not None:
+            self.transport.pushControl(Ack(self.inbox.accepted))
+            self.lastSent = self.registry.clock.seconds()
+
+    # The backend.
+    def messageFromBackend(self, payload: bytes, isBinary: bool) -> None:
+        """
+        A message from the backend: number it, keep it until acknowledged,
+        send it if a client is attached.  Past the replay buffer's bounds
+        the session ends.
+        """
+        try:
+            message = self.outbox.add(payload, isBinary)
+        except LimitExceeded:
+            attached = self.transport is not None
+            self.log.warn(
+                "session {sid}: replay buffer limit exceeded ({n} messages, {b} bytes): ending it",
+                sid=shortId(self.sid), n=len(self.outbox), b=self.outbox.pendingBytes,
+            )
+            self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
+                     clientCode=CLOSE_BUFFER_FULL if attached else None)
+            return
+        if self.transport is not None:
+            self.transport.pushData(message)
+            self.lastSent = self.registry.clock.seconds()
+
+    def backendClosed(self, code: int | None, reason: str | None) -> None:
+        """
+        The backend WebSocket closed: deliver what it sent, then the closing
+        packet; the session ends once the client has acknowledged it all.
+        """
+        self.link = None
+        if self.state == "ended":
+            return
+        self.closing = Close(code or 1000, reason or "")
+        self.state = "ending"
+        if self.outbox.acked == self.outbox.sent and self.transport is not None:
+            self.transport.pushControl(self.closing)
+            self._finish(CLOSE_ENDED, self.closing.reason)
+        elif self.transport is not None:
+            self.transport.pushControl(self.closing)
+        # Detached: the grace timer keeps running; a resume delivers the rest.
+
+    # Ending.
+    def end(self, backendCode: int, reason: str, resumeCode: int, clientCode: int | None = CLOSE_ENDED) -> None:
+        """
+        End the session: close the backend link with C{backendCode}, the
+        client connection (if any) with C{clientCode}, and remember that a
+        later resume gets C{resumeCode}.
+        """
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self._cancelGrace()
+        if self._ackCall is not None and self._ackCall.active():
+            self._ackCall.cancel()
+        self._ackCall = None
+        link, self.link = self.link, None
+        if link is not None:
+            link.closeLink(backendCode, reason)
+        transport, self.transport = self.transport, None
+        if transport is not None and clientCode is not None:
+            transport.closeTransport(clientCode, reason)
+        self.registry.ended(self, resumeCode, reason)
+
+    def _finish(self, clientCode: int, reason: str) -> None:
+        self.end(1000, reason, CLOSE_UNKNOWN_SESSION, clientCode=clientCode)
+
+    # Liveness.
+    def sweep(self, now: float) -> None:
+        """
+        Heartbeat: send an ack after C{heartbeat} seconds of sending nothing;
+        drop a client connection silent for C{heartbeatTimeout}.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        config = self.registry.config
+        if now - self.lastReceived >= config.heartbeatTimeout:
+            self.log.info("session {sid}: client silent for {s:.1f}s: detaching",
+                          sid=shortId(self.sid), s=now - self.lastReceived)
+            transport.abortTransport()
+            return
+        if now - self.lastSent >= config.heartbeat:
+            self._sendAck()
+
+
+class SessionRegistry:
+    """
+    The sessions of one gateway node, their bounds, and the memory of ended
+    ones (so that resuming one gets "expired", not "unknown").
+    """
+
+    log = Logger()
+
+    def __init__(self, config: SessionConfig, clock, sessionMap, node: str = "local") -> None:
+        self.config = config
+        self.clock = clock
+        self.sessionMap = sessionMap
+        self.node = node
+        self.sessions: dict[str, Session] = {}
+        self._ended: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self.opening = 0
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def reserve(self) -> None:
+        """
+        Count a session being opened against C{maxSessions}.
+
+        @raise LimitExceeded: at the bound.
+        """
+        if len(self.sessions) + self.opening >= self.config.maxSessions:
+            raise LimitExceeded(f"the gateway holds its maximum of {self.config.maxSessions} sessions")
+        self.opening += 1
+
+    @staticmethod
+    def newId() -> str:
+        """
+        @return: a new session id: 144 random bits, URL-safe.
+        """
+        return secrets.token_urlsafe(18)
+
+    def create(self, sid: str, pool: Pool, link: IBackendLink) -> Session:
+        """
+        Register a new session whose backend link is open (after
+        L{reserve}).
+        """
+        self.opening -= 1
+        session = Session(self, sid, secrets.token_urlsafe(32), pool, link)
+        self.sessions[sid] = session
+        return session
+
+    def unreserve(self) -> None:
+        """
+        A session reserved with L{reserve} could not be opened.
+        """
+        self.opening -= 1
+
+    def find(self, hello: Hello) -> Session:
+        """
+        The session a resume names, if it may be resumed.
+
+        @raise ResumeRefused: unknown, expired, wrong secret, or a received
+            count that cannot be honoured.
+        """
+        session = self.sessions.get(hello.sid)
+        if session is None:
+            ended = self._ended.get(hello.sid)
+            if ended is not None:
+                raise ResumeRefused(*ended)
+            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+        if not hmac.compare_digest(session.secret.encode(), (hello.secret or "").encode()):
+            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        outbox = session.outbox
+        if hello.received > outbox.sent or hello.received < outbox.acked:
+            raise ResumeRefused(
+                CLOSE_RESUME_FAILED,
+                f"cannot resume from message {hello.received}: messages {outbox.acked + 1}"
+                f" to {outbox.sent} are held",
+            )
+        try:
+            outbox.ack(hello.received)
+        except ProtocolError as e:  # pragma: no cover - checked just above
+            raise ResumeRefused(CLOSE_RESUME_FAILED, str(e)) from None
+        return session
+
+    def ended(self, session: Session, resumeCode: int, reason: str) -> None:
+        """
+        C{session} has ended: forget it, remembering (within C{maxEnded})
+        what a resume of it should hear.
+        """
+        if self.sessions.pop(session.sid, None) is None:
+            return
+        if self.config.maxEnded:
+            self._ended[session.sid] = (resumeCode, f"session ended: {reason}")
+            while len(self._ended) > self.config.maxEnded:
+                self._ended.popitem(last=False)
+        self._write(self.sessionMap.forgetSession(session.sid))
+
+    def recordState(self, session: Session) -> None:
+        """
+        Write the session's record (backend, state, node) to the session map.
+        """
+        backend = session.backend
+        record = {
+            "pool": session.pool.name,
+            "backend": backend.name if backend is not None else None,
+            "state": session.state,
+            "node": self.node,
+            "updated": self.clock.seconds(),
+        }
+        self._write(self.sessionMap.putSession(session.sid, record, self.config.grace * 2))
+
+    def _write(self, d: Deferred) -> None:
+        d.addErrback(lambda f: self.log.failure("session map write failed", f))
+
+    def sweep(self) -> None:
+        """
+        Heartbeats of every attached session.
+        """
+        now = self.clock.seconds()
+        for session in list(self.sessions.values()):
+            session.sweep(now)
+
+    def shutDown(self) -> None:
+        """
+        End every session: backends closed with 1001, clients with 1001.
+        """
+        for session in list(self.sessions.values()):
+            session.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1001)

@@ -1,0 +1,213 @@
+"""
+The session protocol over WebSocket (Autobahn): one client connection
+carrying C{txgateway.v1} packets to and from a L{Session}.
+
+The protocol is handed its connection by the front door, which has already
+routed the request; it decodes packets and drives the session, and knows
+nothing of backends beyond asking the service to open a session.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..protocol import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNAVAILABLE,
+    SUBPROTOCOL,
+    Ack,
+    Close,
+    Data,
+    Hello,
+    decodeMessage,
+    encodeControl,
+    encodeData,
+)
+from ..session import ISessionTransport, ResumeRefused, shortId
+
+__all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
+
+
+@implementer(ISessionTransport)
+class SessionWebSocket(WebSocketServerProtocol):
+    """
+    A client's WebSocket carrying the session protocol.
+
+    Set by the front door before any byte is fed: C{route} (what
+    L{gateway.site.GatewayFactory.openSession} needs to open a session).
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = None
+        self.route = None
+        self._opening: Deferred | None = None
+        self._helloTimer = None
+
+    def onConnect(self, request):
+        """
+        Accept the handshake with the session subprotocol.
+        """
+        if SUBPROTOCOL not in request.protocols:
+            raise ConnectionDeny(400, f"the {SUBPROTOCOL} subprotocol is required")
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        """
+        Wait (bounded) for the client's hello.
+        """
+        gateway = self.factory.gateway
+        self._helloTimer = gateway.reactor.callLater(
+            gateway.config.timeouts.handshake, self._noHello
+        )
+
+    def _noHello(self) -> None:
+        self._helloTimer = None
+        self.closeTransport(CLOSE_PROTOCOL_ERROR, "no hello received in time")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        Decode a packet and hand it to the session.
+        """
+        try:
+            packet = decodeMessage(payload, isBinary)
+            session = self.session
+            if session is None:
+                if self._opening is not None or not isinstance(packet, Hello):
+                    raise ProtocolError(f"expected hello, not {type(packet).__name__.lower()}")
+                self._cancelHelloTimer()
+                self._opening = Deferred.fromCoroutine(self._open(packet))
+                self._opening.addErrback(self._openFailed)
+                return
+            session.lastReceived = self.factory.gateway.reactor.seconds()
+            if isinstance(packet, Data):
+                session.dataReceived(packet)
+            elif isinstance(packet, Ack):
+                session.ackReceived(packet)
+            elif isinstance(packet, Close):
+                session.closeReceived(packet)
+            else:
+                raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
+        except ProtocolError as e:
+            self.factory.gateway.clientErrors += 1
+            self.log.debug("session protocol error: {error}", error=e)
+            self.closeTransport(CLOSE_PROTOCOL_ERROR, str(e)[:120])
+
+    async def _open(self, hello: Hello) -> None:
+        gateway = self.factory.gateway
+        if hello.sid is None:
+            session = await gateway.openSession(self.route)
+            if self.state != self.STATE_OPEN:
+                # The client left while the backend was being connected.
+                session.orphaned()
+                return
+            self.session = session
+            session.attach(self, resumed=False)
+            self.log.debug("session {sid} opened on {backend}", sid=shortId(session.sid),
+                           backend=session.backend.name)
+        else:
+            session = gateway.sessions.find(hello)
+            if self.state != self.STATE_OPEN:
+                return
+            self.session = session
+            session.attach(self, resumed=True)
+
+    def _openFailed(self, failure) -> None:
+        self._opening = None
+        if failure.check(ResumeRefused):
+            error = failure.value
+            self.closeTransport(error.code, error.reason)
+        elif failure.check(NoBackendAvailable, LimitExceeded):
+            self.closeTransport(CLOSE_UNAVAILABLE, str(failure.value)[:120])
+        elif failure.check(GatewayError):
+            self.closeTransport(CLOSE_UNAVAILABLE, str(failure.value)[:120])
+        else:
+            self.log.failure("opening a session failed", failure)
+            self.closeTransport(CLOSE_UNAVAILABLE, "the session could not be opened")
+
+    def _cancelHelloTimer(self) -> None:
+        if self._helloTimer is not None:
+            if self._helloTimer.active():
+                self._helloTimer.cancel()
+            self._helloTimer = None
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        """
+        Detach from the session (which waits for a resume).
+        """
+        self._cancelHelloTimer()
+        session, self.session = self.session, None
+        if session is not None:
+            session.detach(self, reason or f"closed with {code}")
+
+    def connectionLost(self, reason) -> None:
+        """
+        Uncount the client connection.
+        """
+        super().connectionLost(reason)
+        self.factory.gateway.connectionClosed()
+
+    # ISessionTransport
+    def pushData(self, message: Data) -> None:
+        """
+        Send a data packet.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(encodeData(message.seq, message.payload), message.isBinary)
+
+    def pushControl(self, packet) -> None:
+        """
+        Send a control packet.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(encodeControl(packet), False)
+
+    def closeTransport(self, code: int, reason: str) -> None:
+        """
+        Close the WebSocket with C{code}; the session is not told (it
+        detaches when the close completes).
+        """
+        session, self.session = self.session, None
+        if session is not None:
+            session.detach(self, reason)
+        if self.state == self.STATE_OPEN:
+            self.sendClose(code, reason)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def abortTransport(self) -> None:
+        """
+        Drop the connection at once.
+        """
+        self.dropConnection(abort=True)
+
+
+class SessionWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds L{SessionWebSocket}s for a gateway (its L{GatewayFactory} is
+    C{gateway}); the front door feeds them their connections.
+    """
+
+    protocol = SessionWebSocket
+    noisy = False
+
+    def __init__(self, gateway) -> None:
+        super().__init__(server="txgateway")
+        self.gateway = gateway
+        session = gateway.config.session
+        limit = session.maxMessageBytes + 21  # the sequence number and colon
+        self.setProtocolOptions(
+            maxMessagePayloadSize=limit,
+            maxFramePayloadSize=limit,
+            autoPingInterval=0,
+            failByDrop=False,
+            openHandshakeTimeout=gateway.config.timeouts.handshake,
+            closeHandshakeTimeout=gateway.config.timeouts.shutdown,
+        )
