@@ -30,6 +30,7 @@ __all__ = [
     "ConnectObserver",
     "BackendLink",
     "openBackendLink",
+    "sendCloseCode",
 ]
 
 T = TypeVar("T")
@@ -141,6 +142,16 @@ def hostHeader(backend: Backend) -> bytes:
     return f"{host}:{backend.port}".encode("idna")
 
 
+def sendCloseCode(protocol, code: int, reason: str) -> None:
+    """
+    Start an Autobahn protocol's closing handshake with any code RFC 6455
+    lets an endpoint send (Autobahn's C{sendClose} refuses 1001-1015, which
+    the gateway sends on behalf of peers that went away).
+    """
+    raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    protocol.sendCloseFrame(code=code, reasonUtf8=raw, isReply=False)
+
+
 @implementer(IBackendLink)
 class BackendLink(WebSocketClientProtocol):
     """
@@ -212,7 +223,7 @@ class BackendLink(WebSocketClientProtocol):
         """
         self.session = None
         if self.state == self.STATE_OPEN:
-            self.sendClose(code, reason)
+            sendCloseCode(self, code, reason)
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
         if not self._released and self.backend is not None:

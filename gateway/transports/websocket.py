@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..backend import sendCloseCode
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -178,7 +179,7 @@ class SessionWebSocket(WebSocketServerProtocol):
         if session is not None:
             session.detach(self, reason)
         if self.state == self.STATE_OPEN:
-            self.sendClose(code, reason)
+            sendCloseCode(self, code, reason)
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
 
