@@ -13,6 +13,7 @@ MODULES = [
     "gateway",
     "gateway.backend",
     "gateway.balancers",
+    "gateway.client",
     "gateway.config",
     "gateway.demo",
     "gateway.errors",
@@ -22,15 +23,18 @@ MODULES = [
     "gateway.http1",
     "gateway.interfaces",
     "gateway.pool",
+    "gateway.protocol",
     "gateway.registry",
     "gateway.routing",
     "gateway.service",
+    "gateway.session",
     "gateway.sessionmap",
     "gateway.sessionmap.memory",
     "gateway.site",
     "gateway.tap",
     "gateway.testing",
     "gateway.transports.tunnel",
+    "gateway.transports.websocket",
 ]
 
 

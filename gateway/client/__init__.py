@@ -1,0 +1,89 @@
+"""
+A Python client of txgateway's session protocol, C{txgateway.v1}
+(docs/protocol.md), on Twisted and Autobahn.
+
+A L{SessionClient} gives the application one logical session with its
+backend that survives dropped connections: every message is delivered
+once, in order, in both directions.  It reconnects by itself (exponential
+backoff from C{initialDelay} to C{maxDelay}, with full jitter), resumes the
+session, and sends again what the gateway did not acknowledge.  Its names
+are shared with the JavaScript client::
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
+    from gateway.client import ClientState, SessionClient
+
+    async def main(reactor):
+        client = SessionClient("wss://gateway.example/chat", reactor=reactor)
+        client.on_message(lambda payload, isBinary: print("got", payload))
+
+        @client.on_state
+        def changed(state, detail):
+            if state is ClientState.open and detail.reset:
+                print(f"new session: {detail.dropped} messages were lost")
+
+        await client.connect()          # the first session is open
+        client.send("hello")            # str: a text message
+        client.send(b"\\x00\\x01")        # bytes: a binary message
+        await client.whenAcknowledged() # the gateway has both
+        detail = await client.close()   # the session is over
+        print("closed", detail.code, detail.reason)
+
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+
+States (L{ClientState}, reported by C{on_state(callback(state, detail))}
+with a L{StateDetail}): C{connecting} until the first session is open,
+C{open}, C{reconnecting} between connections (reported again at each
+failed attempt, with C{detail.delay}), C{closed} for good.
+
+When a session cannot be resumed (the gateway closes with 4400, 4403, 4404,
+4409, 4410 or 4413) the messages it did not acknowledge are lost.  The
+client tells the application twice, with C{detail.reset} true and
+C{detail.dropped} the number of messages lost: C{on_state(reconnecting,
+detail)} at once, and C{on_state(open, detail)} when the new session is
+open; L{Deferred}s from C{whenAcknowledged} for those messages fail with
+L{SessionLost}.  Messages sent after the loss go to the new session.
+
+The session ends (state C{closed}) when the application calls C{close()},
+when the backend ends it (the gateway's C{close} packet: C{detail.code} and
+C{detail.reason} are the backend's), on 4000, or on a failure that retrying
+cannot fix (C{detail.error} says which): a 1009 close, the connection
+taken over by another client (4001), or, before the first session, an HTTP
+4xx answer or a gateway that does not select C{txgateway.v1}.  Anything
+else (a dropped connection, 4503, a silent gateway) makes the client
+reconnect.
+
+Beyond the shared names: C{abort()} closes at once (so does cancelling
+the L{Deferred} of C{close()}), C{bufferedAmount} is the unacknowledged
+payload in bytes, and C{send} raises L{SendBufferFull} (a
+L{LimitExceeded <gateway.errors.LimitExceeded>}) or L{MessageTooLarge}
+rather than buffering past its bounds.
+
+For tests, every timer runs on the C{reactor} given (a
+L{twisted.internet.task.Clock}-like L{MemoryReactorClock
+<twisted.internet.testing.MemoryReactorClock>} works), C{uniform} replaces
+the jitter, and C{nextState(state)} is a L{Deferred} for the next change to
+C{state}.
+
+C{python -m gateway.client URL} is a wscat-like tool built on it.
+"""
+
+from ._session import (
+    ClientState,
+    MessageTooLarge,
+    SendBufferFull,
+    SessionClient,
+    SessionClosed,
+    SessionLost,
+    StateDetail,
+)
+
+__all__ = [
+    "SessionClient",
+    "ClientState",
+    "StateDetail",
+    "SendBufferFull",
+    "MessageTooLarge",
+    "SessionClosed",
+    "SessionLost",
+]

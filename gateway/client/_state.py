@@ -1,0 +1,154 @@
+"""
+The values a L{SessionClient <gateway.client._session.SessionClient>}
+shows the application: its states, what comes with a state change, its
+errors, and its reconnect delays.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import GatewayError, LimitExceeded
+
+__all__ = [
+    "ClientState",
+    "StateDetail",
+    "SessionClosed",
+    "SessionLost",
+    "SendBufferFull",
+    "MessageTooLarge",
+    "Backoff",
+    "shortId",
+]
+
+
+def shortId(value: str | None) -> str:
+    """
+    @return: C{value} as logged: its first 8 characters and an ellipsis.
+    """
+    if value is None:
+        return "-"
+    return value[:8] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+class ClientState(enum.Enum):
+    """
+    Where a L{SessionClient} is.  The values are the names shared with the
+    JavaScript client.
+    """
+
+    #: Before the first session is open.
+    connecting = "connecting"
+    #: A session is open on a live connection.
+    open = "open"
+    #: The connection was lost; waiting to connect again, or connecting.
+    reconnecting = "reconnecting"
+    #: For good: the session ended, or could not be had.
+    closed = "closed"
+
+
+@dataclass(frozen=True)
+class StateDetail:
+    """
+    What came with a state change (the C{detail} of C{on_state}).
+
+    @ivar resumed: (open) the session survived a dropped connection.
+    @ivar reset: (open, reconnecting) the session could not be resumed: a
+        new one is started, or was.  The gateway's half of the old session
+        is gone, and so are the C{dropped} messages of this side.
+    @ivar dropped: messages passed to C{send} that will never be
+        delivered: unacknowledged when the session was lost (reset) or
+        ended (closed).
+    @ivar code: the close code that caused the change: the WebSocket close
+        code, or, when the gateway ended the session with a C{close}
+        packet, the backend's close code.
+    @ivar reason: the close reason that goes with C{code}.
+    @ivar error: (reconnecting, closed) a one-line description of what went
+        wrong, None for an orderly end.
+    @ivar delay: (reconnecting) seconds until the next connection attempt.
+    """
+
+    resumed: bool = False
+    reset: bool = False
+    dropped: int = 0
+    code: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    delay: float | None = None
+
+
+class SessionClosed(GatewayError):
+    """
+    The client is closed, or closing: nothing more can be sent.
+
+    @ivar detail: the L{StateDetail} of the C{closed} state, when reached.
+    """
+
+    def __init__(self, message: str, detail: StateDetail | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class SessionLost(GatewayError):
+    """
+    The session could not be resumed: the messages it had not acknowledged
+    are dropped (a L{Deferred} from L{SessionClient.whenAcknowledged} fails
+    with this), and a new session is started.
+
+    @ivar dropped: how many messages were dropped.
+    """
+
+    def __init__(self, message: str, dropped: int) -> None:
+        super().__init__(message)
+        self.dropped = dropped
+
+
+class SendBufferFull(LimitExceeded):
+    """
+    C{send} would take the unacknowledged messages past
+    C{maxBufferMessages} or C{maxBufferBytes}; nothing was sent.  Wait for
+    acknowledgements (L{SessionClient.whenAcknowledged}) and try again.
+    """
+
+
+class MessageTooLarge(LimitExceeded):
+    """
+    The message is larger than C{maxMessageBytes}; nothing was sent.
+    """
+
+
+class Backoff:
+    """
+    Exponential backoff with full jitter: the n-th delay in a row (from 0)
+    is C{uniform(0, min(maxDelay, initialDelay * 2 ** n))}.
+    """
+
+    def __init__(
+        self, initialDelay: float, maxDelay: float, uniform: Callable[[float, float], float]
+    ) -> None:
+        self.initialDelay = initialDelay
+        self.maxDelay = maxDelay
+        self.uniform = uniform
+        self.failures = 0
+
+    def bound(self) -> float:
+        """
+        @return: the upper bound of the next delay.
+        """
+        return min(self.maxDelay, self.initialDelay * 2 ** min(self.failures, 64))
+
+    def next(self) -> float:
+        """
+        @return: the next delay, and count one more failure.
+        """
+        delay = self.uniform(0, self.bound())
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        """
+        A connection succeeded: start again from C{initialDelay}.
+        """
+        self.failures = 0

@@ -1,0 +1,227 @@
+"""
+The client's WebSocket adapter: an Autobahn protocol and factory that only
+translate between WebSocket events and the L{SessionClient
+<gateway.client._session.SessionClient>}, and the endpoint a C{ws://} or
+C{wss://} URL names.
+
+Autobahn's own timers run on the global reactor (txaio's loop), whatever
+reactor the factory is given.  So every Autobahn timeout is switched off
+here and replaced by one on the client's clock: the session bounds the
+connect, the opening handshake and the wait for C{welcome}; the protocol
+bounds the closing handshake (L{ClientProtocol.closeWith}).  Heartbeats are
+the session protocol's acks, not WebSocket pings (docs/protocol.md), so
+Autobahn's auto-ping is off as well.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.util import parse_url
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+
+from .. import __version__
+from ..protocol import SUBPROTOCOL
+
+if TYPE_CHECKING:
+    from ._session import SessionClient
+
+__all__ = ["ClientProtocol", "ClientFactory", "endpointForURL", "parseURL", "PACKET_OVERHEAD"]
+
+#: A data packet is its payload preceded by at most 19 digits and a colon.
+PACKET_OVERHEAD = 20
+
+
+def parseURL(url: str) -> tuple[bool, str, int]:
+    """
+    @return: whether C{url} uses TLS (C{wss://}), its host and its port.
+    @raise ValueError: for anything but a C{ws://} or C{wss://} URL.
+    """
+    isSecure, host, port, _resource, _path, _params = parse_url(url)
+    return isSecure, host, port
+
+
+def endpointForURL(reactor: Any, url: str, timeout: float) -> IStreamClientEndpoint:
+    """
+    @return: the endpoint that reaches the host of C{url}: TCP through
+        L{HostnameEndpoint} (every address of the name, with C{timeout}),
+        wrapped in TLS checked against the host name for C{wss://}.
+    """
+    isSecure, host, port = parseURL(url)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if isSecure:
+        # pyOpenSSL is imported on first use only.
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    return endpoint
+
+
+def _truncate(reason: str, limit: int = 120) -> str:
+    """
+    @return: C{reason} cut to at most C{limit} UTF-8 bytes (a close reason
+        may have at most 123).
+    """
+    return reason.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+class ClientProtocol(WebSocketClientProtocol):
+    """
+    One WebSocket connection of a session.  Every event goes to the
+    session, tagged with this protocol so that the session can ignore the
+    events of connections it has given up.
+
+    All handlers are synchronous: Autobahn awaits only C{onConnect}.
+
+    @ivar session: the L{SessionClient} this connection serves.
+    @ivar attempt: the number of the session's connection attempt that
+        made this connection.
+    @ivar opened: the opening handshake completed.
+    @ivar selected: the subprotocol the gateway selected (None for none).
+    """
+
+    session: SessionClient
+    attempt: int = 0
+    opened = False
+    selected: str | None = None
+    _dropCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """
+        Send the opening handshake, and tell the session which connection
+        its attempt made.
+        """
+        super().connectionMade()
+        self.session._wsConnected(self)
+
+    def onConnect(self, response: Any) -> None:
+        """
+        Remember the subprotocol the gateway selected; the session decides
+        in L{onOpen} what a missing one means.
+        """
+        self.selected = response.protocol
+
+    def onOpen(self) -> None:
+        """
+        The opening handshake is complete.
+        """
+        self.opened = True
+        self.session._wsOpen(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        One packet arrived.
+        """
+        self.session._wsMessage(self, payload, isBinary)
+
+    def onPing(self, payload: bytes) -> None:
+        """
+        A ping also shows the gateway is alive; answer it as usual.
+        """
+        self.session._wsActivity(self)
+        super().onPing(payload)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> Any:
+        """
+        The gateway's close frame arrived (or its answer to ours): the
+        gateway must now drop the TCP connection, within the timeout.
+        """
+        result = super().onCloseFrame(code, reasonRaw)
+        self._armDrop()
+        return result
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """
+        The connection is gone.
+        """
+        if self._dropCall is not None and self._dropCall.active():
+            self._dropCall.cancel()
+        self._dropCall = None
+        self.session._wsClosed(self, code, reason)
+
+    def closeWith(self, code: int, reason: str = "") -> None:
+        """
+        Close this connection with C{code}: a closing handshake when the
+        WebSocket is open (the TCP connection is dropped if it does not
+        complete in time), at once otherwise.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendClose(code, _truncate(reason) or None)
+            self._armDrop()
+        elif self.state == self.STATE_CLOSING:
+            self._armDrop()
+        elif self.state != self.STATE_CLOSED:
+            self.transport.abortConnection()
+
+    def handshakeStatus(self) -> int | None:
+        """
+        @return: the HTTP status of the gateway's answer to the opening
+            handshake, when one arrived.
+        """
+        line = getattr(self, "http_status_line", None)
+        if not line:
+            return None
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            return int(parts[1])
+        return None
+
+    def _armDrop(self) -> None:
+        if self._dropCall is None and self.transport is not None:
+            self._dropCall = self.session._clock.callLater(
+                self.session._connectTimeout, self._dropNow
+            )
+
+    def _dropNow(self) -> None:
+        self._dropCall = None
+        self.transport.abortConnection()
+
+
+class ClientFactory(WebSocketClientFactory):
+    """
+    Builds the connections of one L{SessionClient}: offers C{txgateway.v1},
+    limits incoming messages, and turns off every Autobahn timer (see the
+    module docstring).
+    """
+
+    protocol = ClientProtocol
+
+    def __init__(
+        self,
+        session: SessionClient,
+        url: str,
+        *,
+        reactor: Any,
+        headers: dict[str, str] | None,
+        maxIncomingBytes: int,
+    ) -> None:
+        super().__init__(
+            url,
+            protocols=[SUBPROTOCOL],
+            headers=headers,
+            useragent=f"txgateway.client/{__version__}",
+            reactor=reactor,
+        )
+        self.session = session
+        self.setProtocolOptions(
+            maxMessagePayloadSize=maxIncomingBytes,
+            maxFramePayloadSize=maxIncomingBytes,
+            failByDrop=False,
+            autoPingInterval=0,
+            autoPingTimeout=0,
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=0,
+            serverConnectionDropTimeout=0,
+            perMessageCompressionOffers=[],
+        )
+
+    def buildProtocol(self, addr: Any) -> ClientProtocol:
+        """
+        @return: a connection tagged with the session's current attempt.
+        """
+        proto = super().buildProtocol(addr)
+        proto.session = self.session
+        proto.attempt = self.session._attempt
+        return proto
