@@ -61,6 +61,8 @@ class EchoServerProtocol(WebSocketServerProtocol):
             self.sendClose(int(code), reason)
             return
         self.factory.messages += 1
+        if self.factory.received is not None:
+            self.factory.received.append(payload)
         self.sendMessage(self.factory.prefix + payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
@@ -88,13 +90,15 @@ class EchoServerFactory(WebSocketServerFactory):
     @ivar handshakes: the raw request head of every handshake received.
     @ivar connections: open connections.
     @ivar opened: connections opened in all.
+    @ivar received: with C{record}, every message received, in order.
     @ivar pings: pings received.
     @ivar closes: C{(wasClean, code, reason)} of every connection closed.
     """
 
     protocol = EchoServerProtocol
 
-    def __init__(self, name: str = "echo", prefix: bytes = b"", subprotocols=("chat", "superchat")):
+    def __init__(self, name: str = "echo", prefix: bytes = b"", subprotocols=("chat", "superchat"),
+                 record: bool = False):
         super().__init__()
         self.name = name
         self.prefix = prefix
@@ -103,6 +107,7 @@ class EchoServerFactory(WebSocketServerFactory):
         self.connections: set[EchoServerProtocol] = set()
         self.opened = 0
         self.messages = 0
+        self.received: list[bytes] | None = [] if record else None
         self.pings = 0
         self.closes: list[tuple] = []
         self.closeWaiters: list[Deferred] = []

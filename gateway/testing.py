@@ -61,6 +61,7 @@ __all__ = [
     "RunningProcess",
     "GatewayProcess",
     "gatewayConfig",
+    "CuttingRelay",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -241,18 +242,21 @@ class EchoBackend:
 @pytest_twisted.async_yield_fixture
 async def echo_backends():
     """
-    C{await echo_backends(n, prefix=False)}: start C{n} echo servers
-    (named backend-1...); with C{prefix}, replies start with the name.
+    C{await echo_backends(n, prefix=False, record=False)}: start C{n} echo
+    servers (named backend-1...); with C{prefix}, replies start with the
+    name; with C{record}, each keeps every message it received in
+    C{factory.received}.
     """
     from twisted.internet import reactor
 
     started: list[EchoBackend] = []
 
-    async def start(n: int = 1, prefix: bool = False) -> list[EchoBackend]:
+    async def start(n: int = 1, prefix: bool = False, record: bool = False) -> list[EchoBackend]:
         out = []
         for _ in range(n):
             name = f"backend-{len(started) + 1}"
-            factory = EchoServerFactory(name, prefix=f"{name}: ".encode() if prefix else b"")
+            factory = EchoServerFactory(name, prefix=f"{name}: ".encode() if prefix else b"",
+                                        record=record)
             port = await listenEcho(reactor, factory)
             backend = EchoBackend(name, port.getHost().port, factory, port)
             started.append(backend)
@@ -686,3 +690,89 @@ async def gateway_process(tmp_path):
             await process.wait(10)
         except Exception:
             pass
+
+
+class _RelayEnd(Protocol):
+    """
+    One side of a relayed connection.
+    """
+
+    def __init__(self, relay, peer=None):
+        self.relay = relay
+        self.peer = peer
+        self.pending = []
+
+    def connectionMade(self):
+        self.relay.ends.add(self)
+        if self.peer is None:
+            # The client side: connect onward, holding what arrives meanwhile.
+            self.transport.pauseProducing()
+            from twisted.internet import reactor
+            from twisted.internet.endpoints import TCP4ClientEndpoint
+
+            factory = Factory.forProtocol(lambda: _RelayEnd(self.relay, self))
+            d = TCP4ClientEndpoint(reactor, LOCALHOST, self.relay.targetPort).connect(factory)
+            d.addErrback(lambda f: self.transport.abortConnection())
+        else:
+            self.peer.peer = self
+            self.peer.transport.resumeProducing()
+
+    def dataReceived(self, data):
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+
+    def connectionLost(self, reason):
+        self.relay.ends.discard(self)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.loseConnection()
+
+
+class CuttingRelay:
+    """
+    A TCP relay in front of a port, whose connections a test can cut at any
+    moment (both sides aborted, as a failing network or proxy would), from
+    outside the client under test.
+    """
+
+    def __init__(self, targetPort: int) -> None:
+        self.targetPort = targetPort
+        self.ends: set[_RelayEnd] = set()
+        self.cuts = 0
+        self.port = None
+        self._listening = None
+
+    async def start(self) -> int:
+        """
+        Listen on a free port of 127.0.0.1.
+
+        @return: the port.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        factory = Factory.forProtocol(lambda: _RelayEnd(self))
+        factory.noisy = False
+        self._listening = await TCP4ServerEndpoint(reactor, 0, interface=LOCALHOST).listen(factory)
+        self.port = self._listening.getHost().port
+        return self.port
+
+    def cut(self) -> int:
+        """
+        Abort every relayed connection now.
+
+        @return: how many connections were cut.
+        """
+        ends = [e for e in self.ends if e.transport is not None]
+        for end in ends:
+            end.transport.abortConnection()
+        if ends:
+            self.cuts += 1
+        return len(ends)
+
+    async def stop(self) -> None:
+        """
+        Stop listening and cut what is left.
+        """
+        self.cut()
+        if self._listening is not None:
+            await self._listening.stopListening()
