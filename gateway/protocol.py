@@ -34,6 +34,8 @@ __all__ = [
     "Inbox",
     "Outbox",
     "CLOSE_ENDED",
+    "CLOSE_SUPERSEDED",
+    "CLOSE_TOO_BIG",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_BAD_SECRET",
     "CLOSE_UNKNOWN_SESSION",
@@ -51,6 +53,10 @@ VERSION = 1
 #: The session ended normally (closed by the client, or by the backend: the
 #: C{close} packet before it carries the backend's code and reason).
 CLOSE_ENDED = 4000
+#: This connection was replaced by a newer one for the same session.
+CLOSE_SUPERSEDED = 4001
+#: A message larger than the gateway accepts (RFC 6455's "message too big").
+CLOSE_TOO_BIG = 1009
 #: A malformed or out-of-order packet.
 CLOSE_PROTOCOL_ERROR = 4400
 #: Resume with a wrong secret.
@@ -105,7 +111,8 @@ class Welcome:
 
     @ivar received: how many of the client's data messages the gateway has
         accepted; the client sends again those after it.
-    @ivar heartbeat: seconds between the gateway's pings.
+    @ivar heartbeat: seconds of silence after which each side sends an ack
+        (docs/protocol.md, "Heartbeats").
     @ivar grace: seconds a detached session waits for its client.
     """
 

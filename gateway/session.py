@@ -27,6 +27,7 @@ from .protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
     CLOSE_RESUME_FAILED,
+    CLOSE_SUPERSEDED,
     CLOSE_UNKNOWN_SESSION,
     Ack,
     Close,
@@ -48,12 +49,7 @@ __all__ = [
     "SessionRegistry",
     "ResumeRefused",
     "shortId",
-    "CLOSE_SUPERSEDED",
 ]
-
-#: The close code of a client connection replaced by a newer one.
-CLOSE_SUPERSEDED = 4001
-
 
 def shortId(sid: str) -> str:
     """

@@ -60,7 +60,17 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         metavar="S",
         help="longest wait between reconnection attempts, in seconds (default 10)",
     )
+    parser.add_argument(
+        "--expect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="at the end of input, also wait until N messages have been received"
+        " (replies still on their way when the session is closed are not shown)",
+    )
     args = parser.parse_args(argv)
+    if args.expect < 0:
+        parser.error("--expect must be 0 or more")
     if args.max_delay < 0.1:
         parser.error("--max-delay must be at least 0.1")
     return args
@@ -123,13 +133,18 @@ class LineSender(LineReceiver):
     delimiter = b"\n"
     log = Logger()
 
-    def __init__(self, client: Any, maxLineBytes: int, report: Callable[[str], object]) -> None:
+    def __init__(
+        self, client: Any, maxLineBytes: int, report: Callable[[str], object], expect: int = 0
+    ) -> None:
         """
         @param client: a L{SessionClient} (or anything with C{send} and
             C{whenAcknowledged}).
         @param maxLineBytes: the longest line accepted.
         @param report: writes a line to standard error.
+        @param expect: messages to have received before ending.
         """
+        self.expect = expect
+        self.received = 0
         self.client = client
         self.MAX_LENGTH = maxLineBytes
         self.report = report
@@ -145,6 +160,9 @@ class LineSender(LineReceiver):
         """
         if self.transport is not None:
             self.transport.write(formatMessage(payload, isBinary))
+        self.received += 1
+        if self._inputEnded and self.received == self.expect:
+            self._maybeEnded()
 
     def lineReceived(self, line: bytes) -> None:
         """
@@ -213,6 +231,8 @@ class LineSender(LineReceiver):
     def _maybeEnded(self) -> None:
         if not self._inputEnded or self.paused or self._held is not None:
             return
+        if self.received < self.expect:
+            return
         rest = self.clearLineBuffer()
         if rest:
             self.lineReceived(rest)  # the last line, without a newline
@@ -252,7 +272,7 @@ async def run(
         client = SessionClient(args.url, reactor=reactor, maxDelay=args.max_delay)
     except ValueError as e:
         raise SystemExit(f"{PROG}: {e}") from None
-    sender = LineSender(client, client._maxMessageBytes, report)
+    sender = LineSender(client, client._maxMessageBytes, report, args.expect)
     client.on_message(sender.messageReceived)
 
     def reportState(state: ClientState, detail: StateDetail) -> None:

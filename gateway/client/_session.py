@@ -23,7 +23,11 @@ from twisted.python.failure import Failure
 from ..errors import ProtocolError
 from ..protocol import (
     CLOSE_ENDED,
+    CLOSE_EXPIRED,
+    CLOSE_UNKNOWN_SESSION,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_SUPERSEDED,
+    CLOSE_TOO_BIG,
     CLOSE_UNAVAILABLE,
     RESTART_CODES,
     SUBPROTOCOL,
@@ -62,11 +66,6 @@ __all__ = [
 
 MiB = 1024 * 1024
 
-#: This connection was replaced by a newer one for the same session
-#: (docs/protocol.md; gateway.protocol has no name for it).
-CLOSE_REPLACED = 4001
-#: A message was larger than the receiver's limit (RFC 6455).
-CLOSE_TOO_BIG = 1009
 #: HTTP answers to the opening handshake that retrying cannot fix: the
 #: first session fails at once.  (408 and 429 are worth retrying.)
 _RETRYABLE_HTTP = frozenset({408, 429})
@@ -170,6 +169,9 @@ class SessionClient:
         self._proto: ClientProtocol | None = None
         self._welcomed = False
         self._closeSent = False
+        # A close packet went out on some connection: the session may be over
+        # even if that connection died before the gateway's 4000 arrived.
+        self._closePacketSent = False
         self._lastSent = 0.0
         self._lastReceived = 0.0
         self._reconnectCall: IDelayedCall | None = None
@@ -673,7 +675,7 @@ class SessionClient:
                     error=f"a message was larger than {who} accepts (1009)",
                 )
             )
-        elif code == CLOSE_REPLACED:
+        elif code == CLOSE_SUPERSEDED:
             self._finish(
                 StateDetail(
                     dropped=dropped,
@@ -686,9 +688,13 @@ class SessionClient:
             if self._sid is None:
                 self._retry(StateDetail(code=code, reason=reason, error=_closeError(code, reason)))
             elif self._closing:
+                # After our close packet, "unknown" or "expired" means the
+                # gateway did end the session as asked: no error.
+                ended = self._closePacketSent and code in (CLOSE_UNKNOWN_SESSION, CLOSE_EXPIRED)
                 self._finish(
                     StateDetail(
-                        dropped=dropped, code=code, reason=reason, error=_closeError(code, reason)
+                        dropped=dropped, code=code, reason=reason,
+                        error=None if ended else _closeError(code, reason),
                     )
                 )
             else:
@@ -753,7 +759,7 @@ class SessionClient:
             return
         if self._welcomed:
             self._write(encodeControl(Close(1000, "")), False)
-            self._closeSent = True
+            self._closeSent = self._closePacketSent = True
             self._closeCall = self._clock.callLater(self._connectTimeout, self._closeTimedOut)
 
     def _closeTimedOut(self) -> None:
