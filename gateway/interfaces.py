@@ -98,7 +98,7 @@ class ISessionMap(Interface):
         """
         @param sid: a session id.
         @return: L{Deferred} firing with the session's record (a JSON-able
-            L{dict}: pool, backend, state, node, updated) or L{None}.
+            L{dict}: pool, backend, state, node, created, updated) or L{None}.
         """
 
     def putSession(sid, record, ttl):

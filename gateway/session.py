@@ -149,6 +149,7 @@ class Session:
         self._ackCall = None
         self.lastReceived = 0.0
         self.lastSent = 0.0
+        self.created = registry.clock.seconds()
 
     @property
     def backend(self) -> Backend | None:
@@ -447,6 +448,7 @@ class SessionRegistry:
             "backend": backend.name if backend is not None else None,
             "state": session.state,
             "node": self.node,
+            "created": session.created,
             "updated": self.clock.seconds(),
         }
         self._write(self.sessionMap.putSession(session.sid, record, self.config.grace * 2))

@@ -238,5 +238,6 @@ def test_session_record_written():
     session.attach(transport, resumed=False)
     record = registry.sessionMap.getSession(session.sid).result
     assert record["backend"] == "b1" and record["state"] == "attached" and record["pool"] == "p"
+    assert record["created"] == 0 and record["updated"] == 0
     session.closeReceived(Close(1000, "bye"))
     assert registry.sessionMap.getSession(session.sid).result is None
