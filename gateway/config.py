@@ -176,6 +176,13 @@ class SessionConfig:
         are refused with 4503.
     @ivar maxEnded: ended sessions remembered (so that a late resume gets
         "expired" rather than "unknown").
+    @ivar maxBodyBytes: largest long-polling request body (413 past it).
+    @ivar maxBatchMessages: packets in one long-polling send, and data
+        messages in one poll answer.
+    @ivar pollTimeout: seconds a poll is held when there is nothing to send
+        (less than C{heartbeatTimeout}).
+    @ivar corsOrigins: origins (C{"https://app.example"}, or C{"*"}) whose
+        pages may use long-polling across origins.
     """
 
     grace: float = 30.0
@@ -186,6 +193,10 @@ class SessionConfig:
     maxBufferBytes: int = 8 * 1024 * 1024
     maxSessions: int = 10000
     maxEnded: int = 100000
+    maxBodyBytes: int = 4 * 1024 * 1024
+    maxBatchMessages: int = 1000
+    pollTimeout: float = 20.0
+    corsOrigins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

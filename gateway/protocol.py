@@ -12,6 +12,7 @@ reconnect it can send again exactly what was not received.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -27,10 +28,14 @@ __all__ = [
     "Welcome",
     "Ack",
     "Close",
+    "Probe",
     "Packet",
     "encodeData",
     "decodeMessage",
     "encodeControl",
+    "controlToJSON",
+    "dataToJSON",
+    "packetFromJSON",
     "Inbox",
     "Outbox",
     "CLOSE_ENDED",
@@ -97,11 +102,14 @@ class Hello:
     The client's first packet: a new session (C{sid} None), or a resume.
 
     @ivar received: how many data messages the client has received.
+    @ivar probe: only check that the session could be resumed here (a
+        transport upgrade's round trip); answered with L{Probe}.
     """
 
     sid: str | None = None
     secret: str | None = None
     received: int = 0
+    probe: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,13 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """
+    The gateway's answer to a probing L{Hello}.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """
     The session is over (sent by either side before the WebSocket close).
@@ -144,7 +159,7 @@ class Close:
     reason: str
 
 
-Packet = Data | Hello | Welcome | Ack | Close
+Packet = Data | Hello | Welcome | Ack | Close | Probe
 
 _COLON = ord(":")
 _MAX_SEQ_DIGITS = 19
@@ -159,9 +174,16 @@ def encodeData(seq: int, payload: bytes) -> bytes:
     return b"%d:%s" % (seq, payload)
 
 
-def encodeControl(packet: Hello | Welcome | Ack | Close) -> bytes:
+def encodeControl(packet: Hello | Welcome | Ack | Close | Probe) -> bytes:
     """
     @return: the JSON text message of a control packet.
+    """
+    return json.dumps(controlToJSON(packet), separators=(",", ":")).encode("utf-8")
+
+
+def controlToJSON(packet: Hello | Welcome | Ack | Close | Probe) -> dict:
+    """
+    @return: the JSON object of a control packet.
     """
     if isinstance(packet, Ack):
         obj: dict = {"t": "ack", "n": packet.count}
@@ -169,6 +191,8 @@ def encodeControl(packet: Hello | Welcome | Ack | Close) -> bytes:
         obj = {"t": "hello", "v": VERSION}
         if packet.sid is not None:
             obj.update(sid=packet.sid, secret=packet.secret, recv=packet.received)
+            if packet.probe:
+                obj["probe"] = True
     elif isinstance(packet, Welcome):
         obj = {
             "t": "welcome",
@@ -182,9 +206,11 @@ def encodeControl(packet: Hello | Welcome | Ack | Close) -> bytes:
         }
     elif isinstance(packet, Close):
         obj = {"t": "close", "code": packet.code, "reason": packet.reason}
+    elif isinstance(packet, Probe):
+        obj = {"t": "probe"}
     else:  # pragma: no cover - the type says it all
         raise TypeError(packet)
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    return obj
 
 
 def _count(obj: dict, key: str) -> int:
@@ -219,30 +245,10 @@ def decodeMessage(payload: bytes, isBinary: bool) -> Packet:
             obj = json.loads(payload)
         except ValueError:
             raise ProtocolError("control packet is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise ProtocolError("control packet must be a JSON object")
-        kind = obj.get("t")
-        if kind == "ack":
-            return Ack(_count(obj, "n"))
-        if kind == "hello":
-            if obj.get("v") != VERSION:
-                raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
-            if "sid" not in obj:
-                return Hello()
-            return Hello(_text(obj, "sid"), _text(obj, "secret"), _count(obj, "recv"))
-        if kind == "welcome":
-            return Welcome(
-                _text(obj, "sid"),
-                _text(obj, "secret"),
-                _count(obj, "recv"),
-                bool(obj.get("resumed")),
-                _number(obj, "heartbeat"),
-                _number(obj, "grace"),
-            )
-        if kind == "close":
-            code = _count(obj, "code")
-            return Close(code, _text(obj, "reason", 1024))
-        raise ProtocolError(f"unknown packet type {kind!r}")
+        packet = packetFromJSON(obj)
+        if isinstance(packet, Data):
+            raise ProtocolError("data packets on a WebSocket are not JSON")
+        return packet
     colon = payload.find(b":", 0, _MAX_SEQ_DIGITS + 1)
     digits = payload[:colon]
     if colon <= 0 or not digits.isdigit():
@@ -251,6 +257,70 @@ def decodeMessage(payload: bytes, isBinary: bool) -> Packet:
     if seq < 1:
         raise ProtocolError("sequence numbers start at 1")
     return Data(seq, payload[colon + 1 :], isBinary)
+
+
+def dataToJSON(message: Data) -> dict:
+    """
+    @return: the long-polling JSON object of a data packet.
+    """
+    if message.isBinary:
+        return {"t": "m", "s": message.seq, "b": base64.b64encode(message.payload).decode("ascii")}
+    return {"t": "m", "s": message.seq, "d": message.payload.decode("utf-8")}
+
+
+def packetFromJSON(obj: object) -> Packet:
+    """
+    Decode a packet's JSON object (a WebSocket control message, or any
+    packet in a long-polling body).
+
+    @raise ProtocolError: for anything that is not a packet.
+    """
+    if not isinstance(obj, dict):
+        raise ProtocolError("a packet must be a JSON object")
+    kind = obj.get("t")
+    if kind == "m":
+        seq = obj.get("s")
+        if type(seq) is not int or seq < 1:
+            raise ProtocolError("'s' must be a sequence number >= 1")
+        if "d" in obj:
+            text = obj["d"]
+            if not isinstance(text, str):
+                raise ProtocolError("'d' must be a string")
+            try:
+                return Data(seq, text.encode("utf-8"), False)
+            except UnicodeEncodeError:
+                raise ProtocolError("'d' is not valid Unicode text") from None
+        raw = obj.get("b")
+        if not isinstance(raw, str):
+            raise ProtocolError("a data packet needs 'd' (text) or 'b' (base64)")
+        try:
+            return Data(seq, base64.b64decode(raw, validate=True), True)
+        except ValueError:
+            raise ProtocolError("'b' is not valid base64") from None
+    if kind == "probe":
+        return Probe()
+    if kind == "ack":
+        return Ack(_count(obj, "n"))
+    if kind == "hello":
+        if obj.get("v") != VERSION:
+            raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+        if "sid" not in obj:
+            return Hello()
+        return Hello(_text(obj, "sid"), _text(obj, "secret"), _count(obj, "recv"),
+                     obj.get("probe") is True)
+    if kind == "welcome":
+        return Welcome(
+            _text(obj, "sid"),
+            _text(obj, "secret"),
+            _count(obj, "recv"),
+            bool(obj.get("resumed")),
+            _number(obj, "heartbeat"),
+            _number(obj, "grace"),
+        )
+    if kind == "close":
+        code = _count(obj, "code")
+        return Close(code, _text(obj, "reason", 1024))
+    raise ProtocolError(f"unknown packet type {kind!r}")
 
 
 class Inbox:
