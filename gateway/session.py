@@ -404,14 +404,7 @@ class SessionRegistry:
         @raise ResumeRefused: unknown, expired, wrong secret, or a received
             count that cannot be honoured.
         """
-        session = self.sessions.get(hello.sid)
-        if session is None:
-            ended = self._ended.get(hello.sid)
-            if ended is not None:
-                raise ResumeRefused(*ended)
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        if not hmac.compare_digest(session.secret.encode(), (hello.secret or "").encode()):
-            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        session = self.authenticate(hello.sid, hello.secret)
         outbox = session.outbox
         if hello.received > outbox.sent or hello.received < outbox.acked:
             raise ResumeRefused(
@@ -423,6 +416,23 @@ class SessionRegistry:
             outbox.ack(hello.received)
         except ProtocolError as e:  # pragma: no cover - checked just above
             raise ResumeRefused(CLOSE_RESUME_FAILED, str(e)) from None
+        return session
+
+    def authenticate(self, sid: str | None, secret: str | None) -> Session:
+        """
+        The live session C{sid}, if C{secret} is its secret.
+
+        @raise ResumeRefused: unknown (4404), ended (4410 or as recorded) or
+            wrong secret (4403).
+        """
+        session = self.sessions.get(sid) if sid else None
+        if session is None:
+            ended = self._ended.get(sid) if sid else None
+            if ended is not None:
+                raise ResumeRefused(*ended)
+            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+        if not hmac.compare_digest(session.secret.encode(), (secret or "").encode()):
+            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
         return session
 
     def ended(self, session: Session, resumeCode: int, reason: str) -> None:

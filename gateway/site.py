@@ -27,6 +27,7 @@ from .routing import affinityKey, hasDotSegments
 from .forwarded import forwardedHeaders
 from .session import SessionRegistry
 from .transports.tunnel import Tunnel
+from .transports.longpoll import BoundedRequest, LongPolling
 from .transports.websocket import SessionWebSocketFactory
 
 if TYPE_CHECKING:
@@ -202,8 +203,10 @@ def _json(request, status: int, payload: dict) -> bytes:
 class GatewayResource(Resource):
     """
     The gateway's HTTP face: the demo page (in demo mode), a health probe at
-    C{/_gateway/health}, 426 on routed paths asked without an upgrade, and
-    JSON 404s elsewhere.
+    C{/_gateway/health}, the JavaScript client at C{/_gateway/txgateway.js}
+    (and C{.mjs}), long-polling (C{POST} with C{txgw}) and CORS preflights
+    on routed paths, 426 on routed paths asked anything else, and JSON 404s
+    elsewhere.
     """
 
     isLeaf = True
@@ -232,17 +235,51 @@ class GatewayResource(Resource):
                     return NOT_DONE_YET
         if path == b"/_gateway/health":
             return _json(request, 200, {"status": "ok"})
+        if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-cache")
+            request.setHeader(b"access-control-allow-origin", b"*")
+            return self.factory.staticFile(_SCRIPTS[path])
+        routed = self.factory.router.match(path) is not None
+        if routed:
+            self._cors(request)
+            if request.method == b"OPTIONS":
+                request.setResponseCode(204)
+                request.setHeader(b"access-control-allow-methods", b"POST, OPTIONS")
+                request.setHeader(b"access-control-allow-headers", b"content-type")
+                request.setHeader(b"access-control-max-age", b"600")
+                return b""
+            kind = request.args.get(b"txgw")
+            if kind:
+                return self.factory.polling.render(request, kind[0])
         if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"cache-control", b"no-cache")
             return self.factory.demoPage()
-        if self.factory.router.match(path) is not None:
+        if routed:
             request.setHeader(b"upgrade", b"websocket")
             request.setResponseCode(426, b"Upgrade Required")
             return _json(request, 426, {"error": "Upgrade Required", "status": 426,
                                         "message": "this path expects a WebSocket upgrade"})
         return _json(request, 404, {"error": "Not Found", "status": 404,
                                     "message": "no such resource"})
+
+
+    def _cors(self, request) -> None:
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return
+        allowed = self.factory.config.session.corsOrigins
+        if "*" in allowed or origin.decode("latin-1") in allowed:
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"vary", b"Origin")
+
+
+#: The JavaScript client, by path.
+_SCRIPTS = {
+    b"/_gateway/txgateway.js": "static/txgateway.js",
+    b"/_gateway/txgateway.mjs": "static/txgateway.mjs",
+}
 
 
 def _headFromRequest(request) -> RequestHead:
@@ -279,9 +316,12 @@ class GatewayFactory(Factory):
         self.clientErrors = 0
         self.sessions: SessionRegistry = service.sessions
         self.sessionFactory = SessionWebSocketFactory(self)
+        self.polling = LongPolling(self)
         self.web = Site(GatewayResource(self), timeout=60)
+        self.web.requestFactory = BoundedRequest
+        self.web.maxBodyBytes = self.config.session.maxBodyBytes
         self.web.displayTracebacks = False
-        self._demoPage: bytes | None = None
+        self._static: dict[str, bytes] = {}
 
     def buildProtocol(self, addr):
         """
@@ -426,12 +466,17 @@ class GatewayFactory(Factory):
         """
         return ISSLTransport.providedBy(transport)
 
+    def staticFile(self, name: str) -> bytes:
+        """
+        @return: a file of the package's C{static} folder (read once).
+        """
+        data = self._static.get(name)
+        if data is None:
+            data = self._static[name] = importlib_resources.files("gateway").joinpath(name).read_bytes()
+        return data
+
     def demoPage(self) -> bytes:
         """
-        @return: the demo page (read once).
+        @return: the demo page.
         """
-        if self._demoPage is None:
-            self._demoPage = (
-                importlib_resources.files("gateway").joinpath("static/demo.html").read_bytes()
-            )
-        return self._demoPage
+        return self.staticFile("static/demo.html")

@@ -25,6 +25,7 @@ from ..protocol import (
     Close,
     Data,
     Hello,
+    Probe,
     decodeMessage,
     encodeControl,
     encodeData,
@@ -81,7 +82,8 @@ class SessionWebSocket(WebSocketServerProtocol):
             packet = decodeMessage(payload, isBinary)
             session = self.session
             if session is None:
-                if self._opening is not None or not isinstance(packet, Hello):
+                opening = self._opening is not None and not self._opening.called
+                if opening or not isinstance(packet, Hello):
                     raise ProtocolError(f"expected hello, not {type(packet).__name__.lower()}")
                 self._cancelHelloTimer()
                 self._opening = Deferred.fromCoroutine(self._open(packet))
@@ -113,6 +115,11 @@ class SessionWebSocket(WebSocketServerProtocol):
             session.attach(self, resumed=False)
             self.log.debug("session {sid} opened on {backend}", sid=shortId(session.sid),
                            backend=session.backend.name)
+        elif hello.probe:
+            # An upgrade's round trip: answer without moving the session;
+            # the client follows with a real resume on this connection.
+            gateway.sessions.find(hello)
+            self.sendMessage(encodeControl(Probe()), False)
         else:
             session = gateway.sessions.find(hello)
             if self.state != self.STATE_OPEN:

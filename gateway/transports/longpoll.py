@@ -1,0 +1,407 @@
+"""
+The session protocol over HTTP long-polling (twisted.web), on the same port
+and paths as the WebSocket front end (docs/protocol.md, "Long-polling").
+
+Every request is a C{POST} to a routed path with C{txgw=open|poll|send}; the
+session's id and secret travel in the JSON body.  A L{PollingTransport} is
+the session's L{ISessionTransport} while the client polls: data stays in the
+session's replay buffer and every poll answer is built from it, so an
+aborted poll loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from ..errors import LimitExceeded, NoBackendAvailable, ProtocolError
+from ..protocol import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAVAILABLE,
+    Ack,
+    Close,
+    Data,
+    Hello,
+    Welcome,
+    controlToJSON,
+    dataToJSON,
+    packetFromJSON,
+)
+from ..session import ISessionTransport, ResumeRefused
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from ..site import GatewayFactory
+
+__all__ = ["BoundedRequest", "PollingTransport", "LongPolling", "HTTP_STATUS"]
+
+#: The HTTP status of each session close code.
+HTTP_STATUS = {
+    4400: 400,
+    4403: 403,
+    4404: 404,
+    4409: 409,
+    4410: 410,
+    CLOSE_TOO_BIG: 413,
+    CLOSE_UNAVAILABLE: 503,
+}
+
+_NO_CACHE = [
+    (b"cache-control", b"no-store, no-cache, must-revalidate"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+]
+
+
+class BoundedRequest(Request):
+    """
+    A request whose body may not exceed the site's C{maxBodyBytes}:
+    twisted.web would otherwise buffer any body whole.  A larger one gets
+    413 as soon as its length is known (or its bytes exceed the bound), and
+    the connection is closed without reading the rest.
+    """
+
+    _refused = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        Refuse a declared length over the bound before any body arrives.
+        """
+        limit = self.channel.site.maxBodyBytes
+        if length is not None and length > limit:
+            self._refuse(limit)
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        Count body bytes (chunked bodies have no declared length).
+        """
+        if self._refused:
+            return
+        self._received += len(data)
+        limit = self.channel.site.maxBodyBytes
+        if self._received > limit:
+            self._refuse(limit)
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        """
+        Nothing to process for a refused request.
+        """
+        if not self._refused:
+            super().process()
+
+    def _refuse(self, limit: int) -> None:
+        from ..http1 import errorResponse
+
+        self._refused = True
+        transport = self.channel.transport
+        if transport is not None:
+            transport.write(errorResponse(413, f"the request body is larger than {limit} bytes"))
+            transport.loseConnection()
+
+
+def _respond(request: Request, status: int, payload: dict, origin: bytes | None = None) -> None:
+    """
+    Finish a request with a JSON body (if the client is still there).
+    """
+    if getattr(request, "_gatewayGone", False) or request.finished:
+        return
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    for name, value in _NO_CACHE:
+        request.setHeader(name, value)
+    request.write(body)
+    request.finish()
+
+
+def _error(request: Request, code: int, message: str) -> None:
+    status = HTTP_STATUS.get(code, 400)
+    from ..http1 import REASONS
+
+    _respond(request, status, {
+        "error": REASONS.get(status, b"Error").decode("ascii"),
+        "status": status,
+        "message": message,
+        "code": code,
+    })
+
+
+@implementer(ISessionTransport)
+class PollingTransport:
+    """
+    A session's transport while its client long-polls: at most one held
+    poll; everything to send is read from the session when a poll is
+    answered.
+    """
+
+    log = Logger()
+
+    def __init__(self, polling: LongPolling, session: Session) -> None:
+        self.polling = polling
+        self.session = session
+        self.welcome: Welcome | None = None
+        self.closing: Close | None = None
+        self.closed: tuple[int, str] | None = None
+        self._held: tuple[Request, int, Any] | None = None
+        self._wake = None
+        self._ackSent = 0
+
+    # ISessionTransport
+    def pushData(self, message: Data) -> None:
+        """
+        A message is in the replay buffer: answer the held poll.
+        """
+        self._scheduleAnswer()
+
+    def pushControl(self, packet) -> None:
+        """
+        Keep the welcome and the closing packet for the next answer; acks
+        are read from the session.
+        """
+        if isinstance(packet, Welcome):
+            self.welcome = packet
+        elif isinstance(packet, Close):
+            self.closing = packet
+        self._scheduleAnswer()
+
+    def closeTransport(self, code: int, reason: str) -> None:
+        """
+        The gateway is done with this transport: say so in the next answer.
+        """
+        self.closed = (code, reason)
+        if self.session is not None and self.session.transport is self:
+            session, self.session = self.session, None
+            session.detach(self, reason)
+        self._scheduleAnswer()
+
+    def abortTransport(self) -> None:
+        """
+        The client stopped polling: detach.
+        """
+        self.closeTransport(CLOSE_PROTOCOL_ERROR, "client stopped polling")
+        self._answerHeld()
+
+    # Polls.
+    def hold(self, request: Request, received: int) -> None:
+        """
+        Answer C{request} now if there is something to send, or hold it (up
+        to C{poll_timeout}); a poll already held is answered empty.
+        """
+        if self._held is not None:
+            old, _, timer = self._held
+            self._held = None
+            if timer.active():
+                timer.cancel()
+            _respond(old, 200, {"packets": []})
+        if self.worthAnswering(received):
+            _respond(request, 200, {"packets": self.packets(received)})
+            return
+        clock = self.polling.factory.reactor
+        timer = clock.callLater(self.polling.config.pollTimeout, self._answerHeld)
+        self._held = (request, received, timer)
+
+        def gone(_):
+            request._gatewayGone = True
+            if self._held is not None and self._held[0] is request:
+                if self._held[2].active():
+                    self._held[2].cancel()
+                self._held = None
+
+        request.notifyFinish().addBoth(gone)
+
+    def _scheduleAnswer(self) -> None:
+        if self._held is not None and self._wake is None:
+            self._wake = self.polling.factory.reactor.callLater(0, self._answerHeld)
+
+    def _answerHeld(self) -> None:
+        self._wake = None
+        if self._held is None:
+            return
+        request, received, timer = self._held
+        self._held = None
+        if timer.active():
+            timer.cancel()
+        _respond(request, 200, {"packets": self.packets(received)})
+
+    def packets(self, received: int) -> list[dict]:
+        """
+        What an answer carries now: the welcome (once), unacknowledged data
+        after C{received} (bounded), the gateway's ack, and the closing and
+        closed packets.
+        """
+        out: list[dict] = []
+        if self.welcome is not None:
+            out.append(controlToJSON(self.welcome))
+            self.welcome = None
+        session = self.session
+        if session is not None:
+            limit = self.polling.config.maxBatchMessages
+            for message in session.outbox.unacknowledged():
+                if message.seq > received:
+                    out.append(dataToJSON(message))
+                    if len(out) >= limit:
+                        break
+            if session.inbox.accepted:
+                out.append(controlToJSON(Ack(session.inbox.accepted)))
+        if self.closing is not None:
+            out.append(controlToJSON(self.closing))
+        if self.closed is not None:
+            code, reason = self.closed
+            out.append({"t": "closed", "code": code, "reason": reason})
+        if session is not None:
+            self._ackSent = session.inbox.accepted
+        return out
+
+    def worthAnswering(self, received: int) -> bool:
+        """
+        @return: whether a poll that has C{received} messages should be
+            answered now rather than held.
+        """
+        if self.welcome is not None or self.closing is not None or self.closed is not None:
+            return True
+        session = self.session
+        if session is None:
+            return True
+        outbox = session.outbox
+        return outbox.sent > max(received, outbox.acked) or session.inbox.accepted != self._ackSent
+
+
+class LongPolling:
+    """
+    The long-polling requests of one gateway: C{open}, C{poll}, C{send}.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: GatewayFactory) -> None:
+        self.factory = factory
+        self.config = factory.config.session
+
+    def render(self, request: Request, kind: bytes) -> Any:
+        """
+        Handle one long-polling request.
+        """
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST, OPTIONS")
+            _respond(request, 405, {"error": "Method Not Allowed", "status": 405,
+                                    "message": "long-polling requests are POSTs", "code": 4400})
+            return NOT_DONE_YET
+        try:
+            body = json.loads(request.content.read() or b"null")
+        except ValueError:
+            _error(request, CLOSE_PROTOCOL_ERROR, "the body is not valid JSON")
+            return NOT_DONE_YET
+        if not isinstance(body, dict):
+            _error(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
+            return NOT_DONE_YET
+        try:
+            if kind == b"open":
+                d = Deferred.fromCoroutine(self._open(request, body))
+                d.addErrback(self._failed, request)
+            elif kind == b"poll":
+                self._poll(request, body)
+            elif kind == b"send":
+                self._send(request, body)
+            else:
+                raise ProtocolError(f"unknown long-polling request {kind.decode('ascii', 'replace')!r}")
+        except ResumeRefused as e:
+            _error(request, e.code, e.reason)
+        except LimitExceeded as e:  # before ProtocolError, its base
+            _error(request, CLOSE_TOO_BIG, str(e))
+        except ProtocolError as e:
+            self.factory.clientErrors += 1
+            _error(request, CLOSE_PROTOCOL_ERROR, str(e))
+        return NOT_DONE_YET
+
+    def _failed(self, failure, request: Request) -> None:
+        if failure.check(ResumeRefused):
+            _error(request, failure.value.code, failure.value.reason)
+        elif failure.check(ProtocolError):
+            _error(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
+        elif failure.check(NoBackendAvailable, LimitExceeded):
+            _error(request, CLOSE_UNAVAILABLE, str(failure.value))
+        else:
+            self.log.failure("long-polling open failed", failure)
+            _error(request, CLOSE_UNAVAILABLE, "the session could not be opened")
+
+    async def _open(self, request: Request, body: dict) -> None:
+        hello = packetFromJSON(body)
+        if not isinstance(hello, Hello):
+            raise ProtocolError("open needs a hello packet")
+        if hello.probe:
+            raise ProtocolError("probes are for WebSocket upgrades")
+        factory = self.factory
+        if hello.sid is None:
+            from .. site import _headFromRequest
+
+            route = factory.route(request.transport, _headFromRequest(request))
+            session = await factory.openSession(route)
+            if getattr(request, "_gatewayGone", False) or request.finished:
+                session.orphaned()
+                return
+            transport = PollingTransport(self, session)
+            session.attach(transport, resumed=False)
+        else:
+            session = factory.sessions.find(hello)
+            transport = PollingTransport(self, session)
+            session.attach(transport, resumed=True)
+        session.lastReceived = factory.reactor.seconds()
+        _respond(request, 200, {"packets": transport.packets(hello.received)})
+
+    def _session(self, body: dict) -> tuple[Session, PollingTransport]:
+        sid, secret = body.get("sid"), body.get("secret")
+        if not isinstance(sid, str) or not isinstance(secret, str):
+            raise ProtocolError("'sid' and 'secret' must be strings")
+        session = self.factory.sessions.authenticate(sid, secret)
+        session.lastReceived = self.factory.reactor.seconds()
+        transport = session.transport
+        if not isinstance(transport, PollingTransport):
+            # Back from a WebSocket (or from nothing): polling takes over.
+            transport = PollingTransport(self, session)
+            session.attach(transport, resumed=True)
+            transport.welcome = None
+        return session, transport
+
+    def _poll(self, request: Request, body: dict) -> None:
+        received = body.get("ack")
+        if type(received) is not int or received < 0:
+            raise ProtocolError("'ack' must be a non-negative integer")
+        session, transport = self._session(body)
+        session.ackReceived(Ack(received))
+        transport.hold(request, received)
+
+    def _send(self, request: Request, body: dict) -> None:
+        packets = body.get("packets")
+        if not isinstance(packets, list):
+            raise ProtocolError("'packets' must be a list")
+        if len(packets) > self.config.maxBatchMessages:
+            raise LimitExceeded(f"more than {self.config.maxBatchMessages} packets in one send")
+        decoded = [packetFromJSON(p) for p in packets]
+        session, transport = self._session(body)
+        for packet in decoded:
+            if isinstance(packet, Data):
+                session.dataReceived(packet)
+            elif isinstance(packet, Ack):
+                session.ackReceived(packet)
+            elif isinstance(packet, Close):
+                session.closeReceived(packet)
+                break
+            else:
+                raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet in a send")
+        answer = [controlToJSON(Ack(session.inbox.accepted))]
+        if transport.closed is not None:
+            code, reason = transport.closed
+            answer.append({"t": "closed", "code": code, "reason": reason})
+        _respond(request, 200, {"packets": answer})
