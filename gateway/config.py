@@ -303,6 +303,7 @@ _SESSION_SECONDS_FIELDS = {
     "grace": "grace",
     "heartbeat": "heartbeat",
     "heartbeat_timeout": "heartbeatTimeout",
+    "poll_timeout": "pollTimeout",
 }
 _SESSION_INTEGER_FIELDS = {
     "max_message_bytes": ("maxMessageBytes", 1024),
@@ -310,8 +311,10 @@ _SESSION_INTEGER_FIELDS = {
     "max_buffer_bytes": ("maxBufferBytes", 1024),
     "max_sessions": ("maxSessions", 1),
     "max_ended": ("maxEnded", 0),
+    "max_body_bytes": ("maxBodyBytes", 1024),
+    "max_batch_messages": ("maxBatchMessages", 1),
 }
-_SESSION_KEYS = (*_SESSION_SECONDS_FIELDS, *_SESSION_INTEGER_FIELDS)
+_SESSION_KEYS = (*_SESSION_SECONDS_FIELDS, *_SESSION_INTEGER_FIELDS, "cors_origins")
 
 _MISSING: Any = object()
 
@@ -635,12 +638,29 @@ def _readSession(reader: _Reader, value: object) -> SessionConfig:
         values[attribute] = reader.integer(
             table, "session", key, getattr(defaults, attribute), minimum
         )
+    origins = reader.strings(table, "session", "cors_origins") or []
+    for index, origin in enumerate(origins):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            reader.fail(
+                f"session.cors_origins[{index}]",
+                f"must be \"*\" or an origin such as \"https://app.example\", not {_show(origin)}",
+            )
+    values["corsOrigins"] = tuple(origins)
+    if "poll_timeout" not in table:
+        # Left out: keep polls well inside the heartbeat timeout.
+        values["pollTimeout"] = min(defaults.pollTimeout, values["heartbeatTimeout"] * 0.8)
     session = SessionConfig(**values)
     if session.heartbeatTimeout <= session.heartbeat:
         reader.fail(
             "session.heartbeat_timeout",
             f"must be greater than session.heartbeat ({_show(session.heartbeat)}), "
             f"not {_show(session.heartbeatTimeout)}",
+        )
+    if session.pollTimeout >= session.heartbeatTimeout:
+        reader.fail(
+            "session.poll_timeout",
+            f"must be less than session.heartbeat_timeout ({_show(session.heartbeatTimeout)}), "
+            f"not {_show(session.pollTimeout)}",
         )
     return session
 

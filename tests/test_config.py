@@ -64,6 +64,10 @@ max_buffer_messages = 1
 max_buffer_bytes = 1024
 max_sessions = 1
 max_ended = 0
+poll_timeout = 6
+max_body_bytes = 1024
+max_batch_messages = 1
+cors_origins = ["https://app.example"]
 
 [session_map]
 type = "redis"
@@ -215,6 +219,10 @@ def test_fullFile(tmp_path: Path) -> None:
             maxBufferBytes=1024,
             maxSessions=1,
             maxEnded=0,
+            pollTimeout=6.0,
+            maxBodyBytes=1024,
+            maxBatchMessages=1,
+            corsOrigins=("https://app.example",),
         ),
         demo=False,
         source=path,
@@ -533,8 +541,9 @@ FILE_ERRORS = [
     pytest.param(
         "[session]\nheartbeat_interval = 1\n" + POOL,
         "session.heartbeat_interval: unknown key; known keys: grace, heartbeat, "
-        "heartbeat_timeout, max_message_bytes, max_buffer_messages, "
-        "max_buffer_bytes, max_sessions, max_ended",
+        "heartbeat_timeout, poll_timeout, max_message_bytes, max_buffer_messages, "
+        "max_buffer_bytes, max_sessions, max_ended, max_body_bytes, "
+        "max_batch_messages, cors_origins",
         id="unknown-session",
     ),
     pytest.param(
@@ -1206,3 +1215,29 @@ def test_sessionHeartbeatTimeoutJustAboveHeartbeat(tmp_path: Path) -> None:
     assert session.maxSessions == SessionConfig.maxSessions
     path = writeConfig(tmp_path, "[session]\n" + POOL)
     assert loadConfig(path).session == SessionConfig()
+
+
+def test_longPollingSessionKeys(tmp_path) -> None:
+    """
+    The long-polling keys of [session] are read; poll_timeout must stay
+    under heartbeat_timeout, and cors_origins must be origins or "*".
+    """
+    from gateway.config import loadConfig
+
+    pool = '[pool.p]\n[[pool.p.backend]]\nurl = "ws://h:1"\n'
+    good = tmp_path / "good.toml"
+    good.write_text('[session]\npoll_timeout = 5\nmax_body_bytes = 2048\nmax_batch_messages = 7\n'
+                    'cors_origins = ["https://app.example", "*"]\n' + pool)
+    session = loadConfig(str(good)).session
+    assert (session.pollTimeout, session.maxBodyBytes, session.maxBatchMessages) == (5.0, 2048, 7)
+    assert session.corsOrigins == ("https://app.example", "*")
+    for text, message in [
+        ("poll_timeout = 30", "session.poll_timeout: must be less than session.heartbeat_timeout (25.0), not 30.0"),
+        ('cors_origins = ["app.example"]', 'session.cors_origins[0]: must be "*" or an origin such as "https://app.example", not \'app.example\''),
+        ("max_body_bytes = 10", "session.max_body_bytes: must be an integer >= 1024, not 10"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text("[session]\n" + text + "\n" + pool)
+        with pytest.raises(ConfigError) as caught:
+            loadConfig(str(bad))
+        assert str(caught.value) == f"{bad}: {message}"
