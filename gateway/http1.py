@@ -56,6 +56,11 @@ HOP_BY_HOP = frozenset(
 
 REASONS = {
     400: b"Bad Request",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    409: b"Conflict",
+    410: b"Gone",
+    413: b"Content Too Large",
     403: b"Forbidden",
     404: b"Not Found",
     426: b"Upgrade Required",
@@ -261,15 +266,19 @@ def serializeResponseHead(
 
 
 def errorResponse(
-    status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    status: int,
+    message: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    extra: dict | None = None,
 ) -> bytes:
     """
     A complete response that closes the connection, with a JSON body
-    C{{"error": REASON, "message": MESSAGE}}.
+    C{{"error": REASON, "status": STATUS, "message": MESSAGE}} and any
+    C{extra} fields.
     """
     reason = REASONS.get(status, b"Error")
     body = json.dumps(
-        {"error": reason.decode("ascii"), "status": status, "message": message}
+        {"error": reason.decode("ascii"), "status": status, "message": message, **(extra or {})}
     ).encode("utf-8")
     return (
         serializeResponseHead(

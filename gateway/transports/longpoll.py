@@ -22,6 +22,7 @@ from zope.interface import implementer
 from ..errors import LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
     CLOSE_UNAVAILABLE,
     Ack,
@@ -106,7 +107,8 @@ class BoundedRequest(Request):
         self._refused = True
         transport = self.channel.transport
         if transport is not None:
-            transport.write(errorResponse(413, f"the request body is larger than {limit} bytes"))
+            transport.write(errorResponse(413, f"the request body is larger than {limit} bytes",
+                                          extra={"code": CLOSE_TOO_BIG}))
             transport.loseConnection()
 
 
@@ -221,6 +223,13 @@ class PollingTransport:
 
         request.notifyFinish().addBoth(gone)
 
+    def release(self) -> None:
+        """
+        Answer the held poll now (a WebSocket upgrade's probe succeeded: the
+        client waits for its poll to end before it switches).
+        """
+        self._answerHeld()
+
     def _scheduleAnswer(self) -> None:
         if self._held is not None and self._wake is None:
             self._wake = self.polling.factory.reactor.callLater(0, self._answerHeld)
@@ -247,12 +256,19 @@ class PollingTransport:
             self.welcome = None
         session = self.session
         if session is not None:
-            limit = self.polling.config.maxBatchMessages
+            config = self.polling.config
+            count = size = 0
             for message in session.outbox.unacknowledged():
                 if message.seq > received:
-                    out.append(dataToJSON(message))
-                    if len(out) >= limit:
+                    # Bounded in messages and (as JSON, base64 included) in
+                    # bytes; the next poll carries the rest.
+                    n = len(message.payload)
+                    cost = (n * 4 // 3 + 4 if message.isBinary else n) + 32
+                    if count and (count >= config.maxBatchMessages or size + cost > config.maxBodyBytes):
                         break
+                    out.append(dataToJSON(message))
+                    count += 1
+                    size += cost
             if session.inbox.accepted:
                 out.append(controlToJSON(Ack(session.inbox.accepted)))
         if self.closing is not None:
@@ -276,6 +292,12 @@ class PollingTransport:
             return True
         outbox = session.outbox
         return outbox.sent > max(received, outbox.acked) or session.inbox.accepted != self._ackSent
+
+
+class _OnAnotherConnection(Exception):
+    """
+    A poll or send for a session that a WebSocket holds.
+    """
 
 
 class LongPolling:
@@ -316,6 +338,8 @@ class LongPolling:
                 self._send(request, body)
             else:
                 raise ProtocolError(f"unknown long-polling request {kind.decode('ascii', 'replace')!r}")
+        except _OnAnotherConnection:
+            self._elsewhere(request)
         except ResumeRefused as e:
             _error(request, e.code, e.reason)
         except LimitExceeded as e:  # before ProtocolError, its base
@@ -367,12 +391,21 @@ class LongPolling:
         session = self.factory.sessions.authenticate(sid, secret)
         session.lastReceived = self.factory.reactor.seconds()
         transport = session.transport
-        if not isinstance(transport, PollingTransport):
-            # Back from a WebSocket (or from nothing): polling takes over.
+        if transport is None:
+            # Detached (the client was silent too long): polling again resumes.
             transport = PollingTransport(self, session)
             session.attach(transport, resumed=True)
             transport.welcome = None
+        elif not isinstance(transport, PollingTransport):
+            # The session is on a WebSocket: only an explicit resume (open)
+            # moves it, so that a late, stray request cannot take it over.
+            raise _OnAnotherConnection()
         return session, transport
+
+    def _elsewhere(self, request: Request) -> None:
+        _respond(request, 200, {"packets": [
+            {"t": "closed", "code": CLOSE_SUPERSEDED, "reason": "the session is on another connection"}
+        ]})
 
     def _poll(self, request: Request, body: dict) -> None:
         received = body.get("ack")

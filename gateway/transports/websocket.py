@@ -118,8 +118,11 @@ class SessionWebSocket(WebSocketServerProtocol):
         elif hello.probe:
             # An upgrade's round trip: answer without moving the session;
             # the client follows with a real resume on this connection.
-            gateway.sessions.find(hello)
+            session = gateway.sessions.find(hello)
             self.sendMessage(encodeControl(Probe()), False)
+            release = getattr(session.transport, "release", None)
+            if release is not None:
+                release()  # the client waits for its held poll to end
         else:
             session = gateway.sessions.find(hello)
             if self.state != self.STATE_OPEN:

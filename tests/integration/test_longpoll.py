@@ -252,10 +252,11 @@ async def test_cors(echo_backends, make_gateway):
 @pytest_twisted.ensureDeferred
 async def test_session_moves_between_websocket_and_polling(echo_backends, make_gateway):
     """
-    A session opened on a WebSocket is taken over by a poll (the WebSocket
-    is closed with 4001) and then resumed on a new WebSocket after a
-    probe, with no message lost or repeated across the moves; the backend
-    saw one connection.
+    A session opened on a WebSocket is not taken by a stray poll (answered
+    "closed 4001"), is moved to long-polling by an explicit resume (the
+    WebSocket is closed with 4001), and is resumed on a new WebSocket after
+    a probe (which also answers the held poll), with no message lost or
+    repeated across the moves; the backend saw one connection.
     """
     backends = await echo_backends(1, record=True)
     gateway = await make_gateway(backends)
@@ -267,16 +268,24 @@ async def test_session_moves_between_websocket_and_polling(echo_backends, make_g
 
     poller = Poller(gateway.port)
     poller.sid, poller.secret = welcome["sid"], welcome["secret"]
+    assert await poller.poll(0) == [{"t": "closed", "code": 4001,
+                                     "reason": "the session is on another connection"}]
+    packets = await poller.open({"t": "hello", "v": 1, "sid": poller.sid, "secret": poller.secret,
+                                 "recv": 0})
+    assert packets[0]["resumed"] is True
     status, body = await poller.send(data(2, "over polling"))
     assert body["packets"] == [{"t": "ack", "n": 2}]
     assert (await ws.closed.addTimeout(T, reactor))[1] == 4001
     packets = await poller.poll(0)
     assert [p for p in packets if p["t"] == "m"] == [data(1, "over websocket"), data(2, "over polling")]
 
+    held = Deferred.fromCoroutine(poller.poll(2))
+    await waitUntil(lambda: gateway.service.sessions.sessions[poller.sid].transport._held is not None)
     back = await connectClient(gateway.url, path="/app", protocols=[SUBPROTOCOL])
     back.send(json.dumps({"t": "hello", "v": 1, "sid": poller.sid, "secret": poller.secret,
                           "recv": 2, "probe": True}))
     assert json.loads((await back.receive())[0]) == {"t": "probe"}
+    assert [p for p in await held.addTimeout(T, reactor) if p["t"] == "m"] == []
     back.send(json.dumps({"t": "hello", "v": 1, "sid": poller.sid, "secret": poller.secret, "recv": 2}))
     again = json.loads((await back.receive())[0])
     assert again["t"] == "welcome" and again["resumed"] and again["recv"] == 2
