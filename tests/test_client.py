@@ -1,8 +1,9 @@
 """
-Tests for L{gateway.client}: the session client against an in-memory fake
-of the gateway side (a real Autobahn server protocol connected to the
-client's real Autobahn protocol through L{twisted.test.iosim}), with every
-timer on a L{MemoryReactorClock}.
+Tests for L{gateway.client}: the session client against in-memory fakes of
+the gateway side (for WebSocket, a real Autobahn server protocol connected
+to the client's real Autobahn protocol through L{twisted.test.iosim}; for
+long-polling, a fake L{twisted.web.client.Agent} whose requests the test
+answers), with every timer on a L{MemoryReactorClock}.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import subprocess
 import sys
 from typing import Any
 
+import json
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH
 
 from gateway.client import (
     ClientState,
@@ -44,10 +51,14 @@ from gateway.protocol import (
     Close,
     Data,
     Hello,
+    Probe,
     Welcome,
+    controlToJSON,
+    dataToJSON,
     decodeMessage,
     encodeControl,
     encodeData,
+    packetFromJSON,
 )
 
 URL = "ws://gateway.example:8080/chat"
@@ -95,6 +106,9 @@ class FakeGateway(WebSocketServerProtocol):
     def closePacket(self, code: int, reason: str) -> None:
         self.sendMessage(encodeControl(Close(code, reason)))
 
+    def probe(self) -> None:
+        self.sendMessage(encodeControl(Probe()))
+
     def of(self, kind: type) -> list[Any]:
         """
         @return: the packets of type C{kind} received so far.
@@ -115,6 +129,7 @@ class Harness:
         self.jitter = jitter
         self.bounds: list[float] = []
         options.setdefault("uniform", self.uniform)
+        options.setdefault("transport", "websocket")
         self.client = SessionClient(URL, reactor=self.reactor, **options)
         self.messages: list[tuple[Any, bool]] = []
         self.states: list[tuple[ClientState, StateDetail]] = []
@@ -129,6 +144,8 @@ class Harness:
         )
         self.serverFactory.select = True
         self.serverFactory.deny = None
+        self.http = FakeAgent()
+        self.client._agent = self.http  # long-polling requests go to the fake
 
     def uniform(self, low: float, high: float) -> float:
         assert low == 0
@@ -198,6 +215,7 @@ class Harness:
         Deliver everything in flight, both ways (running calls due now).
         """
         for _ in range(10):
+            self.reactor.advance(0)
             moved = False
             for pump in self.pumps:
                 moved = pump.flush() or moved
@@ -229,6 +247,150 @@ class Harness:
         """
         self.reactor.advance(self.states[-1][1].delay)
         return self.accept()
+
+
+class FakeBodyTransport:
+    """
+    The transport a response body is delivered through.
+    """
+
+    stopped = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class FakeResponse:
+    """
+    Just enough of an L{IResponse} for the client: a status and a body
+    (with or without an announced length).
+    """
+
+    def __init__(self, code: int, body: bytes, announce: bool = True) -> None:
+        self.code = code
+        self.body = body
+        self.length = len(body) if announce else UNKNOWN_LENGTH
+        self.headers = Headers({"content-type": ["application/json"]})
+        self.transport = FakeBodyTransport()
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(self.transport)
+        if not self.transport.stopped:
+            for i in range(0, len(self.body), 1000):
+                protocol.dataReceived(self.body[i:i + 1000])
+        reason = ResponseFailed([]) if self.transport.stopped else ResponseDone()
+        protocol.connectionLost(Failure(reason))
+
+
+class FakeRequest:
+    """
+    One long-polling request the client made; the test answers it.
+
+    @ivar kind: its C{txgw} value.
+    @ivar body: its JSON body, decoded.
+    """
+
+    def __init__(self, method: bytes, uri: bytes, headers: Headers, body: bytes) -> None:
+        self.method = method
+        self.uri = uri.decode("ascii")
+        query = parse_qs(urlsplit(self.uri).query)
+        self.kind = query["txgw"][0]
+        self.nonce = query["n"][0]
+        self.headers = headers
+        self.raw = body
+        self.body = json.loads(body)
+        self.cancelled = False
+        self.d: Deferred = Deferred(lambda d: setattr(self, "cancelled", True))
+
+    @property
+    def pending(self) -> bool:
+        return not self.d.called
+
+    @property
+    def packets(self) -> list[Any]:
+        """
+        The packets of a send, decoded.
+        """
+        return [packetFromJSON(p) for p in self.body["packets"]]
+
+    def answer(self, *packets: Any, announce: bool = True) -> None:
+        """
+        Answer 200 with C{packets} (packet objects, or JSON objects).
+        """
+        objs = [p if isinstance(p, dict) else toJSON(p) for p in packets]
+        body = json.dumps({"packets": objs}).encode()
+        self.d.callback(FakeResponse(200, body, announce))
+
+    def refuse(self, status: int, code: int | None = None, body: bytes | None = None) -> None:
+        """
+        Answer an HTTP error, with the gateway's JSON body (and session
+        code) unless C{body} is given.
+        """
+        if body is None:
+            obj = {"error": "refused", "status": status, "message": "refused by the test"}
+            if code is not None:
+                obj["code"] = code
+            body = json.dumps(obj).encode()
+        self.d.callback(FakeResponse(status, body))
+
+    def fail(self) -> None:
+        """
+        The connection broke before an answer.
+        """
+        self.d.errback(ResponseNeverReceived([Failure(ConnectionLost())]))
+
+
+def toJSON(packet: Any) -> dict:
+    return dataToJSON(packet) if isinstance(packet, Data) else controlToJSON(packet)
+
+
+class FakeAgent:
+    """
+    Stands for the client's L{twisted.web.client.Agent}: records requests;
+    the test answers them.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[FakeRequest] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Headers, bodyProducer: Any) -> Deferred:
+        consumer = StringTransport()
+        bodyProducer.startProducing(consumer)
+        request = FakeRequest(method, uri, headers, consumer.value())
+        self.requests.append(request)
+        return request.d
+
+    def pending(self, kind: str | None = None) -> list[FakeRequest]:
+        """
+        @return: the requests (of C{kind}) not answered yet, oldest first.
+        """
+        return [r for r in self.requests if r.pending and (kind is None or r.kind == kind)]
+
+    def one(self, kind: str) -> FakeRequest:
+        """
+        @return: the one pending request of C{kind}.
+        """
+        pending = self.pending(kind)
+        assert len(pending) == 1, [(r.kind, r.body) for r in self.pending()]
+        return pending[0]
+
+
+def welcomed(sid: str = SID, received: int = 0, resumed: bool = False,
+             heartbeat: float = HEARTBEAT) -> Welcome:
+    return Welcome(sid, SECRET, received, resumed, heartbeat, 30.0)
+
+
+def pollingOpen(h: Harness, **welcome: Any) -> None:
+    """
+    Connect (the first time) over long-polling and answer the open with a
+    welcome: a session is open, and a poll waits.
+    """
+    if not h.client._started:
+        h.client.connect()
+    h.http.one("open").answer(welcomed(**welcome))
+    h.flush()
+    assert h.client.state is ClientState.open
+    assert h.client.transport == "polling"
 
 
 def result(d: Deferred) -> Any:
@@ -314,11 +476,17 @@ def test_importInstallsNoReactor() -> None:
 
 def test_badArguments() -> None:
     """
-    A URL that is not ws:// or wss://, or inconsistent bounds, are refused
-    at construction.
+    A URL that is not ws://, wss://, http:// or https://, an unknown
+    transport, or inconsistent bounds, are refused at construction.
     """
     with pytest.raises(ValueError):
-        SessionClient("http://example.com/", reactor=Clock())
+        SessionClient("ftp://example.com/", reactor=Clock())
+    with pytest.raises(ValueError):
+        SessionClient(URL, reactor=Clock(), transport="carrier-pigeon")
+    with pytest.raises(ValueError):
+        SessionClient(URL, reactor=Clock(), upgradeTimeout=0)
+    with pytest.raises(ValueError):
+        SessionClient(URL, reactor=Clock(), maxBatchMessages=0)
     with pytest.raises(ValueError):
         SessionClient(URL, reactor=Clock(), initialDelay=5, maxDelay=1)
     with pytest.raises(ValueError):
@@ -346,7 +514,7 @@ def test_newSession(h: Harness) -> None:
     assert result(d) is None
     assert h.client.state is ClientState.open
     assert h.client.sessionId == SID
-    assert h.states == [(ClientState.open, StateDetail())]
+    assert h.states == [(ClientState.open, StateDetail(transport="websocket"))]
     assert result(h.client.connect()) is None
 
 
@@ -546,7 +714,7 @@ def test_resumeResendsExactlyTheUnacknowledged(h: Harness) -> None:
     again.welcome(received=2, resumed=True)
     h.flush()
     assert again.of(Data) == [Data(3, b"m3", False), Data(4, b"m4", False)]
-    assert h.states[-1] == (ClientState.open, StateDetail(resumed=True))
+    assert h.states[-1] == (ClientState.open, StateDetail(resumed=True, transport="websocket"))
     again.dataPacket(1, b"from backend")  # the gateway's replay overlaps: dropped
     again.dataPacket(2, b"next")
     h.flush()
@@ -719,7 +887,7 @@ def test_restartCodesStartANewSession(h: Harness, code: int) -> None:
     h.flush()
     assert h.states[-1] == (
         ClientState.open,
-        StateDetail(reset=True, dropped=2, code=code, reason="cannot resume"),
+        StateDetail(reset=True, dropped=2, code=code, reason="cannot resume", transport="websocket"),
     )
     assert h.client.sessionId == NEW_SID
     assert fresh.of(Data) == [Data(1, b"fresh", False)]
@@ -1012,6 +1180,601 @@ def test_noAutobahnTimerOnTheGlobalLoop(h: Harness, monkeypatch: pytest.MonkeyPa
 
 
 # ----------------------------------------------------------------------
+# Long-polling.
+
+
+@pytest.fixture
+def p() -> Harness:
+    return Harness(transport="polling")
+
+
+def test_pollingOpenThenPoll(p: Harness) -> None:
+    """
+    Over long-polling the client POSTs its hello with txgw=open (a JSON body
+    sent as text/plain, a unique n in the URL, the extra headers), is open
+    on the welcome (detail.transport "polling"), then polls with its
+    session, secret and ack; no WebSocket is tried.
+    """
+    h = Harness(transport="polling", headers={"Authorization": "Bearer t"})
+    h.client.connect()
+    opening = h.http.one("open")
+    assert opening.method == b"POST"
+    assert opening.uri.startswith("http://gateway.example:8080/chat?txgw=open&n=")
+    assert opening.body == {"t": "hello", "v": 1}
+    assert opening.headers.getRawHeaders("content-type") == ["text/plain"]
+    assert opening.headers.getRawHeaders("authorization") == ["Bearer t"]
+    opening.answer(welcomed())
+    h.flush()
+    assert h.states == [(ClientState.open, StateDetail(transport="polling"))]
+    assert h.client.transport == "polling"
+    poll = h.http.one("poll")
+    assert poll.body == {"sid": SID, "secret": SECRET, "ack": 0}
+    assert len({r.nonce for r in h.http.requests}) == len(h.http.requests)
+    assert h.attempts == 0
+    h.client.abort()
+    assert poll.cancelled
+
+
+def test_pollingHttpsURL() -> None:
+    """
+    A wss:// URL polls over https://, and an http:// URL is the same route
+    as ws://.
+    """
+    h = Harness(transport="polling")
+    h.client = SessionClient("wss://gateway.example/chat?room=1", reactor=h.reactor,
+                             transport="polling")
+    h.client._agent = h.http
+    h.client.connect()
+    assert h.http.one("open").uri.startswith("https://gateway.example/chat?room=1&txgw=open&n=")
+    assert SessionClient("http://gateway.example/x", reactor=Clock())._wsURL == (
+        "ws://gateway.example/x"
+    )
+
+
+def test_pollingReceivesAndAcknowledgesWithTheNextPoll(p: Harness) -> None:
+    """
+    Data in a poll answer reaches on_message once each, in order (text and
+    binary); the next poll carries the ack (no separate ack is sent); a
+    replayed duplicate is dropped; an empty answer just polls again.
+    """
+    pollingOpen(p)
+    p.http.one("poll").answer(Data(1, b"one", False), Data(2, b"\x00\xff", True))
+    p.flush()
+    assert p.messages == [("one", False), (b"\x00\xff", True)]
+    poll = p.http.one("poll")
+    assert poll.body["ack"] == 2
+    poll.answer(Data(2, b"\x00\xff", True), Data(3, b"three", False), Ack(0))
+    p.flush()
+    assert p.messages[-1] == ("three", False)
+    assert len(p.messages) == 3
+    p.http.one("poll").answer()
+    p.flush()
+    assert p.http.one("poll").body["ack"] == 3
+    assert p.http.pending("send") == []
+
+
+def test_pollingOpenAnswerCarriesTheReplay(p: Harness) -> None:
+    """
+    The open answer's packets after the welcome are processed before the
+    first poll, which therefore already acknowledges them.
+    """
+    p.client.connect()
+    p.http.one("open").answer(welcomed(), Data(1, b"a", False), Data(2, b"b", False))
+    p.flush()
+    assert p.messages == [("a", False), ("b", False)]
+    assert p.http.one("poll").body["ack"] == 2
+
+
+def test_pollingOneSendInFlightAndBatches() -> None:
+    """
+    At most one send is in flight; what is sent meanwhile waits and goes in
+    the next send, in order, up to maxBatchMessages packets.  A send's
+    answer (the gateway's ack) acknowledges.
+    """
+    h = Harness(transport="polling", maxBatchMessages=2)
+    pollingOpen(h)
+    h.client.send("a")
+    h.client.send(b"\x01")
+    h.flush()
+    first = h.http.one("send")
+    assert first.body["sid"] == SID and first.body["secret"] == SECRET
+    assert first.packets == [Data(1, b"a", False), Data(2, b"\x01", True)]
+    assert first.body["packets"][1] == {"t": "m", "s": 2, "b": "AQ=="}
+    for text in ("c", "d", "e"):
+        h.client.send(text)
+    h.flush()
+    assert len(h.http.pending("send")) == 1
+    acked = h.client.whenAcknowledged()
+    first.answer(Ack(2))
+    h.flush()
+    assert h.client.bufferedAmount == 3
+    second = h.http.one("send")
+    assert second.packets == [Data(3, b"c", False), Data(4, b"d", False)]
+    second.answer(Ack(4))
+    h.flush()
+    third = h.http.one("send")
+    assert third.packets == [Data(5, b"e", False)]
+    third.answer(Ack(5))
+    h.flush()
+    assert result(acked) is None
+    assert h.http.pending("send") == []
+
+
+def test_pollingSendBodyBound() -> None:
+    """
+    A send's body stays within maxBodyBytes: two packets go together when
+    their body is exactly at the bound, and apart when it is one byte
+    less (a single larger packet still goes, alone).
+    """
+    packets = [toJSON(Data(seq, b"x" * 40, False)) for seq in (2, 3)]
+    two = len(json.dumps({"sid": SID, "secret": SECRET, "packets": packets},
+                         separators=(",", ":")))
+    for bound, expected in ((two, [1, 2, 1]), (two - 1, [1, 1, 1, 1])):
+        h = Harness(transport="polling", maxBodyBytes=bound)
+        pollingOpen(h)
+        for _ in range(4):
+            h.client.send("x" * 40)
+            h.flush()
+        sends = []
+        while h.http.pending("send"):
+            send = h.http.one("send")
+            assert len(send.raw) <= bound
+            sends.append(len(send.packets))
+            send.answer(Ack(sum(sends)))
+            h.flush()
+        assert sends == expected
+        h.client.send("y" * 2 * bound)
+        h.flush()
+        assert h.http.one("send").packets == [Data(5, b"y" * 2 * bound, False)]
+
+
+def test_pollingClosedPacketActsAsACloseCode(p: Harness) -> None:
+    """
+    The gateway's {"t":"closed"} packet counts as a WebSocket close with its
+    code: 1001 makes the client resume (txgw=open with a resume hello).
+    """
+    pollingOpen(p)
+    p.http.one("poll").answer(Data(1, b"one", False), {"t": "closed", "code": 1001, "reason": "bye"})
+    p.flush()
+    state, detail = p.states[-1]
+    assert state is ClientState.reconnecting
+    assert (detail.code, detail.transport) == (1001, "polling")
+    p.reactor.advance(detail.delay)
+    reopen = p.http.one("open")
+    assert reopen.body == controlToJSON(Hello(SID, SECRET, 1))
+    reopen.answer(welcomed(resumed=True))
+    p.flush()
+    assert p.states[-1] == (ClientState.open, StateDetail(resumed=True, transport="polling"))
+
+
+def test_pollingClosed4001Closes(p: Harness) -> None:
+    """
+    closed 4001 (another connection took the session over) stops the
+    client, as on a WebSocket.
+    """
+    pollingOpen(p)
+    p.http.one("poll").answer({"t": "closed", "code": 4001, "reason": "replaced"})
+    p.flush()
+    assert p.client.state is ClientState.closed
+    assert "4001" in p.states[-1][1].error
+
+
+@pytest.mark.parametrize(
+    "status,code", [(404, 4404), (410, 4410), (403, 4403), (409, 4409), (400, 4400)]
+)
+def test_pollingRefusalCodesRestart(p: Harness, status: int, code: int) -> None:
+    """
+    An HTTP error's JSON code counts as a close code: the restart codes
+    drop the old session (reset) and open a new one with txgw=open.
+    """
+    pollingOpen(p)
+    p.client.send("lost")
+    p.flush()
+    p.http.one("send").refuse(status, code)
+    p.flush()
+    state, detail = p.states[-1]
+    assert state is ClientState.reconnecting
+    assert (detail.reset, detail.dropped, detail.code) == (True, 1, code)
+    assert p.http.pending() == []  # the poll was aborted with the link
+    p.reactor.advance(detail.delay)
+    p.http.one("open").answer(welcomed(sid=NEW_SID))
+    p.flush()
+    assert p.states[-1][1].reset and p.client.sessionId == NEW_SID
+
+
+def test_pollingRefusalWithoutCode(p: Harness) -> None:
+    """
+    An HTTP error without a session code counts as the status of a
+    WebSocket handshake would: a 4xx before the first session is final;
+    503 with 4503 is retried.
+    """
+    connected = p.client.connect()
+    p.http.one("open").refuse(503, 4503)
+    assert p.states[-1][0] is ClientState.reconnecting
+    p.reactor.advance(p.states[-1][1].delay)
+    p.http.one("open").refuse(404, body=b"<html>not found</html>")
+    assert failure(connected).check(SessionClosed)
+    assert p.client.state is ClientState.closed
+    assert "HTTP 404" in p.states[-1][1].error
+
+
+@pytest.mark.parametrize("body", [None, b'{"error":"Payload Too Large","status":413}'])
+def test_polling413Closes(p: Harness, body: bytes | None) -> None:
+    """
+    413 (code 1009: a body or batch too large for the gateway) stops the
+    client: resending would fail again.  A 413 without a code counts the
+    same.
+    """
+    pollingOpen(p)
+    p.client.send("big")
+    p.flush()
+    p.http.one("send").refuse(413, 1009, body=body)
+    state, detail = p.states[-1]
+    assert state is ClientState.closed
+    assert detail.code == 1009 and "1009" in detail.error and "gateway" in detail.error
+
+
+def test_pollingFailureResumesAndResends(p: Harness) -> None:
+    """
+    A failed request ends the link: the other requests are aborted, and
+    the client resumes with txgw=open, then sends again exactly what the
+    welcome does not acknowledge.
+    """
+    pollingOpen(p)
+    p.client.send("m1")
+    p.flush()
+    send = p.http.one("send")
+    p.client.send("m2")
+    p.http.one("poll").fail()
+    assert send.cancelled
+    state, detail = p.states[-1]
+    assert state is ClientState.reconnecting
+    assert detail.error == "request failed: Connection to the other side was lost in a non-clean fashion."
+    p.reactor.advance(detail.delay)
+    p.http.one("open").answer(welcomed(received=1, resumed=True))
+    p.flush()
+    assert p.http.one("send").packets == [Data(2, b"m2", False)]
+
+
+def test_pollingRequestTimeout(p: Harness) -> None:
+    """
+    A poll unanswered for twice the heartbeat plus connectTimeout counts
+    as a dead connection.
+    """
+    pollingOpen(p)
+    poll = p.http.one("poll")
+    p.advance(2 * HEARTBEAT + 10 - 0.5)
+    assert p.client.state is ClientState.open
+    p.advance(0.5)
+    assert poll.cancelled
+    state, detail = p.states[-1]
+    assert state is ClientState.reconnecting
+    assert "in time" in detail.error
+
+
+def test_pollingNoWelcome(p: Harness) -> None:
+    """
+    An open answer that does not start with welcome is a protocol error;
+    an unanswered open is abandoned after connectTimeout.
+    """
+    p.client.connect()
+    p.http.one("open").answer(Ack(0))
+    assert "protocol error" in p.states[-1][1].error
+    p.reactor.advance(p.states[-1][1].delay)
+    opening = p.http.one("open")
+    p.advance(10)
+    assert opening.cancelled
+    assert "no welcome within 10 s" in p.states[-1][1].error
+
+
+def test_pollingAnswerBound() -> None:
+    """
+    An answer larger than maxAnswerBytes stops the client (as a 1009 close
+    would), whether its length is announced or not; one at the limit is
+    read.
+    """
+    body = json.dumps({"packets": [toJSON(welcomed())]}).encode()
+    for announce in (True, False):
+        h = Harness(transport="polling", maxAnswerBytes=len(body))
+        h.client.connect()
+        h.http.one("open").answer(welcomed(), announce=announce)
+        assert h.client.state is ClientState.open
+        h.http.one("poll").answer(Data(1, b"x" * len(body), False), announce=announce)
+        state, detail = h.states[-1]
+        assert state is ClientState.closed
+        assert detail.code == 1009 and "larger than" in detail.error
+
+
+def test_pollingIncomingMessageBound() -> None:
+    """
+    A data message larger than a WebSocket would accept (maxMessageBytes
+    plus 20) is refused on long-polling too.
+    """
+    h = Harness(transport="polling", maxMessageBytes=30)
+    pollingOpen(h)
+    h.http.one("poll").answer(Data(1, b"x" * 50, False), Data(2, b"x" * 51, False))
+    assert h.messages == [("x" * 50, False)]
+    assert h.client.state is ClientState.closed
+    assert h.states[-1][1].code == 1009
+
+
+def test_pollingGatewayCloseEndsTheSession(p: Harness) -> None:
+    """
+    The gateway's close packet in a poll answer: the client delivers what
+    came before it, polls no more, sends an ack for everything, and is
+    closed with the backend's code and reason once that send is answered.
+    """
+    pollingOpen(p)
+    p.http.one("poll").answer(Data(1, b"last", False), Close(1000, "bye"))
+    p.flush()
+    assert p.messages == [("last", False)]
+    assert p.http.pending("poll") == []
+    ack = p.http.one("send")
+    assert ack.packets == [Ack(1)]
+    assert p.client.state is ClientState.open
+    ack.answer(Ack(0))
+    p.flush()
+    state, detail = p.states[-1]
+    assert state is ClientState.closed
+    assert (detail.code, detail.reason, detail.error) == (1000, "bye", None)
+
+
+def test_pollingClientClose(p: Harness) -> None:
+    """
+    close() over long-polling: once everything is acknowledged the close
+    packet goes in a send; closed 4000 in the poll answer ends the client.
+    """
+    pollingOpen(p)
+    p.client.send("a")
+    closing = p.client.close()
+    p.flush()
+    send = p.http.one("send")
+    assert send.packets == [Data(1, b"a", False)]
+    send.answer(Ack(1))
+    p.flush()
+    assert p.http.one("send").packets == [Close(1000, "")]
+    p.http.one("send").answer(Ack(1))
+    p.http.one("poll").answer({"t": "closed", "code": 4000, "reason": "session ended"})
+    detail = result(closing)
+    assert (detail.code, detail.error, detail.transport) == (4000, None, "polling")
+
+
+# ----------------------------------------------------------------------
+# Auto: WebSocket first, long-polling as fallback, upgrades back.
+
+
+@pytest.fixture
+def a() -> Harness:
+    return Harness(transport="auto")
+
+
+def test_autoIsTheDefault() -> None:
+    """
+    Without a transport keyword the client is in auto mode and tries a
+    WebSocket first.
+    """
+    reactor = MemoryReactorClock()
+    client = SessionClient(URL, reactor=reactor)
+    connected = client.connect()
+    assert client._mode == "auto" and client.transport == "websocket"
+    assert len(reactor.tcpClients) == 1
+    client.abort()
+    assert failure(connected).check(SessionClosed)
+
+
+def test_autoFallsBackWhenTheWebSocketFails(a: Harness) -> None:
+    """
+    A WebSocket that cannot connect makes the next attempt use
+    long-polling (the reconnecting state says so).
+    """
+    a.client.connect()
+    a.refuse()
+    state, detail = a.states[-1]
+    assert state is ClientState.reconnecting and detail.transport == "polling"
+    assert a.client.transport == "websocket"  # (the one that failed, until the next attempt)
+    a.reactor.advance(detail.delay)
+    assert a.attempts == 1
+    a.http.one("open").answer(welcomed())
+    a.flush()
+    assert a.states[-1] == (ClientState.open, StateDetail(transport="polling"))
+
+
+@pytest.mark.parametrize("how", ["timeout", "http400"])
+def test_autoFallsBackWithoutWelcome(a: Harness, how: str) -> None:
+    """
+    A WebSocket with no welcome within connectTimeout, or refused with an
+    HTTP 4xx (a proxy that will not upgrade), falls back to long-polling
+    (in auto mode a 4xx is not final).
+    """
+    a.client.connect()
+    if how == "timeout":
+        a.accept()
+        a.advance(10)
+    else:
+        a.accept(deny=400)
+    state, detail = a.states[-1]
+    assert state is ClientState.reconnecting
+    a.reactor.advance(detail.delay)
+    assert a.http.one("open").body == {"t": "hello", "v": 1}
+
+
+def test_autoWebSocketBreakFallsBack(a: Harness) -> None:
+    """
+    A WebSocket that breaks is resumed over long-polling (docs/protocol.md,
+    "Falling back"); nothing in flight is lost.
+    """
+    gateway = a.open()
+    a.client.send("m1")
+    a.flush()
+    a.drop(gateway)
+    a.reactor.advance(a.states[-1][1].delay)
+    opening = a.http.one("open")
+    assert opening.body == controlToJSON(Hello(SID, SECRET, 0))
+    opening.answer(welcomed(resumed=True))
+    a.flush()
+    assert a.states[-1] == (ClientState.open, StateDetail(resumed=True, transport="polling"))
+    assert a.http.one("send").packets == [Data(1, b"m1", False)]
+
+
+def test_autoPollingThatNeverWorkedTriesWebSocketAgain(a: Harness) -> None:
+    """
+    While long-polling has never opened a session (a gateway without it,
+    or no network), a failed long-polling attempt is followed by a
+    WebSocket one.
+    """
+    gateway = a.open()
+    a.drop(gateway)
+    a.reactor.advance(a.states[-1][1].delay)
+    a.http.one("open").refuse(405, body=b"")
+    assert a.client.state is ClientState.reconnecting
+    again = a.reconnect()
+    assert again.packets == [Hello(SID, SECRET, 0)]
+
+
+def upgradeToProbe(a: Harness) -> FakeGateway:
+    """
+    Open over long-polling (after a WebSocket failure), let the first
+    upgrade start, and return the gateway side of its WebSocket (which has
+    the probe hello).
+    """
+    a.client.connect()
+    a.refuse()
+    a.reactor.advance(a.states[-1][1].delay)
+    pollingOpen(a)
+    a.reactor.advance(a.bounds[-1] * a.jitter)  # the upgrade delay
+    return a.accept()
+
+
+def test_autoUpgrade(a: Harness) -> None:
+    """
+    On long-polling the client tries a WebSocket: it sends the probe hello,
+    and after the probe answer it polls no more, waits for the outstanding
+    poll to end (taking in its messages), then resumes on the WebSocket with
+    the count they make, and is open there (reported again, with transport
+    "websocket", neither resumed nor reset: nothing dropped); what is sent
+    meanwhile goes on the WebSocket.
+    """
+    ws = upgradeToProbe(a)
+    assert ws.packets == [Hello(SID, SECRET, 0, probe=True)]
+    ws.probe()
+    a.flush()
+    assert ws.packets == [Hello(SID, SECRET, 0, probe=True)]  # the poll is still out
+    a.client.send("during")
+    a.flush()
+    assert a.http.pending("send") == []
+    a.http.one("poll").answer(Data(1, b"last polled", False))
+    a.flush()
+    assert a.http.pending() == []
+    assert ws.packets[-1] == Hello(SID, SECRET, 1)
+    assert a.client.transport == "websocket"
+    ws.welcome(received=0, resumed=True)
+    ws.dataPacket(2, b"first on ws")
+    a.flush()
+    assert a.states[-1] == (ClientState.open, StateDetail(transport="websocket"))
+    assert ws.of(Data) == [Data(1, b"during", False)]
+    assert a.messages == [("last polled", False), ("first on ws", False)]
+    assert a.http.pending() == []
+
+
+def test_autoUpgradeProbeTimeout(a: Harness) -> None:
+    """
+    A probe that does not come back within upgradeTimeout: the WebSocket is
+    dropped, the session stays on long-polling, and the next upgrade comes
+    after a longer backoff.
+    """
+    ws = upgradeToProbe(a)
+    bound = a.bounds[-1]
+    a.advance(5)
+    assert ws.transport.disconnecting or ws.closeCode is not None
+    assert a.client.transport == "polling"
+    assert a.client.state is ClientState.open
+    assert a.bounds[-1] == 2 * bound
+    a.http.one("poll").answer(Data(1, b"still polling", False))
+    a.flush()
+    assert a.http.one("poll").body["ack"] == 1
+
+
+def test_autoUpgradeRefusedProbe(a: Harness) -> None:
+    """
+    A probe refused by the gateway (a close code) leaves the session on
+    long-polling; its poll carries on.
+    """
+    ws = upgradeToProbe(a)
+    a.closeWith(ws, 4404, "unknown")
+    assert a.client.transport == "polling"
+    assert a.client.state is ClientState.open
+    assert len(a.http.pending("poll")) == 1
+
+
+def test_autoUpgradeAbortsAHeldPoll(a: Harness) -> None:
+    """
+    After the probe, a poll the gateway holds (nothing to send) is aborted
+    once upgradeTimeout has passed; the switch follows.
+    """
+    ws = upgradeToProbe(a)
+    ws.probe()
+    a.flush()
+    poll = a.http.one("poll")
+    a.advance(5)
+    assert poll.cancelled
+    assert ws.packets[-1] == Hello(SID, SECRET, 0)
+
+
+def test_autoUpgradeWaitsForASend(a: Harness) -> None:
+    """
+    A send in flight is never aborted: the switch waits for its answer;
+    if it takes longer than upgradeTimeout the upgrade is given up and
+    long-polling carries on.
+    """
+    ws = upgradeToProbe(a)
+    a.client.send("m1")
+    a.flush()
+    send = a.http.one("send")
+    ws.probe()
+    a.flush()
+    a.http.one("poll").answer()
+    a.flush()
+    assert ws.packets == [Hello(SID, SECRET, 0, probe=True)]
+    a.advance(5)
+    assert not send.cancelled
+    assert a.client.transport == "polling"
+    assert len(a.http.pending("poll")) == 1
+    send.answer(Ack(1))
+    a.flush()
+    assert a.client.bufferedAmount == 0
+
+
+def test_autoUpgradeThenBreakFallsBackAgain(a: Harness) -> None:
+    """
+    After an upgrade, a broken WebSocket falls back to long-polling again.
+    """
+    ws = upgradeToProbe(a)
+    ws.probe()
+    a.flush()
+    a.http.one("poll").answer()
+    a.flush()
+    ws.welcome(resumed=True)
+    a.flush()
+    a.drop(ws)
+    a.reactor.advance(a.states[-1][1].delay)
+    assert a.http.one("open").body == controlToJSON(Hello(SID, SECRET, 0))
+
+
+def test_autoNoUpgradeWhileClosing(a: Harness) -> None:
+    """
+    close() abandons an upgrade under way: polling carries the close.
+    """
+    ws = upgradeToProbe(a)
+    ws.probe()
+    a.flush()
+    a.client.close()
+    a.flush()
+    assert ws.transport.disconnecting or ws.closeCode is not None
+    assert a.http.one("send").packets == [Close(1000, "")]
+    assert a.client.transport == "polling"
+
+
+# ----------------------------------------------------------------------
 # The command line.
 
 
@@ -1096,6 +1859,21 @@ def test_cliOutput() -> None:
     assert SID not in line and SID[:8] in line and "3 unacknowledged" in line
     line = formatState(ClientState.reconnecting, StateDetail(error="connection lost", delay=1.5), SID)
     assert "connection lost" in line and "1.50 s" in line
+    line = formatState(ClientState.open, StateDetail(resumed=True, transport="polling"), SID)
+    assert line.endswith(" resumed over polling\n")
     assert parseArguments([URL, "--max-delay", "3"]).max_delay == 3.0
     with pytest.raises(SystemExit):
         parseArguments([URL, "--max-delay", "0"])
+
+
+def test_cliTransport(capsys: pytest.CaptureFixture) -> None:
+    """
+    --transport chooses auto (the default), websocket or polling; anything
+    else is a usage error.
+    """
+    assert parseArguments([URL]).transport == "auto"
+    for choice in ("auto", "websocket", "polling"):
+        assert parseArguments([URL, "--transport", choice]).transport == choice
+    with pytest.raises(SystemExit):
+        parseArguments([URL, "--transport", "smoke-signals"])
+    assert "--transport" in capsys.readouterr().err

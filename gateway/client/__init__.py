@@ -31,6 +31,32 @@ are shared with the JavaScript client::
 
     react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
 
+Transports (C{transport=} keyword, C{"auto"} by default; the
+C{transport} property and C{detail.transport} name the one in use):
+
+  - C{"websocket"}: one WebSocket at a time, offering C{txgateway.v1}.
+  - C{"polling"}: HTTP long-polling (docs/protocol.md, "Long-polling"):
+    C{POST}s with C{txgw=open|poll|send} through a
+    L{twisted.web.client.Agent} with persistent connections; at most one
+    poll outstanding (it carries the ack) and one send in flight (packets
+    sent meanwhile go together in the next one, up to
+    C{maxBatchMessages} and C{maxBodyBytes}); answers read up to
+    C{maxAnswerBytes}.  An HTTP error's JSON C{code}, and the gateway's
+    C{{"t":"closed","code":C}} packet, count as WebSocket close codes.
+  - C{"auto"}: WebSocket first.  A WebSocket that fails, brings no
+    C{welcome} within C{connectTimeout}, or breaks later, is followed by
+    long-polling.  While on long-polling the client tries to upgrade, with
+    backoff: it opens a WebSocket, sends the probing C{hello}, and waits
+    up to C{upgradeTimeout} for the gateway's C{{"t":"probe"}}; then it
+    stops polling, waits for the outstanding poll (aborting it after
+    C{upgradeTimeout}) and any send in flight to end, and resumes on the
+    WebSocket.  A probe that does not come back leaves the session on
+    long-polling.  The switch is reported as C{on_state(open, detail)}
+    with the new C{detail.transport}.
+
+The session (what is numbered, buffered and acknowledged) belongs to the
+client, not to a transport: every guarantee holds across switches.
+
 States (L{ClientState}, reported by C{on_state(callback(state, detail))}
 with a L{StateDetail}): C{connecting} until the first session is open,
 C{open}, C{reconnecting} between connections (reported again at each
@@ -65,7 +91,8 @@ L{twisted.internet.task.Clock}-like L{MemoryReactorClock
 the jitter, and C{nextState(state)} is a L{Deferred} for the next change to
 C{state}.
 
-C{python -m gateway.client URL} is a wscat-like tool built on it.
+C{python -m gateway.client URL [--transport auto|websocket|polling]} is a
+wscat-like tool built on it.
 """
 
 from ._session import (

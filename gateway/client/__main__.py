@@ -1,5 +1,6 @@
 """
-C{python -m gateway.client URL [--max-delay S]}: send standard input lines
+C{python -m gateway.client URL [--transport auto|websocket|polling]
+[--max-delay S] [--expect N]}: send standard input lines
 over a C{txgateway.v1} session, print what comes back (see
 L{gateway.client._cli}).
 """

@@ -9,7 +9,9 @@ C{[binary, hex] } followed by its bytes in hexadecimal.  State changes go to
 standard error.  The session survives dropped connections.  At the end of
 the input, the tool waits until everything sent is acknowledged, closes the
 session and exits 0; it exits 1 with a one-line message when the session
-ends with an error (for instance, could not be created).
+ends with an error (for instance, could not be created).  C{--transport}
+chooses WebSocket, long-polling, or (the default) WebSocket with a fallback
+to long-polling.
 
 Backpressure: when the send buffer is full, reading standard input pauses
 until the gateway has acknowledged what was sent.
@@ -28,7 +30,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._session import SessionClient
+from ._session import TRANSPORTS, SessionClient
 from ._state import (
     ClientState,
     MessageTooLarge,
@@ -52,7 +54,14 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         prog=PROG,
         description="Send stdin lines over a txgateway.v1 session, print what comes back.",
     )
-    parser.add_argument("url", help="ws:// or wss:// URL of a gateway route")
+    parser.add_argument("url", help="ws:// or wss:// (or http:// or https://) URL of a gateway route")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="auto",
+        help="auto: WebSocket, falling back to long-polling (and upgrading back when it"
+        " can); websocket or polling: that transport only (default auto)",
+    )
     parser.add_argument(
         "--max-delay",
         type=float,
@@ -89,6 +98,7 @@ def formatMessage(payload: str | bytes, isBinary: bool) -> bytes:
 def formatState(state: ClientState, detail: StateDetail, sessionId: str | None) -> str:
     """
     @return: the line written to standard error for a state change, such as
+        C{open: session 1a2b3c4d… resumed over polling} or
         C{reconnecting: connection lost; next attempt in 0.42 s}.
     """
     parts: list[str] = []
@@ -102,6 +112,8 @@ def formatState(state: ClientState, detail: StateDetail, sessionId: str | None) 
             parts.append(f"session {shortId(sessionId)} resumed")
         else:
             parts.append(f"session {shortId(sessionId)}")
+        if detail.transport is not None:
+            parts[-1] += f" over {detail.transport}"
     elif state is ClientState.reconnecting:
         if detail.reset:
             parts.append(f"session lost, {detail.dropped} unacknowledged messages dropped")
@@ -269,7 +281,9 @@ async def run(
         err.flush()
 
     try:
-        client = SessionClient(args.url, reactor=reactor, maxDelay=args.max_delay)
+        client = SessionClient(
+            args.url, reactor=reactor, maxDelay=args.max_delay, transport=args.transport
+        )
     except ValueError as e:
         raise SystemExit(f"{PROG}: {e}") from None
     sender = LineSender(client, client._maxMessageBytes, report, args.expect)

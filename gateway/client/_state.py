@@ -68,6 +68,9 @@ class StateDetail:
     @ivar error: (reconnecting, closed) a one-line description of what went
         wrong, None for an orderly end.
     @ivar delay: (reconnecting) seconds until the next connection attempt.
+    @ivar transport: C{"websocket"} or C{"polling"}: (open) the transport
+        the session is now on; (reconnecting) the one the next attempt will
+        use; (closed) the last one.
     """
 
     resumed: bool = False
@@ -77,6 +80,7 @@ class StateDetail:
     reason: str | None = None
     error: str | None = None
     delay: float | None = None
+    transport: str | None = None
 
 
 class SessionClosed(GatewayError):

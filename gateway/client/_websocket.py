@@ -27,6 +27,7 @@ from ..protocol import SUBPROTOCOL
 
 if TYPE_CHECKING:
     from ._session import SessionClient
+    from ._upgrade import Upgrade
 
 __all__ = ["ClientProtocol", "ClientFactory", "endpointForURL", "parseURL", "PACKET_OVERHEAD"]
 
@@ -75,14 +76,17 @@ class ClientProtocol(WebSocketClientProtocol):
 
     All handlers are synchronous: Autobahn awaits only C{onConnect}.
 
-    @ivar session: the L{SessionClient} this connection serves.
+    @ivar session: the L{SessionClient} this connection serves; or, for a
+        transport upgrade's probe, the L{Upgrade
+        <gateway.client._upgrade.Upgrade>} until the session takes the
+        connection over.
     @ivar attempt: the number of the session's connection attempt that
         made this connection.
     @ivar opened: the opening handshake completed.
     @ivar selected: the subprotocol the gateway selected (None for none).
     """
 
-    session: SessionClient
+    session: SessionClient | Upgrade
     attempt: int = 0
     opened = False
     selected: str | None = None
@@ -190,7 +194,7 @@ class ClientFactory(WebSocketClientFactory):
 
     def __init__(
         self,
-        session: SessionClient,
+        session: SessionClient | Upgrade,
         url: str,
         *,
         reactor: Any,
