@@ -35,9 +35,9 @@ PLUGIN_CACHES := import importlib.util; from twisted.plugin import IPlugin, getP
 # The wheelhouse is complete for one set of requirements: key it on them.
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: test demo clean redis-server FORCE
+.PHONY: test demo clean redis-server browser-deps FORCE
 
-test: redis-server $(INSTALLED) $(WHEELHOUSE_STAMP)
+test: redis-server browser-deps $(INSTALLED) $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED)
@@ -47,6 +47,14 @@ redis-server:
 	@if ! command -v redis-server >/dev/null; then \
 	    $(SUDO) apt-get update && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
+
+# The browser tests drive Debian's headless Chromium through a real nginx
+# (tests/integration/test_browser.py); nothing downloads a browser of its own.
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null; then \
+	    $(SUDO) apt-get update && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver nginx; \
 	fi
 
 $(BIN)/python:

@@ -320,6 +320,7 @@ class GatewayFactory(Factory):
         self.web = Site(GatewayResource(self), timeout=60)
         self.web.requestFactory = BoundedRequest
         self.web.maxBodyBytes = self.config.session.maxBodyBytes
+        self.web.corsOrigins = self.config.session.corsOrigins
         self.web.displayTracebacks = False
         self._static: dict[str, bytes] = {}
 

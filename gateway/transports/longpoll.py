@@ -107,8 +107,13 @@ class BoundedRequest(Request):
         self._refused = True
         transport = self.channel.transport
         if transport is not None:
+            headers = []
+            origin = self.requestHeaders.getRawHeaders(b"origin", [None])[0]
+            allowed = self.channel.site.corsOrigins
+            if origin is not None and ("*" in allowed or origin.decode("latin-1") in allowed):
+                headers = [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
             transport.write(errorResponse(413, f"the request body is larger than {limit} bytes",
-                                          extra={"code": CLOSE_TOO_BIG}))
+                                          headers, extra={"code": CLOSE_TOO_BIG}))
             transport.loseConnection()
 
 

@@ -52,6 +52,7 @@ class SessionWebSocket(WebSocketServerProtocol):
         self.route = None
         self._opening: Deferred | None = None
         self._helloTimer = None
+        self._done = False
 
     def onConnect(self, request):
         """
@@ -78,6 +79,8 @@ class SessionWebSocket(WebSocketServerProtocol):
         """
         Decode a packet and hand it to the session.
         """
+        if self._done:
+            return  # the session is over on this connection: late packets are moot
         try:
             packet = decodeMessage(payload, isBinary)
             session = self.session
@@ -120,6 +123,10 @@ class SessionWebSocket(WebSocketServerProtocol):
             # the client follows with a real resume on this connection.
             session = gateway.sessions.find(hello)
             self.sendMessage(encodeControl(Probe()), False)
+            # The real resume must follow in time, like a first hello.
+            self._helloTimer = gateway.reactor.callLater(
+                gateway.config.timeouts.handshake, self._noHello
+            )
             release = getattr(session.transport, "release", None)
             if release is not None:
                 release()  # the client waits for its held poll to end
@@ -185,6 +192,7 @@ class SessionWebSocket(WebSocketServerProtocol):
         Close the WebSocket with C{code}; the session is not told (it
         detaches when the close completes).
         """
+        self._done = True
         session, self.session = self.session, None
         if session is not None:
             session.detach(self, reason)

@@ -267,13 +267,15 @@ async def test_backend_closes_while_detached(echo_backends, make_gateway):
 async def test_client_ends_session(echo_backends, make_gateway):
     """
     A client's close packet ends the session: the backend gets 1000 and the
-    client's WebSocket is closed with 4000; a resume then gets 4404.
+    client's WebSocket is closed with 4000 (a packet the client sent after
+    its close is ignored, not a protocol error).
     """
     backends = await echo_backends(1)
     gateway = await make_gateway(backends)
     raw, welcome = await Raw.open(gateway.url)
     closed = backends[0].factory.nextClose()
     raw.client.send(json.dumps({"t": "close", "code": 1000, "reason": "bye"}))
+    raw.ack(0)
     assert (await closeCode(raw))[0] == 4000
     assert (await within(closed))[1:] == (1000, "client closed the session")
 

@@ -690,3 +690,18 @@ async def test_idle_timeout_closes_quiet_tunnels(echo_backends, make_gateway):
     wasClean, code, reason = await within(client.closed)
     assert (code, reason) == (1001, "idle timeout")
     assert (await within(closed))[1:] == (1001, "idle timeout")
+
+
+@pytest_twisted.ensureDeferred
+async def test_javascript_client_served(echo_backends, make_gateway):
+    """
+    The JavaScript client is served at its stable paths, as a classic
+    script and as an ES module.
+    """
+    backends = await echo_backends(1)
+    gateway = await make_gateway(backends)
+    for path, marker in [(b"/_gateway/txgateway.js", b"TxGateway"), (b"/_gateway/txgateway.mjs", b"export")]:
+        answer = await rawExchange(gateway.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+        assert status(answer) == 200
+        assert b"Content-Type: text/javascript; charset=utf-8" in answer
+        assert marker in answer.split(b"\r\n\r\n", 1)[1]
