@@ -22,46 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 from twisted.internet import defer, task
-from twisted.internet.protocol import ProcessProtocol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench._harness import startBackend, startGateway  # noqa: E402
 from gateway.testing import connectClient  # noqa: E402
-
-
-class Watch(ProcessProtocol):
-    """
-    Waits for a line matching a pattern on a child's output.
-    """
-
-    def __init__(self, pattern):
-        self.pattern = re.compile(pattern)
-        self.ready = defer.Deferred()
-        self.buffer = b""
-
-    def outReceived(self, data):
-        self.buffer += data
-        match = self.pattern.search(self.buffer.decode("utf-8", "replace"))
-        if match and not self.ready.called:
-            self.ready.callback(match)
-
-    errReceived = outReceived
-
-
-async def spawn(reactor, args, pattern):
-    """
-    Start a child and wait for its readiness line.
-    """
-    watch = Watch(pattern)
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    transport = reactor.spawnProcess(watch, args[0], args, env=env, path=ROOT)
-    match = await watch.ready.addTimeout(30, reactor)
-    return transport, match
 
 
 def rss(pid: int) -> int:
@@ -83,21 +52,14 @@ async def settle(reactor, seconds=1.0):
 
 
 async def main(reactor, sessions: int):
-    backend, match = await spawn(
-        reactor, [sys.executable, os.path.join(ROOT, "tests/integration/seed_echo.py")],
-        r"listening on (\d+)")
-    backendURL = f"ws://127.0.0.1:{match.group(1)}"
+    backend, backendURL = await startBackend(reactor)
     config = os.path.join(ROOT, "bench", "session_memory.toml")
     with open(config, "w") as f:
         f.write(f'[session]\ngrace = 600.0\nmax_sessions = {2 * sessions + 10}\n'
                 f'[limits]\nmax_connections = {sessions * 4 + 10}\n'
                 f'[pool.p]\n[[pool.p.backend]]\nurl = "{backendURL}"\n')
-    gateway, match = await spawn(
-        reactor,
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "gateway", "--listen", "tcp:0:interface=127.0.0.1", "--config", config],
-        r"gateway listening on [^:]+:(\d+)")
-    url = f"ws://127.0.0.1:{match.group(1)}"
+    gateway, gatewayPort = await startGateway(reactor, config)
+    url = f"ws://127.0.0.1:{gatewayPort}"
     pid = gateway.pid
     try:
         await settle(reactor)

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from .errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from .session import IBackendLink
+from .tcp import noDelay
 
 if TYPE_CHECKING:
     from .interfaces import ISessionMap
@@ -170,6 +171,13 @@ class BackendLink(WebSocketClientProtocol):
         self.backend: Backend | None = None
         self._early: list[tuple[bytes, bool]] = []
         self._released = False
+
+    def connectionMade(self) -> None:
+        """
+        Turn Nagle's algorithm off, then start the handshake.
+        """
+        noDelay(self.transport)
+        super().connectionMade()
 
     def onOpen(self) -> None:
         """

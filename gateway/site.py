@@ -26,6 +26,7 @@ from .protocol import SUBPROTOCOL
 from .routing import affinityKey, hasDotSegments
 from .forwarded import forwardedHeaders
 from .session import SessionRegistry
+from .tcp import noDelay
 from .transports.tunnel import Tunnel
 from .transports.longpoll import BoundedRequest, LongPolling
 from .transports.websocket import SessionWebSocketFactory
@@ -97,6 +98,7 @@ class FrontDoor(Protocol):
             return
         factory.openConnections += 1
         self._counted = True
+        noDelay(self.transport)
         reactor = factory.reactor
         self._started = reactor.seconds()
         self._timer = reactor.callLater(factory.config.timeouts.handshake, self._timedOut)

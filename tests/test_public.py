@@ -28,6 +28,7 @@ MODULES = [
     "gateway.routing",
     "gateway.service",
     "gateway.session",
+    "gateway.tcp",
     "gateway.sessionmap",
     "gateway.sessionmap.memory",
     "gateway.site",

@@ -24,8 +24,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from ..errors import ProtocolError
+from ..tcp import NoDelayEndpoint
 from ..protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
@@ -499,7 +502,9 @@ class SessionClient:
             self._pool = HTTPConnectionPool(self._reactor, persistent=True)
             self._pool.maxPersistentPerHost = 2
             self._pool.retryAutomatically = False
-            self._agent = Agent(self._reactor, connectTimeout=self._connectTimeout, pool=self._pool)
+            self._agent = Agent.usingEndpointFactory(
+                self._reactor, _NoDelayEndpoints(self._reactor, self._connectTimeout), pool=self._pool
+            )
         return PollingLink(
             self,
             self._agent,
@@ -1275,3 +1280,28 @@ def _remove(waiters: list[Deferred], d: Deferred) -> None:
 
 def _removeWaiter(waiters: list[tuple[Any, Deferred]], d: Deferred) -> None:
     waiters[:] = [(key, w) for key, w in waiters if w is not d]
+
+
+@implementer(IAgentEndpointFactory)
+class _NoDelayEndpoints:
+    """
+    Endpoints for long-polling requests, with Nagle's algorithm off (a
+    request's head and body are separate small writes).
+    """
+
+    def __init__(self, reactor: Any, timeout: float) -> None:
+        self._reactor = reactor
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> NoDelayEndpoint:
+        """
+        @return: an endpoint for C{uri}'s host (TLS for https).
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
+        if uri.scheme == b"https":
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(uri.host.decode("idna")), endpoint)
+        return NoDelayEndpoint(endpoint)

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 
 from .. import __version__
 from ..protocol import SUBPROTOCOL
+from ..tcp import noDelay
 
 if TYPE_CHECKING:
     from ._session import SessionClient
@@ -95,8 +96,9 @@ class ClientProtocol(WebSocketClientProtocol):
     def connectionMade(self) -> None:
         """
         Send the opening handshake, and tell the session which connection
-        its attempt made.
+        its attempt made (Nagle's algorithm off: see L{gateway.tcp}).
         """
+        noDelay(self.transport)
         super().connectionMade()
         self.session._wsConnected(self)
 

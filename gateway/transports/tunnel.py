@@ -30,6 +30,7 @@ from zope.interface import implementer
 from ..backend import backendEndpoint, connectToPool
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..forwarded import FORWARDING_HEADERS, forwardedHeaders
+from ..tcp import noDelay
 from ..frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..http1 import (
     HOP_BY_HOP,
@@ -221,8 +222,10 @@ class BackendSide(_Side):
 
     def connectionMade(self) -> None:
         """
-        Send the rewritten opening handshake.
+        Send the rewritten opening handshake (Nagle's algorithm off, as on
+        the client side: frames are forwarded as they come).
         """
+        noDelay(self.transport)
         self.response = Deferred()
         self.transport.write(self.tunnel.backendRequest())
 

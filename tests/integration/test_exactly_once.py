@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
@@ -19,13 +20,15 @@ MESSAGES = 2000
 MIN_CUTS = 30
 
 
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
 @pytest_twisted.ensureDeferred
-async def test_exactly_once_under_cuts(echo_backends, make_gateway):
+async def test_exactly_once_under_cuts(transport, echo_backends, make_gateway):
     """
     2,000 messages from the client to the backend and 2,000 back (echoes),
     with the connection cut at least 30 times at random moments: the
     backend receives each client message once, in order, and the client
     receives each echo once, in order; the backend saw one connection.
+    Over WebSocket and over long-polling.
     The random seed is printed; TXGATEWAY_SEED=N replays a run.
     """
     seed = int(os.environ.get("TXGATEWAY_SEED", random.randrange(2**32)))
@@ -35,7 +38,7 @@ async def test_exactly_once_under_cuts(echo_backends, make_gateway):
     relay = CuttingRelay(gateway.port)
     port = await relay.start()
     client = SessionClient(f"ws://127.0.0.1:{port}/app", reactor=reactor, initialDelay=0.005,
-                           maxDelay=0.05, maxBufferMessages=MESSAGES)
+                           maxDelay=0.05, maxBufferMessages=MESSAGES, transport=transport)
     received: list[str] = []  # text messages arrive as str
     client.on_message(lambda payload, isBinary: received.append(payload))
     resets, resumes = [], []
@@ -76,7 +79,7 @@ async def test_exactly_once_under_cuts(echo_backends, make_gateway):
             sender.stop()
     expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
     atBackend = [m.decode() for m in backends[0].factory.received]
-    print(f"\nexactly-once (seed {seed}): {MESSAGES} messages each way, {relay.cuts} cuts, "
+    print(f"\nexactly-once over {transport} (seed {seed}): {MESSAGES} messages each way, {relay.cuts} cuts, "
           f"{len(resumes)} resumes; "
           f"to the backend: {len(atBackend) - len(set(atBackend))} duplicated, "
           f"{len(set(expected) - set(atBackend))} lost; "
