@@ -219,6 +219,22 @@ class Session:
         self.end(1001, "client did not resume", CLOSE_EXPIRED)
 
     # Packets from the client.
+    def packetReceived(self, packet) -> None:
+        """
+        A packet from the client, whatever carried it.
+
+        @raise ProtocolError: for a packet a client may not send once the
+            session is open, or one that breaks the sequence.
+        """
+        if isinstance(packet, Data):
+            self.dataReceived(packet)
+        elif isinstance(packet, Ack):
+            self.ackReceived(packet)
+        elif isinstance(packet, Close):
+            self.closeReceived(packet)
+        else:
+            raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
+
     def dataReceived(self, message: Data) -> None:
         """
         A data packet from the client: hand it to the backend unless it is

@@ -429,15 +429,9 @@ class LongPolling:
         decoded = [packetFromJSON(p) for p in packets]
         session, transport = self._session(body)
         for packet in decoded:
-            if isinstance(packet, Data):
-                session.dataReceived(packet)
-            elif isinstance(packet, Ack):
-                session.ackReceived(packet)
-            elif isinstance(packet, Close):
-                session.closeReceived(packet)
+            session.packetReceived(packet)
+            if isinstance(packet, Close):
                 break
-            else:
-                raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet in a send")
         answer = [controlToJSON(Ack(session.inbox.accepted))]
         if transport.closed is not None:
             code, reason = transport.closed

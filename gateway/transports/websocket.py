@@ -21,8 +21,6 @@ from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNAVAILABLE,
     SUBPROTOCOL,
-    Ack,
-    Close,
     Data,
     Hello,
     Probe,
@@ -93,14 +91,7 @@ class SessionWebSocket(WebSocketServerProtocol):
                 self._opening.addErrback(self._openFailed)
                 return
             session.lastReceived = self.factory.gateway.reactor.seconds()
-            if isinstance(packet, Data):
-                session.dataReceived(packet)
-            elif isinstance(packet, Ack):
-                session.ackReceived(packet)
-            elif isinstance(packet, Close):
-                session.closeReceived(packet)
-            else:
-                raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
+            session.packetReceived(packet)
         except ProtocolError as e:
             self.factory.gateway.clientErrors += 1
             self.log.debug("session protocol error: {error}", error=e)
