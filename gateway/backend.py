@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .errors import BackendUnreachable, NoBackendAvailable, ProtocolError
+from .errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
 from .session import IBackendLink
 from .tcp import noDelay
 
@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = Logger()
 
 
 class ConnectObserver(Protocol):
@@ -67,7 +69,8 @@ async def connectToPool(
 
     With C{sticky}, the backend recorded for C{key} in the session map is
     tried first while it is available, and the backend that worked is
-    recorded.
+    recorded.  A session map that fails (Redis down) never fails the
+    connection: the balancer chooses, and the record is not written.
 
     @param connect: makes one attempt; fails with L{BackendUnreachable},
         L{ProtocolError} or L{OSError} when that backend cannot serve.
@@ -80,7 +83,7 @@ async def connectToPool(
     lastError: Exception | None = None
     backend = None
     if sticky:
-        name = await sessionMap.getAffinity(pool.name, key)
+        name = await _mapCall(pool, "reading", sessionMap.getAffinity, pool.name, key)
         if name is not None:
             recorded = pool.backend(name)
             if recorded is not None and recorded.available():
@@ -105,11 +108,40 @@ async def connectToPool(
             raise
         observer.connectSucceeded(pool, backend)
         if sticky:
-            await sessionMap.setAffinity(pool.name, key, backend.name, pool.affinityTtl)
+            await _mapCall(
+                pool, "writing", sessionMap.setAffinity, pool.name, key, backend.name,
+                pool.affinityTtl,
+            )
         return backend, result
     if lastError is not None:
         raise NoBackendAvailable(f"no backend of pool {pool.name!r} could be reached ({lastError})")
     raise NoBackendAvailable(pool.noneAvailableReason())
+
+
+async def _mapCall(pool: Pool, doing: str, method: Callable[..., Deferred], *args) -> object:
+    """
+    Call a session map method for L{connectToPool}, which goes on without
+    it when it fails.
+
+    A L{GatewayError} (such as the Redis map's C{SessionMapUnavailable}) is
+    the map reporting an outage, which the map logs itself, once per outage;
+    anything else is a bug in the map, logged every time.
+
+    @return: what the method's L{Deferred} fired with, or L{None} when it
+        failed.
+    """
+    try:
+        return await method(*args)
+    except CancelledError:
+        raise
+    except GatewayError:
+        return None
+    except Exception:
+        log.failure(
+            "session map failed {doing} the affinity of pool {pool}; balancing without it",
+            doing=doing, pool=pool.name,
+        )
+        return None
 
 
 def backendEndpoint(reactor, backend: Backend, timeout: float) -> IStreamClientEndpoint:

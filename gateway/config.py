@@ -870,6 +870,22 @@ def _flagPool(backends: Sequence[str], balance: str | None) -> PoolConfig:
     return pool
 
 
+def _flagSessionMap(url: str, fromFile: SessionMapConfig) -> SessionMapConfig:
+    """
+    Apply C{--redis URL} to the file's C{[session_map]}: type C{redis} on
+    C{url}, keeping the file's other options when it named C{redis} too.
+    """
+    from .sessionmap.redis import parseRedisURL
+
+    try:
+        parseRedisURL(url)
+    except ConfigError as error:
+        _Reader("--redis").fail("", str(error))
+    options = dict(fromFile.options) if fromFile.type == "redis" else {}
+    options["url"] = url
+    return SessionMapConfig(type="redis", options=tuple(sorted(options.items())))
+
+
 def loadConfig(
     path: str | None,
     *,
@@ -877,6 +893,7 @@ def loadConfig(
     backends: Sequence[str] = (),
     balance: str | None = None,
     demo: bool = False,
+    redis: str | None = None,
 ) -> GatewayConfig:
     """
     Read a TOML configuration file (or none) and apply the command-line
@@ -890,6 +907,9 @@ def loadConfig(
     @param balance: C{--balance}: the balancer of that C{default} pool.
     @param demo: C{--demo}: the service adds demo echo backends, so no pool is
         required.
+    @param redis: C{--redis}: a Redis URL; the session map becomes C{redis}
+        on it.  The file's other C{[session_map]} options are kept when its
+        type is C{redis} too, and dropped otherwise.
     @raise ConfigError: with a one-line message naming the file (or option),
         the key and the reason.  Balancer names, session map types and
         endpoint strings are not checked here but by the service, which
@@ -935,6 +955,8 @@ def loadConfig(
             if not endpoint:
                 _Reader("--listen").fail("", "must not be empty")
         config = dataclasses.replace(config, listen=tuple(listen))
+    if redis is not None:
+        config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     if balance is not None and not backends:
         raise _configError(
             "--balance goes with --backend; set balance in a [pool.NAME] table instead"

@@ -12,6 +12,7 @@ __all__ = [
     "HealthCheckFailed",
     "ProtocolError",
     "LimitExceeded",
+    "SessionMapUnavailable",
 ]
 
 
@@ -64,4 +65,14 @@ class LimitExceeded(ProtocolError):
     """
     A peer sent more than a configured limit allows (header size, body size,
     message size).
+    """
+
+
+class SessionMapUnavailable(GatewayError):
+    """
+    The session map's store cannot be used now: it could not be reached, it
+    refused the credentials, it did not answer within the timeout, or the
+    connection was lost.  C{str(error)} is one line naming the store (never
+    its password) and the reason.  A networked map logs its own outages,
+    once each; callers fall back where they can.
     """

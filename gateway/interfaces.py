@@ -66,7 +66,12 @@ class ISessionMap(Interface):
 
     Every method returns a L{Deferred}; implementations backed by a network
     store must bound every call with a timeout and fail the Deferred rather
-    than wait for ever.
+    than wait for ever, with L{gateway.errors.SessionMapUnavailable} (a
+    L{GatewayError}) when the store cannot be used, logging each outage
+    once themselves: callers fall back (a balancer's choice instead of a
+    recorded affinity) without logging again.  A networked map may also
+    have C{start()}, returning a L{Deferred} that fires once it is connected
+    (the service awaits it before listening).
     """
 
     def getAffinity(pool, key):

@@ -138,6 +138,12 @@ class GatewayService(MultiService):
         self._listening.addErrback(self._startFailed)
 
     async def _start(self):
+        startMap = getattr(self.sessionMap, "start", None)
+        if startMap is not None:
+            # A networked map connects now, so that a wrong address or
+            # password stops the gateway with one line instead of failing
+            # every client later.
+            await startMap()
         if self.config.demo and not self.config.pools:
             await self._startDemo()
         timeouts = self.config.timeouts

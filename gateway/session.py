@@ -480,7 +480,13 @@ class SessionRegistry:
         self._write(self.sessionMap.putSession(session.sid, record, self.config.grace * 2))
 
     def _write(self, d: Deferred) -> None:
-        d.addErrback(lambda f: self.log.failure("session map write failed", f))
+        d.addErrback(self._writeFailed)
+
+    def _writeFailed(self, failure) -> None:
+        if failure.check(GatewayError):
+            return None  # the map logs its outages, once each
+        self.log.failure("session map write failed", failure)
+        return None
 
     def sweep(self) -> None:
         """

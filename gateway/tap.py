@@ -33,13 +33,16 @@ class Options(usage.Options):
         "that serves every path; for several pools, routes, health checks, "
         "affinity, limits and timeouts, write a TOML file and pass it with "
         "--config (see docs/operations.md and examples/gateway.toml).  "
-        "--listen replaces the file's listen list (default tcp:8080)."
+        "--listen replaces the file's listen list (default tcp:8080).  "
+        "--redis keeps affinity records in Redis, shared by every gateway node "
+        "given the same URL."
     )
     examples = """
 Examples:
   twistd -n gateway --backend ws://127.0.0.1:9001 --backend ws://127.0.0.1:9002
   twistd -n gateway --listen tcp:8080 --backend ws://10.0.0.5:8765 --balance hash
   twistd -n gateway --config /etc/txgateway/gateway.toml
+  twistd -n gateway --config gateway.toml --redis redis://10.0.0.9:6379/0
   twistd -n gateway --demo
 """
 
@@ -53,6 +56,14 @@ Examples:
             None,
             None,
             "Balancer of the --backend pool (e.g. least_conn, round_robin, hash).",
+        ],
+        [
+            "redis",
+            None,
+            None,
+            "Keep affinity and session records in Redis, shared by several "
+            "gateway nodes: redis://[:password@]host[:port][/db] or "
+            "unix:///path/to/redis.sock[?db=N].",
         ],
     ]
 
@@ -102,6 +113,7 @@ def makeService(options: Options) -> IService:
             backends=options["backend"],
             balance=options["balance"],
             demo=bool(options["demo"]),
+            redis=options["redis"],
         )
         from .service import GatewayService
 

@@ -565,10 +565,10 @@ class _WatchedProcess(ProcessProtocol):
         code = getattr(reason.value, "exitCode", None)
         if code is None and getattr(reason.value, "signal", None):
             code = -reason.value.signal
+        self.ended.callback(code)  # first: a readiness failure must see it ended
         if not self.ready.called:
             tail = "\n".join(self.lines[-20:])
             self.ready.errback(RuntimeError(f"process exited ({code}) before it was ready:\n{tail}"))
-        self.ended.callback(code)
 
 
 @dataclass

@@ -371,6 +371,25 @@ def test_balanceFlag() -> None:
     assert config.pool("default").balance == "whatever"
 
 
+def test_redisFlag(tmp_path: Path) -> None:
+    """
+    C{--redis URL} makes the session map C{redis} on that URL: with no
+    file, with a file whose map is another type (its options dropped), and
+    with a file whose map is C{redis} too (its other options kept).
+    """
+    url = "redis://:pw@10.0.0.9:6379/1"
+    expected = SessionMapConfig(type="redis", options=(("url", url),))
+    assert loadConfig(None, backends=["ws://a:1"], redis=url).sessionMap == expected
+    memory = writeConfig(tmp_path, '[session_map]\ntype = "memory"\nmax_entries = 5\n' + POOL)
+    assert loadConfig(memory, redis=url).sessionMap == expected
+    redis = writeConfig(
+        tmp_path, '[session_map]\ntype = "redis"\nurl = "redis://x"\ntimeout = 2\n' + POOL
+    )
+    assert loadConfig(redis, redis=url).sessionMap == SessionMapConfig(
+        type="redis", options=(("timeout", 2), ("url", url))
+    )
+
+
 def test_listenFlagReplacesFile(tmp_path: Path) -> None:
     """
     C{--listen} values replace the file's C{listen} list, in order.
@@ -500,6 +519,16 @@ def test_balanceWithoutBackend(tmp_path: Path) -> None:
             {"backends": ["ws://a:1"], "listen": ["tcp:1", ""]},
             "--listen: must not be empty",
             id="empty-listen",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1"], "redis": ""},
+            "--redis: must be a non-empty string such as 'redis://127.0.0.1:6379/0'",
+            id="empty-redis",
+        ),
+        pytest.param(
+            {"backends": ["ws://a:1"], "redis": "redis://:secret@h:1/x"},
+            "--redis: the database must be a number >= 0, not 'x'",
+            id="redis-db",
         ),
     ],
 )

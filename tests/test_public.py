@@ -31,6 +31,7 @@ MODULES = [
     "gateway.tcp",
     "gateway.sessionmap",
     "gateway.sessionmap.memory",
+    "gateway.sessionmap.redis",
     "gateway.site",
     "gateway.tap",
     "gateway.testing",

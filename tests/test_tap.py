@@ -19,7 +19,7 @@ from gateway.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
 DROPIN = ROOT / "twisted" / "plugins" / "gateway_plugin.py"
-OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo")
+OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo", "--redis")
 
 # twistd itself, run by this interpreter (python -m twisted runs twist), in
 # development mode with warnings as errors: the command line must stay clean.
@@ -71,6 +71,7 @@ def test_optionDefaults() -> None:
     assert options["backend"] == ()
     assert options["balance"] is None
     assert options["config"] is None
+    assert options["redis"] is None
     assert not options["demo"]
 
 
@@ -175,6 +176,52 @@ def test_makeServiceBuildsService() -> None:
     assert service.exitOnListenFailure is True
 
 
+def test_makeServiceRedis(tmp_path: Path) -> None:
+    """
+    C{--redis URL} makes the session map C{redis} on that URL, connecting
+    nothing yet; with a file whose session map is C{redis} too, the file's
+    other options are kept.
+    """
+    from gateway.sessionmap.redis import RedisSessionMap
+
+    service = makeService(
+        parse("--listen", "tcp:0", "--backend", "ws://a:1", "--redis", "redis://10.0.0.9:6380/2")
+    )
+    assert service.config.sessionMap.type == "redis"
+    assert service.config.sessionMap.options == (("url", "redis://10.0.0.9:6380/2"),)
+    assert isinstance(service.sessionMap, RedisSessionMap)
+    assert str(service.sessionMap.address) == "redis://10.0.0.9:6380/2"
+    assert not service.sessionMap.connected
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        '[session_map]\ntype = "redis"\nurl = "redis://old:1/0"\ntimeout = 0.25\n'
+        '[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\n'
+    )
+    service = makeService(parse("--config", str(path), "--redis", "unix:///run/redis.sock?db=1"))
+    assert service.sessionMap.timeout == 0.25
+    assert str(service.sessionMap.address) == "unix:///run/redis.sock?db=1"
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("", "gateway: --redis: must be a non-empty string such as 'redis://127.0.0.1:6379/0'"),
+        ("http://u:hunter2@h", "gateway: --redis: must start with redis:// or unix:// (as in "
+         "'redis://127.0.0.1:6379/0' or 'unix:///run/redis/redis.sock?db=0'), not 'http://***@h'"),
+        ("redis://h/x", "gateway: --redis: the database must be a number >= 0, not 'x'"),
+    ],
+)
+def test_makeServiceRedisError(url: str, message: str) -> None:
+    """
+    A bad C{--redis} URL is one line naming the option, without the
+    password.
+    """
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--backend", "ws://a:1", "--redis", url))
+    assert caught.value.code == message
+
+
 def test_makeServiceServiceError() -> None:
     """
     A L{ConfigError} raised by the service (an unknown balancer name) becomes
@@ -239,6 +286,17 @@ def test_commandLineConfigError(tmp_path: Path, runner: list[str]) -> None:
     assert "Traceback" not in result.stdout
     assert result.stdout.splitlines() == [
         f"gateway: {path}: pool.chat.backend[0].weight: must be an integer >= 1, not 0"
+    ]
+
+
+def test_commandLineRedisError() -> None:
+    """
+    A bad C{--redis} given to twistd is one line naming the option.
+    """
+    result = run(TWISTD + ["gateway", "--backend", "ws://a:1", "--redis", "redis://h:1/db"])
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == [
+        "gateway: --redis: the database must be a number >= 0, not 'db'"
     ]
 
 

@@ -1,0 +1,763 @@
+"""
+The C{redis} session map: affinity and session records in Redis, shared by
+every gateway node configured with the same server and C{key_prefix}.
+
+Keys (C{prefix} is the C{key_prefix} option, C{"txgw:"} by default):
+
+  - C{{prefix}aff:{pool}:{key}}: the name of the backend serving affinity
+    key C{key} of pool C{pool}, a string.  C{key} is the router's key, raw
+    bytes: its source, C{":"}, and the value as the client sent it
+    (C{cookie:abc123}, C{address:203.0.113.9}); pool names cannot contain
+    C{":"}, so the key name is unambiguous.  Written with C{SET key value PX ms} after every connection
+    that used it, so it lives C{affinity_ttl} seconds after its last use.
+  - C{{prefix}sess:{sid}}: a session's record, a JSON object (pool,
+    backend, state, node, created, updated).  Written with C{SET ... PX ms}
+    whenever the session opens, attaches or detaches, to live twice the
+    session grace period; deleted when the session ends.
+
+Every key is written with an expiry, so nothing is left behind when a node
+dies.  Expiries are set in milliseconds, so fractional seconds are kept.
+
+Options (the C{[session_map]} table, less C{type}):
+
+  - C{url}: C{redis://[[user]:password@]host[:port][/db]} or
+    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}; by default
+    C{redis://127.0.0.1:6379/0}.
+  - C{key_prefix}: prepended to every key (C{"txgw:"}).
+  - C{timeout}: seconds any one command (and connecting) may take, 1.0 by
+    default.  txredisapi would otherwise wait for ever while Redis is down.
+  - C{pool_size}: connections to Redis per gateway node (2).
+
+Start-up: L{RedisSessionMap.start} opens C{pool_size} connections (AUTH
+when the URL has a password, then SELECT) and fails within C{timeout}, with
+one line naming the server (password hidden) and the reason, when Redis is
+unreachable, silent, or refuses the password.  A method called before
+C{start} starts the map itself.
+
+Redis trouble never waits unbounded and never raises out of a method: the
+returned L{Deferred} fails with L{SessionMapUnavailable} within C{timeout}.
+A command issued while no connection is up fails at once; a connection
+that lets a command time out (Redis hung, or the network) is dropped on the
+spot.  The pool reconnects by itself (after 0.5 s, then backing off to one
+attempt every 5 s; a refused AUTH or SELECT is retried too, where
+txredisapi alone would give up for good), and commands succeed again as
+soon as one connection is back.  The map logs the first failure of an
+outage and the recovery, once each.  A write that timed out may still be
+applied once Redis wakes up.
+
+Commands on one key always go over the same connection, so they are
+applied in the order they were issued.
+
+C{txredisapi} installs the default reactor when imported, so it is imported
+only when the map connects (L{RedisSessionMap.start}), never when this
+module is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..errors import ConfigError, SessionMapUnavailable
+from ..interfaces import ISessionMap, ISessionMapFactory
+
+__all__ = [
+    "RedisAddress",
+    "RedisSessionMap",
+    "RedisSessionMapFactory",
+    "SessionMapUnavailable",
+    "parseRedisURL",
+]
+
+#: The server used when the options name none.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+#: Seconds before the first reconnection attempt after a connection is lost.
+RECONNECT_INITIAL_DELAY = 0.5
+
+#: The longest wait between reconnection attempts, in seconds.
+RECONNECT_MAX_DELAY = 5.0
+
+#: The most connections C{pool_size} may ask for.
+MAX_POOL_SIZE = 32
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """
+    Where a Redis server is, parsed from a URL by L{parseRedisURL}.
+
+    @ivar host: the host name or address for TCP, or L{None} for a Unix
+        socket.
+    @ivar path: the Unix socket's path, or L{None} for TCP.
+    @ivar db: the database number, selected on every connection.
+    """
+
+    host: str | None
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        """
+        The URL, with any password replaced by C{***}.
+        """
+        credentials = ""
+        if self.username is not None or self.password is not None:
+            credentials = f"{self.username or ''}{':***' if self.password is not None else ''}@"
+        if self.path is not None:
+            query = f"?db={self.db}" if self.db else ""
+            return f"unix://{credentials}{self.path}{query}"
+        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
+        return f"redis://{credentials}{host}:{self.port}/{self.db}"
+
+    def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
+        """
+        @param reactor: provides L{IReactorTCP} or L{IReactorUNIX}.
+        @param timeout: seconds a connect may take.
+        @return: a client endpoint for the server.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+
+        if self.path is not None:
+            return UNIXClientEndpoint(reactor, self.path, timeout=timeout)
+        return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+
+
+def parseRedisURL(url: object) -> RedisAddress:
+    """
+    Parse C{redis://[[user]:password@]host[:port][/db]} or
+    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}.  User name and
+    password are percent-decoded.
+
+    @raise ConfigError: with a one-line reason that does not show the
+        password (and does not name the option, which the caller does).
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"must be a non-empty string such as {DEFAULT_URL!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"not a valid Redis URL: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "unix"):
+        raise ConfigError(
+            "must start with redis:// or unix:// (as in"
+            f" {DEFAULT_URL!r} or 'unix:///run/redis/redis.sock?db=0'), not {_redacted(url)!r}"
+        )
+    if parts.fragment:
+        raise ConfigError("must not have a #fragment")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = sorted({name for name, _ in query} - {"db"})
+    if unknown:
+        raise ConfigError(f"unknown query parameter {unknown[0]!r} (known: db)")
+    queryDb = [value for name, value in query if name == "db"]
+    if len(queryDb) > 1:
+        raise ConfigError("gives db more than once")
+    if scheme == "unix":
+        if parts.hostname or port is not None:
+            raise ConfigError(
+                "a unix:// URL names a socket path and no host:"
+                " unix:///path/to/redis.sock (three slashes)"
+            )
+        if not parts.path or parts.path == "/":
+            raise ConfigError("a unix:// URL needs a socket path: unix:///path/to/redis.sock")
+        db = _database(queryDb[0] if queryDb else "0")
+        return RedisAddress(None, 0, unquote(parts.path), db, username, password)
+    if not parts.hostname:
+        raise ConfigError("a redis:// URL needs a host: redis://host[:port][/db]")
+    if queryDb:
+        raise ConfigError("a redis:// URL gives the database as its path: redis://host:port/db")
+    path = parts.path.strip("/")
+    db = _database(path or "0")
+    return RedisAddress(parts.hostname, port or 6379, None, db, username, password)
+
+
+def _database(text: str) -> int:
+    """
+    @return: the database number C{text} gives.
+    @raise ConfigError: when it is not a non-negative integer.
+    """
+    if not text.isascii() or not text.isdigit():
+        raise ConfigError(f"the database must be a number >= 0, not {text!r}")
+    return int(text)
+
+
+def _redacted(url: str) -> str:
+    """
+    @return: C{url} with anything between C{"://"} and C{"@"} hidden.
+    """
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        return f"{head}://***@{tail.rpartition('@')[2]}"
+    return url
+
+
+@implementer(IStreamClientEndpoint)
+class _WatchedEndpoint:
+    """
+    A client endpoint that reports every failed connect (refused,
+    unreachable, timed out) to C{onFailure}, so that start-up fails at once
+    instead of waiting while txredisapi retries, and so that an outage's
+    message can say why reconnecting fails.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, onFailure: Callable[[str], None]) -> None:
+        self._endpoint = endpoint
+        self._onFailure = onFailure
+
+    def connect(self, protocolFactory) -> Deferred:
+        """
+        Connect through the wrapped endpoint.
+        """
+        return self._endpoint.connect(protocolFactory).addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        if not failure.check(CancelledError):
+            self._onFailure(failure.getErrorMessage())
+        return failure
+
+
+_protocolClass: type | None = None
+
+
+def _protocol() -> type:
+    """
+    @return: the txredisapi protocol class the map uses (made on first use,
+        since importing txredisapi installs the reactor).
+    """
+    global _protocolClass
+    if _protocolClass is None:
+        import txredisapi
+
+        class SetUpProtocol(txredisapi.RedisProtocol):
+            """
+            A txredisapi connection that authenticates and selects its
+            database itself before it joins the pool, and that the map can
+            drop.
+
+            txredisapi's own set-up stops reconnecting for good when AUTH or
+            SELECT fails or times out, as they do while Redis is loading its
+            data set (C{LOADING}) or hangs; this one drops the connection and
+            lets the pool try again with its backoff.  The failure is
+            reported to C{factory.watcher}, which fails a start in progress.
+
+            @ivar usable: false once L{drop} was called (the connection is
+                then closing, though txredisapi still counts it until its
+                C{connectionLost}).
+            """
+
+            usable = True
+
+            def connectionMade(self) -> None:
+                Deferred.fromCoroutine(self._setUp()).addErrback(
+                    lambda f: self.factory.watcher.log.failure("setting up a Redis connection", f)
+                )
+
+            async def _setUp(self) -> None:
+                watcher = self.factory.watcher
+                for what, command in watcher.setUpCommands():
+                    reply = self.execute_command(*command)
+                    reply.addTimeout(watcher.timeout, watcher.reactor)
+                    try:
+                        answer = await reply
+                        if isinstance(answer, Exception):
+                            raise answer
+                    except Exception as e:
+                        if isinstance(e, DeferredTimeout):
+                            e = f"no answer within {_seconds(watcher.timeout)}s"
+                        watcher.setUpFailed(f"{what}: {e}")
+                        self.drop()
+                        return
+                # The protocol itself has no password or database to set.
+                txredisapi.RedisProtocol.connectionMade(self)
+                watcher.setUpSucceeded()
+
+            def drop(self) -> None:
+                """
+                Stop using this connection and abort it; the pool
+                reconnects.
+                """
+                self.usable = False
+                if self.connected:
+                    self.transport.abortConnection()
+
+        _protocolClass = SetUpProtocol
+    return _protocolClass
+
+
+@implementer(ISessionMap)
+class RedisSessionMap:
+    """
+    Affinity and session records in Redis (see the module docstring for the
+    keys and their expiries), through a small non-lazy txredisapi pool.
+
+    L{start} connects; a method called before then starts the map itself
+    and waits for it within C{timeout}.
+
+    @ivar address: the server.
+    @ivar keyPrefix: prepended to every key.
+    @ivar timeout: seconds any one call may take.
+    @ivar poolSize: connections kept to Redis.
+    @ivar reactor: the reactor the map's timers and connections use.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        reactor,
+        *,
+        keyPrefix: str = "txgw:",
+        timeout: float = 1.0,
+        poolSize: int = 2,
+    ) -> None:
+        """
+        Nothing is connected here (see L{start}), so that building the
+        gateway's service touches no network.
+
+        @param reactor: provides L{IReactorTime} and L{IReactorTCP} (or
+            L{IReactorUNIX}).
+        """
+        self.address = address
+        self.keyPrefix = keyPrefix
+        self.timeout = timeout
+        self.poolSize = poolSize
+        self.reactor = reactor
+        self._prefix = keyPrefix.encode("utf-8")
+        self._factory: Any = None
+        self._started = False
+        self._starting: Deferred | None = None
+        self._outcome: Deferred | None = None
+        self._lastError: str | None = None
+        self._closed = False
+        self._failingSince: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether at least one connection to Redis is up and ready.
+        """
+        factory = self._factory
+        return (
+            self._started
+            and factory is not None
+            and any(c.connected and c.usable for c in factory.pool)
+        )
+
+    # Connecting.
+    def start(self) -> Deferred[None]:
+        """
+        Connect C{poolSize} connections (authenticated, database selected),
+        within C{timeout}.  Calling it again while it runs, or after it
+        succeeded, waits for the same outcome; after a failure it tries
+        again.
+
+        @return: L{Deferred} firing with L{None} once every connection is
+            ready, or failing with L{SessionMapUnavailable}, one line naming
+            the server and why (refused, no answer, wrong password...).
+        """
+        if self._closed:
+            return fail(SessionMapUnavailable(
+                f"the session map for Redis at {self.address} is closed"))
+        if self._starting is None:
+            self._starting = Deferred.fromCoroutine(self._connect())
+        starting = self._starting
+        waiter: Deferred[None] = Deferred()
+
+        def relay(error: SessionMapUnavailable | None) -> SessionMapUnavailable | None:
+            if error is None:
+                waiter.callback(None)
+            else:
+                if self._starting is starting:
+                    self._starting = None  # the next call tries again
+                waiter.errback(error)
+            return error
+
+        starting.addCallback(relay)
+        return waiter
+
+    async def _connect(self) -> SessionMapUnavailable | None:
+        """
+        Make the pool.  Never fails: returns the error instead, so that the
+        one Deferred can be shared by every waiter.
+        """
+        import txredisapi
+
+        address = self.address
+        # No password or database here: SetUpProtocol sends AUTH and SELECT.
+        # No replyTimeout either: the map bounds every command itself, and
+        # drops a silent connection before anything else can use it.
+        factory = txredisapi.RedisFactory(
+            str(address),
+            None,
+            self.poolSize,
+            isLazy=False,
+            handler=txredisapi.ConnectionHandler,
+            charset="utf-8",
+            convertNumbers=False,
+        )
+        factory.protocol = _protocol()
+        factory.watcher = self
+        factory.initialDelay = RECONNECT_INITIAL_DELAY
+        factory.maxDelay = RECONNECT_MAX_DELAY
+        outcome: Deferred = Deferred()
+        self._outcome = outcome
+
+        def settle(result):
+            if not outcome.called:
+                if isinstance(result, Failure):
+                    outcome.errback(result)
+                else:
+                    outcome.callback(result)
+
+        factory.deferred.addBoth(settle)
+        outcome.addTimeout(self.timeout, self.reactor)
+        self._factory = factory
+        factory.startConnecting(_WatchedEndpoint(
+            address.endpoint(self.reactor, self.timeout), self._connectFailed))
+        try:
+            await outcome
+        except Exception as e:
+            self._outcome = None
+            if self._closed:
+                return SessionMapUnavailable(f"the session map for Redis at {address} is closed")
+            if isinstance(e, DeferredTimeout):
+                reason = f"no answer within {_seconds(self.timeout)}s"
+            else:
+                reason = str(e).strip() or type(e).__name__
+            stopping = factory.disconnect()
+            stopping.addErrback(lambda f: None)
+            await _bounded(stopping, self.timeout, self.reactor)
+            self._factory = None
+            return SessionMapUnavailable(f"cannot use Redis at {address}: {reason}")
+        self._outcome = None
+        if self._closed:
+            # Closed while connecting: close() is already disconnecting.
+            return SessionMapUnavailable(f"the session map for Redis at {address} is closed")
+        self._started = True
+        self.log.info(
+            "session map: Redis at {address}, {n} connections, key prefix {prefix!r}",
+            address=str(address), n=self.poolSize, prefix=self.keyPrefix,
+        )
+        return None
+
+    # Told by the connections (SetUpProtocol and _WatchedEndpoint).
+    def setUpCommands(self) -> list[tuple[str, tuple[str, ...]]]:
+        """
+        @return: what each new connection sends before it is used, with a
+            description for errors: AUTH when the URL has a password, and
+            SELECT (always, so that a server wanting a password is found
+            out at once).
+        """
+        address = self.address
+        commands = []
+        if address.password is not None:
+            credentials = (address.username, address.password) if address.username else (address.password,)
+            commands.append(("could not authenticate", ("AUTH", *credentials)))
+        commands.append((f"could not select database {address.db}", ("SELECT", str(address.db))))
+        return commands
+
+    def setUpFailed(self, reason: str) -> None:
+        """
+        A new connection could not be set up: fail a start in progress, or
+        remember why reconnecting fails.
+        """
+        self._lastError = reason
+        self._settleStart(reason)
+
+    def setUpSucceeded(self) -> None:
+        """
+        A connection is ready: forget why earlier attempts failed, and the
+        dead connections txredisapi's idle queue (which the map does not
+        use) still holds.
+        """
+        self._lastError = None
+        if self._factory is not None:
+            queue = self._factory.connectionQueue
+            queue.pending[:] = [c for c in queue.pending if c.connected]
+
+    def _connectFailed(self, reason: str) -> None:
+        self._lastError = reason
+        self._settleStart(f"could not connect: {reason}")
+
+    def _settleStart(self, reason: str) -> None:
+        outcome = self._outcome
+        if outcome is not None and not outcome.called:
+            outcome.errback(SessionMapUnavailable(reason))
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every connection and stop reconnecting.  Later calls fail
+        with L{SessionMapUnavailable}.
+
+        @return: L{Deferred} firing with L{None} once the connections are
+            closed (or after C{timeout}, whichever comes first).
+        """
+        self._closed = True
+        factory, self._factory, self._started = self._factory, None, False
+        if factory is None:
+            return succeed(None)
+        stopping = factory.disconnect()
+        stopping.addErrback(lambda f: self.log.failure("closing Redis connections failed", f))
+        return Deferred.fromCoroutine(_bounded(stopping, self.timeout, self.reactor))
+
+    # Commands.
+    def _command(self, command: str, key: bytes, *args: bytes | str) -> Deferred:
+        """
+        Run one Redis command on C{key}, bounded by C{timeout} from the call
+        (waiting for L{start} included).
+
+        @return: L{Deferred} firing with the reply, or failing with
+            L{SessionMapUnavailable}.
+        """
+        d = Deferred.fromCoroutine(self._execute(command, key, args))
+        d.addCallbacks(self._succeeded, self._failed, errbackArgs=(command,))
+        return d
+
+    async def _execute(self, command: str, key: bytes, args: tuple) -> Any:
+        if self._closed:
+            raise SessionMapUnavailable(f"the session map for Redis at {self.address} is closed")
+        deadline = self.reactor.seconds() + self.timeout
+        if not self._started:
+            waiting = self.start()
+            waiting.addTimeout(self.timeout, self.reactor)
+            try:
+                await waiting
+            except DeferredTimeout:
+                raise self._noAnswer(command) from None
+            if self._closed:
+                raise SessionMapUnavailable(
+                    f"the session map for Redis at {self.address} is closed")
+        # Commands on one key always take the same connection, so that they
+        # run in the order they were issued (txredisapi would pick one at
+        # random): a session's "attached" then "detached" records, or a
+        # record then its deletion, are never swapped.
+        connections = [c for c in self._factory.pool if c.connected and c.usable]
+        if not connections:
+            why = f"; last attempt: {self._lastError}" if self._lastError else ""
+            raise SessionMapUnavailable(
+                f"not connected to Redis at {self.address} (reconnecting{why})"
+            )
+        connection = connections[zlib.crc32(key) % len(connections)]
+        reply = connection.execute_command(command, key, *args)
+        reply.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
+        try:
+            return await reply
+        except DeferredTimeout:
+            # Silent (hung, or half-open): stop using it before anything
+            # else runs, and let the pool reconnect.
+            connection.drop()
+            raise self._noAnswer(command) from None
+
+    def _noAnswer(self, command: str) -> SessionMapUnavailable:
+        return SessionMapUnavailable(
+            f"Redis at {self.address} did not answer {command} within {_seconds(self.timeout)}s"
+        )
+
+    def _succeeded(self, reply: Any) -> Any:
+        if self._failingSince is not None:
+            self.log.info(
+                "Redis at {address} answers again after {s:.1f}s",
+                address=str(self.address), s=self.reactor.seconds() - self._failingSince,
+            )
+            self._failingSince = None
+        return reply
+
+    def _failed(self, failure: Failure, command: str) -> Failure:
+        if failure.check(CancelledError):
+            return failure  # cancelled by the caller, not a Redis problem
+        if failure.check(SessionMapUnavailable):
+            error = failure.value
+        else:
+            reason = str(failure.value) or failure.type.__name__
+            error = SessionMapUnavailable(f"Redis at {self.address}: {command} failed: {reason}")
+        if self._failingSince is None and not self._closed:
+            self._failingSince = self.reactor.seconds()
+            self.log.warn(
+                "{error}; affinity falls back to the balancer, and session records"
+                " are not kept, until Redis answers again",
+                error=str(error),
+            )
+        return Failure(error)
+
+    def _key(self, kind: bytes, *parts: bytes) -> bytes:
+        return b"".join([self._prefix, kind, b":", b":".join(parts)])
+
+    def _affinityKey(self, pool: str, key: bytes) -> bytes:
+        return self._key(b"aff", pool.encode("utf-8"), key)
+
+    def _sessionKey(self, sid: str) -> bytes:
+        return self._key(b"sess", sid.encode("utf-8"))
+
+    def _set(self, key: bytes, value: str, ttl: float) -> Deferred[None]:
+        if ttl <= 0:
+            d = self._command("DEL", key)
+        else:
+            d = self._command("SET", key, value, "PX", str(max(1, math.ceil(ttl * 1000))))
+        return d.addCallback(lambda _: None)
+
+    def getAffinity(self, pool: str, key: bytes) -> Deferred[str | None]:
+        """
+        C{GET {prefix}aff:{pool}:{key}}.  A read does not extend the
+        record's life.
+
+        @return: L{Deferred} firing with the recorded backend name, or
+            L{None}.
+        """
+        return self._command("GET", self._affinityKey(pool, key)).addCallback(_text)
+
+    def setAffinity(self, pool: str, key: bytes, backend: str, ttl: float) -> Deferred[None]:
+        """
+        C{SET {prefix}aff:{pool}:{key} backend PX ttl}: record (or refresh)
+        that C{key} in C{pool} is served by C{backend} for C{ttl} seconds.
+        A C{ttl} of 0 or less forgets the key.
+        """
+        return self._set(self._affinityKey(pool, key), backend, ttl)
+
+    def forgetAffinity(self, pool: str, key: bytes) -> Deferred[None]:
+        """
+        C{DEL {prefix}aff:{pool}:{key}}.
+        """
+        return self._command("DEL", self._affinityKey(pool, key)).addCallback(lambda _: None)
+
+    def getSession(self, sid: str) -> Deferred[dict | None]:
+        """
+        C{GET {prefix}sess:{sid}}.
+
+        @return: L{Deferred} firing with the session's record, or L{None}
+            when there is none (or it is not a JSON object, which is
+            logged).
+        """
+        return self._command("GET", self._sessionKey(sid)).addCallback(self._record, sid)
+
+    def _record(self, reply: Any, sid: str) -> dict | None:
+        text = _text(reply)
+        if text is None:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            self.log.warn("Redis at {address}: session record {sid}... is not a JSON object; ignored",
+                          address=str(self.address), sid=sid[:6])
+            return None
+        return record
+
+    def putSession(self, sid: str, record: Mapping[str, Any], ttl: float) -> Deferred[None]:
+        """
+        C{SET {prefix}sess:{sid} json PX ttl}: record (or replace) a
+        session's record for C{ttl} seconds; 0 or less forgets it.
+        """
+        text = json.dumps(dict(record), separators=(",", ":"), sort_keys=True)
+        return self._set(self._sessionKey(sid), text, ttl)
+
+    def forgetSession(self, sid: str) -> Deferred[None]:
+        """
+        C{DEL {prefix}sess:{sid}}.
+        """
+        return self._command("DEL", self._sessionKey(sid)).addCallback(lambda _: None)
+
+
+def _text(reply: Any) -> str | None:
+    """
+    @return: a string reply (txredisapi hands over bytes it could not
+        decode as UTF-8) or L{None}.
+    """
+    if reply is None or isinstance(reply, str):
+        return reply
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    return str(reply)
+
+
+def _seconds(value: float) -> str:
+    """
+    @return: C{value} written briefly (C{1}, C{0.5}).
+    """
+    return f"{value:g}"
+
+
+async def _bounded(d: Deferred, timeout: float, reactor) -> None:
+    """
+    Wait for C{d}, at most C{timeout} seconds, whatever it fires with.
+    """
+    waiter: Deferred = Deferred()
+    d.addBoth(lambda result: (None if waiter.called else waiter.callback(None), result)[1])
+    waiter.addTimeout(timeout, reactor)
+    try:
+        await waiter
+    except DeferredTimeout:
+        pass
+
+
+@implementer(IPlugin, ISessionMapFactory)
+class RedisSessionMapFactory:
+    """
+    Makes L{RedisSessionMap}s.  Options: C{url} (L{parseRedisURL};
+    C{redis://127.0.0.1:6379/0} by default), C{key_prefix} (a string,
+    C{"txgw:"}), C{timeout} (seconds > 0, 1.0) and C{pool_size} (1 to
+    L{MAX_POOL_SIZE}, 2).
+    """
+
+    name = "redis"
+    description = "affinity and session records in Redis, shared by several gateway nodes"
+    options = ("url", "key_prefix", "timeout", "pool_size")
+
+    def __call__(self, options: Mapping[str, object], reactor) -> ISessionMap:
+        """
+        Check the options; nothing is connected until the map's C{start}.
+
+        @raise ConfigError: one line naming the option and the reason.
+        """
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ConfigError(
+                f"unknown option {unknown[0]!r} for session map 'redis'"
+                f" (known: {', '.join(self.options)})"
+            )
+        try:
+            address = parseRedisURL(options.get("url", DEFAULT_URL))
+        except ConfigError as e:
+            raise ConfigError(f"session map 'redis': url: {e}") from None
+        prefix = options.get("key_prefix", "txgw:")
+        if not isinstance(prefix, str):
+            raise ConfigError(f"session map 'redis': key_prefix must be a string, not {prefix!r}")
+        timeout = options.get("timeout", 1.0)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigError(
+                f"session map 'redis': timeout must be a number of seconds > 0, not {timeout!r}"
+            )
+        size = options.get("pool_size", 2)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_POOL_SIZE:
+            raise ConfigError(
+                f"session map 'redis': pool_size must be an integer from 1 to {MAX_POOL_SIZE},"
+                f" not {size!r}"
+            )
+        return RedisSessionMap(
+            address, reactor, keyPrefix=prefix, timeout=float(timeout), poolSize=size
+        )
