@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set-up for bench/run: Debian's nginx and haproxy (apt-get, when missing) and
+# Node's ws package in bench/node_modules (npm ci, from package-lock.json).
+# Node 20 and npm must already be installed.  A second run with nothing
+# missing does no network work.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+missing=()
+command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing+=(nginx)
+command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || missing+=(haproxy)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]} with apt-get" >&2
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "setup: node and npm are needed (Node 20 or later)" >&2
+    exit 1
+fi
+
+# npm ci again only when the lock file is newer than the last install.
+if [ ! -f node_modules/.installed ] || [ package-lock.json -nt node_modules/.installed ]; then
+    npm ci --no-audit --no-fund
+    touch node_modules/.installed
+fi
