@@ -22,7 +22,7 @@ from .routing import Router, parseKeySpec
 from .session import SessionRegistry
 from .site import GatewayFactory
 
-__all__ = ["GatewayService", "DEMO_BACKENDS"]
+__all__ = ["GatewayService", "DEMO_BACKENDS", "DEFAULT_BACKLOG", "withBacklog"]
 
 #: How many echo backends C{--demo} starts.
 DEMO_BACKENDS = 3
@@ -63,7 +63,9 @@ class GatewayService(MultiService):
         self.endpoints = []
         for description in config.listen:
             try:
-                self.endpoints.append((description, serverFromString(reactor, description)))
+                self.endpoints.append(
+                    (description, serverFromString(reactor, withBacklog(description)))
+                )
             except (ValueError, KeyError, TypeError) as e:
                 raise ConfigError(f"listen: {description!r} is not a usable endpoint: {e}") from None
         self.factory = GatewayFactory(self)
@@ -251,3 +253,19 @@ def _why(error: BaseException) -> str:
     The operating system's reason a listener could not be bound.
     """
     return str(getattr(error, "socketError", None) or error)
+
+
+#: The listen backlog of TCP and TLS listeners that do not set one (nginx's
+#: default; Twisted's own, 50, drops connections in a burst of handshakes).
+DEFAULT_BACKLOG = 511
+
+
+def withBacklog(description: str) -> str:
+    """
+    @return: the endpoint string C{description}, with C{backlog=511} added
+        when it is a TCP or TLS listener that does not set a backlog.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
