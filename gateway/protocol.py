@@ -38,6 +38,7 @@ __all__ = [
     "packetFromJSON",
     "Inbox",
     "Outbox",
+    "shortId",
     "CLOSE_ENDED",
     "CLOSE_SUPERSEDED",
     "CLOSE_TOO_BIG",
@@ -321,6 +322,16 @@ def packetFromJSON(obj: object) -> Packet:
         code = _count(obj, "code")
         return Close(code, _text(obj, "reason", 1024))
     raise ProtocolError(f"unknown packet type {kind!r}")
+
+
+def shortId(sid: str | None) -> str:
+    """
+    @return: a session id as it may be logged: its first 8 characters and an
+        ellipsis (ids are never logged in full), or C{"-"} for none.
+    """
+    if sid is None:
+        return "-"
+    return sid[:8] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 class Inbox:

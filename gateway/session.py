@@ -36,6 +36,7 @@ from .protocol import (
     Inbox,
     Outbox,
     Welcome,
+    shortId,
 )
 
 if TYPE_CHECKING:
@@ -50,14 +51,6 @@ __all__ = [
     "ResumeRefused",
     "shortId",
 ]
-
-def shortId(sid: str) -> str:
-    """
-    @return: the first 8 characters of a session id, for logs (ids are never
-        logged in full).
-    """
-    return sid[:8] + "…"
-
 
 class ISessionTransport(Interface):
     """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import GatewayError, LimitExceeded
+from ..protocol import shortId
 
 __all__ = [
     "ClientState",
@@ -22,15 +23,6 @@ __all__ = [
     "Backoff",
     "shortId",
 ]
-
-
-def shortId(value: str | None) -> str:
-    """
-    @return: C{value} as logged: its first 8 characters and an ellipsis.
-    """
-    if value is None:
-        return "-"
-    return value[:8] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 class ClientState(enum.Enum):

@@ -27,8 +27,9 @@ from ..protocol import (
     decodeMessage,
     encodeControl,
     encodeData,
+    shortId,
 )
-from ..session import ISessionTransport, ResumeRefused, shortId
+from ..session import ISessionTransport, ResumeRefused
 
 __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 
