@@ -405,8 +405,9 @@ class Tunnel:
             expected = int(length) if length is not None else 0
         except ValueError:
             expected = 0
-        if expected > self.limits.maxErrorBody or head.get(b"transfer-encoding"):
-            expected = 0
+        if expected < 0 or head.get(b"transfer-encoding"):
+            expected = 0  # a chunked body is not decoded: none is passed on
+        expected = min(expected, self.limits.maxErrorBody)  # the rest is cut
         self._refusal = (head, expected)
         self.refusalBodyReceived()
 

@@ -239,6 +239,26 @@ async def test_backend_refusal_status_reaches_client(make_gateway):
 
 
 @pytest_twisted.ensureDeferred
+async def test_backend_refusal_body_cut_at_max_error_body(make_gateway):
+    """
+    A refusal body longer than max_error_body reaches the client cut to
+    that many bytes, with a Content-Length that says so.
+    """
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(_Refuse()))
+    try:
+        from gateway.config import BackendConfig
+
+        backend = BackendConfig("refuser", f"ws://127.0.0.1:{port.getHost().port}", "127.0.0.1",
+                                port.getHost().port, False)
+        gateway = await make_gateway([backend], limits=Limits(maxErrorBody=3))
+        response = await rawExchange(gateway.port, UPGRADE + b"\r\n")
+        assert status(response) == 403
+        assert response.endswith(b"Content-Length: 3\r\nConnection: close\r\n\r\ngo ")
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_unreachable_backend_next_candidate_tried(echo_backends, make_gateway):
     """
     With one backend refusing connections, every client is still served by
