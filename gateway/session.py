@@ -234,7 +234,12 @@ class Session:
         a duplicate, and acknowledge.
 
         @raise ProtocolError: for a gap in the sequence.
+        @raise LimitExceeded: for a payload over C{max_message_bytes} (the
+            transport closes its connection with 1009; nothing is accepted).
         """
+        limit = self.registry.config.maxMessageBytes
+        if len(message.payload) > limit:
+            raise LimitExceeded(f"a message of {len(message.payload)} bytes is over the limit of {limit}")
         if self.inbox.receive(message):
             if self.link is None:
                 # The backend is gone: the session is ending and can take

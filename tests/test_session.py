@@ -241,3 +241,25 @@ def test_session_record_written():
     assert record["created"] == 0 and record["updated"] == 0
     session.closeReceived(Close(1000, "bye"))
     assert registry.sessionMap.getSession(session.sid).result is None
+
+
+def test_ended_sessions_remembered_within_bound():
+    """
+    Past max_ended the oldest ended session is forgotten: resuming it then
+    gets 4404 (unknown) instead of 4410 (expired).
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(maxEnded=1), clock, MemorySessionMap(clock))
+    ended = []
+    for _ in range(2):
+        link = FakeLink()
+        registry.reserve()
+        session = registry.create(registry.newId(), Pool("p", [link.backend], None), link)
+        session.end(1001, "client did not resume", 4410)
+        ended.append(session.sid)
+    codes = []
+    for sid in ended:
+        with pytest.raises(ResumeRefused) as caught:
+            registry.find(Hello(sid, "x", 0))
+        codes.append(caught.value.code)
+    assert codes == [4404, 4410]

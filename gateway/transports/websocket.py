@@ -19,6 +19,7 @@ from ..backend import sendCloseCode
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
     CLOSE_UNAVAILABLE,
     SUBPROTOCOL,
     Data,
@@ -93,6 +94,8 @@ class SessionWebSocket(WebSocketServerProtocol):
                 return
             session.lastReceived = self.factory.gateway.reactor.seconds()
             session.packetReceived(packet)
+        except LimitExceeded as e:  # before ProtocolError, its base
+            self.closeTransport(CLOSE_TOO_BIG, str(e)[:120])
         except ProtocolError as e:
             self.factory.gateway.clientErrors += 1
             self.log.debug("session protocol error: {error}", error=e)

@@ -321,3 +321,23 @@ async def test_shutdown_ends_sessions(echo_backends, make_gateway):
     await within(gateway.service.stopService())
     assert (await closeCode(raw))[0] == 1001
     assert (await within(closed))[1] == 1001
+
+
+@pytest_twisted.ensureDeferred
+async def test_message_over_max_message_bytes(echo_backends, make_gateway):
+    """
+    A data message over max_message_bytes closes that client connection
+    with 1009; the session is detached, not ended (the backend keeps its
+    connection and never sees the message), and one at the limit passes.
+    """
+    backends = await echo_backends(1, record=True)
+    gateway = await make_gateway(backends, session=SessionConfig(maxMessageBytes=1024))
+    raw, welcome = await Raw.open(gateway.url)
+    raw.data(1, b"x" * 1024)
+    assert await raw.nextData() == Data(1, b"x" * 1024, True)
+    raw.data(2, b"y" * 1025)
+    assert (await closeCode(raw))[0] == 1009
+    session = gateway.service.sessions.sessions[welcome.sid]
+    await waitUntil(lambda: session.state == "detached")
+    assert backends[0].factory.received == [b"x" * 1024]
+    assert backends[0].factory.closes == []
