@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TypeVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -150,15 +156,23 @@ def backendEndpoint(reactor, backend: Backend, timeout: float) -> IStreamClientE
     @param backend: where to connect.
     @param timeout: seconds a TCP connect may take.
     @return: an endpoint that connects to C{backend}, through TLS (with the
-        backend's host name verified) when its URL is C{wss://}.
+        backend's host name verified) when its URL is C{wss://}.  A host
+        that is an IP address is connected to directly; only a name goes
+        through L{HostnameEndpoint}, which resolves it (in a thread) and
+        tries each of its addresses.
     """
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(
-        reactor, backend.host, backend.port, timeout=timeout
-    )
+    endpoint: IStreamClientEndpoint
+    host = backend.host
+    if isIPAddress(host):
+        endpoint = TCP4ClientEndpoint(reactor, host, backend.port, timeout=timeout)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, backend.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, backend.port, timeout=timeout)
     if backend.secure:
         from twisted.internet.ssl import optionsForClientTLS
 
-        endpoint = wrapClientTLS(optionsForClientTLS(backend.host), endpoint)
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
     return endpoint
 
 

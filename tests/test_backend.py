@@ -1,6 +1,7 @@
 """
-Tests for L{gateway.backend.connectToPool}: affinity through the session
-map, and a failing session map never failing a client's connection.
+Tests for L{gateway.backend}: L{connectToPool} (affinity through the
+session map, and a failing session map never failing a client's
+connection) and L{backendEndpoint} (IP addresses connected to directly).
 """
 
 from __future__ import annotations
@@ -8,10 +9,14 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
-from gateway.backend import connectToPool
+from gateway.backend import backendEndpoint, connectToPool
 from gateway.balancers import LeastConnections
 from gateway.errors import GatewayError
 from gateway.pool import Backend, Pool
@@ -128,3 +133,42 @@ async def test_notStickyLeavesMapAlone():
     sessionMap = FailingMap(Outage("Redis down"))
     await connectToPool(makePool(), None, False, sessionMap, Observer(), connected)
     assert sessionMap.calls == []
+
+
+@pytest.mark.parametrize(
+    "host, kind",
+    [("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint), ("echo.internal", HostnameEndpoint)],
+)
+def test_backendEndpointByHost(host, kind):
+    """
+    An IP address is connected to directly (IPv4 or IPv6), with no name
+    resolution; only a host name goes through L{HostnameEndpoint}.
+    """
+    endpoint = backendEndpoint(MemoryReactorClock(), Backend("b", host, 9001), 5.0)
+    assert type(endpoint) is kind
+
+
+def test_backendEndpointIPConnectsAtOnce():
+    """
+    Connecting to an IPv4 backend calls C{connectTCP} in the same call,
+    with the backend's address, port and connect timeout: nothing is
+    resolved in a thread first.
+    """
+    reactor = MemoryReactorClock()
+    backendEndpoint(reactor, Backend("b", "127.0.0.1", 9001), 7.0).connect(Factory())
+    [(host, port, _, timeout, _)] = reactor.tcpClients
+    assert (host, port, timeout) == ("127.0.0.1", 9001, 7.0)
+
+
+def test_backendEndpointTLS():
+    """
+    A C{wss://} backend is reached through TLS, an IP address as directly
+    as over plain TCP.
+    """
+    reactor = MemoryReactorClock()
+    endpoint = backendEndpoint(reactor, Backend("b", "127.0.0.1", 9443, secure=True), 5.0)
+    assert IStreamClientEndpoint.providedBy(endpoint)
+    assert type(endpoint) is not TCP4ClientEndpoint
+    endpoint.connect(Factory())
+    [(host, port, _, _, _)] = reactor.tcpClients
+    assert (host, port) == ("127.0.0.1", 9443)
