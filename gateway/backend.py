@@ -207,9 +207,11 @@ class BackendLink(WebSocketClientProtocol):
 
     Messages that arrive before the session is bound are held and handed
     over by L{bind}.
-    """
 
-    log = Logger()
+    Its C{log} is Autobahn's own (txaio's), which drops debug events where
+    they are emitted: Autobahn logs at debug level twice per frame, and a
+    plain L{Logger} here would format and write every one of them.
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
-from gateway.backend import backendEndpoint, connectToPool
+from gateway.backend import BackendLink, backendEndpoint, connectToPool
 from gateway.balancers import LeastConnections
 from gateway.errors import GatewayError
 from gateway.pool import Backend, Pool
@@ -172,3 +172,20 @@ def test_backendEndpointTLS():
     endpoint.connect(Factory())
     [(host, port, _, _, _)] = reactor.tcpClients
     assert (host, port) == ("127.0.0.1", 9443)
+
+
+def test_backendLinkDropsDebugEvents():
+    """
+    A backend link logs through Autobahn's own (txaio) logger, which drops
+    debug events where they are emitted (Autobahn emits two per frame), and
+    passes warnings on.
+    """
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        link = BackendLink()
+        link.log.debug("{n} bytes", n=1)
+        link.log.warn("a warning")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e["log_format"] for e in events] == ["a warning"]

@@ -9,10 +9,10 @@ nothing of backends beyond asking the service to open a session.
 
 from __future__ import annotations
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..backend import sendCloseCode
@@ -44,7 +44,11 @@ class SessionWebSocket(WebSocketServerProtocol):
     L{gateway.site.GatewayFactory.openSession} needs to open a session).
     """
 
-    log = Logger()
+    #: txaio's logger, as Autobahn's own classes have, not a plain
+    #: L{Logger}: Autobahn logs at debug level twice per frame through this
+    #: attribute, and txaio drops those events where they are emitted
+    #: instead of formatting and writing each one.
+    log = txaio.make_logger()
 
     def __init__(self) -> None:
         super().__init__()
