@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .errors import ConfigError
+from .pool import MAX_WEIGHT
 
 __all__ = [
     "BackendConfig",
@@ -31,10 +32,14 @@ __all__ = [
     "Limits",
     "SessionMapConfig",
     "SessionConfig",
+    "AdminConfig",
     "GatewayConfig",
     "ConfigError",
     "loadConfig",
     "parseBackendURL",
+    "restartNeeded",
+    "MIN_ADMIN_TOKEN",
+    "MAX_ADMIN_TOKEN",
 ]
 
 
@@ -209,6 +214,29 @@ class SessionMapConfig:
     options: tuple[tuple[str, object], ...] = ()
 
 
+#: The shortest and longest admin API token, in characters.
+MIN_ADMIN_TOKEN = 16
+MAX_ADMIN_TOKEN = 1024
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """
+    The admin API: its own listener, and the bearer token every request
+    must carry.
+
+    @ivar listen: a Twisted server endpoint string.
+    @ivar token: printable ASCII without spaces, L{MIN_ADMIN_TOKEN} to
+        L{MAX_ADMIN_TOKEN} characters (never shown by C{repr}).
+    @ivar tokenFile: where the token was read from, or L{None} when it was
+        written in the file.
+    """
+
+    listen: str
+    token: str = field(repr=False)
+    tokenFile: str | None = None
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """
@@ -216,6 +244,7 @@ class GatewayConfig:
 
     @ivar trustedProxies: CIDR networks whose X-Forwarded-For / Forwarded
         headers are kept and appended to; from anyone else they are replaced.
+    @ivar admin: the admin API, or L{None} for none.
     """
 
     listen: tuple[str, ...] = ("tcp:8080",)
@@ -226,6 +255,7 @@ class GatewayConfig:
     trustedProxies: tuple[str, ...] = ()
     sessionMap: SessionMapConfig = field(default_factory=SessionMapConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    admin: AdminConfig | None = None
     demo: bool = False
     source: str = "<options>"
 
@@ -265,7 +295,9 @@ _TOP_KEYS = (
     "session_map",
     "route",
     "pool",
+    "admin",
 )
+_ADMIN_KEYS = ("listen", "token", "token_file")
 _ROUTE_KEYS = ("prefix", "pool")
 _POOL_KEYS = (
     "balance",
@@ -516,11 +548,18 @@ class _Reader:
         return value
 
     def integer(
-        self, table: dict[str, Any], path: str, key: str, default: int, minimum: int
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: int,
+        minimum: int,
+        maximum: int | None = None,
     ) -> int:
         """
         @return: the integer C{table[key]} (not a boolean, not a float),
-            at least C{minimum}, or C{default} when the key is absent.
+            at least C{minimum} (and at most C{maximum}, when given), or
+            C{default} when the key is absent.
         """
         value = table.get(key, _MISSING)
         if value is _MISSING:
@@ -529,6 +568,11 @@ class _Reader:
             self.fail(
                 _keyPath(path, key),
                 f"must be an integer >= {minimum}, not {_show(value)}",
+            )
+        if maximum is not None and value > maximum:
+            self.fail(
+                _keyPath(path, key),
+                f"must be an integer <= {maximum}, not {_show(value)}",
             )
         return value
 
@@ -753,7 +797,7 @@ def _readBackend(reader: _Reader, table: dict[str, Any], path: str) -> BackendCo
         host=host,
         port=port,
         secure=secure,
-        weight=reader.integer(table, path, "weight", 1, 1),
+        weight=reader.integer(table, path, "weight", 1, 1, MAX_WEIGHT),
         maxConnections=reader.integer(table, path, "max_connections", 0, 0),
     )
 
@@ -810,6 +854,104 @@ def _readPool(reader: _Reader, name: str, value: object) -> PoolConfig:
             table, path, "connect_attempts", defaults.connectAttempts, 1
         ),
     )
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]+\Z")
+
+
+def _checkToken(reader: _Reader, path: str, token: str) -> str:
+    """
+    Check an admin token's characters and length (the token itself is never
+    shown in the message).
+    """
+    if not _TOKEN.match(token):
+        reader.fail(path, "must be printable ASCII without spaces")
+    if len(token) < MIN_ADMIN_TOKEN:
+        reader.fail(path, f"must be at least {MIN_ADMIN_TOKEN} characters long, not {len(token)}")
+    if len(token) > MAX_ADMIN_TOKEN:
+        reader.fail(path, f"must be at most {MAX_ADMIN_TOKEN} characters long")
+    return token
+
+
+def _readTokenFile(reader: _Reader, path: str, filename: str) -> str:
+    """
+    Read an admin token from a file: its content, without surrounding
+    white space (a trailing newline), checked as L{_checkToken} does.
+    """
+    try:
+        with open(filename, "rb") as stream:
+            data = stream.read(MAX_ADMIN_TOKEN + 1024)
+    except OSError as error:
+        reader.fail(path, f"cannot read {filename}: {error.strerror or error}")
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        reader.fail(path, f"{filename} must hold printable ASCII without spaces")
+    if not token:
+        reader.fail(path, f"{filename} is empty")
+    where = f"{path}: the token in {filename}" if path else f"the token in {filename}"
+    return _checkToken(reader, where, token)
+
+
+def _readAdmin(
+    reader: _Reader, value: object, directory: str
+) -> tuple[str | None, str | None, str | None]:
+    """
+    Read the C{[admin]} table: C{listen}, and C{token} or C{token_file} (a
+    relative path is taken from the directory of the configuration file).
+    Whether the pieces are all there is checked once the flags are known.
+
+    @return: C{(listen, token, tokenFile)}, each L{None} when absent.
+    """
+    table = reader.table(value, "admin", _ADMIN_KEYS)
+    listen = reader.string(table, "admin", "listen", None)
+    token = reader.string(table, "admin", "token", None)
+    tokenFile = reader.string(table, "admin", "token_file", None)
+    if token is not None and tokenFile is not None:
+        reader.fail("admin", "give token or token_file, not both")
+    if token is not None:
+        _checkToken(reader, "admin.token", token)
+    if tokenFile is not None:
+        tokenFile = os.path.join(directory, tokenFile)
+        token = _readTokenFile(reader, "admin.token_file", tokenFile)
+    return listen, token, tokenFile
+
+
+def _admin(
+    fileReader: _Reader,
+    fromFile: tuple[str | None, str | None, str | None] | None,
+    listenFlag: str | None,
+    tokenFileFlag: str | None,
+) -> AdminConfig | None:
+    """
+    Combine the file's C{[admin]} table with C{--admin} and
+    C{--admin-token-file} (the flags win).
+    """
+    listen, token, tokenFile = fromFile or (None, None, None)
+    if listenFlag is not None:
+        if not listenFlag:
+            _Reader("--admin").fail("", "must not be empty")
+        listen = listenFlag
+    if tokenFileFlag is not None:
+        if fromFile is None and listenFlag is None:
+            raise _configError(
+                "--admin-token-file goes with --admin LISTEN or an [admin] table"
+            )
+        if not tokenFileFlag:
+            _Reader("--admin-token-file").fail("", "must not be empty")
+        token = _readTokenFile(_Reader("--admin-token-file"), "", tokenFileFlag)
+        tokenFile = tokenFileFlag
+    if fromFile is None and listenFlag is None:
+        return None
+    if listen is None:
+        fileReader.fail("admin.listen", "is required (or give --admin LISTEN)")
+    if token is None:
+        if fromFile is None:
+            _Reader("--admin").fail(
+                "", "needs a token: give --admin-token-file PATH (or token_file in [admin])"
+            )
+        fileReader.fail("admin", "needs token or token_file (or --admin-token-file PATH)")
+    return AdminConfig(listen=listen, token=token, tokenFile=tokenFile)
 
 
 def _readRoutes(reader: _Reader, table: dict[str, Any]) -> list[RouteConfig]:
@@ -894,6 +1036,8 @@ def loadConfig(
     balance: str | None = None,
     demo: bool = False,
     redis: str | None = None,
+    admin: str | None = None,
+    adminTokenFile: str | None = None,
 ) -> GatewayConfig:
     """
     Read a TOML configuration file (or none) and apply the command-line
@@ -910,6 +1054,11 @@ def loadConfig(
     @param redis: C{--redis}: a Redis URL; the session map becomes C{redis}
         on it.  The file's other C{[session_map]} options are kept when its
         type is C{redis} too, and dropped otherwise.
+    @param admin: C{--admin}: the admin API's endpoint string; replaces the
+        file's C{admin.listen}.
+    @param adminTokenFile: C{--admin-token-file}: the file holding the
+        admin API's token; replaces the file's C{admin.token} or
+        C{admin.token_file}.
     @raise ConfigError: with a one-line message naming the file (or option),
         the key and the reason.  Balancer names, session map types and
         endpoint strings are not checked here but by the service, which
@@ -919,6 +1068,7 @@ def loadConfig(
     pools: list[PoolConfig] = []
     routes: list[RouteConfig] | None = None
     fileReader = _Reader(_OPTIONS_SOURCE)
+    adminFromFile = None
 
     if path is not None:
         path = os.fspath(path)
@@ -949,6 +1099,10 @@ def loadConfig(
         pools = [_readPool(fileReader, name, item) for name, item in poolTables.items()]
         if "route" in document:
             routes = _readRoutes(fileReader, document)
+        if "admin" in document:
+            adminFromFile = _readAdmin(
+                fileReader, document["admin"], os.path.dirname(os.path.abspath(path))
+            )
 
     if listen:
         for endpoint in listen:
@@ -957,6 +1111,9 @@ def loadConfig(
         config = dataclasses.replace(config, listen=tuple(listen))
     if redis is not None:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
+    config = dataclasses.replace(
+        config, admin=_admin(fileReader, adminFromFile, admin, adminTokenFile)
+    )
     if balance is not None and not backends:
         raise _configError(
             "--balance goes with --backend; set balance in a [pool.NAME] table instead"
@@ -993,3 +1150,46 @@ def loadConfig(
             "[[pool.NAME.backend]] tables, or give --backend URL or --demo"
         )
     return dataclasses.replace(config, pools=tuple(pools), routes=tuple(routes or ()))
+
+
+def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """
+    What a reload from C{running} to C{new} cannot apply: everything but the
+    backends of existing pools, their C{balance}, C{affinity_ttl},
+    C{fail_timeout} and C{connect_attempts}, and the admin token.
+
+    @return: the key paths, as written in the file, whose new values take
+        effect only after a restart (empty when the reload applies all).
+    """
+    paths: list[str] = []
+    for key, attribute in (
+        ("listen", "listen"),
+        ("trusted_proxies", "trustedProxies"),
+        ("timeouts", "timeouts"),
+        ("limits", "limits"),
+        ("session", "session"),
+        ("session_map", "sessionMap"),
+        ("route", "routes"),
+    ):
+        if getattr(running, attribute) != getattr(new, attribute):
+            paths.append(key)
+    if (running.admin is None) != (new.admin is None):
+        paths.append("admin")
+    elif running.admin is not None and new.admin is not None:
+        if running.admin.listen != new.admin.listen:
+            paths.append("admin.listen")
+    runningPools = {pool.name: pool for pool in running.pools}
+    newPools = {pool.name: pool for pool in new.pools}
+    for name, pool in newPools.items():
+        old = runningPools.get(name)
+        if old is None:
+            paths.append(f"{_keyPath('pool', name)} (a new pool)")
+            continue
+        if old.affinity != pool.affinity:
+            paths.append(_keyPath(_keyPath("pool", name), "affinity"))
+        if old.health != pool.health:
+            paths.append(_keyPath(_keyPath("pool", name), "health"))
+    for name in runningPools:
+        if name not in newPools:
+            paths.append(f"{_keyPath('pool', name)} (a pool removed)")
+    return paths

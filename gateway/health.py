@@ -459,6 +459,20 @@ class HealthMonitor(Service):
             d.cancel()
         return DeferredList(inFlight, consumeErrors=True).addCallback(lambda _: None)
 
+    def forget(self, backend: Backend) -> None:
+        """
+        C{backend} has left the pool: cancel its check in flight and its
+        C{failTimeout} retry, and drop what is known of it.
+        """
+        state = self._states.pop(backend, None)
+        if state is None:
+            return
+        if state.retry is not None and state.retry.active():
+            state.retry.cancel()
+        state.retry = None
+        if state.inFlight is not None:
+            state.inFlight.cancel()
+
     # -- active checks
 
     def checkAll(self) -> None:

@@ -5,6 +5,7 @@ one-line errors for everything wrong in either.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -14,6 +15,9 @@ import pytest
 import gateway.config
 from gateway import errors
 from gateway.config import (
+    MAX_ADMIN_TOKEN,
+    MIN_ADMIN_TOKEN,
+    AdminConfig,
     BackendConfig,
     ConfigError,
     GatewayConfig,
@@ -26,6 +30,7 @@ from gateway.config import (
     Timeouts,
     loadConfig,
     parseBackendURL,
+    restartNeeded,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +307,7 @@ def test_exampleInOperatorsGuide() -> None:
         | set(gateway.config._POOL_KEYS)
         | set(gateway.config._BACKEND_KEYS)
         | set(gateway.config._HEALTH_KEYS)
+        | set(gateway.config._ADMIN_KEYS)
         | {"type"}
     ),
 )
@@ -546,13 +552,13 @@ FILE_ERRORS = [
     pytest.param(
         "colour = 1\n" + POOL,
         "colour: unknown key; known keys: listen, trusted_proxies, timeouts, "
-        "limits, session, session_map, route, pool",
+        "limits, session, session_map, route, pool, admin",
         id="unknown-top",
     ),
     pytest.param(
         '"a b" = 1\n' + POOL,
         '"a b": unknown key; known keys: listen, trusted_proxies, timeouts, '
-        "limits, session, session_map, route, pool",
+        "limits, session, session_map, route, pool, admin",
         id="unknown-quoted",
     ),
     pytest.param(
@@ -1270,3 +1276,203 @@ def test_longPollingSessionKeys(tmp_path) -> None:
         with pytest.raises(ConfigError) as caught:
             loadConfig(str(bad))
         assert str(caught.value) == f"{bad}: {message}"
+
+
+# The admin API and reloads.
+
+TOKEN = "0123456789abcdef-token"
+
+
+def test_weightBound(tmp_path: Path) -> None:
+    """
+    A backend's weight goes up to L{gateway.pool.MAX_WEIGHT}, not beyond
+    (the hash balancer turns it into a float).
+    """
+    from gateway.pool import MAX_WEIGHT
+
+    path = writeConfig(tmp_path, POOL + f"weight = {MAX_WEIGHT}\n")
+    assert loadConfig(path).pool("chat").backends[0].weight == MAX_WEIGHT
+    path = writeConfig(tmp_path, POOL + f"weight = {MAX_WEIGHT + 1}\n")
+    assert configError(path) == (
+        f"{path}: pool.chat.backend[0].weight: must be an integer <= {MAX_WEIGHT}, not {MAX_WEIGHT + 1}"
+    )
+
+
+def test_noAdminByDefault(tmp_path: Path) -> None:
+    """
+    Without an C{[admin]} table or C{--admin}, there is no admin API.
+    """
+    assert loadConfig(writeConfig(tmp_path, POOL)).admin is None
+    assert loadConfig(None, backends=["ws://a:1"]).admin is None
+
+
+def test_adminTable(tmp_path: Path) -> None:
+    """
+    C{[admin]} gives the listener and the token; the token is never shown
+    by C{repr}.
+    """
+    path = writeConfig(tmp_path, f'[admin]\nlisten = "tcp:9090"\ntoken = "{TOKEN}"\n' + POOL)
+    admin = loadConfig(path).admin
+    assert admin == AdminConfig(listen="tcp:9090", token=TOKEN, tokenFile=None)
+    assert TOKEN not in repr(admin) and TOKEN not in repr(loadConfig(path))
+
+
+def test_adminTokenFile(tmp_path: Path) -> None:
+    """
+    C{token_file} is read (without its trailing newline), relative to the
+    configuration file's directory.
+    """
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "admin").write_text(f"  {TOKEN}\n")
+    path = writeConfig(tmp_path, '[admin]\nlisten = "tcp:9090"\ntoken_file = "secrets/admin"\n' + POOL)
+    admin = loadConfig(path).admin
+    assert admin.token == TOKEN
+    assert admin.tokenFile == str(tmp_path / "secrets" / "admin")
+
+
+def test_adminFlags(tmp_path: Path) -> None:
+    """
+    C{--admin} and C{--admin-token-file} make the admin API without a
+    table, and replace the table's C{listen} and token when there is one.
+    """
+    token = tmp_path / "token"
+    token.write_text("t" * 16 + "\n")
+    admin = loadConfig(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)).admin
+    assert (admin.listen, admin.token, admin.tokenFile) == ("tcp:9", "t" * 16, str(token))
+    path = writeConfig(tmp_path, f'[admin]\nlisten = "tcp:9090"\ntoken = "{TOKEN}"\n' + POOL)
+    admin = loadConfig(path, admin="unix:/run/admin.sock").admin
+    assert (admin.listen, admin.token) == ("unix:/run/admin.sock", TOKEN)
+    admin = loadConfig(path, adminTokenFile=str(token)).admin
+    assert (admin.listen, admin.token) == ("tcp:9090", "t" * 16)
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ('listen = "tcp:9090"\n', "admin: needs token or token_file (or --admin-token-file PATH)"),
+        (f'token = "{TOKEN}"\n', "admin.listen: is required (or give --admin LISTEN)"),
+        (f'listen = "tcp:9090"\ntoken = "{TOKEN}"\ntoken_file = "t"\n',
+         "admin: give token or token_file, not both"),
+        ('listen = "tcp:9090"\ntoken = "short"\n',
+         "admin.token: must be at least 16 characters long, not 5"),
+        ('listen = "tcp:9090"\ntoken = "' + "x" * 15 + '"\n',
+         "admin.token: must be at least 16 characters long, not 15"),
+        ('listen = "tcp:9090"\ntoken = "' + "x" * 1025 + '"\n',
+         "admin.token: must be at most 1024 characters long"),
+        ('listen = "tcp:9090"\ntoken = "with a space in it"\n',
+         "admin.token: must be printable ASCII without spaces"),
+        ('listen = "tcp:9090"\ntoken = "h\\u00e9h\\u00e9h\\u00e9h\\u00e9h\\u00e9h\\u00e9"\n',
+         "admin.token: must be printable ASCII without spaces"),
+        ('listen = 9090\n', "admin.listen: must be a string, not 9090"),
+        ('port = 9090\n', "admin.port: unknown key; known keys: listen, token, token_file"),
+    ],
+    ids=["no-token", "no-listen", "both", "short", "one-short", "long", "space", "non-ascii",
+         "listen-type", "unknown"],
+)
+def test_adminErrors(tmp_path: Path, table: str, expected: str) -> None:
+    """
+    Each mistake in C{[admin]} is one line naming the key; the token is
+    never shown.
+    """
+    path = writeConfig(tmp_path, "[admin]\n" + table + POOL)
+    message = configError(path)
+    assert message == f"{path}: {expected}"
+    assert TOKEN not in message
+
+
+def test_adminTokenAtTheBounds(tmp_path: Path) -> None:
+    """
+    Tokens of exactly L{MIN_ADMIN_TOKEN} and L{MAX_ADMIN_TOKEN} characters
+    are accepted.
+    """
+    for size in (MIN_ADMIN_TOKEN, MAX_ADMIN_TOKEN):
+        path = writeConfig(tmp_path, f'[admin]\nlisten = "tcp:9"\ntoken = "{"k" * size}"\n' + POOL)
+        assert loadConfig(path).admin.token == "k" * size
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, "cannot read {file}: No such file or directory"),
+        (b"\n", "{file} is empty"),
+        (b"\xff" * 20, "{file} must hold printable ASCII without spaces"),
+        (b"short\n", "the token in {file}: must be at least 16 characters long, not 5"),
+        (b"x" * 5000, "the token in {file}: must be at most 1024 characters long"),
+    ],
+    ids=["missing", "empty", "binary", "short", "long"],
+)
+def test_adminTokenFileErrors(tmp_path: Path, content: bytes | None, reason: str) -> None:
+    """
+    A token file that cannot be read or holds no usable token is one line,
+    naming the key (or flag) and the file, never the token.
+    """
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_bytes(content)
+    path = writeConfig(tmp_path, '[admin]\nlisten = "tcp:9"\ntoken_file = "token"\n' + POOL)
+    assert configError(path) == f"{path}: admin.token_file: {reason.format(file=token)}"
+    assert configError(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)) == (
+        f"--admin-token-file: {reason.format(file=token)}"
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"admin": "tcp:9"}, "--admin: needs a token: give --admin-token-file PATH "
+                             "(or token_file in [admin])"),
+        ({"admin": ""}, "--admin: must not be empty"),
+        ({"adminTokenFile": "/x"}, "--admin-token-file goes with --admin LISTEN or an [admin] table"),
+        ({"admin": "tcp:9", "adminTokenFile": ""}, "--admin-token-file: must not be empty"),
+    ],
+)
+def test_adminFlagErrors(flags: dict[str, str], expected: str) -> None:
+    """
+    The admin flags used wrongly are one line naming the flag.
+    """
+    assert configError(None, backends=["ws://a:1"], **flags) == expected
+
+
+def test_restartNeededNothing(tmp_path: Path) -> None:
+    """
+    What a reload applies by itself (backends, their weights and limits,
+    a pool's balance, affinity_ttl, fail_timeout, connect_attempts, the
+    admin token) needs no restart.
+    """
+    old = loadConfig(writeConfig(tmp_path, f'[admin]\nlisten = "tcp:9"\ntoken = "{TOKEN}"\n' + POOL))
+    new = loadConfig(writeConfig(
+        tmp_path,
+        f'[admin]\nlisten = "tcp:9"\ntoken = "{"n" * 16}"\n'
+        '[pool.chat]\nbalance = "hash"\naffinity_ttl = 5\nfail_timeout = 2\nconnect_attempts = 1\n'
+        '[[pool.chat.backend]]\nurl = "ws://127.0.0.1:1"\nweight = 3\nmax_connections = 4\n',
+    ))
+    assert restartNeeded(old, new) == []
+
+
+def test_restartNeeded(tmp_path: Path) -> None:
+    """
+    Everything else is listed by its key path.
+    """
+    old = loadConfig(writeConfig(
+        tmp_path,
+        f'[admin]\nlisten = "tcp:9"\ntoken = "{TOKEN}"\n'
+        '[[route]]\nprefix = "/"\npool = "chat"\n'
+        '[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\n'
+        '[pool.gone]\n[[pool.gone.backend]]\nurl = "ws://a"\n',
+    ))
+    new = loadConfig(writeConfig(
+        tmp_path,
+        'listen = ["tcp:1"]\ntrusted_proxies = ["10.0.0.0/8"]\n[timeouts]\nconnect = 1\n'
+        '[limits]\nmax_connections = 5\n[session]\ngrace = 1\n[session_map]\nmax_entries = 9\n'
+        f'[admin]\nlisten = "tcp:10"\ntoken = "{TOKEN}"\n'
+        '[[route]]\nprefix = "/x"\npool = "chat"\n'
+        '[pool.chat]\naffinity = "address"\n[[pool.chat.backend]]\nurl = "ws://a"\n'
+        '[pool.chat.health]\n'
+        '[pool.new]\n[[pool.new.backend]]\nurl = "ws://a"\n',
+    ))
+    assert restartNeeded(old, new) == [
+        "listen", "trusted_proxies", "timeouts", "limits", "session", "session_map", "route",
+        "admin.listen", "pool.chat.affinity", "pool.chat.health", "pool.new (a new pool)",
+        "pool.gone (a pool removed)",
+    ]
+    assert restartNeeded(old, dataclasses.replace(old, admin=None)) == ["admin"]
