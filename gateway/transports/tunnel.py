@@ -30,7 +30,7 @@ from zope.interface import implementer
 from ..backend import backendEndpoint, connectToPool
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..forwarded import FORWARDING_HEADERS, forwardedHeaders
-from ..tcp import noDelay
+from ..tcp import noDelay, writeNow
 from ..frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..http1 import (
     HOP_BY_HOP,
@@ -97,12 +97,16 @@ class _Side(Protocol):
     def splicedDataReceived(self, data: bytes) -> None:
         """
         Forward C{data} to the other side, injecting any frame due there.
+
+        Forwarded bytes are sent at once when the other side's transport has
+        nothing buffered (L{writeNow}), in the turn of the reactor that read
+        them.
         """
         self.seen = True
         other = self.other
         if other.pending is None and not other.closing:
             self.tracker.feed(data)
-            other.transport.write(data)
+            writeNow(other.transport, data)
             return
         tracker = self.tracker
         while data:
@@ -115,11 +119,11 @@ class _Side(Protocol):
                 return
             if other.pending is None:
                 tracker.feed(data)
-                other.transport.write(data)
+                writeNow(other.transport, data)
                 return
             k = tracker.feed(data, stopAtBoundary=True)
             if k:
-                other.transport.write(data[:k])
+                writeNow(other.transport, data[:k])
                 data = data[k:]
             if tracker.atBoundary:
                 other.flushPending()
