@@ -5,6 +5,10 @@ the listeners and the keep-alive sweep, started and stopped together.
 
 from __future__ import annotations
 
+import signal
+from dataclasses import dataclass, replace
+from typing import Callable
+
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import serverFromString
@@ -12,20 +16,52 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .config import GatewayConfig, PoolConfig
+from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError
 from .forwarded import TrustedProxies
 from .health import HealthMonitor
-from .pool import Backend, Pool
+from .pool import Backend, Pool, UnknownPool
 from .registry import findBalancerFactory, findSessionMapFactory
 from .routing import Router, parseKeySpec
 from .session import SessionRegistry
 from .site import GatewayFactory
 
-__all__ = ["GatewayService", "DEMO_BACKENDS", "DEFAULT_BACKLOG", "withBacklog"]
+__all__ = [
+    "GatewayService",
+    "DEMO_BACKENDS",
+    "DEFAULT_BACKLOG",
+    "STOP_MARGIN",
+    "Reloaded",
+    "NothingToReload",
+    "withBacklog",
+]
 
 #: How many echo backends C{--demo} starts.
 DEMO_BACKENDS = 3
+
+#: Seconds a stop may take past C{timeouts.shutdown} (which bounds the close
+#: handshakes) for aborting what is left and releasing the session map; a
+#: stop still unfinished then is given up on.
+STOP_MARGIN = 1.0
+
+
+class NothingToReload(ConfigError):
+    """
+    The gateway was started without a configuration file.
+    """
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """
+    What a reload did.
+
+    @ivar changes: one line per change applied.
+    @ivar restartNeeded: the keys whose new values wait for a restart.
+    """
+
+    changes: tuple[str, ...]
+    restartNeeded: tuple[str, ...]
 
 
 class GatewayService(MultiService):
@@ -60,14 +96,10 @@ class GatewayService(MultiService):
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
-        self.endpoints = []
-        for description in config.listen:
-            try:
-                self.endpoints.append(
-                    (description, serverFromString(reactor, withBacklog(description)))
-                )
-            except (ValueError, KeyError, TypeError) as e:
-                raise ConfigError(f"listen: {description!r} is not a usable endpoint: {e}") from None
+        self.endpoints = [
+            (description, _parseEndpoint(reactor, "listen", description, backlog=True))
+            for description in config.listen
+        ]
         self.factory = GatewayFactory(self)
         self.ports: list = []
         self._listening: Deferred | None = None
@@ -77,6 +109,26 @@ class GatewayService(MultiService):
         #: Set by C{twistd gateway}: a listener that cannot be bound ends the
         #: process with one line.
         self.exitOnListenFailure = False
+        #: Set by C{twistd gateway}: SIGHUP reloads the configuration (when
+        #: there is a L{configLoader}), and a SIGTERM after which the gateway
+        #: stopped within its deadline ends the process with status 0.
+        self.processSignals = False
+        #: Reads the configuration again for L{reload} (the file and flags the
+        #: gateway was started with); L{None} without a file.
+        self.configLoader: Callable[[], GatewayConfig] | None = None
+        #: Called with C{(pool, backend)} each time a backend starts draining
+        #: (L{drainBackend}, or removed from the file by L{reload}).
+        self.drainListeners: list[Callable[[Pool, Backend], object]] = []
+        #: Whether the last stop finished within its deadline (L{None} before).
+        self.stoppedCleanly: bool | None = None
+        self._hangupInstalled = False
+        self._previousHangup = None
+        self.admin = None
+        if config.admin is not None:
+            from .admin import AdminService
+
+            self.admin = AdminService(self, _parseEndpoint(reactor, "admin.listen", config.admin.listen))
+            self.admin.setServiceParent(self)
 
     def addPool(self, poolConfig: PoolConfig, backends: list[Backend] | None = None) -> Pool:
         """
@@ -136,6 +188,7 @@ class GatewayService(MultiService):
         """
         super().startService()
         self._listen()
+        self._installHangup()
         self._listening = Deferred.fromCoroutine(self._start())
         self._listening.addErrback(self._startFailed)
 
@@ -219,14 +272,17 @@ class GatewayService(MultiService):
             if tunnel.spliced and not tunnel.closed:
                 tunnel.sweep(now, timeouts)
         self.sessions.sweep()
+        self._pruneRetired()
 
     def stopService(self) -> Deferred:
         """
         Stop listening, close every tunnel with 1001 at a frame boundary
         (aborting what is still open after C{timeouts.shutdown}), stop the
-        health monitors and release the session map.
+        health monitors and release the session map; give up waiting
+        L{STOP_MARGIN} seconds after that (see L{stoppedCleanly}).
         """
-        return Deferred.fromCoroutine(self._stop())
+        self._removeHangup()
+        return self._stopWithin(Deferred.fromCoroutine(self._stop()))
 
     async def _stop(self) -> None:
         await gatherResults([p.stopListening() for p in self.ports])
@@ -246,6 +302,284 @@ class GatewayService(MultiService):
             for proto in list(port.factory.connections):
                 proto.dropConnection(abort=True)
         self._demoPorts = []
+
+
+    def _stopWithin(self, stopping: Deferred) -> Deferred:
+        """
+        @return: L{Deferred} firing when C{stopping} does, or
+            C{timeouts.shutdown} + L{STOP_MARGIN} seconds from now, whichever
+            comes first.
+        """
+        bound = self.config.timeouts.shutdown + STOP_MARGIN
+        done: Deferred = Deferred()
+
+        def late() -> None:
+            self.stoppedCleanly = False
+            self.log.error(
+                "gateway: stopping took more than {bound:g}s; not waiting for the rest",
+                bound=bound,
+            )
+            done.callback(None)
+
+        timer = self.reactor.callLater(bound, late)
+
+        def finished(result: object) -> None:
+            if done.called:
+                return None
+            timer.cancel()
+            if isinstance(result, Failure):
+                self.stoppedCleanly = False
+                done.errback(result)
+                return None
+            self.stoppedCleanly = True
+            if self.processSignals:
+                self._exitZeroAfterTerm()
+            done.callback(None)
+            return None
+
+        stopping.addBoth(finished)
+        return done
+
+    def _exitZeroAfterTerm(self) -> None:
+        """
+        twistd (and twist) end the process by raising again the signal the
+        reactor recorded when it stopped on it (C{reactor._exitSignal}).  A
+        SIGTERM answered by a stop that finished in time is an orderly end:
+        forget it, so that the process exits with status 0.
+        """
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
+
+    # -- SIGHUP
+
+    def _installHangup(self) -> None:
+        """
+        Under twistd with a configuration file: reload it on SIGHUP.
+        """
+        if not self.processSignals or self.configLoader is None or self._hangupInstalled:
+            return
+        self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+        self._hangupInstalled = True
+
+    def _removeHangup(self) -> None:
+        """
+        Put back the SIGHUP handler there was before L{_installHangup}.
+        """
+        if self._hangupInstalled:
+            signal.signal(signal.SIGHUP, self._previousHangup or signal.SIG_DFL)
+            self._hangupInstalled = False
+            self._previousHangup = None
+
+    def _hangup(self, number: int, frame: object) -> None:
+        """
+        The SIGHUP handler: reload from the reactor's thread.
+        """
+        self.reactor.callFromThread(self._reloadOnSignal)
+
+    def _reloadOnSignal(self) -> None:
+        self.log.info("SIGHUP: reloading the configuration")
+        try:
+            self.reload()
+        except ConfigError:
+            pass  # reload() logged why, in one line
+
+    # -- the operator's surface (the admin API, SIGHUP)
+
+    def pool(self, name: str) -> Pool:
+        """
+        @return: the pool called C{name}.
+        @raise UnknownPool: when there is none.
+        """
+        pool = self.pools.get(name)
+        if pool is None:
+            raise UnknownPool(f"no pool {name!r}")
+        return pool
+
+    def drainBackend(self, poolName: str, name: str) -> Backend:
+        """
+        Give a backend no new connections, leaving those it has; each of
+        L{drainListeners} is then called with the pool and the backend.
+        Draining a draining backend changes nothing.
+
+        @raise UnknownPool: no such pool.
+        @raise UnknownBackend: no such backend in it.
+        """
+        pool = self.pool(poolName)
+        backend = pool.get(name)
+        if backend.drain():
+            self.log.info("backend {backend} of pool {pool} is draining", backend=name, pool=poolName)
+            self._drained(pool, backend)
+        return backend
+
+    def enableBackend(self, poolName: str, name: str) -> Backend:
+        """
+        Give a drained backend new connections again.
+
+        @raise UnknownPool: no such pool.
+        @raise UnknownBackend: no such backend in it.
+        @raise BackendRetired: it was removed from the file.
+        """
+        backend = self.pool(poolName).get(name)
+        if backend.enable():
+            self.log.info("backend {backend} of pool {pool} is enabled", backend=name, pool=poolName)
+        return backend
+
+    def setWeight(self, poolName: str, name: str, weight: object) -> Backend:
+        """
+        Change a backend's weight until the next reload or restart.
+
+        @raise UnknownPool: no such pool.
+        @raise UnknownBackend: no such backend in it.
+        @raise InvalidWeight: unless C{weight} is an integer from 1 to
+            L{gateway.pool.MAX_WEIGHT}.
+        """
+        backend = self.pool(poolName).get(name)
+        was = backend.setWeight(weight)
+        if was != backend.weight:
+            self.log.info(
+                "backend {backend} of pool {pool}: weight {was} -> {weight}",
+                backend=name, pool=poolName, was=was, weight=backend.weight,
+            )
+        return backend
+
+    def reload(self) -> Reloaded:
+        """
+        Read the configuration file again and apply what can be applied
+        while running: backends of existing pools added, removed (drained,
+        then taken out once their last connection ends) and given their new
+        C{weight} and C{max_connections}; the pools' C{balance},
+        C{affinity_ttl}, C{fail_timeout} and C{connect_attempts}; the admin
+        token.  Anything else waits for a restart (L{Reloaded.restartNeeded}).
+
+        @raise NothingToReload: the gateway was started without a file.
+        @raise ConfigError: the file (or something the service checks) is
+            wrong; nothing was changed, and one line saying why was logged.
+        """
+        if self.configLoader is None:
+            raise NothingToReload("nothing to reload: the gateway was started without --config")
+        try:
+            new = self.configLoader()
+            self._checkReload(new)
+        except ConfigError as error:
+            self.log.error("gateway: reload failed, nothing changed: {error}", error=error)
+            raise
+        changes: list[str] = []
+        running = {p.name: p for p in self.config.pools}
+        inForce = []
+        for poolConfig in new.pools:
+            old = running.get(poolConfig.name)
+            pool = self.pools.get(poolConfig.name)
+            if old is None or pool is None:
+                continue  # a new pool waits for a restart
+            inForce.append(replace(poolConfig, affinity=old.affinity, health=old.health))
+            changes += self._reloadPool(pool, old, poolConfig)
+        inForce += [p for p in self.config.pools if p.name not in {q.name for q in new.pools}]
+        admin = self.config.admin
+        if admin is not None and new.admin is not None and admin.listen == new.admin.listen:
+            if admin.token != new.admin.token:
+                changes.append("admin token changed")
+            admin = new.admin
+        later = restartNeeded(self.config, new)
+        self.config = replace(self.config, pools=tuple(inForce), admin=admin)
+        self._pruneRetired()
+        self.log.info(
+            "configuration reloaded from {source}: {changes}",
+            source=new.source, changes="; ".join(changes) or "no change",
+        )
+        if later:
+            self.log.warn(
+                "reload: not applied until a restart: {keys}", keys=", ".join(later)
+            )
+        return Reloaded(tuple(changes), tuple(later))
+
+    def _checkReload(self, new: GatewayConfig) -> None:
+        """
+        Check what the service checks when it is built, and that no kept
+        backend name now points to another server.
+
+        @raise ConfigError: naming the file and the reason.
+        """
+        for poolConfig in new.pools:
+            findBalancerFactory(poolConfig.balance)
+            pool = self.pools.get(poolConfig.name)
+            if pool is not None:
+                refused = pool.checkUpdate(poolConfig.backends)
+                if refused is not None:
+                    raise ConfigError(f"{new.source}: {refused}")
+        findSessionMapFactory(new.sessionMap.type)
+        for description in new.listen:
+            _parseEndpoint(self.reactor, "listen", description, backlog=True)
+        if new.admin is not None:
+            _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+
+    def _reloadPool(self, pool: Pool, old: PoolConfig, new: PoolConfig) -> list[str]:
+        """
+        Apply a pool's new backends and settings.
+
+        @return: one line per change.
+        """
+        changes, retired = pool.update(new.backends)
+        if old.balance != new.balance:
+            pool.balancer = findBalancerFactory(new.balance)()
+            changes.append(f"pool {pool.name}: balance {old.balance} -> {new.balance}")
+        if old.affinityTtl != new.affinityTtl:
+            pool.affinityTtl = new.affinityTtl
+            changes.append(f"pool {pool.name}: affinity_ttl {old.affinityTtl:g} -> {new.affinityTtl:g}")
+        if old.connectAttempts != new.connectAttempts:
+            pool.connectAttempts = new.connectAttempts
+            changes.append(
+                f"pool {pool.name}: connect_attempts {old.connectAttempts} -> {new.connectAttempts}"
+            )
+        if old.failTimeout != new.failTimeout:
+            self.monitors[pool.name].failTimeout = new.failTimeout
+            changes.append(f"pool {pool.name}: fail_timeout {old.failTimeout:g} -> {new.failTimeout:g}")
+        for backend in retired:
+            self._drained(pool, backend)
+        return changes
+
+    def _drained(self, pool: Pool, backend: Backend) -> None:
+        """
+        Tell every drain listener that C{backend} started draining.
+        """
+        for listener in list(self.drainListeners):
+            try:
+                result = listener(pool, backend)
+            except Exception:
+                self.log.failure("drain listener {listener!r} failed", listener=listener)
+                continue
+            if isinstance(result, Deferred):
+                result.addErrback(
+                    lambda f, listener=listener: self.log.failure(
+                        "drain listener {listener!r} failed", f, listener=listener
+                    )
+                )
+
+    def _pruneRetired(self) -> None:
+        """
+        Take out of their pools the backends removed from the file whose last
+        connection has ended.
+        """
+        for pool in self.pools.values():
+            for backend in pool.prune():
+                monitor = self.monitors.get(pool.name)
+                if monitor is not None:
+                    monitor.forget(backend)
+                self.log.info(
+                    "backend {backend} of pool {pool} removed: its last connection ended",
+                    backend=backend.name, pool=pool.name,
+                )
+
+
+def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False):
+    """
+    @param backlog: add a listen backlog (L{withBacklog}).
+    @return: the server endpoint C{description} names (nothing is bound).
+    @raise ConfigError: naming C{key} when it is not a usable endpoint.
+    """
+    try:
+        return serverFromString(reactor, withBacklog(description) if backlog else description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{key}: {description!r} is not a usable endpoint: {e}") from None
 
 
 def _why(error: BaseException) -> str:

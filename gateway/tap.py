@@ -5,6 +5,7 @@ twistd through the drop-in C{twisted/plugins/gateway_plugin.py}.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.python import usage
@@ -35,7 +36,9 @@ class Options(usage.Options):
         "--config (see docs/operations.md and examples/gateway.toml).  "
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
-        "given the same URL."
+        "given the same URL.  --admin serves the admin API (JSON, bearer token "
+        "from --admin-token-file) on its own listener.  With --config, SIGHUP "
+        "reloads the file's backends."
     )
     examples = """
 Examples:
@@ -44,6 +47,7 @@ Examples:
   twistd -n gateway --config /etc/txgateway/gateway.toml
   twistd -n gateway --config gateway.toml --redis redis://10.0.0.9:6379/0
   twistd -n gateway --demo
+  twistd -n gateway --config gateway.toml --admin tcp:9090:interface=127.0.0.1 --admin-token-file /etc/txgateway/admin-token
 """
 
     optFlags = [
@@ -64,6 +68,19 @@ Examples:
             "Keep affinity and session records in Redis, shared by several "
             "gateway nodes: redis://[:password@]host[:port][/db] or "
             "unix:///path/to/redis.sock[?db=N].",
+        ],
+        [
+            "admin",
+            None,
+            None,
+            "Serve the admin API on this Twisted endpoint, e.g. "
+            "tcp:9090:interface=127.0.0.1 (needs a token).",
+        ],
+        [
+            "admin-token-file",
+            None,
+            None,
+            "Read the admin API's bearer token from this file.",
         ],
     ]
 
@@ -106,15 +123,19 @@ def makeService(options: Options) -> IService:
         for any configuration error, so twistd prints that one line (and no
         traceback) and exits with a non-zero status.
     """
+    load = partial(
+        loadConfig,
+        options["config"],
+        listen=options["listen"],
+        backends=options["backend"],
+        balance=options["balance"],
+        demo=bool(options["demo"]),
+        redis=options["redis"],
+        admin=options["admin"],
+        adminTokenFile=options["admin-token-file"],
+    )
     try:
-        config = loadConfig(
-            options["config"],
-            listen=options["listen"],
-            backends=options["backend"],
-            balance=options["balance"],
-            demo=bool(options["demo"]),
-            redis=options["redis"],
-        )
+        config = load()
         from .service import GatewayService
 
         service = GatewayService(config)
@@ -122,4 +143,9 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"gateway: {error}") from None
     # A listener that cannot start (port in use) ends the process.
     service.exitOnListenFailure = True
+    # SIGHUP reloads the file (read with the same flags); a SIGTERM answered
+    # by a clean stop ends the process with status 0.
+    service.processSignals = True
+    if options["config"] is not None:
+        service.configLoader = load
     return service

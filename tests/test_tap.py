@@ -19,7 +19,8 @@ from gateway.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parent.parent
 DROPIN = ROOT / "twisted" / "plugins" / "gateway_plugin.py"
-OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo", "--redis")
+OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo", "--redis", "--admin",
+                "--admin-token-file")
 
 # twistd itself, run by this interpreter (python -m twisted runs twist), in
 # development mode with warnings as errors: the command line must stay clean.
@@ -72,6 +73,8 @@ def test_optionDefaults() -> None:
     assert options["balance"] is None
     assert options["config"] is None
     assert options["redis"] is None
+    assert options["admin"] is None
+    assert options["admin-token-file"] is None
     assert not options["demo"]
 
 
@@ -321,3 +324,45 @@ def test_commandLineHelp(runner: list[str]) -> None:
     assert "Traceback" not in result.stdout
     for name in OPTION_NAMES:
         assert name in result.stdout
+
+
+def test_makeServiceAdmin(tmp_path: Path) -> None:
+    """
+    C{--admin} and C{--admin-token-file} give the service its admin API.
+    """
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef\n")
+    service = makeService(parse("--backend", "ws://a:1", "--admin", "tcp:0:interface=127.0.0.1",
+                                "--admin-token-file", str(token)))
+    assert service.config.admin.listen == "tcp:0:interface=127.0.0.1"
+    assert service.config.admin.token == "0123456789abcdef"
+    assert service.admin is not None and service.admin.parent is service
+
+
+def test_makeServiceAdminError() -> None:
+    """
+    C{--admin} without a token is one line.
+    """
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--backend", "ws://a:1", "--admin", "tcp:0"))
+    assert caught.value.code == (
+        "gateway: --admin: needs a token: give --admin-token-file PATH (or token_file in [admin])"
+    )
+
+
+def test_makeServiceSignals(tmp_path: Path) -> None:
+    """
+    Under twistd the service handles signals; with C{--config} it can
+    reload, reading the file with the same flags again.
+    """
+    path = tmp_path / "gateway.toml"
+    path.write_text('[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\n')
+    service = makeService(parse("--config", str(path), "--listen", "tcp:0"))
+    assert service.processSignals is True
+    path.write_text('[pool.chat]\n[[pool.chat.backend]]\nurl = "ws://a"\n'
+                    '[[pool.chat.backend]]\nurl = "ws://b"\nweight = 3\n')
+    reloaded = service.configLoader()
+    assert reloaded.listen == ("tcp:0",)
+    assert [(b.name, b.weight) for b in reloaded.pool("chat").backends] == [("a:80", 1), ("b:80", 3)]
+    service = makeService(parse("--backend", "ws://a:1"))
+    assert service.processSignals is True and service.configLoader is None

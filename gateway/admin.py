@@ -1,0 +1,502 @@
+"""
+The admin API: JSON over HTTP on a listener of its own, every request
+carrying the bearer token of the C{[admin]} table.
+
+It only translates: requests become calls to the gateway service's
+operator surface (L{GatewayService.drainBackend}, C{enableBackend},
+C{setWeight}, C{reload}) and its state becomes JSON.  docs/operations.md
+("Admin API") describes every endpoint.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from .errors import ConfigError
+from .pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+
+if TYPE_CHECKING:
+    from .pool import Backend, Pool
+    from .service import GatewayService
+
+__all__ = [
+    "AdminService",
+    "AdminResource",
+    "AdminSite",
+    "MAX_BODY_BYTES",
+    "IDLE_TIMEOUT",
+    "REFUSAL_LOG_INTERVAL",
+    "describeBackend",
+    "describePool",
+    "countSessions",
+]
+
+#: The largest admin request body, in bytes; larger gets 413 before it is read.
+MAX_BODY_BYTES = 65536
+#: Seconds an admin connection may stay idle before it is closed.
+IDLE_TIMEOUT = 60.0
+#: Refused (unauthenticated) requests are logged at most once per this many
+#: seconds, with the number refused since the last line.
+REFUSAL_LOG_INTERVAL = 60.0
+
+_JSON_HEADERS = (
+    (b"Content-Type", b"application/json"),
+    (b"Cache-Control", b"no-store"),
+)
+
+
+def describeBackend(backend: Backend) -> dict[str, Any]:
+    """
+    @return: the JSON form of a backend: C{name}, C{url}, C{state}
+        (C{"healthy"} or C{"down"}), C{draining}, C{removed} (taken out of
+        the file, leaving once its connections end), C{available} (may get a
+        new connection now), C{weight}, C{connections} and C{limit} (its
+        C{max_connections}, L{None} for no limit).
+    """
+    return {
+        "name": backend.name,
+        "url": backend.url,
+        "state": "healthy" if backend.healthy else "down",
+        "draining": backend.draining,
+        "removed": backend.retired,
+        "available": backend.available(),
+        "weight": backend.weight,
+        "connections": backend.connections,
+        "limit": backend.maxConnections or None,
+    }
+
+
+def describePool(pool: Pool) -> dict[str, Any]:
+    """
+    @return: the JSON form of a pool: C{name} and C{backends}.
+    """
+    return {"name": pool.name, "backends": [describeBackend(b) for b in pool.backends]}
+
+
+def _counts(counter: Counter) -> dict[str, int]:
+    return {
+        "sessions": sum(counter.values()),
+        "attached": counter["attached"],
+        "detached": counter["detached"],
+    }
+
+
+def countSessions(sessions: Any) -> dict[str, Any]:
+    """
+    @param sessions: the node's sessions (L{gateway.session.Session}s).
+    @return: C{sessions}, C{attached} and C{detached} counts for the node,
+        and the same by pool and, within each, by backend (sessions whose
+        backend connection is gone are counted in their pool only).
+    """
+    total: Counter = Counter()
+    byPool: dict[str, Counter] = {}
+    byBackend: dict[str, dict[str, Counter]] = {}
+    for session in sessions:
+        state = getattr(session, "state", None)
+        if state == "ended":
+            continue
+        pool = getattr(getattr(session, "pool", None), "name", None)
+        backend = getattr(getattr(session, "backend", None), "name", None)
+        total[state] += 1
+        if pool is None:
+            continue
+        byPool.setdefault(pool, Counter())[state] += 1
+        if backend is not None:
+            byBackend.setdefault(pool, {}).setdefault(backend, Counter())[state] += 1
+    return {
+        **_counts(total),
+        "pools": {
+            pool: {
+                **_counts(counter),
+                "backends": {
+                    name: _counts(c) for name, c in sorted(byBackend.get(pool, {}).items())
+                },
+            }
+            for pool, counter in sorted(byPool.items())
+        },
+    }
+
+
+class _BadRequest(Exception):
+    """
+    A request the admin API refuses: C{status} and a message for the body.
+    """
+
+    def __init__(self, status: int, message: str, headers: tuple = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class AdminResource(Resource):
+    """
+    Every admin endpoint, behind the token check.  The path is matched here
+    (the resource is a leaf) so that an unauthenticated request learns
+    nothing about which paths exist.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, gateway: GatewayService, clock: Any) -> None:
+        """
+        @param gateway: the service whose operator surface is exposed; its
+            C{config.admin.token} is read on every request, so a reload can
+            change it.
+        @param clock: tells the time (L{IReactorTime}), for rate-limited logs.
+        """
+        super().__init__()
+        self.gateway = gateway
+        self.clock = clock
+        self._refused = 0
+        self._refusalLogged: float | None = None
+
+    def render(self, request: Request) -> bytes:
+        """
+        Check the token, then answer the request, always with JSON.
+        """
+        try:
+            self._authenticate(request)
+            status, payload = self._dispatch(request)
+        except _BadRequest as refusal:
+            for name, value in refusal.headers:
+                request.setHeader(name, value)
+            status, payload = refusal.status, _error(refusal.status, refusal.message)
+        except Exception:
+            self.log.failure("admin request {method} {path} failed",
+                             method=request.method, path=request.uri)
+            status, payload = 500, _error(500, "the gateway failed to answer; see its log")
+        body = json.dumps(payload, indent=2).encode("utf-8") + b"\n"
+        request.setResponseCode(status)
+        for name, value in _JSON_HEADERS:
+            request.setHeader(name, value)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
+    def _authenticate(self, request: Request) -> None:
+        admin = self.gateway.config.admin
+        values = request.requestHeaders.getRawHeaders(b"authorization") or []
+        if admin is not None and len(values) == 1:
+            scheme, _, credentials = values[0].strip().partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(
+                credentials.strip(), admin.token.encode("ascii")
+            ):
+                return
+        self._logRefusal(request)
+        raise _BadRequest(
+            401,
+            "a valid admin token is required: Authorization: Bearer TOKEN",
+            ((b"WWW-Authenticate", b'Bearer realm="txgateway admin"'),),
+        )
+
+    def _logRefusal(self, request: Request) -> None:
+        """
+        Log refused requests, at most one line per L{REFUSAL_LOG_INTERVAL}.
+        """
+        self._refused += 1
+        now = self.clock.seconds()
+        if self._refusalLogged is not None and now - self._refusalLogged < REFUSAL_LOG_INTERVAL:
+            return
+        address = request.getClientAddress()
+        self.log.warn(
+            "admin API: {n} request(s) without a valid token refused, the last from {peer}",
+            n=self._refused, peer=getattr(address, "host", address),
+        )
+        self._refused = 0
+        self._refusalLogged = now
+
+    def _dispatch(self, request: Request) -> tuple[int, Any]:
+        method = request.method
+        path = _segments(request.postpath)
+        gateway = self.gateway
+        try:
+            match path:
+                case ["pools"]:
+                    _allow(method, b"GET")
+                    return 200, {"pools": [describePool(p) for p in gateway.pools.values()]}
+                case ["pools", pool]:
+                    _allow(method, b"GET")
+                    return 200, describePool(gateway.pool(pool))
+                case ["pools", pool, "backends", name]:
+                    _allow(method, b"GET")
+                    return 200, describeBackend(gateway.pool(pool).get(name))
+                case ["pools", pool, "backends", name, "drain"]:
+                    _allow(method, b"POST")
+                    return 200, describeBackend(gateway.drainBackend(pool, name))
+                case ["pools", pool, "backends", name, "enable"]:
+                    _allow(method, b"POST")
+                    return 200, describeBackend(gateway.enableBackend(pool, name))
+                case ["pools", pool, "backends", name, "weight"]:
+                    _allow(method, b"POST")
+                    gateway.pool(pool).get(name)  # 404 before 400
+                    weight = _weightFrom(request)
+                    return 200, describeBackend(gateway.setWeight(pool, name, weight))
+                case ["sessions"]:
+                    _allow(method, b"GET")
+                    registry = getattr(gateway, "sessions", None)
+                    return 200, countSessions(list(getattr(registry, "sessions", {}).values()))
+                case ["reload"]:
+                    _allow(method, b"POST")
+                    done = gateway.reload()
+                    return 200, {
+                        "changes": list(done.changes),
+                        "restart_needed": list(done.restartNeeded),
+                    }
+        except (UnknownPool, UnknownBackend) as error:
+            raise _BadRequest(404, str(error)) from None
+        except BackendRetired as error:
+            raise _BadRequest(409, str(error)) from None
+        except InvalidWeight as error:
+            raise _BadRequest(400, str(error)) from None
+        except ConfigError as error:
+            from .service import NothingToReload
+
+            raise _BadRequest(409 if isinstance(error, NothingToReload) else 400, str(error)) from None
+        except PoolError as error:
+            raise _BadRequest(400, str(error)) from None
+        raise _BadRequest(404, f"no such admin endpoint: {'/' + '/'.join(path)!r}")
+
+
+def _error(status: int, message: str) -> dict[str, Any]:
+    """
+    @return: the JSON body of an error, as the gateway's port gives them.
+    """
+    return {
+        "error": RESPONSES.get(status, b"Error").decode("ascii"),
+        "status": status,
+        "message": message,
+    }
+
+
+def _segments(postpath: list[bytes]) -> list[str]:
+    """
+    @return: the path's segments (already percent-decoded by twisted.web)
+        as text, without a trailing empty one.
+    @raise _BadRequest: 400 when a segment is not UTF-8.
+    """
+    segments = list(postpath)
+    if segments and segments[-1] == b"":
+        segments.pop()
+    try:
+        return [segment.decode("utf-8") for segment in segments]
+    except UnicodeDecodeError:
+        raise _BadRequest(400, "the path must be UTF-8 (percent-encoded)") from None
+
+
+def _allow(method: bytes, allowed: bytes) -> None:
+    """
+    @raise _BadRequest: 405 with C{Allow} unless C{method} is C{allowed}.
+    """
+    if method != allowed:
+        raise _BadRequest(
+            405,
+            f"use {allowed.decode('ascii')} here, not {method.decode('latin-1')}",
+            ((b"Allow", allowed),),
+        )
+
+
+def _weightFrom(request: Request) -> object:
+    """
+    @return: the C{weight} of a C{{"weight": N}} body (checked by the
+        service).
+    @raise _BadRequest: 400 for any other body.
+    """
+    example = 'a JSON object such as {"weight": 3}'
+    raw = request.content.read() if request.content is not None else b""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _BadRequest(400, f"the body must be {example}: {error}") from None
+    if not isinstance(body, dict):
+        raise _BadRequest(400, f"the body must be {example}")
+    unknown = sorted(set(body) - {"weight"})
+    if unknown:
+        raise _BadRequest(400, f"unknown key {unknown[0]!r} in the body; it must be {example}")
+    if "weight" not in body:
+        raise _BadRequest(400, f"the body has no weight; it must be {example}")
+    return body["weight"]
+
+
+class AdminRequest(Request):
+    """
+    A request whose body may not exceed L{MAX_BODY_BYTES}: twisted.web would
+    otherwise buffer any body whole.  A larger one gets 413 as soon as its
+    length is known (or its bytes pass the bound), and the connection is
+    closed without reading the rest.
+    """
+
+    _refused = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        Refuse a declared length over the bound before any body arrives.
+        """
+        if length is not None and length > MAX_BODY_BYTES:
+            self._refuse()
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        Count body bytes (a chunked body has no declared length).
+        """
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_BODY_BYTES:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        """
+        Nothing to process for a refused request.
+        """
+        if not self._refused:
+            super().process()
+
+    def _refuse(self) -> None:
+        self._refused = True
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is None:
+            return
+        body = json.dumps(
+            _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        ).encode("utf-8")
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
+class AdminSite(Site):
+    """
+    The admin API's site: bounded request bodies, idle connections closed
+    after L{IDLE_TIMEOUT}, no access log.
+    """
+
+    requestFactory = AdminRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource: AdminResource, reactor: Any) -> None:
+        super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
+
+    def log(self, request: Request) -> None:
+        """
+        No access log: operator actions are logged by the service.
+        """
+
+
+class AdminService(Service):
+    """
+    The admin API's listener, a child of the gateway service: bound with
+    the gateway's listeners, closed when it stops.
+
+    @ivar port: the listening port, once listening.
+    @ivar failure: one line saying why the listener could not be bound, or
+        L{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, gateway: GatewayService, endpoint: Any) -> None:
+        """
+        @param gateway: the gateway service (for its reactor, its operator
+            surface, C{config.admin} and C{exitOnListenFailure}).
+        @param endpoint: the server endpoint to listen on.
+        """
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.description = gateway.config.admin.listen if gateway.config.admin else str(endpoint)
+        self.site = AdminSite(AdminResource(gateway, gateway.reactor), gateway.reactor)
+        self.port: Any = None
+        self.failure: str | None = None
+        self._listening: Deferred | None = None
+        self._waiting: list[Deferred] = []
+
+    def _listen(self) -> None:
+        if self._listening is None:
+            self._listening = self.endpoint.listen(self.site)
+            self._listening.addBoth(self._listened)
+
+    def _listened(self, result: object) -> None:
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, Failure):
+            why = str(getattr(result.value, "socketError", None) or result.value)
+            self.failure = f"cannot listen on {self.description} (admin API): {why}"
+            self.log.critical("gateway: {failure}", failure=self.failure)
+            for d in waiting:
+                d.errback(ConfigError(self.failure))
+            if self.running and self.gateway.exitOnListenFailure:
+                self.gateway.reactor.stop()
+            return None
+        self.port = result
+        address = result.getHost()
+        self.log.info(
+            "admin API listening on {host}:{port} ({description})",
+            host=getattr(address, "host", address), port=getattr(address, "port", ""),
+            description=self.description,
+        )
+        for d in waiting:
+            d.callback(result)
+        return None
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listener (before twistd drops privileges).
+
+        @raise SystemExit: under twistd, with one line, when it cannot be
+            bound.
+        """
+        super().privilegedStartService()
+        self._listen()
+        if self.failure is not None and self.gateway.exitOnListenFailure:
+            raise SystemExit(f"gateway: {self.failure}")
+
+    def startService(self) -> None:
+        """
+        Bind the listener, unless already bound.
+        """
+        super().startService()
+        self._listen()
+
+    def whenListening(self) -> Deferred:
+        """
+        @return: L{Deferred} firing with the listening port, or failing with
+            L{ConfigError} when it cannot be bound.
+        """
+        d: Deferred = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        elif self.failure is not None:
+            d.errback(ConfigError(self.failure))
+        else:
+            self._waiting.append(d)
+        return d
+
+    def stopService(self) -> Deferred | None:
+        """
+        Stop listening (admin connections already open are left to finish).
+        """
+        super().stopService()
+        port, self.port = self.port, None
+        self._listening = None
+        if port is not None:
+            return port.stopListening()
+        return None
