@@ -175,11 +175,19 @@ def encodeData(seq: int, payload: bytes) -> bytes:
     return b"%d:%s" % (seq, payload)
 
 
+#: Compact JSON, built once (C{json.dumps} with C{separators} builds an
+#: encoder on every call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encodeControl(packet: Hello | Welcome | Ack | Close | Probe) -> bytes:
     """
-    @return: the JSON text message of a control packet.
+    @return: the JSON text message of a control packet (an ack, the most
+        frequent, is formatted directly).
     """
-    return json.dumps(controlToJSON(packet), separators=(",", ":")).encode("utf-8")
+    if type(packet) is Ack:
+        return b'{"t":"ack","n":%d}' % packet.count
+    return _COMPACT.encode(controlToJSON(packet)).encode("utf-8")
 
 
 def controlToJSON(packet: Hello | Welcome | Ack | Close | Probe) -> dict:

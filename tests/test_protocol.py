@@ -5,6 +5,8 @@ arithmetic both ends share.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.errors import LimitExceeded, ProtocolError
@@ -46,6 +48,20 @@ def test_controlRoundTrip(packet):
     """
     assert decodeMessage(encodeControl(packet), False) == packet
     assert packetFromJSON(controlToJSON(packet)) == packet
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [Ack(0), Ack(12), Ack(2**63 - 1), Close(4000, "fin \u00e9"), Welcome("s", "k", 3, False, 10.0, 30.0)],
+)
+def test_encodeControlIsCompactJSON(packet):
+    """
+    A control packet's message is its JSON object in compact form, byte for
+    byte what C{json.dumps} with compact separators gives (acks, formatted
+    directly, included).
+    """
+    expected = json.dumps(controlToJSON(packet), separators=(",", ":")).encode("utf-8")
+    assert encodeControl(packet) == expected
 
 
 def test_dataRoundTrip():

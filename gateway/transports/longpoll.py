@@ -79,6 +79,7 @@ class BoundedRequest(Request):
         long-polling request.
         """
         kwargs.setdefault("parsePOSTFormSubmission", False)
+        _rememberHost(channel)
         super().__init__(channel, *args, **kwargs)
 
     def gotLength(self, length: int | None) -> None:
@@ -127,13 +128,29 @@ class BoundedRequest(Request):
             transport.loseConnection()
 
 
+def _rememberHost(channel) -> None:
+    """
+    Make C{channel.getHost()} ask its socket once: twisted.web asks it for
+    every request (a C{getsockname} call each time), and a connection's
+    local address does not change.
+    """
+    if "getHost" not in vars(channel):
+        host = channel.getHost()
+        channel.getHost = lambda: host
+
+
+#: Compact JSON, built once (C{json.dumps} with C{separators} builds an
+#: encoder on every call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _respond(request: Request, status: int, payload: dict, origin: bytes | None = None) -> None:
     """
     Finish a request with a JSON body (if the client is still there).
     """
     if getattr(request, "_gatewayGone", False) or request.finished:
         return
-    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    body = _COMPACT.encode(payload).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % len(body))
