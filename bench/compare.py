@@ -1,25 +1,34 @@
 """
-txgateway's transparent mode side by side with nginx and HAProxy.
+txgateway side by side with nginx, HAProxy and python-socketio.
 
 Run it with C{bench/run}, which sets up what it needs first.  One echo
-backend (C{bench/echo_server.mjs}) serves four configurations in the same
-run: the client straight to the backend ("direct"), nginx, HAProxy and
+backend (C{bench/echo_server.mjs}) serves every proxied configuration in the
+same run: the client straight to the backend ("direct"), nginx, HAProxy and
 C{twistd -n gateway} in transparent mode, each a WebSocket proxy on
-127.0.0.1 in front of that backend.  The load generator (C{bench/load.mjs})
-runs each workload against each configuration, C{--runs} times, the runs of
-the configurations interleaved:
+127.0.0.1 in front of that backend; and the same gateway in session mode,
+with clients speaking the session protocol (txgateway.v1) over WebSocket and
+over long-polling, every message acknowledged.  python-socketio 5 on aiohttp
+(C{bench/socketio_server.py}, an echo server of its own, from C{bench/.venv})
+is measured with the same workloads, over WebSocket and over polling.
+
+The load generators (C{bench/load.mjs} for plain WebSocket,
+C{bench/session_load.mjs} for txgateway.v1 and socket.io) run each workload
+against each configuration, C{--runs} times, the runs of the configurations
+interleaved:
 
   - throughput: N connections, W 64-byte text messages in flight on each;
   - latency: a fixed rate of messages over N connections, p50/p90/p99/max;
-  - connection set-up: C connects (and close handshakes), K at a time;
-  - idle memory: C connections held open, RSS per connection of the proxy's
-    process(es), over an idle baseline, each run on freshly started
-    processes.
+  - connection set-up: C connects (and closes), K at a time;
+  - idle memory: C connections (or sessions) held open, RSS per connection
+    of the server's process(es), over an idle baseline, each run on freshly
+    started processes;
+  - detached sessions: C sessions opened, then their client connections
+    dropped, RSS per detached session (session mode only).
 
-CPU placement (C{taskset}): the proxy under test alone on CPU 0, the load
+CPU placement (C{taskset}): the server under test alone on CPU 0, the load
 generator and the echo backend on CPU 1 (C{--placement shared} moves the
 backend to CPU 0).  The CPU time of every process is read from /proc at the
-edges of each measured window, so the table also gives each proxy's rate
+edges of each measured window, so the table also gives each server's rate
 per core it used.
 
 Prints one table and writes it, with the machine's facts, to
@@ -47,9 +56,25 @@ ROOT = os.path.dirname(BENCH)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
-CONFIGS = ("direct", "nginx", "HAProxy", "txgateway")
+CONFIGS = ("direct", "nginx", "HAProxy", "txgateway", "session WS", "session polling",
+           "socket.io WS", "socket.io polling")
+#: The table's column headings.
+HEADINGS = {"session WS": "txgateway session, WebSocket",
+            "session polling": "txgateway session, long-polling",
+            "socket.io WS": "python-socketio, WebSocket",
+            "socket.io polling": "python-socketio, polling"}
 REFERENCE = "HAProxy"
-ON_CPU0 = {"split": "the proxy alone", "shared": "the proxy and the echo backend"}
+#: Which server each configuration's clients connect to.
+SERVER_OF = {"direct": "echo", "nginx": "nginx", "HAProxy": "HAProxy", "txgateway": "txgateway",
+             "session WS": "session", "session polling": "session",
+             "socket.io WS": "socketio", "socket.io polling": "socketio"}
+#: bench/session_load.mjs's client and transport for the session configurations.
+SESSION_CLIENTS = {"session WS": ("txgw", "websocket"), "session polling": ("txgw", "polling"),
+                   "socket.io WS": ("socketio", "websocket"),
+                   "socket.io polling": ("socketio", "polling")}
+#: The python-socketio configuration each session configuration is held against.
+SOCKETIO_OF = {"session WS": "socket.io WS", "session polling": "socket.io polling"}
+ON_CPU0 = {"split": "the server under test alone", "shared": "the server under test and the echo backend"}
 ON_CPU1 = {"split": "load generator and echo backend", "shared": "the load generator alone"}
 
 
@@ -213,7 +238,42 @@ def startGateway(scratch: str, backendPort: int, options) -> Server:
         port, scratch, env=env)
 
 
-STARTERS = {"nginx": startNginx, "HAProxy": startHAProxy, "txgateway": startGateway}
+def startSessionGateway(scratch: str, backendPort: int, options) -> Server:
+    """
+    The same gateway, with bounds that let the idle and detached-session
+    runs hold their sessions: a grace period longer than a run, and room
+    for every session and connection they open.  Clients that offer the
+    txgateway.v1 subprotocol, or POST with C{?txgw=}, get session mode.
+    """
+    port = freePort()
+    config = os.path.join(scratch, f"session-{port}.toml")
+    with open(config, "w") as f:
+        f.write(f"[session]\ngrace = 600.0\nmax_sessions = {max(20000, 3 * options.idle)}\n"
+                f"[limits]\nmax_connections = {max(30000, 5 * options.idle)}\n")
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    if options.gateway_listen_options:
+        listen += ":" + options.gateway_listen_options
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return Server(
+        "txgateway-session",
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "gateway", "--listen", listen, "--config", config,
+         "--backend", f"ws://127.0.0.1:{backendPort}"],
+        port, scratch, env=env)
+
+
+def startSocketIO(scratch: str, backendPort: int, options) -> Server:
+    """
+    python-socketio's echo server (it needs no backend), with the bench's
+    own Python (bench/.venv).
+    """
+    port = freePort()
+    return Server("socketio", [options.socketio_python, os.path.join(BENCH, "socketio_server.py"),
+                               "--port", str(port)], port, scratch)
+
+
+STARTERS = {"nginx": startNginx, "HAProxy": startHAProxy, "txgateway": startGateway,
+            "session": startSessionGateway, "socketio": startSocketIO}
 
 
 # --- the load generator -----------------------------------------------------
@@ -246,13 +306,34 @@ class Window:
         return result
 
 
-def runLoad(arguments: list[str], watched: dict[str, list[int]], timeout: float) -> dict:
+class Target:
     """
-    Run bench/load.mjs on CPU 1 and return its JSON result, with the CPU use
-    of the watched processes during its measured window.
+    How a configuration's clients reach it: the load generator (script) and
+    the arguments that name the server.
     """
+
+    def __init__(self, config: str, port: int) -> None:
+        self.config = config
+        if config in SESSION_CLIENTS:
+            client, transport = SESSION_CLIENTS[config]
+            self.script = "session_load.mjs"
+            path = "/bench" if client == "txgw" else ""
+            self.arguments = ["--client", client, "--transport", transport,
+                              "--url", f"http://127.0.0.1:{port}{path}"]
+        else:
+            self.script = "load.mjs"
+            self.arguments = ["--url", f"ws://127.0.0.1:{port}/bench"]
+
+
+def runLoad(target: Target, arguments: list[str], watched: dict[str, list[int]],
+            timeout: float) -> dict:
+    """
+    Run the target's load generator on CPU 1 and return its JSON result,
+    with the CPU use of the watched processes during its measured window.
+    """
+    arguments = [*target.arguments, *arguments]
     process = subprocess.Popen(
-        ["taskset", "-c", LOAD_CPU, "node", os.path.join(BENCH, "load.mjs"), *arguments],
+        ["taskset", "-c", LOAD_CPU, "node", os.path.join(BENCH, target.script), *arguments],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd=BENCH)
     watchdog = threading.Timer(timeout, process.kill)
     watchdog.start()
@@ -272,9 +353,10 @@ def runLoad(arguments: list[str], watched: dict[str, list[int]], timeout: float)
             process.kill()
             process.wait()
     if result is None:
-        raise RuntimeError(f"load.mjs {' '.join(arguments)}: no result (status {process.returncode})")
+        raise RuntimeError(f"{target.script} {' '.join(arguments)}: no result "
+                           f"(status {process.returncode})")
     if result.get("timedOut") or result.get("failed"):
-        raise RuntimeError(f"load.mjs {' '.join(arguments)}: {result}")
+        raise RuntimeError(f"{target.script} {' '.join(arguments)}: {result}")
     if {"start", "stop"} <= window.marks.keys():
         result.update(window.usage())
     return result
@@ -282,8 +364,8 @@ def runLoad(arguments: list[str], watched: dict[str, list[int]], timeout: float)
 
 # --- workloads --------------------------------------------------------------
 
-def throughput(url: str, watched, o) -> dict:
-    return runLoad(["--mode", "throughput", "--url", url, "--connections", str(o.connections),
+def throughput(target: Target, watched, o) -> dict:
+    return runLoad(target, ["--mode", "throughput", "--connections", str(o.connections),
                     "--inflight", str(o.inflight), "--size", str(o.size),
                     "--duration", str(o.duration), "--warmup", str(o.warmup)],
                    watched, o.warmup + o.duration + 60)
@@ -293,7 +375,7 @@ def throughput(url: str, watched, o) -> dict:
 TICKER = "import time\nwhile True:\n    time.sleep(0.001)\n"
 
 
-def latency(url: str, watched, o) -> dict:
+def latency(target: Target, watched, o) -> dict:
     """
     The latency run.  With C{--keep-awake} (the default), a ticker on each
     CPU wakes every millisecond for the length of the run, so that neither
@@ -307,7 +389,7 @@ def latency(url: str, watched, o) -> dict:
         tickers = [subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", TICKER])
                    for cpu in (PROXY_CPU, LOAD_CPU)]
     try:
-        return runLoad(["--mode", "latency", "--url", url, "--connections", str(o.connections),
+        return runLoad(target, ["--mode", "latency", "--connections", str(o.connections),
                         "--rate", str(o.rate), "--size", str(o.size),
                         "--duration", str(o.latency_duration), "--warmup", str(o.warmup)],
                        watched, o.warmup + o.latency_duration + 60)
@@ -317,48 +399,119 @@ def latency(url: str, watched, o) -> dict:
             ticker.wait()
 
 
-def connect(url: str, watched, o, client: str = "lean") -> dict:
+def connect(target: Target, watched, o, client: str = "lean") -> dict:
+    """
+    The connection set-up run: plain WebSocket clients use the lean client
+    (or C{client}); session clients open a session and end it.
+    """
     overflows = listenOverflows()
-    result = runLoad(["--mode", "connect", "--url", url, "--count", str(o.connects),
-                      "--concurrency", str(o.concurrency), "--client", client],
-                     watched, 300)
+    extra = ["--client", client] if target.script == "load.mjs" else []
+    result = runLoad(target, ["--mode", "connect", "--count", str(o.connects),
+                              "--concurrency", str(o.concurrency), *extra],
+                     watched, 400)
     result["listenOverflows"] = listenOverflows() - overflows
     return result
 
 
-def idleMemory(server: Server, url: str, o) -> dict:
+class Holder:
     """
-    RSS per open, idle connection of C{server}'s processes, over its RSS
-    once warmed up (100 connects) and idle.
+    A load generator holding connections (or sessions) open: C{--mode
+    hold}, ended by closing its stdin.
     """
-    runLoad(["--mode", "connect", "--url", url, "--count", "100", "--concurrency", "10"], {}, 60)
-    time.sleep(o.settle)
-    pids = server.pids()
-    baseline = sum(rssKiB(p) for p in pids)
-    process = subprocess.Popen(
-        ["taskset", "-c", LOAD_CPU, "node", os.path.join(BENCH, "load.mjs"), "--mode", "hold",
-         "--url", url, "--count", str(o.idle), "--concurrency", str(o.concurrency)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=BENCH)
-    watchdog = threading.Timer(300, process.kill)
-    watchdog.start()
-    try:
-        line = process.stdout.readline()
+
+    def __init__(self, target: Target, count: int, o) -> None:
+        self.target = target
+        self.process = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, "node", os.path.join(BENCH, target.script),
+             *target.arguments, "--mode", "hold", "--count", str(count),
+             "--concurrency", str(o.concurrency)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=BENCH)
+        self.watchdog = threading.Timer(300, self.process.kill)
+        self.watchdog.start()
+        opened = self.line()
+        if opened.get("opened") != count:
+            self.close()
+            raise RuntimeError(f"{target.script} --mode hold: {opened}")
+
+    def line(self) -> dict:
+        line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"load.mjs --mode hold: no result (status {process.poll()})")
-        opened = json.loads(line)
-        if opened.get("opened") != o.idle:
-            raise RuntimeError(f"load.mjs --mode hold: {opened}")
+            raise RuntimeError(f"{self.target.script} --mode hold: no result "
+                               f"(status {self.process.poll()})")
+        return json.loads(line)
+
+    def drop(self) -> dict:
+        """
+        Drop every connection without a close (sessions are detached).
+        """
+        self.process.stdin.write("drop\n")
+        self.process.stdin.flush()
+        return self.line()
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(60)
+        finally:
+            self.watchdog.cancel()
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+def warmedBaseline(server: Server, target: Target, o) -> int:
+    """
+    Warm C{server} up (100 connects) and return its processes' RSS once
+    idle.
+    """
+    runLoad(target, ["--mode", "connect", "--count", "100", "--concurrency", "10"], {}, 120)
+    time.sleep(o.settle)
+    return sum(rssKiB(p) for p in server.pids())
+
+
+def idleMemory(server: Server, target: Target, o) -> dict:
+    """
+    RSS per open, idle connection (or session) of C{server}'s processes,
+    over its RSS once warmed up (100 connects) and idle.
+    """
+    baseline = warmedBaseline(server, target, o)
+    holder = Holder(target, o.idle, o)
+    try:
         time.sleep(o.settle)
         pids = server.pids()
         loaded = sum(rssKiB(p) for p in pids)
     finally:
-        process.stdin.close()
-        try:
-            process.wait(60)
-        finally:
-            watchdog.cancel()
+        holder.close()
     return {"baselineKiB": baseline, "loadedKiB": loaded,
             "perConnectionKiB": (loaded - baseline) / o.idle, "processes": len(pids)}
+
+
+def detachedMemory(server: Server, target: Target, o) -> dict:
+    """
+    RSS per detached session: two rounds of C{o.idle} sessions opened over
+    WebSocket and then dropped without a close (each session keeps its
+    backend connection and waits for a resume).  Round 2 reuses the memory
+    that round 1's client connections freed (RSS never shrinks), so what it
+    adds once its connections are dropped is the cost of its detached
+    sessions alone.
+    """
+    baseline = warmedBaseline(server, target, o)
+    attached, detached = [], []
+    for _ in range(2):
+        holder = Holder(target, o.idle, o)
+        try:
+            time.sleep(o.settle)
+            attached.append(sum(rssKiB(p) for p in server.pids()))
+            dropped = holder.drop()
+            if dropped.get("dropped") != o.idle:
+                raise RuntimeError(f"drop: {dropped}")
+            time.sleep(o.settle)
+            detached.append(sum(rssKiB(p) for p in server.pids()))
+        finally:
+            holder.close()
+    return {"baselineKiB": baseline, "attachedKiB": attached, "detachedKiB": detached,
+            "perAttachedKiB": (attached[0] - baseline) / o.idle,
+            "perDetachedKiB": (detached[1] - detached[0]) / o.idle}
 
 
 # --- the table --------------------------------------------------------------
@@ -401,23 +554,23 @@ def buildTable(results: dict, o) -> list[str]:
     """
     results[config][workload] is a list of per-run dicts.
     """
+    configs = [c for c in CONFIGS if c in results]
 
     def values(config, workload, key):
-        return [r[key] for r in results[config].get(workload, []) if r.get(key) is not None]
+        return [r[key] for r in results.get(config, {}).get(workload, []) if r.get(key) is not None]
 
     def perCore(config, workload, key):
-        # Rate per core of CPU the proxy's processes used in the window.
-        return [r[key] / r["proxyCpu"] for r in results[config].get(workload, [])
+        # Rate per core of CPU the server's processes used in the window.
+        return [r[key] / r["proxyCpu"] for r in results.get(config, {}).get(workload, [])
                 if r.get("proxyCpu")]
 
     rows = []
 
-    def row(label, getter, unit="", withRatio=True, withSpread=True, configs=CONFIGS,
-            saturation=None):
-        reference = median(getter(REFERENCE)) if withRatio else None
+    def row(label, getter, unit="", withRatio=True, withSpread=True, only=None, saturation=None):
+        reference = median(getter(REFERENCE)) if withRatio and REFERENCE in configs else None
         cells = []
-        for config in CONFIGS:
-            vs = getter(config) if config in configs else []
+        for config in configs:
+            vs = getter(config) if only is None or config in only else []
             m = median(vs)
             if m is None:
                 cells.append("–")
@@ -428,21 +581,35 @@ def buildTable(results: dict, o) -> list[str]:
             if saturation and (median(values(config, saturation, "cpu1Busy")) or 0) >= 0.9:
                 cell += " †"
             cells.append(cell)
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(cell != "–" for cell in cells):
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def socketioRow(label, getter, unit=""):
+        # Each session configuration's median over python-socketio's, same transport.
+        cells = []
+        for config in configs:
+            other = SOCKETIO_OF.get(config)
+            m, ref = median(getter(config)), median(getter(other)) if other else None
+            cells.append(f"**{m / ref:.2f}x**" if m is not None and ref else "–")
+        if any(cell != "–" for cell in cells):
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
     def percent(config, workload, key):
         return [100 * v for v in values(config, workload, key)]
 
-    proxies = CONFIGS[1:]
-    rows.append("| | " + " | ".join(CONFIGS) + " |")
-    rows.append("|---|" + "---|" * len(CONFIGS))
+    servers = [c for c in configs if c != "direct"]
+    rows.append("| | " + " | ".join(HEADINGS.get(c, c) for c in configs) + " |")
+    rows.append("|---|" + "---|" * len(configs))
+    rate = lambda c: values(c, "throughput", "roundTripsPerSecond")  # noqa: E731
     row(f"throughput: round trips/s ({o.connections} conns × {o.inflight} in flight, "
-        f"{o.size} B text, {o.duration:g} s)", lambda c: values(c, "throughput", "roundTripsPerSecond"),
-        saturation="throughput")
-    row("　proxy CPU, % of one core", lambda c: percent(c, "throughput", "proxyCpu"),
-        withRatio=False, withSpread=False, configs=proxies)
-    row("　round trips/s per proxy core (rate ÷ proxy CPU)",
-        lambda c: perCore(c, "throughput", "roundTripsPerSecond"), configs=proxies)
+        f"{o.size} B text, {o.duration:g} s)", rate, saturation="throughput")
+    socketioRow("　÷ python-socketio's, same transport", rate)
+    row("　server CPU, % of one core", lambda c: percent(c, "throughput", "proxyCpu"),
+        withRatio=False, withSpread=False, only=servers)
+    row("　round trips/s per server core (rate ÷ server CPU)",
+        lambda c: perCore(c, "throughput", "roundTripsPerSecond"), only=servers)
+    socketioRow("　per core ÷ python-socketio's, same transport",
+                lambda c: perCore(c, "throughput", "roundTripsPerSecond"))
     row(f"　CPU 0 busy % ({ON_CPU0[o.placement]})", lambda c: percent(c, "throughput", "cpu0Busy"),
         withRatio=False, withSpread=False)
     row(f"　CPU 1 busy % ({ON_CPU1[o.placement]})", lambda c: percent(c, "throughput", "cpu1Busy"),
@@ -452,25 +619,37 @@ def buildTable(results: dict, o) -> list[str]:
         label = (f"latency {key} ms ({o.rate:g} msgs/s over {o.connections} conns, "
                  f"{o.latency_duration:g} s{awake})" if key == "p50" else f"latency {key} ms")
         row(label, lambda c, key=key: values(c, "latency", key), unit="ms")
+    socketioRow("　p99 ÷ python-socketio's, same transport (lower is better)",
+                lambda c: values(c, "latency", "p99"))
     direct99 = median(values("direct", "latency", "p99"))
     row("　added p99 over direct, ms",
         lambda c: [v - direct99 for v in values(c, "latency", "p99")] if direct99 is not None else [],
-        unit="ms", withRatio=False, configs=proxies)
-    row(f"connection set-up: connects/s ({o.connects} connects, {o.concurrency} at a time)",
-        lambda c: values(c, "connect", "connectsPerSecond"), saturation="connect")
-    row("　connects/s per proxy core (rate ÷ proxy CPU)",
-        lambda c: perCore(c, "connect", "connectsPerSecond"), configs=proxies)
-    row("　proxy CPU, % of one core", lambda c: percent(c, "connect", "proxyCpu"),
-        withRatio=False, withSpread=False, configs=proxies)
-    row("　handshake p99 ms", lambda c: values(c, "connect", "handshakeP99"), unit="ms")
+        unit="ms", withRatio=False, only=servers)
+    connects = lambda c: values(c, "connect", "connectsPerSecond")  # noqa: E731
+    row(f"connection set-up: connects/s ({o.connects} connects, {o.concurrency} at a time; "
+        "sessions: opened and ended)", connects, saturation="connect")
+    socketioRow("　÷ python-socketio's, same transport", connects)
+    row("　connects/s per server core (rate ÷ server CPU)",
+        lambda c: perCore(c, "connect", "connectsPerSecond"), only=servers)
+    row("　server CPU, % of one core", lambda c: percent(c, "connect", "proxyCpu"),
+        withRatio=False, withSpread=False, only=servers)
+    row("　handshake p99 ms (sessions: until welcome or connect)",
+        lambda c: values(c, "connect", "handshakeP99"), unit="ms")
     row("　handshake max ms", lambda c: values(c, "connect", "handshakeMax"), unit="ms")
     row("　listen queue overflows (SYNs dropped, all runs)",
         lambda c: [sum(values(c, "connect", "listenOverflows"))] if values(c, "connect", "listenOverflows") else [],
         unit="count", withRatio=False, withSpread=False)
-    row(f"idle memory: RSS KiB per open connection ({o.idle} open; direct: the echo server's own)",
-        lambda c: values(c, "idle", "perConnectionKiB"))
-    row("　idle baseline RSS KiB (all the proxy's processes)",
+    idle = lambda c: values(c, "idle", "perConnectionKiB")  # noqa: E731
+    row(f"idle memory: RSS KiB per open connection or session ({o.idle} open; "
+        "direct: the echo server's own)", idle)
+    socketioRow("　÷ python-socketio's, same transport (lower is better)", idle)
+    row("　idle baseline RSS KiB (all the server's processes)",
         lambda c: values(c, "idle", "baselineKiB"), unit="count", withRatio=False)
+    row(f"detached session: RSS KiB per session ({o.idle} sessions opened over WebSocket, "
+        "then their connections dropped; each keeps its backend connection)",
+        lambda c: values(c, "detached", "perDetachedKiB"), withRatio=False)
+    row("　the same sessions attached, RSS KiB per session",
+        lambda c: values(c, "detached", "perAttachedKiB"), withRatio=False)
     return rows
 
 
@@ -479,12 +658,14 @@ def ceilingLines(results: dict, o) -> list[str]:
     How far the load generator's own ceiling is above what it measured.
     """
     def medianOf(config, workload, key):
-        return median([r[key] for r in results[config].get(workload, []) if r.get(key) is not None])
+        return median([r[key] for r in results.get(config, {}).get(workload, [])
+                       if r.get(key) is not None])
 
     lines = []
     direct = medianOf("direct", "throughput", "roundTripsPerSecond")
     busy = medianOf("direct", "throughput", "cpu1Busy")
-    top = max((medianOf(c, "throughput", "roundTripsPerSecond") or 0) for c in CONFIGS[1:])
+    proxies = [c for c in ("nginx", "HAProxy", "txgateway") if c in results]
+    top = max([medianOf(c, "throughput", "roundTripsPerSecond") or 0 for c in proxies], default=0)
     gateway = medianOf("txgateway", "throughput", "roundTripsPerSecond")
     if direct and top and gateway:
         lines.append(
@@ -494,7 +675,7 @@ def ceilingLines(results: dict, o) -> list[str]:
             f"{direct / gateway:.1f}x txgateway's ({number(gateway)}).")
     direct = medianOf("direct", "connect", "connectsPerSecond")
     busy = medianOf("direct", "connect", "cpu1Busy")
-    top = max((medianOf(c, "connect", "connectsPerSecond") or 0) for c in CONFIGS[1:])
+    top = max([medianOf(c, "connect", "connectsPerSecond") or 0 for c in proxies], default=0)
     gateway = medianOf("txgateway", "connect", "connectsPerSecond")
     if direct and top and gateway:
         lines.append(
@@ -523,30 +704,49 @@ def facts(o) -> list[str]:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
+    def nodeVersion(package):
+        try:
+            with open(os.path.join(BENCH, "node_modules", package, "package.json")) as f:
+                return json.load(f)["version"]
+        except OSError:
+            return "?"
+
     model = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    import autobahn
     import twisted
-    with open(os.path.join(BENCH, "node_modules", "ws", "package.json")) as f:
-        wsVersion = json.load(f)["version"]
+    socketio = output([o.socketio_python, "-c",
+                       "import platform; from importlib.metadata import version as v; "
+                       "print(f\"python-socketio {v('python-socketio')} (python-engineio "
+                       "{v('python-engineio')}, aiohttp {v('aiohttp')}, Python "
+                       "{platform.python_version()}), in bench/.venv\")"])
     return [
         f"- CPUs: {os.cpu_count()} (nproc), {model}; kernel {platform.release()}",
         f"- {output([o.nginx, '-v'])}; {output([o.haproxy, '-v'])}",
-        f"- node {output(['node', '--version'])}, ws {wsVersion}; "
-        f"Python {platform.python_version()}, Twisted {twisted.__version__}",
+        f"- node {output(['node', '--version'])}, ws {nodeVersion('ws')}, "
+        f"socket.io-client {nodeVersion('socket.io-client')}; "
+        f"Python {platform.python_version()}, Twisted {twisted.__version__}, "
+        f"autobahn {autobahn.__version__}",
+        f"- {socketio}",
     ]
 
 
 def main(o) -> None:
     began = time.monotonic()
-    results: dict[str, dict[str, list]] = {c: {} for c in CONFIGS}
+    configs = [c for c in CONFIGS if c in o.configs.split(",")]
+    unknown = set(o.configs.split(",")) - set(CONFIGS)
+    if unknown:
+        raise SystemExit(f"compare.py: unknown --configs {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(CONFIGS)}")
+    results: dict[str, dict[str, list]] = {c: {} for c in configs}
 
     def record(config, workload, result):
         results[config].setdefault(workload, []).append(result)
-        print(f"  {config:<10} {workload:<11} " + json.dumps(
+        print(f"  {config:<17} {workload:<11} " + json.dumps(
             {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()
              if k not in ("mode",)}), flush=True)
 
@@ -554,18 +754,24 @@ def main(o) -> None:
     workloadsWanted = set(o.workloads.split(","))
     scratch = tempfile.mkdtemp(prefix="txgateway-bench-")
     servers: dict[str, Server] = {}
+
+    def start(name: str) -> Server:
+        if name == "echo":
+            return startEcho(scratch, echoCpu)
+        return STARTERS[name](scratch, servers["echo"].port, o)
+
     try:
-        echo = startEcho(scratch, echoCpu)
-        servers["echo"] = echo
-        for config in CONFIGS[1:]:
-            servers[config] = STARTERS[config](scratch, echo.port, o)
+        servers["echo"] = start("echo")
+        for name in dict.fromkeys(SERVER_OF[c] for c in configs):
+            if name != "echo":
+                servers[name] = start(name)
 
         def target(config):
-            server = echo if config == "direct" else servers[config]
-            watched = {"echo": echo.pids()}
+            server = servers[SERVER_OF[config]]
+            watched = {"echo": servers["echo"].pids()}
             if config != "direct":
                 watched["proxy"] = server.pids()
-            return f"ws://127.0.0.1:{server.port}/bench", watched
+            return Target(config, server.port), watched
 
         workloads = [("throughput", throughput), ("latency", latency), ("connect", connect)]
         for name, workload in workloads:
@@ -573,29 +779,38 @@ def main(o) -> None:
                 continue
             print(f"{name}:", flush=True)
             for run in range(o.runs):
-                for config in CONFIGS:
-                    url, watched = target(config)
-                    record(config, name, workload(url, watched, o))
+                for config in configs:
+                    load, watched = target(config)
+                    record(config, name, workload(load, watched, o))
                     time.sleep(o.pause)
-        if "connect" in workloadsWanted:
+        if "connect" in workloadsWanted and "direct" in configs:
             print("connect with the ws client (load generator ceiling only):", flush=True)
-        for run in range(o.runs if "connect" in workloadsWanted else 0):
-            url, watched = target("direct")
-            record("direct", "connect-ws", connect(url, watched, o, client="ws"))
-            time.sleep(o.pause)
-        for config in CONFIGS[1:]:
-            servers.pop(config).stop()
+            for run in range(o.runs):
+                load, watched = target("direct")
+                record("direct", "connect-ws", connect(load, watched, o, client="ws"))
+                time.sleep(o.pause)
+        for name in list(servers):
+            if name != "echo":
+                servers.pop(name).stop()
 
         if "idle" in workloadsWanted:
             print("idle memory (fresh processes each run):", flush=True)
         for run in range(o.runs if "idle" in workloadsWanted else 0):
-            for config in CONFIGS:
-                if config == "direct":
-                    server = startEcho(scratch, echoCpu)
-                else:
-                    server = STARTERS[config](scratch, echo.port, o)
+            for config in configs:
+                server = start(SERVER_OF[config])
                 try:
-                    record(config, "idle", idleMemory(server, f"ws://127.0.0.1:{server.port}/bench", o))
+                    record(config, "idle", idleMemory(server, Target(config, server.port), o))
+                finally:
+                    server.stop()
+                time.sleep(o.pause)
+
+        if "detached" in workloadsWanted and "session WS" in configs:
+            print("detached sessions (fresh gateway each run):", flush=True)
+            for run in range(o.runs):
+                server = start("session")
+                try:
+                    record("session WS", "detached",
+                           detachedMemory(server, Target("session WS", server.port), o))
                 finally:
                     server.stop()
                 time.sleep(o.pause)
@@ -622,7 +837,9 @@ def main(o) -> None:
         "Each cell: median of the runs ± half their range (as % of the median), "
         f"and (in brackets) the ratio to {REFERENCE}'s median.  † : CPU 1 "
         f"({ON_CPU1[o.placement]}) was 90% busy or more, so the figure may be that CPU's "
-        "limit rather than the proxy's.",
+        "limit rather than the server's.  Bold: a txgateway session column over "
+        "python-socketio's column of the same transport.  Session and socket.io "
+        "clients acknowledge every message, each way.",
         "",
         *table,
         "",
@@ -656,14 +873,17 @@ def options(argv=None):
     add("--rate", type=float, default=2000, help="messages/s of the latency runs (2000)")
     add("--connects", type=int, default=5000, help="connects per connection set-up run (5000)")
     add("--concurrency", type=int, default=100, help="handshakes at a time (100)")
-    add("--idle", type=int, default=5000, help="connections held open for idle memory (5000)")
+    add("--idle", type=int, default=5000,
+        help="connections (or sessions) held open for idle and detached memory (5000)")
     add("--settle", type=float, default=2, help="seconds to wait before reading RSS (2)")
     add("--pause", type=float, default=0.5, help="seconds between runs (0.5)")
     add("--placement", choices=("split", "shared"), default="split",
-        help="split: each proxy alone on CPU 0, the echo backend with the load generator on "
-             "CPU 1 (the default); shared: the echo backend on CPU 0 with the proxy")
-    add("--workloads", default="throughput,latency,connect,idle",
-        help="which workloads to run, comma-separated (all four)")
+        help="split: each server alone on CPU 0, the echo backend with the load generator on "
+             "CPU 1 (the default); shared: the echo backend on CPU 0 with the server")
+    add("--workloads", default="throughput,latency,connect,idle,detached",
+        help="which workloads to run, comma-separated (all five)")
+    add("--configs", default=",".join(CONFIGS),
+        help="which configurations to run, comma-separated (all: " + ", ".join(CONFIGS) + ")")
     add("--keep-awake", action=argparse.BooleanOptionalAction, default=True,
         help="during latency runs, keep both CPUs from idling with a 1 ms ticker on each "
              "(on by default; --no-keep-awake shows the machine's idle wake-ups)")
@@ -671,6 +891,8 @@ def options(argv=None):
         help="extra options on the gateway's endpoint string, e.g. backlog=511 (none)")
     add("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     add("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
+    add("--socketio-python", default=os.path.join(BENCH, ".venv", "bin", "python"),
+        help="the Python with python-socketio and aiohttp (bench/.venv, made by bench/setup.sh)")
     add("--keep-scratch", action="store_true", help="keep the configs and logs in /tmp")
     return parser.parse_args(argv)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set-up for bench/run: Debian's nginx and haproxy (apt-get, when missing) and
-# Node's ws package in bench/node_modules (npm ci, from package-lock.json).
-# Node 20 and npm must already be installed.  A second run with nothing
-# missing does no network work.
+# Set-up for bench/run: Debian's nginx and haproxy (apt-get, when missing),
+# Node's ws and socket.io-client in bench/node_modules (npm ci, from
+# package-lock.json), and python-socketio with aiohttp in bench/.venv (pip,
+# from requirements-socketio.txt), the bench's own environment.  Node 20 and
+# npm must already be installed.  A second run with nothing missing does no
+# network work.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,4 +30,12 @@ fi
 if [ ! -f node_modules/.installed ] || [ package-lock.json -nt node_modules/.installed ]; then
     npm ci --no-audit --no-fund
     touch node_modules/.installed
+fi
+
+# The python-socketio comparison server's environment, again only when the
+# requirements are newer than the last install.
+if [ ! -f .venv/.installed ] || [ requirements-socketio.txt -nt .venv/.installed ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-socketio.txt
+    touch .venv/.installed
 fi
