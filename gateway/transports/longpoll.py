@@ -191,6 +191,7 @@ class PollingTransport:
         self._held: tuple[Request, int, Any] | None = None
         self._wake = None
         self._ackSent = 0
+        self._ackAnswered: int | None = None
 
     # ISessionTransport
     def pushData(self, message: Data) -> None:
@@ -208,6 +209,10 @@ class PollingTransport:
             self.welcome = packet
         elif isinstance(packet, Close):
             self.closing = packet
+        elif isinstance(packet, Ack) and packet.count == self._ackAnswered:
+            # A send's answer has just carried this count (L{ackAnswered}).
+            self._ackAnswered = None
+            return
         self._scheduleAnswer()
 
     def closeTransport(self, code: int, reason: str) -> None:
@@ -311,6 +316,21 @@ class PollingTransport:
         if session is not None:
             self._ackSent = session.inbox.accepted
         return out
+
+    def ackAnswered(self, before: int) -> None:
+        """
+        A send's answer is telling the client the gateway's count: a held
+        poll is not answered just to tell it again.  When the send moved the
+        count (from C{before}), the session's ack for it, due on the next
+        turn, is not pushed to the poll either.
+        """
+        session = self.session
+        if session is None:
+            return
+        accepted = session.inbox.accepted
+        if accepted != before:
+            self._ackAnswered = accepted
+        self._ackSent = accepted
 
     def worthAnswering(self, received: int) -> bool:
         """
@@ -455,10 +475,12 @@ class LongPolling:
             raise LimitExceeded(f"more than {self.config.maxBatchMessages} packets in one send")
         decoded = [packetFromJSON(p) for p in packets]
         session, transport = self._session(body)
+        before = session.inbox.accepted
         for packet in decoded:
             session.packetReceived(packet)
             if isinstance(packet, Close):
                 break
+        transport.ackAnswered(before)
         answer = [controlToJSON(Ack(session.inbox.accepted))]
         if transport.closed is not None:
             code, reason = transport.closed
