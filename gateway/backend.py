@@ -7,6 +7,8 @@ WebSocket to its backend.
 
 from __future__ import annotations
 
+import struct
+from random import getrandbits
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TypeVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -38,6 +40,7 @@ __all__ = [
     "BackendLink",
     "openBackendLink",
     "sendCloseCode",
+    "DirectMessages",
 ]
 
 T = TypeVar("T")
@@ -199,8 +202,88 @@ def sendCloseCode(protocol, code: int, reason: str) -> None:
     protocol.sendCloseFrame(code=code, reasonUtf8=raw, isReply=False)
 
 
+def maskedFrame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """
+    @return: one final frame of C{payload}, masked with the 4-byte C{key},
+        as a client sends it (RFC 6455, section 5.3).
+    """
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+    if not n:
+        return header + key
+    stream = (key * ((n + 3) >> 2))[:n]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
+    return header + key + masked.to_bytes(n, "little")
+
+
+def plainFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    @return: one final, unmasked frame of C{payload}, as a server sends it.
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+class DirectMessages:
+    """
+    Autobahn's per-message work cut to what the session protocol uses, for
+    the two WebSockets of a session (the client's and the backend link).
+
+    A whole message is written as one frame straight to the transport
+    (masked with a random key by a client), without Autobahn's per-frame
+    masker objects, traffic counters and debug-log arguments, whenever
+    nothing else is in play (no compression, fragmentation, queued or
+    synchronous sends, frame logging or timing); otherwise Autobahn sends
+    it.  A message received is handed to C{onMessage} without firing
+    Autobahn's "message" observers (a Deferred per message; the gateway
+    never observes them).
+    """
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize=None,
+                    sync: bool = False, doNotCompress: bool = False) -> None:
+        """
+        Send one message (see L{DirectMessages}).
+        """
+        if (
+            self.state == self.STATE_OPEN
+            and fragmentSize is None
+            and not sync
+            and self._perMessageCompress is None
+            and not self.autoFragmentSize
+            and not self.send_queue
+            and not self.logFrames
+            and not self.logOctets
+            and not self.trackedTimings
+            and not 0 < self.maxMessagePayloadSize < len(payload)
+        ):
+            opcode = 2 if isBinary else 1
+            if self.maskServerFrames if self.factory.isServer else self.maskClientFrames:
+                self.transport.write(maskedFrame(opcode, payload, getrandbits(32).to_bytes(4, "big")))
+            else:
+                self.transport.write(plainFrame(opcode, payload))
+            return
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+
+    def onMessageEnd(self) -> None:
+        """
+        A whole message has arrived: to C{onMessage}.
+        """
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
+
+
 @implementer(IBackendLink)
-class BackendLink(WebSocketClientProtocol):
+class BackendLink(DirectMessages, WebSocketClientProtocol):
     """
     A session's WebSocket to its backend: one ordinary WebSocket per
     session, opened with the session id in C{X-Session-Id}.

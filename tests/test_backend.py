@@ -1,10 +1,14 @@
 """
 Tests for L{gateway.backend}: L{connectToPool} (affinity through the
 session map, and a failing session map never failing a client's
-connection) and L{backendEndpoint} (IP addresses connected to directly).
+connection), L{backendEndpoint} (IP addresses connected to directly) and
+the session WebSockets' direct sending of messages.
 """
 
 from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
@@ -13,10 +17,17 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 
-from gateway.backend import BackendLink, backendEndpoint, connectToPool
+from gateway.backend import (
+    BackendLink,
+    DirectMessages,
+    backendEndpoint,
+    connectToPool,
+    maskedFrame,
+    plainFrame,
+)
 from gateway.balancers import LeastConnections
 from gateway.errors import GatewayError
 from gateway.pool import Backend, Pool
@@ -189,3 +200,139 @@ def test_backendLinkDropsDebugEvents():
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert [e["log_format"] for e in events] == ["a warning"]
+
+
+def unframe(frame: bytes) -> tuple[int, int, bytes | None, bytes]:
+    """
+    Read one frame: (first byte, payload length, masking key or None,
+    unmasked payload); the whole frame must be used.
+    """
+    first, second = frame[0], frame[1]
+    n, at = second & 0x7F, 2
+    if n == 126:
+        n, at = struct.unpack("!H", frame[2:4])[0], 4
+    elif n == 127:
+        n, at = struct.unpack("!Q", frame[2:10])[0], 10
+    key = None
+    if second & 0x80:
+        key, at = frame[at:at + 4], at + 4
+    payload = frame[at:]
+    assert len(payload) == n
+    if key is not None:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return first, n, key, payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 1000, 65535, 65536, 70001])
+def test_frames(size):
+    """
+    L{maskedFrame} and L{plainFrame} encode one final frame of any length
+    (all three length encodings), masked with the given key or not.
+    """
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    key = b"\x01\x80\xfe\x37"
+    assert unframe(maskedFrame(1, payload, key)) == (0x81, size, key, payload)
+    assert unframe(plainFrame(2, payload)) == (0x82, size, None, payload)
+
+
+class Recorded:
+    """
+    Stands for Autobahn's protocol under L{DirectMessages}: records the
+    messages it is asked to send itself.
+    """
+
+    STATE_OPEN = 3
+
+    def __init__(self, isServer: bool) -> None:
+        self.factory = SimpleNamespace(isServer=isServer)
+        self.state = self.STATE_OPEN
+        self._perMessageCompress = None
+        self.autoFragmentSize = 0
+        self.send_queue: list = []
+        self.logFrames = self.logOctets = False
+        self.trackedTimings = None
+        self.maxMessagePayloadSize = 0
+        self.maskServerFrames, self.maskClientFrames = False, True
+        self.transport = StringTransport()
+        self.autobahn: list = []
+        self.received: list = []
+
+    def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False):
+        self.autobahn.append((payload, isBinary, fragmentSize, sync))
+
+    def _onMessage(self, payload, isBinary):
+        self.received.append((payload, isBinary))
+
+
+class Direct(DirectMessages, Recorded):
+    """
+    L{DirectMessages} over the recorder.
+    """
+
+
+@pytest.mark.parametrize("isServer, masked", [(True, False), (False, True)])
+def test_directMessage(isServer, masked):
+    """
+    A message is written as one frame, masked by a client and not by a
+    server, without Autobahn's sending code.
+    """
+    protocol = Direct(isServer)
+    protocol.sendMessage(b"7:hello", False)
+    protocol.sendMessage(b"\x00\x01", True)
+    written = protocol.transport.value()
+    head = 2 + (4 if masked else 0)
+    first, _, key, text = unframe(written[: head + 7])
+    assert (first, text, key is not None) == (0x81, b"7:hello", masked)
+    second, _, key, data = unframe(written[head + 7:])
+    assert (second, data, key is not None) == (0x82, b"\x00\x01", masked)
+    assert protocol.autobahn == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"_perMessageCompress": object()},
+        {"autoFragmentSize": 10},
+        {"send_queue": [(b"x", False)]},
+        {"logFrames": True},
+        {"maxMessagePayloadSize": 3},
+        {"state": 2},
+    ],
+)
+def test_autobahnSendsOtherwise(setting):
+    """
+    With compression, fragmentation, a send queue, frame logging, a message
+    over the size limit, or a WebSocket not open, Autobahn sends the message
+    itself (and does what it does in those cases).
+    """
+    protocol = Direct(False)
+    vars(protocol).update(setting)
+    protocol.sendMessage(b"hello", False)
+    assert protocol.autobahn == [(b"hello", False, None, False)]
+    assert protocol.transport.value() == b""
+
+
+def test_autobahnSendsFragmentedOrSync():
+    """
+    A fragmented or synchronous send is Autobahn's.
+    """
+    protocol = Direct(True)
+    protocol.sendMessage(b"hello", True, fragmentSize=2)
+    protocol.sendMessage(b"hello", True, sync=True)
+    assert protocol.autobahn == [(b"hello", True, 2, False), (b"hello", True, None, True)]
+
+
+def test_messageEnd():
+    """
+    A whole message goes to C{onMessage} (through Autobahn's C{_onMessage}),
+    its fragments joined, unless the protocol failed the connection itself.
+    """
+    protocol = Direct(True)
+    protocol.failedByMe = False
+    protocol.message_data, protocol.message_is_binary = [b"he", b"llo"], False
+    protocol.onMessageEnd()
+    protocol.failedByMe = True
+    protocol.message_data = [b"late"]
+    protocol.onMessageEnd()
+    assert protocol.received == [(b"hello", False)]
+    assert protocol.message_data is None

@@ -15,7 +15,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ..backend import sendCloseCode
+from ..backend import DirectMessages, sendCloseCode
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -36,7 +36,7 @@ __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 
 
 @implementer(ISessionTransport)
-class SessionWebSocket(WebSocketServerProtocol):
+class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
     """
     A client's WebSocket carrying the session protocol.
 
