@@ -96,6 +96,13 @@ class GatewayService(MultiService):
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
+        if hasattr(self.sessionMap, "sharedSessions"):
+            # Several nodes share sessions through this map (Redis).
+            from .cluster import Cluster
+
+            self.sessions.cluster = Cluster(
+                self.sessions, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
+                node=self.sessionMap.nodeId)
         self.endpoints = [
             (description, _parseEndpoint(reactor, "listen", description, backlog=True))
             for description in config.listen
@@ -199,6 +206,10 @@ class GatewayService(MultiService):
             # password stops the gateway with one line instead of failing
             # every client later.
             await startMap()
+        cluster = self.sessions.cluster
+        if cluster is not None:
+            cluster.opener = self.factory
+            await cluster.start()
         if self.config.demo and not self.config.pools:
             await self._startDemo()
         timeouts = self.config.timeouts
@@ -296,6 +307,8 @@ class GatewayService(MultiService):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         await super().stopService()
+        if self.sessions.cluster is not None:
+            await self.sessions.cluster.stop()
         await self.sessionMap.close()
         await gatherResults([p.stopListening() for p in self._demoPorts])
         for port in self._demoPorts:

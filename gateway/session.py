@@ -16,7 +16,7 @@ import secrets
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
@@ -143,6 +143,10 @@ class Session:
         self.lastReceived = 0.0
         self.lastSent = 0.0
         self.created = registry.clock.seconds()
+        #: The L{gateway.cluster.Mirror} writing this session's state to
+        #: Redis, when several nodes share sessions.
+        self.mirror: Any = None
+        self._ackWaiting = False
 
     @property
     def backend(self) -> Backend | None:
@@ -153,6 +157,25 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {shortId(self.sid)} {self.state}>"
+
+    @property
+    def ackCount(self) -> int:
+        """
+        How many client messages may be acknowledged: those accepted, and
+        (when sessions are shared) recorded in Redis.
+        """
+        if self.mirror is not None:
+            return min(self.inbox.accepted, self.mirror.upWritten)
+        return self.inbox.accepted
+
+    def settled(self) -> Deferred:
+        """
+        @return: L{Deferred} firing once every message accepted so far may
+            be acknowledged (see L{ackCount}).
+        """
+        if self.mirror is not None:
+            return self.mirror.forwarded()
+        return succeed(None)
 
     # Transports.
     def attach(self, transport, resumed: bool) -> None:
@@ -170,14 +193,62 @@ class Session:
         config = self.registry.config
         now = self.registry.clock.seconds()
         self.lastReceived = self.lastSent = now
+        if self.mirror is not None:
+            self.mirror.remote = None
         transport.pushControl(
-            Welcome(self.sid, self.secret, self.inbox.accepted, resumed, config.heartbeat, config.grace)
+            Welcome(self.sid, self.secret, self.ackCount, resumed, config.heartbeat, config.grace)
         )
         for message in self.outbox.unacknowledged():
             transport.pushData(message)
         if self.closing is not None:
             transport.pushControl(self.closing)
         self.registry.recordState(self)
+
+    def adoptTransport(self, transport, delivered: int) -> None:
+        """
+        A client connection that this node served for another owner now
+        carries this session, taken over here: no welcome (the client's
+        counts carry on), only the messages after C{delivered}.
+        """
+        self._cancelGrace()
+        self.transport = transport
+        if self.state != "ending":
+            self.state = "attached"
+        self.lastReceived = self.lastSent = self.registry.clock.seconds()
+        for message in self.outbox.unacknowledged():
+            if message.seq > delivered:
+                transport.pushData(message)
+        if self.closing is not None:
+            transport.pushControl(self.closing)
+        self._scheduleAck()
+
+    def attachedElsewhere(self, node: str) -> None:
+        """
+        The client attached to another node, which relays it: let go of a
+        local connection and stop waiting for a resume.
+        """
+        if self.mirror is None or self.state == "ended":
+            return
+        self.mirror.remote = node
+        self._cancelGrace()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.closeTransport(CLOSE_SUPERSEDED, "the session moved to another connection")
+        if self.state != "ending":
+            self.state = "attached"
+
+    def detachedElsewhere(self, node: str) -> None:
+        """
+        The client left the node that relayed it (or that node died): wait
+        up to the grace period for a resume.
+        """
+        if self.mirror is None or self.mirror.remote != node:
+            return
+        self.mirror.remote = None
+        if self.transport is None and self.state != "ended" and self._graceTimer is None:
+            if self.state == "attached":
+                self.state = "detached"
+            self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
 
     def detach(self, transport, reason: str) -> None:
         """
@@ -193,6 +264,16 @@ class Session:
         self.log.debug("session {sid} detached: {reason}", sid=shortId(self.sid), reason=reason)
         self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
         self.registry.recordState(self)
+        if self.mirror is not None:
+            self.mirror.detached()
+
+    def abandon(self) -> None:
+        """
+        A resume took the session for a client connection that left before
+        it was attached: let other nodes know nobody holds it here.
+        """
+        if self.transport is None and self.mirror is not None:
+            self.mirror.detached()
 
     def orphaned(self) -> None:
         """
@@ -240,6 +321,11 @@ class Session:
         limit = self.registry.config.maxMessageBytes
         if len(message.payload) > limit:
             raise LimitExceeded(f"a message of {len(message.payload)} bytes is over the limit of {limit}")
+        if self.mirror is not None and message.seq > self.inbox.accepted + 1:
+            # Messages before it were accepted through another node and are
+            # on their way (or in the up mailbox): read them first.
+            self.mirror.hold(message)
+            return
         if self.inbox.receive(message):
             if self.link is None:
                 # The backend is gone: the session is ending and can take
@@ -249,6 +335,17 @@ class Session:
             self.inbox.accept()
         self._scheduleAck()
 
+    def forward(self, message: Data) -> None:
+        """
+        Hand the backend a client message that another node accepted (the
+        next in sequence), and record it.
+        """
+        self.inbox.accepted = message.seq
+        if self.link is not None:
+            self.link.sendMessage(message.payload, message.isBinary)
+        if self.mirror is not None:
+            self.mirror.forwarded()
+
     def ackReceived(self, ack: Ack) -> None:
         """
         The client has received C{ack.count} messages.
@@ -256,6 +353,17 @@ class Session:
         @raise ProtocolError: for more than was sent.
         """
         self.outbox.ack(ack.count)
+        if self.mirror is not None:
+            self.mirror.acked(self.outbox.acked)
+        if self.state == "ending" and self.outbox.acked == self.outbox.sent:
+            self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
+
+    def remoteAcked(self, count: int) -> None:
+        """
+        The client, attached to another node, received C{count} messages.
+        """
+        if count > self.outbox.acked:
+            self.outbox.ack(min(count, self.outbox.sent))
         if self.state == "ending" and self.outbox.acked == self.outbox.sent:
             self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
 
@@ -266,13 +374,26 @@ class Session:
         self.end(1000, "client closed the session", CLOSE_UNKNOWN_SESSION, clientCode=CLOSE_ENDED)
 
     def _scheduleAck(self) -> None:
+        if self.mirror is not None:
+            # Acknowledge only what Redis has recorded, so that a resume on
+            # any node hears of every message the client was told of.
+            if not self._ackWaiting and self.transport is not None:
+                self._ackWaiting = True
+                self.mirror.forwarded().addCallback(self._recorded)
+            return
         if self._ackCall is None and self.transport is not None:
             self._ackCall = self.registry.clock.callLater(0, self._sendAck)
+
+    def _recorded(self, _) -> None:
+        self._ackWaiting = False
+        self._sendAck()
+        if self.inbox.accepted > self.ackCount:
+            self._scheduleAck()
 
     def _sendAck(self) -> None:
         self._ackCall = None
         if self.transport is not None:
-            self.transport.pushControl(Ack(self.inbox.accepted))
+            self.transport.pushControl(Ack(self.ackCount))
             self.lastSent = self.registry.clock.seconds()
 
     # The backend.
@@ -293,6 +414,8 @@ class Session:
             self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
+        if self.mirror is not None:
+            self.mirror.down(message)
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
@@ -307,6 +430,8 @@ class Session:
             return
         self.closing = Close(code or 1000, reason or "")
         self.state = "ending"
+        if self.mirror is not None:
+            self.mirror.closing(self.closing.code, self.closing.reason)
         if self.outbox.acked == self.outbox.sent and self.transport is not None:
             self.transport.pushControl(self.closing)
             self._finish(CLOSE_ENDED, self.closing.reason)
@@ -334,7 +459,33 @@ class Session:
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
+        if self.mirror is not None:
+            self.mirror.end(clientCode if clientCode is not None else resumeCode, reason)
         self.registry.ended(self, resumeCode, reason)
+
+    def handOff(self) -> None:
+        """
+        This node is shutting down: leave the session in Redis for another
+        node to take over, and tell the client to resume.
+        """
+        if self.state == "ended":
+            return
+        self.mirror = None  # nothing more is written: the record stays
+        self.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1012)
+
+    def fenced(self, taken: bool) -> None:
+        """
+        Redis refused this node's write: another node took the session over
+        (C{taken}) or it is gone.  End it here without touching Redis; the
+        backend link closes with 1001 and a local client is told to resume.
+        """
+        if self.state == "ended":
+            return
+        self.mirror = None
+        self.log.info("session {sid}: {why}; letting go of it here", sid=shortId(self.sid),
+                      why="taken over by another node" if taken else "gone from Redis")
+        self.end(1001, "session moved to another gateway node", CLOSE_UNKNOWN_SESSION,
+                 clientCode=CLOSE_SUPERSEDED if taken else CLOSE_EXPIRED)
 
     def _finish(self, clientCode: int, reason: str) -> None:
         self.end(1000, reason, CLOSE_UNKNOWN_SESSION, clientCode=clientCode)
@@ -374,6 +525,9 @@ class SessionRegistry:
         self.sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self.opening = 0
+        #: This node's L{gateway.cluster.Cluster} when several nodes share
+        #: sessions through Redis, else L{None}.
+        self.cluster: Any = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -404,6 +558,80 @@ class SessionRegistry:
         session = Session(self, sid, secrets.token_urlsafe(32), pool, link)
         self.sessions[sid] = session
         return session
+
+    def adopt(self, sid: str, secret: str, pool: Pool, link: IBackendLink | None, record,
+              down: list[Data], received: int) -> Session:
+        """
+        Register a session taken over from a dead node, with its state as
+        recorded in Redis (C{record}, a L{gateway.sessionmap._shared.SessionRecord})
+        and the backend messages still held (C{down}).  C{received} is what
+        the resuming client has: a client that holds more than Redis knows
+        got them from the dead owner before it could record them.
+        """
+        session = Session(self, sid, secret, pool, link)  # type: ignore[arg-type]
+        session.inbox.accepted = record.upFwd
+        outbox = session.outbox
+        outbox.sent = outbox.acked = record.downAcked
+        for message in down:
+            if message.seq == outbox.sent + 1:
+                outbox.add(message.payload, message.isBinary)
+        if received > outbox.sent:
+            outbox.ack(outbox.sent)
+            outbox.sent = outbox.acked = received
+        elif received > outbox.acked:
+            outbox.ack(received)
+        if record.closing is not None:
+            session.closing = Close(*record.closing)
+            session.state = "ending"
+        self.sessions[sid] = session
+        session._graceTimer = self.clock.callLater(self.config.grace, session._expire)
+        return session
+
+    async def resume(self, hello: Hello, kind: str):
+        """
+        The session a resume names, wherever it is: held here (L{find}), or
+        with several nodes, relayed from its owner or taken over.
+
+        @param kind: C{"ws"} or C{"poll"}, the transport resuming.
+        @return: a L{Session} or a L{gateway.relay.RelaySession}, ready to
+            C{attach}.
+        @raise ResumeRefused: see L{find}.
+        @raise gateway.cluster.Elsewhere: a poll for a session on a
+            WebSocket of another node.
+        """
+        cluster = self.cluster
+        if cluster is None or hello.sid in self.sessions:
+            session = self.find(hello)
+            if cluster is not None:
+                await cluster.attachHere(session, kind)
+            return session
+        return await cluster.resume(hello, kind)
+
+    def here(self, sid: str | None) -> Any:
+        """
+        The session C{sid} if this node serves its client now (it is held
+        here and not attached elsewhere, or relayed here and attached), or
+        L{None} when a request for it must go through L{resume} or
+        L{sendTarget}.  Without several nodes, every session is here.
+        """
+        session = self.sessions.get(sid) if sid else None
+        if self.cluster is None:
+            return session
+        if session is not None:
+            return session if session.mirror is None or session.mirror.remote is None else None
+        relay = self.cluster.relays.get(sid) if sid else None
+        return relay if relay is not None and relay.attached else None
+
+    async def sendTarget(self, sid: str, secret: str) -> Any:
+        """
+        The session a long-polling C{send} is for, without taking its
+        client's attachment: held here, or relayed (with several nodes).
+
+        @raise ResumeRefused: unknown, ended, or wrong secret.
+        """
+        if self.cluster is None or sid in self.sessions:
+            return self.authenticate(sid, secret)
+        return await self.cluster.lookup(sid, secret)
 
     def unreserve(self) -> None:
         """
@@ -460,12 +688,15 @@ class SessionRegistry:
             self._ended[session.sid] = (resumeCode, f"session ended: {reason}")
             while len(self._ended) > self.config.maxEnded:
                 self._ended.popitem(last=False)
-        self._write(self.sessionMap.forgetSession(session.sid))
+        if self.cluster is None:
+            self._write(self.sessionMap.forgetSession(session.sid))
 
     def recordState(self, session: Session) -> None:
         """
         Write the session's record (backend, state, node) to the session map.
         """
+        if self.cluster is not None:
+            return  # the shared record is kept by the session's mirror
         backend = session.backend
         record = {
             "pool": session.pool.name,
@@ -493,10 +724,24 @@ class SessionRegistry:
         now = self.clock.seconds()
         for session in list(self.sessions.values()):
             session.sweep(now)
+        if self.cluster is not None:
+            for relay in list(self.cluster.relays.values()):
+                relay.sweep(now)
 
     def shutDown(self) -> None:
         """
         End every session: backends closed with 1001, clients with 1001.
+
+        With several nodes, the sessions live on: each client is told to
+        resume (1012, "service restart"), which it does through another
+        node, and that node takes the session over; the backend links close
+        with 1001.
         """
+        if self.cluster is not None:
+            for relay in list(self.cluster.relays.values()):
+                relay.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1012)
+            for session in list(self.sessions.values()):
+                session.handOff()
+            return
         for session in list(self.sessions.values()):
             session.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1001)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -18,7 +18,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from .errors import LimitExceeded, ProtocolError
+from .errors import BackendUnreachable, LimitExceeded, ProtocolError
 from .forwarded import clientAddress
 from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
 from .backend import connectToPool, openBackendLink
@@ -32,7 +32,7 @@ from .transports.longpoll import BoundedRequest, LongPolling
 from .transports.websocket import SessionWebSocketFactory
 
 if TYPE_CHECKING:
-    from .pool import Pool
+    from .pool import Backend, Pool
     from .service import GatewayService
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
@@ -236,7 +236,7 @@ class GatewayResource(Resource):
                     door.takeOver(request.channel, head)
                     return NOT_DONE_YET
         if path == b"/_gateway/health":
-            return _json(request, 200, {"status": "ok"})
+            return self._health(request)
         if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
             request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
             request.setHeader(b"cache-control", b"no-cache")
@@ -266,6 +266,19 @@ class GatewayResource(Resource):
         return _json(request, 404, {"error": "Not Found", "status": 404,
                                     "message": "no such resource"})
 
+
+    def _health(self, request) -> bytes:
+        """
+        C{/_gateway/health}: 200 while this node can serve; 503 when it
+        shares sessions and Redis, or its subscription, is in trouble (so
+        that a balancer in front takes it out).
+        """
+        cluster = self.factory.sessions.cluster
+        if cluster is None:
+            return _json(request, 200, {"status": "ok"})
+        healthy = cluster.healthy
+        return _json(request, 200 if healthy else 503,
+                     {"status": "ok" if healthy else "degraded", "cluster": cluster.health()})
 
     def _cors(self, request) -> None:
         origin = request.getHeader(b"origin")
@@ -405,7 +418,44 @@ class GatewayFactory(Factory):
             raise
         session = sessions.create(sid, route.pool, link)
         link.bind(session, backend)
+        if sessions.cluster is not None:
+            await sessions.cluster.register(
+                session, route.head.target, headers, origin.decode("latin-1") if origin else None)
         return session
+
+    def pool(self, name: str) -> Pool | None:
+        """
+        @return: the pool called C{name}, if any.
+        """
+        return self.service.pools.get(name)
+
+    async def reopen(self, pool: Pool, name: str, target: bytes, headers: dict[str, str],
+                     origin: str | None) -> tuple[Backend, Any]:
+        """
+        Open a backend link for a session taken over from another node: to
+        backend C{name} while it is available, else as for a new session.
+
+        @raise NoBackendAvailable: when no backend can be had.
+        """
+        timeouts = self.config.timeouts
+
+        def connect(backend):
+            return openBackendLink(
+                self.reactor, backend, target, headers,
+                connectTimeout=timeouts.connect,
+                maxMessageBytes=self.config.session.maxMessageBytes,
+                origin=origin,
+            )
+
+        preferred = pool.backend(name)
+        if preferred is not None and preferred.available():
+            preferred.connections += 1
+            try:
+                return preferred, await connect(preferred)
+            except (BackendUnreachable, ProtocolError, OSError) as e:
+                preferred.connections -= 1
+                self.connectFailed(pool, preferred, str(e))
+        return await connectToPool(pool, None, False, self.sessionMap, self, connect)
 
     def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
         head = route.head

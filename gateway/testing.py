@@ -711,7 +711,7 @@ class _RelayEnd(Protocol):
             from twisted.internet.endpoints import TCP4ClientEndpoint
 
             factory = Factory.forProtocol(lambda: _RelayEnd(self.relay, self))
-            d = TCP4ClientEndpoint(reactor, LOCALHOST, self.relay.targetPort).connect(factory)
+            d = TCP4ClientEndpoint(reactor, LOCALHOST, self.relay.nextTarget()).connect(factory)
             d.addErrback(lambda f: self.transport.abortConnection())
         else:
             self.peer.peer = self
@@ -732,14 +732,27 @@ class CuttingRelay:
     A TCP relay in front of a port, whose connections a test can cut at any
     moment (both sides aborted, as a failing network or proxy would), from
     outside the client under test.
+
+    Given several ports, it spreads connections over them in turn (round
+    robin, no affinity), as a plain L4 balancer in front of gateway nodes.
     """
 
-    def __init__(self, targetPort: int) -> None:
+    def __init__(self, targetPort: int, *morePorts: int) -> None:
         self.targetPort = targetPort
+        self.targets = [targetPort, *morePorts]
+        self._turn = 0
         self.ends: set[_RelayEnd] = set()
         self.cuts = 0
         self.port = None
         self._listening = None
+
+    def nextTarget(self) -> int:
+        """
+        @return: the port the next connection goes to.
+        """
+        port = self.targets[self._turn % len(self.targets)]
+        self._turn += 1
+        return port
 
     async def start(self) -> int:
         """

@@ -218,7 +218,7 @@ def test_factoryDefaults():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size)"),
+        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id)"),
         ({"url": 6379}, "session map 'redis': url: must be a non-empty string"),
         ({"url": "http://x"}, "session map 'redis': url: must start with redis:// or unix://"),
         ({"key_prefix": 1}, "session map 'redis': key_prefix must be a string, not 1"),

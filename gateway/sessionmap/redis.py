@@ -288,7 +288,7 @@ def _protocol() -> type:
                         return
                 # The protocol itself has no password or database to set.
                 txredisapi.RedisProtocol.connectionMade(self)
-                watcher.setUpSucceeded()
+                watcher.setUpSucceeded(self)
 
             def drop(self) -> None:
                 """
@@ -329,6 +329,8 @@ class RedisSessionMap:
         keyPrefix: str = "txgw:",
         timeout: float = 1.0,
         poolSize: int = 2,
+        nodeTtl: float = 3.0,
+        nodeId: str | None = None,
     ) -> None:
         """
         Nothing is connected here (see L{start}), so that building the
@@ -341,6 +343,8 @@ class RedisSessionMap:
         self.keyPrefix = keyPrefix
         self.timeout = timeout
         self.poolSize = poolSize
+        self.nodeTtl = nodeTtl
+        self.nodeId = nodeId
         self.reactor = reactor
         self._prefix = keyPrefix.encode("utf-8")
         self._factory: Any = None
@@ -362,6 +366,15 @@ class RedisSessionMap:
             and factory is not None
             and any(c.connected and c.usable for c in factory.pool)
         )
+
+    def sharedSessions(self, node: str, *, sessionTtl: float, nodeTtl: float):
+        """
+        @return: a L{gateway.sessionmap._shared.SharedSessions} for node
+            C{node}: the sessions that several gateway nodes share.
+        """
+        from ._shared import SharedSessions
+
+        return SharedSessions(self, node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
 
     # Connecting.
     def start(self) -> Deferred[None]:
@@ -484,7 +497,7 @@ class RedisSessionMap:
         self._lastError = reason
         self._settleStart(reason)
 
-    def setUpSucceeded(self) -> None:
+    def setUpSucceeded(self, protocol=None) -> None:
         """
         A connection is ready: forget why earlier attempts failed, and the
         dead connections txredisapi's idle queue (which the map does not
@@ -529,9 +542,30 @@ class RedisSessionMap:
         @return: L{Deferred} firing with the reply, or failing with
             L{SessionMapUnavailable}.
         """
-        d = Deferred.fromCoroutine(self._execute(command, key, args))
+        return self.run(key, command, key, *args)
+
+    def run(self, route: bytes, command: str, *args: bytes | str) -> Deferred:
+        """
+        Run one Redis command, bounded by C{timeout} from the call (waiting
+        for L{start} included), on the connection that every command
+        routed by C{route} takes (so that they apply in order).
+
+        @return: L{Deferred} firing with the reply, or failing with
+            L{SessionMapUnavailable}.
+        """
+        d = Deferred.fromCoroutine(self._execute(command, route, args))
         d.addCallbacks(self._succeeded, self._failed, errbackArgs=(command,))
         return d
+
+    def runScript(self, script, keys: tuple[bytes, ...], args: tuple) -> Deferred:
+        """
+        Run a L{gateway.sessionmap._scripts.Script} with C{EVALSHA}, routed
+        by its first key; after a Redis restart emptied the script cache,
+        once more with C{EVAL}.
+
+        @return: L{Deferred} firing with the script's reply.
+        """
+        return self.run(keys[0], "EVALSHA", script.sha, str(len(keys)), *keys, *args)
 
     async def _execute(self, command: str, key: bytes, args: tuple) -> Any:
         if self._closed:
@@ -558,9 +592,19 @@ class RedisSessionMap:
                 f"not connected to Redis at {self.address} (reconnecting{why})"
             )
         connection = connections[zlib.crc32(key) % len(connections)]
-        reply = connection.execute_command(command, key, *args)
+        reply = connection.execute_command(command, *args)
         reply.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
         try:
+            try:
+                return await reply
+            except Exception as e:
+                if command != "EVALSHA" or not str(e).startswith("NOSCRIPT"):
+                    raise
+            # Redis restarted and forgot the script: send it whole, once.
+            from ._scripts import BY_SHA
+
+            reply = connection.execute_command("EVAL", BY_SHA[args[0]].text, *args[1:])
+            reply.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
             return await reply
         except DeferredTimeout:
             # Silent (hung, or half-open): stop using it before anything
@@ -721,7 +765,7 @@ class RedisSessionMapFactory:
 
     name = "redis"
     description = "affinity and session records in Redis, shared by several gateway nodes"
-    options = ("url", "key_prefix", "timeout", "pool_size")
+    options = ("url", "key_prefix", "timeout", "pool_size", "node_ttl", "node_id")
 
     def __call__(self, options: Mapping[str, object], reactor) -> ISessionMap:
         """
@@ -758,6 +802,25 @@ class RedisSessionMapFactory:
                 f"session map 'redis': pool_size must be an integer from 1 to {MAX_POOL_SIZE},"
                 f" not {size!r}"
             )
+        nodeTtl = options.get("node_ttl", 3.0)
+        if (
+            isinstance(nodeTtl, bool)
+            or not isinstance(nodeTtl, (int, float))
+            or not math.isfinite(nodeTtl)
+            or not 0.3 <= nodeTtl <= 600
+        ):
+            raise ConfigError(
+                f"session map 'redis': node_ttl must be a number of seconds from 0.3 to 600, not {nodeTtl!r}"
+            )
+        nodeId = options.get("node_id")
+        if nodeId is not None and (
+            not isinstance(nodeId, str) or not nodeId or len(nodeId) > 64
+            or not all(c.isalnum() or c in "-_." for c in nodeId)
+        ):
+            raise ConfigError(
+                f"session map 'redis': node_id must be 1 to 64 letters, digits, '-', '_' or '.', not {nodeId!r}"
+            )
         return RedisSessionMap(
-            address, reactor, keyPrefix=prefix, timeout=float(timeout), poolSize=size
+            address, reactor, keyPrefix=prefix, timeout=float(timeout), poolSize=size,
+            nodeTtl=float(nodeTtl), nodeId=nodeId,
         )

@@ -11,6 +11,7 @@ aborted poll loses nothing.
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,9 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
+    CLOSE_BAD_SECRET,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
@@ -34,6 +36,7 @@ from ..protocol import (
     dataToJSON,
     packetFromJSON,
 )
+from ..cluster import Elsewhere
 from ..session import ISessionTransport, ResumeRefused
 
 if TYPE_CHECKING:
@@ -148,7 +151,7 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
     """
     Finish a request with a JSON body (if the client is still there).
     """
-    if getattr(request, "_gatewayGone", False) or request.finished:
+    if getattr(request, "_gatewayGone", False) or request.finished or request._disconnected:
         return
     body = _COMPACT.encode(payload).encode("utf-8")
     request.setResponseCode(status)
@@ -402,14 +405,18 @@ class LongPolling:
         return NOT_DONE_YET
 
     def _failed(self, failure, request: Request) -> None:
-        if failure.check(ResumeRefused):
+        if failure.check(_OnAnotherConnection):
+            self._elsewhere(request)
+        elif failure.check(ResumeRefused):
             _error(request, failure.value.code, failure.value.reason)
+        elif failure.check(LimitExceeded):
+            _error(request, CLOSE_TOO_BIG, str(failure.value))
         elif failure.check(ProtocolError):
             _error(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
-        elif failure.check(NoBackendAvailable, LimitExceeded):
+        elif failure.check(NoBackendAvailable, GatewayError):
             _error(request, CLOSE_UNAVAILABLE, str(failure.value))
         else:
-            self.log.failure("long-polling open failed", failure)
+            self.log.failure("a long-polling request failed", failure)
             _error(request, CLOSE_UNAVAILABLE, "the session could not be opened")
 
     async def _open(self, request: Request, body: dict) -> None:
@@ -430,17 +437,29 @@ class LongPolling:
             transport = PollingTransport(self, session)
             session.attach(transport, resumed=False)
         else:
-            session = factory.sessions.find(hello)
+            try:
+                session = await factory.sessions.resume(hello, "poll")
+            except Elsewhere:
+                raise _OnAnotherConnection() from None
             transport = PollingTransport(self, session)
             session.attach(transport, resumed=True)
         session.lastReceived = factory.reactor.seconds()
         _respond(request, 200, {"packets": transport.packets(hello.received)})
 
-    def _session(self, body: dict) -> tuple[Session, PollingTransport]:
+    @staticmethod
+    def _credentials(body: dict) -> tuple[str, str]:
         sid, secret = body.get("sid"), body.get("secret")
         if not isinstance(sid, str) or not isinstance(secret, str):
             raise ProtocolError("'sid' and 'secret' must be strings")
-        session = self.factory.sessions.authenticate(sid, secret)
+        return sid, secret
+
+    def _session(self, sid: str, secret: str) -> tuple[Session, PollingTransport]:
+        sessions = self.factory.sessions
+        session = sessions.here(sid) if sessions.cluster is not None else None
+        if session is None or sid in sessions.sessions:
+            session = sessions.authenticate(sid, secret)
+        elif not hmac.compare_digest(session.secret.encode(), secret.encode()):
+            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
         session.lastReceived = self.factory.reactor.seconds()
         transport = session.transport
         if transport is None:
@@ -463,7 +482,33 @@ class LongPolling:
         received = body.get("ack")
         if type(received) is not int or received < 0:
             raise ProtocolError("'ack' must be a non-negative integer")
-        session, transport = self._session(body)
+        sid, secret = self._credentials(body)
+        sessions = self.factory.sessions
+        if sessions.cluster is not None and sessions.here(sid) is None:
+            # Several nodes: held or attached elsewhere; resume it here.
+            d = Deferred.fromCoroutine(self._pollHere(request, sid, secret, received))
+            d.addErrback(self._failed, request)
+            return
+        session, transport = self._session(sid, secret)
+        session.ackReceived(Ack(received))
+        transport.hold(request, received)
+
+    async def _pollHere(self, request: Request, sid: str, secret: str, received: int) -> None:
+        sessions = self.factory.sessions
+        try:
+            session = await sessions.resume(Hello(sid, secret, received), "poll")
+        except Elsewhere:
+            self._elsewhere(request)
+            return
+        if getattr(request, "_gatewayGone", False) or request.finished:
+            session.abandon()
+            return
+        session.lastReceived = self.factory.reactor.seconds()
+        transport = session.transport
+        if not isinstance(transport, PollingTransport):
+            transport = PollingTransport(self, session)
+            session.attach(transport, resumed=True)
+            transport.welcome = None
         session.ackReceived(Ack(received))
         transport.hold(request, received)
 
@@ -474,7 +519,44 @@ class LongPolling:
         if len(packets) > self.config.maxBatchMessages:
             raise LimitExceeded(f"more than {self.config.maxBatchMessages} packets in one send")
         decoded = [packetFromJSON(p) for p in packets]
-        session, transport = self._session(body)
+        sid, secret = self._credentials(body)
+        sessions = self.factory.sessions
+        if sessions.cluster is None:
+            session, transport = self._session(sid, secret)
+            self._deliver(request, session, transport, decoded)
+            return
+        d = Deferred.fromCoroutine(self._sendShared(request, sid, secret, decoded))
+        d.addErrback(self._failed, request)
+
+    async def _sendShared(self, request: Request, sid: str, secret: str, decoded: list) -> None:
+        """
+        A send with several nodes: to the session wherever its client is
+        attached (a send never moves it), acknowledged once Redis has it.
+        """
+        sessions = self.factory.sessions
+        session = sessions.here(sid)
+        if session is None:
+            session = await sessions.sendTarget(sid, secret)
+        elif not hmac.compare_digest(session.secret.encode(), secret.encode()):
+            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        transport = session.transport
+        if transport is not None and not isinstance(transport, PollingTransport):
+            raise _OnAnotherConnection()
+        session.lastReceived = self.factory.reactor.seconds()
+        for packet in decoded:
+            session.packetReceived(packet)
+            if isinstance(packet, Close):
+                break
+        await session.settled()
+        answer = [controlToJSON(Ack(session.ackCount))]
+        # A poll that moved the session to another node meanwhile closed
+        # this node's transport: that is no news for the client.
+        if transport is not None and transport.closed is not None and transport.closed[0] != CLOSE_SUPERSEDED:
+            code, reason = transport.closed
+            answer.append({"t": "closed", "code": code, "reason": reason})
+        _respond(request, 200, {"packets": answer})
+
+    def _deliver(self, request: Request, session, transport, decoded: list) -> None:
         before = session.inbox.accepted
         for packet in decoded:
             session.packetReceived(packet)

@@ -120,7 +120,14 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         elif hello.probe:
             # An upgrade's round trip: answer without moving the session;
             # the client follows with a real resume on this connection.
-            session = gateway.sessions.find(hello)
+            sessions = gateway.sessions
+            local = hello.sid in sessions.sessions or sessions.cluster is None
+            if local:
+                session = sessions.find(hello)
+            else:
+                session = await sessions.sendTarget(hello.sid, hello.secret or "")
+            if self.state != self.STATE_OPEN:
+                return
             self.sendMessage(encodeControl(Probe()), False)
             # The real resume must follow in time, like a first hello.
             self._helloTimer = gateway.reactor.callLater(
@@ -129,9 +136,12 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             release = getattr(session.transport, "release", None)
             if release is not None:
                 release()  # the client waits for its held poll to end
+            elif sessions.cluster is not None:
+                sessions.cluster.probe(hello.sid)  # held by another node
         else:
-            session = gateway.sessions.find(hello)
+            session = await gateway.sessions.resume(hello, "ws")
             if self.state != self.STATE_OPEN:
+                session.abandon()
                 return
             self.session = session
             session.attach(self, resumed=True)

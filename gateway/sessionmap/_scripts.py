@@ -1,0 +1,252 @@
+"""
+The Lua scripts of the Redis session map's shared sessions.
+
+Every update that must not race with another node's runs as one script, so
+Redis applies it atomically: claiming an attachment, taking a session over
+from a dead node, and every write of the node that pumps a session, which
+is fenced by the session's epoch (a write carrying an older epoch than the
+record's is refused, and the writer learns that it no longer owns the
+session).
+
+Keys (C{P} is the key prefix): C{P sess:{sid}} (a hash, the session's
+record), C{P sess:{sid}:up} and C{P sess:{sid}:down} (streams, the two
+mailboxes; entry C{0-n} is message C{n}).  Channels: C{P node:{id}}, one
+per gateway node.  A node is alive while C{P alive:{id}} exists.
+
+Notifications published to a node's channel are C{kind|sid|...}:
+
+  - C{d|sid|seq|binary|payload}: message C{seq} from the backend, for the
+    node the client is attached to;
+  - C{u|sid|seq|binary|payload}: message C{seq} from the client, for the
+    owner;
+  - C{a|sid|count}: the client has received C{count} messages (to the
+    owner);
+  - C{t|sid|node|n}: the client is now attached to C{node}, the C{n}th
+    attachment (a node ignores news older than an attachment it made);
+  - C{x|sid|node}: the client left C{node} (to the owner);
+  - C{c|sid|code|reason}: the backend closed (to the attached node);
+  - C{e|sid|code|reason}: the session ended (to the attached node);
+  - C{k|sid}: the client closed the session (to the owner);
+  - C{r|sid}: answer your held poll now (an upgrade's probe);
+  - C{p|nonce}: a node's check of its own subscription.
+
+Notifications are hints: the record and the mailboxes are the truth, and a
+node that misses one (its subscription was down) reads the mailboxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+__all__ = ["Script", "SCRIPTS", "BY_SHA", "FENCED", "GAP", "GONE"]
+
+#: A fenced write's answer: the record's epoch is not the writer's.
+FENCED = -1
+#: An append's answer when the message does not follow the last one.
+GAP = -2
+#: The session's record does not exist (ended, or expired).
+GONE = -3
+
+
+@dataclass(frozen=True)
+class Script:
+    """
+    A Lua script, run with C{EVALSHA} (and C{EVAL} once after a Redis
+    restart emptied the script cache).
+    """
+
+    name: str
+    text: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode("utf-8")).hexdigest())
+
+
+# Shared by the scripts: refresh the three keys' expiry.
+_EXPIRE = """
+local function expire(ttl)
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+"""
+
+_CREATE = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: ttl, field, value, ...
+redis.call('DEL', KEYS[2], KEYS[3])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+_DOWN = _EXPIRE + """
+-- KEYS: record, up, down.
+-- ARGV: epoch, seq, binary, payload, ttl, prefix, sid, me.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached')
+if f[1] == false then return -3 end
+if f[1] ~= ARGV[1] then return -1 end
+redis.call('XADD', KEYS[3], '0-' .. ARGV[2], 'b', ARGV[3], 'p', ARGV[4])
+redis.call('HSET', KEYS[1], 'downSent', ARGV[2])
+expire(ARGV[5])
+local att = f[2]
+if att and att ~= '' and att ~= ARGV[8] then
+  redis.call('PUBLISH', ARGV[6] .. 'node:' .. att,
+             'd|' .. ARGV[7] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+end
+return 1
+"""
+
+_UP = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: seq, binary, payload, ttl, prefix, sid.
+local f = redis.call('HMGET', KEYS[1], 'upRecv', 'owner')
+if f[1] == false then return -3 end
+local recv = tonumber(f[1])
+local seq = tonumber(ARGV[1])
+if seq <= recv then return 0 end
+if seq ~= recv + 1 then return -2 end
+redis.call('XADD', KEYS[2], '0-' .. ARGV[1], 'b', ARGV[2], 'p', ARGV[3])
+redis.call('HSET', KEYS[1], 'upRecv', ARGV[1])
+expire(ARGV[4])
+redis.call('PUBLISH', ARGV[5] .. 'node:' .. f[2],
+           'u|' .. ARGV[6] .. '|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+return 1
+"""
+
+_FORWARDED = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: epoch, count, ttl.
+-- The owner has handed messages up to COUNT to the backend.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'upRecv')
+if f[1] == false then return -3 end
+if f[1] ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'upFwd', ARGV[2])
+if tonumber(f[2]) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'upRecv', ARGV[2]) end
+redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (tonumber(ARGV[2]) + 1))
+expire(ARGV[3])
+return 1
+"""
+
+_ACKED = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: count, me, ttl, prefix, sid.
+-- The client has received COUNT messages.
+local f = redis.call('HMGET', KEYS[1], 'downAcked', 'owner', 'downSent')
+if f[1] == false then return -3 end
+local count = tonumber(ARGV[1])
+if count > tonumber(f[3]) then return -2 end
+if count > tonumber(f[1]) then
+  redis.call('HSET', KEYS[1], 'downAcked', ARGV[1])
+  redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
+  if f[2] ~= ARGV[2] then
+    redis.call('PUBLISH', ARGV[4] .. 'node:' .. f[2], 'a|' .. ARGV[5] .. '|' .. ARGV[1])
+  end
+end
+expire(ARGV[3])
+return 1
+"""
+
+_ATTACH = """
+-- KEYS: record.  ARGV: me, kind ('ws' or 'poll'), prefix, sid.
+-- Returns {'elsewhere'} when a live node holds it on a WebSocket and this
+-- is a poll; else {'ok', owner alive (0/1), field, value, ...}.
+local f = redis.call('HMGET', KEYS[1], 'attached', 'kind', 'owner')
+if f[3] == false then return {'gone'} end
+local att, kind, owner = f[1], f[2], f[3]
+if ARGV[2] == 'poll' and kind == 'ws' and att ~= '' and att ~= ARGV[1]
+   and redis.call('EXISTS', ARGV[3] .. 'alive:' .. att) == 1 then
+  return {'elsewhere'}
+end
+redis.call('HSET', KEYS[1], 'attached', ARGV[1], 'kind', ARGV[2])
+local n = redis.call('HINCRBY', KEYS[1], 'attachSeq', 1)
+local note = 't|' .. ARGV[4] .. '|' .. ARGV[1] .. '|' .. n
+if att ~= '' and att ~= ARGV[1] then
+  redis.call('PUBLISH', ARGV[3] .. 'node:' .. att, note)
+end
+if owner ~= ARGV[1] and owner ~= att then
+  redis.call('PUBLISH', ARGV[3] .. 'node:' .. owner, note)
+end
+local alive = redis.call('EXISTS', ARGV[3] .. 'alive:' .. owner)
+local reply = {'ok', alive}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do reply[#reply + 1] = all[i] end
+return reply
+"""
+
+_DETACH = """
+-- KEYS: record.  ARGV: me, prefix, sid.
+local f = redis.call('HMGET', KEYS[1], 'attached', 'owner')
+if f[1] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'attached', '')
+if f[2] ~= ARGV[1] then
+  redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2], 'x|' .. ARGV[3] .. '|' .. ARGV[1])
+end
+return 1
+"""
+
+_TAKEOVER = """
+-- KEYS: record.  ARGV: me, prefix.
+-- Take the session over if its owner is dead: a new epoch fences the old
+-- owner's writes.  Returns {'alive', owner} or {'ok', field, value, ...}.
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == false then return {'gone'} end
+if owner ~= ARGV[1] then
+  if redis.call('EXISTS', ARGV[2] .. 'alive:' .. owner) == 1 then return {'alive', owner} end
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+end
+local reply = {'ok'}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do reply[#reply + 1] = all[i] end
+return reply
+"""
+
+_CLOSING = """
+-- KEYS: record.  ARGV: epoch, code, reason, me, prefix, sid.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached')
+if f[1] == false then return -3 end
+if f[1] ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'closing', ARGV[2] .. '|' .. ARGV[3])
+if f[2] ~= '' and f[2] ~= ARGV[4] then
+  redis.call('PUBLISH', ARGV[5] .. 'node:' .. f[2], 'c|' .. ARGV[6] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+end
+return 1
+"""
+
+_END = """
+-- KEYS: record, up, down.  ARGV: epoch, code, reason, me, prefix, sid.
+-- An epoch of '' ends the session whoever owns it.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached')
+if f[1] == false then return -3 end
+if ARGV[1] ~= '' and f[1] ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if f[2] ~= '' and f[2] ~= ARGV[4] then
+  redis.call('PUBLISH', ARGV[5] .. 'node:' .. f[2], 'e|' .. ARGV[6] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+end
+return 1
+"""
+
+_NOTIFY = """
+-- KEYS: record.  ARGV: field naming the node ('owner' or 'attached'),
+-- prefix, message.  Publishes MESSAGE to that node, if any.
+local node = redis.call('HGET', KEYS[1], ARGV[1])
+if node == false or node == '' then return 0 end
+return redis.call('PUBLISH', ARGV[2] .. 'node:' .. node, ARGV[3])
+"""
+
+SCRIPTS: dict[str, Script] = {
+    s.name: s
+    for s in (
+        Script("create", _CREATE),
+        Script("down", _DOWN),
+        Script("up", _UP),
+        Script("forwarded", _FORWARDED),
+        Script("acked", _ACKED),
+        Script("attach", _ATTACH),
+        Script("detach", _DETACH),
+        Script("takeover", _TAKEOVER),
+        Script("closing", _CLOSING),
+        Script("end", _END),
+        Script("notify", _NOTIFY),
+    )
+}
+
+#: The scripts by their SHA-1, for running one again with C{EVAL}.
+BY_SHA: dict[str, Script] = {s.sha: s for s in SCRIPTS.values()}
