@@ -81,8 +81,9 @@ function mark(event) {
 }
 
 function emit(result) {
+  const polling = clientKind === "txgw" && transport === "polling" ? { requests } : {};
   process.stdout.write(JSON.stringify({
-    mode, client: clientKind, transport, errors, unexpectedCloses,
+    mode, client: clientKind, transport, errors, unexpectedCloses, ...polling,
     ...(lastError ? { lastError } : {}), ...result,
   }) + "\n");
 }
@@ -311,10 +312,12 @@ setInterval(() => {
 // --- txgateway.v1 over long-polling -----------------------------------------
 
 let requestNumber = 0;
+const requests = { open: 0, poll: 0, send: 0 };
 
 function post(kind, body) {
   const data = Buffer.from(JSON.stringify(body));
   const target = new URL(url);
+  requests[kind]++;
   return new Promise((resolve, reject) => {
     const request = http.request({
       agent, method: "POST", host: target.hostname, port: target.port,
