@@ -24,12 +24,13 @@ from .errors import GatewayError, LimitExceeded, NoBackendAvailable
 from .protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_RESUME_FAILED,
+    CLOSE_UNAVAILABLE,
     CLOSE_UNKNOWN_SESSION,
     Data,
     Hello,
     shortId,
 )
-from .relay import RelaySession
+from .relay import GAP_PATIENCE, GAP_RETRY, RelaySession
 from .sessionmap._scripts import FENCED, GONE
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Mirror:
         self.lastWrite = cluster.clock.seconds()
         self._catchingUp = False
         self._held: dict[int, Data] = {}
+        self._heldSince = 0.0
 
     def _check(self, reply: Any) -> Any:
         self.lastWrite = self.cluster.clock.seconds()
@@ -209,6 +211,8 @@ class Mirror:
         bound = self.cluster.registry.config.maxBufferMessages
         if len(self._held) >= bound:
             raise LimitExceeded(f"more than {bound} client messages ahead of the backend")
+        if not self._held:
+            self._heldSince = self.cluster.clock.seconds()
         self._held[message.seq] = message
         self._catchingUp = False
         self.catchUp()
@@ -240,8 +244,17 @@ class Mirror:
                 if message.seq == self.session.inbox.accepted + 1:
                     self.session.forward(message)
             self._release()
-            if self._held:
-                self.cluster.clock.callLater(0.05, self.catchUp)
+            if not self._held:
+                return
+            if self.cluster.clock.seconds() - self._heldSince < GAP_PATIENCE:
+                self.cluster.clock.callLater(GAP_RETRY, self.catchUp)
+                return
+            # The messages before them never reached the up mailbox: the
+            # client resumes, and sends again from what was accepted.
+            self._held.clear()
+            transport = self.session.transport
+            if transport is not None:
+                transport.closeTransport(CLOSE_UNAVAILABLE, "messages went missing between gateway nodes; resume")
 
         def failed(failure):
             self._catchingUp = False

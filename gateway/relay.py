@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .errors import GatewayError, LimitExceeded, ProtocolError
@@ -22,7 +22,6 @@ from .protocol import (
     CLOSE_BUFFER_FULL,
     CLOSE_ENDED,
     CLOSE_EXPIRED,
-    CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_UNAVAILABLE,
     Ack,
@@ -35,7 +34,13 @@ from .protocol import (
 )
 from .sessionmap._scripts import GAP, GONE
 
-__all__ = ["RelaySession"]
+__all__ = ["RelaySession", "GAP_RETRY", "GAP_PATIENCE"]
+
+#: Seconds between attempts to append client messages that follow a gap.
+GAP_RETRY = 0.02
+
+#: Seconds a gap may last before the client is told to resume.
+GAP_PATIENCE = 2.0
 
 
 class RelaySession:
@@ -67,8 +72,9 @@ class RelaySession:
         self.state = "detached"
         self.attached = False
         self.lastReceived = self.lastSent = registry.clock.seconds()
-        self._appending: Deferred = succeed(None)
-        self._inFlight = 0
+        self._queue: list[Data] = []
+        self._pending: Deferred | None = None
+        self._gapSince: float | None = None
         self._ackWrite: Deferred | None = None
         self._ackCall = None
         self._catchingUp = False
@@ -84,15 +90,6 @@ class RelaySession:
         How many client messages may be acknowledged (all are in Redis).
         """
         return self.inbox.accepted
-
-    def settled(self) -> Deferred:
-        """
-        @return: L{Deferred} firing once every message received so far is
-            in the up mailbox (or refused).
-        """
-        d: Deferred = Deferred()
-        self._appending.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
 
     async def load(self, received: int) -> None:
         """
@@ -178,8 +175,16 @@ class RelaySession:
 
     def dataReceived(self, message: Data) -> None:
         """
-        Append a client message to the up mailbox (Redis refuses a gap or a
-        duplicate); acknowledge it once it is there.
+        Queue a client message for the up mailbox; what is queued goes in
+        one script call at a time, and is acknowledged once it is there.
+
+        Another node may still be writing the messages just before it (the
+        client's previous send went there): a gap is retried every
+        L{GAP_RETRY} seconds, and after L{GAP_PATIENCE} the client is told
+        to resume (4503), which sets both ends straight.
+
+        @raise LimitExceeded: over C{max_message_bytes}, or more than
+            C{max_buffer_messages} waiting.
         """
         config = self.registry.config
         if len(message.payload) > config.maxMessageBytes:
@@ -188,28 +193,73 @@ class RelaySession:
         if message.seq <= self.inbox.accepted:
             self._scheduleAck()
             return
-        if self._inFlight >= config.maxBufferMessages:
+        if len(self._queue) >= config.maxBufferMessages:
             raise LimitExceeded(f"more than {config.maxBufferMessages} messages waiting for Redis")
-        self._inFlight += 1
-        d = self.cluster.shared.appendUp(self.sid, message)
-        d.addCallbacks(self._appended, self._appendFailed, callbackArgs=(message,))
-        self._appending = d
+        self._queue.append(message)
+        if self._pending is None:
+            self._pending = Deferred()
+            self.registry.clock.callLater(0, self._append)
 
-    def _appended(self, reply: Any, message: Data) -> None:
-        self._inFlight -= 1
-        reply = int(reply)
-        if reply == GONE:
-            self._close(CLOSE_EXPIRED, "session ended")
-        elif reply == GAP:
-            self._close(CLOSE_PROTOCOL_ERROR, f"message {message.seq} does not follow the last one")
+    def settled(self) -> Deferred:
+        """
+        @return: L{Deferred} firing once every message received so far is
+            in the up mailbox (or refused).
+        """
+        d: Deferred = Deferred()
+        if self._pending is None:
+            d.callback(None)
         else:
-            self.inbox.accepted = max(self.inbox.accepted, message.seq)
+            self._pending.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def _append(self) -> None:
+        batch = [m for m in self._queue if m.seq > self.inbox.accepted]
+        self._queue = batch
+        if not batch:
+            self._settle()
+            return
+        d = self.cluster.shared.appendUp(self.sid, batch)
+        d.addCallbacks(self._appended, self._appendFailed)
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, None
+        self._gapSince = None
+        if pending is not None:
+            pending.callback(None)
+
+    def _appended(self, reply: tuple[int, int]) -> None:
+        status, accepted = reply
+        if status == GONE:
+            self._queue = []
+            self._settle()
+            self._close(CLOSE_EXPIRED, "session ended")
+            return
+        if accepted > self.inbox.accepted:
+            self.inbox.accepted = accepted
             self._scheduleAck()
+        self._queue = [m for m in self._queue if m.seq > accepted]
+        if status == GAP:
+            now = self.registry.clock.seconds()
+            if self._gapSince is None:
+                self._gapSince = now
+            if now - self._gapSince >= GAP_PATIENCE:
+                self._queue = []
+                self._settle()
+                self._close(CLOSE_UNAVAILABLE, "messages went missing between gateway nodes; resume")
+                return
+            self.registry.clock.callLater(GAP_RETRY, self._append)
+            return
+        self._gapSince = None
+        if self._queue:
+            self._append()
+        else:
+            self._settle()
 
     def _appendFailed(self, failure) -> None:
-        self._inFlight -= 1
         if not failure.check(GatewayError):
             self.log.failure("appending to the up mailbox failed", failure)
+        self._queue = []
+        self._settle()
         self._close(CLOSE_UNAVAILABLE, "the session store is unavailable; resume later")
 
     def ackReceived(self, ack: Ack) -> None:
@@ -218,8 +268,12 @@ class RelaySession:
         mailbox and tell the owner (one write at a time).
         """
         if ack.count > self.outbox.sent:
-            raise ProtocolError(f"acknowledged {ack.count} messages, but only {self.outbox.sent} were sent")
-        if ack.count > self.outbox.acked:
+            # The owner, or another node, delivered messages this node has
+            # not seen yet: they are received, so skip them here.
+            self.outbox.ack(self.outbox.sent)
+            self.outbox.sent = self.outbox.acked = ack.count
+            self._writeAck()
+        elif ack.count > self.outbox.acked:
             self.outbox.ack(ack.count)
             self._writeAck()
 
@@ -332,8 +386,14 @@ class RelaySession:
         transport = self.transport
         self.transport = None
         self._forget()
-        if transport is not None:
-            transport.closeTransport(CLOSE_SUPERSEDED, "the session moved to another connection")
+        letGo = getattr(transport, "letGo", None)
+        if letGo is not None:
+            letGo()
+        elif transport is not None:
+            # Not 4001 (which ends a client): with several nodes, a resume
+            # through a connection that has since died may come last; the
+            # live client resumes again.
+            transport.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
 
     def release(self) -> None:
         """

@@ -28,6 +28,7 @@ from .protocol import (
     CLOSE_EXPIRED,
     CLOSE_RESUME_FAILED,
     CLOSE_SUPERSEDED,
+    CLOSE_UNAVAILABLE,
     CLOSE_UNKNOWN_SESSION,
     Ack,
     Close,
@@ -232,8 +233,14 @@ class Session:
         self.mirror.remote = node
         self._cancelGrace()
         transport, self.transport = self.transport, None
-        if transport is not None:
-            transport.closeTransport(CLOSE_SUPERSEDED, "the session moved to another connection")
+        letGo = getattr(transport, "letGo", None)
+        if letGo is not None:
+            letGo()
+        elif transport is not None:
+            # Not 4001 (which ends a client): with several nodes, a resume
+            # through a connection that has since died may come last; the
+            # live client resumes again.
+            transport.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
         if self.state != "ending":
             self.state = "attached"
 

@@ -97,19 +97,27 @@ return 1
 """
 
 _UP = _EXPIRE + """
--- KEYS: record, up, down.  ARGV: seq, binary, payload, ttl, prefix, sid.
+-- KEYS: record, up, down.  ARGV: ttl, prefix, sid, then seq, binary,
+-- payload for each message, in order.  Appends those that follow the last
+-- accepted one; returns {status, accepted}: status 1, or -2 when a
+-- message is missing before one of them (the rest are not appended).
 local f = redis.call('HMGET', KEYS[1], 'upRecv', 'owner')
-if f[1] == false then return -3 end
+if f[1] == false then return {-3, 0} end
 local recv = tonumber(f[1])
-local seq = tonumber(ARGV[1])
-if seq <= recv then return 0 end
-if seq ~= recv + 1 then return -2 end
-redis.call('XADD', KEYS[2], '0-' .. ARGV[1], 'b', ARGV[2], 'p', ARGV[3])
-redis.call('HSET', KEYS[1], 'upRecv', ARGV[1])
-expire(ARGV[4])
-redis.call('PUBLISH', ARGV[5] .. 'node:' .. f[2],
-           'u|' .. ARGV[6] .. '|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
-return 1
+local status = 1
+for i = 4, #ARGV, 3 do
+  local seq = tonumber(ARGV[i])
+  if seq > recv then
+    if seq ~= recv + 1 then status = -2; break end
+    redis.call('XADD', KEYS[2], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+    redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2],
+               'u|' .. ARGV[3] .. '|' .. ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
+    recv = seq
+  end
+end
+redis.call('HSET', KEYS[1], 'upRecv', recv)
+expire(ARGV[1])
+return {status, recv}
 """
 
 _FORWARDED = _EXPIRE + """
@@ -130,13 +138,12 @@ _ACKED = _EXPIRE + """
 -- The client has received COUNT messages.
 local f = redis.call('HMGET', KEYS[1], 'downAcked', 'owner', 'downSent')
 if f[1] == false then return -3 end
-local count = tonumber(ARGV[1])
-if count > tonumber(f[3]) then return -2 end
+local count = math.min(tonumber(ARGV[1]), tonumber(f[3]))
 if count > tonumber(f[1]) then
-  redis.call('HSET', KEYS[1], 'downAcked', ARGV[1])
+  redis.call('HSET', KEYS[1], 'downAcked', count)
   redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
   if f[2] ~= ARGV[2] then
-    redis.call('PUBLISH', ARGV[4] .. 'node:' .. f[2], 'a|' .. ARGV[5] .. '|' .. ARGV[1])
+    redis.call('PUBLISH', ARGV[4] .. 'node:' .. f[2], 'a|' .. ARGV[5] .. '|' .. count)
   end
 end
 expire(ARGV[3])

@@ -210,18 +210,21 @@ class SharedSessions:
         ))
 
     # Any node's writes.
-    def appendUp(self, sid: str, message: Data) -> Deferred[int]:
+    def appendUp(self, sid: str, messages: list[Data]) -> Deferred[tuple[int, int]]:
         """
-        Accept client message C{message} into the up mailbox and send it to
-        the owner.
+        Accept client messages into the up mailbox, in order, and send them
+        to the owner; duplicates are skipped.
 
-        @return: L{Deferred} firing with 1 (accepted), 0 (a duplicate), or
-            L{GAP} / L{GONE}.
+        @return: L{Deferred} firing with C{(status, accepted)}: status 1, or
+            L{GAP} (a message before one of them is missing: those after
+            the gap are not appended) or L{GONE}; C{accepted} is how many
+            client messages are accepted now.
         """
-        return self._script("up", sid, (
-            str(message.seq), "1" if message.isBinary else "0", message.payload,
-            self._ttl, self._prefix, sid,
-        ))
+        args: list[Any] = [self._ttl, self._prefix, sid]
+        for message in messages:
+            args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
+        d = self._script("up", sid, tuple(args))
+        return d.addCallback(lambda reply: (int(reply[0]), int(reply[1])))
 
     def acked(self, sid: str, count: int) -> Deferred[int]:
         """

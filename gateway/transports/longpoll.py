@@ -228,6 +228,18 @@ class PollingTransport:
             session.detach(self, reason)
         self._scheduleAnswer()
 
+    def letGo(self) -> None:
+        """
+        The session was attached on another gateway node: stop carrying it,
+        and answer a held poll with nothing (the client's next poll, on
+        whichever node, attaches it there).  A poll is no connection of its
+        own, so this is not news for the client, unlike a WebSocket taking
+        the session over.
+        """
+        self.session = None
+        self.closing = None
+        self._answerHeld()
+
     def abortTransport(self) -> None:
         """
         The client stopped polling: detach.
