@@ -88,12 +88,40 @@ class Mirror:
         self._catchingUp = False
         self._held: dict[int, Data] = {}
         self._heldSince = 0.0
+        self._resyncing = False
+        #: The session's target, backend headers and origin, for L{resync}.
+        self.origin: tuple[bytes, dict[str, str], str | None] = (b"/", {}, None)
 
     def _check(self, reply: Any) -> Any:
         self.lastWrite = self.cluster.clock.seconds()
-        if reply is not None and not isinstance(reply, list) and int(reply) in (FENCED, GONE):
-            self.session.fenced(int(reply) == FENCED)
+        if reply is None or isinstance(reply, list):
+            return reply
+        if int(reply) == FENCED:
+            self.session.fenced(True)
+        elif int(reply) == GONE and not self._resyncing:
+            # Redis lost the record (restarted empty, or it expired while
+            # Redis was away): this node has all of it; write it again.
+            self._resyncing = True
+            Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
+
+    async def resync(self) -> None:
+        """
+        Write the whole session again (record and the messages the client
+        has not acknowledged), from what this node holds.
+        """
+        session = self.session
+        try:
+            if session.state == "ended":
+                return
+            self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
+                                  sid=shortId(self.sid))
+            await self.cluster.register(session, *self.origin, epoch=self.epoch)
+            for message in list(session.outbox.unacknowledged()):
+                await self.shared.appendDown(self.sid, self.epoch, message)
+            self.upWritten = session.inbox.accepted
+        finally:
+            self._resyncing = False
 
     def _write(self, d: Deferred) -> Deferred:
         return d.addCallback(self._check).addErrback(self.cluster.writeFailed)
@@ -346,6 +374,7 @@ class Cluster:
                 "wedged" if self.subscription.wedged else "down"),
             "relayed": len(self.relays),
             "takeovers": self.takeovers,
+            "redis_commands": self.shared.map.commandsIssued,
         }
 
     def heartbeat(self) -> None:
@@ -406,7 +435,9 @@ class Cluster:
                 return
             owner, epoch = reply
             if owner is None:
-                session.fenced(False)
+                if not mirror._resyncing:
+                    mirror._resyncing = True
+                    await mirror.resync()
             elif str(owner) != self.node or int(epoch) != mirror.epoch:
                 session.fenced(True)
             else:
@@ -498,30 +529,47 @@ class Cluster:
 
     def resubscribed(self) -> None:
         """
-        The subscription is (back) up: read what may have been missed.
+        The subscription is (back) up: check the sessions owned here (Redis
+        may have restarted empty, or another node taken some) and read what
+        may have been missed.
         """
-        for session in list(self.registry.sessions.values()):
-            if session.mirror is not None:
-                session.mirror.catchUp()
+        Deferred.fromCoroutine(self._revalidate()).addErrback(
+            lambda f: self.log.failure("checking sessions after resubscribing failed", f))
         for relay in list(self.relays.values()):
             relay.catchUp()
 
     # Sessions.
     async def register(self, session: Session, target: bytes, headers: dict[str, str],
-                       origin: str | None) -> None:
+                       origin: str | None, *, epoch: int | None = None) -> None:
         """
-        Write a new session's record, so that any node can serve it.  When
-        Redis is unavailable the session works on this node only.
+        Write a session's record, so that any node can serve it: a new one
+        (epoch 1), or again (L{Mirror.resync}).  When Redis is unavailable
+        the session works on this node only until it is written again.
         """
-        session.mirror = Mirror(self, session, 1)
+        mirror = session.mirror
+        if mirror is None:
+            mirror = session.mirror = Mirror(self, session, 1)
+        mirror.origin = (target, headers, origin)
         backend = session.backend
+        fields: dict[str, Any] = {
+            "secret": secretHash(session.secret), "pool": session.pool.name,
+            "backend": backend.name if backend is not None else "",
+            "target": target, "headers": headers, "origin": origin or "",
+            "kind": "", "created": f"{session.created:.3f}",
+        }
+        if epoch is not None:
+            remote = mirror.remote
+            fields.update(
+                epoch=epoch, upRecv=session.inbox.accepted, upFwd=session.inbox.accepted,
+                downSent=session.outbox.sent, downAcked=session.outbox.acked,
+                attached=remote or (self.node if session.transport is not None else ""),
+                kind="" if remote else "ws" if session.transport is not None
+                and not hasattr(session.transport, "letGo") else "poll",
+            )
+            if session.closing is not None:
+                fields["closing"] = f"{session.closing.code}|{session.closing.reason}"
         try:
-            await self.shared.create(session.sid, {
-                "secret": secretHash(session.secret), "pool": session.pool.name,
-                "backend": backend.name if backend is not None else "",
-                "target": target, "headers": headers, "origin": origin or "",
-                "kind": "", "created": f"{session.created:.3f}",
-            })
+            await self.shared.create(session.sid, fields)
         except GatewayError:
             self.log.debug("session {sid} not shared: Redis unavailable", sid=shortId(session.sid))
 
@@ -674,6 +722,7 @@ class Cluster:
             return existing
         session = registry.adopt(sid, secret, pool, link, record, down, received)
         session.mirror = Mirror(self, session, record.epoch)
+        session.mirror.origin = (record.target, record.headers, record.origin)
         session.mirror.attachSeq = record.attachSeq
         if link is not None:
             link.bind(session, backend)

@@ -21,7 +21,6 @@ from .errors import GatewayError, LimitExceeded, ProtocolError
 from .protocol import (
     CLOSE_BUFFER_FULL,
     CLOSE_ENDED,
-    CLOSE_EXPIRED,
     CLOSE_SUPERSEDED,
     CLOSE_UNAVAILABLE,
     Ack,
@@ -230,9 +229,11 @@ class RelaySession:
     def _appended(self, reply: tuple[int, int]) -> None:
         status, accepted = reply
         if status == GONE:
+            # Ended, or Redis lost it (the owner writes it again): the
+            # client resumes, and learns which.
             self._queue = []
             self._settle()
-            self._close(CLOSE_EXPIRED, "session ended")
+            self._close(CLOSE_UNAVAILABLE, "the session is not in Redis; resume")
             return
         if accepted > self.inbox.accepted:
             self.inbox.accepted = accepted

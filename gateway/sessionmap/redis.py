@@ -354,6 +354,8 @@ class RedisSessionMap:
         self._lastError: str | None = None
         self._closed = False
         self._failingSince: float | None = None
+        #: Commands (and script calls) issued so far: each is one round trip.
+        self.commandsIssued = 0
 
     @property
     def connected(self) -> bool:
@@ -553,6 +555,7 @@ class RedisSessionMap:
         @return: L{Deferred} firing with the reply, or failing with
             L{SessionMapUnavailable}.
         """
+        self.commandsIssued += 1
         d = Deferred.fromCoroutine(self._execute(command, route, args))
         d.addCallbacks(self._succeeded, self._failed, errbackArgs=(command,))
         return d

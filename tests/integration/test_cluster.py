@@ -1,0 +1,354 @@
+"""
+Several real C{twistd gateway} nodes sharing sessions through one real
+Redis, behind a real HAProxy balancing round robin with no stickiness: a
+client that reconnects often, over WebSocket or long-polling, exchanges
+thousands of messages exactly once; the node that owns its session is
+killed with SIGKILL mid-stream; Redis is killed and restarted under traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from gateway.client import ClientState, SessionClient
+from gateway.testing import CuttingRelay, rawExchange, waitUntil
+from tests.test_sessionmap_redis import redisCommand
+
+#: Messages each way in each run.
+MESSAGES = 2000
+
+#: Seconds after which a node's heartbeat is taken for dead.
+NODE_TTL = 1.0
+
+
+def haproxyBinary() -> str:
+    """
+    @return: the haproxy binary; C{make test} installs it when missing.
+    """
+    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if path is None:
+        pytest.fail("haproxy is not installed (make test installs it)")
+    return path
+
+
+def freePort() -> int:
+    """
+    @return: a port of 127.0.0.1 free a moment ago (HAProxy cannot listen on
+        port 0 and report it; L{HAProxy.start} retries on a clash).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def accepting(port: int) -> bool:
+    """
+    @return: whether something accepts connections on C{port}.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+    try:
+        protocol = await endpoint.connect(Factory.forProtocol(Protocol))
+    except Exception:
+        return False
+    protocol.transport.loseConnection()
+    return True
+
+
+class HAProxy:
+    """
+    A real HAProxy in TCP mode balancing round robin over gateway nodes,
+    checking them every 100 ms so that a dead node is skipped at once.
+    """
+
+    def __init__(self, directory, ports: list[int]) -> None:
+        self.directory = directory
+        self.ports = ports
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def config(self, port: int) -> str:
+        servers = "".join(
+            f"  server node{i} 127.0.0.1:{p} check inter 100ms fall 1 rise 2\n"
+            for i, p in enumerate(self.ports, 1))
+        return (
+            "global\n  maxconn 4096\n"
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n"
+            "  timeout server 120s\n  retries 3\n  option redispatch\n"
+            f"frontend front\n  bind 127.0.0.1:{port}\n  default_backend nodes\n"
+            f"backend nodes\n  balance roundrobin\n{servers}"
+        )
+
+    async def start(self) -> int:
+        for _ in range(20):
+            port = freePort()
+            path = os.path.join(self.directory, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(self.config(port))
+            process = subprocess.Popen([haproxyBinary(), "-db", "-f", path],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            for _ in range(200):
+                if process.poll() is not None:
+                    break
+                if await accepting(port):
+                    self.process, self.port = process, port
+                    return port
+                await task.deferLater(reactor, 0.02, lambda: None)
+            process.kill()
+            process.wait()
+        raise RuntimeError("haproxy did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def nodeConfig(tmp_path, name: str, redisURL: str, prefix: str, backends) -> str:
+    """
+    @return: the path of a configuration for node C{name}.
+    """
+    text = (
+        "[timeouts]\nshutdown = 2\n"
+        f'[session_map]\ntype = "redis"\nurl = "{redisURL}"\nkey_prefix = "{prefix}"\n'
+        f'node_id = "{name}"\nnode_ttl = {NODE_TTL}\ntimeout = 0.5\n'
+        "[pool.chat]\n"
+    )
+    for backend in backends:
+        text += f'[[pool.chat.backend]]\nurl = "{backend.url}"\nname = "{backend.name}"\n'
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def cluster(tmp_path, gateway_process, redis, backends, count: int):
+    """
+    Start C{count} gateway nodes on C{redis} and HAProxy in front of them.
+
+    @return: the nodes (by name), HAProxy, and the key prefix.
+    """
+    prefix = f"c{uuid.uuid4().hex[:6]}:"
+    nodes = {}
+    for i in range(1, count + 1):
+        name = f"n{i}"
+        nodes[name] = await gateway_process("--config", nodeConfig(tmp_path, name, redis.url, prefix, backends))
+    proxy = HAProxy(str(tmp_path), [n.port for n in nodes.values()])
+    await proxy.start()
+    return nodes, proxy, prefix
+
+
+async def nodeHealth(node) -> dict:
+    """
+    @return: the node's health document.
+    """
+    answer = await rawExchange(node.port, b"GET /_gateway/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+class Run:
+    """
+    A session client sending C{MESSAGES} numbered messages to an echo
+    backend, counting what arrives.
+    """
+
+    def __init__(self, url: str, transport: str, rng: random.Random) -> None:
+        self.client = SessionClient(url, reactor=reactor, initialDelay=0.005, maxDelay=0.05,
+                                    maxBufferMessages=MESSAGES, transport=transport)
+        self.rng = rng
+        self.received: list[str] = []
+        self.arrivals: list[float] = []
+        self.resets: list = []
+        self.resumes: list = []
+        self.sent = 0
+        self.client.on_message(self._message)
+        self.client.on_state(self._state)
+        self.sender = task.LoopingCall(self._send)
+
+    def _message(self, payload, isBinary) -> None:
+        self.received.append(payload)
+        self.arrivals.append(reactor.seconds())
+
+    def _state(self, state, detail) -> None:
+        if detail.reset:
+            self.resets.append(detail)
+        if state is ClientState.open and detail.resumed:
+            self.resumes.append(detail)
+
+    def _send(self) -> None:
+        for _ in range(self.rng.randint(1, 8)):
+            if self.sent < MESSAGES:
+                self.sent += 1
+                self.client.send(f"c:{self.sent}")
+
+    async def start(self) -> None:
+        await self.client.connect()
+        self.sender.start(0.003)
+
+    async def finish(self) -> None:
+        await waitUntil(lambda: self.sent >= MESSAGES, timeout=120)
+        self.sender.stop()
+        await waitUntil(lambda: len(self.received) >= MESSAGES, timeout=120)
+        await self.client.whenAcknowledged().addTimeout(60, reactor)
+
+    def report(self, backends) -> tuple[int, int, int, int]:
+        """
+        @return: messages duplicated and lost on the way to the backends,
+            and on the way back to the client.
+        """
+        expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
+        atBackend = [m.decode() for b in backends for m in b.factory.received]
+        return (len(atBackend) - len(set(atBackend)), len(set(expected) - set(atBackend)),
+                len(self.received) - len(set(self.received)), len(set(expected) - set(self.received)))
+
+    async def close(self) -> None:
+        if self.sender.running:
+            self.sender.stop()
+        await self.client.close().addTimeout(30, reactor)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest_twisted.ensureDeferred
+async def test_roundRobinExactlyOnce(transport, tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    Three nodes behind HAProxy round robin, the client's connections cut
+    from outside at least 30 times: every reconnection lands on the next
+    node, and each of 2,000 messages each way arrives once, in order; the
+    session keeps its one backend connection.  Prints the Redis round
+    trips per message relayed.
+    """
+    seed = int(os.environ.get("TXGATEWAY_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    backends = await echo_backends(2, record=True)
+    nodes, proxy, _ = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
+    relay = CuttingRelay(proxy.port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", transport, rng)
+    try:
+        before = sum([(await nodeHealth(n))["cluster"]["redis_commands"] for n in nodes.values()])
+        await run.start()
+
+        def cut():
+            if len(run.resumes) < 30 or run.sent < MESSAGES:
+                relay.cut()
+                reactor.callLater(rng.uniform(0.02, 0.08), cut)
+
+        reactor.callLater(0.05, cut)
+        await waitUntil(lambda: len(run.resumes) >= 30, timeout=120)
+        await run.finish()
+        after = sum([(await nodeHealth(n))["cluster"]["redis_commands"] for n in nodes.values()])
+        relayed = [(await nodeHealth(n))["cluster"] for n in nodes.values()]
+    finally:
+        await relay.stop()
+        proxy.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nround robin over 3 nodes, {transport} (seed {seed}): {MESSAGES} messages each way,"
+          f" {relay.cuts} cuts, {len(run.resumes)} resumes; to the backend {dupUp} duplicated,"
+          f" {lostUp} lost; to the client {dupDown} duplicated, {lostDown} lost;"
+          f" Redis round trips per message relayed (both directions, heartbeats included):"
+          f" {(after - before) / (2 * MESSAGES):.2f}; nodes: {relayed}")
+    assert run.resets == [], seed
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0), seed
+    assert [m.decode() for b in backends for m in b.factory.received] == [f"c:{i}" for i in range(1, MESSAGES + 1)]
+    assert sum(b.factory.opened for b in backends) == 1
+    await run.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest_twisted.ensureDeferred
+async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    Three nodes behind HAProxy; the node that owns the session is killed
+    with SIGKILL mid-stream: the client resumes through another node, which
+    takes the session over (after the dead node's heartbeat expires) on the
+    same backend; nothing the gateway acknowledged is lost, nothing is
+    duplicated.  Prints the time from the kill to the next message.
+    """
+    rng = random.Random(7)
+    backends = await echo_backends(2, record=True)
+    nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
+    run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
+    try:
+        await run.start()
+        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        sid = run.client.sessionId
+        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        serving = [b for b in backends if b.factory.received]
+        killed = reactor.seconds()
+        nodes[owner].signal("KILL")
+        mark = len(run.received)
+        await waitUntil(lambda: len(run.received) > mark + 10, timeout=60)
+        resumed = next(t for t in run.arrivals[mark:] if t > killed) - killed
+        await run.finish()
+    finally:
+        proxy.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nowner {owner} killed with SIGKILL, {transport}: traffic resumed {resumed:.2f}s later"
+          f" (node_ttl {NODE_TTL}s); to the backend {dupUp} duplicated, {lostUp} lost;"
+          f" to the client {dupDown} duplicated, {lostDown} lost")
+    assert run.resets == []
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    assert [b for b in backends if b.factory.received] == serving  # the same backend
+    assert serving[0].factory.opened == 2  # the session's link, and the one after the takeover
+    await run.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_backends, gateway_process):
+    """
+    Two nodes behind HAProxy, Redis killed and restarted empty while a
+    WebSocket client sends: the attached session keeps flowing, its owner
+    writes it to Redis again once Redis is back, and a resume through the
+    other node afterwards works; nothing lost or duplicated.
+    """
+    redis = make_redis_server()
+    rng = random.Random(11)
+    backends = await echo_backends(1, record=True)
+    nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis, backends, 2)
+    relay = CuttingRelay(proxy.port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    try:
+        await run.start()
+        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        redis.kill()
+        mark = len(run.received)
+        await waitUntil(lambda: len(run.received) > mark + 100, timeout=60)  # flowing without Redis
+        trouble = [(await nodeHealth(n))["cluster"]["redis"] != "ok" for n in nodes.values()]
+        redis.start()
+        sid = run.client.sessionId
+
+        async def rewritten():
+            for _ in range(500):
+                if await redisCommand(redis.port, "EXISTS", f"{prefix}s:{sid}") == 1:
+                    return True
+                await task.deferLater(reactor, 0.02, lambda: None)
+            return False
+
+        assert await rewritten()
+        resumes = len(run.resumes)
+        relay.cut()  # resume, through either node
+        await waitUntil(lambda: len(run.resumes) > resumes, timeout=30)
+        await run.finish()
+    finally:
+        await relay.stop()
+        proxy.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nRedis killed and restarted under traffic: health showed trouble on {sum(trouble)} of 2"
+          f" nodes; to the backend {dupUp} duplicated, {lostUp} lost; to the client {dupDown}"
+          f" duplicated, {lostDown} lost")
+    assert run.resets == []
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    await run.close()
