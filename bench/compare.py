@@ -434,6 +434,9 @@ class Holder:
             raise RuntimeError(f"{target.script} --mode hold: {opened}")
 
     def line(self) -> dict:
+        """
+        @return: the next JSON line the load generator prints.
+        """
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"{self.target.script} --mode hold: no result "
@@ -449,6 +452,9 @@ class Holder:
         return self.line()
 
     def close(self) -> None:
+        """
+        End the load generator (its connections close with it).
+        """
         try:
             self.process.stdin.close()
             self.process.wait(60)
