@@ -35,9 +35,9 @@ PLUGIN_CACHES := import importlib.util; from twisted.plugin import IPlugin, getP
 # The wheelhouse is complete for one set of requirements: key it on them.
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: test demo clean redis-server browser-deps FORCE
+.PHONY: test demo clean redis-server browser-deps haproxy FORCE
 
-test: redis-server browser-deps $(INSTALLED) $(WHEELHOUSE_STAMP)
+test: redis-server browser-deps haproxy $(INSTALLED) $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED)
@@ -47,6 +47,14 @@ redis-server:
 	@if ! command -v redis-server >/dev/null; then \
 	    $(SUDO) apt-get update && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
+
+# The cluster tests put a real HAProxy (round robin, no stickiness) in front
+# of several gateway nodes (tests/integration/test_cluster.py).
+haproxy:
+	@if ! { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null; then \
+	    $(SUDO) apt-get update && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; \
 	fi
 
 # The browser tests drive Debian's headless Chromium through a real nginx

@@ -88,6 +88,7 @@ class Mirror:
         self._catchingUp = False
         self._held: dict[int, Data] = {}
         self._heldSince = 0.0
+        self._heldWaiters: list[Deferred] = []
         self._resyncing = False
         #: The session's target, backend headers and origin, for L{resync}.
         self.origin: tuple[bytes, dict[str, str], str | None] = (b"/", {}, None)
@@ -254,6 +255,25 @@ class Mirror:
             message = self._held.pop(seq)
             if seq == session.inbox.accepted + 1 and session.state != "ended":
                 session.dataReceived(message)
+        if not self._held:
+            self._caughtUp()
+
+    def _caughtUp(self) -> None:
+        waiters, self._heldWaiters = self._heldWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenCaughtUp(self) -> Deferred:
+        """
+        @return: L{Deferred} firing once no client message is held (handed
+            on, or given up after L{GAP_PATIENCE}).
+        """
+        d: Deferred = Deferred()
+        if not self._held:
+            d.callback(None)
+        else:
+            self._heldWaiters.append(d)
+        return d
 
     def catchUp(self) -> Deferred:
         """
@@ -280,6 +300,7 @@ class Mirror:
             # The messages before them never reached the up mailbox: the
             # client resumes, and sends again from what was accepted.
             self._held.clear()
+            self._caughtUp()
             transport = self.session.transport
             if transport is not None:
                 transport.closeTransport(CLOSE_UNAVAILABLE, "messages went missing between gateway nodes; resume")
@@ -703,6 +724,11 @@ class Cluster:
             headers = dict(record.headers)
             headers["X-Session-Resumed"] = "1"
             headers["X-Session-Epoch"] = str(record.epoch)
+            # What the gateway knows the backend got, and what it got from
+            # the backend: a backend that keeps its messages skips the
+            # first and sends again what came after the second.
+            headers["X-Session-Delivered"] = str(record.upFwd)
+            headers["X-Session-Received"] = str(max(record.downSent, received))
             try:
                 backend, link = await self.opener.reopen(pool, record.backend, record.target,
                                                          headers, record.origin)

@@ -9,6 +9,8 @@ C{"close:CODE:REASON"}.
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet.defer import Deferred
@@ -40,6 +42,20 @@ class EchoServerProtocol(WebSocketServerProtocol):
         """
         factory = self.factory
         factory.handshakes.append(self.http_request_data)
+        self._skip = 0
+        self._log = None
+        sid = request.headers.get("x-session-id")
+        if sid:
+            self._log = log = factory.sessionLog(sid)
+            if request.headers.get("x-session-resumed"):
+                # The resume contract (docs/architecture.md): skip what we
+                # already had, and send again what the gateway never got.
+                delivered = _count(request.headers.get("x-session-delivered"))
+                received = _count(request.headers.get("x-session-received"))
+                if delivered is not None:
+                    self._skip = max(0, log.received - delivered)
+                if received is not None:
+                    self._replay = log.sentAfter(received)
         for proto in request.protocols:
             if proto in factory.subprotocols:
                 return proto
@@ -51,6 +67,9 @@ class EchoServerProtocol(WebSocketServerProtocol):
         """
         self.factory.connections.add(self)
         self.factory.opened += 1
+        for payload, isBinary in getattr(self, "_replay", ()):
+            self.sendMessage(payload, isBinary)
+        self._replay = ()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """
@@ -60,10 +79,17 @@ class EchoServerProtocol(WebSocketServerProtocol):
             _, code, reason = payload.decode("utf-8").split(":", 2)
             self.sendClose(int(code), reason)
             return
+        if self._skip:
+            self._skip -= 1  # received already, before the gateway's takeover
+            return
         self.factory.messages += 1
         if self.factory.received is not None:
             self.factory.received.append(payload)
-        self.sendMessage(self.factory.prefix + payload, isBinary)
+        echo = self.factory.prefix + payload
+        if self._log is not None:
+            self._log.received += 1
+            self._log.sent(echo, isBinary)
+        self.sendMessage(echo, isBinary)
 
     def onPing(self, payload: bytes) -> None:
         """
@@ -81,6 +107,41 @@ class EchoServerProtocol(WebSocketServerProtocol):
         waiters, self.factory.closeWaiters = self.factory.closeWaiters, []
         for d in waiters:
             d.callback((wasClean, code, reason))
+
+
+def _count(value) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class SessionLog:
+    """
+    What an echo server received and sent for one gateway session (keyed
+    by C{X-Session-Id}), kept so that it can honour the gateway's resume
+    headers: the last L{SessionLog.KEEP} messages sent.
+    """
+
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.count = 0
+        self._sent: deque[tuple[bytes, bool]] = deque(maxlen=self.KEEP)
+
+    def sent(self, payload: bytes, isBinary: bool) -> None:
+        self.count += 1
+        self._sent.append((payload, isBinary))
+
+    def sentAfter(self, n: int) -> list[tuple[bytes, bool]]:
+        """
+        @return: the messages sent after the first C{n} (those still kept).
+        """
+        missing = self.count - n
+        if missing <= 0:
+            return []
+        return list(self._sent)[-missing:]
 
 
 class EchoServerFactory(WebSocketServerFactory):
@@ -111,6 +172,7 @@ class EchoServerFactory(WebSocketServerFactory):
         self.pings = 0
         self.closes: list[tuple] = []
         self.closeWaiters: list[Deferred] = []
+        self._sessions: OrderedDict[str, SessionLog] = OrderedDict()
         self.setProtocolOptions(
             maxMessagePayloadSize=64 * 1024 * 1024,
             maxFramePayloadSize=64 * 1024 * 1024,
@@ -118,6 +180,17 @@ class EchoServerFactory(WebSocketServerFactory):
             autoPingInterval=0,
             failByDrop=False,
         )
+
+    def sessionLog(self, sid: str) -> SessionLog:
+        """
+        @return: the log of gateway session C{sid} (the 1,000 most recent
+            sessions are kept).
+        """
+        log = self._sessions.pop(sid, None) or SessionLog()
+        self._sessions[sid] = log
+        while len(self._sessions) > 1000:
+            self._sessions.popitem(last=False)
+        return log
 
     def nextClose(self) -> Deferred:
         """

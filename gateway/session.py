@@ -174,8 +174,9 @@ class Session:
         @return: L{Deferred} firing once every message accepted so far may
             be acknowledged (see L{ackCount}).
         """
-        if self.mirror is not None:
-            return self.mirror.forwarded()
+        mirror = self.mirror
+        if mirror is not None:
+            return mirror.whenCaughtUp().addCallback(lambda _: mirror.forwarded())
         return succeed(None)
 
     # Transports.

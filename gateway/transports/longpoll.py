@@ -561,6 +561,14 @@ class LongPolling:
                 break
         await session.settled()
         answer = [controlToJSON(Ack(session.ackCount))]
+        sent = [p.seq for p in decoded if isinstance(p, Data)]
+        if sent and session.ackCount < max(sent) and session.state != "ended":
+            # Some never reached the session (a gap between nodes that did
+            # not close): the client resumes, and sends them again.
+            answer.append({"t": "closed", "code": CLOSE_UNAVAILABLE,
+                           "reason": "not every message reached the session; resume"})
+            _respond(request, 200, {"packets": answer})
+            return
         # A poll that moved the session to another node meanwhile closed
         # this node's transport: that is no news for the client.
         if transport is not None and transport.closed is not None and transport.closed[0] != CLOSE_SUPERSEDED:
