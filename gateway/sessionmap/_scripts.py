@@ -8,8 +8,8 @@ is fenced by the session's epoch (a write carrying an older epoch than the
 record's is refused, and the writer learns that it no longer owns the
 session).
 
-Keys (C{P} is the key prefix): C{P sess:{sid}} (a hash, the session's
-record), C{P sess:{sid}:up} and C{P sess:{sid}:down} (streams, the two
+Keys (C{P} is the key prefix): C{P s:{sid}} (a hash, the session's
+record), C{P s:{sid}:up} and C{P s:{sid}:down} (streams, the two
 mailboxes; entry C{0-n} is message C{n}).  Channels: C{P node:{id}}, one
 per gateway node.  A node is alive while C{P alive:{id}} exists.
 
