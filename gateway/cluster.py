@@ -118,8 +118,16 @@ class Mirror:
             self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
                                   sid=shortId(self.sid))
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
-            for message in list(session.outbox.unacknowledged()):
-                await self.shared.appendDown(self.sid, self.epoch, message)
+            # Messages that come meanwhile are not written by down(): write
+            # them here, in order, until the mailbox has them all.
+            written = 0
+            while session.state != "ended":
+                pending = [m for m in session.outbox.unacknowledged() if m.seq > written]
+                if not pending:
+                    break
+                for message in pending:
+                    await self.shared.appendDown(self.sid, self.epoch, message)
+                    written = message.seq
             self.upWritten = session.inbox.accepted
         finally:
             self._resyncing = False
@@ -129,8 +137,11 @@ class Mirror:
 
     def down(self, message: Data) -> None:
         """
-        A backend message was numbered: into the down mailbox.
+        A backend message was numbered: into the down mailbox (unless the
+        session is being written again, which writes it in turn).
         """
+        if self._resyncing:
+            return
         self._write(self.shared.appendDown(self.sid, self.epoch, message))
 
     def forwarded(self) -> Deferred:
@@ -363,6 +374,7 @@ class Cluster:
         """
         if self._heartbeats is not None and self._heartbeats.running:
             self._heartbeats.stop()
+        self._leaseUntil = 0.0  # forward nothing more from Redis
         d = self.shared.leave()
         d.addErrback(lambda f: None)
         d.addBoth(lambda _: self.subscription.stop())

@@ -299,6 +299,10 @@ class GatewayService(MultiService):
         await gatherResults([p.stopListening() for p in self.ports])
         self.ports = []
         deadline = self.config.timeouts.shutdown
+        if self.sessions.cluster is not None:
+            # Say this node is gone first, so that the clients told to
+            # resume elsewhere find their sessions ready to take over.
+            await self.sessions.cluster.stop()
         self.sessions.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
@@ -307,8 +311,6 @@ class GatewayService(MultiService):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         await super().stopService()
-        if self.sessions.cluster is not None:
-            await self.sessions.cluster.stop()
         await self.sessionMap.close()
         await gatherResults([p.stopListening() for p in self._demoPorts])
         for port in self._demoPorts:

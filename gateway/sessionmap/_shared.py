@@ -337,6 +337,8 @@ class SharedSessions:
         now = self.map.reactor.seconds()
         nodes = self._bprefix + b"nodes"
         await self.map.run(key, "ZADD", nodes, f"{now + self.nodeTtl:.3f}", self.node)
+        # Forget nodes dead for a minute, so that the set stays small.
+        await self.map.run(key, "ZREMRANGEBYSCORE", nodes, "-inf", f"({now - 60:.3f}")
 
     def leave(self) -> Deferred:
         """

@@ -364,3 +364,40 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
     await run.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest_twisted.ensureDeferred
+async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    SIGTERM to the node that owns the session, mid-stream: it tells the
+    client to resume (1012) and leaves at once, the client resumes through
+    the other node, which takes the session over on the same backend;
+    nothing lost or duplicated, and the stopped node exits 0.
+    """
+    rng = random.Random(5)
+    backends = await echo_backends(1, record=True)
+    nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 2)
+    run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
+    try:
+        await run.start()
+        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        sid = run.client.sessionId
+        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        stopped = reactor.seconds()
+        nodes[owner].signal("TERM")
+        first = f"c:{run.sent + 1}"
+        await waitUntil(lambda: first in run.arrivals, timeout=60)
+        resumed = run.arrivals[first] - stopped
+        status = await nodes[owner].wait(30)
+        await run.finish()
+    finally:
+        proxy.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nowner {owner} stopped with SIGTERM, {transport}: exit status {status}, traffic resumed"
+          f" {resumed:.2f}s later; to the backend {dupUp} duplicated, {lostUp} lost;"
+          f" to the client {dupDown} duplicated, {lostDown} lost")
+    assert status == 0
+    assert run.resets == []
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    await run.close()
