@@ -73,6 +73,7 @@ def describeBackend(backend: Backend) -> dict[str, Any]:
         "available": backend.available(),
         "weight": backend.weight,
         "connections": backend.connections,
+        "other_nodes": backend.remote,
         "limit": backend.maxConnections or None,
     }
 

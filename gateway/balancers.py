@@ -79,8 +79,8 @@ class LeastConnections:
                 best, tied = backend, [backend]
                 continue
             # Compare (c1 + 1) / w1 with (c2 + 1) / w2 exactly, in integers.
-            mine = (backend.connections + 1) * best.weight
-            theirs = (best.connections + 1) * backend.weight
+            mine = (backend.connections + backend.remote + 1) * best.weight
+            theirs = (best.connections + best.remote + 1) * backend.weight
             if mine < theirs:
                 best, tied = backend, [backend]
             elif mine == theirs:

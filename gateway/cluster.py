@@ -443,6 +443,7 @@ class Cluster:
                 self._redisTrouble = None
                 await self._revalidate()
             self.subscription.check()
+            await self._exchangeCounts()
             await self._watchPeers()
             now = self.clock.seconds()
             for session in list(self.registry.sessions.values()):
@@ -450,6 +451,22 @@ class Cluster:
                     session.mirror.touch(now)
         finally:
             self._beating = False
+
+    async def _exchangeCounts(self) -> None:
+        """
+        Publish this node's connections per backend and learn the others',
+        so that least-connections and connection limits count the whole
+        cluster (as of the last heartbeat).
+        """
+        pools = self.opener.service.pools if self.opener is not None else {}
+        counts = {f"{p.name}/{b.name}": b.connections for p in pools.values() for b in p.backends}
+        try:
+            others = await self.shared.exchangeCounts(counts)
+        except GatewayError:
+            return
+        for pool in pools.values():
+            for backend in pool.backends:
+                backend.remote = others.get(f"{pool.name}/{backend.name}", 0)
 
     async def _revalidate(self) -> None:
         """

@@ -89,6 +89,8 @@ class Backend:
 
     @ivar connections: connections this gateway has open to it (tunnels plus
         handshakes in progress).
+    @ivar remote: connections other gateway nodes had open to it at their
+        last heartbeat (with several nodes sharing Redis; 0 otherwise).
     @ivar healthy: false while health checks (active or passive) say it is
         down; a down backend gets no new connections.
     @ivar draining: true while an operator drains it, or once it is retired;
@@ -106,6 +108,7 @@ class Backend:
         "weight",
         "maxConnections",
         "connections",
+        "remote",
         "healthy",
         "draining",
         "retired",
@@ -130,15 +133,17 @@ class Backend:
         self.maxConnections = maxConnections
         self.url = url or f"{'wss' if secure else 'ws'}://{host}:{port}"
         self.connections = 0
+        self.remote = 0
         self.healthy = True
         self.draining = False
         self.retired = False
 
     def full(self) -> bool:
         """
-        @return: whether the backend is at its connection limit.
+        @return: whether the backend is at its connection limit, counting
+            the connections of every gateway node.
         """
-        return 0 < self.maxConnections <= self.connections
+        return 0 < self.maxConnections <= self.connections + self.remote
 
     def available(self) -> bool:
         """

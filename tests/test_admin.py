@@ -206,10 +206,10 @@ def test_pools(admin: AdminResource, service: GatewayService) -> None:
                 "backends": [
                     {"name": "b1", "url": "ws://127.0.0.1:1", "state": "down", "draining": False,
                      "removed": False, "available": False, "weight": 1, "connections": 0,
-                     "limit": None},
+                     "other_nodes": 0, "limit": None},
                     {"name": "b2", "url": "ws://127.0.0.1:2", "state": "healthy",
                      "draining": False, "removed": False, "available": True, "weight": 2,
-                     "connections": 3, "limit": 5},
+                     "connections": 3, "other_nodes": 0, "limit": 5},
                 ],
             }
         ]

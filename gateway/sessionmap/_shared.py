@@ -19,6 +19,9 @@ Keys (C{P} is the map's key prefix):
   - C{P alive:{node}}: exists while the node lives (written every
     heartbeat, expiring after C{node_ttl}).
   - C{P nodes}: a sorted set of node ids by when their liveness expires.
+  - C{P conns:{node}}: a hash of the node's connections per backend
+    (C{pool/backend}), written every heartbeat, expiring after
+    C{node_ttl}: every node's balancer counts the others' connections.
 
 The three keys of a session expire C{session_ttl} after their last write;
 the owner writes (or refreshes) them at least every heartbeat, and deletes
@@ -339,6 +342,26 @@ class SharedSessions:
         await self.map.run(key, "ZADD", nodes, f"{now + self.nodeTtl:.3f}", self.node)
         # Forget nodes dead for a minute, so that the set stays small.
         await self.map.run(key, "ZREMRANGEBYSCORE", nodes, "-inf", f"({now - 60:.3f}")
+
+    def exchangeCounts(self, counts: dict[str, int]) -> Deferred[dict[str, int]]:
+        """
+        Publish this node's connections per backend (C{"pool/backend"}
+        keys), for C{nodeTtl}.
+
+        @return: L{Deferred} firing with the sums of the other live nodes'.
+        """
+        now = self.map.reactor.seconds()
+        args: list[str] = [self._prefix, self.node, str(max(1, int(self.nodeTtl * 1000))), f"{now:.3f}"]
+        for key, count in counts.items():
+            args += [key, str(count)]
+        key = self._bprefix + b"conns:" + self.node.encode("utf-8")
+        d = self.map.runScript(SCRIPTS["counts"], (), tuple(args), route=key)
+
+        def parse(reply) -> dict[str, int]:
+            reply = reply or []
+            return {_str(reply[i]): int(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+
+        return d.addCallback(parse)
 
     def leave(self) -> Deferred:
         """

@@ -560,15 +560,15 @@ class RedisSessionMap:
         d.addCallbacks(self._succeeded, self._failed, errbackArgs=(command,))
         return d
 
-    def runScript(self, script, keys: tuple[bytes, ...], args: tuple) -> Deferred:
+    def runScript(self, script, keys: tuple[bytes, ...], args: tuple, route: bytes | None = None) -> Deferred:
         """
         Run a L{gateway.sessionmap._scripts.Script} with C{EVALSHA}, routed
-        by its first key; after a Redis restart emptied the script cache,
-        once more with C{EVAL}.
+        by its first key (or C{route}); after a Redis restart emptied the
+        script cache, once more with C{EVAL}.
 
         @return: L{Deferred} firing with the script's reply.
         """
-        return self.run(keys[0], "EVALSHA", script.sha, str(len(keys)), *keys, *args)
+        return self.run(route or keys[0], "EVALSHA", script.sha, str(len(keys)), *keys, *args)
 
     async def _execute(self, command: str, key: bytes, args: tuple) -> Any:
         if self._closed:

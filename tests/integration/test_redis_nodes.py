@@ -224,3 +224,42 @@ async def test_redis_hung_clients_still_served(make_redis_server, echo_backends,
     await within(waitUntil(lambda: nodeA.service.sessionMap.connected
                            and nodeB.service.sessionMap.connected))
     await assertSharedAffinity(nodeA, nodeB, server.port, prefix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_clusterWideConnections(redis_server, echo_backends, make_gateway):
+    """
+    Two nodes count each other's connections (exchanged every heartbeat):
+    least-connections on one node avoids the backend the other node has
+    loaded, and a backend's max_connections holds across both nodes.
+    """
+    one, two = await echo_backends(2, prefix=True)
+    prefix = f"conns-{uuid.uuid4().hex[:8]}:"
+    smap = SessionMapConfig(type="redis", options=(
+        ("key_prefix", prefix), ("node_ttl", 0.3), ("timeout", TIMEOUT), ("url", redis_server.url)))
+    backends = [one.config(maxConnections=3), two.config()]
+    a = await within(make_gateway(backends, sessionMap=smap))
+    b = await within(make_gateway(backends, sessionMap=smap))
+    viaA = [await connect(a) for _ in range(2)]  # least_conn: one on each backend
+    viaA.append(await connect(a))
+    names = sorted([await whichBackend(c) for c in viaA])
+    assert names == ["backend-1", "backend-1", "backend-2"] or names == ["backend-1", "backend-2", "backend-2"]
+    poolB = b.service.pools["default"]
+    await within(waitUntil(lambda: sum(x.remote for x in poolB.backends) == 3, timeout=WAIT))
+    counts = {x.name: x.remote for x in poolB.backends}
+    heavier = max(counts, key=counts.get)
+    lighter = min(counts, key=counts.get)
+    viaB = await connect(b)
+    assert await whichBackend(viaB) == lighter  # B counts A's connections
+    # Fill backend-1 to its limit of 3 across both nodes: B then never picks it.
+    extra = []
+    for _ in range(10):  # least_conn spreads them; a few reach backend-1
+        if poolB.backend("backend-1").connections + poolB.backend("backend-1").remote >= 3:
+            break
+        extra.append(await connect(b))
+    await within(waitUntil(lambda: poolB.backend("backend-1").full(), timeout=WAIT))
+    later = [await connect(b) for _ in range(3)]
+    assert [await whichBackend(c) for c in later] == ["backend-2"] * 3
+    print(f"\ncluster-wide counts: node B saw {counts} from node A ({heavier} heavier)")
+    for client in viaA + [viaB] + extra + later:
+        await client.close().addTimeout(WAIT, reactor)
