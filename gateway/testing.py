@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import re
 import shutil
 import subprocess
@@ -595,7 +596,8 @@ class RunningProcess:
         Send a signal (C{"TERM"}, C{"KILL"}...) if it still runs.
         """
         if not self.protocol.ended.called:
-            self.transport.signalProcess(name)
+            # Twisted knows only a few signals by name.
+            self.transport.signalProcess(getattr(signal, f"SIG{name}", name))
 
     async def wait(self, timeout: float = 30.0) -> int | None:
         """

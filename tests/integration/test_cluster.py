@@ -401,3 +401,48 @@ async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, ga
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
     await run.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    The owner is paused (SIGSTOP) rather than killed: the client resumes
+    through another node, which takes the session over once the paused
+    node's heartbeat expires.  When the old owner wakes (SIGCONT) its epoch
+    is stale: it lets go of the session (closing its backend connection
+    with 1001) and pumps nothing, so the backend gets each message once.
+    """
+    rng = random.Random(3)
+    backends = await echo_backends(1, record=True)
+    nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
+    relay = CuttingRelay(proxy.port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    factory = backends[0].factory
+    try:
+        await run.start()
+        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        sid = run.client.sessionId
+        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        nodes[owner].signal("STOP")
+        relay.cut()  # the client resumes through HAProxy, which skips the paused node
+        first = f"c:{run.sent + 1}"
+        await waitUntil(lambda: first in run.arrivals, timeout=60)
+        newOwner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        closes = len(factory.closes)
+        nodes[owner].signal("CONT")
+        await waitUntil(lambda: len(factory.closes) > closes, timeout=30)
+        await run.finish()
+    finally:
+        await relay.stop()
+        proxy.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nowner {owner} paused, {newOwner} took over; on waking {owner} closed its backend"
+          f" connection with {factory.closes[closes][1]}; to the backend {dupUp} duplicated,"
+          f" {lostUp} lost; to the client {dupDown} duplicated, {lostDown} lost")
+    assert newOwner != owner
+    assert factory.closes[closes][1] == 1001
+    assert run.resets == []
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    assert len(factory.connections) == 1
+    await run.close()
