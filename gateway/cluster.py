@@ -259,7 +259,7 @@ class Mirror:
 
     def _release(self) -> None:
         session = self.session
-        while self._held:
+        while self._held and self.cluster.mayPump():
             seq = min(self._held)
             if seq > session.inbox.accepted + 1:
                 break
@@ -388,6 +388,16 @@ class Cluster:
         Redis.
         """
         return self.clock.seconds() < self._leaseUntil
+
+    def mayPump(self) -> bool:
+        """
+        Whether this node may hand its own clients' messages to backends:
+        while its liveness is certain, and while Redis is known to be away
+        (no other node can take a session over then, and attached sessions
+        keep flowing).  Not after a pause, until a heartbeat has confirmed
+        which sessions it still owns.
+        """
+        return self.leaseValid() or self._redisTrouble is not None
 
     @property
     def healthy(self) -> bool:

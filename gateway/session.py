@@ -329,10 +329,13 @@ class Session:
         limit = self.registry.config.maxMessageBytes
         if len(message.payload) > limit:
             raise LimitExceeded(f"a message of {len(message.payload)} bytes is over the limit of {limit}")
-        if self.mirror is not None and message.seq > self.inbox.accepted + 1:
+        mirror = self.mirror
+        if mirror is not None and (message.seq > self.inbox.accepted + 1 or not mirror.cluster.mayPump()):
             # Messages before it were accepted through another node and are
-            # on their way (or in the up mailbox): read them first.
-            self.mirror.hold(message)
+            # on their way (or in the up mailbox): read them first.  Or this
+            # node has just woken from a pause and must learn whether it
+            # still owns the session before it hands anything on.
+            mirror.hold(message)
             return
         if self.inbox.receive(message):
             if self.link is None:
