@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .errors import GatewayError, LimitExceeded, ProtocolError
+from .errors import GatewayError, LimitExceeded
 from .protocol import (
     CLOSE_BUFFER_FULL,
     CLOSE_ENDED,
@@ -31,6 +31,7 @@ from .protocol import (
     Welcome,
     shortId,
 )
+from .session import PacketDispatch
 from .sessionmap._scripts import GAP, GONE
 
 __all__ = ["RelaySession", "GAP_RETRY", "GAP_PATIENCE"]
@@ -42,7 +43,7 @@ GAP_RETRY = 0.02
 GAP_PATIENCE = 2.0
 
 
-class RelaySession:
+class RelaySession(PacketDispatch):
     """
     A session owned by another node, served here through its mailboxes.
 
@@ -158,20 +159,7 @@ class RelaySession:
     def orphaned(self) -> None:  # pragma: no cover - relays are never new
         self.detach(self.transport, "orphaned")
 
-    # Packets from the client.
-    def packetReceived(self, packet) -> None:
-        """
-        Like L{gateway.session.Session.packetReceived}.
-        """
-        if isinstance(packet, Data):
-            self.dataReceived(packet)
-        elif isinstance(packet, Ack):
-            self.ackReceived(packet)
-        elif isinstance(packet, Close):
-            self.closeReceived(packet)
-        else:
-            raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
-
+    # Packets from the client (L{PacketDispatch.packetReceived}).
     def dataReceived(self, message: Data) -> None:
         """
         Queue a client message for the up mailbox; what is queued goes in

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .pool import Backend, Pool
 
 __all__ = [
+    "PacketDispatch",
     "ISessionTransport",
     "IBackendLink",
     "Session",
@@ -109,7 +110,31 @@ class ResumeRefused(GatewayError):
         self.reason = reason
 
 
-class Session:
+class PacketDispatch:
+    """
+    The one way a client's packets reach a session, wherever it is held
+    (a L{Session} here, or a L{gateway.relay.RelaySession} for another
+    node): data, acks and the close packet, each to its method.
+    """
+
+    def packetReceived(self, packet) -> None:
+        """
+        A packet from the client, whatever carried it.
+
+        @raise ProtocolError: for a packet a client may not send once the
+            session is open, or one that breaks the sequence.
+        """
+        if isinstance(packet, Data):
+            self.dataReceived(packet)
+        elif isinstance(packet, Ack):
+            self.ackReceived(packet)
+        elif isinstance(packet, Close):
+            self.closeReceived(packet)
+        else:
+            raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
+
+
+class Session(PacketDispatch):
     """
     One session: its buffers, its backend link and its current transport.
 
@@ -300,23 +325,7 @@ class Session:
         self._graceTimer = None
         self.end(1001, "client did not resume", CLOSE_EXPIRED)
 
-    # Packets from the client.
-    def packetReceived(self, packet) -> None:
-        """
-        A packet from the client, whatever carried it.
-
-        @raise ProtocolError: for a packet a client may not send once the
-            session is open, or one that breaks the sequence.
-        """
-        if isinstance(packet, Data):
-            self.dataReceived(packet)
-        elif isinstance(packet, Ack):
-            self.ackReceived(packet)
-        elif isinstance(packet, Close):
-            self.closeReceived(packet)
-        else:
-            raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
-
+    # Packets from the client (L{PacketDispatch.packetReceived}).
     def dataReceived(self, message: Data) -> None:
         """
         A data packet from the client: hand it to the backend unless it is

@@ -197,6 +197,17 @@ class Run:
         await self.client.connect()
         self.sender.start(0.003)
 
+    async def startQuarter(self, redis, prefix: str) -> str:
+        """
+        Start, and wait for a quarter of the echoes.
+
+        @return: the name of the node that owns the session.
+        """
+        await self.start()
+        await waitUntil(lambda: len(self.received) >= MESSAGES // 4, timeout=60)
+        owner = await redisCommand(redis.port, "HGET", f"{prefix}s:{self.client.sessionId}", "owner")
+        return owner.decode()
+
     async def finish(self) -> None:
         await waitUntil(lambda: self.sent >= MESSAGES, timeout=120)
         self.sender.stop()
@@ -281,10 +292,7 @@ async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gat
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
     run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
     try:
-        await run.start()
-        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
-        sid = run.client.sessionId
-        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        owner = await run.startQuarter(redis_server, prefix)
         serving = [b for b in backends if b.factory.received]
         killed = reactor.seconds()
         nodes[owner].signal("KILL")
@@ -380,10 +388,7 @@ async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, ga
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 2)
     run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
     try:
-        await run.start()
-        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
-        sid = run.client.sessionId
-        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
+        owner = await run.startQuarter(redis_server, prefix)
         stopped = reactor.seconds()
         nodes[owner].signal("TERM")
         first = f"c:{run.sent + 1}"
@@ -420,10 +425,8 @@ async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_
     run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     factory = backends[0].factory
     try:
-        await run.start()
-        await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        owner = await run.startQuarter(redis_server, prefix)
         sid = run.client.sessionId
-        owner = (await redisCommand(redis_server.port, "HGET", f"{prefix}s:{sid}", "owner")).decode()
         nodes[owner].signal("STOP")
         relay.cut()  # the client resumes through HAProxy, which skips the paused node
         first = f"c:{run.sent + 1}"
