@@ -348,6 +348,7 @@ class Cluster:
         self.relays: dict[str, RelaySession] = {}
         self.opener = None  # set by the gateway: reopens a backend link
         self._leaseUntil = 0.0
+        self._revalidating = False
         self._heartbeats: LoopingCall | None = None
         self._beating = False
         self._redisTrouble: str | None = None
@@ -387,7 +388,7 @@ class Cluster:
         may have taken its sessions, and it forwards nothing read from
         Redis.
         """
-        return self.clock.seconds() < self._leaseUntil
+        return not self._revalidating and self.clock.seconds() < self._leaseUntil
 
     def mayPump(self) -> bool:
         """
@@ -448,10 +449,20 @@ class Cluster:
                 self._redisTrouble = str(e)
                 return
             wasValid = self.leaseValid()
-            self._leaseUntil = sent + self.nodeTtl
             if self._redisTrouble is not None or not wasValid:
+                # Not sure yet which sessions are still ours: pump nothing
+                # until each has been checked.
+                self._revalidating = True
+                self._leaseUntil = sent + self.nodeTtl
                 self._redisTrouble = None
-                await self._revalidate()
+                try:
+                    await self._revalidate()
+                finally:
+                    self._revalidating = False
+                for session in list(self.registry.sessions.values()):
+                    if session.mirror is not None and session.state != "ended":
+                        session.mirror.catchUp()
+            self._leaseUntil = sent + self.nodeTtl
             self.subscription.check()
             await self._exchangeCounts()
             await self._watchPeers()

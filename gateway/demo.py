@@ -45,8 +45,10 @@ class EchoServerProtocol(WebSocketServerProtocol):
         self._skip = 0
         self._log = None
         sid = request.headers.get("x-session-id")
+        self._epoch = _count(request.headers.get("x-session-epoch")) or 0
         if sid:
             self._log = log = factory.sessionLog(sid)
+            log.epoch = max(log.epoch, self._epoch)
             if request.headers.get("x-session-resumed"):
                 # The resume contract (docs/architecture.md): skip what we
                 # already had, and send again what the gateway never got.
@@ -78,6 +80,9 @@ class EchoServerProtocol(WebSocketServerProtocol):
         if not isBinary and payload.startswith(b"close:"):
             _, code, reason = payload.decode("utf-8").split(":", 2)
             self.sendClose(int(code), reason)
+            return
+        if self._log is not None and self._epoch < self._log.epoch:
+            self.factory.fenced += 1  # from a gateway node that has since lost the session
             return
         if self._skip:
             self._skip -= 1  # received already, before the gateway's takeover
@@ -120,7 +125,9 @@ class SessionLog:
     """
     What an echo server received and sent for one gateway session (keyed
     by C{X-Session-Id}), kept so that it can honour the gateway's resume
-    headers: the last L{SessionLog.KEEP} messages sent.
+    headers: the last L{SessionLog.KEEP} messages sent, and the newest
+    C{X-Session-Epoch} seen (messages on a connection of an older epoch are
+    dropped: that gateway node has lost the session).
     """
 
     KEEP = 10_000
@@ -128,6 +135,7 @@ class SessionLog:
     def __init__(self) -> None:
         self.received = 0
         self.count = 0
+        self.epoch = 0
         self._sent: deque[tuple[bytes, bool]] = deque(maxlen=self.KEEP)
 
     def sent(self, payload: bytes, isBinary: bool) -> None:
@@ -168,6 +176,7 @@ class EchoServerFactory(WebSocketServerFactory):
         self.connections: set[EchoServerProtocol] = set()
         self.opened = 0
         self.messages = 0
+        self.fenced = 0
         self.received: list[bytes] | None = [] if record else None
         self.pings = 0
         self.closes: list[tuple] = []

@@ -460,6 +460,8 @@ class GatewayFactory(Factory):
     def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
         head = route.head
         headers = {"X-Session-Id": sid}
+        if self.sessions.cluster is not None:
+            headers["X-Session-Epoch"] = "1"  # raised by every takeover
         for name, value in forwardedHeaders(head, route.peer, route.secure, self.trustedProxies):
             headers[name.decode("ascii")] = value.decode("latin-1")
         cookies = head.getAll(b"cookie")

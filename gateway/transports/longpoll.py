@@ -23,6 +23,7 @@ from zope.interface import implementer
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_BAD_SECRET,
+    CLOSE_ENDED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
@@ -561,6 +562,10 @@ class LongPolling:
                 break
         await session.settled()
         answer = [controlToJSON(Ack(session.ackCount))]
+        if any(isinstance(p, Close) for p in decoded):
+            answer.append({"t": "closed", "code": CLOSE_ENDED, "reason": "client closed the session"})
+            _respond(request, 200, {"packets": answer})
+            return
         sent = [p.seq for p in decoded if isinstance(p, Data)]
         if sent and session.ackCount < max(sent) and session.state != "ended":
             # Some never reached the session (a gap between nodes that did

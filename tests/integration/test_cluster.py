@@ -225,9 +225,14 @@ class Run:
                 len(self.received) - len(set(self.received)), len(set(expected) - set(self.received)))
 
     async def close(self) -> None:
+        """
+        Close the session, through whichever node the client is on: the
+        gateway ends it with 4000.
+        """
         if self.sender.running:
             self.sender.stop()
-        await self.client.close().addTimeout(30, reactor)
+        detail = await self.client.close().addTimeout(30, reactor)
+        assert (detail.code, detail.error) == (4000, None), detail
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -259,6 +264,7 @@ async def test_roundRobinExactlyOnce(transport, tmp_path, redis_server, echo_bac
         reactor.callLater(0.05, cut)
         await waitUntil(lambda: len(run.resumes) >= 30, timeout=120)
         await run.finish()
+        await run.close()
         after = sum([(await nodeHealth(n))["cluster"]["redis_commands"] for n in nodes.values()])
         relayed = [(await nodeHealth(n))["cluster"] for n in nodes.values()]
     finally:
@@ -274,7 +280,6 @@ async def test_roundRobinExactlyOnce(transport, tmp_path, redis_server, echo_bac
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0), seed
     assert [m.decode() for b in backends for m in b.factory.received] == [f"c:{i}" for i in range(1, MESSAGES + 1)]
     assert sum(b.factory.opened for b in backends) == 1
-    await run.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -300,6 +305,7 @@ async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gat
         await waitUntil(lambda: first in run.arrivals, timeout=60)
         resumed = run.arrivals[first] - killed
         await run.finish()
+        await run.close()
     finally:
         proxy.stop()
     dupUp, lostUp, dupDown, lostDown = run.report(backends)
@@ -310,7 +316,6 @@ async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gat
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
     assert [b for b in backends if b.factory.received] == serving  # the same backend
     assert serving[0].factory.opened == 2  # the session's link, and the one after the takeover
-    await run.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -362,6 +367,7 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
         relay.cut()  # resume, through either node
         await waitUntil(lambda: len(run.resumes) > resumes, timeout=30)
         await run.finish()
+        await run.close()
     finally:
         await relay.stop()
         proxy.stop()
@@ -371,7 +377,6 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
           f" duplicated, {lostDown} lost")
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
-    await run.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -396,6 +401,7 @@ async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, ga
         resumed = run.arrivals[first] - stopped
         status = await nodes[owner].wait(30)
         await run.finish()
+        await run.close()
     finally:
         proxy.stop()
     dupUp, lostUp, dupDown, lostDown = run.report(backends)
@@ -405,7 +411,6 @@ async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, ga
     assert status == 0
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
-    await run.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -436,16 +441,18 @@ async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_
         nodes[owner].signal("CONT")
         await waitUntil(lambda: len(factory.closes) > closes, timeout=30)
         await run.finish()
+        links = len(factory.connections)  # the new owner's only
+        await run.close()
     finally:
         await relay.stop()
         proxy.stop()
     dupUp, lostUp, dupDown, lostDown = run.report(backends)
     print(f"\nowner {owner} paused, {newOwner} took over; on waking {owner} closed its backend"
-          f" connection with {factory.closes[closes][1]}; to the backend {dupUp} duplicated,"
+          f" connection with {factory.closes[closes][1]}; the backend dropped {factory.fenced} messages"
+          f" of the old epoch; to the backend {dupUp} duplicated,"
           f" {lostUp} lost; to the client {dupDown} duplicated, {lostDown} lost")
     assert newOwner != owner
     assert factory.closes[closes][1] == 1001
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
-    assert len(factory.connections) == 1
-    await run.close()
+    assert links == 1
