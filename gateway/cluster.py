@@ -46,6 +46,27 @@ def secretHash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def _storeUnavailable(error: Exception) -> Exception:
+    """
+    @return: the refusal of a resume that needs Redis while it is away (the
+        client tries again).
+    """
+    from .session import ResumeRefused
+
+    return ResumeRefused(CLOSE_UNAVAILABLE, f"the session store is unavailable: {error}")
+
+
+def _checkSecret(expected: str, given: str) -> None:
+    """
+    @raise ResumeRefused: 4403 unless C{given} is C{expected} (compared in
+        constant time).
+    """
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        from .session import ResumeRefused
+
+        raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+
+
 class Elsewhere(GatewayError):
     """
     A poll for a session that a live node holds on a WebSocket.
@@ -99,18 +120,20 @@ class Mirror:
             return reply
         if int(reply) == FENCED:
             self.session.fenced(True)
-        elif int(reply) == GONE and not self._resyncing:
+        elif int(reply) == GONE:
             # Redis lost the record (restarted empty, or it expired while
             # Redis was away): this node has all of it; write it again.
-            self._resyncing = True
             Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
 
     async def resync(self) -> None:
         """
         Write the whole session again (record and the messages the client
-        has not acknowledged), from what this node holds.
+        has not acknowledged), from what this node holds; once at a time.
         """
+        if self._resyncing:
+            return
+        self._resyncing = True
         session = self.session
         try:
             if session.state == "ended":
@@ -499,17 +522,12 @@ class Cluster:
             if mirror is None:
                 continue
             try:
-                reply = await self.shared.map.run(
-                    self.shared.keys(session.sid)[0], "HMGET", self.shared.keys(session.sid)[0],
-                    "owner", "epoch")
+                ownership = await self.shared.ownership(session.sid)
             except GatewayError:
                 return
-            owner, epoch = reply
-            if owner is None:
-                if not mirror._resyncing:
-                    mirror._resyncing = True
-                    await mirror.resync()
-            elif str(owner) != self.node or int(epoch) != mirror.epoch:
+            if ownership is None:
+                await mirror.resync()
+            elif ownership != (self.node, mirror.epoch):
                 session.fenced(True)
             else:
                 mirror.catchUp()
@@ -684,14 +702,13 @@ class Cluster:
         try:
             status = await self.shared.attach(sid, kind)
         except GatewayError as e:
-            raise ResumeRefused(4503, f"the session store is unavailable: {e}") from None
+            raise _storeUnavailable(e) from None
         if status[0] == "elsewhere":
             raise Elsewhere("the session is on a WebSocket on another node")
         if status[0] != "ok":
             raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
         _, alive, record = status
-        if not hmac.compare_digest(record.secret.encode(), secretHash(hello.secret or "").encode()):
-            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        _checkSecret(record.secret, secretHash(hello.secret or ""))
         if hello.received < record.downAcked:
             raise ResumeRefused(
                 CLOSE_RESUME_FAILED,
@@ -722,21 +739,15 @@ class Cluster:
 
         relay = self.relays.get(sid)
         if relay is not None:
-            if not hmac.compare_digest(relay.secret.encode(), secret.encode()):
-                raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+            _checkSecret(relay.secret, secret)
             return relay
-        keys = self.shared.keys(sid)
         try:
-            reply = await self.shared.map.run(keys[0], "HGETALL", keys[0])
+            record = await self.shared.read(sid)
         except GatewayError as e:
-            raise ResumeRefused(4503, f"the session store is unavailable: {e}") from None
-        if not reply:
+            raise _storeUnavailable(e) from None
+        if record is None:
             raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        from .sessionmap._shared import SessionRecord
-
-        record = SessionRecord.fromPairs(sid, reply)
-        if not hmac.compare_digest(record.secret.encode(), secretHash(secret).encode()):
-            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        _checkSecret(record.secret, secretHash(secret))
         relay = RelaySession(self, sid, secret, record)
         relay.outbox.sent = record.downSent
         relay.outbox.acked = record.downAcked
@@ -756,9 +767,9 @@ class Cluster:
         try:
             status = await self.shared.takeOver(sid)
         except GatewayError as e:
-            raise ResumeRefused(4503, f"the session store is unavailable: {e}") from None
+            raise _storeUnavailable(e) from None
         if status[0] == "alive":
-            raise ResumeRefused(4503, "the session's node is alive again; resume again")
+            raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
         if status[0] != "ok":
             raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
         record = status[1]
@@ -783,14 +794,14 @@ class Cluster:
                 backend, link = await self.opener.reopen(pool, record.backend, record.target,
                                                          headers, record.origin)
             except (NoBackendAvailable, GatewayError) as e:
-                raise ResumeRefused(4503, f"the session's backend cannot be reached: {e}") from None
+                raise ResumeRefused(CLOSE_UNAVAILABLE, f"the session's backend cannot be reached: {e}") from None
         try:
             down = await self.shared.readDown(sid, record.downAcked)
             up = await self.shared.readUp(sid, record.upFwd)
         except GatewayError as e:
             if link is not None:
                 link.closeLink(1001, "session takeover failed")
-            raise ResumeRefused(4503, f"the session store is unavailable: {e}") from None
+            raise _storeUnavailable(e) from None
         existing = registry.sessions.get(sid)
         if existing is not None:  # pragma: no cover - two resumes at once
             if link is not None:

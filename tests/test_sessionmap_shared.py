@@ -299,6 +299,25 @@ async def test_createThenAttach(redis_server, make_nodes):
 
 
 @pytest_twisted.ensureDeferred
+async def test_readAndOwnership(redis_server, make_nodes):
+    """
+    C{read} gives the record as C{attach} parses it without moving the
+    attachment, and C{ownership} its owner and epoch; both give L{None}
+    for a session that is not there.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    assert await within(a.read("nope")) is None
+    assert await within(a.ownership("nope")) is None
+    await within(a.create("s1", FIELDS))
+    record = await within(b.read("s1"))
+    assert (record.secret, record.owner, record.epoch, record.attached) == ("0042", "A", 1, "A")
+    assert await within(b.ownership("s1")) == ("A", 1)
+    await within(a.leave())
+    await within(b.takeOver("s1"))
+    assert await within(a.ownership("s1")) == ("B", 2)
+
+
+@pytest_twisted.ensureDeferred
 async def test_attachUnknown(redis_server, make_nodes):
     """
     Attaching a session that has no record gives C{("gone",)} and writes

@@ -254,6 +254,12 @@ for _, k in ipairs(order) do reply[#reply + 1] = k; reply[#reply + 1] = tostring
 return reply
 """
 
+_TOUCH = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: ttl.  Keep an idle session's keys.
+expire(ARGV[1])
+return 1
+"""
+
 _NOTIFY = """
 -- KEYS: record.  ARGV: field naming the node ('owner' or 'attached'),
 -- prefix, message.  Publishes MESSAGE to that node, if any.
@@ -277,6 +283,7 @@ SCRIPTS: dict[str, Script] = {
         Script("end", _END),
         Script("notify", _NOTIFY),
         Script("counts", _COUNTS),
+        Script("touch", _TOUCH),
     )
 }
 

@@ -286,16 +286,29 @@ class SharedSessions:
         """
         return self._script("notify", sid, (field, self._prefix, message), 1)
 
+    def read(self, sid: str) -> Deferred[SessionRecord | None]:
+        """
+        @return: L{Deferred} firing with the session's record, or L{None}
+            when there is none.
+        """
+        key = self.keys(sid)[0]
+        d = self.map.run(key, "HGETALL", key)
+        return d.addCallback(lambda reply: SessionRecord.fromPairs(sid, reply) if reply else None)
+
+    def ownership(self, sid: str) -> Deferred[tuple[str, int] | None]:
+        """
+        @return: L{Deferred} firing with the session's C{(owner, epoch)}, or
+            L{None} when there is no record.
+        """
+        key = self.keys(sid)[0]
+        d = self.map.run(key, "HMGET", key, "owner", "epoch")
+        return d.addCallback(lambda r: None if r[0] is None else (_str(r[0]), int(r[1])))
+
     def touch(self, sid: str) -> Deferred:
         """
         Keep the session's keys for another C{sessionTtl}.
         """
-        keys = self.keys(sid)
-        return Deferred.fromCoroutine(self._touch(keys))
-
-    async def _touch(self, keys) -> None:
-        for key in keys:
-            await self.map.run(keys[0], "PEXPIRE", key, self._ttl)
+        return self._script("touch", sid, (self._ttl,))
 
     # Reads.
     def readDown(self, sid: str, after: int) -> Deferred[list[Data]]:
