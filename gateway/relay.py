@@ -133,21 +133,24 @@ class RelaySession(PacketDispatch):
         if transport is not self.transport:
             return
         self.transport = None
+        self._letGo()
+
+    def abandon(self) -> None:
+        """
+        Taken (its attachment moved here in Redis) for a client connection
+        that left before it was attached: let it go again.
+        """
+        if self.transport is None:
+            self.attached = True
+            self._letGo()
+
+    def _letGo(self) -> None:
         self.state = "detached"
         self._forget()
         if self.attached:
             self.attached = False
             d = self.cluster.shared.detach(self.sid)
             d.addErrback(self.cluster.writeFailed)
-
-    def abandon(self) -> None:
-        """
-        Taken for a client connection that left before it was attached.
-        """
-        if self.transport is None:
-            self.attached = True
-            self.transport = object()
-            self.detach(self.transport, "client left")
 
     def _forget(self) -> None:
         if self.cluster.relays.get(self.sid) is self:
