@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from random import getrandbits
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, Collection, Protocol, TypeVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
@@ -71,6 +71,7 @@ async def connectToPool(
     sessionMap: ISessionMap,
     observer: ConnectObserver,
     connect: Callable[[Backend], Awaitable[T]],
+    exclude: Collection[Backend] = (),
 ) -> tuple[Backend, T]:
     """
     Choose a backend of C{pool} and connect to it, trying the next candidate
@@ -86,9 +87,10 @@ async def connectToPool(
     @return: the backend, holding one connection slot for the caller to
         release (C{connections -= 1}) when done, and what C{connect}
         returned.
+    @param exclude: backends not to try.
     @raise NoBackendAvailable: with a reason safe to show a client.
     """
-    exclude: set[Backend] = set()
+    exclude = set(exclude)
     lastError: Exception | None = None
     backend = None
     if sticky:
@@ -233,6 +235,20 @@ def plainFrame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
+def registerFlow(transport, producer) -> None:
+    """
+    Register C{producer} as C{transport}'s streaming producer, replacing any
+    earlier one (a session's connection carries one session at a time).
+    """
+    if transport is None or getattr(transport, "disconnected", False):
+        return
+    try:
+        transport.registerProducer(producer, True)
+    except RuntimeError:
+        transport.unregisterProducer()
+        transport.registerProducer(producer, True)
+
+
 class DirectMessages:
     """
     Autobahn's per-message work cut to what the session protocol uses, for
@@ -327,6 +343,10 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
             session.messageFromBackend(payload, isBinary)
         if self.state == self.STATE_CLOSED:
             self._closed()
+            return
+        linkBound = getattr(session, "linkBound", None)
+        if linkBound is not None:
+            linkBound(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """
@@ -345,6 +365,7 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
         if not opened.called:
             opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
             return
+        self._clean = wasClean
         if self.session is not None:
             self._closed()
 
@@ -354,7 +375,57 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
             self.backend.connections -= 1
         session, self.session = self.session, None
         if session is not None:
-            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason)
+            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason, self,
+                                  getattr(self, "_clean", False))
+
+    def onPong(self, payload: bytes) -> None:
+        """
+        The backend answered a ping of L{requestReceipt}: it has read every
+        message before it.
+        """
+        session = self.session
+        if session is not None and payload.isdigit():
+            session.backendReceipt(self, int(payload))
+
+    def requestReceipt(self, seq: int) -> None:
+        """
+        Ask the backend to confirm the client messages up to C{seq} (the
+        last one written): a ping, which it answers after reading them.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendPing(b"%d" % seq)
+
+    def finishLink(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with C{code}, still handing the session
+        what the backend sends until its close arrives (a move).
+        """
+        if self.state == self.STATE_OPEN:
+            sendCloseCode(self, code, reason)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the backend (its client is slow).
+        """
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Read from the backend again.
+        """
+        if self.transport is not None and self.state != self.STATE_CLOSED:
+            self.transport.resumeProducing()
+
+    def registerFlow(self, producer) -> None:
+        """
+        Have C{producer} (pausing the client's side) paused while this
+        connection's write buffer is full.
+        """
+        registerFlow(self.transport, producer)
+
 
     def closeLink(self, code: int, reason: str) -> None:
         """

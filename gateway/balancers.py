@@ -177,7 +177,14 @@ class RendezvousHash:
     With no key (C{key is None}: the pool has no affinity key and the
     caller had no client address to hash), it behaves like
     L{LeastConnections}.
+
+    Its idea of even is each key on its own backend, not equal counts: the
+    session mover does not rebalance its pools (C{rebalances}).
     """
+
+    #: Whether sessions are moved towards equal connections per weight
+    #: (L{gateway.mover.SessionMover}); a balancer without the attribute is.
+    rebalances = False
 
     def __init__(self) -> None:
         self._noKey = LeastConnections()

@@ -228,6 +228,13 @@ class Mirror:
 
         self._write(d).addBoth(done)
 
+    def relinked(self, backend: str) -> None:
+        """
+        The session went on with backend C{backend} (a failover or a move):
+        a takeover reconnects there.
+        """
+        self._write(self.shared.relinked(self.sid, self.epoch, backend))
+
     def closing(self, code: int, reason: str) -> None:
         """
         The backend closed.
@@ -809,7 +816,7 @@ class Cluster:
             return existing
         session = registry.adopt(sid, secret, pool, link, record, down, received)
         session.mirror = Mirror(self, session, record.epoch)
-        session.mirror.origin = (record.target, record.headers, record.origin)
+        session.mirror.origin = session.origin = (record.target, record.headers, record.origin)
         session.mirror.attachSeq = record.attachSeq
         if link is not None:
             link.bind(session, backend)

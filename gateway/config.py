@@ -98,6 +98,21 @@ class PoolConfig:
     @ivar failTimeout: with passive checks only, seconds a backend marked
         down by connect failures stays down before it is tried again.
     @ivar connectAttempts: backends tried for one client before it gets 503.
+    @ivar failover: what a session does when its backend connection drops
+        (docs/operations.md, "Backend failover"): C{"replay"} (re-route it
+        and send again the client messages the old backend did not confirm),
+        C{"notify"} (re-route it and tell the client which may be lost) or
+        C{"close"} (end it).
+    @ivar failoverWindow: seconds the same backend is tried again first.
+    @ivar failoverTimeout: seconds a session waits for any backend of its
+        pool before it ends.
+    @ivar drain: what draining a backend does to its sessions: C{"move"}
+        (move them to other backends at C{drainRate}) or C{"wait"} (let
+        them end by themselves).
+    @ivar drainRate: sessions moved off draining backends per second.
+    @ivar rebalanceRate: sessions moved per second towards an even spread
+        (weights included) when backends are unevenly loaded; 0 turns
+        rebalancing off.
     """
 
     name: str
@@ -108,6 +123,12 @@ class PoolConfig:
     health: HealthCheckConfig | None = None
     failTimeout: float = 10.0
     connectAttempts: int = 3
+    failover: str = "replay"
+    failoverWindow: float = 2.0
+    failoverTimeout: float = 30.0
+    drain: str = "move"
+    drainRate: float = 20.0
+    rebalanceRate: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,13 @@ class SessionConfig:
         (less than C{heartbeatTimeout}).
     @ivar corsOrigins: origins (C{"https://app.example"}, or C{"*"}) whose
         pages may use long-polling across origins.
+    @ivar maxInflightMessages: client messages handed to the backend and
+        not yet confirmed by it (kept to be sent again after a failover);
+        at the bound the gateway stops reading from the client.
+    @ivar maxInflightBytes: the same bound in payload bytes.
+    @ivar slow: what happens when a peer does not keep up (docs/protocol.md,
+        "Flow control"): C{"pause"} stops reading from the other side until
+        it catches up; C{"close"} ends the session with 4008.
     """
 
     grace: float = 30.0
@@ -202,6 +230,9 @@ class SessionConfig:
     maxBatchMessages: int = 1000
     pollTimeout: float = 20.0
     corsOrigins: tuple[str, ...] = ()
+    maxInflightMessages: int = 1000
+    maxInflightBytes: int = 1024 * 1024
+    slow: str = "pause"
 
 
 @dataclass(frozen=True)
@@ -307,7 +338,16 @@ _POOL_KEYS = (
     "connect_attempts",
     "backend",
     "health",
+    "failover",
+    "failover_window",
+    "failover_timeout",
+    "drain",
+    "drain_rate",
+    "rebalance_rate",
 )
+_FAILOVER_POLICIES = ("replay", "notify", "close")
+_DRAIN_POLICIES = ("move", "wait")
+_SLOW_POLICIES = ("pause", "close")
 _BACKEND_KEYS = ("url", "weight", "max_connections", "name")
 _HEALTH_KEYS = ("type", "path", "interval", "timeout", "rise", "fall")
 
@@ -345,8 +385,10 @@ _SESSION_INTEGER_FIELDS = {
     "max_ended": ("maxEnded", 0),
     "max_body_bytes": ("maxBodyBytes", 1024),
     "max_batch_messages": ("maxBatchMessages", 1),
+    "max_inflight_messages": ("maxInflightMessages", 1),
+    "max_inflight_bytes": ("maxInflightBytes", 1024),
 }
-_SESSION_KEYS = (*_SESSION_SECONDS_FIELDS, *_SESSION_INTEGER_FIELDS, "cors_origins")
+_SESSION_KEYS = (*_SESSION_SECONDS_FIELDS, *_SESSION_INTEGER_FIELDS, "cors_origins", "slow")
 
 _MISSING: Any = object()
 
@@ -605,6 +647,51 @@ class _Reader:
             )
         return float(value)
 
+    def rate(
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: float,
+        allowZero: bool = True,
+    ) -> float:
+        """
+        @return: the finite number C{table[key]} of things per second, at
+            least 0 (greater, without C{allowZero}) and at most 100,000, or
+            C{default} when the key is absent.
+        """
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not (value > 0 or (allowZero and value == 0))
+            or value > 100_000
+        ):
+            bound = ">= 0" if allowZero else "> 0"
+            self.fail(
+                _keyPath(path, key),
+                f"must be a number per second {bound} and <= 100000, not {_show(value)}",
+            )
+        return float(value)
+
+    def choice(
+        self, table: dict[str, Any], path: str, key: str, default: str, choices: Sequence[str]
+    ) -> str:
+        """
+        @return: the string C{table[key]}, one of C{choices}, or C{default}
+            when the key is absent.
+        """
+        value = self.string(table, path, key, default)
+        if value not in choices:
+            self.fail(
+                _keyPath(path, key),
+                f"must be one of {', '.join(map(repr, choices))}, not {_show(value)}",
+            )
+        return value
+
 
 def _readDocument(path: str) -> dict[str, Any]:
     """
@@ -690,6 +777,7 @@ def _readSession(reader: _Reader, value: object) -> SessionConfig:
                 f"must be \"*\" or an origin such as \"https://app.example\", not {_show(origin)}",
             )
     values["corsOrigins"] = tuple(origins)
+    values["slow"] = reader.choice(table, "session", "slow", SessionConfig.slow, _SLOW_POLICIES)
     if "poll_timeout" not in table:
         # Left out: keep polls well inside the heartbeat timeout.
         values["pollTimeout"] = min(defaults.pollTimeout, values["heartbeatTimeout"] * 0.8)
@@ -853,6 +941,14 @@ def _readPool(reader: _Reader, name: str, value: object) -> PoolConfig:
         connectAttempts=reader.integer(
             table, path, "connect_attempts", defaults.connectAttempts, 1
         ),
+        failover=reader.choice(table, path, "failover", defaults.failover, _FAILOVER_POLICIES),
+        failoverWindow=reader.seconds(
+            table, path, "failover_window", defaults.failoverWindow, allowZero=True
+        ),
+        failoverTimeout=reader.seconds(table, path, "failover_timeout", defaults.failoverTimeout),
+        drain=reader.choice(table, path, "drain", defaults.drain, _DRAIN_POLICIES),
+        drainRate=reader.rate(table, path, "drain_rate", defaults.drainRate, allowZero=False),
+        rebalanceRate=reader.rate(table, path, "rebalance_rate", defaults.rebalanceRate),
     )
 
 

@@ -218,7 +218,17 @@ class Pool:
     @ivar affinity: the pool's key spec as configured, or L{None} (see
         L{gateway.config.PoolConfig}).
     @ivar keySpec: the same, parsed.
+    @ivar failover: C{"replay"}, C{"notify"} or C{"close"}; with
+        C{failoverWindow}, C{failoverTimeout}, C{drain}, C{drainRate} and
+        C{rebalanceRate}, as in L{gateway.config.PoolConfig}.
     """
+
+    failover = "replay"
+    failoverWindow = 2.0
+    failoverTimeout = 30.0
+    drain = "move"
+    drainRate = 20.0
+    rebalanceRate = 2.0
 
     def __init__(
         self,

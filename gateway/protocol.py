@@ -49,7 +49,9 @@ __all__ = [
     "CLOSE_EXPIRED",
     "CLOSE_BUFFER_FULL",
     "CLOSE_UNAVAILABLE",
+    "CLOSE_SLOW",
     "RESTART_CODES",
+    "Failover",
 ]
 
 #: The WebSocket subprotocol that selects the session protocol.
@@ -78,11 +80,15 @@ CLOSE_EXPIRED = 4410
 CLOSE_BUFFER_FULL = 4413
 #: No backend could be had for a new session; trying again later may work.
 CLOSE_UNAVAILABLE = 4503
+#: A slow consumer, under C{slow = "close"}: the client acknowledged too
+#: little, or the backend confirmed too little (as Centrifugo's 3008).
+CLOSE_SLOW = 4008
 
 #: Codes after which a client must start a new session (and tell the
 #: application) instead of resuming.
 RESTART_CODES = frozenset(
-    {CLOSE_BAD_SECRET, CLOSE_UNKNOWN_SESSION, CLOSE_RESUME_FAILED, CLOSE_EXPIRED, CLOSE_BUFFER_FULL}
+    {CLOSE_BAD_SECRET, CLOSE_UNKNOWN_SESSION, CLOSE_RESUME_FAILED, CLOSE_EXPIRED, CLOSE_BUFFER_FULL,
+     CLOSE_SLOW}
 )
 
 
@@ -160,7 +166,19 @@ class Close:
     reason: str
 
 
-Packet = Data | Hello | Welcome | Ack | Close | Probe
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """
+    The session's backend connection dropped and the session went on with
+    another (pool policy C{notify}): the client's messages C{first} to
+    C{last} may not have reached the application.
+    """
+
+    first: int
+    last: int
+
+
+Packet = Data | Hello | Welcome | Ack | Close | Probe | Failover
 
 _COLON = ord(":")
 _MAX_SEQ_DIGITS = 19
@@ -180,7 +198,7 @@ def encodeData(seq: int, payload: bytes) -> bytes:
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
-def encodeControl(packet: Hello | Welcome | Ack | Close | Probe) -> bytes:
+def encodeControl(packet: Hello | Welcome | Ack | Close | Probe | Failover) -> bytes:
     """
     @return: the JSON text message of a control packet (an ack, the most
         frequent, is formatted directly).
@@ -190,7 +208,7 @@ def encodeControl(packet: Hello | Welcome | Ack | Close | Probe) -> bytes:
     return _COMPACT.encode(controlToJSON(packet)).encode("utf-8")
 
 
-def controlToJSON(packet: Hello | Welcome | Ack | Close | Probe) -> dict:
+def controlToJSON(packet: Hello | Welcome | Ack | Close | Probe | Failover) -> dict:
     """
     @return: the JSON object of a control packet.
     """
@@ -217,6 +235,8 @@ def controlToJSON(packet: Hello | Welcome | Ack | Close | Probe) -> dict:
         obj = {"t": "close", "code": packet.code, "reason": packet.reason}
     elif isinstance(packet, Probe):
         obj = {"t": "probe"}
+    elif isinstance(packet, Failover):
+        obj = {"t": "failover", "from": packet.first, "to": packet.last}
     else:  # pragma: no cover - the type says it all
         raise TypeError(packet)
     return obj
@@ -329,6 +349,8 @@ def packetFromJSON(obj: object) -> Packet:
     if kind == "close":
         code = _count(obj, "code")
         return Close(code, _text(obj, "reason", 1024))
+    if kind == "failover":
+        return Failover(_count(obj, "from"), _count(obj, "to"))
     raise ProtocolError(f"unknown packet type {kind!r}")
 
 

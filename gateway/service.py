@@ -23,6 +23,7 @@ from .health import HealthMonitor
 from .pool import Backend, Pool, UnknownPool
 from .registry import findBalancerFactory, findSessionMapFactory
 from .routing import Router, parseKeySpec
+from .mover import SessionMover
 from .session import SessionRegistry
 from .site import GatewayFactory
 
@@ -130,6 +131,9 @@ class GatewayService(MultiService):
         self.stoppedCleanly: bool | None = None
         self._hangupInstalled = False
         self._previousHangup = None
+        #: Moves sessions off draining backends and towards an even spread.
+        self.mover = SessionMover(self.pools, self.sessions, reactor)
+        self.mover.setServiceParent(self)
         self.admin = None
         if config.admin is not None:
             from .admin import AdminService
@@ -161,6 +165,7 @@ class GatewayService(MultiService):
             connectAttempts=poolConfig.connectAttempts,
             keySpec=parseKeySpec(poolConfig.affinity) if poolConfig.affinity else None,
         )
+        _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
         monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout)
         self.monitors[pool.name] = monitor
@@ -548,6 +553,12 @@ class GatewayService(MultiService):
         if old.failTimeout != new.failTimeout:
             self.monitors[pool.name].failTimeout = new.failTimeout
             changes.append(f"pool {pool.name}: fail_timeout {old.failTimeout:g} -> {new.failTimeout:g}")
+        for key, attribute in _SESSION_SETTINGS:
+            was, now = getattr(old, attribute), getattr(new, attribute)
+            if was != now:
+                changes.append(f"pool {pool.name}: {key} {was:g} -> {now:g}" if isinstance(now, float)
+                               else f"pool {pool.name}: {key} {was} -> {now}")
+        _sessionSettings(pool, new)
         for backend in retired:
             self._drained(pool, backend)
         return changes
@@ -583,6 +594,26 @@ class GatewayService(MultiService):
                     "backend {backend} of pool {pool} removed: its last connection ended",
                     backend=backend.name, pool=pool.name,
                 )
+
+
+#: A pool's session settings (file key, attribute of both L{PoolConfig} and
+#: L{Pool}), all applied by a reload.
+_SESSION_SETTINGS = (
+    ("failover", "failover"),
+    ("failover_window", "failoverWindow"),
+    ("failover_timeout", "failoverTimeout"),
+    ("drain", "drain"),
+    ("drain_rate", "drainRate"),
+    ("rebalance_rate", "rebalanceRate"),
+)
+
+
+def _sessionSettings(pool: Pool, config: PoolConfig) -> None:
+    """
+    Give C{pool} the session settings of C{config}.
+    """
+    for _, attribute in _SESSION_SETTINGS:
+        setattr(pool, attribute, getattr(config, attribute))
 
 
 def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False):

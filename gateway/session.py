@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from .errors import GatewayError, LimitExceeded, ProtocolError
+from .failover import BackendSide
 from .protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_BUFFER_FULL,
@@ -134,9 +135,11 @@ class PacketDispatch:
             raise ProtocolError(f"unexpected {type(packet).__name__.lower()} packet")
 
 
-class Session(PacketDispatch):
+class Session(PacketDispatch, BackendSide):
     """
-    One session: its buffers, its backend link and its current transport.
+    One session: its buffers, its backend link and its current transport;
+    its backend side (confirmations, failover, moves, flow control) is
+    L{BackendSide}'s.
 
     States: C{attached} (a transport carries it), C{detached} (waiting up to
     the grace period for a resume), C{ending} (the backend closed; what it
@@ -173,6 +176,7 @@ class Session(PacketDispatch):
         #: Redis, when several nodes share sessions.
         self.mirror: Any = None
         self._ackWaiting = False
+        self._initBackendSide()
 
     @property
     def backend(self) -> Backend | None:
@@ -213,8 +217,10 @@ class Session(PacketDispatch):
         """
         old, self.transport = self.transport, transport
         if old is not None and old is not transport:
+            self.transportDetached(old)
             old.closeTransport(CLOSE_SUPERSEDED, "replaced by a newer connection")
         self._cancelGrace()
+        self.transportAttached(transport)
         if self.state != "ending":
             self.state = "attached"
         config = self.registry.config
@@ -227,6 +233,9 @@ class Session(PacketDispatch):
         )
         for message in self.outbox.unacknowledged():
             transport.pushData(message)
+        notices, self.pendingNotices = self.pendingNotices, []
+        for notice in notices:
+            transport.pushControl(notice)
         if self.closing is not None:
             transport.pushControl(self.closing)
         self.registry.recordState(self)
@@ -239,6 +248,7 @@ class Session(PacketDispatch):
         """
         self._cancelGrace()
         self.transport = transport
+        self.transportAttached(transport)
         if self.state != "ending":
             self.state = "attached"
         self.lastReceived = self.lastSent = self.registry.clock.seconds()
@@ -259,6 +269,8 @@ class Session(PacketDispatch):
         self.mirror.remote = node
         self._cancelGrace()
         transport, self.transport = self.transport, None
+        if transport is not None:
+            self.transportDetached(transport)
         letGo = getattr(transport, "letGo", None)
         if letGo is not None:
             letGo()
@@ -290,6 +302,7 @@ class Session(PacketDispatch):
         if transport is not self.transport:
             return
         self.transport = None
+        self.transportDetached(transport)
         if self.state == "ended":
             return
         if self.state == "attached":
@@ -347,12 +360,12 @@ class Session(PacketDispatch):
             mirror.hold(message)
             return
         if self.inbox.receive(message):
-            if self.link is None:
+            if self.link is None and self.switching is None:
                 # The backend is gone: the session is ending and can take
                 # nothing more; the client learns from the close packet.
                 return
-            self.link.sendMessage(message.payload, message.isBinary)
             self.inbox.accept()
+            self.handOn(message)
         self._scheduleAck()
 
     def forward(self, message: Data) -> None:
@@ -361,8 +374,8 @@ class Session(PacketDispatch):
         next in sequence), and record it.
         """
         self.inbox.accepted = message.seq
-        if self.link is not None:
-            self.link.sendMessage(message.payload, message.isBinary)
+        if self.link is not None or self.switching is not None:
+            self.handOn(message)
         if self.mirror is not None:
             self.mirror.forwarded()
 
@@ -373,6 +386,7 @@ class Session(PacketDispatch):
         @raise ProtocolError: for more than was sent.
         """
         self.outbox.ack(ack.count)
+        self.outboxDrained()
         if self.mirror is not None:
             self.mirror.acked(self.outbox.acked)
         if self.state == "ending" and self.outbox.acked == self.outbox.sent:
@@ -384,6 +398,7 @@ class Session(PacketDispatch):
         """
         if count > self.outbox.acked:
             self.outbox.ack(min(count, self.outbox.sent))
+            self.outboxDrained()
         if self.state == "ending" and self.outbox.acked == self.outbox.sent:
             self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
 
@@ -439,11 +454,13 @@ class Session(PacketDispatch):
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
+        self.outboxFilled()
 
-    def backendClosed(self, code: int | None, reason: str | None) -> None:
+    def backendEnded(self, code: int | None, reason: str | None) -> None:
         """
-        The backend WebSocket closed: deliver what it sent, then the closing
-        packet; the session ends once the client has acknowledged it all.
+        The backend ended the session (or it could not go on with another):
+        deliver what it sent, then the closing packet; the session ends once
+        the client has acknowledged it all.
         """
         self.link = None
         if self.state == "ended":
@@ -470,6 +487,11 @@ class Session(PacketDispatch):
             return
         self.state = "ended"
         self._cancelGrace()
+        self._cancelReceipt()
+        self.switching = None
+        task, self._switchTask = self._switchTask, None
+        if task is not None and not task.called:
+            task.cancel()
         if self._ackCall is not None and self._ackCall.active():
             self._ackCall.cancel()
         self._ackCall = None
@@ -520,6 +542,10 @@ class Session(PacketDispatch):
         if transport is None:
             return
         config = self.registry.config
+        if self.clientValve.closed:
+            # Not reading from the client (a slow backend): its heartbeats
+            # wait unread; silence is no sign of death.
+            self.lastReceived = now
         if now - self.lastReceived >= config.heartbeatTimeout:
             self.log.info("session {sid}: client silent for {s:.1f}s: detaching",
                           sid=shortId(self.sid), s=now - self.lastReceived)
@@ -548,6 +574,10 @@ class SessionRegistry:
         #: This node's L{gateway.cluster.Cluster} when several nodes share
         #: sessions through Redis, else L{None}.
         self.cluster: Any = None
+        #: What opens backend connections for a failover or a move (the
+        #: L{gateway.site.GatewayFactory}: C{relink}); L{None}: sessions end
+        #: when their backend connection drops.
+        self.opener: Any = None
 
     def __len__(self) -> int:
         return len(self.sessions)

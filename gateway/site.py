@@ -18,7 +18,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from .errors import BackendUnreachable, LimitExceeded, ProtocolError
+from .errors import BackendUnreachable, LimitExceeded, NoBackendAvailable, ProtocolError
 from .forwarded import clientAddress
 from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
 from .backend import connectToPool, openBackendLink
@@ -330,6 +330,7 @@ class GatewayFactory(Factory):
         self.refusedConnections = 0
         self.clientErrors = 0
         self.sessions: SessionRegistry = service.sessions
+        self.sessions.opener = self
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
         self.web = Site(GatewayResource(self), timeout=60)
@@ -417,6 +418,7 @@ class GatewayFactory(Factory):
             sessions.unreserve()
             raise
         session = sessions.create(sid, route.pool, link)
+        session.origin = (route.head.target, headers, origin.decode("latin-1") if origin else None)
         link.bind(session, backend)
         if sessions.cluster is not None:
             await sessions.cluster.register(
@@ -456,6 +458,52 @@ class GatewayFactory(Factory):
                 preferred.connections -= 1
                 self.connectFailed(pool, preferred, str(e))
         return await connectToPool(pool, None, False, self.sessionMap, self, connect)
+
+    async def relink(self, session, prefer: Backend | None, avoid: Backend | None,
+                     window: float | None, force: bool = False) -> tuple[Backend, Any]:
+        """
+        Open the next backend connection of C{session} (a failover or a
+        move), with its resume headers
+        (L{gateway.failover.BackendSide.resumeHeaders}): to C{prefer} when
+        given (only C{prefer}, within a failover window of C{window} seconds
+        left; with C{force}, even while it drains), else to a backend the
+        balancer chooses, other than C{avoid} when another will do.
+
+        @return: the backend (holding the connection's slot) and the link,
+            not yet bound.
+        @raise NoBackendAvailable: when no backend can be had now.
+        """
+        timeouts = self.config.timeouts
+        target, _, origin = session.origin
+        headers = session.resumeHeaders()
+        pool = session.pool
+
+        def connect(backend, timeout=timeouts.connect):
+            return openBackendLink(
+                self.reactor, backend, target, headers,
+                connectTimeout=timeout,
+                maxMessageBytes=self.config.session.maxMessageBytes,
+                origin=origin,
+            )
+
+        only = force or window is not None  # that backend or nothing, this time
+        if prefer is not None:
+            if prefer not in pool.backends or (window is not None and prefer.draining):
+                if only:
+                    raise NoBackendAvailable(f"backend {prefer.name} takes no sessions now")
+            elif only or prefer.available():
+                timeout = timeouts.connect if window is None else max(0.1, min(window, timeouts.connect))
+                prefer.connections += 1
+                try:
+                    return prefer, await connect(prefer, timeout)
+                except (BackendUnreachable, ProtocolError, OSError) as e:
+                    prefer.connections -= 1
+                    if only:
+                        raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
+                    self.connectFailed(pool, prefer, str(e))
+        exclude = [avoid] if avoid is not None and any(
+            b.available() for b in pool.backends if b is not avoid) else []
+        return await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
 
     def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
         head = route.head

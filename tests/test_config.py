@@ -578,7 +578,7 @@ FILE_ERRORS = [
         "session.heartbeat_interval: unknown key; known keys: grace, heartbeat, "
         "heartbeat_timeout, poll_timeout, max_message_bytes, max_buffer_messages, "
         "max_buffer_bytes, max_sessions, max_ended, max_body_bytes, "
-        "max_batch_messages, cors_origins",
+        "max_batch_messages, max_inflight_messages, max_inflight_bytes, cors_origins, slow",
         id="unknown-session",
     ),
     pytest.param(
@@ -589,7 +589,8 @@ FILE_ERRORS = [
     pytest.param(
         '[pool.chat]\nbalancer = "hash"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
         "pool.chat.balancer: unknown key; known keys: balance, affinity, "
-        "affinity_ttl, fail_timeout, connect_attempts, backend, health",
+        "affinity_ttl, fail_timeout, connect_attempts, backend, health, failover, "
+        "failover_window, failover_timeout, drain, drain_rate, rebalance_rate",
         id="unknown-pool",
     ),
     pytest.param(

@@ -41,6 +41,7 @@ from ..protocol import (
     SUBPROTOCOL,
     Ack,
     Close,
+    Failover,
     Data,
     Hello,
     Inbox,
@@ -266,6 +267,7 @@ class SessionClient:
         # The application.
         self._messageCallbacks: list[_MessageCallback] = []
         self._stateCallbacks: list[_StateCallback] = []
+        self._failoverCallbacks: list[Callable[[int, int], object]] = []
         self._connectWaiters: list[Deferred] = []
         self._ackWaiters: list[tuple[int, Deferred]] = []
         self._stateWaiters: list[tuple[ClientState | None, Deferred]] = []
@@ -333,6 +335,20 @@ class SessionClient:
         @return: C{callback}.
         """
         self._stateCallbacks.append(callback)
+        return callback
+
+    def on_failover(self, callback: Callable[[int, int], object]) -> Callable[[int, int], object]:
+        """
+        Call C{callback(first, last)} when the gateway reports that the
+        session's backend connection dropped and the session went on with
+        another backend without sending again this client's messages
+        C{first} to C{last} (a pool with C{failover = "notify"}): they may
+        not have reached the application.  Under the default policy
+        (C{replay}) they are sent again and nothing is reported.
+
+        @return: C{callback}.
+        """
+        self._failoverCallbacks.append(callback)
         return callback
 
     def connect(self) -> Deferred[None]:
@@ -586,6 +602,12 @@ class SessionClient:
             self._welcomeReceived(packet)
         elif isinstance(packet, Close):
             self._closeReceived(packet)
+        elif isinstance(packet, Failover):
+            for callback in list(self._failoverCallbacks):
+                try:
+                    callback(packet.first, packet.last)
+                except Exception:
+                    self.log.failure("on_failover callback {callback!r} failed", callback=callback)
         else:
             raise ProtocolError(f"the gateway sent a {type(packet).__name__.lower()} packet")
 

@@ -217,6 +217,15 @@ end
 return 1
 """
 
+_BACKEND = """
+-- KEYS: record.  ARGV: epoch, backend.
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if e == false then return -3 end
+if e ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'backend', ARGV[2])
+return 1
+"""
+
 _END = """
 -- KEYS: record, up, down.  ARGV: epoch, code, reason, me, prefix, sid.
 -- An epoch of '' ends the session whoever owns it.
@@ -280,6 +289,7 @@ SCRIPTS: dict[str, Script] = {
         Script("detach", _DETACH),
         Script("takeover", _TAKEOVER),
         Script("closing", _CLOSING),
+        Script("backend", _BACKEND),
         Script("end", _END),
         Script("notify", _NOTIFY),
         Script("counts", _COUNTS),

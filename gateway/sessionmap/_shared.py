@@ -197,6 +197,12 @@ class SharedSessions:
         """
         return self._script("forwarded", sid, (str(epoch), str(count), self._ttl))
 
+    def relinked(self, sid: str, epoch: int, backend: str) -> Deferred[int]:
+        """
+        Record that the session's backend connection is now to C{backend}.
+        """
+        return self._script("backend", sid, (str(epoch), backend), 1)
+
     def closing(self, sid: str, epoch: int, code: int, reason: str) -> Deferred[int]:
         """
         Record that the backend closed, and tell the client's node.

@@ -85,7 +85,7 @@
   const CLOSE_EXPIRED = 4410;
   const CLOSE_UNAVAILABLE = 4503;
   // Codes after which a client starts a new session instead of resuming.
-  const RESTART_CODES = new Set([4403, 4404, 4409, 4410, 4413]);
+  const RESTART_CODES = new Set([4008, 4403, 4404, 4409, 4410, 4413]);
   // HTTP answers worth retrying even before the first session.
   const RETRYABLE_HTTP = new Set([408, 429]);
   // Bounds of one long-polling send, well within the gateway's defaults
@@ -309,6 +309,8 @@
         return { t: "closed", code: count(obj, "code"), reason: text(obj, "reason", 1024) };
       case "probe":
         return { t: "probe" };
+      case "failover":
+        return { t: "failover", from: count(obj, "from"), to: count(obj, "to") };
       default:
         throw new ProtocolError(`unknown packet type ${JSON.stringify(obj.t)}`);
     }
@@ -890,6 +892,7 @@
       // The application.
       this._messageCallbacks = [];
       this._stateCallbacks = [];
+      this._failoverCallbacks = [];
       this._connectWaiters = [];
       this._ackWaiters = [];
       this._closeWaiters = [];
@@ -931,6 +934,18 @@
     /** Call callback(state, detail) at every state change.  Returns callback. */
     on_state(callback) {
       this._stateCallbacks.push(callback);
+      return callback;
+    }
+
+    /**
+     * Call callback(first, last) when the gateway reports that the session's
+     * backend connection dropped and it went on with another backend without
+     * sending this client's messages first..last again (a pool with
+     * failover = "notify"): they may not have reached the application.
+     * Returns callback.
+     */
+    on_failover(callback) {
+      this._failoverCallbacks.push(callback);
       return callback;
     }
 
@@ -1124,6 +1139,15 @@
           break;
         case "close":
           this._closeReceived(packet);
+          break;
+        case "failover":
+          for (const callback of this._failoverCallbacks.slice()) {
+            try {
+              callback(packet.from, packet.to);
+            } catch (e) {
+              if (global.console) global.console.warn("txgateway: on_failover callback failed", e);
+            }
+          }
           break;
         case "closed":
           link.close();

@@ -196,6 +196,10 @@ class PollingTransport:
         self._wake = None
         self._ackSent = 0
         self._ackAnswered: int | None = None
+        #: Paused by the session (its backend is slow): a send's answer
+        #: waits, and with it the client's next send.
+        self.paused = False
+        self._readingWaiters: list[Deferred] = []
 
     # ISessionTransport
     def pushData(self, message: Data) -> None:
@@ -247,6 +251,32 @@ class PollingTransport:
         """
         self.closeTransport(CLOSE_PROTOCOL_ERROR, "client stopped polling")
         self._answerHeld()
+
+    def pauseReading(self) -> None:
+        """
+        Stop taking the client's messages: answers to sends wait.
+        """
+        self.paused = True
+
+    def resumeReading(self) -> None:
+        """
+        Take the client's messages again: answer the sends that waited.
+        """
+        self.paused = False
+        waiters, self._readingWaiters = self._readingWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenReading(self) -> Deferred:
+        """
+        @return: L{Deferred} firing once the transport is not paused.
+        """
+        d: Deferred = Deferred()
+        if self.paused:
+            self._readingWaiters.append(d)
+        else:
+            d.callback(None)
+        return d
 
     # Polls.
     def hold(self, request: Request, received: int) -> None:
@@ -561,6 +591,8 @@ class LongPolling:
             if isinstance(packet, Close):
                 break
         await session.settled()
+        if transport is not None and getattr(transport, "paused", False):
+            await transport.whenReading()  # flow control: the backend is slow
         answer = [controlToJSON(Ack(session.ackCount))]
         if any(isinstance(p, Close) for p in decoded):
             answer.append({"t": "closed", "code": CLOSE_ENDED, "reason": "client closed the session"})
@@ -592,4 +624,13 @@ class LongPolling:
         if transport.closed is not None:
             code, reason = transport.closed
             answer.append({"t": "closed", "code": code, "reason": reason})
+        if transport.paused:
+            # The backend is slow: the answer, and so the client's next
+            # send, waits until the session reads again (flow control).
+            def answerLater(_):
+                if not request.finished and not getattr(request, "_gatewayGone", False):
+                    _respond(request, 200, {"packets": answer})
+
+            transport.whenReading().addCallback(answerLater)
+            return
         _respond(request, 200, {"packets": answer})
