@@ -98,9 +98,13 @@ def countSessions(sessions: Any) -> dict[str, Any]:
     @param sessions: the node's sessions (L{gateway.session.Session}s).
     @return: C{sessions}, C{attached} and C{detached} counts for the node,
         and the same by pool and, within each, by backend (sessions whose
-        backend connection is gone are counted in their pool only).
+        backend connection is gone are counted in their pool only); for the
+        node, also the sessions between backends (C{switching}), those
+        paused by flow control (C{paused}), and the failovers and moves of
+        the sessions it holds.
     """
     total: Counter = Counter()
+    extra: Counter = Counter()
     byPool: dict[str, Counter] = {}
     byBackend: dict[str, dict[str, Counter]] = {}
     for session in sessions:
@@ -110,6 +114,11 @@ def countSessions(sessions: Any) -> dict[str, Any]:
         pool = getattr(getattr(session, "pool", None), "name", None)
         backend = getattr(getattr(session, "backend", None), "name", None)
         total[state] += 1
+        extra["switching"] += getattr(session, "switching", None) is not None
+        extra["paused"] += any(getattr(getattr(session, name, None), "closed", False)
+                               for name in ("clientValve", "backendValve"))
+        extra["failovers"] += getattr(session, "failovers", 0)
+        extra["moves"] += getattr(session, "moves", 0)
         if pool is None:
             continue
         byPool.setdefault(pool, Counter())[state] += 1
@@ -117,6 +126,7 @@ def countSessions(sessions: Any) -> dict[str, Any]:
             byBackend.setdefault(pool, {}).setdefault(backend, Counter())[state] += 1
     return {
         **_counts(total),
+        **{key: extra[key] for key in ("switching", "paused", "failovers", "moves")},
         "pools": {
             pool: {
                 **_counts(counter),

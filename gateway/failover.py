@@ -237,7 +237,10 @@ class BackendSide:
             self.unconfirmedBytes -= len(unconfirmed.popleft().payload)
         if seq > self.confirmed:
             self.confirmed = seq
-        if "inflight" in self.clientValve.reasons and not self._inflightFull(0.5):
+        config = self.registry.config
+        if ("inflight" in self.clientValve.reasons
+                and len(unconfirmed) <= config.maxInflightMessages * 0.5
+                and self.unconfirmedBytes <= config.maxInflightBytes * 0.5):
             self.clientValve.open("inflight")
 
     # Flow control.
@@ -336,6 +339,10 @@ class BackendSide:
         """
         if link is not None and link is not self.link:
             return
+        if code is None and link is not None:
+            # No code: a closing handshake without one (1005), or none at
+            # all, the connection lost (1006).
+            code = 1005 if clean else 1006
         previous = self.link.backend if self.link is not None else None
         self.link = None
         self._cancelReceipt()

@@ -93,7 +93,7 @@ class SessionMover(Service):
             self._drainCredit.pop(pool.name, None)
             return
         credit = min(self._drainCredit.get(pool.name, 0.0) + elapsed * pool.drainRate,
-                     max(1.0, pool.drainRate * self.TICK))
+                     _cap(pool.drainRate))
         if not any(b.available() for b in pool.backends):
             self._drainCredit[pool.name] = credit
             return  # nowhere to go: they stay until a backend can take them
@@ -112,7 +112,7 @@ class SessionMover(Service):
             self._balanceCredit.pop(pool.name, None)
             return
         credit = min(self._balanceCredit.get(pool.name, 0.0) + elapsed * pool.rebalanceRate,
-                     max(1.0, pool.rebalanceRate * self.TICK))
+                     _cap(pool.rebalanceRate))
         if any(s.pool is pool for s in self._moving):
             # Counts are in flux until the moves under way are done.
             self._balanceCredit[pool.name] = credit
@@ -163,3 +163,12 @@ class SessionMover(Service):
         @return: counts for the admin API.
         """
         return {"drained": self.drained, "rebalanced": self.rebalanced, "moving": len(self._moving)}
+
+
+def _cap(rate: float) -> float:
+    """
+    @return: the most budget a pool may hold: a tick's worth and one more
+        (so that a fraction left over is never lost to a tick that came a
+        little early), and no burst after a quiet spell.
+    """
+    return max(1.0, rate * SessionMover.TICK) + 1.0

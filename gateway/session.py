@@ -708,6 +708,7 @@ class SessionRegistry:
             outbox.ack(hello.received)
         except ProtocolError as e:  # pragma: no cover - checked just above
             raise ResumeRefused(CLOSE_RESUME_FAILED, str(e)) from None
+        session.outboxDrained()
         return session
 
     def authenticate(self, sid: str | None, secret: str | None) -> Session:

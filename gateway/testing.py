@@ -784,6 +784,23 @@ class CuttingRelay:
             self.cuts += 1
         return len(ends)
 
+    def pause(self) -> None:
+        """
+        Stop relaying (both ways) without closing anything: a stalled peer,
+        whose TCP buffers fill and push back on the sender.
+        """
+        for end in self.ends:
+            if end.transport is not None:
+                end.transport.pauseProducing()
+
+    def resume(self) -> None:
+        """
+        Relay again after L{pause}.
+        """
+        for end in self.ends:
+            if end.transport is not None:
+                end.transport.resumeProducing()
+
     async def stop(self) -> None:
         """
         Stop listening and cut what is left.

@@ -412,7 +412,7 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
     counted in its pool only, and ended ones not at all.
     """
     assert call(admin, "GET", "/sessions")[2] == {"sessions": 0, "attached": 0, "detached": 0,
-                                                  "pools": {}}
+                                                  "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {}}
     sessions = [
         fakeSession("attached", "chat", "b1"),
         fakeSession("attached", "chat", "b1"),
@@ -427,6 +427,7 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
     assert status == 200
     assert body == {
         "sessions": 5, "attached": 3, "detached": 1,
+        "switching": 0, "paused": 0, "failovers": 0, "moves": 0,
         "pools": {
             "chat": {"sessions": 4, "attached": 2, "detached": 1, "backends": {
                 "b1": {"sessions": 2, "attached": 2, "detached": 0},
@@ -437,7 +438,7 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
             }},
         },
     }
-    assert countSessions([]) == {"sessions": 0, "attached": 0, "detached": 0, "pools": {}}
+    assert countSessions([]) == {"sessions": 0, "attached": 0, "detached": 0, "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {}}
 
 
 # -- reload
