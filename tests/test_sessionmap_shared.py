@@ -445,7 +445,7 @@ async def test_takeOverFencesOldOwner(redis_server, make_nodes, subscribe):
     C{takeOver} while the owner lives gives C{("alive", owner)} and changes
     nothing; once the owner's alive key is gone it makes the caller the
     owner at the next epoch.  The old owner's C{appendDown}, C{forwarded},
-    C{closing} and C{end} at its old epoch then give L{FENCED} and change
+    C{closing}, C{end} and C{relinked} at its old epoch then give L{FENCED} and change
     nothing (record, mailboxes, notifications); the new owner's writes at
     its epoch succeed.
     """
@@ -475,12 +475,15 @@ async def test_takeOverFencesOldOwner(redis_server, make_nodes, subscribe):
     assert await within(a.forwarded("s1", 1, 2)) == FENCED
     assert await within(a.closing("s1", 1, 4000, "gone")) == FENCED
     assert await within(a.end("s1", 1, 1000, "bye")) == FENCED
+    assert await within(a.relinked("s1", 1, "elsewhere")) == FENCED
     assert await readHash(port, record) == after
     assert await streamIds(port, down) == [b"0-1"]
     assert await streamIds(port, up) == [b"0-1", b"0-2"]
     await within(subscriber.nothingMoreOn(port, b.channel()))
 
     # The new owner writes at its epoch.
+    assert await within(b.relinked("s1", 2, "backend-2")) == 1
+    assert (await readHash(port, record))["backend"] == b"backend-2"
     assert await within(b.appendDown("s1", 2, Data(2, b"two", False))) == 1
     assert await within(b.forwarded("s1", 2, 2)) == 1
     assert await streamIds(port, down) == [b"0-1", b"0-2"]
