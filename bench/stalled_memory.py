@@ -32,6 +32,13 @@ paused, as the admin API counts them) and the RSS has stopped growing
 C{--timeout} seconds).  It prints these and the growth per stalled session,
 next to the bound in payload bytes.  It asserts nothing.
 
+A stalled client's own TCP buffers fill first: the gateway then holds what
+the kernel's socket buffers towards the client hold (read from
+/proc/net/tcp, and printed), often less than the replay buffer's bound.  So
+the stalled clients then read again, still acknowledging nothing: the
+gateway reads from the backend until the replay buffer is at its bound,
+each client counts the messages it holds, and the RSS is read once more.
+
 The gateway's file sets the bounds above, C{heartbeat_timeout = 600} (a
 stalled client sends nothing, and would otherwise be taken for dead after
 the default 25 s and its session detached), and an admin API on a free
@@ -42,19 +49,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
+import textwrap
 import time
+from dataclasses import dataclass
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, error, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IPushProducer
-from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +71,7 @@ sys.path.insert(0, ROOT)
 
 from bench._harness import Watch  # noqa: E402
 from bench.session_memory import rss  # noqa: E402
-from gateway.testing import connectClient  # noqa: E402
+from gateway.testing import rawExchange  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -157,27 +166,29 @@ async def startGateway(processes: Processes, scratch: str, backendURL: str, opti
 
 class Admin:
     """
-    The gateway's admin API.
+    The gateway's admin API (HTTP/1.0, one connection per request).
     """
 
-    def __init__(self, reactor, port: int, token: str) -> None:
-        self.reactor = reactor
-        self.url = f"http://127.0.0.1:{port}"
-        self.headers = Headers({b"Authorization": [f"Bearer {token}".encode()]})
-        self.agent = Agent(reactor)
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.token = token
 
     async def sessions(self) -> dict:
         """
-        @return: C{GET /sessions}: counts of sessions, attached, paused...
+        @return: C{GET /sessions}: the counts of sessions, attached, paused...
         """
-        response = await self.agent.request(
-            b"GET", f"{self.url}/sessions".encode(), self.headers).addTimeout(10, self.reactor)
-        return json.loads(await readBody(response))
+        answer = await rawExchange(self.port, (
+            "GET /sessions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {self.token}\r\n\r\n").encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        if head.split(b" ", 2)[1:2] != [b"200"]:
+            raise RuntimeError(f"admin API: {head.splitlines()[0] if head else b'no answer'!r}")
+        return json.loads(body)
 
 
-async def backendReport(reactor, backend) -> dict | None:
+async def backendReport(reactor, backend) -> dict:
     """
-    Ask the backend (its standard input) how many messages it has sent.
+    Ask the backend (on its standard input) what it has sent.
     """
     watch = backend.proto
     start = len(watch.buffer)
@@ -187,43 +198,46 @@ async def backendReport(reactor, backend) -> dict | None:
         found = re.search(rb'\{"report": [^\n]*\}', watch.buffer[start:])
         if found:
             return json.loads(found.group())["report"]
-    return None
+    raise RuntimeError("the backend did not report")
 
 
-async def openStalledClients(url: str, sessions: int) -> list:
+def queued(connections: list[tuple[int, int]]) -> list[int]:
     """
-    Open C{sessions} sessions, 100 handshakes at a time; once welcomed, each
-    client stops reading.
+    Bytes the kernel holds on loopback TCP connections, each given as
+    (sender's port, receiver's port): those in the sender's send queue and
+    in the receiver's receive queue (from /proc/net/tcp).
     """
-    clients = []
-    for start in range(0, sessions, 100):
-        batch = [defer.Deferred.fromCoroutine(connectClient(url, protocols=["txgateway.v1"]))
-                 for _ in range(start, min(start + 100, sessions))]
-        opened = await defer.gatherResults(batch, consumeErrors=True)
-        for client in opened:
-            client.send(HELLO.decode())
-        for client in opened:
-            payload, _ = await client.receive(30)
-            welcome = json.loads(payload)
-            if welcome.get("t") != "welcome":
-                raise RuntimeError(f"expected a welcome, got {payload[:200]!r}")
-            client.protocol.transport.pauseProducing()
-        clients.extend(opened)
-    return clients
+    totals = dict.fromkeys(connections, 0)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for row in f:
+            fields = row.split()
+            local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+            tx, rx = (int(q, 16) for q in fields[4].split(":"))
+            if (local, remote) in totals:
+                totals[local, remote] += tx
+            elif (remote, local) in totals:
+                totals[remote, local] += rx
+    return list(totals.values())
 
 
 @implementer(IPushProducer)
-class Sender(WebSocketClientProtocol):
+class BenchClient(WebSocketClientProtocol):
     """
-    A session client (C{txgateway.v1}) that, once started, sends 1 KiB binary
-    data packets as fast as acks allow: at most C{window} unacknowledged,
-    and none while its TCP write buffer is full.
+    A session client (C{txgateway.v1}): it opens a new session, counts the
+    data packets that arrive and never acknowledges one.  Once L{start}ed,
+    it sends 1 KiB binary data packets as fast as acks allow: at most
+    C{window} unacknowledged, and none while its TCP write buffer is full.
+
+    @ivar received: the sequence number of the last data packet received.
     """
 
     window = 1000
     payload = b"x" * KiB
 
-    def onConnect(self, response) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = 0
         self.sent = 0
         self.acked = 0
         self.sending = False
@@ -236,7 +250,8 @@ class Sender(WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary or not payload.startswith(b"{"):
-            return  # a data packet: the stalled backend sends none
+            self.received = int(payload[:payload.index(b":")])
+            return
         packet = json.loads(payload)
         kind = packet.get("t")
         if kind == "welcome":
@@ -257,7 +272,7 @@ class Sender(WebSocketClientProtocol):
     @property
     def blocked(self) -> bool:
         """
-        Whether it can send no more: its window is full or TCP pushes back.
+        Whether it can send no more: its window is full, or TCP pushes back.
         """
         return self.paused or self.sent - self.acked >= self.window
 
@@ -290,169 +305,231 @@ class Sender(WebSocketClientProtocol):
         self.sending = False
 
 
-async def openSenders(reactor, url: str, sessions: int) -> list[Sender]:
+async def openClients(reactor, port: int, sessions: int) -> list[BenchClient]:
     """
-    Open C{sessions} sessions with L{Sender}s, 100 at a time.
+    Open C{sessions} sessions, 100 handshakes at a time.
     """
-    async def one() -> Sender:
-        factory = WebSocketClientFactory(url, protocols=["txgateway.v1"])
-        factory.protocol = Sender
+    async def one() -> BenchClient:
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/", protocols=["txgateway.v1"])
+        factory.protocol = BenchClient
+        factory.noisy = False
         factory.reactor = reactor
         factory.welcomed = defer.Deferred()
         factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=10,
                                    closeHandshakeTimeout=10)
-        await TCP4ClientEndpoint(reactor, "127.0.0.1", int(url.rsplit(":", 1)[1]),
-                                 timeout=10).connect(factory)
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10).connect(factory)
         return await factory.welcomed.addTimeout(30, reactor)
 
-    senders: list[Sender] = []
+    clients: list[BenchClient] = []
     for start in range(0, sessions, 100):
         batch = [defer.Deferred.fromCoroutine(one()) for _ in range(start, min(start + 100, sessions))]
-        senders.extend(await defer.gatherResults(batch, consumeErrors=True))
-    return senders
+        clients.extend(await defer.gatherResults(batch, consumeErrors=True))
+    return clients
 
 
-async def waitStalled(reactor, pid: int, admin: Admin, sessions: int, timeout: float):
+@dataclass
+class Reading:
+    """
+    The gateway's RSS once its sessions are stalled, and how it got there.
+    """
+
+    rss: int
+    waited: float
+    how: str
+    counts: dict
+
+    def describe(self, sessions: int) -> str:
+        counts = self.counts
+        return (f"{self.how} after {self.waited:.1f} s; admin API: {counts['sessions']} of {sessions} "
+                f"sessions, {counts['attached']} attached, {counts['paused']} paused")
+
+
+async def waitStalled(reactor, pid: int, admin: Admin, sessions: int, timeout: float,
+                      progress=None) -> Reading:
     """
     Poll the RSS every 0.5 s until every session is paused and the RSS has
-    changed by less than 1% over 2 s, or C{timeout} seconds have passed, or
-    a session is gone.
-
-    @return: (RSS in KiB, seconds waited, whether it settled, the last
-        session counts).
+    changed by less than 1% over 2 s (and so has C{progress()}, when
+    given), or C{timeout} seconds have passed, or a session is gone or
+    detached.
     """
     started = time.monotonic()
-    samples: list[int] = []
+    samples: list[tuple[int, object]] = []
     while True:
         await sleep(reactor, 0.5)
-        samples.append(rss(pid))
+        samples.append((rss(pid), progress() if progress is not None else None))
         counts = await admin.sessions()
         waited = time.monotonic() - started
+        now, before = samples[-1], samples[-5] if len(samples) >= 5 else None
         if counts["sessions"] < sessions or counts["attached"] < sessions:
-            return samples[-1], waited, False, counts
-        if (counts["paused"] == sessions and len(samples) >= 5
-                and abs(samples[-1] - samples[-5]) < 0.01 * samples[-5]):
-            return samples[-1], waited, True, counts
+            return Reading(now[0], waited, "SESSIONS ENDED OR DETACHED", counts)
+        if (counts["paused"] == sessions and before is not None
+                and abs(now[0] - before[0]) < 0.01 * before[0] and now[1] == before[1]):
+            return Reading(now[0], waited, "settled", counts)
         if waited >= timeout:
-            return samples[-1], waited, False, counts
+            return Reading(now[0], waited, "NOT SETTLED", counts)
 
 
 def size(n: float) -> str:
     """
     C{n} bytes, in MiB or KiB.
     """
-    if n >= MiB:
-        return f"{n / MiB:,.3g} MiB"
-    return f"{n / KiB:,.3g} KiB"
+    for unit, scale in (("MiB", MiB), ("KiB", KiB)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
+    return f"{n:,.0f} bytes"
 
 
-def bound(messages: float, nbytes: float) -> str:
+def bound(messages: float, nbytes: float) -> tuple[str, int]:
     """
-    A bound in messages and payload bytes, and what it holds of 1 KiB
-    messages (the lower of the two).
+    @return: a bound in messages and payload bytes as text, and how many
+        1 KiB messages reach it.
     """
-    held = min(int(-(-messages // 1)), int(-(-nbytes // KiB)))
-    return f"{messages:,.0f} messages / {size(nbytes)} ({held:,} messages of 1 KiB, {size(held * KiB)})"
+    held = min(math.ceil(messages), math.ceil(nbytes / KiB))
+    return f"{messages:,.0f} messages / {size(nbytes)}", held
 
 
-def report(name: str, sessions: int, figures: dict, bounded: str) -> None:
-    base, idle, stalled = figures["base"], figures["idle"], figures["stalled"]
-    per = (stalled - idle) / sessions
-    counts = figures["counts"]
-    state = (f"settled after {figures['waited']:.1f} s" if figures["settled"]
-             else f"NOT settled after {figures['waited']:.1f} s")
-    print(f"{name}: {sessions} sessions")
-    print(f"  baseline RSS           {base:>10,} KiB")
-    print(f"  {sessions:>4} idle sessions     {idle:>10,} KiB  (+{(idle - base) / sessions:,.1f} KiB per session)")
-    print(f"  {sessions:>4} stalled sessions  {stalled:>10,} KiB  ({state}; admin API: "
-          f"{counts['sessions']} sessions, {counts['attached']} attached, {counts['paused']} paused)")
-    for line in figures.get("notes", []):
-        print(f"  {line}")
-    print(f"  {name}: {per:,.0f} KiB ({size(per * KiB)}) per stalled session at a bound of {bounded}")
-    print(flush=True)
+def say(text: str, indent: int = 0) -> None:
+    """
+    Print C{text}, wrapped at 100 columns.
+    """
+    print(textwrap.fill(text, 100, initial_indent=" " * indent, subsequent_indent=" " * indent))
 
 
-async def stalledClient(reactor, processes: Processes, scratch: str, options) -> dict:
+def row(label: str, kib: int, idle: int | None, sessions: int, note: str = "") -> None:
+    """
+    One row: an RSS, its growth per session over C{idle}, and a note below.
+    """
+    per = f"{(kib - idle) / sessions:>+10,.1f} KiB per session" if idle is not None else ""
+    print(f"  {label:<28} {kib:>10,} KiB  {per}".rstrip())
+    if note:
+        say(note, 6)
+
+
+async def stalledClient(reactor, processes: Processes, scratch: str, options) -> None:
+    n = options.sessions
+    text, held = bound(0.75 * options.max_buffer_messages, 0.75 * options.max_buffer_bytes)
+    say(f"stalled client: {n} sessions whose clients stop reading and never acknowledge, while the "
+        f"backend sends each 1 KiB messages (20,000 at most). The gateway stops reading from the "
+        f"backend at 3/4 of the replay buffer's bounds, {text} ({held:,} messages of 1 KiB), or "
+        f"while the client's TCP write buffer is full.")
     backend, backendURL = await startBackend(processes, "flood", "--count", "20000", "--size", "1024")
     token = secrets.token_urlsafe(24)
     gateway, port, adminPort = await startGateway(processes, scratch, backendURL, options, token)
-    admin = Admin(reactor, adminPort, token)
+    admin = Admin(adminPort, token)
     pid = gateway.pid
-    clients: list = []
+    clients: list[BenchClient] = []
     try:
         await sleep(reactor, 1.0)
         base = rss(pid)
-        clients = await openStalledClients(f"ws://127.0.0.1:{port}", options.sessions)
+        clients = await openClients(reactor, port, n)
+        for client in clients:
+            client.transport.pauseProducing()
         await sleep(reactor, 1.0)
         idle = rss(pid)
         backend.write(b"go\n")
-        stalled, waited, settled, counts = await waitStalled(
-            reactor, pid, admin, options.sessions, options.timeout)
+        stalled = await waitStalled(reactor, pid, admin, n, options.timeout)
         sent = await backendReport(reactor, backend)
-        notes = []
-        if sent is not None:
-            notes.append(f"the backend sent {sent['sent'] / options.sessions:,.0f} messages per session "
-                         f"({sent['paused']} of {sent['connections']} connections held back by TCP, "
-                         f"{sent['done']} done)")
-        return dict(base=base, idle=idle, stalled=stalled, waited=waited, settled=settled,
-                    counts=counts, notes=notes)
+        kernel = queued([(port, c.transport.getHost().port) for c in clients])
+        # The same clients read again, and still acknowledge nothing: the
+        # gateway reads from the backend until the replay buffer is at its
+        # bound, and each client learns how many messages it holds.
+        for client in clients:
+            client.transport.resumeProducing()
+        reading = await waitStalled(reactor, pid, admin, n, options.timeout,
+                                    progress=lambda: sum(c.received for c in clients))
     finally:
         for client in clients:
-            client.protocol.dropConnection(abort=True)
+            client.dropConnection(abort=True)
         processes.kill(gateway)
         processes.kill(backend)
+    received = [c.received for c in clients]
+    mean = sum(received) / n
+    frame = 4 + len(f"{held}:") + KiB  # a data packet's frame: header, "SEQ:", payload
+    # What a session held when it stopped: the data packets in the kernel's
+    # buffers, plus those in its client connection's write buffer (Twisted's
+    # 64 KiB threshold, plus what one 64 KiB read from the backend carried).
+    most = (max(kernel) + 2 * (64 * KiB + frame)) // frame
+    row("baseline", base, None, n)
+    row(f"{n} idle sessions", idle, base, n)
+    row(f"{n} stalled, not reading", stalled.rss, idle, n,
+        f"{stalled.describe(n)}. The backend had sent {sent['sentMin']:,} to {sent['sentMax']:,} "
+        f"messages per session ({sent['paused']} of {sent['connections']} held back by TCP). The "
+        f"kernel's socket buffers towards the clients held {size(sum(kernel) / n)} per session "
+        f"(about {sum(kernel) / n / frame:,.0f} data packets, sent and unacknowledged, outside the "
+        f"RSS), {size(max(kernel))} at most: so a session held at most about {most:,} messages, "
+        + (f"fewer than {held:,}: the gateway stopped reading at the client's full TCP write "
+           f"buffer, before the replay buffer's bound." if most < held else
+           f"enough to reach the bound's {held:,}."))
+    row(f"{n} reading, never acking", reading.rss, idle, n,
+        f"{reading.describe(n)}. Each client received {min(received):,} to {max(received):,} "
+        f"messages: what the replay buffer holds, {size(mean * KiB)} of payload on average.")
+    ended = [c.closedWith for c in clients if c.closedWith is not None]
+    if ended:
+        say(f"{len(ended)} client connections were closed, for example {ended[0]}", 6)
+    say(f"stalled client: {size((stalled.rss - idle) / n * KiB)} per session, not reading; "
+        f"{size((reading.rss - idle) / n * KiB)} per session at a bound of {text} (holding "
+        f"{mean:,.0f} messages, {size(mean * KiB)})", 2)
+    print(flush=True)
 
 
-async def stalledBackend(reactor, processes: Processes, scratch: str, options) -> dict:
+async def stalledBackend(reactor, processes: Processes, scratch: str, options) -> None:
+    n = options.sessions
+    text, held = bound(options.max_inflight_messages, options.max_inflight_bytes)
+    say(f"stalled backend: {n} sessions whose backend stops reading after its handshake, while "
+        f"each client sends 1 KiB messages as fast as acks allow ({BenchClient.window:,} "
+        f"unacknowledged at most). The gateway stops reading from the client at {text} not "
+        f"confirmed by the backend ({held:,} messages of 1 KiB), or while the backend's TCP write "
+        f"buffer is full.")
     backend, backendURL = await startBackend(processes, "stall")
     token = secrets.token_urlsafe(24)
     gateway, port, adminPort = await startGateway(processes, scratch, backendURL, options, token)
-    admin = Admin(reactor, adminPort, token)
+    admin = Admin(adminPort, token)
     pid = gateway.pid
-    senders: list[Sender] = []
+    clients: list[BenchClient] = []
     try:
         await sleep(reactor, 1.0)
         base = rss(pid)
-        senders = await openSenders(reactor, f"ws://127.0.0.1:{port}", options.sessions)
+        clients = await openClients(reactor, port, n)
         await sleep(reactor, 1.0)
         idle = rss(pid)
-        for sender in senders:
-            sender.start()
-        stalled, waited, settled, counts = await waitStalled(
-            reactor, pid, admin, options.sessions, options.timeout)
-        acked = sum(s.acked for s in senders) / len(senders)
-        sent = sum(s.sent for s in senders) / len(senders)
-        ended = [s.closedWith for s in senders if s.closedWith is not None]
-        notes = [f"each client had sent {sent:,.0f} messages, {acked:,.0f} acknowledged; "
-                 f"{sum(s.blocked for s in senders)} of {len(senders)} could send no more"]
-        if ended:
-            notes.append(f"{len(ended)} client connections closed, e.g. {ended[0]}")
-        return dict(base=base, idle=idle, stalled=stalled, waited=waited, settled=settled,
-                    counts=counts, notes=notes)
+        for client in clients:
+            client.start()
+        stalled = await waitStalled(reactor, pid, admin, n, options.timeout,
+                                    progress=lambda: sum(c.sent for c in clients))
     finally:
-        for sender in senders:
-            sender.dropConnection(abort=True)
+        for client in clients:
+            client.dropConnection(abort=True)
         processes.kill(gateway)
         processes.kill(backend)
+    acked = [c.acked for c in clients]
+    mean = sum(acked) / n
+    row("baseline", base, None, n)
+    row(f"{n} idle sessions", idle, base, n)
+    row(f"{n} stalled", stalled.rss, idle, n,
+        f"{stalled.describe(n)}. Each client had sent {min(c.sent for c in clients):,} to "
+        f"{max(c.sent for c in clients):,} messages, of which the gateway had acknowledged "
+        f"{min(acked):,} to {max(acked):,}: those it accepted and holds until the backend confirms "
+        f"them; {sum(c.blocked for c in clients)} of {n} clients could send no more.")
+    ended = [c.closedWith for c in clients if c.closedWith is not None]
+    if ended:
+        say(f"{len(ended)} client connections were closed, for example {ended[0]}", 6)
+    say(f"stalled backend: {size((stalled.rss - idle) / n * KiB)} per session at a bound of "
+        f"{text} (holding {mean:,.0f} messages, {size(mean * KiB)})", 2)
+    print(flush=True)
 
 
 async def main(reactor, options) -> None:
     processes = Processes(reactor)
     scratch = tempfile.mkdtemp(prefix="stalled-memory-")
+    reactor.addSystemEventTrigger("before", "shutdown", shutil.rmtree, scratch, ignore_errors=True)
     started = time.monotonic()
     try:
-        figures = await stalledClient(reactor, processes, scratch, options)
-        report("stalled client", options.sessions, figures,
-               bound(0.75 * options.max_buffer_messages, 0.75 * options.max_buffer_bytes))
-        figures = await stalledBackend(reactor, processes, scratch, options)
-        report("stalled backend", options.sessions, figures,
-               bound(options.max_inflight_messages, options.max_inflight_bytes))
+        await stalledClient(reactor, processes, scratch, options)
+        await stalledBackend(reactor, processes, scratch, options)
     finally:
         processes.killAll()
-        for name in os.listdir(scratch):
-            os.unlink(os.path.join(scratch, name))
-        os.rmdir(scratch)
-    print(f"({time.monotonic() - started:.0f} s)")
+    print(f"({time.monotonic() - started:.0f} s in all)")
 
 
 if __name__ == "__main__":
@@ -462,7 +539,11 @@ if __name__ == "__main__":
     parser.add_argument("--max-buffer-bytes", type=int, default=8 * MiB)
     parser.add_argument("--max-inflight-messages", type=int, default=1000)
     parser.add_argument("--max-inflight-bytes", type=int, default=1 * MiB)
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for each case's RSS to settle")
+    parser.add_argument("--timeout", type=float, default=40.0,
+                        help="seconds to wait, each time, for the RSS to settle")
     options = parser.parse_args()
+    for name, least in (("sessions", 1), ("max_buffer_messages", 1), ("max_buffer_bytes", 1024),
+                        ("max_inflight_messages", 1), ("max_inflight_bytes", 1024)):
+        if getattr(options, name) < least:
+            parser.error(f"--{name.replace('_', '-')} must be at least {least}")
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, options)))
