@@ -235,20 +235,6 @@ def plainFrame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
-def registerFlow(transport, producer) -> None:
-    """
-    Register C{producer} as C{transport}'s streaming producer, replacing any
-    earlier one (a session's connection carries one session at a time).
-    """
-    if transport is None or getattr(transport, "disconnected", False):
-        return
-    try:
-        transport.registerProducer(producer, True)
-    except RuntimeError:
-        transport.unregisterProducer()
-        transport.registerProducer(producer, True)
-
-
 class DirectMessages:
     """
     Autobahn's per-message work cut to what the session protocol uses, for
@@ -261,7 +247,8 @@ class DirectMessages:
     synchronous sends, frame logging or timing); otherwise Autobahn sends
     it.  A message received is handed to C{onMessage} without firing
     Autobahn's "message" observers (a Deferred per message; the gateway
-    never observes them).
+    never observes them).  Both connections also take the session's flow
+    control (L{pauseReading}, L{resumeReading}, L{registerFlow}).
     """
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize=None,
@@ -296,6 +283,36 @@ class DirectMessages:
         if not self.failedByMe:
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
+
+    # Flow control: a session pauses reading from one of its two
+    # connections while the other cannot keep up (gateway/failover.py).
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the peer.
+        """
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Read from the peer again.
+        """
+        if self.transport is not None and self.state != self.STATE_CLOSED:
+            self.transport.resumeProducing()
+
+    def registerFlow(self, producer) -> None:
+        """
+        Have C{producer} (pausing the session's other side) paused while
+        this connection's write buffer is full, replacing any earlier one.
+        """
+        transport = self.transport
+        if transport is None or getattr(transport, "disconnected", False):
+            return
+        try:
+            transport.registerProducer(producer, True)
+        except RuntimeError:
+            transport.unregisterProducer()
+            transport.registerProducer(producer, True)
 
 
 @implementer(IBackendLink)
@@ -404,28 +421,6 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
             sendCloseCode(self, code, reason)
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
-
-    def pauseReading(self) -> None:
-        """
-        Stop reading from the backend (its client is slow).
-        """
-        if self.transport is not None:
-            self.transport.pauseProducing()
-
-    def resumeReading(self) -> None:
-        """
-        Read from the backend again.
-        """
-        if self.transport is not None and self.state != self.STATE_CLOSED:
-            self.transport.resumeProducing()
-
-    def registerFlow(self, producer) -> None:
-        """
-        Have C{producer} (pausing the client's side) paused while this
-        connection's write buffer is full.
-        """
-        registerFlow(self.transport, producer)
-
 
     def closeLink(self, code: int, reason: str) -> None:
         """

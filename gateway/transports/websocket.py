@@ -15,7 +15,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ..backend import DirectMessages, registerFlow, sendCloseCode
+from ..backend import DirectMessages, sendCloseCode
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
 from ..protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -215,27 +215,6 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         Drop the connection at once.
         """
         self.dropConnection(abort=True)
-
-    def pauseReading(self) -> None:
-        """
-        Stop reading from the client (its backend is slow).
-        """
-        if self.transport is not None:
-            self.transport.pauseProducing()
-
-    def resumeReading(self) -> None:
-        """
-        Read from the client again.
-        """
-        if self.transport is not None and self.state != self.STATE_CLOSED:
-            self.transport.resumeProducing()
-
-    def registerFlow(self, producer) -> None:
-        """
-        Have C{producer} (pausing the backend's side) paused while this
-        connection's write buffer is full.
-        """
-        registerFlow(self.transport, producer)
 
 
 class SessionWebSocketFactory(WebSocketServerFactory):
