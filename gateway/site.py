@@ -400,17 +400,9 @@ class GatewayFactory(Factory):
         try:
             sid = sessions.newId()
             headers = self._backendHeaders(route, sid)
-            origin = route.head.get(b"origin")
-            timeouts = self.config.timeouts
-
-            def connect(backend):
-                return openBackendLink(
-                    self.reactor, backend, route.head.target, headers,
-                    connectTimeout=timeouts.connect,
-                    maxMessageBytes=self.config.session.maxMessageBytes,
-                    origin=origin.decode("latin-1") if origin else None,
-                )
-
+            header = route.head.get(b"origin")
+            origin = header.decode("latin-1") if header else None
+            connect = self._linkOpener(route.head.target, headers, origin)
             backend, link = await connectToPool(
                 route.pool, route.key, route.sticky, self.sessionMap, self, connect
             )
@@ -418,11 +410,10 @@ class GatewayFactory(Factory):
             sessions.unreserve()
             raise
         session = sessions.create(sid, route.pool, link)
-        session.origin = (route.head.target, headers, origin.decode("latin-1") if origin else None)
+        session.origin = (route.head.target, headers, origin)
         link.bind(session, backend)
         if sessions.cluster is not None:
-            await sessions.cluster.register(
-                session, route.head.target, headers, origin.decode("latin-1") if origin else None)
+            await sessions.cluster.register(session, route.head.target, headers, origin)
         return session
 
     def pool(self, name: str) -> Pool | None:
@@ -430,6 +421,43 @@ class GatewayFactory(Factory):
         @return: the pool called C{name}, if any.
         """
         return self.service.pools.get(name)
+
+    def _linkOpener(self, target: bytes, headers: dict[str, str], origin: str | None):
+        """
+        @return: C{connect(backend, timeout=None)}, opening a session's
+            backend link for request target C{target} with C{headers} (the
+            connect timeout unless C{timeout} is given).
+        """
+
+        def connect(backend: Backend, timeout: float | None = None):
+            return openBackendLink(
+                self.reactor, backend, target, headers,
+                connectTimeout=timeout or self.config.timeouts.connect,
+                maxMessageBytes=self.config.session.maxMessageBytes,
+                origin=origin,
+            )
+
+        return connect
+
+    async def _linkTo(self, pool: Pool, connect, prefer: Backend | None, *, only: bool = False,
+                      timeout: float | None = None, exclude=()) -> tuple[Backend, Any]:
+        """
+        Connect to C{prefer} while it is available (with C{only}, to it or
+        nothing), else to a backend of C{pool} the balancer chooses, other
+        than those in C{exclude}.
+
+        @raise NoBackendAvailable: when no backend can be had.
+        """
+        if prefer is not None and (only or prefer.available()):
+            prefer.connections += 1
+            try:
+                return prefer, await connect(prefer, timeout)
+            except (BackendUnreachable, ProtocolError, OSError) as e:
+                prefer.connections -= 1
+                if only:
+                    raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
+                self.connectFailed(pool, prefer, str(e))
+        return await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
 
     async def reopen(self, pool: Pool, name: str, target: bytes, headers: dict[str, str],
                      origin: str | None) -> tuple[Backend, Any]:
@@ -439,25 +467,7 @@ class GatewayFactory(Factory):
 
         @raise NoBackendAvailable: when no backend can be had.
         """
-        timeouts = self.config.timeouts
-
-        def connect(backend):
-            return openBackendLink(
-                self.reactor, backend, target, headers,
-                connectTimeout=timeouts.connect,
-                maxMessageBytes=self.config.session.maxMessageBytes,
-                origin=origin,
-            )
-
-        preferred = pool.backend(name)
-        if preferred is not None and preferred.available():
-            preferred.connections += 1
-            try:
-                return preferred, await connect(preferred)
-            except (BackendUnreachable, ProtocolError, OSError) as e:
-                preferred.connections -= 1
-                self.connectFailed(pool, preferred, str(e))
-        return await connectToPool(pool, None, False, self.sessionMap, self, connect)
+        return await self._linkTo(pool, self._linkOpener(target, headers, origin), pool.backend(name))
 
     async def relink(self, session, prefer: Backend | None, avoid: Backend | None,
                      window: float | None, force: bool = False) -> tuple[Backend, Any]:
@@ -473,37 +483,18 @@ class GatewayFactory(Factory):
             not yet bound.
         @raise NoBackendAvailable: when no backend can be had now.
         """
-        timeouts = self.config.timeouts
-        target, _, origin = session.origin
-        headers = session.resumeHeaders()
         pool = session.pool
-
-        def connect(backend, timeout=timeouts.connect):
-            return openBackendLink(
-                self.reactor, backend, target, headers,
-                connectTimeout=timeout,
-                maxMessageBytes=self.config.session.maxMessageBytes,
-                origin=origin,
-            )
-
+        target, _, origin = session.origin
         only = force or window is not None  # that backend or nothing, this time
-        if prefer is not None:
-            if prefer not in pool.backends or (window is not None and prefer.draining):
-                if only:
-                    raise NoBackendAvailable(f"backend {prefer.name} takes no sessions now")
-            elif only or prefer.available():
-                timeout = timeouts.connect if window is None else max(0.1, min(window, timeouts.connect))
-                prefer.connections += 1
-                try:
-                    return prefer, await connect(prefer, timeout)
-                except (BackendUnreachable, ProtocolError, OSError) as e:
-                    prefer.connections -= 1
-                    if only:
-                        raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
-                    self.connectFailed(pool, prefer, str(e))
+        if prefer is not None and (prefer not in pool.backends or (window is not None and prefer.draining)):
+            if only:
+                raise NoBackendAvailable(f"backend {prefer.name} takes no sessions now")
+            prefer = None
+        timeout = None if window is None else max(0.1, min(window, self.config.timeouts.connect))
         exclude = [avoid] if avoid is not None and any(
             b.available() for b in pool.backends if b is not avoid) else []
-        return await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
+        return await self._linkTo(pool, self._linkOpener(target, session.resumeHeaders(), origin),
+                                  prefer, only=only, timeout=timeout, exclude=exclude)
 
     def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
         head = route.head
