@@ -257,7 +257,11 @@ class AdminResource(Resource):
                 case ["sessions"]:
                     _allow(method, b"GET")
                     registry = getattr(gateway, "sessions", None)
-                    return 200, countSessions(list(getattr(registry, "sessions", {}).values()))
+                    counts = countSessions(list(getattr(registry, "sessions", {}).values()))
+                    mover = getattr(gateway, "mover", None)
+                    if mover is not None:
+                        counts["mover"] = mover.state()
+                    return 200, counts
                 case ["reload"]:
                     _allow(method, b"POST")
                     done = gateway.reload()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -62,12 +63,23 @@ RETRY_DELAY = 0.25
 log = Logger()
 
 
+def _flow(peer: Any, method: str) -> None:
+    """
+    Call C{peer}'s flow-control C{method} (C{pauseReading} or
+    C{resumeReading}), when it has a peer and the peer has one.
+    """
+    call = getattr(peer, method, None)
+    if call is not None:
+        call()
+
+
 @implementer(IPushProducer)
 class Valve:
     """
     Pauses one side of a session while any reason to holds.
 
     @ivar reasons: why it is closed (empty when open).
+    @ivar pauses: how many times it closed.
     """
 
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
@@ -84,12 +96,11 @@ class Valve:
         """
         Pause, for C{reason}.
         """
-        if not self.reasons:
+        wasOpen = not self.reasons
+        self.reasons.add(reason)
+        if wasOpen:
             self.pauses += 1
-            self.reasons.add(reason)
             self._pause()
-        else:
-            self.reasons.add(reason)
 
     def open(self, reason: str) -> None:
         """
@@ -135,6 +146,8 @@ class BackendSide:
         backend, oldest first (sent again by a C{replay} failover).
     @ivar written: the last client message written to the current backend
         connection.
+    @ivar lost: client messages reported to the client as possibly lost
+        (policy C{notify}).
     @ivar switching: C{"failover"} or C{"move"} while the session is
         between backend connections (client messages wait, accepted), else
         L{None}.
@@ -162,9 +175,11 @@ class BackendSide:
         self._switchTask: Deferred | None = None
         self.pendingNotices: list[Failover] = []
         #: Reading from the backend (paused for a slow client).
-        self.backendValve = Valve(self._pauseBackend, self._resumeBackend)
+        self.backendValve = Valve(lambda: _flow(self.link, "pauseReading"),
+                                  lambda: _flow(self.link, "resumeReading"))
         #: Reading from the client (paused for a slow backend).
-        self.clientValve = Valve(self._pauseClient, self._resumeClient)
+        self.clientValve = Valve(lambda: _flow(self.transport, "pauseReading"),
+                                 lambda: _flow(self.transport, "resumeReading"))
 
     # Client messages to the backend.
     def handOn(self, message: Data) -> None:
@@ -244,26 +259,6 @@ class BackendSide:
             self.clientValve.open("inflight")
 
     # Flow control.
-    def _pauseBackend(self) -> None:
-        pause = getattr(self.link, "pauseReading", None)
-        if pause is not None:
-            pause()
-
-    def _resumeBackend(self) -> None:
-        resume = getattr(self.link, "resumeReading", None)
-        if resume is not None:
-            resume()
-
-    def _pauseClient(self) -> None:
-        pause = getattr(self.transport, "pauseReading", None)
-        if pause is not None:
-            pause()
-
-    def _resumeClient(self) -> None:
-        resume = getattr(self.transport, "resumeReading", None)
-        if resume is not None:
-            resume()
-
     def outboxFilled(self) -> bool:
         """
         A backend message was kept for the client: past the high-water mark
@@ -307,7 +302,7 @@ class BackendSide:
         if register is not None:
             register(self.clientValve.producerFor("backend-buffer"))
         if self.backendValve.closed:
-            self._pauseBackend()
+            _flow(link, "pauseReading")
 
     def transportAttached(self, transport) -> None:
         """
@@ -318,16 +313,15 @@ class BackendSide:
         if register is not None:
             register(self.backendValve.producerFor("client-buffer"))
         if self.clientValve.closed:
-            self._pauseClient()
+            _flow(transport, "pauseReading")
 
     def transportDetached(self, transport) -> None:
         """
         C{transport} no longer carries the session.
         """
         self.backendValve.open("client-buffer")
-        resume = getattr(transport, "resumeReading", None)
-        if resume is not None and self.clientValve.closed:
-            resume()
+        if self.clientValve.closed:
+            _flow(transport, "resumeReading")
 
     # Backend connections ending, and the next one.
     def backendClosed(self, code: int | None, reason: str | None, link=None, clean: bool = False) -> None:
@@ -459,16 +453,15 @@ class BackendSide:
                     self.log.warn("session {sid}: no backend of pool {pool} could take it within"
                                   " {t:g}s ({e}): ending it", sid=shortId(self.sid), pool=pool.name,
                                   t=pool.failoverTimeout, e=str(e))
-                    self.switching = None
+                    self.switching, self._switchTask = None, None  # done: end() has nothing to cancel
                     self.backendEnded(self._dropCode if self._dropCode not in (None, 1006) else 1011,
                                       self._dropReason or "the backend went away")
                     return
-            d: Deferred = Deferred()
-            clock.callLater(RETRY_DELAY, d.callback, None)
-            await d
+            await deferLater(clock, RETRY_DELAY, lambda: None)
+        self._switchTask = None
         if self.state == "ended":
             link.closeLink(1001, "session ended")
-            backend.connections -= 1
+            backend.connections -= 1  # never bound, so closeLink does not release it
             return
         self._relinked(backend, link)
 
@@ -516,17 +509,3 @@ class BackendSide:
         Overridden by the session: the backend ended it.
         """
         raise NotImplementedError
-
-    # For the admin API and tests.
-    def backendState(self) -> dict[str, Any]:
-        """
-        @return: the session's backend side, as JSON.
-        """
-        return {
-            "backend": self.link.backend.name if self.link is not None and self.link.backend else None,
-            "switching": self.switching,
-            "unconfirmed": len(self.unconfirmed),
-            "failovers": self.failovers,
-            "moves": self.moves,
-            "paused": sorted(self.clientValve.reasons | {f"backend:{r}" for r in self.backendValve.reasons}),
-        }

@@ -29,7 +29,8 @@ class SessionMover(Service):
     """
     Spends each pool's move budgets on its node's sessions.
 
-    @ivar moved: sessions moved off draining backends, and for balance.
+    @ivar drained: sessions moved off draining backends so far.
+    @ivar rebalanced: sessions moved for balance so far.
     """
 
     log = Logger()
@@ -45,7 +46,8 @@ class SessionMover(Service):
         self.rebalanced = 0
         self._drainCredit: dict[str, float] = {}
         self._balanceCredit: dict[str, float] = {}
-        self._moving: dict[Session, tuple[Backend | None, Backend | None]] = {}
+        #: Sessions this mover started moving, until their move is done.
+        self._moving: set[Session] = set()
         self._loop: LoopingCall | None = None
         self._last: float | None = None
 
@@ -70,8 +72,7 @@ class SessionMover(Service):
         now = self.clock.seconds()
         elapsed = self.TICK if self._last is None else max(0.0, now - self._last)
         self._last = now
-        for session in [s for s in self._moving if s.switching != "move"]:
-            del self._moving[session]
+        self._moving = {s for s in self._moving if s.switching == "move"}
         byPool: dict[str, dict[Backend, list[Session]]] = {}
         for session in self.registry.sessions.values():
             backend = session.backend
@@ -103,7 +104,7 @@ class SessionMover(Service):
             if session.move(None):
                 credit -= 1
                 self.drained += 1
-                self._moving[session] = (session._previous, None)
+                self._moving.add(session)
         self._drainCredit[pool.name] = credit
 
     def _rebalance(self, pool: Pool, sessions: dict[Backend, list[Session]], elapsed: float) -> None:
@@ -133,7 +134,7 @@ class SessionMover(Service):
             session = self._pick(sessions.get(source, ()))
             if session is None or not session.move(target):
                 break
-            self._moving[session] = (source, target)
+            self._moving.add(session)
             sessions[source].remove(session)
             loads[source] -= 1
             loads[target] += 1
@@ -160,7 +161,8 @@ class SessionMover(Service):
 
     def state(self) -> dict:
         """
-        @return: counts for the admin API.
+        @return: the admin API's C{mover} counts: sessions C{drained} and
+            C{rebalanced} so far, and C{moving} now.
         """
         return {"drained": self.drained, "rebalanced": self.rebalanced, "moving": len(self._moving)}
 

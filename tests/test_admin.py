@@ -412,7 +412,8 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
     counted in its pool only, and ended ones not at all.
     """
     assert call(admin, "GET", "/sessions")[2] == {"sessions": 0, "attached": 0, "detached": 0,
-                                                  "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {}}
+                                                  "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {},
+                                                  "mover": {"drained": 0, "rebalanced": 0, "moving": 0}}
     sessions = [
         fakeSession("attached", "chat", "b1"),
         fakeSession("attached", "chat", "b1"),
@@ -437,6 +438,7 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
                 "g1": {"sessions": 1, "attached": 1, "detached": 0},
             }},
         },
+        "mover": {"drained": 0, "rebalanced": 0, "moving": 0},
     }
     assert countSessions([]) == {"sessions": 0, "attached": 0, "detached": 0, "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {}}
 
