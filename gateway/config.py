@@ -631,21 +631,7 @@ class _Reader:
             boolean will not), greater than 0 (or equal to it, with
             C{allowZero}), or C{default} when the key is absent.
         """
-        value = table.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or not (value > 0 or (allowZero and value == 0))
-        ):
-            bound = ">= 0" if allowZero else "> 0"
-            self.fail(
-                _keyPath(path, key),
-                f"must be a number of seconds {bound}, not {_show(value)}",
-            )
-        return float(value)
+        return self._number(table, path, key, default, allowZero, None, "a number of seconds")
 
     def rate(
         self,
@@ -660,6 +646,23 @@ class _Reader:
             least 0 (greater, without C{allowZero}) and at most 100,000, or
             C{default} when the key is absent.
         """
+        return self._number(table, path, key, default, allowZero, 100_000, "a number per second")
+
+    def _number(
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: float,
+        allowZero: bool,
+        maximum: float | None,
+        what: str,
+    ) -> float:
+        """
+        @return: the finite number C{table[key]}, greater than 0 (or equal
+            to it, with C{allowZero}) and at most C{maximum}, or C{default}
+            when the key is absent.
+        """
         value = table.get(key, _MISSING)
         if value is _MISSING:
             return default
@@ -668,13 +671,12 @@ class _Reader:
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
             or not (value > 0 or (allowZero and value == 0))
-            or value > 100_000
+            or (maximum is not None and value > maximum)
         ):
             bound = ">= 0" if allowZero else "> 0"
-            self.fail(
-                _keyPath(path, key),
-                f"must be a number per second {bound} and <= 100000, not {_show(value)}",
-            )
+            if maximum is not None:
+                bound += f" and <= {maximum:g}"
+            self.fail(_keyPath(path, key), f"must be {what} {bound}, not {_show(value)}")
         return float(value)
 
     def choice(

@@ -587,6 +587,31 @@ FILE_ERRORS = [
         id="unknown-route",
     ),
     pytest.param(
+        '[pool.chat]\nfailover = "retry"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.failover: must be one of 'replay', 'notify', 'close', not 'retry'",
+        id="failover-policy",
+    ),
+    pytest.param(
+        '[pool.chat]\ndrain_rate = 0\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.drain_rate: must be a number per second > 0 and <= 100000, not 0",
+        id="drain-rate-zero",
+    ),
+    pytest.param(
+        '[pool.chat]\nrebalance_rate = 1e6\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.rebalance_rate: must be a number per second >= 0 and <= 100000, not 1000000.0",
+        id="rebalance-rate-high",
+    ),
+    pytest.param(
+        '[pool.chat]\nfailover_window = -1\n[[pool.chat.backend]]\nurl = "ws://a"\n',
+        "pool.chat.failover_window: must be a number of seconds >= 0, not -1",
+        id="failover-window-negative",
+    ),
+    pytest.param(
+        '[session]\nslow = "drop"\n' + POOL,
+        "session.slow: must be one of 'pause', 'close', not 'drop'",
+        id="slow-policy",
+    ),
+    pytest.param(
         '[pool.chat]\nbalancer = "hash"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
         "pool.chat.balancer: unknown key; known keys: balance, affinity, "
         "affinity_ttl, fail_timeout, connect_attempts, backend, health, failover, "
