@@ -10,7 +10,6 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.balancers import LeastConnections, RendezvousHash
@@ -22,32 +21,19 @@ from gateway.pool import Backend, Pool
 from gateway.protocol import CLOSE_SLOW, Ack, Close, Data, Failover, Hello, Welcome
 from gateway.session import IBackendLink, ISessionTransport, SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
+from tests.test_session import FakeLink as SessionFakeLink
+from tests.test_session import FakeTransport as SessionFakeTransport
 
 
-@implementer(ISessionTransport)
-class FakeTransport:
+class FakeTransport(SessionFakeTransport):
     """
     Records what the session sends and how often it pauses reading.
     """
 
     def __init__(self):
-        self.sent = []
-        self.closed = None
-        self.aborted = False
+        super().__init__()
         self.pauses = 0
         self.resumes = 0
-
-    def pushData(self, message):
-        self.sent.append(message)
-
-    def pushControl(self, packet):
-        self.sent.append(packet)
-
-    def closeTransport(self, code, reason):
-        self.closed = (code, reason)
-
-    def abortTransport(self):
-        self.aborted = True
 
     def pauseReading(self):
         self.pauses += 1
@@ -56,23 +42,15 @@ class FakeTransport:
         self.resumes += 1
 
 
-@implementer(IBackendLink)
-class PlainLink:
+class PlainLink(SessionFakeLink):
     """
     A backend link that cannot confirm what it reads (no C{requestReceipt}).
     """
 
     def __init__(self, backend):
+        super().__init__()
         self.backend = backend
-        self.messages = []
-        self.closed = None
         self.bound = None
-
-    def sendMessage(self, payload, isBinary):
-        self.messages.append((payload, isBinary))
-
-    def closeLink(self, code, reason):
-        self.closed = (code, reason)
 
     def bind(self, session, backend):
         self.bound = (session, backend)
