@@ -73,20 +73,38 @@ class SessionMover(Service):
         elapsed = self.TICK if self._last is None else max(0.0, now - self._last)
         self._last = now
         self._moving = {s for s in self._moving if s.switching == "move"}
+        grouped: dict[str, dict[Backend, list[Session]]] | None = None
+
+        def sessionsOf(pool: Pool) -> dict[Backend, list[Session]]:
+            # The node's sessions are looked through only on a tick that may
+            # move one, and then once for every pool.
+            nonlocal grouped
+            if grouped is None:
+                grouped = self._movable()
+            return grouped.get(pool.name, {})
+
+        for pool in self.pools.values():
+            if pool.drain == "move" and any(b.draining for b in pool.backends):
+                self._drain(pool, sessionsOf(pool), elapsed)
+            else:
+                self._drainCredit.pop(pool.name, None)
+            if pool.rebalanceRate > 0 and getattr(pool.balancer, "rebalances", True):
+                self._rebalance(pool, sessionsOf, elapsed)
+            else:
+                self._balanceCredit.pop(pool.name, None)
+
+    def _movable(self) -> dict[str, dict[Backend, list[Session]]]:
+        """
+        @return: the sessions that could be moved now (on a backend, not
+            already between backends, not ending), by pool and backend.
+        """
         byPool: dict[str, dict[Backend, list[Session]]] = {}
         for session in self.registry.sessions.values():
             backend = session.backend
             if backend is None or session.switching is not None or session.state not in ("attached", "detached"):
                 continue
             byPool.setdefault(session.pool.name, {}).setdefault(backend, []).append(session)
-        for pool in self.pools.values():
-            sessions = byPool.get(pool.name, {})
-            if pool.drain == "move":
-                self._drain(pool, sessions, elapsed)
-            if pool.rebalanceRate > 0 and getattr(pool.balancer, "rebalances", True):
-                self._rebalance(pool, sessions, elapsed)
-            else:
-                self._balanceCredit.pop(pool.name, None)
+        return byPool
 
     def _drain(self, pool: Pool, sessions: dict[Backend, list[Session]], elapsed: float) -> None:
         leaving = [s for b, group in sessions.items() if b.draining for s in group]
@@ -107,9 +125,9 @@ class SessionMover(Service):
                 self._moving.add(session)
         self._drainCredit[pool.name] = credit
 
-    def _rebalance(self, pool: Pool, sessions: dict[Backend, list[Session]], elapsed: float) -> None:
+    def _rebalance(self, pool: Pool, sessionsOf, elapsed: float) -> None:
         candidates = [b for b in pool.backends if b.available()]
-        if len(candidates) < 2 or not sessions:
+        if len(candidates) < 2:
             self._balanceCredit.pop(pool.name, None)
             return
         credit = min(self._balanceCredit.get(pool.name, 0.0) + elapsed * pool.rebalanceRate,
@@ -131,11 +149,12 @@ class SessionMover(Service):
             # Move only when it brings both nearer their shares.
             if loads[source] - shares[source] < 1 or shares[target] - loads[target] < 1:
                 break
-            session = self._pick(sessions.get(source, ()))
+            group = sessionsOf(pool).get(source, [])
+            session = self._pick(group)
             if session is None or not session.move(target):
                 break
             self._moving.add(session)
-            sessions[source].remove(session)
+            group.remove(session)
             loads[source] -= 1
             loads[target] += 1
             credit -= 1
