@@ -24,10 +24,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from .errors import ConfigError
-from .pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
 
 if TYPE_CHECKING:
-    from .pool import Backend, Pool
+    from .backends.pool import Backend, Pool
     from .service import GatewayService
 
 __all__ = [
@@ -95,7 +95,7 @@ def _counts(counter: Counter) -> dict[str, int]:
 
 def countSessions(sessions: Any) -> dict[str, Any]:
     """
-    @param sessions: the node's sessions (L{gateway.session.Session}s).
+    @param sessions: the node's sessions (L{gateway.sessions.session.Session}s).
     @return: C{sessions}, C{attached} and C{detached} counts for the node,
         and the same by pool and, within each, by backend (sessions whose
         backend connection is gone are counted in their pool only); for the

@@ -3,7 +3,7 @@ The gateway's extension points.
 
 Each is a zope.interface with a named factory interface, so that built-in and
 third-party implementations are found the same way: as drop-ins in the
-top-level C{plugins} package, looked up by name through L{gateway.registry}.
+top-level C{plugins} package, looked up by name through L{gateway.dropins}.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ class IBalancer(Interface):
         @param backends: every backend of the pool, in configuration order,
             including those that are down or full (a hashing balancer needs
             the whole list to stay stable).
-        @type backends: L{typing.Sequence} of L{gateway.pool.Backend}
+        @type backends: L{typing.Sequence} of L{gateway.backends.pool.Backend}
         @param key: the request's affinity key (client address, cookie,
             header or query value), or L{None} when the pool has none.
         @type key: L{bytes} or L{None}
         @param exclude: backends that already failed for this request.
-        @type exclude: L{typing.Collection} of L{gateway.pool.Backend}
+        @type exclude: L{typing.Collection} of L{gateway.backends.pool.Backend}
         @return: the chosen backend, or L{None} when none is available.
         """
 
@@ -157,7 +157,7 @@ class IHealthCheck(Interface):
     def check(backend):
         """
         @param backend: the backend to probe.
-        @type backend: L{gateway.pool.Backend}
+        @type backend: L{gateway.backends.pool.Backend}
         @return: L{Deferred} that fires with L{None} when the backend is
             healthy and fails with L{gateway.errors.HealthCheckFailed}
             otherwise.

@@ -18,13 +18,13 @@ from twisted.python.failure import Failure
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError
-from .forwarded import TrustedProxies
-from .health import HealthMonitor
-from .pool import Backend, Pool, UnknownPool
-from .registry import findBalancerFactory, findSessionMapFactory
-from .routing import Router, parseKeySpec
-from .mover import SessionMover
-from .session import SessionRegistry
+from .wire.forwarded import TrustedProxies
+from .backends.health import HealthMonitor
+from .backends.pool import Backend, Pool, UnknownPool
+from .dropins import findBalancerFactory, findSessionMapFactory
+from .backends.routing import Router, parseKeySpec
+from .sessions.mover import SessionMover
+from .sessions.session import SessionRegistry
 from .site import GatewayFactory
 
 __all__ = [
@@ -99,7 +99,7 @@ class GatewayService(MultiService):
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
         if hasattr(self.sessionMap, "sharedSessions"):
             # Several nodes share sessions through this map (Redis).
-            from .cluster import Cluster
+            from .cluster.node import Cluster
 
             self.sessions.cluster = Cluster(
                 self.sessions, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
@@ -451,7 +451,7 @@ class GatewayService(MultiService):
         @raise UnknownPool: no such pool.
         @raise UnknownBackend: no such backend in it.
         @raise InvalidWeight: unless C{weight} is an integer from 1 to
-            L{gateway.pool.MAX_WEIGHT}.
+            L{gateway.backends.pool.MAX_WEIGHT}.
         """
         backend = self.pool(poolName).get(name)
         was = backend.setWeight(weight)

@@ -19,20 +19,20 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from .errors import BackendUnreachable, LimitExceeded, NoBackendAvailable, ProtocolError
-from .forwarded import clientAddress
-from .http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
-from .backend import connectToPool, openBackendLink
-from .protocol import SUBPROTOCOL
-from .routing import affinityKey, hasDotSegments
-from .forwarded import forwardedHeaders
-from .session import SessionRegistry
+from .wire.forwarded import clientAddress
+from .wire.http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
+from .backends.link import connectToPool, openBackendLink
+from .wire.protocol import SUBPROTOCOL
+from .backends.routing import affinityKey, hasDotSegments
+from .wire.forwarded import forwardedHeaders
+from .sessions.session import SessionRegistry
 from .tcp import noDelay
 from .transports.tunnel import Tunnel
 from .transports.longpoll import BoundedRequest, LongPolling
 from .transports.websocket import SessionWebSocketFactory
 
 if TYPE_CHECKING:
-    from .pool import Backend, Pool
+    from .backends.pool import Backend, Pool
     from .service import GatewayService
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
@@ -474,7 +474,7 @@ class GatewayFactory(Factory):
         """
         Open the next backend connection of C{session} (a failover or a
         move), with its resume headers
-        (L{gateway.failover.BackendSide.resumeHeaders}): to C{prefer} when
+        (L{gateway.sessions.upstream.BackendSide.resumeHeaders}): to C{prefer} when
         given (only C{prefer}, within a failover window of C{window} seconds
         left; with C{force}, even while it drains), else to a backend the
         balancer chooses, other than C{avoid} when another will do.

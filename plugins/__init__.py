@@ -1,5 +1,5 @@
 """
-Drop-ins for the gateway's extension points, found by L{gateway.registry}.
+Drop-ins for the gateway's extension points, found by L{gateway.dropins}.
 
 Every module in this package (and in any other C{plugins} directory on
 C{sys.path} without an C{__init__.py}, as with C{twisted/plugins/}) is
@@ -11,7 +11,7 @@ To add a balancer, a third party ships a module, say
 C{plugins/acme_balancers.py}, next to its own packages (it must not ship
 an C{__init__.py} here)::
 
-    from gateway.balancers import BalancerFactory
+    from gateway.backends.balancers import BalancerFactory
     from acme.balancing import RandomTwo  # provides gateway.interfaces.IBalancer
 
     randomTwo = BalancerFactory("random_two", "power of two random choices", RandomTwo)

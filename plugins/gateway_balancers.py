@@ -3,7 +3,7 @@ The built-in balancers, as drop-ins: C{least_conn}, C{round_robin} and
 C{hash}.
 """
 
-from gateway.balancers import (
+from gateway.backends.balancers import (
     BalancerFactory,
     LeastConnections,
     RendezvousHash,

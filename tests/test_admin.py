@@ -32,7 +32,7 @@ from gateway.admin import (
     countSessions,
 )
 from gateway.config import AdminConfig, BackendConfig, GatewayConfig, PoolConfig, RouteConfig
-from gateway.pool import MAX_WEIGHT
+from gateway.backends.pool import MAX_WEIGHT
 from gateway.service import GatewayService
 from gateway.testing import rawExchange
 

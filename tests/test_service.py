@@ -58,7 +58,7 @@ from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 from twisted.logger import capturedLogs  # noqa: E402
 
 from gateway.config import ConfigError, loadConfig  # noqa: E402
-from gateway.pool import BackendRetired, InvalidWeight, UnknownBackend, UnknownPool  # noqa: E402
+from gateway.backends.pool import BackendRetired, InvalidWeight, UnknownBackend, UnknownPool  # noqa: E402
 from gateway.service import STOP_MARGIN, GatewayService, NothingToReload  # noqa: E402
 
 TWO = """
@@ -119,7 +119,7 @@ def states(service: GatewayService, pool: str = "chat") -> list[tuple]:
 def test_operatorErrors(tmp_path: Path) -> None:
     """
     Drain, enable and weight name an existing pool and backend; a weight
-    must be an integer from 1 to L{gateway.pool.MAX_WEIGHT}.
+    must be an integer from 1 to L{gateway.backends.pool.MAX_WEIGHT}.
     """
     service, _ = fileService(tmp_path)
     with pytest.raises(UnknownPool, match="^no pool 'x'$"):

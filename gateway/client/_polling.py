@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from .. import __version__
 from ..errors import GatewayError, ProtocolError
-from ..protocol import CLOSE_TOO_BIG, Ack, Close, Data, Hello, Packet, controlToJSON, dataToJSON, packetFromJSON
+from ..wire.protocol import CLOSE_TOO_BIG, Ack, Close, Data, Hello, Packet, controlToJSON, dataToJSON, packetFromJSON
 
 if TYPE_CHECKING:
     from ._session import SessionClient

@@ -5,7 +5,7 @@ that come and go, WebSocket or long-polling (docs/protocol.md).
 L{SessionClient} numbers what the application sends (L{Outbox}), keeps it
 until the gateway acknowledges it, and sends it again after a reconnect;
 it counts what it receives (L{Inbox}), drops duplicates and acknowledges.
-All encoding and sequence arithmetic is L{gateway.protocol}'s; the
+All encoding and sequence arithmetic is L{gateway.wire.protocol}'s; the
 adapters (L{gateway.client._websocket}, L{gateway.client._polling}) only
 translate; this module decides when to connect and over which transport,
 what to send, and what to tell the application.  The Inbox and Outbox
@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from ..errors import ProtocolError
 from ..tcp import NoDelayEndpoint
-from ..protocol import (
+from ..wire.protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
     CLOSE_UNKNOWN_SESSION,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import GatewayError, LimitExceeded
-from ..protocol import shortId
+from ..wire.protocol import shortId
 
 __all__ = [
     "ClientState",

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import ProtocolError
-from ..protocol import SUBPROTOCOL, Hello, Probe, decodeMessage, encodeControl
+from ..wire.protocol import SUBPROTOCOL, Hello, Probe, decodeMessage, encodeControl
 from ._websocket import ClientFactory, ClientProtocol
 
 if TYPE_CHECKING:

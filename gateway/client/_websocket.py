@@ -23,7 +23,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 
 from .. import __version__
-from ..protocol import SUBPROTOCOL
+from ..wire.protocol import SUBPROTOCOL
 from ..tcp import noDelay
 
 if TYPE_CHECKING:

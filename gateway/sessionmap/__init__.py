@@ -4,7 +4,7 @@ key.
 
 Implementations provide L{gateway.interfaces.ISessionMap} and are made by an
 L{gateway.interfaces.ISessionMapFactory} drop-in in C{plugins/}, found by
-name through L{gateway.registry.findSessionMapFactory}.  The C{memory} map
+name through L{gateway.dropins.findSessionMapFactory}.  The C{memory} map
 lives in L{gateway.sessionmap.memory}; it is local to one gateway node.
 """
 

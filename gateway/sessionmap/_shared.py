@@ -38,7 +38,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from ..protocol import Data
+from ..wire.protocol import Data
 from ._scripts import SCRIPTS
 
 __all__ = ["SessionRecord", "SharedSessions", "Subscription"]

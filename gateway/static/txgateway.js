@@ -368,7 +368,7 @@
   }
 
   // ------------------------------------------------------------------
-  // Sequence arithmetic (gateway/protocol.py's Outbox; the Inbox is a count).
+  // Sequence arithmetic (gateway/wire/protocol.py's Outbox; the Inbox is a count).
 
   /** Exponential backoff with full jitter: uniform(0, min(max, initial * 2**n)). */
   class Backoff {

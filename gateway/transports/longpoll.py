@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
-from ..protocol import (
+from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_ENDED,
     CLOSE_PROTOCOL_ERROR,
@@ -37,11 +37,11 @@ from ..protocol import (
     dataToJSON,
     packetFromJSON,
 )
-from ..cluster import Elsewhere
-from ..session import ISessionTransport, ResumeRefused
+from ..cluster.node import Elsewhere
+from ..sessions.session import ISessionTransport, ResumeRefused
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..sessions.session import Session
     from ..site import GatewayFactory
 
 __all__ = ["BoundedRequest", "PollingTransport", "LongPolling", "HTTP_STATUS"]
@@ -117,7 +117,7 @@ class BoundedRequest(Request):
             super().process()
 
     def _refuse(self, limit: int) -> None:
-        from ..http1 import errorResponse
+        from ..wire.http1 import errorResponse
 
         self._refused = True
         transport = self.channel.transport
@@ -166,7 +166,7 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
 
 def _error(request: Request, code: int, message: str) -> None:
     status = HTTP_STATUS.get(code, 400)
-    from ..http1 import REASONS
+    from ..wire.http1 import REASONS
 
     _respond(request, status, {
         "error": REASONS.get(status, b"Error").decode("ascii"),
@@ -470,7 +470,7 @@ class LongPolling:
             raise ProtocolError("probes are for WebSocket upgrades")
         factory = self.factory
         if hello.sid is None:
-            from .. site import _headFromRequest
+            from ..site import _headFromRequest
 
             route = factory.route(request.transport, _headFromRequest(request))
             session = await factory.openSession(route)

@@ -27,12 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..backend import backendEndpoint, connectToPool
+from ..backends.link import backendEndpoint, connectToPool
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
-from ..forwarded import FORWARDING_HEADERS, forwardedHeaders
+from ..wire.forwarded import FORWARDING_HEADERS, forwardedHeaders
 from ..tcp import noDelay, writeNow
-from ..frames import OP_PING, FrameTracker, encodeClose, encodeFrame
-from ..http1 import (
+from ..wire.frames import OP_PING, FrameTracker, encodeClose, encodeFrame
+from ..wire.http1 import (
     HOP_BY_HOP,
     RequestHead,
     ResponseHead,
@@ -45,7 +45,7 @@ from ..http1 import (
 
 if TYPE_CHECKING:
     from ..config import Timeouts
-    from ..pool import Backend, Pool
+    from ..backends.pool import Backend, Pool
     from ..site import GatewayFactory
 
 __all__ = ["Tunnel", "CLOSE_GOING_AWAY", "CLOSE_BACKEND_GONE"]

@@ -15,9 +15,9 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ..backend import DirectMessages, sendCloseCode
+from ..backends.link import DirectMessages, sendCloseCode
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
-from ..protocol import (
+from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
     CLOSE_UNAVAILABLE,
@@ -30,7 +30,7 @@ from ..protocol import (
     encodeData,
     shortId,
 )
-from ..session import ISessionTransport, ResumeRefused
+from ..sessions.session import ISessionTransport, ResumeRefused
 
 __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 

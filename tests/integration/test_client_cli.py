@@ -11,39 +11,11 @@ import sys
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 
+from .helpers import CLI, pause
 from gateway.testing import CuttingRelay, _projectEnvironment, waitUntil
 
 LINES = 500
-
-
-class _CLI(ProcessProtocol):
-    """
-    Feeds the client its input and collects what it prints.
-    """
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        self.out = b""
-        self.err = b""
-        self.firstOutput: Deferred = Deferred()
-        self.ended: Deferred = Deferred()
-
-    def connectionMade(self):
-        self.transport.write("".join(line + "\n" for line in self.lines).encode())
-        self.transport.closeStdin()
-
-    def outReceived(self, data):
-        self.out += data
-        if not self.firstOutput.called:
-            self.firstOutput.callback(None)
-
-    def errReceived(self, data):
-        self.err += data
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
 
 
 @pytest_twisted.ensureDeferred
@@ -59,14 +31,14 @@ async def test_cli_echoes_every_line_once_across_cuts(echo_backends, make_gatewa
     relay = CuttingRelay(gateway.port)
     port = await relay.start()
     lines = [f"line {i}" for i in range(LINES)]
-    cli = _CLI(lines)
+    cli = CLI(lines)
     args = [sys.executable, "-m", "gateway.client", f"ws://127.0.0.1:{port}/cli",
             "--max-delay", "0.1", "--expect", str(LINES)]
     reactor.spawnProcess(cli, args[0], args, env=_projectEnvironment())
     await waitUntil(lambda: backends[0].factory.received, timeout=30)
     for _ in range(5):
         relay.cut()
-        await Deferred.fromCoroutine(_pause(0.02))
+        await Deferred.fromCoroutine(pause(0.02))
     code = await cli.ended.addTimeout(60, reactor)
     assert code == 0, cli.err.decode()
     assert cli.out.decode().splitlines() == lines
@@ -74,7 +46,3 @@ async def test_cli_echoes_every_line_once_across_cuts(echo_backends, make_gatewa
     await relay.stop()
 
 
-async def _pause(seconds: float) -> None:
-    from twisted.internet.task import deferLater
-
-    await deferLater(reactor, seconds)

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from gateway.client import ClientState, SessionClient
 from gateway.testing import LOCALHOST, CuttingRelay, _projectEnvironment, waitUntil
 
-from .test_client_cli import _CLI, _pause
+from .helpers import CLI, pause
 
 MESSAGES = 500
 MIN_CUTS = 10
@@ -375,14 +375,14 @@ async def test_cli_over_polling(echo_backends, make_gateway):
     relay = CuttingRelay(gateway.port)
     port = await relay.start()
     lines = [f"line {i}" for i in range(300)]
-    cli = _CLI(lines)
+    cli = CLI(lines)
     args = [sys.executable, "-m", "gateway.client", f"http://127.0.0.1:{port}/cli",
             "--transport", "polling", "--max-delay", "0.1", "--expect", str(len(lines))]
     reactor.spawnProcess(cli, args[0], args, env=_projectEnvironment())
     await waitUntil(lambda: backends[0].factory.received, timeout=30)
     for _ in range(5):
         relay.cut()
-        await _pause(0.05)
+        await pause(0.05)
     code = await cli.ended.addTimeout(60, reactor)
     assert code == 0, cli.err.decode()
     assert cli.out.decode().splitlines() == lines

@@ -24,7 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from gateway.client import ClientState, SessionClient
 from gateway.testing import CuttingRelay, rawExchange, waitUntil
-from tests.test_sessionmap_redis import redisCommand
+from tests.helpers import redisCommand
 
 #: Messages each way in each run.
 MESSAGES = 2000

@@ -17,7 +17,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from gateway.config import SessionConfig
-from gateway.protocol import SUBPROTOCOL
+from gateway.wire.protocol import SUBPROTOCOL
 from gateway.testing import connectClient, rawExchange, waitUntil
 
 T = 10.0

@@ -19,7 +19,7 @@ from twisted.logger import globalLogPublisher
 
 from gateway.config import SessionMapConfig
 from gateway.testing import connectClient, waitUntil
-from tests.test_sessionmap_redis import commandCounts, redisCommand
+from tests.helpers import commandCounts, redisCommand
 
 #: The bound of every wait, in seconds.
 WAIT = 10.0

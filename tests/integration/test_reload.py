@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from gateway.service import STOP_MARGIN
 from gateway.testing import connectClient
 
-from .test_admin import admin, backendsByName, poolFile, startGateway, whichBackend
+from .helpers import admin, backendsByName, poolFile, startGateway, whichBackend
 
 
 @pytest_twisted.ensureDeferred

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from gateway.config import SessionConfig
-from gateway.protocol import SUBPROTOCOL, Ack, Close, Data, Welcome, decodeMessage
+from gateway.wire.protocol import SUBPROTOCOL, Ack, Close, Data, Welcome, decodeMessage
 from gateway.testing import connectClient, waitUntil
 
 T = 10.0

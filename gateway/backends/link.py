@@ -1,0 +1,475 @@
+"""
+Connections to backends: the one place that turns a L{Backend} into a
+client endpoint (plain TCP for C{ws://}, TLS for C{wss://}); choosing and
+connecting to a pool's backend with retries; and the session layer's
+WebSocket to its backend.
+"""
+
+from __future__ import annotations
+
+import struct
+from random import getrandbits
+from typing import TYPE_CHECKING, Awaitable, Callable, Collection, Protocol, TypeVar
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
+from ..sessions.session import IBackendLink
+from ..tcp import noDelay
+
+if TYPE_CHECKING:
+    from ..interfaces import ISessionMap
+    from .pool import Backend, Pool
+
+__all__ = [
+    "backendEndpoint",
+    "hostHeader",
+    "connectToPool",
+    "ConnectObserver",
+    "BackendLink",
+    "openBackendLink",
+    "sendCloseCode",
+    "DirectMessages",
+]
+
+T = TypeVar("T")
+
+log = Logger()
+
+
+class ConnectObserver(Protocol):
+    """
+    Told how each connect attempt went (passive health checks).
+    """
+
+    def connectFailed(self, pool: Pool, backend: Backend, reason: str) -> None:
+        """
+        An attempt to C{backend} failed.
+        """
+
+    def connectSucceeded(self, pool: Pool, backend: Backend) -> None:
+        """
+        An attempt to C{backend} succeeded.
+        """
+
+
+async def connectToPool(
+    pool: Pool,
+    key: bytes | None,
+    sticky: bool,
+    sessionMap: ISessionMap,
+    observer: ConnectObserver,
+    connect: Callable[[Backend], Awaitable[T]],
+    exclude: Collection[Backend] = (),
+) -> tuple[Backend, T]:
+    """
+    Choose a backend of C{pool} and connect to it, trying the next candidate
+    when one cannot be reached, up to C{pool.connectAttempts} backends.
+
+    With C{sticky}, the backend recorded for C{key} in the session map is
+    tried first while it is available, and the backend that worked is
+    recorded.  A session map that fails (Redis down) never fails the
+    connection: the balancer chooses, and the record is not written.
+
+    @param connect: makes one attempt; fails with L{BackendUnreachable},
+        L{ProtocolError} or L{OSError} when that backend cannot serve.
+    @return: the backend, holding one connection slot for the caller to
+        release (C{connections -= 1}) when done, and what C{connect}
+        returned.
+    @param exclude: backends not to try.
+    @raise NoBackendAvailable: with a reason safe to show a client.
+    """
+    exclude = set(exclude)
+    lastError: Exception | None = None
+    backend = None
+    if sticky:
+        name = await _mapCall(pool, "reading", sessionMap.getAffinity, pool.name, key)
+        if name is not None:
+            recorded = pool.backend(name)
+            if recorded is not None and recorded.available():
+                backend = recorded
+    for _ in range(pool.connectAttempts):
+        if backend is None:
+            backend = pool.choose(key, exclude)
+        if backend is None:
+            break
+        backend.connections += 1
+        try:
+            result = await connect(backend)
+        except (BackendUnreachable, ProtocolError, OSError) as e:
+            backend.connections -= 1
+            lastError = e
+            observer.connectFailed(pool, backend, str(e))
+            exclude.add(backend)
+            backend = None
+            continue
+        except BaseException:
+            backend.connections -= 1
+            raise
+        observer.connectSucceeded(pool, backend)
+        if sticky:
+            await _mapCall(
+                pool, "writing", sessionMap.setAffinity, pool.name, key, backend.name,
+                pool.affinityTtl,
+            )
+        return backend, result
+    if lastError is not None:
+        raise NoBackendAvailable(f"no backend of pool {pool.name!r} could be reached ({lastError})")
+    raise NoBackendAvailable(pool.noneAvailableReason())
+
+
+async def _mapCall(pool: Pool, doing: str, method: Callable[..., Deferred], *args) -> object:
+    """
+    Call a session map method for L{connectToPool}, which goes on without
+    it when it fails.
+
+    A L{GatewayError} (such as the Redis map's C{SessionMapUnavailable}) is
+    the map reporting an outage, which the map logs itself, once per outage;
+    anything else is a bug in the map, logged every time.
+
+    @return: what the method's L{Deferred} fired with, or L{None} when it
+        failed.
+    """
+    try:
+        return await method(*args)
+    except CancelledError:
+        raise
+    except GatewayError:
+        return None
+    except Exception:
+        log.failure(
+            "session map failed {doing} the affinity of pool {pool}; balancing without it",
+            doing=doing, pool=pool.name,
+        )
+        return None
+
+
+def backendEndpoint(reactor, backend: Backend, timeout: float) -> IStreamClientEndpoint:
+    """
+    @param reactor: the reactor to connect with.
+    @param backend: where to connect.
+    @param timeout: seconds a TCP connect may take.
+    @return: an endpoint that connects to C{backend}, through TLS (with the
+        backend's host name verified) when its URL is C{wss://}.  A host
+        that is an IP address is connected to directly; only a name goes
+        through L{HostnameEndpoint}, which resolves it (in a thread) and
+        tries each of its addresses.
+    """
+    endpoint: IStreamClientEndpoint
+    host = backend.host
+    if isIPAddress(host):
+        endpoint = TCP4ClientEndpoint(reactor, host, backend.port, timeout=timeout)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, backend.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, backend.port, timeout=timeout)
+    if backend.secure:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    return endpoint
+
+
+def hostHeader(backend: Backend) -> bytes:
+    """
+    @return: the C{Host} header value for requests to C{backend}.
+    """
+    host = backend.host
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if backend.secure else 80
+    if backend.port == default:
+        return host.encode("idna")
+    return f"{host}:{backend.port}".encode("idna")
+
+
+def sendCloseCode(protocol, code: int, reason: str) -> None:
+    """
+    Start an Autobahn protocol's closing handshake with any code RFC 6455
+    lets an endpoint send (Autobahn's C{sendClose} refuses 1001-1015, which
+    the gateway sends on behalf of peers that went away).
+    """
+    raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    protocol.sendCloseFrame(code=code, reasonUtf8=raw, isReply=False)
+
+
+def maskedFrame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """
+    @return: one final frame of C{payload}, masked with the 4-byte C{key},
+        as a client sends it (RFC 6455, section 5.3).
+    """
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+    if not n:
+        return header + key
+    stream = (key * ((n + 3) >> 2))[:n]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
+    return header + key + masked.to_bytes(n, "little")
+
+
+def plainFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    @return: one final, unmasked frame of C{payload}, as a server sends it.
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+class DirectMessages:
+    """
+    Autobahn's per-message work cut to what the session protocol uses, for
+    the two WebSockets of a session (the client's and the backend link).
+
+    A whole message is written as one frame straight to the transport
+    (masked with a random key by a client), without Autobahn's per-frame
+    masker objects, traffic counters and debug-log arguments, whenever
+    nothing else is in play (no compression, fragmentation, queued or
+    synchronous sends, frame logging or timing); otherwise Autobahn sends
+    it.  A message received is handed to C{onMessage} without firing
+    Autobahn's "message" observers (a Deferred per message; the gateway
+    never observes them).  Both connections also take the session's flow
+    control (L{pauseReading}, L{resumeReading}, L{registerFlow}).
+    """
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize=None,
+                    sync: bool = False, doNotCompress: bool = False) -> None:
+        """
+        Send one message (see L{DirectMessages}).
+        """
+        if (
+            self.state == self.STATE_OPEN
+            and fragmentSize is None
+            and not sync
+            and self._perMessageCompress is None
+            and not self.autoFragmentSize
+            and not self.send_queue
+            and not self.logFrames
+            and not self.logOctets
+            and not self.trackedTimings
+            and not 0 < self.maxMessagePayloadSize < len(payload)
+        ):
+            opcode = 2 if isBinary else 1
+            if self.maskServerFrames if self.factory.isServer else self.maskClientFrames:
+                self.transport.write(maskedFrame(opcode, payload, getrandbits(32).to_bytes(4, "big")))
+            else:
+                self.transport.write(plainFrame(opcode, payload))
+            return
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+
+    def onMessageEnd(self) -> None:
+        """
+        A whole message has arrived: to C{onMessage}.
+        """
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
+
+    # Flow control: a session pauses reading from one of its two
+    # connections while the other cannot keep up (gateway/sessions/upstream.py).
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the peer.
+        """
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Read from the peer again.
+        """
+        if self.transport is not None and self.state != self.STATE_CLOSED:
+            self.transport.resumeProducing()
+
+    def registerFlow(self, producer) -> None:
+        """
+        Have C{producer} (pausing the session's other side) paused while
+        this connection's write buffer is full, replacing any earlier one.
+        """
+        transport = self.transport
+        if transport is None or getattr(transport, "disconnected", False):
+            return
+        try:
+            transport.registerProducer(producer, True)
+        except RuntimeError:
+            transport.unregisterProducer()
+            transport.registerProducer(producer, True)
+
+
+@implementer(IBackendLink)
+class BackendLink(DirectMessages, WebSocketClientProtocol):
+    """
+    A session's WebSocket to its backend: one ordinary WebSocket per
+    session, opened with the session id in C{X-Session-Id}.
+
+    Messages that arrive before the session is bound are held and handed
+    over by L{bind}.
+
+    Its C{log} is Autobahn's own (txaio's), which drops debug events where
+    they are emitted: Autobahn logs at debug level twice per frame, and a
+    plain L{Logger} here would format and write every one of them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = None
+        self.backend: Backend | None = None
+        self._early: list[tuple[bytes, bool]] = []
+        self._released = False
+
+    def connectionMade(self) -> None:
+        """
+        Turn Nagle's algorithm off, then start the handshake.
+        """
+        noDelay(self.transport)
+        super().connectionMade()
+
+    def onOpen(self) -> None:
+        """
+        The backend accepted the handshake.
+        """
+        self.factory.opened.callback(self)
+
+    def bind(self, session, backend: Backend) -> None:
+        """
+        From now on, messages go to C{session}; C{backend} holds this link's
+        connection slot, released when the link closes.
+        """
+        self.session, self.backend = session, backend
+        early, self._early = self._early, []
+        for payload, isBinary in early:
+            session.messageFromBackend(payload, isBinary)
+        if self.state == self.STATE_CLOSED:
+            self._closed()
+            return
+        linkBound = getattr(session, "linkBound", None)
+        if linkBound is not None:
+            linkBound(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        A backend message: to the session.
+        """
+        if self.session is None:
+            self._early.append((payload, isBinary))
+        else:
+            self.session.messageFromBackend(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        """
+        The backend WebSocket closed (or never opened).
+        """
+        opened = self.factory.opened
+        if not opened.called:
+            opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
+            return
+        self._clean = wasClean
+        if self.session is not None:
+            self._closed()
+
+    def _closed(self) -> None:
+        if not self._released and self.backend is not None:
+            self._released = True
+            self.backend.connections -= 1
+        session, self.session = self.session, None
+        if session is not None:
+            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason, self,
+                                  getattr(self, "_clean", False))
+
+    def onPong(self, payload: bytes) -> None:
+        """
+        The backend answered a ping of L{requestReceipt}: it has read every
+        message before it.
+        """
+        session = self.session
+        if session is not None and payload.isdigit():
+            session.backendReceipt(self, int(payload))
+
+    def requestReceipt(self, seq: int) -> None:
+        """
+        Ask the backend to confirm the client messages up to C{seq} (the
+        last one written): a ping, which it answers after reading them.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendPing(b"%d" % seq)
+
+    def finishLink(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with C{code}, still handing the session
+        what the backend sends until its close arrives (a move).
+        """
+        if self.state == self.STATE_OPEN:
+            sendCloseCode(self, code, reason)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def closeLink(self, code: int, reason: str) -> None:
+        """
+        Close the backend WebSocket with C{code} and C{reason}.
+        """
+        self.session = None
+        if self.state == self.STATE_OPEN:
+            sendCloseCode(self, code, reason)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+        if not self._released and self.backend is not None:
+            self._released = True
+            self.backend.connections -= 1
+
+
+async def openBackendLink(
+    reactor,
+    backend: Backend,
+    target: bytes,
+    headers: dict[str, str],
+    *,
+    connectTimeout: float,
+    maxMessageBytes: int,
+    origin: str | None = None,
+) -> BackendLink:
+    """
+    Open a session's WebSocket to C{backend} for request target C{target}.
+
+    @raise BackendUnreachable: when the connection or the handshake fails.
+    """
+    scheme = "wss" if backend.secure else "ws"
+    url = f"{scheme}://{hostHeader(backend).decode('ascii')}{target.decode('ascii')}"
+    factory = WebSocketClientFactory(url, headers=headers, origin=origin)
+    factory.protocol = BackendLink
+    factory.noisy = False
+    factory.opened = Deferred()
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=maxMessageBytes,
+        maxFramePayloadSize=maxMessageBytes,
+        autoPingInterval=0,
+        failByDrop=False,
+        openHandshakeTimeout=connectTimeout,
+        closeHandshakeTimeout=connectTimeout,
+    )
+    endpoint = backendEndpoint(reactor, backend, connectTimeout)
+    try:
+        await endpoint.connect(factory)
+    except CancelledError:
+        raise
+    except Exception as e:
+        raise BackendUnreachable(f"{backend.name}: {str(e).strip() or type(e).__name__}") from None
+    return await factory.opened

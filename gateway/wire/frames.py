@@ -1,0 +1,174 @@
+"""
+WebSocket frame boundaries without decoding (RFC 6455 section 5.2).
+
+Transparent proxying splices the client and backend sockets and copies bytes
+as they come.  To send a frame of its own (a keep-alive ping, a close when a
+peer goes away or the gateway shuts down) the gateway must put it between
+two frames of the stream, never inside one.  L{FrameTracker} follows the
+frame headers of one direction of a stream and skips over payloads without
+reading them.  Sans-IO.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ..errors import ProtocolError
+
+__all__ = [
+    "FrameTracker",
+    "encodeFrame",
+    "encodeClose",
+    "OP_CONTINUATION",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+]
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_MAX_PAYLOAD = 1 << 63
+
+
+class FrameTracker:
+    """
+    Follows frame boundaries in one direction of a WebSocket byte stream.
+
+    @ivar closeSeen: whether a whole close frame has gone by.
+    @ivar frames: how many whole frames have gone by.
+    @ivar dataFrames: how many of them carried data (text, binary or
+        continuation), not control.
+    """
+
+    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames")
+
+    def __init__(self) -> None:
+        self._remaining = 0
+        self._partial = b""
+        self._opcode = -1
+        self.closeSeen = False
+        self.frames = 0
+        self.dataFrames = 0
+
+    @property
+    def atBoundary(self) -> bool:
+        """
+        Whether everything fed so far ends exactly between two frames.
+        """
+        return self._remaining == 0 and not self._partial
+
+    def feed(self, data: bytes, stopAtBoundary: bool = False) -> int:
+        """
+        Follow C{data}, the next bytes of the stream.
+
+        @param stopAtBoundary: stop at the first frame boundary reached (at
+            once, when the stream is already at one).
+        @return: how many bytes of C{data} were followed: all of them, unless
+            C{stopAtBoundary} stopped earlier.
+        @raise ProtocolError: for a frame length that RFC 6455 forbids.
+        """
+        n = len(data)
+        if stopAtBoundary and self._remaining == 0 and not self._partial:
+            return 0
+        pos = 0
+        while pos < n:
+            remaining = self._remaining
+            if remaining:
+                available = n - pos
+                if available < remaining:
+                    self._remaining = remaining - available
+                    return n
+                pos += remaining
+                self._remaining = 0
+                self._frameDone()
+                if stopAtBoundary:
+                    return pos
+                continue
+            # A frame header starts here (perhaps begun in an earlier chunk).
+            if self._partial:
+                buf = self._partial + data[pos : pos + 14]
+                base = len(self._partial)
+            else:
+                buf = data
+                base = -pos
+            length = len(buf) if self._partial else n - pos
+            start = 0 if self._partial else pos
+            if length < 2:
+                self._partial = bytes(buf[start:])
+                return n
+            b0 = buf[start]
+            b1 = buf[start + 1]
+            size = b1 & 0x7F
+            headerLength = 2 + (4 if b1 & 0x80 else 0)
+            if size == 126:
+                headerLength += 2
+            elif size == 127:
+                headerLength += 8
+            if length < headerLength:
+                self._partial = bytes(buf[start : start + length])
+                return n
+            if size == 126:
+                size = struct.unpack_from("!H", buf, start + 2)[0]
+            elif size == 127:
+                size = struct.unpack_from("!Q", buf, start + 2)[0]
+                if size >= _MAX_PAYLOAD:
+                    raise ProtocolError("frame length has its most significant bit set")
+            self._opcode = b0 & 0x0F
+            if self._partial:
+                pos += headerLength - base
+                self._partial = b""
+            else:
+                pos += headerLength
+            if size:
+                self._remaining = size
+            else:
+                self._frameDone()
+                if stopAtBoundary:
+                    return pos
+        return n
+
+    def _frameDone(self) -> None:
+        self.frames += 1
+        if self._opcode < OP_CLOSE:
+            self.dataFrames += 1
+        elif self._opcode == OP_CLOSE:
+            self.closeSeen = True
+
+
+def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False) -> bytes:
+    """
+    Encode one final frame.
+
+    @param mask: whether to mask the payload, as a client (and so the gateway
+        talking to a backend) must.
+    """
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, (0x80 if mask else 0) | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, (0x80 if mask else 0) | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, (0x80 if mask else 0) | 127, n)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+    return header + key + masked
+
+
+def encodeClose(code: int, reason: str, mask: bool = False) -> bytes:
+    """
+    Encode a close frame; C{reason} is cut to fit the 125-byte control frame
+    limit on a UTF-8 character boundary.
+    """
+    raw = reason.encode("utf-8")[:123]
+    raw = raw.decode("utf-8", "ignore").encode("utf-8")
+    return encodeFrame(OP_CLOSE, struct.pack("!H", code) + raw, mask)

@@ -1,0 +1,296 @@
+"""
+Just enough HTTP/1.1 to proxy a WebSocket handshake: parse a request or
+response head, and write one back.  Sans-IO: bytes in, values out.
+
+Header names keep the case they arrived in and repeated headers stay
+separate, so that a proxy can forward them as they came (joining repeated
+C{Cookie} headers with C{", "}, as a generic header API does, corrupts them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+from urllib.parse import parse_qsl
+
+from ..errors import LimitExceeded, ProtocolError
+
+__all__ = [
+    "RequestHead",
+    "ResponseHead",
+    "Headers",
+    "findHeadEnd",
+    "parseRequestHead",
+    "parseResponseHead",
+    "serializeRequestHead",
+    "serializeResponseHead",
+    "errorResponse",
+    "HOP_BY_HOP",
+    "REASONS",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+# Matched with fullmatch: "$" would also match before a final "\n".
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"([A-Z]+) ([\x21-\x7e]+) (HTTP/1\.[01])")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+#: Headers that describe one connection, never forwarded as they are.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+REASONS = {
+    400: b"Bad Request",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    409: b"Conflict",
+    410: b"Gone",
+    413: b"Content Too Large",
+    403: b"Forbidden",
+    404: b"Not Found",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class _HeadersMixin:
+    headers: Headers
+
+    def get(self, name: bytes) -> bytes | None:
+        """
+        @param name: a lower-case header name.
+        @return: the first value of that header, or L{None}.
+        """
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def getAll(self, name: bytes) -> list[bytes]:
+        """
+        @param name: a lower-case header name.
+        @return: every value of that header, in order.
+        """
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        """
+        @param name: a lower-case header name.
+        @return: the comma-separated, lower-cased, stripped tokens of every
+            value of that header.
+        """
+        out = []
+        for v in self.getAll(name):
+            out.extend(t.strip().lower() for t in v.split(b",") if t.strip())
+        return out
+
+
+@dataclass(slots=True)
+class RequestHead(_HeadersMixin):
+    """
+    A parsed HTTP/1.x request line and headers.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Headers
+
+    @property
+    def path(self) -> bytes:
+        """
+        The path part of the request target.
+        """
+        return self.target.split(b"?", 1)[0]
+
+    @property
+    def query(self) -> bytes:
+        """
+        The query string (without C{?}), or C{b""}.
+        """
+        parts = self.target.split(b"?", 1)
+        return parts[1] if len(parts) == 2 else b""
+
+    def queryValue(self, name: bytes) -> bytes | None:
+        """
+        @return: the first value of query parameter C{name}, or L{None}.
+        """
+        for k, v in parse_qsl(self.query, keep_blank_values=True):
+            if k == name:
+                return v
+        return None
+
+    def cookie(self, name: bytes) -> bytes | None:
+        """
+        @return: the value of cookie C{name} from any C{Cookie} header, or
+            L{None}.
+        """
+        for header in self.getAll(b"cookie"):
+            for pair in header.split(b";"):
+                k, sep, v = pair.strip().partition(b"=")
+                if sep and k == name:
+                    return v.strip(b'"')
+        return None
+
+    def isWebSocketUpgrade(self) -> bool:
+        """
+        @return: whether this is a WebSocket opening handshake (RFC 6455
+            4.1): a GET with C{Upgrade: websocket} and C{Connection: upgrade}.
+        """
+        return (
+            self.method == b"GET"
+            and b"websocket" in self.tokens(b"upgrade")
+            and b"upgrade" in self.tokens(b"connection")
+        )
+
+
+@dataclass(slots=True)
+class ResponseHead(_HeadersMixin):
+    """
+    A parsed HTTP/1.x status line and headers.
+    """
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: Headers
+
+
+def findHeadEnd(buffer: bytes, limit: int) -> int:
+    """
+    Find where a message head ends.
+
+    @return: the index just past the blank line that ends the head, or -1
+        when more bytes are needed.
+    @raise LimitExceeded: when no head ends within the first C{limit} bytes
+        (blank line included), however the bytes were split on arrival.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, limit)
+    if end == -1:
+        if len(buffer) >= limit:
+            raise LimitExceeded(f"message head larger than {limit} bytes")
+        return -1
+    return end + 4
+
+
+def _parseHeaders(lines: Sequence[bytes]) -> Headers:
+    headers: Headers = []
+    for line in lines:
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolError("obsolete line folding in headers")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise ProtocolError("malformed header line")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise ProtocolError(f"control character in header {name.decode('ascii')}")
+        headers.append((name, value))
+    return headers
+
+
+def parseRequestHead(head: bytes) -> RequestHead:
+    """
+    Parse a request head (request line, headers, final blank line).
+
+    @raise ProtocolError: when it is not well-formed HTTP/1.0 or 1.1.
+    """
+    lines = head.split(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise ProtocolError("malformed request line")
+    method, target, version = match.groups()
+    if not target.startswith(b"/"):
+        raise ProtocolError("request target must be an absolute path")
+    return RequestHead(method, target, version, _parseHeaders(lines[1:]))
+
+
+def parseResponseHead(head: bytes) -> ResponseHead:
+    """
+    Parse a response head (status line, headers, final blank line).
+
+    @raise ProtocolError: when it is not well-formed HTTP/1.0 or 1.1.
+    """
+    lines = head.split(b"\r\n")
+    match = _STATUS_LINE.fullmatch(lines[0])
+    if match is None:
+        raise ProtocolError("malformed status line")
+    version, status, reason = match.groups()
+    return ResponseHead(version, int(status), reason or b"", _parseHeaders(lines[1:]))
+
+
+def _serializeHeaders(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    return [b"%s: %s\r\n" % (k, v) for k, v in headers]
+
+
+def serializeRequestHead(
+    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> bytes:
+    """
+    @return: an HTTP/1.1 request head.
+    """
+    return b"".join(
+        [b"%s %s HTTP/1.1\r\n" % (method, target), *_serializeHeaders(headers), b"\r\n"]
+    )
+
+
+def serializeResponseHead(
+    status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> bytes:
+    """
+    @return: an HTTP/1.1 response head.
+    """
+    return b"".join(
+        [b"HTTP/1.1 %d %s\r\n" % (status, reason), *_serializeHeaders(headers), b"\r\n"]
+    )
+
+
+def errorResponse(
+    status: int,
+    message: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    extra: dict | None = None,
+) -> bytes:
+    """
+    A complete response that closes the connection, with a JSON body
+    C{{"error": REASON, "status": STATUS, "message": MESSAGE}} and any
+    C{extra} fields.
+    """
+    reason = REASONS.get(status, b"Error")
+    body = json.dumps(
+        {"error": reason.decode("ascii"), "status": status, "message": message, **(extra or {})}
+    ).encode("utf-8")
+    return (
+        serializeResponseHead(
+            status,
+            reason,
+            [
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"%d" % len(body)),
+                (b"Cache-Control", b"no-store"),
+                (b"Connection", b"close"),
+                *headers,
+            ],
+        )
+        + body
+    )

@@ -1,0 +1,174 @@
+"""
+Tests for L{gateway.transports.longpoll}: what a long-polling request costs,
+and which acks answer a held poll.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+
+from gateway.config import SessionConfig
+from gateway.wire.protocol import Ack, Inbox, Outbox
+from gateway.transports.longpoll import BoundedRequest, PollingTransport, _respond
+
+
+class Recorder(Resource):
+    """
+    Records the arguments and the body of the request it renders.
+    """
+
+    isLeaf = True
+    args: dict | None = None
+    body: bytes | None = None
+
+    def render(self, request):
+        self.args = dict(request.args)
+        self.body = request.content.read()
+        return b""
+
+
+def test_bodyNotParsedAsForm():
+    """
+    A long-polling body is JSON: even a C{POST} that says it carries a form
+    is not parsed into C{request.args} (only the query string is), and the
+    body is left for the handler to read.
+    """
+    recorder = Recorder()
+    site = Site(recorder)
+    site.maxBodyBytes = 1024
+    site.corsOrigins = ()
+    channel = DummyChannel()
+    channel.site = site
+    request = BoundedRequest(channel)
+    request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-www-form-urlencoded"])
+    request.gotLength(3)
+    request.handleContentChunk(b"a=b")
+    request.requestReceived(b"POST", b"/chat?txgw=send", b"HTTP/1.1")
+    assert recorder.args == {b"txgw": [b"send"]}
+    assert recorder.body == b"a=b"
+
+
+def test_localAddressAskedOnce():
+    """
+    The requests of one connection ask its socket for the local address
+    once, not once per request, and all see it.
+    """
+    site = Site(Recorder())
+    site.maxBodyBytes = 1024
+    site.corsOrigins = ()
+    channel = DummyChannel()
+    channel.site = site
+    asked = []
+    getHost = channel.transport.getHost
+
+    def counted():
+        asked.append(True)
+        return getHost()
+
+    channel.transport.getHost = counted
+    first, second = BoundedRequest(channel), BoundedRequest(channel)
+    assert len(asked) == 1
+    assert first.getHost() == second.getHost() == getHost()
+
+
+def test_responseIsCompactJSON():
+    """
+    A long-polling answer is compact JSON, with its length.
+    """
+    recorder = Recorder()
+    site = Site(recorder)
+    site.maxBodyBytes = 1024
+    site.corsOrigins = ()
+    channel = DummyChannel()
+    channel.site = site
+    request = BoundedRequest(channel)
+    request.method = b"POST"
+    request.clientproto = b"HTTP/1.1"
+    _respond(request, 200, {"packets": [{"t": "ack", "n": 3}]})
+    written = channel.transport.written.getvalue()
+    head, body = written.split(b"\r\n\r\n", 1)
+    assert body == b'{"packets":[{"t":"ack","n":3}]}'
+    assert b"Content-Length: %d" % len(body) in head
+
+
+class FakeSession:
+    """
+    What a L{PollingTransport} reads of its session: the two counts.
+    """
+
+    def __init__(self) -> None:
+        self.inbox = Inbox()
+        self.outbox = Outbox(100, 1 << 20)
+
+
+class FakePolling:
+    """
+    What a L{PollingTransport} reads of the long-polling front end.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.factory = SimpleNamespace(reactor=clock)
+        self.config = SessionConfig()
+
+
+def heldPoll():
+    """
+    @return: a clock, a polling transport with a poll held (nothing to
+        send yet), and that poll's request.
+    """
+    clock = Clock()
+    session = FakeSession()
+    transport = PollingTransport(FakePolling(clock), session)
+    request = DummyRequest([b""])
+    request._disconnected = False  # as twisted.web's own requests have it
+    transport.hold(request, 0)
+    assert not request.finished
+    return clock, session, transport, request
+
+
+def test_ackInSendAnswerNotPolled():
+    """
+    When a send's answer tells the client the gateway's new count, the
+    session's ack for those messages does not answer the held poll too:
+    the poll waits for something new.
+    """
+    clock, session, transport, request = heldPoll()
+    session.inbox.accepted = 3  # a send accepted 3 messages
+    transport.ackAnswered(0)
+    transport.pushControl(Ack(3))  # the session's ack, on the next turn
+    clock.advance(0)
+    assert not request.finished
+    assert not transport.worthAnswering(0)
+
+
+def test_heartbeatAckStillAnswersPoll():
+    """
+    After that, an ack with the same count (a heartbeat) answers the held
+    poll, so that the client knows the gateway is alive.
+    """
+    clock, session, transport, request = heldPoll()
+    session.inbox.accepted = 3
+    transport.ackAnswered(0)
+    transport.pushControl(Ack(3))
+    transport.pushControl(Ack(3))  # heartbeat
+    clock.advance(0)
+    assert request.finished
+    assert json.loads(b"".join(request.written)) == {"packets": [{"t": "ack", "n": 3}]}
+
+
+def test_ackNotInSendAnswerPolled():
+    """
+    An ack whose count no send has answered (messages accepted otherwise)
+    answers the held poll.
+    """
+    clock, session, transport, request = heldPoll()
+    session.inbox.accepted = 2
+    transport.pushControl(Ack(2))
+    clock.advance(0)
+    assert json.loads(b"".join(request.written)) == {"packets": [{"t": "ack", "n": 2}]}
