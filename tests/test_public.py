@@ -76,3 +76,45 @@ def test_noReactorOrRedisImportedByPackage() -> None:
         + "assert 'txredisapi' not in sys.modules, 'txredisapi imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+#: The names users import, by module: the README's client and fixtures, the
+#: plugin interfaces a third-party balancer or session map implements, and
+#: the configuration types the fixtures take.  Removing or renaming one of
+#: these breaks users' code, so it takes a change to this list.
+USER_FACING = {
+    "gateway.client": {
+        "SessionClient", "ClientState", "StateDetail", "SendBufferFull", "MessageTooLarge",
+        "SessionClosed", "SessionLost",
+    },
+    "gateway.testing": {
+        "RedisServer", "EchoBackend", "RunningGateway", "TestClient", "connectClient",
+        "rawExchange", "redisServerBinary", "waitUntil", "startProcess", "RunningProcess",
+        "GatewayProcess", "gatewayConfig", "CuttingRelay",
+        # the pytest fixtures
+        "redis_server", "make_redis_server", "echo_backends", "make_gateway", "gateway_process",
+    },
+    "gateway.interfaces": {
+        "IBalancer", "IBalancerFactory", "ISessionMap", "ISessionMapFactory", "IHealthCheck",
+    },
+    "gateway.config": {
+        "BackendConfig", "GatewayConfig", "HealthCheckConfig", "Limits", "PoolConfig",
+        "RouteConfig", "SessionConfig", "Timeouts", "loadConfig",
+    },
+    "gateway.dropins": {
+        "findBalancerFactory", "findSessionMapFactory", "balancerNames", "sessionMapNames",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(USER_FACING))
+def test_userFacingNames(name: str) -> None:
+    """
+    Every name users import is still there, and (but for the fixtures,
+    which pytest finds by name) exported in C{__all__}.
+    """
+    module = importlib.import_module(name)
+    for export in sorted(USER_FACING[name]):
+        assert hasattr(module, export), f"{name}.{export}"
+        if not export.islower() or "_" not in export:
+            assert export in module.__all__, f"{name}.{export} not in __all__"
