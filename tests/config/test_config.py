@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import gateway.config
+import gateway.config.load
+import gateway.config.tables
 from gateway import errors
 from gateway.config import (
     MAX_ADMIN_TOKEN,
@@ -299,15 +301,15 @@ def test_exampleInOperatorsGuide() -> None:
 @pytest.mark.parametrize(
     "key",
     sorted(
-        set(gateway.config._TOP_KEYS)
-        | set(gateway.config._TIMEOUT_FIELDS)
-        | set(gateway.config._LIMIT_FIELDS)
-        | set(gateway.config._SESSION_KEYS)
-        | set(gateway.config._ROUTE_KEYS)
-        | set(gateway.config._POOL_KEYS)
-        | set(gateway.config._BACKEND_KEYS)
-        | set(gateway.config._HEALTH_KEYS)
-        | set(gateway.config._ADMIN_KEYS)
+        set(gateway.config.load._TOP_KEYS)
+        | set(gateway.config.tables._TIMEOUT_FIELDS)
+        | set(gateway.config.tables._LIMIT_FIELDS)
+        | set(gateway.config.tables._SESSION_KEYS)
+        | set(gateway.config.tables._ROUTE_KEYS)
+        | set(gateway.config.tables._POOL_KEYS)
+        | set(gateway.config.tables._BACKEND_KEYS)
+        | set(gateway.config.tables._HEALTH_KEYS)
+        | set(gateway.config.tables._ADMIN_KEYS)
         | {"type"}
     ),
 )
