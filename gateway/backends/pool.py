@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Collection, Sequence
 
+from ..config.model import MAX_WEIGHT
 from ..errors import GatewayError
 
 if TYPE_CHECKING:
@@ -27,11 +28,6 @@ __all__ = [
     "BackendRetired",
     "InvalidWeight",
 ]
-
-#: The largest backend weight, in the file and through the admin API (a
-#: weight is turned into a float by the hash balancer: it must stay small).
-MAX_WEIGHT = 10000
-
 
 class PoolError(GatewayError):
     """

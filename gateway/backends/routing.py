@@ -4,26 +4,24 @@ request head and a client address in, values out.
 
 Paths are matched as the client sent them, without percent-decoding or
 removing dot segments: the backend receives the same bytes.
+
+The affinity key spec and the route prefix are parsed by
+L{gateway.config.values}, the same parsers that check the configuration
+file; L{KeySpec} and L{parseKeySpec} are re-exported here.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Generic, Sequence, TypeVar
 
+from ..config.values import KEY_SOURCES, KeySpec, parseKeySpec, parseRoutePrefix
 from ..errors import ConfigError
 from ..wire.http1 import RequestHead
 
 __all__ = ["Router", "hasDotSegments", "KeySpec", "parseKeySpec", "affinityKey", "KEY_SOURCES"]
 
 T = TypeVar("T")
-
-#: The places an affinity key can come from.
-KEY_SOURCES = ("address", "cookie", "header", "query")
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_PREFIX_BAD = re.compile(r"[\x00-\x20\x7f?#]")
 
 
 class Router(Generic[T]):
@@ -47,24 +45,10 @@ class Router(Generic[T]):
         """
         self._table: dict[bytes, T] = {}
         for prefix, value in routes:
-            key = self._normalize(prefix)
+            key = parseRoutePrefix(prefix)
             if key in self._table:
                 raise ConfigError(f"route prefix {prefix!r} is given twice")
             self._table[key] = value
-
-    @staticmethod
-    def _normalize(prefix: str) -> bytes:
-        """
-        @return: C{prefix} as bytes without its trailing slashes.
-        """
-        if not prefix.startswith("/"):
-            raise ConfigError(f"route prefix {prefix!r} must start with '/'")
-        if not prefix.isascii() or _PREFIX_BAD.search(prefix):
-            raise ConfigError(
-                f"route prefix {prefix!r} must be a path of printable ASCII"
-                " (percent-encode anything else), without '?' or '#'"
-            )
-        return prefix.rstrip("/").encode("ascii")
 
     def match(self, path: bytes) -> T | None:
         """
@@ -94,47 +78,6 @@ def hasDotSegments(path: bytes) -> bool:
         route that matched: such requests are refused rather than routed.
     """
     return _DOT_SEGMENT.search(path) is not None
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """
-    Where a request's affinity key comes from.
-
-    @ivar source: one of L{KEY_SOURCES}.
-    @ivar name: the cookie, header (lower case) or query parameter name;
-        C{""} for C{"address"}.
-    """
-
-    source: str
-    name: str = ""
-
-
-def parseKeySpec(spec: str) -> KeySpec:
-    """
-    Parse an affinity key spec: C{"address"}, C{"cookie:NAME"},
-    C{"header:NAME"} or C{"query:NAME"}.
-
-    @raise ConfigError: for anything else (an unknown source, a missing or
-        malformed name, a name after C{address}).
-    """
-    usage = "expected 'address', 'cookie:NAME', 'header:NAME' or 'query:NAME'"
-    source, sep, name = spec.partition(":")
-    if source == "address":
-        if sep:
-            raise ConfigError(f"bad affinity key {spec!r}: 'address' takes no name")
-        return KeySpec("address")
-    if source not in KEY_SOURCES:
-        raise ConfigError(f"bad affinity key {spec!r}: {usage}")
-    if not name:
-        raise ConfigError(f"bad affinity key {spec!r}: {source} needs a name; {usage}")
-    if source in ("cookie", "header") and not _TOKEN.match(name):
-        raise ConfigError(f"bad affinity key {spec!r}: {name!r} is not a valid {source} name")
-    if source == "query" and not name.isprintable():
-        raise ConfigError(f"bad affinity key {spec!r}: query name must be printable")
-    if source == "header":
-        name = name.lower()
-    return KeySpec(source, name)
 
 
 def affinityKey(

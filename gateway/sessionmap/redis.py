@@ -58,9 +58,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -70,6 +68,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..config.values import DEFAULT_REDIS_URL, RedisAddress, parseRedisURL
 from ..errors import ConfigError, SessionMapUnavailable
 from ..interfaces import ISessionMap, ISessionMapFactory
 
@@ -82,7 +81,7 @@ __all__ = [
 ]
 
 #: The server used when the options name none.
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_URL = DEFAULT_REDIS_URL
 
 #: Seconds before the first reconnection attempt after a connection is lost.
 RECONNECT_INITIAL_DELAY = 0.5
@@ -92,122 +91,6 @@ RECONNECT_MAX_DELAY = 5.0
 
 #: The most connections C{pool_size} may ask for.
 MAX_POOL_SIZE = 32
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """
-    Where a Redis server is, parsed from a URL by L{parseRedisURL}.
-
-    @ivar host: the host name or address for TCP, or L{None} for a Unix
-        socket.
-    @ivar path: the Unix socket's path, or L{None} for TCP.
-    @ivar db: the database number, selected on every connection.
-    """
-
-    host: str | None
-    port: int
-    path: str | None
-    db: int
-    username: str | None
-    password: str | None
-
-    def __str__(self) -> str:
-        """
-        The URL, with any password replaced by C{***}.
-        """
-        credentials = ""
-        if self.username is not None or self.password is not None:
-            credentials = f"{self.username or ''}{':***' if self.password is not None else ''}@"
-        if self.path is not None:
-            query = f"?db={self.db}" if self.db else ""
-            return f"unix://{credentials}{self.path}{query}"
-        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
-        return f"redis://{credentials}{host}:{self.port}/{self.db}"
-
-    def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
-        """
-        @param reactor: provides L{IReactorTCP} or L{IReactorUNIX}.
-        @param timeout: seconds a connect may take.
-        @return: a client endpoint for the server.
-        """
-        from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-
-        if self.path is not None:
-            return UNIXClientEndpoint(reactor, self.path, timeout=timeout)
-        return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
-
-
-def parseRedisURL(url: object) -> RedisAddress:
-    """
-    Parse C{redis://[[user]:password@]host[:port][/db]} or
-    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}.  User name and
-    password are percent-decoded.
-
-    @raise ConfigError: with a one-line reason that does not show the
-        password (and does not name the option, which the caller does).
-    """
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"must be a non-empty string such as {DEFAULT_URL!r}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise ConfigError(f"not a valid Redis URL: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "unix"):
-        raise ConfigError(
-            "must start with redis:// or unix:// (as in"
-            f" {DEFAULT_URL!r} or 'unix:///run/redis/redis.sock?db=0'), not {_redacted(url)!r}"
-        )
-    if parts.fragment:
-        raise ConfigError("must not have a #fragment")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    unknown = sorted({name for name, _ in query} - {"db"})
-    if unknown:
-        raise ConfigError(f"unknown query parameter {unknown[0]!r} (known: db)")
-    queryDb = [value for name, value in query if name == "db"]
-    if len(queryDb) > 1:
-        raise ConfigError("gives db more than once")
-    if scheme == "unix":
-        if parts.hostname or port is not None:
-            raise ConfigError(
-                "a unix:// URL names a socket path and no host:"
-                " unix:///path/to/redis.sock (three slashes)"
-            )
-        if not parts.path or parts.path == "/":
-            raise ConfigError("a unix:// URL needs a socket path: unix:///path/to/redis.sock")
-        db = _database(queryDb[0] if queryDb else "0")
-        return RedisAddress(None, 0, unquote(parts.path), db, username, password)
-    if not parts.hostname:
-        raise ConfigError("a redis:// URL needs a host: redis://host[:port][/db]")
-    if queryDb:
-        raise ConfigError("a redis:// URL gives the database as its path: redis://host:port/db")
-    path = parts.path.strip("/")
-    db = _database(path or "0")
-    return RedisAddress(parts.hostname, port or 6379, None, db, username, password)
-
-
-def _database(text: str) -> int:
-    """
-    @return: the database number C{text} gives.
-    @raise ConfigError: when it is not a non-negative integer.
-    """
-    if not text.isascii() or not text.isdigit():
-        raise ConfigError(f"the database must be a number >= 0, not {text!r}")
-    return int(text)
-
-
-def _redacted(url: str) -> str:
-    """
-    @return: C{url} with anything between C{"://"} and C{"@"} hidden.
-    """
-    head, sep, tail = url.partition("://")
-    if sep and "@" in tail:
-        return f"{head}://***@{tail.rpartition('@')[2]}"
-    return url
 
 
 @implementer(IStreamClientEndpoint)

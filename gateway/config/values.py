@@ -1,0 +1,300 @@
+"""
+The parsers of single values the configuration holds: backend URLs,
+affinity key specs, route prefixes and Redis URLs.
+
+Pure (no sockets, no reactor), and each fails with a one-line
+L{ConfigError} saying what is wrong with the value.  The loader checks the
+file and the flags with them, and the parts that use the values parse them
+with the same functions (the router its prefixes and key specs, the Redis
+session map its URL), so that the file and the running gateway never
+disagree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from ..errors import ConfigError
+from .reader import configError
+
+__all__ = [
+    "parseBackendURL",
+    "hostPort",
+    "KEY_SOURCES",
+    "KeySpec",
+    "parseKeySpec",
+    "parseRoutePrefix",
+    "DEFAULT_REDIS_URL",
+    "RedisAddress",
+    "parseRedisURL",
+]
+
+_DEFAULT_PORTS = {False: 80, True: 443}
+_HOST_NAME = re.compile(r"[\w.-]+\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+
+
+def hostPort(host: str, port: int) -> str:
+    """
+    @return: C{host:port}, with an IPv6 address in brackets.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parseBackendURL(url: str) -> tuple[bool, str, int]:
+    """
+    Split a backend URL.
+
+    @return: C{(secure, host, port)}; the port defaults to 80 for C{ws} and
+        443 for C{wss}, and an IPv6 host is returned without its brackets.
+    @raise ConfigError: for anything but C{ws://host[:port]} or
+        C{wss://host[:port]} (optionally followed by a lone C{/}) with no
+        path, query, fragment or user information (the client's path and
+        query are passed to the backend unchanged).
+    """
+
+    def bad(reason: str) -> ConfigError:
+        """
+        @return: the error for this URL, saying C{reason}.
+        """
+        return configError(f"backend URL {url!r} {reason}")
+
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("ws", "wss"):
+        raise bad("must start with ws:// or wss://")
+    secure = scheme.lower() == "wss"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    remainder = rest[len(authority) :]
+    path = re.split(r"[?#]", remainder, maxsplit=1)[0]
+    if path not in ("", "/"):
+        raise bad("must not have a path: the client's path is passed on unchanged")
+    if "?" in remainder.partition("#")[0]:
+        raise bad("must not have a query: the client's query is passed on unchanged")
+    if "#" in remainder:
+        raise bad("must not have a fragment")
+    if "@" in authority:
+        raise bad("must not contain a user name or password")
+    if not authority:
+        raise bad("must name a host")
+
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end == -1:
+            raise bad("has an unclosed '[' around its host")
+        host, afterHost = authority[1:end], authority[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"has {host!r} in brackets, which is not an IPv6 address") from None
+        if afterHost and not afterHost.startswith(":"):
+            raise bad("must have only ':PORT' after the ']' of its host")
+        portText = afterHost[1:] if afterHost else None
+    else:
+        if authority.count(":") > 1:
+            raise bad("must put an IPv6 address in brackets, as in ws://[::1]:8765")
+        host, colon, afterColon = authority.partition(":")
+        portText = afterColon if colon else None
+        if not _HOST_NAME.match(host):
+            raise bad(f"has a bad host name {host!r}")
+
+    if portText is None:
+        return secure, host, _DEFAULT_PORTS[secure]
+    if not _PORT.match(portText) or not 1 <= int(portText) <= 65535:
+        raise bad(f"has a bad port {portText!r}: it must be a number from 1 to 65535")
+    return secure, host, int(portText)
+
+
+#: The places an affinity key can come from.
+KEY_SOURCES = ("address", "cookie", "header", "query")
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """
+    Where a request's affinity key comes from.
+
+    @ivar source: one of L{KEY_SOURCES}.
+    @ivar name: the cookie, header (lower case) or query parameter name;
+        C{""} for C{"address"}.
+    """
+
+    source: str
+    name: str = ""
+
+
+def parseKeySpec(spec: str) -> KeySpec:
+    """
+    Parse an affinity key spec: C{"address"}, C{"cookie:NAME"},
+    C{"header:NAME"} or C{"query:NAME"}.
+
+    @raise ConfigError: for anything else (an unknown source, a missing or
+        malformed name, a name after C{address}).
+    """
+    usage = "expected 'address', 'cookie:NAME', 'header:NAME' or 'query:NAME'"
+    source, sep, name = spec.partition(":")
+    if source == "address":
+        if sep:
+            raise ConfigError(f"bad affinity key {spec!r}: 'address' takes no name")
+        return KeySpec("address")
+    if source not in KEY_SOURCES:
+        raise ConfigError(f"bad affinity key {spec!r}: {usage}")
+    if not name:
+        raise ConfigError(f"bad affinity key {spec!r}: {source} needs a name; {usage}")
+    if source in ("cookie", "header") and not _TOKEN.match(name):
+        raise ConfigError(f"bad affinity key {spec!r}: {name!r} is not a valid {source} name")
+    if source == "query" and not name.isprintable():
+        raise ConfigError(f"bad affinity key {spec!r}: query name must be printable")
+    if source == "header":
+        name = name.lower()
+    return KeySpec(source, name)
+
+
+_PREFIX_BAD = re.compile(r"[\x00-\x20\x7f?#]")
+
+
+def parseRoutePrefix(prefix: str) -> bytes:
+    """
+    Check a route prefix, as L{gateway.backends.routing.Router} matches it.
+
+    @return: C{prefix} as bytes without its trailing slashes.
+    @raise ConfigError: for a prefix that does not start with C{/}, holds
+        spaces, control characters, C{?}, C{#} or non-ASCII characters
+        (write those percent-encoded, as clients send them).
+    """
+    if not prefix.startswith("/"):
+        raise ConfigError(f"route prefix {prefix!r} must start with '/'")
+    if not prefix.isascii() or _PREFIX_BAD.search(prefix):
+        raise ConfigError(
+            f"route prefix {prefix!r} must be a path of printable ASCII"
+            " (percent-encode anything else), without '?' or '#'"
+        )
+    return prefix.rstrip("/").encode("ascii")
+
+
+#: The Redis server used when the options name none.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """
+    Where a Redis server is, parsed from a URL by L{parseRedisURL}.
+
+    @ivar host: the host name or address for TCP, or L{None} for a Unix
+        socket.
+    @ivar path: the Unix socket's path, or L{None} for TCP.
+    @ivar db: the database number, selected on every connection.
+    """
+
+    host: str | None
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        """
+        The URL, with any password replaced by C{***}.
+        """
+        credentials = ""
+        if self.username is not None or self.password is not None:
+            credentials = f"{self.username or ''}{':***' if self.password is not None else ''}@"
+        if self.path is not None:
+            query = f"?db={self.db}" if self.db else ""
+            return f"unix://{credentials}{self.path}{query}"
+        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
+        return f"redis://{credentials}{host}:{self.port}/{self.db}"
+
+    def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
+        """
+        @param reactor: provides L{IReactorTCP} or L{IReactorUNIX}.
+        @param timeout: seconds a connect may take.
+        @return: a client endpoint for the server.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+
+        if self.path is not None:
+            return UNIXClientEndpoint(reactor, self.path, timeout=timeout)
+        return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+
+
+def parseRedisURL(url: object) -> RedisAddress:
+    """
+    Parse C{redis://[[user]:password@]host[:port][/db]} or
+    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}.  User name and
+    password are percent-decoded.
+
+    @raise ConfigError: with a one-line reason that does not show the
+        password (and does not name the option, which the caller does).
+    """
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"must be a non-empty string such as {DEFAULT_REDIS_URL!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"not a valid Redis URL: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "unix"):
+        raise ConfigError(
+            "must start with redis:// or unix:// (as in"
+            f" {DEFAULT_REDIS_URL!r} or 'unix:///run/redis/redis.sock?db=0'),"
+            f" not {_redacted(url)!r}"
+        )
+    if parts.fragment:
+        raise ConfigError("must not have a #fragment")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = sorted({name for name, _ in query} - {"db"})
+    if unknown:
+        raise ConfigError(f"unknown query parameter {unknown[0]!r} (known: db)")
+    queryDb = [value for name, value in query if name == "db"]
+    if len(queryDb) > 1:
+        raise ConfigError("gives db more than once")
+    if scheme == "unix":
+        if parts.hostname or port is not None:
+            raise ConfigError(
+                "a unix:// URL names a socket path and no host:"
+                " unix:///path/to/redis.sock (three slashes)"
+            )
+        if not parts.path or parts.path == "/":
+            raise ConfigError("a unix:// URL needs a socket path: unix:///path/to/redis.sock")
+        db = _database(queryDb[0] if queryDb else "0")
+        return RedisAddress(None, 0, unquote(parts.path), db, username, password)
+    if not parts.hostname:
+        raise ConfigError("a redis:// URL needs a host: redis://host[:port][/db]")
+    if queryDb:
+        raise ConfigError("a redis:// URL gives the database as its path: redis://host:port/db")
+    path = parts.path.strip("/")
+    db = _database(path or "0")
+    return RedisAddress(parts.hostname, port or 6379, None, db, username, password)
+
+
+def _database(text: str) -> int:
+    """
+    @return: the database number C{text} gives.
+    @raise ConfigError: when it is not a non-negative integer.
+    """
+    if not text.isascii() or not text.isdigit():
+        raise ConfigError(f"the database must be a number >= 0, not {text!r}")
+    return int(text)
+
+
+def _redacted(url: str) -> str:
+    """
+    @return: C{url} with anything between C{"://"} and C{"@"} hidden.
+    """
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        return f"{head}://***@{tail.rpartition('@')[2]}"
+    return url
+
