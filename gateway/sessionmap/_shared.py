@@ -26,6 +26,11 @@ Keys (C{P} is the map's key prefix):
 The three keys of a session expire C{session_ttl} after their last write;
 the owner writes (or refreshes) them at least every heartbeat, and deletes
 them when the session ends.
+
+L{SharedSessions} runs its commands and scripts through the
+L{gateway.sessionmap.redis.RedisSessionMap} it is given; L{Subscription}
+keeps a connection of its own, made (like the map's) by
+L{gateway.sessionmap._connection}.
 """
 
 from __future__ import annotations
