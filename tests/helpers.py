@@ -6,9 +6,11 @@ test module imports another.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
+from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from gateway.backends.pool import Backend
@@ -137,3 +139,160 @@ def newPrefix() -> str:
     @return: a key prefix of its own, so tests sharing a server never meet.
     """
     return f"test-{uuid.uuid4().hex[:8]}:"
+
+
+# The shared session state in Redis (tests/sessionmap/test_shared_*.py,
+# test_subscription.py and their conftest.py).
+
+#: The map's command timeout in the shared-session tests, in seconds.
+MAP_TIMEOUT = 2.0
+
+#: How long session keys live after a write in those tests, in seconds.
+SESSION_TTL = 60.0
+
+#: The fields a new session's record is written with (as
+#: L{gateway.cluster.node.Cluster.register} gives them): a secret that looks
+#: like a number, and a target that is not UTF-8.
+SESSION_FIELDS: dict[str, Any] = {
+    "secret": "0042",
+    "pool": "chat",
+    "backend": "backend-1",
+    "target": b"/chat?room=\xff\x00",
+    "headers": {"Cookie": "a=1; b=2", "X-Name": "b\u00e4r"},
+    "origin": "https://example.com",
+    "kind": "",
+    "created": "1700000000.250",
+}
+
+
+# A RESP reader for direct inspection and a plain subscriber.
+
+
+class _Incomplete(Exception):
+    """
+    The buffer does not hold a whole reply yet.
+    """
+
+
+class RedisReplyError(Exception):
+    """
+    Redis answered with an error.
+    """
+
+
+def parseRESP(data: bytes, pos: int = 0) -> tuple[Any, int]:
+    """
+    @return: the RESP reply at C{pos} in C{data} (arrays as lists, bulk
+        strings as bytes, errors as L{RedisReplyError} instances) and the
+        position after it.
+    @raise _Incomplete: when C{data} ends before the reply does.
+    """
+    end = data.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete()
+    kind, line, pos = data[pos:pos + 1], data[pos + 1:end], end + 2
+    if kind == b"+":
+        return line.decode(), pos
+    if kind == b"-":
+        return RedisReplyError(line.decode()), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"$":
+        length = int(line)
+        if length < 0:
+            return None, pos
+        if len(data) < pos + length + 2:
+            raise _Incomplete()
+        return data[pos:pos + length], pos + length + 2
+    if kind == b"*":
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count):
+            item, pos = parseRESP(data, pos)
+            items.append(item)
+        return items, pos
+    raise AssertionError(f"unexpected reply {data[pos - 2:pos + 40]!r}")
+
+
+async def query(port: int, *args: bytes | str) -> Any:
+    """
+    Run one command on its own connection to the server at C{port} (not
+    through the map under test).
+
+    @return: the parsed reply (arrays included).
+    """
+    answer = await rawExchange(port, encodeCommand(*args) + encodeCommand("QUIT"), timeout=WAIT)
+    reply, _ = parseRESP(answer)
+    if isinstance(reply, RedisReplyError):
+        raise reply
+    return reply
+
+
+async def readHash(port: int, key: bytes) -> dict[str, bytes]:
+    """
+    @return: the hash at C{key}, field names decoded.
+    """
+    pairs = await query(port, "HGETALL", key)
+    return {pairs[i].decode(): pairs[i + 1] for i in range(0, len(pairs), 2)}
+
+
+async def streamIds(port: int, key: bytes) -> list[bytes]:
+    """
+    @return: the ids of the entries of the stream at C{key}.
+    """
+    return [entry[0] for entry in await query(port, "XRANGE", key, "-", "+")]
+
+
+class RawSubscriber(Protocol):
+    """
+    A plain RESP subscriber to some channels, independent of the code under
+    test.
+
+    @ivar messages: L{DeferredQueue} of C{(channel, message)}, both bytes.
+    @ivar ready: fires once every channel is subscribed.
+    """
+
+    def __init__(self, channels: list[str]) -> None:
+        self.channels = channels
+        self.buffer = b""
+        self.subscribed = 0
+        self.messages: DeferredQueue = DeferredQueue()
+        self.ready: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(encodeCommand("SUBSCRIBE", *self.channels))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            try:
+                reply, end = parseRESP(self.buffer)
+            except _Incomplete:
+                return
+            self.buffer = self.buffer[end:]
+            if reply[0] == b"subscribe":
+                self.subscribed += 1
+                if self.subscribed == len(self.channels):
+                    self.ready.callback(self)
+            elif reply[0] == b"message":
+                self.messages.put((reply[1], reply[2]))
+
+    def connectionLost(self, reason) -> None:
+        self.closed.callback(None)
+
+    async def nextMessage(self) -> tuple[bytes, bytes]:
+        """
+        @return: the next C{(channel, message)}, within L{WAIT} seconds.
+        """
+        return await self.messages.get().addTimeout(WAIT, reactor)
+
+    async def nothingMoreOn(self, port: int, channel: str) -> None:
+        """
+        Check that nothing else was published to C{channel} so far: a marker
+        published now is the next message there.
+        """
+        await query(port, "PUBLISH", channel, "marker")
+        assert await self.nextMessage() == (channel.encode(), b"marker")

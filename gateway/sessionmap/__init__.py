@@ -6,6 +6,14 @@ Implementations provide L{gateway.interfaces.ISessionMap} and are made by an
 L{gateway.interfaces.ISessionMapFactory} drop-in in C{plugins/}, found by
 name through L{gateway.dropins.findSessionMapFactory}.  The C{memory} map
 lives in L{gateway.sessionmap.memory}; it is local to one gateway node.
+
+The C{redis} map (L{gateway.sessionmap.redis}) is shared by several nodes,
+which also share their sessions through it: the session records, mailboxes
+and node registry in L{gateway.sessionmap._shared}, the Lua scripts that
+write them in L{gateway.sessionmap._scripts}, and the connection plumbing
+both use in L{gateway.sessionmap._connection}.  None of them is imported
+here, and C{txredisapi} (which installs the reactor) only once a Redis map
+connects.
 """
 
 from .memory import MemorySessionMap, MemorySessionMapFactory

@@ -26,6 +26,11 @@ Keys (C{P} is the map's key prefix):
 The three keys of a session expire C{session_ttl} after their last write;
 the owner writes (or refreshes) them at least every heartbeat, and deletes
 them when the session ends.
+
+L{SharedSessions} runs its commands and scripts through the
+L{gateway.sessionmap.redis.RedisSessionMap} it is given; L{Subscription}
+keeps a connection of its own, made (like the map's) by
+L{gateway.sessionmap._connection}.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..wire.protocol import Data
+from ._connection import WatchedEndpoint, redisFactory, subscriberProtocol
 from ._scripts import SCRIPTS
 
 __all__ = ["SessionRecord", "SharedSessions", "Subscription"]
@@ -507,32 +513,11 @@ class Subscription:
         """
         Connect and subscribe (and keep doing so).
         """
-        import txredisapi
-
-        from .redis import RECONNECT_INITIAL_DELAY, RECONNECT_MAX_DELAY, _protocol, _WatchedEndpoint
-
-        base = _protocol()
-
-        class Subscriber(base, txredisapi.SubscriberProtocol):
-            def messageReceived(self, pattern, channel, message):
-                self.factory.watcher.noticeReceived(message)
-
-            def connectionLost(self, why):
-                self.factory.watcher.lost(self)
-                base.connectionLost(self, why)
-
         redisMap = self.shared.map
-        factory = txredisapi.RedisFactory(
-            str(redisMap.address), None, 1, isLazy=True, handler=txredisapi.ConnectionHandler,
-            charset="utf-8", convertNumbers=False,
-        )
-        factory.protocol = Subscriber
-        factory.watcher = self
-        factory.initialDelay = RECONNECT_INITIAL_DELAY
-        factory.maxDelay = RECONNECT_MAX_DELAY
+        factory = redisFactory(redisMap.address, 1, self, isLazy=True, protocol=subscriberProtocol())
         factory.deferred.addErrback(lambda f: None)
         self._factory = factory
-        factory.startConnecting(_WatchedEndpoint(
+        factory.startConnecting(WatchedEndpoint(
             redisMap.address.endpoint(self.reactor, self.timeout), self.setUpFailed))
 
     def stop(self) -> Deferred:

@@ -48,6 +48,8 @@ applied once Redis wakes up.
 Commands on one key always go over the same connection, so they are
 applied in the order they were issued.
 
+The connections themselves (their set-up, backoff and endpoint) are made by
+L{gateway.sessionmap._connection}, which the node's subscription shares.
 C{txredisapi} installs the default reactor when imported, so it is imported
 only when the map connects (L{RedisSessionMap.start}), never when this
 module is.
@@ -58,11 +60,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
@@ -71,6 +72,8 @@ from zope.interface import implementer
 from ..config.values import DEFAULT_REDIS_URL, RedisAddress, parseRedisURL
 from ..errors import ConfigError, SessionMapUnavailable
 from ..interfaces import ISessionMap, ISessionMapFactory
+from ._connection import WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
+from ._shared import SharedSessions
 
 __all__ = [
     "RedisAddress",
@@ -83,107 +86,10 @@ __all__ = [
 #: The server used when the options name none.
 DEFAULT_URL = DEFAULT_REDIS_URL
 
-#: Seconds before the first reconnection attempt after a connection is lost.
-RECONNECT_INITIAL_DELAY = 0.5
-
-#: The longest wait between reconnection attempts, in seconds.
-RECONNECT_MAX_DELAY = 5.0
-
 #: The most connections C{pool_size} may ask for.
 MAX_POOL_SIZE = 32
 
 
-@implementer(IStreamClientEndpoint)
-class _WatchedEndpoint:
-    """
-    A client endpoint that reports every failed connect (refused,
-    unreachable, timed out) to C{onFailure}, so that start-up fails at once
-    instead of waiting while txredisapi retries, and so that an outage's
-    message can say why reconnecting fails.
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint, onFailure: Callable[[str], None]) -> None:
-        self._endpoint = endpoint
-        self._onFailure = onFailure
-
-    def connect(self, protocolFactory) -> Deferred:
-        """
-        Connect through the wrapped endpoint.
-        """
-        return self._endpoint.connect(protocolFactory).addErrback(self._failed)
-
-    def _failed(self, failure: Failure) -> Failure:
-        if not failure.check(CancelledError):
-            self._onFailure(failure.getErrorMessage())
-        return failure
-
-
-_protocolClass: type | None = None
-
-
-def _protocol() -> type:
-    """
-    @return: the txredisapi protocol class the map uses (made on first use,
-        since importing txredisapi installs the reactor).
-    """
-    global _protocolClass
-    if _protocolClass is None:
-        import txredisapi
-
-        class SetUpProtocol(txredisapi.RedisProtocol):
-            """
-            A txredisapi connection that authenticates and selects its
-            database itself before it joins the pool, and that the map can
-            drop.
-
-            txredisapi's own set-up stops reconnecting for good when AUTH or
-            SELECT fails or times out, as they do while Redis is loading its
-            data set (C{LOADING}) or hangs; this one drops the connection and
-            lets the pool try again with its backoff.  The failure is
-            reported to C{factory.watcher}, which fails a start in progress.
-
-            @ivar usable: false once L{drop} was called (the connection is
-                then closing, though txredisapi still counts it until its
-                C{connectionLost}).
-            """
-
-            usable = True
-
-            def connectionMade(self) -> None:
-                Deferred.fromCoroutine(self._setUp()).addErrback(
-                    lambda f: self.factory.watcher.log.failure("setting up a Redis connection", f)
-                )
-
-            async def _setUp(self) -> None:
-                watcher = self.factory.watcher
-                for what, command in watcher.setUpCommands():
-                    reply = self.execute_command(*command)
-                    reply.addTimeout(watcher.timeout, watcher.reactor)
-                    try:
-                        answer = await reply
-                        if isinstance(answer, Exception):
-                            raise answer
-                    except Exception as e:
-                        if isinstance(e, DeferredTimeout):
-                            e = f"no answer within {_seconds(watcher.timeout)}s"
-                        watcher.setUpFailed(f"{what}: {e}")
-                        self.drop()
-                        return
-                # The protocol itself has no password or database to set.
-                txredisapi.RedisProtocol.connectionMade(self)
-                watcher.setUpSucceeded(self)
-
-            def drop(self) -> None:
-                """
-                Stop using this connection and abort it; the pool
-                reconnects.
-                """
-                self.usable = False
-                if self.connected:
-                    self.transport.abortConnection()
-
-        _protocolClass = SetUpProtocol
-    return _protocolClass
 
 
 @implementer(ISessionMap)
@@ -257,8 +163,6 @@ class RedisSessionMap:
         @return: a L{gateway.sessionmap._shared.SharedSessions} for node
             C{node}: the sessions that several gateway nodes share.
         """
-        from ._shared import SharedSessions
-
         return SharedSessions(self, node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
 
     # Connecting.
@@ -298,25 +202,8 @@ class RedisSessionMap:
         Make the pool.  Never fails: returns the error instead, so that the
         one Deferred can be shared by every waiter.
         """
-        import txredisapi
-
         address = self.address
-        # No password or database here: SetUpProtocol sends AUTH and SELECT.
-        # No replyTimeout either: the map bounds every command itself, and
-        # drops a silent connection before anything else can use it.
-        factory = txredisapi.RedisFactory(
-            str(address),
-            None,
-            self.poolSize,
-            isLazy=False,
-            handler=txredisapi.ConnectionHandler,
-            charset="utf-8",
-            convertNumbers=False,
-        )
-        factory.protocol = _protocol()
-        factory.watcher = self
-        factory.initialDelay = RECONNECT_INITIAL_DELAY
-        factory.maxDelay = RECONNECT_MAX_DELAY
+        factory = redisFactory(address, self.poolSize, self, isLazy=False, protocol=setUpProtocol())
         outcome: Deferred = Deferred()
         self._outcome = outcome
 
@@ -330,7 +217,7 @@ class RedisSessionMap:
         factory.deferred.addBoth(settle)
         outcome.addTimeout(self.timeout, self.reactor)
         self._factory = factory
-        factory.startConnecting(_WatchedEndpoint(
+        factory.startConnecting(WatchedEndpoint(
             address.endpoint(self.reactor, self.timeout), self._connectFailed))
         try:
             await outcome
@@ -339,12 +226,12 @@ class RedisSessionMap:
             if self._closed:
                 return SessionMapUnavailable(f"the session map for Redis at {address} is closed")
             if isinstance(e, DeferredTimeout):
-                reason = f"no answer within {_seconds(self.timeout)}s"
+                reason = f"no answer within {formatSeconds(self.timeout)}s"
             else:
                 reason = str(e).strip() or type(e).__name__
             stopping = factory.disconnect()
             stopping.addErrback(lambda f: None)
-            await _bounded(stopping, self.timeout, self.reactor)
+            await bounded(stopping, self.timeout, self.reactor)
             self._factory = None
             return SessionMapUnavailable(f"cannot use Redis at {address}: {reason}")
         self._outcome = None
@@ -358,7 +245,7 @@ class RedisSessionMap:
         )
         return None
 
-    # Told by the connections (SetUpProtocol and _WatchedEndpoint).
+    # Told by the connections (the set-up protocol and WatchedEndpoint).
     def setUpCommands(self) -> list[tuple[str, tuple[str, ...]]]:
         """
         @return: what each new connection sends before it is used, with a
@@ -416,7 +303,7 @@ class RedisSessionMap:
             return succeed(None)
         stopping = factory.disconnect()
         stopping.addErrback(lambda f: self.log.failure("closing Redis connections failed", f))
-        return Deferred.fromCoroutine(_bounded(stopping, self.timeout, self.reactor))
+        return Deferred.fromCoroutine(bounded(stopping, self.timeout, self.reactor))
 
     # Commands.
     def _command(self, command: str, key: bytes, *args: bytes | str) -> Deferred:
@@ -500,7 +387,7 @@ class RedisSessionMap:
 
     def _noAnswer(self, command: str) -> SessionMapUnavailable:
         return SessionMapUnavailable(
-            f"Redis at {self.address} did not answer {command} within {_seconds(self.timeout)}s"
+            f"Redis at {self.address} did not answer {command} within {formatSeconds(self.timeout)}s"
         )
 
     def _succeeded(self, reply: Any) -> Any:
@@ -618,26 +505,6 @@ def _text(reply: Any) -> str | None:
     if isinstance(reply, bytes):
         return reply.decode("utf-8", "replace")
     return str(reply)
-
-
-def _seconds(value: float) -> str:
-    """
-    @return: C{value} written briefly (C{1}, C{0.5}).
-    """
-    return f"{value:g}"
-
-
-async def _bounded(d: Deferred, timeout: float, reactor) -> None:
-    """
-    Wait for C{d}, at most C{timeout} seconds, whatever it fires with.
-    """
-    waiter: Deferred = Deferred()
-    d.addBoth(lambda result: (None if waiter.called else waiter.callback(None), result)[1])
-    waiter.addTimeout(timeout, reactor)
-    try:
-        await waiter
-    except DeferredTimeout:
-        pass
 
 
 @implementer(IPlugin, ISessionMapFactory)

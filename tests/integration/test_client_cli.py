@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from .helpers import CLI, pause
-from gateway.testing import CuttingRelay, _projectEnvironment, waitUntil
+from gateway.testing import CuttingRelay, projectEnvironment, waitUntil
 
 LINES = 500
 
@@ -34,7 +34,7 @@ async def test_cli_echoes_every_line_once_across_cuts(echo_backends, make_gatewa
     cli = CLI(lines)
     args = [sys.executable, "-m", "gateway.client", f"ws://127.0.0.1:{port}/cli",
             "--max-delay", "0.1", "--expect", str(LINES)]
-    reactor.spawnProcess(cli, args[0], args, env=_projectEnvironment())
+    reactor.spawnProcess(cli, args[0], args, env=projectEnvironment())
     await waitUntil(lambda: backends[0].factory.received, timeout=30)
     for _ in range(5):
         relay.cut()

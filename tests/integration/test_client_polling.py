@@ -17,7 +17,7 @@ from twisted.internet import reactor, task
 from twisted.internet.protocol import Factory, Protocol
 
 from gateway.client import ClientState, SessionClient
-from gateway.testing import LOCALHOST, CuttingRelay, _projectEnvironment, waitUntil
+from gateway.testing import LOCALHOST, CuttingRelay, projectEnvironment, waitUntil
 
 from .helpers import CLI, pause
 
@@ -378,7 +378,7 @@ async def test_cli_over_polling(echo_backends, make_gateway):
     cli = CLI(lines)
     args = [sys.executable, "-m", "gateway.client", f"http://127.0.0.1:{port}/cli",
             "--transport", "polling", "--max-delay", "0.1", "--expect", str(len(lines))]
-    reactor.spawnProcess(cli, args[0], args, env=_projectEnvironment())
+    reactor.spawnProcess(cli, args[0], args, env=projectEnvironment())
     await waitUntil(lambda: backends[0].factory.received, timeout=30)
     for _ in range(5):
         relay.cut()

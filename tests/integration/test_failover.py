@@ -27,8 +27,8 @@ from gateway.config import BackendConfig, HealthCheckConfig, PoolConfig, Session
 from gateway.testing import (
     LOCALHOST,
     CuttingRelay,
-    _projectEnvironment,
     gatewayConfig,
+    projectEnvironment,
     startProcess,
     waitUntil,
 )
@@ -43,7 +43,7 @@ async def echoProcess(name: str, port: int = 0):
     @return: the process and its port.
     """
     process = await startProcess([sys.executable, os.path.join(HERE, "echo_server.py"), name, str(port)],
-                                 r"listening on (\d+)", env=_projectEnvironment())
+                                 r"listening on (\d+)", env=projectEnvironment())
     return process, int(process.match.group(1))
 
 

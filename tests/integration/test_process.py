@@ -93,7 +93,7 @@ async def test_port_in_use_is_one_line_and_non_zero(tmp_path):
     A listener that cannot be bound (port in use) ends twistd with one line
     naming the endpoint, a non-zero status and no traceback.
     """
-    from gateway.testing import _projectEnvironment
+    from gateway.testing import projectEnvironment
 
     taken = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Protocol))
     try:
@@ -101,7 +101,7 @@ async def test_port_in_use_is_one_line_and_non_zero(tmp_path):
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", "gateway", "--listen", f"tcp:{port}:interface=127.0.0.1",
                    "--backend", "ws://127.0.0.1:9"]
-        process = await startProcess(command, r"gateway: cannot listen", env=_projectEnvironment(),
+        process = await startProcess(command, r"gateway: cannot listen", env=projectEnvironment(),
                                      cwd=str(tmp_path))
         code = await process.wait()
         assert code not in (0, None)

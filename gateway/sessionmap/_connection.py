@@ -1,0 +1,220 @@
+"""
+The connection plumbing of the Redis session map, shared by its command
+pool (L{gateway.sessionmap.redis.RedisSessionMap}) and by a node's
+subscription to its channel (L{gateway.sessionmap._shared.Subscription}):
+the reconnection backoff, an endpoint that reports failed connects, the
+txredisapi protocols that authenticate and select their database
+themselves, and the factory both kinds of connection are made by.
+
+A connection reports to its I{watcher} (C{factory.watcher}): an object
+with C{log}, C{reactor}, C{timeout} (seconds a set-up command may take),
+C{setUpCommands()} (the commands a new connection sends first, each with
+a description for errors), C{setUpFailed(reason)} and
+C{setUpSucceeded(protocol)}.  A subscriber also calls its watcher's
+C{noticeReceived(message)} and C{lost(protocol)}.
+
+C{txredisapi} installs the default reactor when imported, so it is imported
+only when a connection is made (the functions below), never when this
+module is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "RECONNECT_INITIAL_DELAY",
+    "RECONNECT_MAX_DELAY",
+    "WatchedEndpoint",
+    "bounded",
+    "formatSeconds",
+    "redisFactory",
+    "setUpProtocol",
+    "subscriberProtocol",
+]
+
+#: Seconds before the first reconnection attempt after a connection is lost.
+RECONNECT_INITIAL_DELAY = 0.5
+
+#: The longest wait between reconnection attempts, in seconds.
+RECONNECT_MAX_DELAY = 5.0
+
+
+@implementer(IStreamClientEndpoint)
+class WatchedEndpoint:
+    """
+    A client endpoint that reports every failed connect (refused,
+    unreachable, timed out) to C{onFailure}, so that start-up fails at once
+    instead of waiting while txredisapi retries, and so that an outage's
+    message can say why reconnecting fails.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, onFailure: Callable[[str], None]) -> None:
+        self._endpoint = endpoint
+        self._onFailure = onFailure
+
+    def connect(self, protocolFactory) -> Deferred:
+        """
+        Connect through the wrapped endpoint.
+        """
+        return self._endpoint.connect(protocolFactory).addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        if not failure.check(CancelledError):
+            self._onFailure(failure.getErrorMessage())
+        return failure
+
+
+_setUpProtocolClass: type | None = None
+_subscriberProtocolClass: type | None = None
+
+
+def setUpProtocol() -> type:
+    """
+    @return: the txredisapi protocol class the map's connections use (made
+        on first use, since importing txredisapi installs the reactor).
+    """
+    global _setUpProtocolClass
+    if _setUpProtocolClass is None:
+        import txredisapi
+
+        class SetUpProtocol(txredisapi.RedisProtocol):
+            """
+            A txredisapi connection that authenticates and selects its
+            database itself before it joins the pool, and that the map can
+            drop.
+
+            txredisapi's own set-up stops reconnecting for good when AUTH or
+            SELECT fails or times out, as they do while Redis is loading its
+            data set (C{LOADING}) or hangs; this one drops the connection and
+            lets the pool try again with its backoff.  The failure is
+            reported to C{factory.watcher}, which fails a start in progress.
+
+            @ivar usable: false once L{drop} was called (the connection is
+                then closing, though txredisapi still counts it until its
+                C{connectionLost}).
+            """
+
+            usable = True
+
+            def connectionMade(self) -> None:
+                Deferred.fromCoroutine(self._setUp()).addErrback(
+                    lambda f: self.factory.watcher.log.failure("setting up a Redis connection", f)
+                )
+
+            async def _setUp(self) -> None:
+                watcher = self.factory.watcher
+                for what, command in watcher.setUpCommands():
+                    reply = self.execute_command(*command)
+                    reply.addTimeout(watcher.timeout, watcher.reactor)
+                    try:
+                        answer = await reply
+                        if isinstance(answer, Exception):
+                            raise answer
+                    except Exception as e:
+                        if isinstance(e, DeferredTimeout):
+                            e = f"no answer within {formatSeconds(watcher.timeout)}s"
+                        watcher.setUpFailed(f"{what}: {e}")
+                        self.drop()
+                        return
+                # The protocol itself has no password or database to set.
+                txredisapi.RedisProtocol.connectionMade(self)
+                watcher.setUpSucceeded(self)
+
+            def drop(self) -> None:
+                """
+                Stop using this connection and abort it; the pool
+                reconnects.
+                """
+                self.usable = False
+                if self.connected:
+                    self.transport.abortConnection()
+
+        _setUpProtocolClass = SetUpProtocol
+    return _setUpProtocolClass
+
+
+def subscriberProtocol() -> type:
+    """
+    @return: the txredisapi protocol class of a node's subscription: a
+        L{setUpProtocol} connection in subscriber mode, which hands every
+        message on its channel to C{factory.watcher.noticeReceived} and
+        tells the watcher when it is lost.
+    """
+    global _subscriberProtocolClass
+    if _subscriberProtocolClass is None:
+        import txredisapi
+
+        base = setUpProtocol()
+
+        class Subscriber(base, txredisapi.SubscriberProtocol):
+            def messageReceived(self, pattern, channel, message):
+                self.factory.watcher.noticeReceived(message)
+
+            def connectionLost(self, why):
+                self.factory.watcher.lost(self)
+                base.connectionLost(self, why)
+
+        _subscriberProtocolClass = Subscriber
+    return _subscriberProtocolClass
+
+
+def redisFactory(address, size: int, watcher: Any, *, isLazy: bool, protocol: type) -> Any:
+    """
+    Make (but do not start) a txredisapi factory of C{size} connections to
+    C{address}, reconnecting with the map's backoff, and reporting to
+    C{watcher}.
+
+    No password or database is given to txredisapi: the set-up protocol
+    sends AUTH and SELECT.  No C{replyTimeout} either: the map bounds every
+    command itself, and drops a silent connection before anything else can
+    use it.  Replies are not converted to numbers (a secret C{"0042"} stays
+    a string).
+
+    @param address: a L{gateway.sessionmap.redis.RedisAddress}.
+    @param protocol: L{setUpProtocol} or L{subscriberProtocol}.
+    @return: the factory; connect it with C{startConnecting} and a
+        L{WatchedEndpoint}.
+    """
+    import txredisapi
+
+    factory = txredisapi.RedisFactory(
+        str(address),
+        None,
+        size,
+        isLazy=isLazy,
+        handler=txredisapi.ConnectionHandler,
+        charset="utf-8",
+        convertNumbers=False,
+    )
+    factory.protocol = protocol
+    factory.watcher = watcher
+    factory.initialDelay = RECONNECT_INITIAL_DELAY
+    factory.maxDelay = RECONNECT_MAX_DELAY
+    return factory
+
+
+def formatSeconds(value: float) -> str:
+    """
+    @return: C{value} written briefly (C{1}, C{0.5}).
+    """
+    return f"{value:g}"
+
+
+async def bounded(d: Deferred, timeout: float, reactor) -> None:
+    """
+    Wait for C{d}, at most C{timeout} seconds, whatever it fires with.
+    """
+    waiter: Deferred = Deferred()
+    d.addBoth(lambda result: (None if waiter.called else waiter.callback(None), result)[1])
+    waiter.addTimeout(timeout, reactor)
+    try:
+        await waiter
+    except DeferredTimeout:
+        pass

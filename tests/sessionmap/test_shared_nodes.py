@@ -1,0 +1,152 @@
+"""
+Tests for L{gateway.sessionmap._shared.SharedSessions} against real
+C{redis-server} processes: the liveness of nodes (heartbeats, leaving,
+expiry), the expiry of every key written, and a flushed script cache.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from gateway.wire.protocol import Data
+from tests.helpers import SESSION_FIELDS, SESSION_TTL, commandCounts, query, within
+
+
+# Nodes and expiries.
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes(redis_server, make_nodes):
+    """
+    C{heartbeat} writes C{P alive:{node}} (its info as JSON, expiring after
+    C{nodeTtl}) and the node's expiry in C{P nodes}; C{nodeAlive} and
+    C{liveNodes} see it; C{leave} removes both at once.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    prefix = a.map.keyPrefix
+    assert await within(a.nodeAlive("A")) is False
+    assert await within(a.liveNodes()) == []
+
+    await within(a.heartbeat({"sessions": 2, "relayed": 0}))
+    await within(b.heartbeat({}))
+    alive = f"{prefix}alive:A"
+    assert json.loads(await query(port, "GET", alive)) == {"sessions": 2, "relayed": 0}
+    assert 0 < await query(port, "PTTL", alive) <= 3000
+    assert await within(b.nodeAlive("A")) is True
+    assert await within(a.nodeAlive("C")) is False
+    assert await within(a.liveNodes()) == ["A", "B"]
+
+    await within(b.leave())
+    assert await within(a.nodeAlive("B")) is False
+    assert await within(a.liveNodes()) == ["A"]
+    assert await query(port, "ZRANGE", f"{prefix}nodes", "0", "-1") == [b"A"]
+    assert await query(port, "EXISTS", f"{prefix}alive:B") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodeExpires(redis_server, make_nodes):
+    """
+    A node that stops beating is no longer alive nor listed once
+    C{nodeTtl} has passed.
+    """
+    (a,) = make_nodes(redis_server.url, "A", nodeTtl=0.3)
+    started = reactor.seconds()
+    await within(a.heartbeat({}))
+    assert await within(a.nodeAlive("A")) is True
+    assert await within(a.liveNodes()) == ["A"]
+
+    async def gone() -> None:
+        while await a.nodeAlive("A") or await a.liveNodes():
+            pass
+
+    await within(gone(), 5)
+    assert reactor.seconds() - started >= 0.3
+
+
+@pytest_twisted.ensureDeferred
+async def test_writesSetExpiry(redis_server, make_nodes):
+    """
+    Every key a write makes or changes has an expiry of at most
+    C{sessionTtl}: the record after C{create}, the down mailbox after
+    C{appendDown}, the up mailbox after C{appendUp}, and all three after
+    C{forwarded}, C{acked} and C{touch}; the session's keys expire by
+    themselves.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B", sessionTtl=SESSION_TTL)
+    port = redis_server.port
+    keys = a.keys("s1")
+    ttl = SESSION_TTL * 1000
+
+    async def expiries() -> list[int]:
+        return [await query(port, "PTTL", key) for key in keys]
+
+    async def shorten() -> None:
+        for key in keys:
+            await query(port, "PEXPIRE", key, "5000")
+
+    await within(a.create("s1", SESSION_FIELDS))
+    assert 0 < (await expiries())[0] <= ttl
+    await within(a.appendDown("s1", 1, Data(1, b"d", False)))
+    assert 0 < (await expiries())[2] <= ttl
+    await within(b.appendUp("s1", [Data(1, b"u", False)]))
+    assert all(ttl - 5000 < t <= ttl for t in await expiries())
+
+    for write in (lambda: a.forwarded("s1", 1, 0), lambda: b.acked("s1", 0), lambda: a.touch("s1"),
+                  lambda: b.appendUp("s1", [Data(1, b"u", False)]),
+                  lambda: a.appendDown("s1", 1, Data(2, b"d", False))):
+        await shorten()
+        assert all(0 < t <= 5000 for t in await expiries())
+        await within(write())
+        assert all(ttl - 5000 < t <= ttl for t in await expiries())
+
+    # Attaching, detaching, closing and taking over keep the expiry.
+    for write in (lambda: b.attach("s1", "ws"), lambda: b.detach("s1"),
+                  lambda: a.closing("s1", 1, 1000, "x"), lambda: a.takeOver("s1")):
+        await within(write())
+        assert all(0 < t <= ttl for t in await expiries())
+
+    (short,) = make_nodes(redis_server.url, "A", sessionTtl=0.3)
+    await within(short.create("s2", SESSION_FIELDS))
+    await within(short.appendDown("s2", 1, Data(1, b"d", False)))
+    await within(short.appendUp("s2", [Data(1, b"u", False)]))
+
+    async def gone() -> None:
+        while await query(port, "EXISTS", *short.keys("s2")):
+            pass
+
+    await within(gone(), 5)
+
+
+# The script cache.
+
+
+@pytest_twisted.ensureDeferred
+async def test_scriptCacheFlushed(make_redis_server, make_nodes):
+    """
+    After the server's script cache is emptied (as by a restart), a script
+    call still works: its C{EVALSHA} is refused with C{NOSCRIPT} and the
+    script is sent whole once with C{EVAL}, after which C{EVALSHA} works
+    again.
+    """
+    server = make_redis_server()
+    (a,) = make_nodes(server.url, "A")
+    await within(a.create("s1", SESSION_FIELDS))
+    assert (await within(a.attach("s1", "ws")))[0] == "ok"
+
+    assert await query(server.port, "SCRIPT", "FLUSH") == "OK"
+    before = await within(commandCounts(server.port))
+    status = await within(a.attach("s1", "poll"))
+    assert (status[0], status[2].kind, status[2].attachSeq) == ("ok", "poll", 2)
+    after = await within(commandCounts(server.port))
+    assert after.get("eval", 0) - before.get("eval", 0) == 1
+
+    assert await within(a.attach("s1", "ws")) != ("gone",)
+    assert await within(a.appendDown("s1", 1, Data(1, b"x", False))) == 1
+    final = await within(commandCounts(server.port))
+    # One EVAL more: the first call of "down" since the flush; "attach" is
+    # known again.
+    assert final.get("eval", 0) == after.get("eval", 0) + 1
