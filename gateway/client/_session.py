@@ -215,6 +215,7 @@ class SessionClient:
 
     # ------------------------------------------------------------------
     # The application's callbacks.
+
     def onMessage(self, callback: MessageCallback) -> MessageCallback:
         """
         Call C{callback(payload, isBinary)} for every message from the
