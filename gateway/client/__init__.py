@@ -15,9 +15,9 @@ are shared with the JavaScript client::
 
     async def main(reactor):
         client = SessionClient("wss://gateway.example/chat", reactor=reactor)
-        client.on_message(lambda payload, isBinary: print("got", payload))
+        client.onMessage(lambda payload, isBinary: print("got", payload))
 
-        @client.on_state
+        @client.onState
         def changed(state, detail):
             if state is ClientState.open and detail.reset:
                 print(f"new session: {detail.dropped} messages were lost")
@@ -51,13 +51,13 @@ C{transport} property and C{detail.transport} name the one in use):
     stops polling, waits for the outstanding poll (aborting it after
     C{upgradeTimeout}) and any send in flight to end, and resumes on the
     WebSocket.  A probe that does not come back leaves the session on
-    long-polling.  The switch is reported as C{on_state(open, detail)}
+    long-polling.  The switch is reported as C{onState(open, detail)}
     with the new C{detail.transport}.
 
 The session (what is numbered, buffered and acknowledged) belongs to the
 client, not to a transport: every guarantee holds across switches.
 
-States (L{ClientState}, reported by C{on_state(callback(state, detail))}
+States (L{ClientState}, reported by C{onState(callback(state, detail))}
 with a L{StateDetail}): C{connecting} until the first session is open,
 C{open}, C{reconnecting} between connections (reported again at each
 failed attempt, with C{detail.delay}), C{closed} for good.
@@ -65,8 +65,8 @@ failed attempt, with C{detail.delay}), C{closed} for good.
 When a session cannot be resumed (the gateway closes with 4400, 4403, 4404,
 4409, 4410 or 4413) the messages it did not acknowledge are lost.  The
 client tells the application twice, with C{detail.reset} true and
-C{detail.dropped} the number of messages lost: C{on_state(reconnecting,
-detail)} at once, and C{on_state(open, detail)} when the new session is
+C{detail.dropped} the number of messages lost: C{onState(reconnecting,
+detail)} at once, and C{onState(open, detail)} when the new session is
 open; L{Deferred}s from C{whenAcknowledged} for those messages fail with
 L{SessionLost}.  Messages sent after the loss go to the new session.
 
@@ -79,11 +79,21 @@ taken over by another client (4001), or, before the first session, an HTTP
 else (a dropped connection, 4503, a silent gateway) makes the client
 reconnect.
 
+The callbacks are registered with C{onMessage}, C{onState} and
+C{onFailover}; C{on_message}, C{on_state} and C{on_failover}, their old
+names, are kept as aliases for compatibility.
+
 Beyond the shared names: C{abort()} closes at once (so does cancelling
 the L{Deferred} of C{close()}), C{bufferedAmount} is the unacknowledged
-payload in bytes, and C{send} raises L{SendBufferFull} (a
-L{LimitExceeded <gateway.errors.LimitExceeded>}) or L{MessageTooLarge}
-rather than buffering past its bounds.
+payload in bytes, C{maxMessageBytes} is the bound given, and C{send}
+raises L{SendBufferFull} (a L{LimitExceeded <gateway.errors.LimitExceeded>})
+or L{MessageTooLarge} rather than buffering past its bounds.
+
+The package is a facade: L{SessionClient} (in C{_session}) puts together
+a sans-IO engine (C{_engine}), its Twisted driver (C{_driver}, with
+C{_heartbeat} and C{_switch}), the maker of connections (C{_dialer}), the
+transport adapters (C{_websocket}, C{_polling}, C{_upgrade}) and the
+application's callbacks and waiters (C{_listeners}).
 
 For tests, every timer runs on the C{reactor} given (a
 L{twisted.internet.task.Clock}-like L{MemoryReactorClock

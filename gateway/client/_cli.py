@@ -167,7 +167,7 @@ class LineSender(LineReceiver):
 
     def messageReceived(self, payload: str | bytes, isBinary: bool) -> None:
         """
-        Write a received message to standard output (an C{on_message}
+        Write a received message to standard output (an C{onMessage}
         callback).
         """
         if self.transport is not None:
@@ -286,14 +286,14 @@ async def run(
         )
     except ValueError as e:
         raise SystemExit(f"{PROG}: {e}") from None
-    sender = LineSender(client, client._maxMessageBytes, report, args.expect)
-    client.on_message(sender.messageReceived)
+    sender = LineSender(client, client.maxMessageBytes, report, args.expect)
+    client.onMessage(sender.messageReceived)
 
     def reportState(state: ClientState, detail: StateDetail) -> None:
         if state is not ClientState.closed or not detail.error:  # else: the exit message
             report(formatState(state, detail, client.sessionId))
 
-    client.on_state(reportState)
+    client.onState(reportState)
     closed = client.nextState(ClientState.closed)
     client.connect().addErrback(lambda failure: None)  # reported by the closed state
     stdio = StandardIO(sender, stdin=stdin, stdout=stdout, reactor=reactor)

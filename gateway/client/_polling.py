@@ -11,11 +11,12 @@ C{text/plain}, through a L{twisted.web.client.Agent} whose persistent
 connections the session's pool keeps.  Answers are read up to
 C{maxAnswerBytes}.
 
-The link only translates: it hands the session the packets of every answer
-(C{_pollPackets}), tells it when it has failed (C{_pollLost}, with the
-session close code of a refusal or of a C{closed} packet), and when it has
-gone quiet after L{PollingLink.pause} (C{_pollIdle}).  Once it has failed or
-been stopped it reports nothing more.
+The link only translates.  It reports to its owner, an L{IPollingOwner
+<gateway.interfaces.IPollingOwner>} (the session's driver): the packets of
+every answer (C{pollAnswered}), an HTTP error (C{pollRefused}), its end
+(C{pollLost}, with the session close code of a C{closed} packet or a one-line
+error), and that it has gone quiet after L{PollingLink.pause}
+(C{pollIdle}).  Once it has failed or been stopped it reports nothing more.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -39,10 +40,18 @@ from zope.interface import implementer
 
 from .. import __version__
 from ..errors import GatewayError, ProtocolError
-from ..wire.protocol import CLOSE_TOO_BIG, Ack, Close, Data, Hello, Packet, controlToJSON, dataToJSON, packetFromJSON
-
-if TYPE_CHECKING:
-    from ._session import SessionClient
+from ..interfaces import IPollingOwner
+from ..wire.protocol import (
+    CLOSE_TOO_BIG,
+    Ack,
+    Close,
+    Data,
+    Hello,
+    Packet,
+    controlToJSON,
+    dataToJSON,
+    packetFromJSON,
+)
 
 __all__ = ["PollingLink", "Closed", "Refused", "AnswerTooLarge", "pollingURL", "decodeAnswer"]
 
@@ -244,9 +253,9 @@ def _failed(error: Exception) -> Deferred:
 
 class PollingLink:
     """
-    One long-polling connection of a L{SessionClient}: see the module
-    docstring.
+    One long-polling connection of a session: see the module docstring.
 
+    @ivar owner: the L{IPollingOwner} this link reports to.
     @ivar stopped: the link failed or was stopped; it does nothing more.
     @ivar paused: no new poll or send is started (a transport upgrade
         waits for the link to go quiet).
@@ -258,7 +267,7 @@ class PollingLink:
 
     def __init__(
         self,
-        session: SessionClient,
+        owner: IPollingOwner,
         agent: Any,
         url: str,
         clock: IReactorTime,
@@ -276,7 +285,7 @@ class PollingLink:
             (what a poll acknowledges).
         @param requestTimeout: the bound on a poll or send (None: none).
         """
-        self.session = session
+        self.owner = owner
         self._agent = agent
         self._url = url + ("&" if "?" in url else "?")
         self._clock = clock
@@ -303,12 +312,12 @@ class PollingLink:
         self.draining = False
 
     # ------------------------------------------------------------------
-    # What the session does.
+    # What the owner does.
 
     def open(self, hello: Hello) -> None:
         """
         Send C{hello} with C{txgw=open}; the answer (welcome first) goes to
-        the session, which then calls L{start}.
+        the owner, which then calls L{start}.
         """
         body = json.dumps(controlToJSON(hello), separators=(",", ":")).encode("utf-8")
         d = self._opening = self._exchange("open", body, None)
@@ -336,7 +345,7 @@ class PollingLink:
 
     def pause(self) -> None:
         """
-        Start no new poll or send; the session hears C{_pollIdle} once
+        Start no new poll or send; the owner hears C{pollIdle} once
         nothing is outstanding.
         """
         self.paused = True
@@ -351,7 +360,7 @@ class PollingLink:
 
     def drain(self) -> None:
         """
-        Poll no more; end (C{_pollLost} without a code) once everything
+        Poll no more; end (C{pollLost} without a code) once everything
         written is sent.
         """
         self.draining = True
@@ -402,7 +411,7 @@ class PollingLink:
 
     def _next(self) -> None:
         """
-        Start what may be started now: a poll, a send; or tell the session
+        Start what may be started now: a poll, a send; or tell the owner
         the link is quiet or drained.
         """
         if self.stopped or self._credentials is None:
@@ -416,9 +425,9 @@ class PollingLink:
             return
         if self.draining and self._sending is None and not self._queue and self._polling is None:
             self.stop()
-            self.session._pollLost(self, None, None, None)
+            self.owner.pollLost(self, None, None, None)
         elif self.paused and self.quiet:
-            self.session._pollIdle(self)
+            self.owner.pollIdle(self)
 
     def _poll(self) -> None:
         body = self._credentials + b',"ack":%d}' % self._ackCount()
@@ -468,13 +477,13 @@ class PollingLink:
         self._opening = None
         if self.stopped:
             return
-        self.session._pollPackets(self, packets, opening=True)
+        self.owner.pollAnswered(self, packets, True)
 
     def _polled(self, packets: list[Packet | Closed]) -> None:
         self._polling = None
         if self.stopped:
             return
-        self.session._pollPackets(self, packets)
+        self.owner.pollAnswered(self, packets, False)
         self._next()
 
     def _pollFailed(self, failure: Failure) -> None:
@@ -499,7 +508,7 @@ class PollingLink:
         self._sending = None
         if self.stopped:
             return
-        self.session._pollPackets(self, packets)
+        self.owner.pollAnswered(self, packets, False)
         self._next()
 
     def _failed(self, failure: Failure) -> None:
@@ -508,18 +517,18 @@ class PollingLink:
         self.stop()
         error = failure.value
         if isinstance(error, Refused):
-            self.session._pollRefused(self, error)
+            self.owner.pollRefused(self, error)
         elif isinstance(error, AnswerTooLarge):
-            self.session._pollLost(
+            self.owner.pollLost(
                 self, CLOSE_TOO_BIG, None,
                 f"an answer from the gateway was larger than {self._maxAnswerBytes} bytes (1009)",
             )
         elif isinstance(error, ProtocolError):
-            self.session._pollLost(self, None, None, f"protocol error: {error}")
+            self.owner.pollLost(self, None, None, f"protocol error: {error}")
         elif isinstance(error, TimeoutError):
-            self.session._pollLost(self, None, None, "no answer to a long-polling request in time")
+            self.owner.pollLost(self, None, None, "no answer to a long-polling request in time")
         else:
-            self.session._pollLost(self, None, None, f"request failed: {_describe(failure)}")
+            self.owner.pollLost(self, None, None, f"request failed: {_describe(failure)}")
 
     def _logFailure(self, failure: Failure) -> None:
         self.log.failure("unexpected error in a long-polling exchange", failure)

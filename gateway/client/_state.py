@@ -1,7 +1,8 @@
 """
 The values a L{SessionClient <gateway.client._session.SessionClient>}
-shows the application: its states, what comes with a state change, its
-errors, and its reconnect delays.
+shows the application: its states (with the one table of the changes
+allowed between them), what comes with a state change, its errors, and its
+reconnect delays.
 """
 
 from __future__ import annotations
@@ -40,11 +41,33 @@ class ClientState(enum.Enum):
     #: For good: the session ended, or could not be had.
     closed = "closed"
 
+    def mayBecome(self, other: ClientState) -> bool:
+        """
+        @return: a client in this state may change to C{other} (see
+            L{_TRANSITIONS}).
+        """
+        return other in _TRANSITIONS[self]
+
+
+#: Every state change a client may make: C{open} and C{reconnecting} are
+#: entered again (a move to another transport, another failed attempt);
+#: nothing goes back to C{connecting}, nothing leaves C{closed}.
+_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
+    ClientState.connecting: frozenset(
+        {ClientState.open, ClientState.reconnecting, ClientState.closed}
+    ),
+    ClientState.open: frozenset({ClientState.open, ClientState.reconnecting, ClientState.closed}),
+    ClientState.reconnecting: frozenset(
+        {ClientState.open, ClientState.reconnecting, ClientState.closed}
+    ),
+    ClientState.closed: frozenset(),
+}
+
 
 @dataclass(frozen=True)
 class StateDetail:
     """
-    What came with a state change (the C{detail} of C{on_state}).
+    What came with a state change (the C{detail} of C{onState}).
 
     @ivar resumed: (open) the session survived a dropped connection.
     @ivar reset: (open, reconnecting) the session could not be resumed: a

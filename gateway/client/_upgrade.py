@@ -3,50 +3,56 @@ One attempt to move a session from long-polling to a WebSocket
 (docs/protocol.md, "Switching transports"): open a WebSocket, send the
 probing C{hello}, and wait for C{{"t":"probe"}} within C{upgradeTimeout}.
 
-L{Upgrade} owns its WebSocket until the session takes it over
+L{Upgrade} owns its WebSocket until the session's driver takes it over
 (L{Upgrade.handOver}); until then it receives the connection's events in
-place of the session (it is the C{session} of its L{ClientFactory}).  It
-tells the session C{_upgradeProbed} once the round trip is verified, and
-C{_upgradeFailed} when anything else happens first.  The session decides
-when to switch: after its outstanding poll has ended.
+place of the driver: it is an L{IWebSocketOwner
+<gateway.interfaces.IWebSocketOwner>}, the C{owner} of its
+L{ClientFactory}.  It reports to its own owner, an L{IUpgradeOwner
+<gateway.interfaces.IUpgradeOwner>}: C{upgradeProbed} once the round trip is
+verified, C{upgradeFailed} when anything else happens first.  The owner
+decides when to switch: after its outstanding poll has ended.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import ProtocolError
+from ..interfaces import IUpgradeOwner, IWebSocketOwner
 from ..wire.protocol import SUBPROTOCOL, Hello, Probe, decodeMessage, encodeControl
 from ._websocket import ClientFactory, ClientProtocol
-
-if TYPE_CHECKING:
-    from ._session import SessionClient
 
 __all__ = ["Upgrade"]
 
 
+@implementer(IWebSocketOwner)
 class Upgrade:
     """
     See the module docstring.
 
+    @ivar owner: the L{IUpgradeOwner} told how the upgrade went.
     @ivar probed: the probe came back; the WebSocket is ready for the
         resume C{hello}.
     @ivar proto: the WebSocket, once connected.
+    @ivar clock: the clock of the probe's timers (the WebSocket's too).
+    @ivar timeout: the bound on connecting, the opening handshake and the
+        probe's round trip.
     """
 
     log = Logger()
 
     #: Tags this owner's connections (see L{ClientFactory.buildProtocol}).
-    _attempt = 0
+    attempt = 0
 
     def __init__(
         self,
-        session: SessionClient,
+        owner: IUpgradeOwner,
         endpoint: IStreamClientEndpoint,
         makeFactory: Callable[[Any], ClientFactory],
         clock: IReactorTime,
@@ -60,11 +66,11 @@ class Upgrade:
             probe's round trip.
         @param hello: the probing hello.
         """
-        self.session = session
+        self.owner = owner
         self._endpoint = endpoint
         self._factory = makeFactory(self)
-        self._clock = clock
-        self._connectTimeout = timeout
+        self.clock = clock
+        self.timeout = timeout
         self._hello = hello
         self.proto: ClientProtocol | None = None
         self.probed = False
@@ -72,11 +78,19 @@ class Upgrade:
         self._connecting: Deferred | None = None
         self._timer: IDelayedCall | None = None
 
+    @property
+    def closeTimeout(self) -> float:
+        """
+        The bound on the probe WebSocket's closing handshake: the upgrade's
+        C{timeout}.
+        """
+        return self.timeout
+
     def start(self) -> None:
         """
         Connect, and start the clock on the round trip.
         """
-        self._timer = self._clock.callLater(self._connectTimeout, self._timedOut)
+        self._timer = self.clock.callLater(self.timeout, self._timedOut)
         d = self._connecting = self._endpoint.connect(self._factory)
         d.addCallbacks(self._tcpConnected, self._tcpFailed)
         d.addErrback(
@@ -85,7 +99,7 @@ class Upgrade:
 
     def cancel(self) -> None:
         """
-        Give up: close the WebSocket; the session hears nothing more.
+        Give up: close the WebSocket; the owner hears nothing more.
         """
         if self._done:
             return
@@ -99,8 +113,8 @@ class Upgrade:
 
     def handOver(self) -> ClientProtocol:
         """
-        The session takes the WebSocket over: its events go to the session
-        from now on.
+        The owner takes the WebSocket over (it calls
+        L{ClientProtocol.transferTo}): this upgrade hears nothing more.
         """
         assert self.probed and self.proto is not None
         self._done = True
@@ -108,7 +122,7 @@ class Upgrade:
         return self.proto
 
     # ------------------------------------------------------------------
-    # The WebSocket's events (see ClientProtocol).
+    # IWebSocketOwner: the WebSocket's events (see ClientProtocol).
 
     def _tcpConnected(self, proto: ClientProtocol) -> None:
         self._connecting = None
@@ -117,13 +131,19 @@ class Upgrade:
         self._connecting = None
         self._fail(" ".join(failure.getErrorMessage().split()) or "connect failed")
 
-    def _wsConnected(self, proto: ClientProtocol) -> None:
+    def webSocketConnected(self, proto: ClientProtocol) -> None:
+        """
+        Keep the first connection; drop any other.
+        """
         if self._done or self.proto is not None:
             proto.transport.abortConnection()
             return
         self.proto = proto
 
-    def _wsOpen(self, proto: ClientProtocol) -> None:
+    def webSocketOpened(self, proto: ClientProtocol) -> None:
+        """
+        Send the probing C{hello}, if the gateway speaks C{txgateway.v1}.
+        """
         if proto is not self.proto or self._done:
             proto.closeWith(1000)
             return
@@ -132,7 +152,10 @@ class Upgrade:
             return
         proto.sendMessage(encodeControl(self._hello), False)
 
-    def _wsMessage(self, proto: ClientProtocol, payload: bytes, isBinary: bool) -> None:
+    def webSocketMessage(self, proto: ClientProtocol, payload: bytes, isBinary: bool) -> None:
+        """
+        The probe answer, or anything else: a failure.
+        """
         if proto is not self.proto or self._done:
             return
         try:
@@ -143,14 +166,19 @@ class Upgrade:
         if isinstance(packet, Probe) and not self.probed:
             self.probed = True
             self._stopTimer()
-            self.session._upgradeProbed(self)
+            self.owner.upgradeProbed(self)
         else:
             self._fail(f"unexpected {type(packet).__name__.lower()} packet")
 
-    def _wsActivity(self, proto: ClientProtocol) -> None:
-        pass
+    def webSocketActivity(self, proto: ClientProtocol) -> None:
+        """
+        Pings change nothing: only the probe answer counts.
+        """
 
-    def _wsClosed(self, proto: ClientProtocol, code: int | None, reason: str | None) -> None:
+    def webSocketClosed(self, proto: ClientProtocol, code: int | None, reason: str | None) -> None:
+        """
+        The WebSocket went before the upgrade was done: a failure.
+        """
         if proto is not self.proto:
             return
         self.proto = None
@@ -164,13 +192,13 @@ class Upgrade:
 
     def _timedOut(self) -> None:
         self._timer = None
-        self._fail(f"no probe answer within {self._connectTimeout:g} s")
+        self._fail(f"no probe answer within {self.timeout:g} s")
 
     def _fail(self, why: str) -> None:
         if self._done:
             return
         self.cancel()
-        self.session._upgradeFailed(self, why)
+        self.owner.upgradeFailed(self, why)
 
     def _stopTimer(self) -> None:
         timer, self._timer = self._timer, None

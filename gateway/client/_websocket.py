@@ -1,21 +1,25 @@
 """
 The client's WebSocket adapter: an Autobahn protocol and factory that only
-translate between WebSocket events and the L{SessionClient
-<gateway.client._session.SessionClient>}, and the endpoint a C{ws://} or
-C{wss://} URL names.
+translate between WebSocket events and their owner, an
+L{IWebSocketOwner <gateway.interfaces.IWebSocketOwner>} (the session's
+L{SessionDriver <gateway.client._driver.SessionDriver>}, or an
+L{Upgrade <gateway.client._upgrade.Upgrade>} probing a WebSocket), and the
+endpoint a C{ws://} or C{wss://} URL names.
 
 Autobahn's own timers run on the global reactor (txaio's loop), whatever
 reactor the factory is given.  So every Autobahn timeout is switched off
-here and replaced by one on the client's clock: the session bounds the
+here and replaced by one on the owner's clock: the driver bounds the
 connect, the opening handshake and the wait for C{welcome}; the protocol
 bounds the closing handshake (L{ClientProtocol.closeWith}).  Heartbeats are
 the session protocol's acks, not WebSocket pings (docs/protocol.md), so
-Autobahn's auto-ping is off as well.
+Autobahn's auto-ping is off as well.  This is the one client module that
+reads Autobahn's attributes (the HTTP status line, the local close code,
+why a connection was not clean).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
@@ -23,12 +27,9 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 
 from .. import __version__
-from ..wire.protocol import SUBPROTOCOL
+from ..interfaces import IWebSocketOwner
 from ..tcp import noDelay
-
-if TYPE_CHECKING:
-    from ._session import SessionClient
-    from ._upgrade import Upgrade
+from ..wire.protocol import SUBPROTOCOL
 
 __all__ = ["ClientProtocol", "ClientFactory", "endpointForURL", "parseURL", "PACKET_OVERHEAD"]
 
@@ -72,22 +73,22 @@ def _truncate(reason: str, limit: int = 120) -> str:
 class ClientProtocol(WebSocketClientProtocol):
     """
     One WebSocket connection of a session.  Every event goes to the
-    session, tagged with this protocol so that the session can ignore the
+    owner, tagged with this protocol so that the owner can ignore the
     events of connections it has given up.
 
     All handlers are synchronous: Autobahn awaits only C{onConnect}.
 
-    @ivar session: the L{SessionClient} this connection serves; or, for a
-        transport upgrade's probe, the L{Upgrade
-        <gateway.client._upgrade.Upgrade>} until the session takes the
-        connection over.
-    @ivar attempt: the number of the session's connection attempt that
-        made this connection.
+    @ivar owner: the L{IWebSocketOwner} this connection reports to: the
+        session's driver; or, for a transport upgrade's probe, the L{Upgrade
+        <gateway.client._upgrade.Upgrade>} until the driver takes the
+        connection over (L{transferTo}).
+    @ivar attempt: the number of the owner's connection attempt that made
+        this connection.
     @ivar opened: the opening handshake completed.
     @ivar selected: the subprotocol the gateway selected (None for none).
     """
 
-    session: SessionClient | Upgrade
+    owner: IWebSocketOwner
     attempt: int = 0
     opened = False
     selected: str | None = None
@@ -95,16 +96,16 @@ class ClientProtocol(WebSocketClientProtocol):
 
     def connectionMade(self) -> None:
         """
-        Send the opening handshake, and tell the session which connection
+        Send the opening handshake, and tell the owner which connection
         its attempt made (Nagle's algorithm off: see L{gateway.tcp}).
         """
         noDelay(self.transport)
         super().connectionMade()
-        self.session._wsConnected(self)
+        self.owner.webSocketConnected(self)
 
     def onConnect(self, response: Any) -> None:
         """
-        Remember the subprotocol the gateway selected; the session decides
+        Remember the subprotocol the gateway selected; the owner decides
         in L{onOpen} what a missing one means.
         """
         self.selected = response.protocol
@@ -114,19 +115,19 @@ class ClientProtocol(WebSocketClientProtocol):
         The opening handshake is complete.
         """
         self.opened = True
-        self.session._wsOpen(self)
+        self.owner.webSocketOpened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """
         One packet arrived.
         """
-        self.session._wsMessage(self, payload, isBinary)
+        self.owner.webSocketMessage(self, payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
         """
         A ping also shows the gateway is alive; answer it as usual.
         """
-        self.session._wsActivity(self)
+        self.owner.webSocketActivity(self)
         super().onPing(payload)
 
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> Any:
@@ -145,7 +146,7 @@ class ClientProtocol(WebSocketClientProtocol):
         if self._dropCall is not None and self._dropCall.active():
             self._dropCall.cancel()
         self._dropCall = None
-        self.session._wsClosed(self, code, reason)
+        self.owner.webSocketClosed(self, code, reason)
 
     def closeWith(self, code: int, reason: str = "") -> None:
         """
@@ -160,6 +161,28 @@ class ClientProtocol(WebSocketClientProtocol):
             self._armDrop()
         elif self.state != self.STATE_CLOSED:
             self.transport.abortConnection()
+
+    def transferTo(self, owner: IWebSocketOwner, attempt: int) -> None:
+        """
+        From now on, report to C{owner}, as the connection of its attempt
+        C{attempt} (an upgrade's probe handed over to the driver).
+        """
+        self.owner = owner
+        self.attempt = attempt
+
+    def closeCodeSent(self) -> int | None:
+        """
+        @return: the close code this side sent, if it sent one (Autobahn
+            sends 1009 itself for a message over the size limit).
+        """
+        return getattr(self, "localCloseCode", None)
+
+    def failureReason(self) -> str | None:
+        """
+        @return: Autobahn's description of why the connection was not
+            clean, if it has one.
+        """
+        return getattr(self, "wasNotCleanReason", None)
 
     def handshakeStatus(self) -> int | None:
         """
@@ -176,9 +199,7 @@ class ClientProtocol(WebSocketClientProtocol):
 
     def _armDrop(self) -> None:
         if self._dropCall is None and self.transport is not None:
-            self._dropCall = self.session._clock.callLater(
-                self.session._connectTimeout, self._dropNow
-            )
+            self._dropCall = self.owner.clock.callLater(self.owner.closeTimeout, self._dropNow)
 
     def _dropNow(self) -> None:
         self._dropCall = None
@@ -187,7 +208,7 @@ class ClientProtocol(WebSocketClientProtocol):
 
 class ClientFactory(WebSocketClientFactory):
     """
-    Builds the connections of one L{SessionClient}: offers C{txgateway.v1},
+    Builds the connections of one owner: offers C{txgateway.v1},
     limits incoming messages, and turns off every Autobahn timer (see the
     module docstring).
     """
@@ -196,7 +217,7 @@ class ClientFactory(WebSocketClientFactory):
 
     def __init__(
         self,
-        session: SessionClient | Upgrade,
+        owner: IWebSocketOwner,
         url: str,
         *,
         reactor: Any,
@@ -210,7 +231,7 @@ class ClientFactory(WebSocketClientFactory):
             useragent=f"txgateway.client/{__version__}",
             reactor=reactor,
         )
-        self.session = session
+        self.owner = owner
         self.setProtocolOptions(
             maxMessagePayloadSize=maxIncomingBytes,
             maxFramePayloadSize=maxIncomingBytes,
@@ -225,9 +246,8 @@ class ClientFactory(WebSocketClientFactory):
 
     def buildProtocol(self, addr: Any) -> ClientProtocol:
         """
-        @return: a connection tagged with the session's current attempt.
+        @return: a connection of the owner, tagged with its current attempt.
         """
         proto = super().buildProtocol(addr)
-        proto.session = self.session
-        proto.attempt = self.session._attempt
+        proto.transferTo(self.owner, self.owner.attempt)
         return proto

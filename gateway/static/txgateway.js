@@ -11,8 +11,8 @@
  *   <script type="module">
  *     import {SessionClient, ClientState} from "/_gateway/txgateway.mjs";
  *     const client = new SessionClient("/chat", {transport: "auto"});
- *     client.on_message((data, isBinary) => console.log("got", data));
- *     client.on_state((state, detail) => {
+ *     client.onMessage((data, isBinary) => console.log("got", data));
+ *     client.onState((state, detail) => {
  *       if (state === ClientState.open && detail.reset)
  *         console.log("new session:", detail.dropped, "messages were lost");
  *     });
@@ -36,7 +36,7 @@
  * trying, now and then, to move the session back to a WebSocket (a probe
  * answered within upgradeTimeout, docs/protocol.md "Switching transports").
  *
- * States (ClientState, reported by on_state(callback(state, detail))):
+ * States (ClientState, reported by onState(callback(state, detail))):
  * "connecting" until the first session is open, "open", "reconnecting"
  * between connections (reported again at each failed attempt, with
  * detail.delay), "closed" for good.  "open" is reported again, with
@@ -45,7 +45,7 @@
  * transport of the connection that opened, or of the next attempt).
  *
  * When a session cannot be resumed (the gateway closes with 4400, 4403, 4404,
- * 4409, 4410 or 4413) the messages it did not acknowledge are lost: on_state
+ * 4409, 4410 or 4413) the messages it did not acknowledge are lost: onState
  * is called with detail.reset true and detail.dropped the number lost, with
  * "reconnecting" at once and with "open" when the new session is open;
  * promises from whenAcknowledged() for those messages reject with
@@ -55,6 +55,10 @@
  * the first session, on an HTTP 4xx answer to a long-polling request.
  * Anything else makes the client reconnect.  (Browsers do not show the HTTP
  * status of a refused WebSocket handshake, so that one is retried.)
+ *
+ * Callbacks are registered with onMessage, onState and onFailover; their old
+ * names on_message, on_state and on_failover are kept as aliases for
+ * compatibility.
  *
  * Beyond the shared names: abort() closes at once, bufferedAmount is the
  * unacknowledged payload in bytes, and SessionClient.debug = true logs the
@@ -926,13 +930,13 @@
      * order and exactly once: a string for a text message, a Uint8Array
      * for a binary one.  Returns callback.
      */
-    on_message(callback) {
+    onMessage(callback) {
       this._messageCallbacks.push(callback);
       return callback;
     }
 
     /** Call callback(state, detail) at every state change.  Returns callback. */
-    on_state(callback) {
+    onState(callback) {
       this._stateCallbacks.push(callback);
       return callback;
     }
@@ -944,9 +948,24 @@
      * failover = "notify"): they may not have reached the application.
      * Returns callback.
      */
-    on_failover(callback) {
+    onFailover(callback) {
       this._failoverCallbacks.push(callback);
       return callback;
+    }
+
+    /** The old name of onMessage, kept for compatibility. */
+    on_message(callback) {
+      return this.onMessage(callback);
+    }
+
+    /** The old name of onState, kept for compatibility. */
+    on_state(callback) {
+      return this.onState(callback);
+    }
+
+    /** The old name of onFailover, kept for compatibility. */
+    on_failover(callback) {
+      return this.onFailover(callback);
     }
 
     /**

@@ -554,7 +554,9 @@ async def test_websocket_messages_both_ways_exactly_once(browser, echo_backends,
     and in order (text as strings, binary as bytes), the client reports the
     "websocket" transport, and close() ends the session cleanly.  The
     gateway serves the client as a classic script and as an ES module that
-    exports the same classes.
+    exports the same classes.  The page registers its callbacks with
+    onMessage and onState, and also with their old names (on_message,
+    on_state, on_failover), which still work.
     """
     backends = await echo_backends(1, record=True)
     gateway = await make_gateway(backends, session=SessionConfig(corsOrigins=(browser.origin,)))
@@ -565,6 +567,7 @@ async def test_websocket_messages_both_ways_exactly_once(browser, echo_backends,
     done = (await browser.expect("done")).data
     assertExactlyOnce(done, backends[0])
     assert done["moduleOK"] is True
+    assert done["aliasesOK"] is True  # on_message, on_state, on_failover still work
     assert done["transport"] == "websocket"
     assert [s["transport"] for s in opens(done)] == ["websocket"]
     assert done["closed"]["code"] == 4000

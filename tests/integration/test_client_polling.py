@@ -323,7 +323,7 @@ async def test_session_switches_transports_both_ways(echo_backends, make_gateway
         # 1. Long-polling, while upgrades are refused, then stalled.
         await traffic()
         proxy.mode = "stall"
-        await waitUntil(lambda: proxy.stalled >= 1 and client._upgrade is None, timeout=30)
+        await waitUntil(lambda: proxy.stalled >= 1 and not client._driver.upgradeUnderWay, timeout=30)
         await traffic()
         assert client.transport == "polling"
         # 2. Upgrades pass: up to WebSocket, while messages flow.
@@ -336,7 +336,7 @@ async def test_session_switches_transports_both_ways(echo_backends, make_gateway
         await waitUntil(openOn("polling"), timeout=30)
         stalled = proxy.stalled
         await traffic()
-        await waitUntil(lambda: proxy.stalled > stalled and client._upgrade is None, timeout=30)
+        await waitUntil(lambda: proxy.stalled > stalled and not client._driver.upgradeUnderWay, timeout=30)
         # 4. And up again.
         proxy.mode = "pass"
         await waitUntil(openOn("websocket"), timeout=30)
