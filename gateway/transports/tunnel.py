@@ -292,7 +292,9 @@ class Tunnel:
     the answer; retry another backend when one cannot be reached), then
     spliced, then closing.
 
-    @ivar backend: the backend holding a connection slot for this tunnel.
+    @ivar backend: the backend of the tunnel's connection, until it ends.
+    @ivar slot: the connection's slot on it, released when the tunnel
+        finishes (L{NO_SLOT} until a backend answered).
     """
 
     log = Logger()
