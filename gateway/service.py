@@ -148,13 +148,7 @@ class GatewayService(MultiService):
         @raise ConfigError: for an unknown balancer or a bad affinity spec.
         """
         if backends is None:
-            backends = [
-                Backend(
-                    b.name, b.host, b.port, secure=b.secure, weight=b.weight,
-                    maxConnections=b.maxConnections, url=b.url,
-                )
-                for b in poolConfig.backends
-            ]
+            backends = [Backend.fromConfig(b) for b in poolConfig.backends]
         balancer = findBalancerFactory(poolConfig.balance)()
         pool = Pool(
             poolConfig.name,

@@ -32,7 +32,7 @@ from .transports.longpoll import BoundedRequest, LongPolling
 from .transports.websocket import SessionWebSocketFactory
 
 if TYPE_CHECKING:
-    from .backends.pool import Backend, Pool
+    from .backends.pool import Backend, ConnectionSlot, Pool
     from .service import GatewayService
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
@@ -403,7 +403,7 @@ class GatewayFactory(Factory):
             header = route.head.get(b"origin")
             origin = header.decode("latin-1") if header else None
             connect = self._linkOpener(route.head.target, headers, origin)
-            backend, link = await connectToPool(
+            slot, link = await connectToPool(
                 route.pool, route.key, route.sticky, self.sessionMap, self, connect
             )
         except BaseException:
@@ -411,7 +411,7 @@ class GatewayFactory(Factory):
             raise
         session = sessions.create(sid, route.pool, link)
         session.origin = (route.head.target, headers, origin)
-        link.bind(session, backend)
+        link.bind(session, slot.backend)
         if sessions.cluster is not None:
             await sessions.cluster.register(session, route.head.target, headers, origin)
         return session
@@ -424,14 +424,14 @@ class GatewayFactory(Factory):
 
     def _linkOpener(self, target: bytes, headers: dict[str, str], origin: str | None):
         """
-        @return: C{connect(backend, timeout=None)}, opening a session's
-            backend link for request target C{target} with C{headers} (the
-            connect timeout unless C{timeout} is given).
+        @return: C{connect(slot, timeout=None)}, opening a session's
+            backend link (which holds C{slot}) for request target C{target}
+            with C{headers} (the connect timeout unless C{timeout} is given).
         """
 
-        def connect(backend: Backend, timeout: float | None = None):
+        def connect(slot: ConnectionSlot, timeout: float | None = None):
             return openBackendLink(
-                self.reactor, backend, target, headers,
+                self.reactor, slot, target, headers,
                 connectTimeout=timeout or self.config.timeouts.connect,
                 maxMessageBytes=self.config.session.maxMessageBytes,
                 origin=origin,
@@ -449,15 +449,16 @@ class GatewayFactory(Factory):
         @raise NoBackendAvailable: when no backend can be had.
         """
         if prefer is not None and (only or prefer.available()):
-            prefer.connections += 1
+            slot = prefer.reserve()
             try:
-                return prefer, await connect(prefer, timeout)
+                return prefer, await connect(slot, timeout)
             except (BackendUnreachable, ProtocolError, OSError) as e:
-                prefer.connections -= 1
+                slot.release()
                 if only:
                     raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
                 self.connectFailed(pool, prefer, str(e))
-        return await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
+        slot, link = await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
+        return slot.backend, link
 
     async def reopen(self, pool: Pool, name: str, target: bytes, headers: dict[str, str],
                      origin: str | None) -> tuple[Backend, Any]:
@@ -479,8 +480,8 @@ class GatewayFactory(Factory):
         left; with C{force}, even while it drains), else to a backend the
         balancer chooses, other than C{avoid} when another will do.
 
-        @return: the backend (holding the connection's slot) and the link,
-            not yet bound.
+        @return: the backend and the link (holding the connection's slot,
+            which it releases when closed), not yet bound.
         @raise NoBackendAvailable: when no backend can be had now.
         """
         pool = session.pool

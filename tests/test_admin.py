@@ -196,7 +196,8 @@ def test_pools(admin: AdminResource, service: GatewayService) -> None:
     removed, available, weight, connections and limit (C{null} for none).
     """
     service.pools["chat"].backends[0].healthy = False
-    service.pools["chat"].backends[1].connections = 3
+    for _ in range(3):
+        service.pools["chat"].backends[1].reserve()
     status, _, body = call(admin, "GET", "/pools")
     assert status == 200
     assert body == {
@@ -297,7 +298,8 @@ def test_drainAndEnable(admin: AdminResource, service: GatewayService) -> None:
     """
     pool = service.pools["chat"]
     b1, b2 = pool.backends
-    b1.connections = 2
+    for _ in range(2):
+        b1.reserve()
     heard = []
     service.drainListeners.append(lambda p, b: heard.append((p, b)))
     status, _, body = call(admin, "POST", "/pools/chat/backends/b1/drain")

@@ -185,7 +185,7 @@ def test_reloadAddRemoveReweight(tmp_path: Path) -> None:
     service.drainListeners.append(lambda p, b: heard.append((p.name, b.name)))
     pool = service.pools["chat"]
     a, b = pool.backends
-    b.connections = 1
+    b.reserve()
     service.drainBackend("chat", "a")
     heard.clear()
     path.write_text(TWO.replace('name = "b"\nweight = 2', 'name = "c"\nmax_connections = 7')
@@ -213,7 +213,7 @@ def test_retiredBackendLeavesWithItsLastConnection(tmp_path: Path) -> None:
     service, path = fileService(tmp_path)
     pool = service.pools["chat"]
     a, b = pool.backends
-    a.connections = 2
+    slots = [a.reserve(), a.reserve()]
     path.write_text(TWO.replace('url = "ws://127.0.0.1:9001"\nname = "a"\n',
                                 'url = "ws://127.0.0.1:9003"\nname = "x"\n'))
     forgotten = []
@@ -221,10 +221,10 @@ def test_retiredBackendLeavesWithItsLastConnection(tmp_path: Path) -> None:
     with capturedLogs() as events:
         service.reload()
     assert [x.name for x in pool.backends] == ["a", "b", "x"]
-    a.connections = 1
+    slots.pop().release()
     service._sweep()
     assert a in pool.backends
-    a.connections = 0
+    slots.pop().release()
     with capturedLogs() as events:
         service._sweep()
     assert [x.name for x in pool.backends] == ["b", "x"]
@@ -247,7 +247,7 @@ def test_retiredBackendAddedBack(tmp_path: Path) -> None:
     back, not draining.
     """
     service, path = fileService(tmp_path)
-    service.pools["chat"].backends[1].connections = 1
+    service.pools["chat"].backends[1].reserve()
     path.write_text(TWO.split('[[pool.chat.backend]]\nurl = "ws://127.0.0.1:9002"')[0])
     service.reload()
     assert states(service)[1] == ("b", 2, 0, True, True)

@@ -1,5 +1,6 @@
 """
-The backends: pools and each backend's live state (L{pool}), balancers
-(L{balancers}), routes (L{routing}), health checks (L{health}), and the
-WebSocket link a session opens to its backend (L{link}).
+The backends: pools, each backend's live state and its connection slots
+(L{pool}), balancers (L{balancers}), routes (L{routing}), health checks
+(L{health}), and the WebSocket link a session opens to its backend and
+connecting to a pool (L{link}).
 """

@@ -1,13 +1,15 @@
 """
-Connections to backends: the one place that turns a L{Backend} into a
-client endpoint (plain TCP for C{ws://}, TLS for C{wss://}); choosing and
-connecting to a pool's backend with retries; and the session layer's
-WebSocket to its backend.
+The WebSocket link a session opens to its backend (L{BackendLink}, opened
+by L{openBackendLink}), and connecting to a pool: choosing a backend and
+connecting to it with retries, each attempt holding a connection slot
+(L{connectToPool}), through the one place that turns a L{Backend} into a
+client endpoint (L{backendEndpoint}: plain TCP for C{ws://}, TLS for
+C{wss://}).  L{DirectMessages} is the message fast path both WebSockets of a
+session (the client's and this link) share.
 """
 
 from __future__ import annotations
 
-import struct
 from random import getrandbits
 from typing import TYPE_CHECKING, Awaitable, Callable, Collection, Protocol, TypeVar
 
@@ -27,10 +29,12 @@ from zope.interface import implementer
 from ..errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
 from ..sessions.session import IBackendLink
 from ..tcp import noDelay
+from ..wire.frames import encodeFrame
+from .pool import NO_SLOT
 
 if TYPE_CHECKING:
     from ..interfaces import ISessionMap
-    from .pool import Backend, Pool
+    from .pool import Backend, ConnectionSlot, Pool
 
 __all__ = [
     "backendEndpoint",
@@ -38,6 +42,7 @@ __all__ = [
     "connectToPool",
     "ConnectObserver",
     "BackendLink",
+    "BackendLinkFactory",
     "openBackendLink",
     "sendCloseCode",
     "DirectMessages",
@@ -70,9 +75,9 @@ async def connectToPool(
     sticky: bool,
     sessionMap: ISessionMap,
     observer: ConnectObserver,
-    connect: Callable[[Backend], Awaitable[T]],
+    connect: Callable[[ConnectionSlot], Awaitable[T]],
     exclude: Collection[Backend] = (),
-) -> tuple[Backend, T]:
+) -> tuple[ConnectionSlot, T]:
     """
     Choose a backend of C{pool} and connect to it, trying the next candidate
     when one cannot be reached, up to C{pool.connectAttempts} backends.
@@ -82,11 +87,13 @@ async def connectToPool(
     recorded.  A session map that fails (Redis down) never fails the
     connection: the balancer chooses, and the record is not written.
 
-    @param connect: makes one attempt; fails with L{BackendUnreachable},
-        L{ProtocolError} or L{OSError} when that backend cannot serve.
-    @return: the backend, holding one connection slot for the caller to
-        release (C{connections -= 1}) when done, and what C{connect}
-        returned.
+    @param connect: makes one attempt, given the attempt's connection slot
+        (on C{slot.backend}); fails with L{BackendUnreachable},
+        L{ProtocolError} or L{OSError} when that backend cannot serve.  The
+        slot of a failed attempt is released here.
+    @return: the slot of the attempt that worked, still held, for the
+        caller (or what C{connect} made, which may have kept it) to release
+        when the connection ends; and what C{connect} returned.
     @param exclude: backends not to try.
     @raise NoBackendAvailable: with a reason safe to show a client.
     """
@@ -104,18 +111,18 @@ async def connectToPool(
             backend = pool.choose(key, exclude)
         if backend is None:
             break
-        backend.connections += 1
+        slot = backend.reserve()
         try:
-            result = await connect(backend)
+            result = await connect(slot)
         except (BackendUnreachable, ProtocolError, OSError) as e:
-            backend.connections -= 1
+            slot.release()
             lastError = e
             observer.connectFailed(pool, backend, str(e))
             exclude.add(backend)
             backend = None
             continue
         except BaseException:
-            backend.connections -= 1
+            slot.release()
             raise
         observer.connectSucceeded(pool, backend)
         if sticky:
@@ -123,7 +130,7 @@ async def connectToPool(
                 pool, "writing", sessionMap.setAffinity, pool.name, key, backend.name,
                 pool.affinityTtl,
             )
-        return backend, result
+        return slot, result
     if lastError is not None:
         raise NoBackendAvailable(f"no backend of pool {pool.name!r} could be reached ({lastError})")
     raise NoBackendAvailable(pool.noneAvailableReason())
@@ -204,37 +211,6 @@ def sendCloseCode(protocol, code: int, reason: str) -> None:
     protocol.sendCloseFrame(code=code, reasonUtf8=raw, isReply=False)
 
 
-def maskedFrame(opcode: int, payload: bytes, key: bytes) -> bytes:
-    """
-    @return: one final frame of C{payload}, masked with the 4-byte C{key},
-        as a client sends it (RFC 6455, section 5.3).
-    """
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
-    if not n:
-        return header + key
-    stream = (key * ((n + 3) >> 2))[:n]
-    masked = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
-    return header + key + masked.to_bytes(n, "little")
-
-
-def plainFrame(opcode: int, payload: bytes) -> bytes:
-    """
-    @return: one final, unmasked frame of C{payload}, as a server sends it.
-    """
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
 class DirectMessages:
     """
     Autobahn's per-message work cut to what the session protocol uses, for
@@ -249,7 +225,12 @@ class DirectMessages:
     Autobahn's "message" observers (a Deferred per message; the gateway
     never observes them).  Both connections also take the session's flow
     control (L{pauseReading}, L{resumeReading}, L{registerFlow}).
+
+    @ivar transportGone: whether the connection has been lost (its
+        transport takes no producer any more).
     """
+
+    transportGone = False
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize=None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
@@ -270,11 +251,18 @@ class DirectMessages:
         ):
             opcode = 2 if isBinary else 1
             if self.maskServerFrames if self.factory.isServer else self.maskClientFrames:
-                self.transport.write(maskedFrame(opcode, payload, getrandbits(32).to_bytes(4, "big")))
+                self.transport.write(encodeFrame(opcode, payload, True, getrandbits(32).to_bytes(4, "big")))
             else:
-                self.transport.write(plainFrame(opcode, payload))
+                self.transport.write(encodeFrame(opcode, payload))
             return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+
+    def connectionLost(self, reason) -> None:
+        """
+        The connection is gone: no flow control registers on it any more.
+        """
+        self.transportGone = True
+        super().connectionLost(reason)
 
     def onMessageEnd(self) -> None:
         """
@@ -306,7 +294,7 @@ class DirectMessages:
         this connection's write buffer is full, replacing any earlier one.
         """
         transport = self.transport
-        if transport is None or getattr(transport, "disconnected", False):
+        if transport is None or self.transportGone:
             return
         try:
             transport.registerProducer(producer, True)
@@ -324,22 +312,40 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
     Messages that arrive before the session is bound are held and handed
     over by L{bind}.
 
+    It holds its connection's slot (its factory's, L{BackendLinkFactory})
+    from the moment it connects, and releases it when it closes after being
+    bound, or when it is closed (L{closeLink}), bound or not.
+
     Its C{log} is Autobahn's own (txaio's), which drops debug events where
     they are emitted: Autobahn logs at debug level twice per frame, and a
     plain L{Logger} here would format and write every one of them.
+
+    @ivar slot: the connection's slot on its backend (L{NO_SLOT} until
+        connected).
     """
+
+    factory: BackendLinkFactory
 
     def __init__(self) -> None:
         super().__init__()
         self.session = None
-        self.backend: Backend | None = None
+        self.slot: ConnectionSlot = NO_SLOT
         self._early: list[tuple[bytes, bool]] = []
-        self._released = False
+        self._clean = False
+
+    @property
+    def backend(self) -> Backend | None:
+        """
+        The backend it is connected to (L{None} before it connects).
+        """
+        return self.slot.backend
 
     def connectionMade(self) -> None:
         """
-        Turn Nagle's algorithm off, then start the handshake.
+        Take the connection's slot, turn Nagle's algorithm off, then start
+        the handshake.
         """
+        self.slot = self.factory.slot
         noDelay(self.transport)
         super().connectionMade()
 
@@ -351,19 +357,20 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
 
     def bind(self, session, backend: Backend) -> None:
         """
-        From now on, messages go to C{session}; C{backend} holds this link's
-        connection slot, released when the link closes.
+        From now on, messages go to C{session}, which is told (its
+        C{linkBound}) once the early messages are handed over.
+
+        @param backend: the backend the link is connected to (that of its
+            slot, which it releases when it closes).
         """
-        self.session, self.backend = session, backend
+        self.session = session
         early, self._early = self._early, []
         for payload, isBinary in early:
             session.messageFromBackend(payload, isBinary)
         if self.state == self.STATE_CLOSED:
             self._closed()
             return
-        linkBound = getattr(session, "linkBound", None)
-        if linkBound is not None:
-            linkBound(self)
+        session.linkBound(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """
@@ -387,13 +394,10 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
             self._closed()
 
     def _closed(self) -> None:
-        if not self._released and self.backend is not None:
-            self._released = True
-            self.backend.connections -= 1
+        self.slot.release()
         session, self.session = self.session, None
         if session is not None:
-            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason, self,
-                                  getattr(self, "_clean", False))
+            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason, self, self._clean)
 
     def onPong(self, payload: bytes) -> None:
         """
@@ -424,21 +428,39 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
 
     def closeLink(self, code: int, reason: str) -> None:
         """
-        Close the backend WebSocket with C{code} and C{reason}.
+        Close the backend WebSocket with C{code} and C{reason}, and release
+        its connection slot (bound to a session or not).
         """
         self.session = None
         if self.state == self.STATE_OPEN:
             sendCloseCode(self, code, reason)
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
-        if not self._released and self.backend is not None:
-            self._released = True
-            self.backend.connections -= 1
+        self.slot.release()
+
+
+class BackendLinkFactory(WebSocketClientFactory):
+    """
+    Opens one L{BackendLink}.
+
+    @ivar slot: the connection slot the link holds once connected.
+    @ivar opened: fires with the link once the backend accepted the
+        handshake, or fails with L{BackendUnreachable} when it did not.
+    """
+
+    protocol = BackendLink
+    noisy = False
+
+    def __init__(self, url: str, slot: ConnectionSlot, *, headers: dict[str, str],
+                 origin: str | None) -> None:
+        super().__init__(url, headers=headers, origin=origin)
+        self.slot = slot
+        self.opened: Deferred[BackendLink] = Deferred()
 
 
 async def openBackendLink(
     reactor,
-    backend: Backend,
+    slot: ConnectionSlot,
     target: bytes,
     headers: dict[str, str],
     *,
@@ -447,16 +469,15 @@ async def openBackendLink(
     origin: str | None = None,
 ) -> BackendLink:
     """
-    Open a session's WebSocket to C{backend} for request target C{target}.
+    Open a session's WebSocket to C{slot.backend} for request target
+    C{target}; once connected, the link holds C{slot}.
 
     @raise BackendUnreachable: when the connection or the handshake fails.
     """
+    backend = slot.backend
     scheme = "wss" if backend.secure else "ws"
     url = f"{scheme}://{hostHeader(backend).decode('ascii')}{target.decode('ascii')}"
-    factory = WebSocketClientFactory(url, headers=headers, origin=origin)
-    factory.protocol = BackendLink
-    factory.noisy = False
-    factory.opened = Deferred()
+    factory = BackendLinkFactory(url, slot, headers=headers, origin=origin)
     factory.setProtocolOptions(
         maxMessagePayloadSize=maxMessageBytes,
         maxFramePayloadSize=maxMessageBytes,

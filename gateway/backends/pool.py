@@ -2,6 +2,11 @@
 Backends and pools: the live state the balancers and health checks work on,
 and the operator's changes to it (drain, enable, weight; backends added and
 retired by a configuration reload).
+
+A backend's count of open connections has one owner: L{Backend.reserve}
+hands out a L{ConnectionSlot} per connection, and only releasing that slot
+(once, whatever happens after) takes the connection off the count, so a
+connection can neither be forgotten by the count nor taken off it twice.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "ConnectionSlot",
+    "NO_SLOT",
     "Pool",
     "MAX_WEIGHT",
     "checkWeight",
@@ -79,12 +86,59 @@ def checkWeight(value: object) -> int:
     return value
 
 
+class ConnectionSlot:
+    """
+    One connection counted against a backend, from L{Backend.reserve} to
+    L{release}.  Whoever holds the connection (a tunnel, a session's backend
+    link, a connect attempt) holds its slot.
+
+    @ivar backend: the backend it counts against (L{None} for L{NO_SLOT}).
+    """
+
+    __slots__ = ("backend", "_held")
+
+    def __init__(self, backend: Backend | None, held: bool) -> None:
+        """
+        Made by L{Backend.reserve} (and once, for L{NO_SLOT}): a slot made
+        elsewhere would not be on the count.
+        """
+        self.backend = backend
+        self._held = held
+
+    @property
+    def held(self) -> bool:
+        """
+        Whether it is still on its backend's count (not released yet).
+        """
+        return self._held
+
+    def release(self) -> None:
+        """
+        Take the connection off its backend's count; a slot already released
+        is left alone, so that every path that ends a connection may release
+        it without counting who did first.
+        """
+        if self._held:
+            self._held = False
+            self.backend._connections -= 1
+
+    def __repr__(self) -> str:
+        name = self.backend.name if self.backend is not None else None
+        return f"<ConnectionSlot {name} {'held' if self._held else 'released'}>"
+
+
+#: The slot of a holder that holds no connection yet: releasing it does
+#: nothing, and its C{backend} is L{None}.
+NO_SLOT = ConnectionSlot(None, False)
+
+
 class Backend:
     """
     One backend WebSocket server and its live state.
 
     @ivar connections: connections this gateway has open to it (tunnels plus
-        handshakes in progress).
+        handshakes in progress): the slots of L{reserve} not yet released.
+        Read-only.
     @ivar remote: connections other gateway nodes had open to it at their
         last heartbeat (with several nodes sharing Redis; 0 otherwise).
     @ivar healthy: false while health checks (active or passive) say it is
@@ -103,7 +157,7 @@ class Backend:
         "secure",
         "weight",
         "maxConnections",
-        "connections",
+        "_connections",
         "remote",
         "healthy",
         "draining",
@@ -128,11 +182,29 @@ class Backend:
         self.weight = weight
         self.maxConnections = maxConnections
         self.url = url or f"{'wss' if secure else 'ws'}://{host}:{port}"
-        self.connections = 0
+        self._connections = 0
         self.remote = 0
         self.healthy = True
         self.draining = False
         self.retired = False
+
+    @property
+    def connections(self) -> int:
+        """
+        Connections this gateway has open to it (see L{reserve}).
+        """
+        return self._connections
+
+    def reserve(self) -> ConnectionSlot:
+        """
+        Count one more connection to this backend, whether or not it is
+        available (the caller chose it).
+
+        @return: the connection's slot, to release when the connection ends
+            (or the attempt fails).
+        """
+        self._connections += 1
+        return ConnectionSlot(self, True)
 
     def full(self) -> bool:
         """

@@ -461,7 +461,6 @@ class BackendSide:
         self._switchTask = None
         if self.state == "ended":
             link.closeLink(1001, "session ended")
-            backend.connections -= 1  # never bound, so closeLink does not release it
             return
         self._relinked(backend, link)
 

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..backends.link import backendEndpoint, connectToPool
+from ..backends.pool import NO_SLOT
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..wire.forwarded import FORWARDING_HEADERS, forwardedHeaders
 from ..tcp import noDelay, writeNow
@@ -45,7 +46,7 @@ from ..wire.http1 import (
 
 if TYPE_CHECKING:
     from ..config import Timeouts
-    from ..backends.pool import Backend, Pool
+    from ..backends.pool import Backend, ConnectionSlot, Pool
     from ..site import GatewayFactory
 
 __all__ = ["Tunnel", "CLOSE_GOING_AWAY", "CLOSE_BACKEND_GONE"]
@@ -291,7 +292,9 @@ class Tunnel:
     the answer; retry another backend when one cannot be reached), then
     spliced, then closing.
 
-    @ivar backend: the backend holding a connection slot for this tunnel.
+    @ivar backend: the backend of the tunnel's connection, until it ends.
+    @ivar slot: the connection's slot on it, released when the tunnel
+        finishes (L{NO_SLOT} until a backend answered).
     """
 
     log = Logger()
@@ -320,6 +323,7 @@ class Tunnel:
         self.clientTransport = clientTransport
         self.backendSide: BackendSide | None = None
         self.backend: Backend | None = None
+        self.slot: ConnectionSlot = NO_SLOT
         self.spliced = False
         self.closed = False
         self._early = [early] if early else []
@@ -357,13 +361,14 @@ class Tunnel:
         self._early.append(data)
 
     async def _open(self) -> None:
-        backend, (head, rawHead) = await connectToPool(
+        slot, (head, rawHead) = await connectToPool(
             self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory, self._handshake
         )
-        self.backend = backend
+        self.slot, self.backend = slot, slot.backend
         self._answer(head, rawHead)
 
-    async def _handshake(self, backend: Backend) -> tuple[ResponseHead, bytes]:
+    async def _handshake(self, slot: ConnectionSlot) -> tuple[ResponseHead, bytes]:
+        backend = slot.backend
         endpoint = backendEndpoint(self.reactor, backend, self.timeouts.connect)
         try:
             side = await endpoint.connect(_BackendSideFactory(self))
@@ -532,9 +537,8 @@ class Tunnel:
             shutdown.callback(None)
 
     def _release(self) -> None:
-        backend, self.backend = self.backend, None
-        if backend is not None:
-            backend.connections -= 1
+        self.backend = None
+        self.slot.release()
 
     def sweep(self, now: float, timeouts: Timeouts) -> None:
         """

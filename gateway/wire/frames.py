@@ -1,5 +1,6 @@
 """
-WebSocket frame boundaries without decoding (RFC 6455 section 5.2).
+WebSocket frame boundaries without decoding (RFC 6455 section 5.2), and
+encoding the gateway's own frames (L{encodeFrame}, L{encodeClose}).
 
 Transparent proxying splices the client and backend sockets and copies bytes
 as they come.  To send a frame of its own (a keep-alive ping, a close when a
@@ -143,25 +144,45 @@ class FrameTracker:
             self.closeSeen = True
 
 
-def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False) -> bytes:
+_HEADER16 = struct.Struct("!BBH").pack
+_HEADER64 = struct.Struct("!BBQ").pack
+
+
+def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False, key: bytes | None = None) -> bytes:
     """
-    Encode one final frame.
+    Encode one final frame.  The gateway's one frame encoder: the tunnel's
+    pings and closes, the health checks' closes and every message a
+    session's two WebSockets write themselves (a hot path) go through it.
 
     @param mask: whether to mask the payload, as a client (and so the gateway
-        talking to a backend) must.
+        talking to a backend) must (RFC 6455, section 5.3), with a key from
+        C{os.urandom}.
+    @param key: the 4-byte masking key to mask with instead (implies
+        C{mask}); the caller answers for its being unpredictable.
     """
     n = len(payload)
+    first = 0x80 | opcode
+    if key is None:
+        if not mask:
+            if n < 126:
+                return bytes((first, n)) + payload
+            if n < 65536:
+                return _HEADER16(first, 126, n) + payload
+            return _HEADER64(first, 127, n) + payload
+        key = os.urandom(4)
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, (0x80 if mask else 0) | n)
+        header = bytes((first, 0x80 | n))
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, (0x80 if mask else 0) | 126, n)
+        header = _HEADER16(first, 0xFE, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, (0x80 if mask else 0) | 127, n)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
-    return header + key + masked
+        header = _HEADER64(first, 0xFF, n)
+    if not n:
+        return header + key
+    # The payload XORed with the key repeated, octet i with key octet i mod
+    # 4, as one integer operation.
+    stream = (key * ((n + 3) >> 2))[:n]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
+    return b"".join((header, key, masked.to_bytes(n, "little")))
 
 
 def encodeClose(code: int, reason: str, mask: bool = False) -> bytes:

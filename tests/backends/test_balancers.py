@@ -44,7 +44,7 @@ def longLived(balancer, backends, n=300, keys=None):
     for i in range(n):
         chosen = balancer.choose(backends, keys[i] if keys else None, ())
         assert chosen is not None
-        chosen.connections += 1
+        chosen.reserve()
     return [b.connections for b in backends]
 
 
@@ -162,10 +162,11 @@ def test_leastConnectionsPrefersLeastLoaded():
     / weight.
     """
     backends = makeBackends(1, 2)
-    backends[0].connections = 1  # (1 + 1) / 1 = 2
-    backends[1].connections = 4  # (4 + 1) / 2 = 2.5
+    backends[0].reserve()  # (1 + 1) / 1 = 2
+    held = [backends[1].reserve() for _ in range(4)]  # (4 + 1) / 2 = 2.5
     assert LeastConnections().choose(backends, None, ()) is backends[0]
-    backends[1].connections = 2  # 1.5
+    held.pop().release()
+    held.pop().release()  # 1.5
     assert LeastConnections().choose(backends, None, ()) is backends[1]
 
 
@@ -222,7 +223,7 @@ def test_fullSkipped(cls):
     """
     backends = makeBackends(1, 1, 1)
     backends[0].maxConnections = 1
-    backends[0].connections = 1
+    backends[0].reserve()
     balancer = cls()
     for key in KEYS[:50]:
         assert balancer.choose(backends, key, ()) is not backends[0]
@@ -318,7 +319,7 @@ def test_hashRemovalMovesOnlyItsKeys(how):
         gone.draining = True
     elif how == "full":
         gone.maxConnections = 1
-        gone.connections = 1
+        gone.reserve()
     else:
         exclude = (gone,)
     after = keyedPicks(RendezvousHash(), backends, exclude=exclude)

@@ -366,7 +366,8 @@ def test_status():
     """
     monitor, pool, check, clock, _ = makeMonitor()
     pool.backends[2].draining = True
-    pool.backends[2].connections = 7
+    for _ in range(7):
+        pool.backends[2].reserve()
     pool.backends[2].weight = 3
     pool.backends[2].maxConnections = 100
     clock.advance(100)

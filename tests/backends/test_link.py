@@ -1,37 +1,42 @@
 """
 Tests for L{gateway.backends.link}: L{connectToPool} (affinity through the
-session map, and a failing session map never failing a client's
-connection), L{backendEndpoint} (IP addresses connected to directly) and
-the session WebSockets' direct sending of messages.
+session map, a failing session map never failing a client's connection,
+and each attempt's connection slot), L{backendEndpoint} (IP addresses
+connected to directly), the session WebSockets' direct sending of messages,
+and a L{BackendLink}'s connection slot.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import struct
 from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from gateway.backends.link import (
     BackendLink,
+    BackendLinkFactory,
     DirectMessages,
     backendEndpoint,
     connectToPool,
-    maskedFrame,
-    plainFrame,
 )
 from gateway.backends.balancers import LeastConnections
-from gateway.errors import GatewayError
+from gateway.errors import BackendUnreachable, GatewayError
 from gateway.backends.pool import Backend, Pool
 from gateway.sessionmap.memory import MemorySessionMap
+from gateway.wire.frames import encodeClose, encodeFrame
 
 
 class Observer:
@@ -84,11 +89,11 @@ def makePool() -> Pool:
     return Pool("chat", backends, LeastConnections(), affinity="cookie:sid", affinityTtl=7200)
 
 
-async def connected(backend: Backend) -> str:
+async def connected(slot) -> str:
     """
     A connect attempt that always works.
     """
-    return f"connection to {backend.name}"
+    return f"connection to {slot.backend.name}"
 
 
 @pytest_twisted.ensureDeferred
@@ -100,10 +105,12 @@ async def test_affinityRecordedAndReused():
     """
     pool = makePool()
     sessionMap = MemorySessionMap(Clock())
-    backend, result = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
+    slot, result = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
+    backend = slot.backend
     assert result == f"connection to {backend.name}"
     assert await sessionMap.getAffinity("chat", b"alice") == backend.name
-    again, _ = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
+    slot, _ = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
+    again = slot.backend
     assert again is backend
     assert backend.connections == 2
 
@@ -122,9 +129,10 @@ async def test_failingMapFallsBackToBalancer(error):
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        backend, result = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
+        slot, result = await connectToPool(pool, b"alice", True, sessionMap, Observer(), connected)
     finally:
         globalLogPublisher.removeObserver(events.append)
+    backend = slot.backend
     assert result == f"connection to {backend.name}"
     assert backend.connections == 1
     assert sessionMap.calls == ["get", "set"]
@@ -144,6 +152,47 @@ async def test_notStickyLeavesMapAlone():
     sessionMap = FailingMap(Outage("Redis down"))
     await connectToPool(makePool(), None, False, sessionMap, Observer(), connected)
     assert sessionMap.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_failedAttemptReleasesItsSlot():
+    """
+    Each attempt holds a slot on its backend while it runs; the slot of an
+    attempt that fails is released, the next backend is tried, and the slot
+    of the one that worked is returned still held.
+    """
+    pool = makePool()
+    seen = []
+
+    async def firstFails(slot):
+        seen.append((slot.backend.name, slot.held, slot.backend.connections))
+        if len(seen) == 1:
+            raise BackendUnreachable("refused")
+        return "ok"
+
+    observer = Observer()
+    slot, result = await connectToPool(pool, None, False, MemorySessionMap(Clock()), observer, firstFails)
+    assert [held for _, held, _ in seen] == [True, True]
+    assert [count for _, _, count in seen] == [1, 1]
+    assert observer.failed == [seen[0][0]]
+    assert (slot.backend.name, slot.held, result) == (seen[1][0], True, "ok")
+    assert [b.connections for b in pool.backends if b is not slot.backend] == [0, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelledAttemptReleasesItsSlot():
+    """
+    An attempt that ends with anything else (cancelled, say) releases its
+    slot too, and the error goes to the caller.
+    """
+    pool = makePool()
+
+    async def cancelled(slot):
+        raise CancelledError()
+
+    with pytest.raises(CancelledError):
+        await connectToPool(pool, None, False, MemorySessionMap(Clock()), Observer(), cancelled)
+    assert [b.connections for b in pool.backends] == [0, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -226,13 +275,14 @@ def unframe(frame: bytes) -> tuple[int, int, bytes | None, bytes]:
 @pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 1000, 65535, 65536, 70001])
 def test_frames(size):
     """
-    L{maskedFrame} and L{plainFrame} encode one final frame of any length
-    (all three length encodings), masked with the given key or not.
+    L{encodeFrame}, as the session's WebSockets use it, encodes one final
+    frame of any length (all three length encodings), masked with the given
+    key or not.
     """
     payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
     key = b"\x01\x80\xfe\x37"
-    assert unframe(maskedFrame(1, payload, key)) == (0x81, size, key, payload)
-    assert unframe(plainFrame(2, payload)) == (0x82, size, None, payload)
+    assert unframe(encodeFrame(1, payload, True, key)) == (0x81, size, key, payload)
+    assert unframe(encodeFrame(2, payload)) == (0x82, size, None, payload)
 
 
 class Recorded:
@@ -336,3 +386,159 @@ def test_messageEnd():
     protocol.onMessageEnd()
     assert protocol.received == [(b"hello", False)]
     assert protocol.message_data is None
+
+
+# -- the backend link's connection slot
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class RecordingSession:
+    """
+    The part of a session a backend link calls, recording the calls.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def messageFromBackend(self, payload, isBinary):
+        self.calls.append(("message", payload))
+
+    def linkBound(self, link):
+        self.calls.append(("bound", link))
+
+    def backendClosed(self, code, reason, link, clean):
+        self.calls.append(("closed", code, reason, clean))
+
+
+class LinkTransport(StringTransport):
+    """
+    A L{StringTransport} that, as a real one does, lets Autobahn unregister
+    a producer when none is registered (it does so when it drops the
+    connection).
+    """
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+def connectLink(backend: Backend, accept: bool = True):
+    """
+    Connect a L{BackendLink} to C{backend} over a L{LinkTransport}, with
+    a slot reserved for it, and answer its handshake with a 101 when
+    C{accept}.
+
+    @return: the link, its factory and its transport (cleared).
+    """
+    factory = BackendLinkFactory("ws://127.0.0.1:9001/chat", backend.reserve(),
+                                 headers={"X-Session-Id": "s"}, origin=None)
+    link = factory.buildProtocol(None)
+    transport = LinkTransport()
+    link.makeConnection(transport)
+    request = transport.value()
+    transport.clear()
+    if accept:
+        [key] = [line.split(b": ", 1)[1] for line in request.split(b"\r\n")
+                 if line.lower().startswith(b"sec-websocket-key:")]
+        answer = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        link.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + answer + b"\r\n\r\n")
+    return link, factory, transport
+
+
+def test_linkHoldsItsFactorySlot():
+    """
+    A link has no slot nor backend until it connects; then it holds its
+    factory's slot, and its factory's C{opened} fires with it once the
+    backend accepts.
+    """
+    backend = Backend("b", "127.0.0.1", 9001)
+    assert (BackendLink().backend, BackendLink().slot.held) == (None, False)
+    link, factory, _ = connectLink(backend)
+    assert link.slot is factory.slot
+    assert (link.backend, backend.connections) == (backend, 1)
+    assert factory.opened.called
+    opened = []
+    factory.opened.addCallback(opened.append)
+    assert opened == [link]
+
+
+def test_closeLinkReleasesUnbound():
+    """
+    Closing a link that was never bound to a session (the session ended, or
+    a takeover failed, while it was opening) sends the close and releases
+    its slot; closing it again changes nothing.
+    """
+    backend = Backend("b", "127.0.0.1", 9001)
+    link, _, transport = connectLink(backend)
+    link.closeLink(1001, "session ended")
+    assert transport.value()[:1] == b"\x88"
+    assert backend.connections == 0
+    link.closeLink(1001, "session ended")
+    assert backend.connections == 0
+
+
+def test_boundLinkReleasesOnClose():
+    """
+    A bound link hands its early messages over, tells the session it is
+    bound, and, when the backend closes it, releases its slot before
+    telling the session (code, reason, clean); a later C{closeLink} does
+    not release it again.
+    """
+    backend = Backend("b", "127.0.0.1", 9001)
+    other = backend.reserve()
+    link, _, _ = connectLink(backend)
+    session = RecordingSession()
+    link.dataReceived(encodeFrame(1, b"early"))
+    link.bind(session, backend)
+    assert session.calls == [("message", b"early"), ("bound", link)]
+    link.dataReceived(encodeClose(1000, "bye"))
+    link.connectionLost(Failure(ConnectionDone()))
+    assert session.calls[2:] == [("closed", 1000, "bye", True)]
+    assert (link.slot.held, backend.connections) == (False, 1)
+    link.closeLink(1001, "again")
+    assert (other.held, backend.connections) == (True, 1)
+
+
+def test_bindClosedLink():
+    """
+    A link whose connection was lost before it was bound releases its slot
+    and reports the close (not clean) when bound, and the session is not
+    told it is bound.
+    """
+    backend = Backend("b", "127.0.0.1", 9001)
+    link, _, _ = connectLink(backend)
+    link.connectionLost(Failure(ConnectionDone()))
+    assert backend.connections == 1
+    session = RecordingSession()
+    link.bind(session, backend)
+    assert session.calls == [("closed", None, None, False)]
+    assert backend.connections == 0
+
+
+def test_handshakeFailedKeepsSlot():
+    """
+    A link whose handshake fails fails its factory's C{opened} with
+    L{BackendUnreachable} and leaves the slot to the connect attempt that
+    holds it (L{connectToPool} releases it).
+    """
+    backend = Backend("b", "127.0.0.1", 9001)
+    link, factory, _ = connectLink(backend, accept=False)
+    link.connectionLost(Failure(ConnectionDone()))
+    failures = []
+    factory.opened.addErrback(failures.append)
+    assert failures[0].check(BackendUnreachable)
+    assert (factory.slot.held, backend.connections) == (True, 1)
+
+
+def test_registerFlowAfterConnectionLost():
+    """
+    Once its connection is lost, a link registers no producer on its
+    transport.
+    """
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001))
+    assert link.transportGone is False
+    link.connectionLost(Failure(ConnectionDone()))
+    assert link.transportGone is True
+    link.registerFlow(object())
+    assert transport.producer is None

@@ -784,6 +784,7 @@ class FakeSession:
     def __init__(self, pool, backend, state="attached", lastReceived=0.0):
         self.pool = pool
         self.backend = backend
+        self.slot = backend.reserve()
         self.state = state
         self.lastReceived = lastReceived
         self.switching = None
@@ -800,8 +801,8 @@ class FakeSession:
         """
         The move is done: the session is on C{to}.
         """
-        self.backend.connections -= 1
-        to.connections += 1
+        self.slot.release()
+        self.slot = to.reserve()
         self.backend = to
         self.switching = None
 
@@ -828,7 +829,6 @@ def makeMover(n1, n2=0, balancer=None, drainRate=20.0, rebalanceRate=0.0):
     pool.rebalanceRate = rebalanceRate
     sessions = [FakeSession(pool, b1, lastReceived=float(i)) for i in range(n1)]
     sessions += [FakeSession(pool, b2) for _ in range(n2)]
-    b1.connections, b2.connections = n1, n2
     mover = SessionMover({"p": pool}, FakeRegistry(sessions), clock)
     return clock, mover, pool, sessions
 
