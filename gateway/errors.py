@@ -9,6 +9,11 @@ __all__ = [
     "UnknownPlugin",
     "NoBackendAvailable",
     "BackendUnreachable",
+    "PoolError",
+    "UnknownPool",
+    "UnknownBackend",
+    "BackendRetired",
+    "InvalidWeight",
     "HealthCheckFailed",
     "ProtocolError",
     "LimitExceeded",
@@ -46,6 +51,39 @@ class NoBackendAvailable(GatewayError):
 class BackendUnreachable(GatewayError):
     """
     Connecting to a backend, or completing the handshake with it, failed.
+    """
+
+
+class PoolError(GatewayError):
+    """
+    An operator's request about a pool or backend cannot be carried out.
+    C{str(error)} is one line saying why, safe to show the operator.
+    """
+
+
+class UnknownPool(PoolError):
+    """
+    No pool has that name.
+    """
+
+
+class UnknownBackend(PoolError):
+    """
+    The pool has no backend of that name.
+    """
+
+
+class BackendRetired(PoolError):
+    """
+    The backend was removed from the configuration and is only waiting for
+    its connections to end: it cannot be enabled again (add it back to the
+    file and reload).
+    """
+
+
+class InvalidWeight(PoolError):
+    """
+    A weight that is not an integer from 1 to L{gateway.config.model.MAX_WEIGHT}.
     """
 
 

@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Collection, Sequence
 
 from ..config.model import MAX_WEIGHT
-from ..errors import GatewayError
+from ..errors import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
 
 if TYPE_CHECKING:
     from ..config import BackendConfig
@@ -35,39 +35,6 @@ __all__ = [
     "BackendRetired",
     "InvalidWeight",
 ]
-
-class PoolError(GatewayError):
-    """
-    An operator's request about a pool or backend cannot be carried out.
-    C{str(error)} is one line saying why, safe to show the operator.
-    """
-
-
-class UnknownPool(PoolError):
-    """
-    No pool has that name.
-    """
-
-
-class UnknownBackend(PoolError):
-    """
-    The pool has no backend of that name.
-    """
-
-
-class BackendRetired(PoolError):
-    """
-    The backend was removed from the configuration and is only waiting for
-    its connections to end: it cannot be enabled again (add it back to the
-    file and reload).
-    """
-
-
-class InvalidWeight(PoolError):
-    """
-    A weight that is not an integer from 1 to L{MAX_WEIGHT}.
-    """
-
 
 def checkWeight(value: object) -> int:
     """
