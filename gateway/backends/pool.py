@@ -36,6 +36,7 @@ __all__ = [
     "InvalidWeight",
 ]
 
+
 def checkWeight(value: object) -> int:
     """
     @return: C{value}, when it is an integer (not a boolean) from 1 to
