@@ -37,6 +37,7 @@ MODULES = [
     "gateway.testing",
     "gateway.transports.tunnel",
     "gateway.transports.websocket",
+    "gateway.web",
 ]
 
 
