@@ -325,6 +325,7 @@ class GatewayFactory(Factory):
             corsOrigins=config.session.corsOrigins,
             parseForms=False,
             timeout=60,
+            reactor=reactor,
         )
 
     def buildProtocol(self, addr):

@@ -116,6 +116,45 @@ def states(service: GatewayService, pool: str = "chat") -> list[tuple]:
             for b in service.pools[pool].backends]
 
 
+def test_composition(tmp_path: Path) -> None:
+    """
+    The service is the node's operator surface; the front door it builds
+    shares its pools, sessions and session map, and reports connects to
+    passive health, which passes them to the health monitor of the
+    backend's pool (the service's own monitors, so a replaced or added
+    monitor is the one told).
+    """
+    from zope.interface.verify import verifyObject
+
+    from gateway.interfaces import IConnectObserver, IEdge, IOperator
+
+    service, _ = fileService(tmp_path)
+    assert verifyObject(IOperator, service)
+    factory = service.factory
+    assert verifyObject(IEdge, factory)
+    assert (factory.pools, factory.sessions, factory.sessionMap) == (
+        service.pools, service.sessions, service.sessionMap)
+    assert factory.health is service.health
+    assert verifyObject(IConnectObserver, service.health)
+
+    class Monitor:
+        def __init__(self):
+            self.heard = []
+
+        def connectFailed(self, backend, reason):
+            self.heard.append(("failed", backend.name, reason))
+
+        def connectSucceeded(self, backend):
+            self.heard.append(("succeeded", backend.name))
+
+    monitor = service.monitors["chat"] = Monitor()
+    pool = service.pools["chat"]
+    a, _ = pool.backends
+    factory.health.connectFailed(pool, a, "refused")
+    factory.health.connectSucceeded(pool, a)
+    assert monitor.heard == [("failed", "a", "refused"), ("succeeded", "a")]
+
+
 def test_operatorErrors(tmp_path: Path) -> None:
     """
     Drain, enable and weight name an existing pool and backend; a weight
