@@ -2,10 +2,12 @@
 The admin API: JSON over HTTP on a listener of its own, every request
 carrying the bearer token of the C{[admin]} table.
 
-It only translates: requests become calls to the gateway service's
-operator surface (L{GatewayService.drainBackend}, C{enableBackend},
-C{setWeight}, C{reload}) and its state becomes JSON.  docs/operations.md
-("Admin API") describes every endpoint.
+It only translates: requests become calls to the node's operator surface
+(L{gateway.interfaces.IOperator}: C{drainBackend}, C{enableBackend},
+C{setWeight}, C{reload}, the pools), which the gateway service provides, and
+its state becomes JSON.  docs/operations.md ("Admin API") describes every
+endpoint.  Requests are bounded and answered with the helpers of
+L{gateway.web}.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
-from .errors import ConfigError
+from .errors import ConfigError, NothingToReload
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+from .web import BoundedSite, respondJSON
+from .wire.http1 import errorPayload
 
 if TYPE_CHECKING:
     from .backends.pool import Backend, Pool
-    from .service import GatewayService
+    from .interfaces import IOperator
 
 __all__ = [
     "AdminService",
@@ -49,12 +53,6 @@ IDLE_TIMEOUT = 60.0
 #: Refused (unauthenticated) requests are logged at most once per this many
 #: seconds, with the number refused since the last line.
 REFUSAL_LOG_INTERVAL = 60.0
-
-_JSON_HEADERS = (
-    (b"Content-Type", b"application/json"),
-    (b"Cache-Control", b"no-store"),
-)
-
 
 def describeBackend(backend: Backend) -> dict[str, Any]:
     """
@@ -161,9 +159,9 @@ class AdminResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, gateway: GatewayService, clock: Any) -> None:
+    def __init__(self, gateway: IOperator, clock: Any) -> None:
         """
-        @param gateway: the service whose operator surface is exposed; its
+        @param gateway: the node's operator surface; its
             C{config.admin.token} is read on every request, so a reload can
             change it.
         @param clock: tells the time (L{IReactorTime}), for rate-limited logs.
@@ -189,12 +187,7 @@ class AdminResource(Resource):
             self.log.failure("admin request {method} {path} failed",
                              method=request.method, path=request.uri)
             status, payload = 500, _error(500, "the gateway failed to answer; see its log")
-        body = json.dumps(payload, indent=2).encode("utf-8") + b"\n"
-        request.setResponseCode(status)
-        for name, value in _JSON_HEADERS:
-            request.setHeader(name, value)
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
+        return respondJSON(request, status, payload, indent=2)
 
     def _authenticate(self, request: Request) -> None:
         admin = self.gateway.config.admin
@@ -276,8 +269,6 @@ class AdminResource(Resource):
         except InvalidWeight as error:
             raise _BadRequest(400, str(error)) from None
         except ConfigError as error:
-            from .service import NothingToReload
-
             raise _BadRequest(409 if isinstance(error, NothingToReload) else 400, str(error)) from None
         except PoolError as error:
             raise _BadRequest(400, str(error)) from None
@@ -286,13 +277,10 @@ class AdminResource(Resource):
 
 def _error(status: int, message: str) -> dict[str, Any]:
     """
-    @return: the JSON body of an error, as the gateway's port gives them.
+    @return: the JSON body of an error, as the gateway's port gives them
+        (with twisted.web's reason phrases).
     """
-    return {
-        "error": RESPONSES.get(status, b"Error").decode("ascii"),
-        "status": status,
-        "message": message,
-    }
+    return errorPayload(status, message, reasons=RESPONSES)
 
 
 def _segments(postpath: list[bytes]) -> list[str]:
@@ -344,73 +332,28 @@ def _weightFrom(request: Request) -> object:
     return body["weight"]
 
 
-class AdminRequest(Request):
+class AdminSite(BoundedSite):
     """
-    A request whose body may not exceed L{MAX_BODY_BYTES}: twisted.web would
-    otherwise buffer any body whole.  A larger one gets 413 as soon as its
-    length is known (or its bytes pass the bound), and the connection is
-    closed without reading the rest.
+    The admin API's site: request bodies bounded by L{MAX_BODY_BYTES},
+    idle connections closed after L{IDLE_TIMEOUT}, no access log.
     """
 
-    _refused = False
-    _received = 0
+    noisy = False
 
-    def gotLength(self, length: int | None) -> None:
-        """
-        Refuse a declared length over the bound before any body arrives.
-        """
-        if length is not None and length > MAX_BODY_BYTES:
-            self._refuse()
-            length = 0
-        super().gotLength(length)
+    def __init__(self, resource: AdminResource, reactor: Any) -> None:
+        super().__init__(resource, maxBodyBytes=MAX_BODY_BYTES, timeout=IDLE_TIMEOUT, reactor=reactor)
 
-    def handleContentChunk(self, data: bytes) -> None:
+    def tooLarge(self, request: Request, limit: int) -> bytes:
         """
-        Count body bytes (a chunked body has no declared length).
+        @return: the whole 413 response to a request whose body is over
+            C{limit} bytes, the connection closed.
         """
-        if self._refused:
-            return
-        self._received += len(data)
-        if self._received > MAX_BODY_BYTES:
-            self._refuse()
-            return
-        super().handleContentChunk(data)
-
-    def process(self) -> None:
-        """
-        Nothing to process for a refused request.
-        """
-        if not self._refused:
-            super().process()
-
-    def _refuse(self) -> None:
-        self._refused = True
-        transport = self.channel.transport if self.channel is not None else None
-        if transport is None:
-            return
-        body = json.dumps(
-            _error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        ).encode("utf-8")
-        transport.write(
+        body = json.dumps(_error(413, f"the request body is larger than {limit} bytes")).encode("utf-8")
+        return (
             b"HTTP/1.1 413 Request Entity Too Large\r\n"
             b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        transport.loseConnection()
-
-
-class AdminSite(Site):
-    """
-    The admin API's site: bounded request bodies, idle connections closed
-    after L{IDLE_TIMEOUT}, no access log.
-    """
-
-    requestFactory = AdminRequest
-    displayTracebacks = False
-    noisy = False
-
-    def __init__(self, resource: AdminResource, reactor: Any) -> None:
-        super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
 
     def log(self, request: Request) -> None:
         """
@@ -430,10 +373,10 @@ class AdminService(Service):
 
     log = Logger()
 
-    def __init__(self, gateway: GatewayService, endpoint: Any) -> None:
+    def __init__(self, gateway: IOperator, endpoint: Any) -> None:
         """
-        @param gateway: the gateway service (for its reactor, its operator
-            surface, C{config.admin} and C{exitOnListenFailure}).
+        @param gateway: the node's operator surface (and its reactor,
+            C{config.admin} and C{exitOnListenFailure}).
         @param endpoint: the server endpoint to listen on.
         """
         self.gateway = gateway

@@ -6,6 +6,7 @@ L{GatewayError}.
 __all__ = [
     "GatewayError",
     "ConfigError",
+    "NothingToReload",
     "UnknownPlugin",
     "NoBackendAvailable",
     "BackendUnreachable",
@@ -31,6 +32,12 @@ class ConfigError(GatewayError):
     """
     A configuration file or command-line option is wrong.  C{str(error)} is a
     single line naming the file (or option), the key and the reason.
+    """
+
+
+class NothingToReload(ConfigError):
+    """
+    A reload was asked of a gateway started without a configuration file.
     """
 
 

@@ -1,9 +1,17 @@
 """
-The gateway's extension points.
+The gateway's interfaces: its extension points, and the contracts between
+its parts.
 
-Each is a zope.interface with a named factory interface, so that built-in and
-third-party implementations are found the same way: as drop-ins in the
-top-level C{plugins} package, looked up by name through L{gateway.dropins}.
+Each extension point is a zope.interface with a named factory interface, so
+that built-in and third-party implementations are found the same way: as
+drop-ins in the top-level C{plugins} package, looked up by name through
+L{gateway.dropins}.
+
+The contracts let a part use another without importing it: the transports
+and the tunnel use the front door through L{IEdge}, connects report to
+passive health through L{IConnectObserver}, and the admin API drives the
+node through L{IOperator}.  The composition root, L{gateway.service},
+builds the parts and hands each the objects it needs.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ __all__ = [
     "IWebSocketOwner",
     "IPollingOwner",
     "IUpgradeOwner",
+    "IConnectObserver",
+    "IEdge",
+    "IOperator",
 ]
 
 
@@ -72,10 +83,25 @@ class ISessionMap(Interface):
     than wait for ever, with L{gateway.errors.SessionMapUnavailable} (a
     L{GatewayError}) when the store cannot be used, logging each outage
     once themselves: callers fall back (a balancer's choice instead of a
-    recorded affinity) without logging again.  A networked map may also
-    have C{start()}, returning a L{Deferred} that fires once it is connected
-    (the service awaits it before listening).
+    recorded affinity) without logging again.
     """
+
+    shared = Attribute(
+        "Whether several gateway nodes share sessions through this map.  A map "
+        "that shares them also has C{sharedSessions(node, sessionTtl=, nodeTtl=)}, "
+        "C{nodeId} and C{nodeTtl}, which L{gateway.cluster.node.Cluster} uses."
+    )
+
+    def start():
+        """
+        Connect, for a networked map (the service awaits this before
+        listening, so that a wrong address or password stops the gateway
+        with one line instead of failing every client later).
+
+        @return: L{Deferred} firing once the map is usable (at once for a map
+            with nothing to connect), or failing with
+            L{gateway.errors.SessionMapUnavailable}.
+        """
 
     def getAffinity(pool, key):
         """
@@ -271,4 +297,120 @@ class IUpgradeOwner(Interface):
         """
         The upgrade did not work, for the one-line reason C{why}; it has
         closed its WebSocket.
+        """
+
+
+class IConnectObserver(Interface):
+    """
+    Passive health: told how each connect (and handshake) to a backend went,
+    by the tunnels and the session links alike.
+    """
+
+    def connectFailed(pool, backend, reason):
+        """
+        A connect or handshake to C{backend} of C{pool} failed.
+
+        @param reason: one line saying why.
+        @type reason: L{str}
+        """
+
+    def connectSucceeded(pool, backend):
+        """
+        A handshake with C{backend} of C{pool} succeeded.
+        """
+
+
+class IEdge(Interface):
+    """
+    What the client-facing transports (the transparent tunnel, long-polling,
+    the session WebSocket) use of the gateway's front door,
+    L{gateway.site.GatewayFactory}: its settings, its clock, routing and the
+    session layer.
+    """
+
+    reactor = Attribute("Provides L{IReactorTime} (and L{IReactorTCP} for backend connects).")
+    config = Attribute("The L{gateway.config.GatewayConfig} in force.")
+    sessionMap = Attribute("The node's L{ISessionMap} (affinity records).")
+    trustedProxies = Attribute(
+        "The L{gateway.wire.forwarded.TrustedProxies} whose forwarding headers are believed."
+    )
+    health = Attribute("The L{IConnectObserver} that backend connects report to.")
+    sessions = Attribute("The node's L{gateway.sessions.session.SessionRegistry}.")
+    clientErrors = Attribute("How many requests were refused as malformed; transports add theirs.")
+
+    def peerHost(transport):
+        """
+        @return: the IP address of the peer of C{transport} (L{str}), or
+            C{"unknown"}.
+        """
+
+    def secure(transport):
+        """
+        @return: whether C{transport} is TLS.
+        """
+
+    def routeRequest(request):
+        """
+        @param request: a twisted.web request on a routed path.
+        @return: where a session opened by C{request} goes
+            (L{gateway.site.Route}).
+        """
+
+    def openSession(route):
+        """
+        Open a new session for C{route}.
+
+        @return: a coroutine of the new L{gateway.sessions.session.Session}.
+        @raise gateway.errors.NoBackendAvailable: when no backend can be had.
+        @raise gateway.errors.LimitExceeded: at C{session.maxSessions}.
+        """
+
+
+class IOperator(Interface):
+    """
+    The operator's surface of one gateway node, as the admin API drives it
+    (L{gateway.service.GatewayService} provides it).
+    """
+
+    reactor = Attribute("Provides L{IReactorTime} (and what the admin listener needs).")
+    config = Attribute("The L{gateway.config.GatewayConfig} in force (C{config.admin}: the token).")
+    pools = Attribute("The pools (L{gateway.backends.pool.Pool}) by name.")
+    sessions = Attribute("The node's L{gateway.sessions.session.SessionRegistry}.")
+    mover = Attribute("The node's L{gateway.sessions.mover.SessionMover}.")
+    exitOnListenFailure = Attribute("Whether a listener that cannot be bound stops the reactor.")
+
+    def pool(name):
+        """
+        @return: the pool called C{name}.
+        @raise gateway.backends.pool.UnknownPool: when there is none.
+        """
+
+    def drainBackend(poolName, name):
+        """
+        Give a backend no new connections, leaving those it has.
+
+        @return: the backend.
+        """
+
+    def enableBackend(poolName, name):
+        """
+        Give a drained backend new connections again.
+
+        @return: the backend.
+        """
+
+    def setWeight(poolName, name, weight):
+        """
+        Change a backend's weight until the next reload or restart.
+
+        @return: the backend.
+        """
+
+    def reload():
+        """
+        Read the configuration file again and apply what can be applied.
+
+        @return: what was done (L{gateway.service.Reloaded}).
+        @raise gateway.errors.NothingToReload: started without a file.
+        @raise gateway.errors.ConfigError: the file is wrong; nothing changed.
         """

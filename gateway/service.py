@@ -1,6 +1,14 @@
 """
-The gateway as a Twisted service: pools, health monitors, the session map,
-the listeners and the keep-alive sweep, started and stopped together.
+The gateway as a Twisted service, and the composition root: it builds the
+pools, their health monitors and passive health, the session map and the
+session registry (with the cluster when the map shares sessions), the front
+door (L{gateway.site.GatewayFactory}), the session mover and the admin API,
+hands each part the objects it needs, and starts and stops them together
+with the listeners and the keep-alive sweep.
+
+L{GatewayService} is also the node's operator surface
+(L{gateway.interfaces.IOperator}): drain, enable, weights and reload, for the
+admin API and SIGHUP.
 """
 
 from __future__ import annotations
@@ -15,11 +23,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
-from .errors import ConfigError
+from .errors import ConfigError, NothingToReload
+from .interfaces import IOperator
+from .tcp import forgetExitSignal
 from .wire.forwarded import TrustedProxies
-from .backends.health import HealthMonitor
+from .backends.health import HealthMonitor, PassiveHealth
 from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
 from .backends.routing import Router, parseKeySpec
@@ -46,12 +57,6 @@ DEMO_BACKENDS = 3
 STOP_MARGIN = 1.0
 
 
-class NothingToReload(ConfigError):
-    """
-    The gateway was started without a configuration file.
-    """
-
-
 @dataclass(frozen=True)
 class Reloaded:
     """
@@ -65,6 +70,7 @@ class Reloaded:
     restartNeeded: tuple[str, ...]
 
 
+@implementer(IOperator)
 class GatewayService(MultiService):
     """
     One gateway node.
@@ -97,7 +103,7 @@ class GatewayService(MultiService):
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
-        if hasattr(self.sessionMap, "sharedSessions"):
+        if self.sessionMap.shared:
             # Several nodes share sessions through this map (Redis).
             from .cluster.node import Cluster
 
@@ -108,7 +114,12 @@ class GatewayService(MultiService):
             (description, _parseEndpoint(reactor, "listen", description, backlog=True))
             for description in config.listen
         ]
-        self.factory = GatewayFactory(self)
+        self.health = PassiveHealth(self.monitors)
+        self.factory = GatewayFactory(
+            config=config, router=self.router, pools=self.pools, sessions=self.sessions,
+            sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
+            reactor=reactor,
+        )
         self.ports: list = []
         self._listening: Deferred | None = None
         self._demoPorts: list = []
@@ -124,9 +135,6 @@ class GatewayService(MultiService):
         #: Reads the configuration again for L{reload} (the file and flags the
         #: gateway was started with); L{None} without a file.
         self.configLoader: Callable[[], GatewayConfig] | None = None
-        #: Called with C{(pool, backend)} each time a backend starts draining
-        #: (L{drainBackend}, or removed from the file by L{reload}).
-        self.drainListeners: list[Callable[[Pool, Backend], object]] = []
         #: Whether the last stop finished within its deadline (L{None} before).
         self.stoppedCleanly: bool | None = None
         self._hangupInstalled = False
@@ -199,12 +207,10 @@ class GatewayService(MultiService):
         self._listening.addErrback(self._startFailed)
 
     async def _start(self):
-        startMap = getattr(self.sessionMap, "start", None)
-        if startMap is not None:
-            # A networked map connects now, so that a wrong address or
-            # password stops the gateway with one line instead of failing
-            # every client later.
-            await startMap()
+        # A networked map connects now, so that a wrong address or password
+        # stops the gateway with one line instead of failing every client
+        # later.
+        await self.sessionMap.start()
         cluster = self.sessions.cluster
         if cluster is not None:
             cluster.opener = self.factory
@@ -361,8 +367,7 @@ class GatewayService(MultiService):
         SIGTERM answered by a stop that finished in time is an orderly end:
         forget it, so that the process exits with status 0.
         """
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        forgetExitSignal(self.reactor, signal.SIGTERM)
 
     # -- SIGHUP
 
@@ -411,8 +416,8 @@ class GatewayService(MultiService):
 
     def drainBackend(self, poolName: str, name: str) -> Backend:
         """
-        Give a backend no new connections, leaving those it has; each of
-        L{drainListeners} is then called with the pool and the backend.
+        Give a backend no new connections, leaving those it has (the
+        session mover then moves its sessions, as the pool's C{drain} says).
         Draining a draining backend changes nothing.
 
         @raise UnknownPool: no such pool.
@@ -422,7 +427,6 @@ class GatewayService(MultiService):
         backend = pool.get(name)
         if backend.drain():
             self.log.info("backend {backend} of pool {pool} is draining", backend=name, pool=poolName)
-            self._drained(pool, backend)
         return backend
 
     def enableBackend(self, poolName: str, name: str) -> Backend:
@@ -532,7 +536,7 @@ class GatewayService(MultiService):
 
         @return: one line per change.
         """
-        changes, retired = pool.update(new.backends)
+        changes, _ = pool.update(new.backends)
         if old.balance != new.balance:
             pool.balancer = findBalancerFactory(new.balance)()
             changes.append(f"pool {pool.name}: balance {old.balance} -> {new.balance}")
@@ -553,26 +557,7 @@ class GatewayService(MultiService):
                 changes.append(f"pool {pool.name}: {key} {was:g} -> {now:g}" if isinstance(now, float)
                                else f"pool {pool.name}: {key} {was} -> {now}")
         _sessionSettings(pool, new)
-        for backend in retired:
-            self._drained(pool, backend)
         return changes
-
-    def _drained(self, pool: Pool, backend: Backend) -> None:
-        """
-        Tell every drain listener that C{backend} started draining.
-        """
-        for listener in list(self.drainListeners):
-            try:
-                result = listener(pool, backend)
-            except Exception:
-                self.log.failure("drain listener {listener!r} failed", listener=listener)
-                continue
-            if isinstance(result, Deferred):
-                result.addErrback(
-                    lambda f, listener=listener: self.log.failure(
-                        "drain listener {listener!r} failed", f, listener=listener
-                    )
-                )
 
     def _pruneRetired(self) -> None:
         """

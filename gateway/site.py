@@ -1,39 +1,45 @@
 """
 One listening port for everything: the front door reads a request head and
-sends a WebSocket upgrade to its route's tunnel, and any other request to the
-gateway's HTTP resources (twisted.web).
+sends a WebSocket upgrade on a routed path to a new tunnel (or, for the
+session subprotocol, to a session WebSocket), and any other request to the
+gateway's HTTP face (twisted.web): the health probe, the JavaScript client,
+the demo page, long-polling and CORS preflights.
+
+L{GatewayFactory} builds the front doors and routes: it is given what it
+needs by the composition root (L{gateway.service}), and is what the
+transports use of the front door (L{gateway.interfaces.IEdge}).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources as importlib_resources
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from .errors import BackendUnreachable, LimitExceeded, NoBackendAvailable, ProtocolError
+from .interfaces import IConnectObserver, IEdge, ISessionMap
 from .wire.forwarded import clientAddress
-from .wire.http1 import RequestHead, errorResponse, findHeadEnd, parseRequestHead
+from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .backends.link import connectToPool, openBackendLink
 from .wire.protocol import SUBPROTOCOL
-from .backends.routing import affinityKey, hasDotSegments
-from .wire.forwarded import forwardedHeaders
+from .backends.routing import Router, affinityKey, hasDotSegments
+from .wire.forwarded import TrustedProxies, forwardedHeaders
 from .sessions.session import SessionRegistry
-from .tcp import noDelay
+from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
-from .transports.longpoll import BoundedRequest, LongPolling
+from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
+from .web import BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
     from .backends.pool import Backend, ConnectionSlot, Pool
-    from .service import GatewayService
+    from .config import GatewayConfig
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
 
@@ -54,17 +60,6 @@ class Route:
     head: RequestHead
     peer: str
     secure: bool
-
-
-def _switchProtocol(transport, protocol: Protocol) -> None:
-    """
-    Make C{protocol} receive what C{transport} reads from now on (a TLS
-    transport wraps its protocol; a TCP one holds it).
-    """
-    if isinstance(transport, ProtocolWrapper):
-        transport.wrappedProtocol = protocol
-    else:
-        transport.protocol = protocol
 
 
 class FrontDoor(Protocol):
@@ -156,7 +151,7 @@ class FrontDoor(Protocol):
         transport = channel.transport
         # Bytes twisted.web read past this request (a client should send
         # none before the 101, but nothing read may be lost).
-        early = getattr(channel, "_buffer", b"") + b"".join(getattr(channel, "_dataBuffer", []))
+        early = unreadBytes(channel)
         channel.transport = None
         channel.setTimeout(None)
         transport.unregisterProducer()
@@ -193,15 +188,6 @@ class FrontDoor(Protocol):
             channel.connectionLost(reason)
 
 
-def _json(request, status: int, payload: dict) -> bytes:
-    body = json.dumps(payload).encode("utf-8")
-    if request.code != status:
-        request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return body
-
-
 class GatewayResource(Resource):
     """
     The gateway's HTTP face: the demo page (in demo mode), a health probe at
@@ -216,6 +202,7 @@ class GatewayResource(Resource):
     def __init__(self, factory: GatewayFactory) -> None:
         super().__init__()
         self.factory = factory
+        self.static = StaticFiles()
 
     def render(self, request):
         """
@@ -227,24 +214,21 @@ class GatewayResource(Resource):
             # A refused upgrade ends the connection: the client may already
             # be sending frames.
             request.channel.persistent = False
-            head = _headFromRequest(request)
+            head = headFromRequest(request)
             if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
-                transport = request.channel.transport
-                door = (transport.wrappedProtocol if isinstance(transport, ProtocolWrapper)
-                        else getattr(transport, "protocol", None))
+                door = deliveredTo(request.channel.transport)
                 if isinstance(door, FrontDoor):
                     door.takeOver(request.channel, head)
                     return NOT_DONE_YET
         if path == b"/_gateway/health":
             return self._health(request)
         if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
-            request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-cache")
-            request.setHeader(b"access-control-allow-origin", b"*")
-            return self.factory.staticFile(_SCRIPTS[path])
+            return self.static.script(request, _SCRIPTS[path])
         routed = self.factory.router.match(path) is not None
         if routed:
-            self._cors(request)
+            for name, value in corsHeaders(request.getHeader(b"origin"),
+                                           self.factory.config.session.corsOrigins):
+                request.setHeader(name, value)
             if request.method == b"OPTIONS":
                 request.setResponseCode(204)
                 request.setHeader(b"access-control-allow-methods", b"POST, OPTIONS")
@@ -255,17 +239,12 @@ class GatewayResource(Resource):
             if kind:
                 return self.factory.polling.render(request, kind[0])
         if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-cache")
-            return self.factory.demoPage()
+            return self.static.page(request, "static/demo.html")
         if routed:
             request.setHeader(b"upgrade", b"websocket")
-            request.setResponseCode(426, b"Upgrade Required")
-            return _json(request, 426, {"error": "Upgrade Required", "status": 426,
-                                        "message": "this path expects a WebSocket upgrade"})
-        return _json(request, 404, {"error": "Not Found", "status": 404,
-                                    "message": "no such resource"})
-
+            return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
+                               reason=b"Upgrade Required")
+        return respondJSON(request, 404, errorPayload(404, "no such resource"))
 
     def _health(self, request) -> bytes:
         """
@@ -275,19 +254,10 @@ class GatewayResource(Resource):
         """
         cluster = self.factory.sessions.cluster
         if cluster is None:
-            return _json(request, 200, {"status": "ok"})
+            return respondJSON(request, 200, {"status": "ok"})
         healthy = cluster.healthy
-        return _json(request, 200 if healthy else 503,
-                     {"status": "ok" if healthy else "degraded", "cluster": cluster.health()})
-
-    def _cors(self, request) -> None:
-        origin = request.getHeader(b"origin")
-        if origin is None:
-            return
-        allowed = self.factory.config.session.corsOrigins
-        if "*" in allowed or origin.decode("latin-1") in allowed:
-            request.setHeader(b"access-control-allow-origin", origin)
-            request.setHeader(b"vary", b"Origin")
+        return respondJSON(request, 200 if healthy else 503,
+                           {"status": "ok" if healthy else "degraded", "cluster": cluster.health()})
 
 
 #: The JavaScript client, by path.
@@ -297,48 +267,66 @@ _SCRIPTS = {
 }
 
 
-def _headFromRequest(request) -> RequestHead:
-    headers = []
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        for value in values:
-            headers.append((name, value))
-    return RequestHead(request.method, request.uri, request.clientproto, headers)
-
-
+@implementer(IEdge)
 class GatewayFactory(Factory):
     """
-    Builds a L{FrontDoor} per client connection and holds what they share:
-    the router, the session map, the live tunnels and the counters.
+    Builds a L{FrontDoor} per client connection, routes what they read, and
+    holds what they share: the router, the live tunnels and the counters.
 
     @ivar openConnections: client connections open now (bounded by
         C{limits.maxConnections}).
+    @ivar refusedConnections: connections refused at that limit.
+    @ivar clientErrors: requests refused as malformed (the transports add
+        theirs).
     """
 
     protocol = FrontDoor
     log = Logger()
     noisy = False
 
-    def __init__(self, service: GatewayService) -> None:
-        self.service = service
-        self.reactor = service.reactor
-        self.config = service.config
-        self.router = service.router
-        self.sessionMap = service.sessionMap
-        self.trustedProxies = service.trustedProxies
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        router: Router,
+        pools: dict[str, Pool],
+        sessions: SessionRegistry,
+        sessionMap: ISessionMap,
+        trustedProxies: TrustedProxies,
+        health: IConnectObserver,
+        reactor: Any,
+    ) -> None:
+        """
+        @param pools: the pools by name (the service's own mapping, so that
+            pools added later are found).
+        @param sessions: the node's session registry.
+        @param sessionMap: the node's session map (affinity records).
+        @param health: passive health, told how each backend connect went.
+        @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        """
+        self.reactor = reactor
+        self.config = config
+        self.router = router
+        self.pools = pools
+        self.sessionMap = sessionMap
+        self.trustedProxies = trustedProxies
+        self.health = health
         self.tunnels: set[Tunnel] = set()
         self.openConnections = 0
         self.refusedConnections = 0
         self.clientErrors = 0
-        self.sessions: SessionRegistry = service.sessions
+        self.sessions: SessionRegistry = sessions
         self.sessions.opener = self
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
-        self.web = Site(GatewayResource(self), timeout=60)
-        self.web.requestFactory = BoundedRequest
-        self.web.maxBodyBytes = self.config.session.maxBodyBytes
-        self.web.corsOrigins = self.config.session.corsOrigins
-        self.web.displayTracebacks = False
-        self._static: dict[str, bytes] = {}
+        self.web = BoundedSite(
+            GatewayResource(self),
+            maxBodyBytes=config.session.maxBodyBytes,
+            corsOrigins=config.session.corsOrigins,
+            parseForms=False,
+            timeout=60,
+            reactor=reactor,
+        )
 
     def buildProtocol(self, addr):
         """
@@ -363,6 +351,13 @@ class GatewayFactory(Factory):
             sticky = key is not None
         return Route(pool, key, sticky, head, peer, self.secure(transport))
 
+    def routeRequest(self, request) -> Route:
+        """
+        @return: where a session opened by the twisted.web C{request} (a
+            long-polling C{open}) goes.
+        """
+        return self.route(request.transport, headFromRequest(request))
+
     def openTunnel(self, transport, head: RequestHead, early: bytes, started: float) -> None:
         """
         Hand a client connection that asked for a WebSocket upgrade to a new
@@ -372,7 +367,7 @@ class GatewayFactory(Factory):
         tunnel = Tunnel(self, transport, head, early, route.pool, route.key, route.sticky,
                         self.tunnelClosed)
         self.tunnels.add(tunnel)
-        _switchProtocol(transport, tunnel.client)
+        switchProtocol(transport, tunnel.client)
         remaining = self.config.timeouts.handshake - (self.reactor.seconds() - started)
         tunnel.start(max(remaining, 0.001))
 
@@ -383,7 +378,7 @@ class GatewayFactory(Factory):
         """
         protocol = self.sessionFactory.buildProtocol(transport.getPeer())
         protocol.route = self.route(transport, head)
-        _switchProtocol(transport, protocol)
+        switchProtocol(transport, protocol)
         protocol.makeConnection(transport)
         protocol.dataReceived(data)
 
@@ -404,7 +399,7 @@ class GatewayFactory(Factory):
             origin = header.decode("latin-1") if header else None
             connect = self._linkOpener(route.head.target, headers, origin)
             slot, link = await connectToPool(
-                route.pool, route.key, route.sticky, self.sessionMap, self, connect
+                route.pool, route.key, route.sticky, self.sessionMap, self.health, connect
             )
         except BaseException:
             sessions.unreserve()
@@ -420,7 +415,7 @@ class GatewayFactory(Factory):
         """
         @return: the pool called C{name}, if any.
         """
-        return self.service.pools.get(name)
+        return self.pools.get(name)
 
     def _linkOpener(self, target: bytes, headers: dict[str, str], origin: str | None):
         """
@@ -456,8 +451,8 @@ class GatewayFactory(Factory):
                 slot.release()
                 if only:
                     raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
-                self.connectFailed(pool, prefer, str(e))
-        slot, link = await connectToPool(pool, None, False, self.sessionMap, self, connect, exclude=exclude)
+                self.health.connectFailed(pool, prefer, str(e))
+        slot, link = await connectToPool(pool, None, False, self.sessionMap, self.health, connect, exclude=exclude)
         return slot.backend, link
 
     async def reopen(self, pool: Pool, name: str, target: bytes, headers: dict[str, str],
@@ -519,33 +514,12 @@ class GatewayFactory(Factory):
         """
         self.openConnections -= 1
 
-    def tunnelSpliced(self, tunnel: Tunnel) -> None:
-        """
-        A tunnel's backend answered 101 and the sockets are spliced.
-        """
-
     def tunnelClosed(self, tunnel: Tunnel) -> None:
         """
         Both connections of a tunnel have ended.
         """
         self.tunnels.discard(tunnel)
         self.openConnections -= 1
-
-    def connectFailed(self, pool, backend, reason: str) -> None:
-        """
-        Passive health: a connect or handshake to C{backend} failed.
-        """
-        monitor = self.service.monitors.get(pool.name)
-        if monitor is not None:
-            monitor.connectFailed(backend, reason)
-
-    def connectSucceeded(self, pool, backend) -> None:
-        """
-        Passive health: a handshake with C{backend} succeeded.
-        """
-        monitor = self.service.monitors.get(pool.name)
-        if monitor is not None:
-            monitor.connectSucceeded(backend)
 
     @staticmethod
     def peerHost(transport) -> str:
@@ -560,18 +534,3 @@ class GatewayFactory(Factory):
         @return: whether the client's connection is TLS.
         """
         return ISSLTransport.providedBy(transport)
-
-    def staticFile(self, name: str) -> bytes:
-        """
-        @return: a file of the package's C{static} folder (read once).
-        """
-        data = self._static.get(name)
-        if data is None:
-            data = self._static[name] = importlib_resources.files("gateway").joinpath(name).read_bytes()
-        return data
-
-    def demoPage(self) -> bytes:
-        """
-        @return: the demo page.
-        """
-        return self.staticFile("static/demo.html")

@@ -10,15 +10,43 @@ L{writeNow} writes to a TCP transport at once when nothing is waiting in its
 buffer, instead of registering it for writability and writing on the next
 turn of the reactor: the splice of a transparent tunnel writes each chunk it
 reads this way.
+
+This is the one module of the gateway that reaches into Twisted's private
+attributes; each place says what it reads and why:
+
+  - L{writeNow}: a TCP connection's write buffer (C{_tempDataLen},
+    C{dataBuffer}, C{offset}) and C{_writeDisconnected}, to know the buffer
+    is empty;
+  - L{unreadBytes}: C{HTTPChannel._buffer} and C{_dataBuffer}, the bytes
+    twisted.web read past a request, when a kept-alive connection is taken
+    back from it for a WebSocket tunnel;
+  - L{requestLost}: C{Request._disconnected}, whether the connection of a
+    request that is not finished is gone (writing to it would raise);
+  - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
+    again when the process ends.
+
+L{switchProtocol} and L{deliveredTo} read the public attribute that says
+which protocol a transport delivers to (C{wrappedProtocol} under TLS,
+C{protocol} on TCP), which only some transports have.
 """
 
 from __future__ import annotations
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
-__all__ = ["noDelay", "NoDelayEndpoint", "writeNow"]
+__all__ = [
+    "noDelay",
+    "NoDelayEndpoint",
+    "writeNow",
+    "switchProtocol",
+    "deliveredTo",
+    "unreadBytes",
+    "requestLost",
+    "forgetExitSignal",
+]
 
 
 def noDelay(transport) -> None:
@@ -83,3 +111,52 @@ def writeNow(transport, data: bytes) -> None:
             data = data[sent:]
         # A lost connection: the buffered write finds out and closes it.
     transport.write(data)
+
+
+def switchProtocol(transport, protocol) -> None:
+    """
+    Make C{protocol} receive what C{transport} reads from now on (a TLS
+    transport wraps its protocol; a TCP one holds it).
+    """
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+
+
+def deliveredTo(transport):
+    """
+    @return: the protocol C{transport} delivers what it reads to, or L{None}
+        for a transport that does not say.
+    """
+    if isinstance(transport, ProtocolWrapper):
+        return transport.wrappedProtocol
+    return getattr(transport, "protocol", None)
+
+
+def unreadBytes(channel) -> bytes:
+    """
+    @return: what the twisted.web C{channel} (an C{HTTPChannel}) has read
+        from its connection but not parsed as part of a request: its line
+        buffer and its buffered data.  A channel that keeps neither (a
+        double in a test) has none.
+    """
+    return getattr(channel, "_buffer", b"") + b"".join(getattr(channel, "_dataBuffer", []))
+
+
+def requestLost(request) -> bool:
+    """
+    @return: whether the connection of the twisted.web C{request} was lost
+        (C{finish} would then raise).
+    """
+    return request._disconnected
+
+
+def forgetExitSignal(reactor, number: int) -> None:
+    """
+    twistd (and twist) end the process by raising again the signal the
+    reactor recorded when it stopped on it (C{reactor._exitSignal}): forget
+    it when it is C{number}, so that the process exits with status 0.
+    """
+    if getattr(reactor, "_exitSignal", None) == number:
+        reactor._exitSignal = None

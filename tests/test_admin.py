@@ -292,24 +292,29 @@ def test_wrongMethod(admin: AdminResource, service: GatewayService, method: str,
 def test_drainAndEnable(admin: AdminResource, service: GatewayService) -> None:
     """
     C{POST .../drain} takes a backend out of balancing (the balancer never
-    picks it, its connections are kept) and calls every drain listener once
-    with the pool and the backend; draining again changes nothing;
+    picks it, its connections are kept) and the service logs, once, that
+    this backend of this pool started draining; draining again changes nothing;
     C{POST .../enable} brings it back.
     """
     pool = service.pools["chat"]
     b1, b2 = pool.backends
     for _ in range(2):
         b1.reserve()
-    heard = []
-    service.drainListeners.append(lambda p, b: heard.append((p, b)))
-    status, _, body = call(admin, "POST", "/pools/chat/backends/b1/drain")
+
+    def heard(events):
+        return [(service.pools[e["pool"]], pool.get(e["backend"])) for e in events
+                if e.get("log_format") == "backend {backend} of pool {pool} is draining"]
+
+    with capturedLogs() as events:
+        status, _, body = call(admin, "POST", "/pools/chat/backends/b1/drain")
     assert status == 200
     assert (body["draining"], body["available"], body["connections"]) == (True, False, 2)
-    assert heard == [(pool, b1)]
+    assert heard(events) == [(pool, b1)]
     assert {pool.choose(None) for _ in range(10)} == {b2}
     assert pool.choose(None, exclude={b2}) is None
-    assert call(admin, "POST", "/pools/chat/backends/b1/drain")[0] == 200
-    assert heard == [(pool, b1)]
+    with capturedLogs() as events:
+        assert call(admin, "POST", "/pools/chat/backends/b1/drain")[0] == 200
+    assert heard(events) == []
     status, _, body = call(admin, "POST", "/pools/chat/backends/b1/enable")
     assert status == 200 and (body["draining"], body["available"]) == (False, True)
     assert pool.choose(None, exclude={b2}) is b1

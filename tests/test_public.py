@@ -42,6 +42,7 @@ MODULES = [
     "gateway.testing",
     "gateway.transports.tunnel",
     "gateway.transports.websocket",
+    "gateway.web",
 ]
 
 

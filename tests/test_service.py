@@ -116,6 +116,45 @@ def states(service: GatewayService, pool: str = "chat") -> list[tuple]:
             for b in service.pools[pool].backends]
 
 
+def test_composition(tmp_path: Path) -> None:
+    """
+    The service is the node's operator surface; the front door it builds
+    shares its pools, sessions and session map, and reports connects to
+    passive health, which passes them to the health monitor of the
+    backend's pool (the service's own monitors, so a replaced or added
+    monitor is the one told).
+    """
+    from zope.interface.verify import verifyObject
+
+    from gateway.interfaces import IConnectObserver, IEdge, IOperator
+
+    service, _ = fileService(tmp_path)
+    assert verifyObject(IOperator, service)
+    factory = service.factory
+    assert verifyObject(IEdge, factory)
+    assert (factory.pools, factory.sessions, factory.sessionMap) == (
+        service.pools, service.sessions, service.sessionMap)
+    assert factory.health is service.health
+    assert verifyObject(IConnectObserver, service.health)
+
+    class Monitor:
+        def __init__(self):
+            self.heard = []
+
+        def connectFailed(self, backend, reason):
+            self.heard.append(("failed", backend.name, reason))
+
+        def connectSucceeded(self, backend):
+            self.heard.append(("succeeded", backend.name))
+
+    monitor = service.monitors["chat"] = Monitor()
+    pool = service.pools["chat"]
+    a, _ = pool.backends
+    factory.health.connectFailed(pool, a, "refused")
+    factory.health.connectSucceeded(pool, a)
+    assert monitor.heard == [("failed", "a", "refused"), ("succeeded", "a")]
+
+
 def test_operatorErrors(tmp_path: Path) -> None:
     """
     Drain, enable and weight name an existing pool and backend; a weight
@@ -131,26 +170,21 @@ def test_operatorErrors(tmp_path: Path) -> None:
     assert service.setWeight("chat", "a", 5).weight == 5
 
 
-def test_drainListeners(tmp_path: Path) -> None:
+def test_drainStartsOnce(tmp_path: Path) -> None:
     """
-    Each drain listener is called once per backend that starts draining; a
-    listener that raises (or whose Deferred fails) is logged and the others
-    are still called.
+    A backend starts draining once: the first drain marks it draining and
+    logs it (the event the session mover acts on), a second changes and
+    logs nothing.
     """
     service, _ = fileService(tmp_path)
-    heard = []
-
-    def broken(pool, backend):
-        raise RuntimeError("listener bug")
-
-    failing = Deferred()
-    service.drainListeners += [broken, lambda p, b: failing, lambda p, b: heard.append(b.name)]
+    a = service.pools["chat"].get("a")
     with capturedLogs() as events:
         service.drainBackend("chat", "a")
         service.drainBackend("chat", "a")
-        failing.errback(RuntimeError("later"))
+    heard = [e["backend"] for e in events
+             if e.get("log_format") == "backend {backend} of pool {pool} is draining"]
     assert heard == ["a"]
-    assert len([e for e in events if e.get("log_failure") is not None]) == 2
+    assert a.draining
 
 
 def test_reloadWithoutFile() -> None:
@@ -175,19 +209,21 @@ def test_reloadNoChange(tmp_path: Path) -> None:
 
 def test_reloadAddRemoveReweight(tmp_path: Path) -> None:
     """
-    A reload adds new backends, retires those left out of the file (draining,
-    drain listeners called, kept while they have connections), and gives
+    A reload adds new backends, retires those left out of the file (they
+    start draining, kept while they have connections), and gives
     the others the file's weight and connection limit; a backend the
     operator drained stays drained.
     """
     service, path = fileService(tmp_path)
-    heard = []
-    service.drainListeners.append(lambda p, b: heard.append((p.name, b.name)))
+
+    def draining():
+        return {(p.name, b.name) for p in service.pools.values() for b in p.backends if b.draining}
+
     pool = service.pools["chat"]
     a, b = pool.backends
     b.reserve()
     service.drainBackend("chat", "a")
-    heard.clear()
+    before = draining()
     path.write_text(TWO.replace('name = "b"\nweight = 2', 'name = "c"\nmax_connections = 7')
                     .replace('name = "a"', 'name = "a"\nweight = 3'))
     done = service.reload()
@@ -198,7 +234,7 @@ def test_reloadAddRemoveReweight(tmp_path: Path) -> None:
     )
     assert states(service) == [("a", 3, 0, True, False), ("b", 2, 0, True, True),
                                ("c", 1, 7, False, False)]
-    assert heard == [("chat", "b")]
+    assert sorted(draining() - before) == [("chat", "b")]
     c = pool.backends[2]
     assert {pool.choose(None) for _ in range(5)} == {c}
     assert [p.name for p in service.config.pool("chat").backends] == ["a", "c"]

@@ -34,7 +34,7 @@ from ..config import HealthCheckConfig
 from ..errors import ConfigError, HealthCheckFailed, LimitExceeded, ProtocolError
 from ..wire.frames import encodeClose
 from ..wire.http1 import ResponseHead, findHeadEnd, parseResponseHead, serializeRequestHead
-from ..interfaces import IHealthCheck
+from ..interfaces import IConnectObserver, IHealthCheck
 from .pool import Backend, Pool
 
 __all__ = [
@@ -43,8 +43,40 @@ __all__ = [
     "WebSocketCheck",
     "makeHealthCheck",
     "HealthMonitor",
+    "PassiveHealth",
     "MAX_RESPONSE_HEAD",
 ]
+
+
+@implementer(IConnectObserver)
+class PassiveHealth:
+    """
+    Passive health checks: the results of the connects the gateway makes
+    (tunnels and session links alike) passed to the L{HealthMonitor} of the
+    backend's pool.
+
+    @ivar monitors: the health monitor of each pool, by pool name (the
+        service's own mapping, so that pools added later are found).
+    """
+
+    def __init__(self, monitors: dict[str, HealthMonitor]) -> None:
+        self.monitors = monitors
+
+    def connectFailed(self, pool: Pool, backend: Backend, reason: str) -> None:
+        """
+        A connect or handshake to C{backend} failed: it counts toward C{fall}.
+        """
+        monitor = self.monitors.get(pool.name)
+        if monitor is not None:
+            monitor.connectFailed(backend, reason)
+
+    def connectSucceeded(self, pool: Pool, backend: Backend) -> None:
+        """
+        A handshake with C{backend} succeeded: its failures count from zero.
+        """
+        monitor = self.monitors.get(pool.name)
+        if monitor is not None:
+            monitor.connectSucceeded(backend)
 
 #: The largest response head a check reads, in bytes.
 MAX_RESPONSE_HEAD = 16384

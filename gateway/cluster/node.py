@@ -509,7 +509,7 @@ class Cluster:
         so that least-connections and connection limits count the whole
         cluster (as of the last heartbeat).
         """
-        pools = self.opener.service.pools if self.opener is not None else {}
+        pools = self.opener.pools if self.opener is not None else {}
         counts = {f"{p.name}/{b.name}": b.connections for p in pools.values() for b in p.backends}
         try:
             others = await self.shared.exchangeCounts(counts)

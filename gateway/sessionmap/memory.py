@@ -138,6 +138,17 @@ class MemorySessionMap:
         self._records.clear()
         return succeed(None)
 
+    #: The records are this node's alone (L{ISessionMap.shared}).
+    shared = False
+
+    def start(self) -> Deferred[None]:
+        """
+        Nothing to connect: the map is ready at once.
+
+        @return: an already-fired L{Deferred}.
+        """
+        return succeed(None)
+
 
 @implementer(IPlugin, ISessionMapFactory)
 class MemorySessionMapFactory:

@@ -110,6 +110,9 @@ class RedisSessionMap:
 
     log = Logger()
 
+    #: Several gateway nodes share sessions through Redis (L{sharedSessions}).
+    shared = True
+
     def __init__(
         self,
         address: RedisAddress,

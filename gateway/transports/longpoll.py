@@ -7,6 +7,10 @@ session's id and secret travel in the JSON body.  A L{PollingTransport} is
 the session's L{ISessionTransport} while the client polls: data stays in the
 session's replay buffer and every poll answer is built from it, so an
 aborted poll loses nothing.
+
+The requests come from the gateway's site (L{gateway.site}), bounded there
+(L{gateway.web.BoundedRequest}); L{LongPolling} uses the front door through
+L{gateway.interfaces.IEdge}.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..tcp import requestLost
+from ..wire.http1 import errorPayload
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_ENDED,
@@ -41,10 +47,10 @@ from ..cluster.node import Elsewhere
 from ..sessions.session import ISessionTransport, ResumeRefused
 
 if TYPE_CHECKING:
+    from ..interfaces import IEdge
     from ..sessions.session import Session
-    from ..site import GatewayFactory
 
-__all__ = ["BoundedRequest", "PollingTransport", "LongPolling", "HTTP_STATUS"]
+__all__ = ["PollingTransport", "LongPolling", "HTTP_STATUS"]
 
 #: The HTTP status of each session close code.
 HTTP_STATUS = {
@@ -64,85 +70,6 @@ _NO_CACHE = [
 ]
 
 
-class BoundedRequest(Request):
-    """
-    A request whose body may not exceed the site's C{maxBodyBytes}:
-    twisted.web would otherwise buffer any body whole.  A larger one gets
-    413 as soon as its length is known (or its bytes exceed the bound), and
-    the connection is closed without reading the rest.
-    """
-
-    _refused = False
-    _received = 0
-
-    def __init__(self, channel, *args, **kwargs) -> None:
-        """
-        A request whose body is never parsed as a form: long-polling bodies
-        are JSON, and twisted.web would otherwise parse the C{Content-Type}
-        of every C{POST} with the email package, a quarter of the cost of a
-        long-polling request.
-        """
-        kwargs.setdefault("parsePOSTFormSubmission", False)
-        _rememberHost(channel)
-        super().__init__(channel, *args, **kwargs)
-
-    def gotLength(self, length: int | None) -> None:
-        """
-        Refuse a declared length over the bound before any body arrives.
-        """
-        limit = self.channel.site.maxBodyBytes
-        if length is not None and length > limit:
-            self._refuse(limit)
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """
-        Count body bytes (chunked bodies have no declared length).
-        """
-        if self._refused:
-            return
-        self._received += len(data)
-        limit = self.channel.site.maxBodyBytes
-        if self._received > limit:
-            self._refuse(limit)
-            return
-        super().handleContentChunk(data)
-
-    def process(self) -> None:
-        """
-        Nothing to process for a refused request.
-        """
-        if not self._refused:
-            super().process()
-
-    def _refuse(self, limit: int) -> None:
-        from ..wire.http1 import errorResponse
-
-        self._refused = True
-        transport = self.channel.transport
-        if transport is not None:
-            headers = []
-            origin = self.requestHeaders.getRawHeaders(b"origin", [None])[0]
-            allowed = self.channel.site.corsOrigins
-            if origin is not None and ("*" in allowed or origin.decode("latin-1") in allowed):
-                headers = [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
-            transport.write(errorResponse(413, f"the request body is larger than {limit} bytes",
-                                          headers, extra={"code": CLOSE_TOO_BIG}))
-            transport.loseConnection()
-
-
-def _rememberHost(channel) -> None:
-    """
-    Make C{channel.getHost()} ask its socket once: twisted.web asks it for
-    every request (a C{getsockname} call each time), and a connection's
-    local address does not change.
-    """
-    if "getHost" not in vars(channel):
-        host = channel.getHost()
-        channel.getHost = lambda: host
-
-
 #: Compact JSON, built once (C{json.dumps} with C{separators} builds an
 #: encoder on every call).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -152,7 +79,7 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
     """
     Finish a request with a JSON body (if the client is still there).
     """
-    if getattr(request, "_gatewayGone", False) or request.finished or request._disconnected:
+    if request.finished or requestLost(request):
         return
     body = _COMPACT.encode(payload).encode("utf-8")
     request.setResponseCode(status)
@@ -164,16 +91,13 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
     request.finish()
 
 
-def _error(request: Request, code: int, message: str) -> None:
+def _respondError(request: Request, code: int, message: str) -> None:
+    """
+    Finish a request with the error body of session close code C{code}
+    and its HTTP status (L{HTTP_STATUS}).
+    """
     status = HTTP_STATUS.get(code, 400)
-    from ..wire.http1 import REASONS
-
-    _respond(request, status, {
-        "error": REASONS.get(status, b"Error").decode("ascii"),
-        "status": status,
-        "message": message,
-        "code": code,
-    })
+    _respond(request, status, errorPayload(status, message, {"code": code}))
 
 
 @implementer(ISessionTransport)
@@ -298,7 +222,8 @@ class PollingTransport:
         self._held = (request, received, timer)
 
         def gone(_):
-            request._gatewayGone = True
+            # The request finished or its connection was lost: either way
+            # _respond now leaves it alone; it is no longer held.
             if self._held is not None and self._held[0] is request:
                 if self._held[2].active():
                     self._held[2].cancel()
@@ -405,7 +330,7 @@ class LongPolling:
 
     log = Logger()
 
-    def __init__(self, factory: GatewayFactory) -> None:
+    def __init__(self, factory: IEdge) -> None:
         self.factory = factory
         self.config = factory.config.session
 
@@ -415,16 +340,15 @@ class LongPolling:
         """
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST, OPTIONS")
-            _respond(request, 405, {"error": "Method Not Allowed", "status": 405,
-                                    "message": "long-polling requests are POSTs", "code": 4400})
+            _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
             return NOT_DONE_YET
         try:
             body = json.loads(request.content.read() or b"null")
         except ValueError:
-            _error(request, CLOSE_PROTOCOL_ERROR, "the body is not valid JSON")
+            _respondError(request, CLOSE_PROTOCOL_ERROR, "the body is not valid JSON")
             return NOT_DONE_YET
         if not isinstance(body, dict):
-            _error(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
+            _respondError(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
             return NOT_DONE_YET
         try:
             if kind == b"open":
@@ -439,28 +363,28 @@ class LongPolling:
         except _OnAnotherConnection:
             self._elsewhere(request)
         except ResumeRefused as e:
-            _error(request, e.code, e.reason)
+            _respondError(request, e.code, e.reason)
         except LimitExceeded as e:  # before ProtocolError, its base
-            _error(request, CLOSE_TOO_BIG, str(e))
+            _respondError(request, CLOSE_TOO_BIG, str(e))
         except ProtocolError as e:
             self.factory.clientErrors += 1
-            _error(request, CLOSE_PROTOCOL_ERROR, str(e))
+            _respondError(request, CLOSE_PROTOCOL_ERROR, str(e))
         return NOT_DONE_YET
 
     def _failed(self, failure, request: Request) -> None:
         if failure.check(_OnAnotherConnection):
             self._elsewhere(request)
         elif failure.check(ResumeRefused):
-            _error(request, failure.value.code, failure.value.reason)
+            _respondError(request, failure.value.code, failure.value.reason)
         elif failure.check(LimitExceeded):
-            _error(request, CLOSE_TOO_BIG, str(failure.value))
+            _respondError(request, CLOSE_TOO_BIG, str(failure.value))
         elif failure.check(ProtocolError):
-            _error(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
+            _respondError(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
         elif failure.check(NoBackendAvailable, GatewayError):
-            _error(request, CLOSE_UNAVAILABLE, str(failure.value))
+            _respondError(request, CLOSE_UNAVAILABLE, str(failure.value))
         else:
             self.log.failure("a long-polling request failed", failure)
-            _error(request, CLOSE_UNAVAILABLE, "the session could not be opened")
+            _respondError(request, CLOSE_UNAVAILABLE, "the session could not be opened")
 
     async def _open(self, request: Request, body: dict) -> None:
         hello = packetFromJSON(body)
@@ -470,11 +394,9 @@ class LongPolling:
             raise ProtocolError("probes are for WebSocket upgrades")
         factory = self.factory
         if hello.sid is None:
-            from ..site import _headFromRequest
-
-            route = factory.route(request.transport, _headFromRequest(request))
+            route = factory.routeRequest(request)
             session = await factory.openSession(route)
-            if getattr(request, "_gatewayGone", False) or request.finished:
+            if request.finished:
                 session.orphaned()
                 return
             transport = PollingTransport(self, session)
@@ -543,7 +465,7 @@ class LongPolling:
         except Elsewhere:
             self._elsewhere(request)
             return
-        if getattr(request, "_gatewayGone", False) or request.finished:
+        if request.finished:
             session.abandon()
             return
         session.lastReceived = self.factory.reactor.seconds()
@@ -628,7 +550,7 @@ class LongPolling:
             # The backend is slow: the answer, and so the client's next
             # send, waits until the session reads again (flow control).
             def answerLater(_):
-                if not request.finished and not getattr(request, "_gatewayGone", False):
+                if not request.finished:
                     _respond(request, 200, {"packets": answer})
 
             transport.whenReading().addCallback(answerLater)

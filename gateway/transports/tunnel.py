@@ -12,6 +12,10 @@ transport, so a peer that reads slowly pauses reading from the other peer;
 a stalled direction holds at most one transport write buffer (Twisted pauses
 the producer past 64 KiB, plus at most one read of up to 64 KiB) and the
 kernel's socket buffers.
+
+A tunnel uses the front door that made it through L{IEdge} (settings,
+clock, the session map for affinity, passive health) and tells it it has
+ended through the C{onClosed} callback it was given.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from ..wire.http1 import (
 if TYPE_CHECKING:
     from ..config import Timeouts
     from ..backends.pool import Backend, ConnectionSlot, Pool
-    from ..site import GatewayFactory
+    from ..interfaces import IEdge
 
 __all__ = ["Tunnel", "CLOSE_GOING_AWAY", "CLOSE_BACKEND_GONE"]
 
@@ -301,7 +305,7 @@ class Tunnel:
 
     def __init__(
         self,
-        factory: GatewayFactory,
+        factory: IEdge,
         clientTransport,
         head: RequestHead,
         early: bytes,
@@ -362,7 +366,7 @@ class Tunnel:
 
     async def _open(self) -> None:
         slot, (head, rawHead) = await connectToPool(
-            self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory, self._handshake
+            self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory.health, self._handshake
         )
         self.slot, self.backend = slot, slot.backend
         self._answer(head, rawHead)
@@ -452,7 +456,6 @@ class Tunnel:
         now = self.reactor.seconds()
         client.lastSeen = backend.lastSeen = self._lastData = now
         self.spliced = True
-        self.factory.tunnelSpliced(self)
         ctransport, btransport = client.transport, backend.transport
         ctransport.registerProducer(backend, True)
         btransport.registerProducer(client, True)

@@ -29,6 +29,7 @@ __all__ = [
     "errorResponse",
     "HOP_BY_HOP",
     "REASONS",
+    "errorPayload",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -265,6 +266,17 @@ def serializeResponseHead(
     )
 
 
+def errorPayload(status: int, message: str, extra: dict | None = None,
+                 reasons: dict[int, bytes] = REASONS) -> dict:
+    """
+    @return: the JSON body of every error the gateway answers:
+        C{{"error": REASON, "status": STATUS, "message": MESSAGE}} and any
+        C{extra} fields, the reason phrase read from C{reasons}.
+    """
+    reason = reasons.get(status, b"Error").decode("ascii")
+    return {"error": reason, "status": status, "message": message, **(extra or {})}
+
+
 def errorResponse(
     status: int,
     message: str,
@@ -273,13 +285,10 @@ def errorResponse(
 ) -> bytes:
     """
     A complete response that closes the connection, with a JSON body
-    C{{"error": REASON, "status": STATUS, "message": MESSAGE}} and any
-    C{extra} fields.
+    (L{errorPayload}).
     """
     reason = REASONS.get(status, b"Error")
-    body = json.dumps(
-        {"error": reason.decode("ascii"), "status": status, "message": message, **(extra or {})}
-    ).encode("utf-8")
+    body = json.dumps(errorPayload(status, message, extra)).encode("utf-8")
     return (
         serializeResponseHead(
             status,

@@ -844,6 +844,7 @@ def test_exports():
             "parseResponseHead",
             "serializeRequestHead",
             "serializeResponseHead",
+            "errorPayload",
             "errorResponse",
             "HOP_BY_HOP",
             "REASONS",

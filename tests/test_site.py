@@ -1,0 +1,328 @@
+"""
+Tests for L{gateway.site}: the front door (L{FrontDoor}) on a
+L{StringTransport} and the gateway's HTTP face (L{GatewayResource}) behind
+it, on a L{MemoryReactorClock}: where a request head goes, what is refused,
+the hand-off of a WebSocket upgrade that arrives on a kept-alive
+connection, and the health and static answers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from zope.interface.verify import verifyObject
+
+from gateway.config import (
+    BackendConfig,
+    GatewayConfig,
+    Limits,
+    PoolConfig,
+    RouteConfig,
+    SessionConfig,
+    Timeouts,
+)
+from gateway.interfaces import IEdge
+from gateway.service import GatewayService
+from gateway.site import FrontDoor, GatewayFactory
+from gateway.transports.tunnel import ClientSide, Tunnel
+
+UPGRADE = (
+    b"GET /chat/room HTTP/1.1\r\n"
+    b"Host: gw.example\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+
+
+def makeFactory(**kwargs) -> tuple[GatewayFactory, MemoryReactorClock]:
+    """
+    @return: the front door factory of a gateway (not started) that routes
+        C{/chat} to a pool of one backend on 127.0.0.1:9001, and its
+        reactor; C{kwargs} are L{GatewayConfig} fields.
+    """
+    backend = BackendConfig(name="b1", url="ws://127.0.0.1:9001", host="127.0.0.1", port=9001,
+                            secure=False)
+    values = dict(
+        pools=(PoolConfig(name="chat", backends=(backend,)),),
+        routes=(RouteConfig(prefix="/chat", pool="chat"),),
+    )
+    values.update(kwargs)
+    reactor = MemoryReactorClock()
+    return GatewayService(GatewayConfig(**values), reactor).factory, reactor
+
+
+def connect(factory: GatewayFactory) -> tuple[FrontDoor, StringTransport]:
+    """
+    @return: a front door connected to a L{StringTransport} that delivers
+        to it, as a TCP transport does.
+    """
+    door = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 50000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 50000))
+    transport.protocol = door
+    door.makeConnection(transport)
+    return door, transport
+
+
+def response(transport: StringTransport) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """
+    @return: the status line, the headers (lower-case names) and the body
+        of the first response written to C{transport}.
+    """
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def close(door: FrontDoor) -> None:
+    """
+    End the connection, as the reactor would.
+    """
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    door.connectionLost(Failure(ConnectionDone()))
+
+
+def test_provides():
+    """
+    The factory is what the transports use of the front door.
+    """
+    factory, _ = makeFactory()
+    assert verifyObject(IEdge, factory)
+
+
+def test_upgradeOnARoutedPathBecomesATunnel():
+    """
+    A WebSocket upgrade on a routed path is handed to a new L{Tunnel}: the
+    connection now delivers to the tunnel's client side, and the tunnel
+    connects to the route's backend.
+    """
+    factory, reactor = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(UPGRADE)
+    [tunnel] = factory.tunnels
+    assert isinstance(tunnel, Tunnel)
+    assert isinstance(transport.protocol, ClientSide)
+    assert tunnel.pool is factory.pools["chat"]
+    [(host, port, *_)] = reactor.tcpClients
+    assert (host, port) == ("127.0.0.1", 9001)
+    assert factory.openConnections == 1
+    assert reactor.getDelayedCalls()  # the handshake is bounded
+
+
+def test_headInPieces():
+    """
+    A head that arrives in pieces is routed once it is whole.
+    """
+    factory, _ = makeFactory()
+    door, _ = connect(factory)
+    for i in range(0, len(UPGRADE), 7):
+        door.dataReceived(UPGRADE[i:i + 7])
+    assert len(factory.tunnels) == 1
+
+
+def test_refusesDotSegments():
+    """
+    A path with C{..} segments gets 400 and the connection closed; it
+    counts as a client error.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(UPGRADE.replace(b"/chat/room", b"/chat/../admin"))
+    status, _, body = response(transport)
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert json.loads(body)["message"] == "the request path must not contain '.' or '..' segments"
+    assert transport.disconnecting
+    assert factory.clientErrors == 1
+    assert not factory.tunnels
+
+
+def test_refusesAnOversizedHead():
+    """
+    A head over C{limits.maxHeaderBytes} gets 431.
+    """
+    factory, _ = makeFactory(limits=Limits(maxHeaderBytes=1024))
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /chat HTTP/1.1\r\nX-Big: " + b"x" * 2000)
+    assert response(transport)[0] == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert transport.disconnecting
+
+
+def test_refusesAMalformedHead():
+    """
+    A head that is not HTTP/1.1 gets 400.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"NONSENSE\r\n\r\n")
+    assert response(transport)[0] == b"HTTP/1.1 400 Bad Request"
+
+
+def test_headTimesOut():
+    """
+    A head not whole within C{timeouts.handshake} gets 408.
+    """
+    factory, reactor = makeFactory(timeouts=Timeouts(handshake=2.0))
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /chat HTTP/1.1\r\n")
+    reactor.advance(1.9)
+    assert transport.value() == b""
+    reactor.advance(0.2)
+    assert response(transport)[0] == b"HTTP/1.1 408 Request Timeout"
+    assert transport.disconnecting
+
+
+def test_connectionLimit():
+    """
+    Past C{limits.maxConnections}, a connection gets 503 and is not
+    counted; closing a counted one frees its place.
+    """
+    factory, _ = makeFactory(limits=Limits(maxConnections=1))
+    first, _ = connect(factory)
+    second, transport = connect(factory)
+    assert response(transport)[0] == b"HTTP/1.1 503 Service Unavailable"
+    assert (factory.openConnections, factory.refusedConnections) == (1, 1)
+    close(second)
+    assert factory.openConnections == 1
+    close(first)
+    assert factory.openConnections == 0
+
+
+def test_health():
+    """
+    C{/_gateway/health} answers 200 with C{{"status": "ok"}} on a node
+    that shares no sessions.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 200 OK"
+    assert json.loads(body) == {"status": "ok"}
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"cache-control"] == b"no-store"
+    assert headers[b"server"] == b"txgateway"
+    close(door)
+
+
+def test_notFound():
+    """
+    An unrouted path gets a JSON 404.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /elsewhere HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, _, body = response(transport)
+    assert status == b"HTTP/1.1 404 Not Found"
+    assert json.loads(body) == {"error": "Not Found", "status": 404, "message": "no such resource"}
+    close(door)
+
+
+def test_routedPathWithoutUpgrade():
+    """
+    A routed path asked anything but an upgrade (or long-polling) gets 426
+    with C{Upgrade: websocket}.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /chat HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 426 Upgrade Required"
+    assert headers[b"upgrade"] == b"websocket"
+    assert json.loads(body) == {"error": "Upgrade Required", "status": 426,
+                                "message": "this path expects a WebSocket upgrade"}
+    close(door)
+
+
+def test_preflight():
+    """
+    A CORS preflight on a routed path from an allowed origin gets 204 and
+    the headers a browser needs; another origin gets no allow header.
+    """
+    factory, _ = makeFactory(session=SessionConfig(corsOrigins=("https://app.example",)))
+    for origin, allowed in ((b"https://app.example", True), (b"https://evil.example", False)):
+        door, transport = connect(factory)
+        door.dataReceived(b"OPTIONS /chat?txgw=open HTTP/1.1\r\nHost: gw\r\nOrigin: " + origin
+                          + b"\r\n\r\n")
+        status, headers, _ = response(transport)
+        assert status == b"HTTP/1.1 204 No Content"
+        assert headers[b"access-control-allow-methods"] == b"POST, OPTIONS"
+        assert (headers.get(b"access-control-allow-origin") == origin) is allowed
+        close(door)
+
+
+def test_script():
+    """
+    The JavaScript client is served from the package, for any origin.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /_gateway/txgateway.js HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"content-type"] == b"text/javascript; charset=utf-8"
+    assert headers[b"access-control-allow-origin"] == b"*"
+    assert len(body) == int(headers[b"content-length"]) > 0
+    close(door)
+
+
+def test_demoPageOnlyInDemoMode():
+    """
+    C{/} is the demo page in demo mode, and a 404 otherwise.
+    """
+    factory, _ = makeFactory(demo=True)
+    door, transport = connect(factory)
+    door.dataReceived(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"content-type"] == b"text/html; charset=utf-8"
+    close(door)
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert response(transport)[0] == b"HTTP/1.1 404 Not Found"
+    close(door)
+
+
+def test_upgradeOnAKeptAliveConnection():
+    """
+    A WebSocket upgrade that comes as the second request of a kept-alive
+    connection is taken back from twisted.web and tunnelled: the first
+    request was answered, the tunnel now owns the connection.
+    """
+    factory, reactor = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert response(transport)[0] == b"HTTP/1.1 200 OK"
+    assert not factory.tunnels
+    door.dataReceived(UPGRADE)
+    [tunnel] = factory.tunnels
+    assert isinstance(transport.protocol, ClientSide)
+    assert tunnel.head.path == b"/chat/room"
+    assert len(reactor.tcpClients) == 1
+    assert factory.openConnections == 1
+
+
+def test_upgradeOnAnUnroutedPathKeptAlive():
+    """
+    An upgrade to an unrouted path on a kept-alive connection is answered
+    by twisted.web (404) and ends the connection.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    transport.clear()
+    door.dataReceived(UPGRADE.replace(b"/chat/room", b"/elsewhere"))
+    assert response(transport)[0] == b"HTTP/1.1 404 Not Found"
+    assert not factory.tunnels
+    assert transport.disconnecting
+    close(door)
