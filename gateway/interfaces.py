@@ -16,6 +16,8 @@ __all__ = [
     "ISessionMap",
     "ISessionMapFactory",
     "IHealthCheck",
+    "ISessionTransport",
+    "IBackendLink",
 ]
 
 
@@ -161,4 +163,52 @@ class IHealthCheck(Interface):
         @return: L{Deferred} that fires with L{None} when the backend is
             healthy and fails with L{gateway.errors.HealthCheckFailed}
             otherwise.
+        """
+
+
+class ISessionTransport(Interface):
+    """
+    A client connection carrying the session protocol: a WebSocket
+    (L{gateway.transports.websocket}) or a client's long polls
+    (L{gateway.transports.longpoll}).  A session drives its transport only
+    through this, and never imports one.
+    """
+
+    def pushData(message):
+        """
+        Send a L{gateway.wire.protocol.Data} packet to the client.
+        """
+
+    def pushControl(packet):
+        """
+        Send a control packet (L{gateway.wire.protocol.Welcome}, C{Ack},
+        C{Close}, C{Failover}) to the client.
+        """
+
+    def closeTransport(code, reason):
+        """
+        Close the client connection with a session-protocol close code.
+        """
+
+    def abortTransport():
+        """
+        Drop the client connection at once (its peer is dead).
+        """
+
+
+class IBackendLink(Interface):
+    """
+    A session's connection to its backend (L{gateway.backends.link}).
+    """
+
+    backend = Attribute("The L{gateway.backends.pool.Backend} it is connected to.")
+
+    def sendMessage(payload, isBinary):
+        """
+        Hand a client message to the backend.
+        """
+
+    def closeLink(code, reason):
+        """
+        Close the backend WebSocket with C{code} and C{reason}.
         """

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
 from gateway.backends.pool import Backend
-from gateway.sessions.session import IBackendLink, ISessionTransport
+from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.testing import rawExchange
 
 

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
-from ..sessions.session import IBackendLink
+from ..interfaces import IBackendLink
 from ..tcp import noDelay
 
 if TYPE_CHECKING:

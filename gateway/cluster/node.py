@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable
+from ..errors import Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ResumeRefused
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_RESUME_FAILED,
@@ -36,7 +36,7 @@ from ..sessionmap._scripts import FENCED, GONE
 if TYPE_CHECKING:
     from ..sessions.session import Session, SessionRegistry
 
-__all__ = ["Cluster", "Mirror", "Elsewhere", "secretHash"]
+__all__ = ["Cluster", "Mirror", "secretHash"]
 
 
 def secretHash(secret: str) -> str:
@@ -51,8 +51,6 @@ def _storeUnavailable(error: Exception) -> Exception:
     @return: the refusal of a resume that needs Redis while it is away (the
         client tries again).
     """
-    from ..sessions.session import ResumeRefused
-
     return ResumeRefused(CLOSE_UNAVAILABLE, f"the session store is unavailable: {error}")
 
 
@@ -62,15 +60,7 @@ def _checkSecret(expected: str, given: str) -> None:
         constant time).
     """
     if not hmac.compare_digest(expected.encode(), given.encode()):
-        from ..sessions.session import ResumeRefused
-
         raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
-
-
-class Elsewhere(GatewayError):
-    """
-    A poll for a session that a live node holds on a WebSocket.
-    """
 
 
 class Mirror:
@@ -703,8 +693,6 @@ class Cluster:
             that cannot be honoured.
         @raise Elsewhere: see L{attachHere}.
         """
-        from ..sessions.session import ResumeRefused
-
         sid = hello.sid
         try:
             status = await self.shared.attach(sid, kind)
@@ -742,8 +730,6 @@ class Cluster:
 
         @raise ResumeRefused: unknown, or wrong secret.
         """
-        from ..sessions.session import ResumeRefused
-
         relay = self.relays.get(sid)
         if relay is not None:
             _checkSecret(relay.secret, secret)
@@ -769,8 +755,6 @@ class Cluster:
         @raise ResumeRefused: when it cannot be taken (gone, or its backend
             cannot be reached).
         """
-        from ..sessions.session import ResumeRefused
-
         try:
             status = await self.shared.takeOver(sid)
         except GatewayError as e:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
 
-from ..errors import GatewayError, LimitExceeded, ProtocolError
+from ..errors import GatewayError, LimitExceeded, ProtocolError, ResumeRefused
+from ..interfaces import IBackendLink
 from .upstream import BackendSide
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
@@ -47,69 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PacketDispatch",
-    "ISessionTransport",
-    "IBackendLink",
     "Session",
     "SessionRegistry",
-    "ResumeRefused",
     "shortId",
 ]
-
-class ISessionTransport(Interface):
-    """
-    A client connection carrying the session protocol (WebSocket now,
-    long-polling later).  The session drives it only through this.
-    """
-
-    def pushData(message):
-        """
-        Send a L{Data} packet to the client.
-        """
-
-    def pushControl(packet):
-        """
-        Send a control packet (L{Welcome}, L{Ack}, L{Close}) to the client.
-        """
-
-    def closeTransport(code, reason):
-        """
-        Close the client connection with a session-protocol close code.
-        """
-
-    def abortTransport():
-        """
-        Drop the client connection at once (its peer is dead).
-        """
-
-
-class IBackendLink(Interface):
-    """
-    A session's connection to its backend.
-    """
-
-    backend = Attribute("The L{gateway.backends.pool.Backend} it is connected to.")
-
-    def sendMessage(payload, isBinary):
-        """
-        Hand a client message to the backend.
-        """
-
-    def closeLink(code, reason):
-        """
-        Close the backend WebSocket with C{code} and C{reason}.
-        """
-
-
-class ResumeRefused(GatewayError):
-    """
-    A resume cannot be honoured; C{code} is the close code to send.
-    """
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
 
 class PacketDispatch:
     """

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_ENDED,
@@ -37,8 +37,7 @@ from ..wire.protocol import (
     dataToJSON,
     packetFromJSON,
 )
-from ..cluster.node import Elsewhere
-from ..sessions.session import ISessionTransport, ResumeRefused
+from ..interfaces import ISessionTransport
 
 if TYPE_CHECKING:
     from ..sessions.session import Session

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
@@ -30,7 +30,7 @@ from ..wire.protocol import (
     encodeData,
     shortId,
 )
-from ..sessions.session import ISessionTransport, ResumeRefused
+from ..interfaces import ISessionTransport
 
 __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 

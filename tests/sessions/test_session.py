@@ -10,15 +10,11 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from gateway.config import SessionConfig
-from gateway.errors import ProtocolError
+from gateway.errors import ProtocolError, ResumeRefused
+from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.backends.pool import Pool
 from gateway.wire.protocol import Ack, Close, Data, Hello, Welcome
-from gateway.sessions.session import (
-    IBackendLink,
-    ISessionTransport,
-    ResumeRefused,
-    SessionRegistry,
-)
+from gateway.sessions.session import SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink, FakeTransport
 

@@ -19,7 +19,8 @@ from gateway.sessions.upstream import RECEIPT_DELAY, RETRY_DELAY, Valve
 from gateway.sessions.mover import SessionMover
 from gateway.backends.pool import Backend, Pool
 from gateway.wire.protocol import CLOSE_SLOW, Ack, Close, Data, Failover, Hello, Welcome
-from gateway.sessions.session import IBackendLink, ISessionTransport, SessionRegistry
+from gateway.interfaces import IBackendLink, ISessionTransport
+from gateway.sessions.session import SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink as SessionFakeLink
 from tests.helpers import FakeTransport as SessionFakeTransport
