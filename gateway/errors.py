@@ -15,6 +15,7 @@ __all__ = [
     "SessionMapUnavailable",
     "ResumeRefused",
     "Elsewhere",
+    "InvalidTransition",
 ]
 
 
@@ -98,4 +99,12 @@ class Elsewhere(GatewayError):
     """
     A poll for a session that a live node of the cluster holds on a
     WebSocket: the poll is answered with "on another connection".
+    """
+
+
+class InvalidTransition(GatewayError):
+    """
+    Code asked a session to move between two states that the table of
+    L{gateway.sessions.states} does not join (a bug, never a client's
+    doing).
     """

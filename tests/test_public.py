@@ -28,6 +28,7 @@ MODULES = [
     "gateway.backends.routing",
     "gateway.service",
     "gateway.sessions.session",
+    "gateway.sessions.states",
     "gateway.tcp",
     "gateway.sessionmap",
     "gateway.sessionmap.memory",

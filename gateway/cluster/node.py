@@ -30,6 +30,7 @@ from ..wire.protocol import (
     Hello,
     shortId,
 )
+from ..sessions.states import SessionState
 from .relay import GAP_PATIENCE, GAP_RETRY, RelaySession
 from ..sessionmap._scripts import FENCED, GONE
 
@@ -126,7 +127,7 @@ class Mirror:
         self._resyncing = True
         session = self.session
         try:
-            if session.state == "ended":
+            if session.state is SessionState.ENDED:
                 return
             self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
                                   sid=shortId(self.sid))
@@ -134,7 +135,7 @@ class Mirror:
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.
             written = 0
-            while session.state != "ended":
+            while session.state is not SessionState.ENDED:
                 pending = [m for m in session.outbox.unacknowledged() if m.seq > written]
                 if not pending:
                     break
@@ -284,7 +285,7 @@ class Mirror:
             if seq > session.inbox.accepted + 1:
                 break
             message = self._held.pop(seq)
-            if seq == session.inbox.accepted + 1 and session.state != "ended":
+            if seq == session.inbox.accepted + 1 and session.state is not SessionState.ENDED:
                 session.dataReceived(message)
         if not self._held:
             self._caughtUp()
@@ -480,7 +481,7 @@ class Cluster:
                 finally:
                     self._revalidating = False
                 for session in list(self.registry.sessions.values()):
-                    if session.mirror is not None and session.state != "ended":
+                    if session.mirror is not None and session.state is not SessionState.ENDED:
                         session.mirror.catchUp()
             self._leaseUntil = sent + self.nodeTtl
             self.subscription.check()

@@ -32,6 +32,7 @@ from ..wire.protocol import (
     shortId,
 )
 from ..sessions.session import PacketDispatch
+from ..sessions.states import SessionState
 from ..sessionmap._scripts import GAP, GONE
 
 __all__ = ["RelaySession", "GAP_RETRY", "GAP_PATIENCE"]
@@ -69,7 +70,7 @@ class RelaySession(PacketDispatch):
         self.outbox.sent = self.outbox.acked = record.downAcked
         self.closing: Close | None = Close(*record.closing) if record.closing else None
         self.transport: Any = None
-        self.state = "detached"
+        self.state = SessionState.DETACHED
         self.attached = False
         self.lastReceived = self.lastSent = registry.clock.seconds()
         self._queue: list[Data] = []
@@ -113,7 +114,8 @@ class RelaySession(PacketDispatch):
         old, self.transport = self.transport, transport
         if old is not None and old is not transport:
             old.closeTransport(CLOSE_SUPERSEDED, "replaced by a newer connection")
-        self.state = "attached"
+        if self.state is not SessionState.ENDED:
+            self.state = self.state.to(SessionState.ATTACHED)
         self.attached = True
         config = self.registry.config
         self.lastReceived = self.lastSent = self.registry.clock.seconds()
@@ -145,7 +147,8 @@ class RelaySession(PacketDispatch):
             self._letGo()
 
     def _letGo(self) -> None:
-        self.state = "detached"
+        if self.state is not SessionState.ENDED:
+            self.state = self.state.to(SessionState.DETACHED)
         self._forget()
         if self.attached:
             self.attached = False
@@ -363,7 +366,7 @@ class RelaySession(PacketDispatch):
         """
         The owner ended the session.
         """
-        self.state = "ended"
+        self.state = self.state.to(SessionState.ENDED)
         transport, self.transport = self.transport, None
         self.attached = False
         self._forget()

@@ -18,6 +18,8 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .states import SessionState
+
 if TYPE_CHECKING:
     from ..backends.pool import Backend, Pool
     from .session import Session, SessionRegistry
@@ -101,7 +103,7 @@ class SessionMover(Service):
         byPool: dict[str, dict[Backend, list[Session]]] = {}
         for session in self.registry.sessions.values():
             backend = session.backend
-            if backend is None or session.switching is not None or session.state not in ("attached", "detached"):
+            if backend is None or session.switching is not None or session.state not in (SessionState.ATTACHED, SessionState.DETACHED):
                 continue
             byPool.setdefault(session.pool.name, {}).setdefault(backend, []).append(session)
         return byPool
@@ -172,7 +174,7 @@ class SessionMover(Service):
         """
         best = None
         for session in sessions:
-            if session.state == "detached":
+            if session.state is SessionState.DETACHED:
                 return session
             if best is None or session.lastReceived < best.lastReceived:
                 best = session

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from ..errors import GatewayError, LimitExceeded, ProtocolError, ResumeRefused
 from ..interfaces import IBackendLink
+from .states import SessionState
 from .upstream import BackendSide
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
@@ -106,7 +107,7 @@ class Session(PacketDispatch, BackendSide):
         self.inbox = Inbox()
         self.outbox = Outbox(config.maxBufferMessages, config.maxBufferBytes)
         self.transport: Any = None
-        self.state = "detached"
+        self.state = SessionState.DETACHED
         self.closing: Close | None = None
         self._graceTimer = None
         self._ackCall = None
@@ -127,7 +128,7 @@ class Session(PacketDispatch, BackendSide):
         return self.link.backend if self.link is not None else None
 
     def __repr__(self) -> str:
-        return f"<Session {shortId(self.sid)} {self.state}>"
+        return f"<Session {shortId(self.sid)} {self.state.value}>"
 
     @property
     def ackCount(self) -> int:
@@ -162,8 +163,8 @@ class Session(PacketDispatch, BackendSide):
             old.closeTransport(CLOSE_SUPERSEDED, "replaced by a newer connection")
         self._cancelGrace()
         self.transportAttached(transport)
-        if self.state != "ending":
-            self.state = "attached"
+        if self.state.live:
+            self.state = self.state.to(SessionState.ATTACHED)
         config = self.registry.config
         now = self.registry.clock.seconds()
         self.lastReceived = self.lastSent = now
@@ -190,8 +191,8 @@ class Session(PacketDispatch, BackendSide):
         self._cancelGrace()
         self.transport = transport
         self.transportAttached(transport)
-        if self.state != "ending":
-            self.state = "attached"
+        if self.state.live:
+            self.state = self.state.to(SessionState.ATTACHED)
         self.lastReceived = self.lastSent = self.registry.clock.seconds()
         for message in self.outbox.unacknowledged():
             if message.seq > delivered:
@@ -205,7 +206,7 @@ class Session(PacketDispatch, BackendSide):
         The client attached to another node, which relays it: let go of a
         local connection and stop waiting for a resume.
         """
-        if self.mirror is None or self.state == "ended":
+        if self.mirror is None or self.state is SessionState.ENDED:
             return
         self.mirror.remote = node
         self._cancelGrace()
@@ -220,8 +221,8 @@ class Session(PacketDispatch, BackendSide):
             # through a connection that has since died may come last; the
             # live client resumes again.
             transport.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
-        if self.state != "ending":
-            self.state = "attached"
+        if self.state.live:
+            self.state = self.state.to(SessionState.ATTACHED)
 
     def detachedElsewhere(self, node: str) -> None:
         """
@@ -231,9 +232,9 @@ class Session(PacketDispatch, BackendSide):
         if self.mirror is None or self.mirror.remote != node:
             return
         self.mirror.remote = None
-        if self.transport is None and self.state != "ended" and self._graceTimer is None:
-            if self.state == "attached":
-                self.state = "detached"
+        if self.transport is None and self.state is not SessionState.ENDED and self._graceTimer is None:
+            if self.state is SessionState.ATTACHED:
+                self.state = self.state.to(SessionState.DETACHED)
             self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
 
     def detach(self, transport, reason: str) -> None:
@@ -244,10 +245,10 @@ class Session(PacketDispatch, BackendSide):
             return
         self.transport = None
         self.transportDetached(transport)
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
-        if self.state == "attached":
-            self.state = "detached"
+        if self.state is SessionState.ATTACHED:
+            self.state = self.state.to(SessionState.DETACHED)
         self.log.debug("session {sid} detached: {reason}", sid=shortId(self.sid), reason=reason)
         self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
         self.registry.recordState(self)
@@ -330,7 +331,7 @@ class Session(PacketDispatch, BackendSide):
         self.outboxDrained()
         if self.mirror is not None:
             self.mirror.acked(self.outbox.acked)
-        if self.state == "ending" and self.outbox.acked == self.outbox.sent:
+        if self.state is SessionState.ENDING and self.outbox.acked == self.outbox.sent:
             self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
 
     def remoteAcked(self, count: int) -> None:
@@ -340,7 +341,7 @@ class Session(PacketDispatch, BackendSide):
         if count > self.outbox.acked:
             self.outbox.ack(min(count, self.outbox.sent))
             self.outboxDrained()
-        if self.state == "ending" and self.outbox.acked == self.outbox.sent:
+        if self.state is SessionState.ENDING and self.outbox.acked == self.outbox.sent:
             self._finish(CLOSE_ENDED, self.closing.reason if self.closing else "session ended")
 
     def closeReceived(self, close: Close) -> None:
@@ -404,10 +405,10 @@ class Session(PacketDispatch, BackendSide):
         the client has acknowledged it all.
         """
         self.link = None
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
         self.closing = Close(code or 1000, reason or "")
-        self.state = "ending"
+        self.state = self.state.to(SessionState.ENDING)
         if self.mirror is not None:
             self.mirror.closing(self.closing.code, self.closing.reason)
         if self.outbox.acked == self.outbox.sent and self.transport is not None:
@@ -424,9 +425,9 @@ class Session(PacketDispatch, BackendSide):
         client connection (if any) with C{clientCode}, and remember that a
         later resume gets C{resumeCode}.
         """
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
-        self.state = "ended"
+        self.state = self.state.to(SessionState.ENDED)
         self._cancelGrace()
         self._cancelReceipt()
         self.switching = None
@@ -451,7 +452,7 @@ class Session(PacketDispatch, BackendSide):
         This node is shutting down: leave the session in Redis for another
         node to take over, and tell the client to resume.
         """
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
         self.mirror = None  # nothing more is written: the record stays
         self.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1012)
@@ -462,7 +463,7 @@ class Session(PacketDispatch, BackendSide):
         (C{taken}) or it is gone.  End it here without touching Redis; the
         backend link closes with 1001 and a local client is told to resume.
         """
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
         self.mirror = None
         self.log.info("session {sid}: {why}; letting go of it here", sid=shortId(self.sid),
@@ -573,7 +574,7 @@ class SessionRegistry:
             outbox.ack(received)
         if record.closing is not None:
             session.closing = Close(*record.closing)
-            session.state = "ending"
+            session.state = session.state.to(SessionState.ENDING)
         self.sessions[sid] = session
         session._graceTimer = self.clock.callLater(self.config.grace, session._expire)
         return session
@@ -693,7 +694,7 @@ class SessionRegistry:
         record = {
             "pool": session.pool.name,
             "backend": backend.name if backend is not None else None,
-            "state": session.state,
+            "state": session.state.value,
             "node": self.node,
             "created": session.created,
             "updated": self.clock.seconds(),

@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from ..errors import GatewayError
 from ..wire.protocol import CLOSE_SLOW, Data, Failover, shortId
+from .states import SessionState
 
 if TYPE_CHECKING:
     from ..backends.pool import Backend
@@ -342,14 +343,14 @@ class BackendSide:
         self._cancelReceipt()
         self._receiptFor = 0
         self.clientValve.open("backend-buffer")
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             return
         if self.switching == "move":
             if clean:
                 self._confirm(self.written)  # read before its closing handshake
             self._startSwitch()
             return
-        if (self.switching is None and self.state != "ending" and self.pool.failover != "close"
+        if (self.switching is None and self.state is not SessionState.ENDING and self.pool.failover != "close"
                 and code in FAILOVER_CODES and self.registry.opener is not None):
             self.switching = "failover"
             self.failovers += 1
@@ -375,7 +376,7 @@ class BackendSide:
             between backends).
         """
         link = self.link
-        if link is None or self.switching is not None or self.state not in ("attached", "detached"):
+        if link is None or self.switching is not None or not self.state.live:
             return False
         self.switching = "move"
         self.moves += 1
@@ -429,7 +430,7 @@ class BackendSide:
         deadline = self._droppedAt + pool.failoverTimeout
         previous, target = self._previous, self._moveTarget
         while True:
-            if self.state == "ended":
+            if self.state is SessionState.ENDED:
                 return
             now = clock.seconds()
             if self.switching == "failover" and now - self._droppedAt < pool.failoverWindow:
@@ -459,7 +460,7 @@ class BackendSide:
                     return
             await deferLater(clock, RETRY_DELAY, lambda: None)
         self._switchTask = None
-        if self.state == "ended":
+        if self.state is SessionState.ENDED:
             link.closeLink(1001, "session ended")
             backend.connections -= 1  # never bound, so closeLink does not release it
             return

@@ -38,6 +38,7 @@ from ..wire.protocol import (
     packetFromJSON,
 )
 from ..interfaces import ISessionTransport
+from ..sessions.states import SessionState
 
 if TYPE_CHECKING:
     from ..sessions.session import Session
@@ -598,7 +599,7 @@ class LongPolling:
             _respond(request, 200, {"packets": answer})
             return
         sent = [p.seq for p in decoded if isinstance(p, Data)]
-        if sent and session.ackCount < max(sent) and session.state != "ended":
+        if sent and session.ackCount < max(sent) and session.state is not SessionState.ENDED:
             # Some never reached the session (a gap between nodes that did
             # not close): the client resumes, and sends them again.
             answer.append({"t": "closed", "code": CLOSE_UNAVAILABLE,

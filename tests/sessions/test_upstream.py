@@ -21,6 +21,7 @@ from gateway.backends.pool import Backend, Pool
 from gateway.wire.protocol import CLOSE_SLOW, Ack, Close, Data, Failover, Hello, Welcome
 from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.sessions.session import SessionRegistry
+from gateway.sessions.states import SessionState
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink as SessionFakeLink
 from tests.helpers import FakeTransport as SessionFakeTransport
@@ -782,7 +783,7 @@ class FakeSession:
     and starts the move.
     """
 
-    def __init__(self, pool, backend, state="attached", lastReceived=0.0):
+    def __init__(self, pool, backend, state=SessionState.ATTACHED, lastReceived=0.0):
         self.pool = pool
         self.backend = backend
         self.state = state
@@ -920,7 +921,7 @@ def test_rebalanceTowardsShares():
     """
     clock, mover, pool, sessions = makeMover(10, rebalanceRate=2.0)
     b1, b2 = pool.backends
-    sessions[7].state = "detached"
+    sessions[7].state = SessionState.DETACHED
     done = []
     for second in range(6):
         for _ in range(10):
