@@ -59,6 +59,8 @@ class LeastConnections:
     long-lived ones end up exactly proportional to the weights.
     """
 
+    rebalances = True
+
     def __init__(self) -> None:
         self._turn = 0
 
@@ -104,6 +106,8 @@ class RoundRobin:
     current weight is kept for when they come back).  Current weights are
     kept by backend name, which is unique within a pool.
     """
+
+    rebalances = True
 
     def __init__(self) -> None:
         self._current: dict[str, int] = {}
@@ -183,7 +187,7 @@ class RendezvousHash:
     """
 
     #: Whether sessions are moved towards equal connections per weight
-    #: (L{gateway.sessions.mover.SessionMover}); a balancer without the attribute is.
+    #: (L{gateway.sessions.mover.SessionMover}; see L{IBalancer.rebalances}).
     rebalances = False
 
     def __init__(self) -> None:

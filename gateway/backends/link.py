@@ -329,6 +329,8 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
     plain L{Logger} here would format and write every one of them.
     """
 
+    confirmsReceipts = True
+
     def __init__(self) -> None:
         super().__init__()
         self.session = None

@@ -7,7 +7,7 @@ removed them), and towards an even spread when backends are unevenly loaded
 Each pool has its own budget per second (C{drain_rate}, C{rebalance_rate}),
 spent on a tick every L{SessionMover.TICK} seconds, so that a fleet is
 evened out within minutes without a storm of reconnections.  A move is
-invisible to the session's client (L{gateway.sessions.upstream.BackendSide.move}).
+invisible to the session's client (L{gateway.sessions.upstream.Upstream.move}).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .states import SessionState
 
 if TYPE_CHECKING:
     from ..backends.pool import Backend, Pool
-    from .session import Session, SessionRegistry
+    from .registry import SessionRegistry
+    from .session import Session
 
 __all__ = ["SessionMover"]
 
@@ -90,7 +91,7 @@ class SessionMover(Service):
                 self._drain(pool, sessionsOf(pool), elapsed)
             else:
                 self._drainCredit.pop(pool.name, None)
-            if pool.rebalanceRate > 0 and getattr(pool.balancer, "rebalances", True):
+            if pool.rebalanceRate > 0 and pool.balancer.rebalances:
                 self._rebalance(pool, sessionsOf, elapsed)
             else:
                 self._balanceCredit.pop(pool.name, None)

@@ -185,6 +185,7 @@ class PollingTransport:
     """
 
     log = Logger()
+    kind = "poll"
 
     def __init__(self, polling: LongPolling, session: Session) -> None:
         self.polling = polling
@@ -266,6 +267,12 @@ class PollingTransport:
         waiters, self._readingWaiters = self._readingWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def registerFlow(self, producer) -> None:
+        """
+        Nothing: a poll buffers nothing (its answers are built from the
+        session's replay buffer), so it never pushes back.
+        """
 
     def whenReading(self) -> Deferred:
         """
@@ -473,7 +480,7 @@ class LongPolling:
             from ..site import _headFromRequest
 
             route = factory.route(request.transport, _headFromRequest(request))
-            session = await factory.openSession(route)
+            session = await factory.sessions.open(route)
             if getattr(request, "_gatewayGone", False) or request.finished:
                 session.orphaned()
                 return
@@ -497,12 +504,7 @@ class LongPolling:
         return sid, secret
 
     def _session(self, sid: str, secret: str) -> tuple[Session, PollingTransport]:
-        sessions = self.factory.sessions
-        session = sessions.here(sid) if sessions.cluster is not None else None
-        if session is None or sid in sessions.sessions:
-            session = sessions.authenticate(sid, secret)
-        elif not hmac.compare_digest(session.secret.encode(), secret.encode()):
-            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        session = self.factory.sessions.local(sid, secret)
         session.lastReceived = self.factory.reactor.seconds()
         transport = session.transport
         if transport is None:
@@ -526,8 +528,7 @@ class LongPolling:
         if type(received) is not int or received < 0:
             raise ProtocolError("'ack' must be a non-negative integer")
         sid, secret = self._credentials(body)
-        sessions = self.factory.sessions
-        if sessions.cluster is not None and sessions.here(sid) is None:
+        if self.factory.sessions.mustResume(sid):
             # Several nodes: held or attached elsewhere; resume it here.
             d = Deferred.fromCoroutine(self._pollHere(request, sid, secret, received))
             d.addErrback(self._failed, request)
@@ -563,8 +564,7 @@ class LongPolling:
             raise LimitExceeded(f"more than {self.config.maxBatchMessages} packets in one send")
         decoded = [packetFromJSON(p) for p in packets]
         sid, secret = self._credentials(body)
-        sessions = self.factory.sessions
-        if sessions.cluster is None:
+        if not self.factory.sessions.sharesSessions:
             session, transport = self._session(sid, secret)
             self._deliver(request, session, transport, decoded)
             return
@@ -591,7 +591,7 @@ class LongPolling:
             if isinstance(packet, Close):
                 break
         await session.settled()
-        if transport is not None and getattr(transport, "paused", False):
+        if transport is not None and transport.paused:
             await transport.whenReading()  # flow control: the backend is slow
         answer = [controlToJSON(Ack(session.ackCount))]
         if any(isinstance(p, Close) for p in decoded):

@@ -14,7 +14,7 @@ from gateway.errors import ProtocolError, ResumeRefused
 from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.backends.pool import Pool
 from gateway.wire.protocol import Ack, Close, Data, Hello, Welcome
-from gateway.sessions.session import SessionRegistry
+from gateway.sessions.registry import SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink, FakeTransport
 
