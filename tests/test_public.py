@@ -37,6 +37,7 @@ MODULES = [
     "gateway.cluster.mirror",
     "gateway.cluster.node",
     "gateway.cluster.relay",
+    "gateway.cluster.takeover",
     "gateway.sessions.states",
     "gateway.tcp",
     "gateway.sessionmap",

@@ -8,13 +8,12 @@ heartbeat, its subscription to its own channel, the
 L{gateway.cluster.mirror.Mirror} of each session it owns (which writes the
 session's state to Redis as it changes), and the L{RelaySession}s of the
 sessions it serves for other owners.  It resumes a session that another
-node owns by relaying, and takes one over when its owner has died.
+node owns by relaying, and takes one over when its owner has died (its
+L{gateway.cluster.takeover.Takeover} component).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +22,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import Elsewhere, GatewayError, NoBackendAvailable, ResumeRefused
+from ..errors import Elsewhere, GatewayError
 from ..wire.protocol import (
-    CLOSE_BAD_SECRET,
-    CLOSE_RESUME_FAILED,
-    CLOSE_UNAVAILABLE,
     CLOSE_UNKNOWN_SESSION,
     Data,
     Hello,
@@ -37,36 +33,13 @@ from ..interfaces import ISessionCluster, ISessionOpener
 from ..sessions.states import SessionState
 from .mirror import Mirror
 from .relay import RelaySession
+from .takeover import Takeover, secretHash
 
 if TYPE_CHECKING:
     from ..sessions.registry import SessionRegistry
     from ..sessions.session import Session
 
-__all__ = ["Cluster", "secretHash"]
-
-
-def secretHash(secret: str) -> str:
-    """
-    @return: what Redis keeps of a session secret (never the secret).
-    """
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _storeUnavailable(error: Exception) -> Exception:
-    """
-    @return: the refusal of a resume that needs Redis while it is away (the
-        client tries again).
-    """
-    return ResumeRefused(CLOSE_UNAVAILABLE, f"the session store is unavailable: {error}")
-
-
-def _checkSecret(expected: str, given: str) -> None:
-    """
-    @raise ResumeRefused: 4403 unless C{given} is C{expected} (compared in
-        constant time).
-    """
-    if not hmac.compare_digest(expected.encode(), given.encode()):
-        raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+__all__ = ["Cluster"]
 
 
 @implementer(ISessionCluster)
@@ -105,7 +78,8 @@ class Cluster:
         self._heartbeats: LoopingCall | None = None
         self._beating = False
         self._redisTrouble: str | None = None
-        self.takeovers = 0
+        #: Resumes of sessions this node does not hold, and takeovers.
+        self.takeover = Takeover(self)
 
     # Running.
     def start(self) -> Deferred:
@@ -170,7 +144,7 @@ class Cluster:
             "subscription": "ok" if self.subscription.healthy else (
                 "wedged" if self.subscription.wedged else "down"),
             "relayed": len(self.relays),
-            "takeovers": self.takeovers,
+            "takeovers": self.takeover.count,
             "redis_commands": self.shared.map.commandsIssued,
         }
 
@@ -270,7 +244,7 @@ class Cluster:
         alive = set(await self.shared.liveNodes())
         for relay in list(self.relays.values()):
             if relay.attached and relay.owner not in alive and relay.transport is not None:
-                Deferred.fromCoroutine(self._adoptRelay(relay)).addErrback(
+                Deferred.fromCoroutine(self.takeover.adoptRelay(relay)).addErrback(
                     lambda f: self.log.failure("taking a session over failed", f))
         for session, mirror in self._owned():
             if mirror.remote and mirror.remote not in alive:
@@ -422,154 +396,19 @@ class Cluster:
         if record.upRecv > session.inbox.accepted:
             await mirror.catchUp()
 
-    async def resume(self, hello: Hello, kind: str) -> Any:
+    def resume(self, hello: Hello, kind: str) -> Deferred:
         """
         Resume a session this node does not hold: relay it from its live
-        owner, or take it over from a dead one.
+        owner, or take it over from a dead one (L{Takeover.resume}).
+        """
+        return Deferred.fromCoroutine(self.takeover.resume(hello, kind))
 
-        @raise ResumeRefused: unknown or expired, wrong secret, or a count
-            that cannot be honoured.
-        @raise Elsewhere: see L{attachHere}.
+    def lookup(self, sid: str, secret: str) -> Deferred:
         """
-        sid = hello.sid
-        try:
-            status = await self.shared.attach(sid, kind)
-        except GatewayError as e:
-            raise _storeUnavailable(e) from None
-        if status[0] == "elsewhere":
-            raise Elsewhere("the session is on a WebSocket on another node")
-        if status[0] != "ok":
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        _, alive, record = status
-        _checkSecret(record.secret, secretHash(hello.secret or ""))
-        if hello.received < record.downAcked:
-            raise ResumeRefused(
-                CLOSE_RESUME_FAILED,
-                f"cannot resume from message {hello.received}: messages {record.downAcked + 1}"
-                f" to {record.downSent} are held",
-            )
-        if alive and record.owner != self.node:
-            relay = RelaySession(self, sid, hello.secret, record)
-            relay.attachSeq = record.attachSeq
-            await relay.load(hello.received)
-            old = self.relays.get(sid)
-            if old is not None and old is not relay:
-                old.supersededBy(self.node)
-            self.relays[sid] = relay
-            if hello.received > record.downAcked:
-                relay.writeAck()
-            return relay
-        return await self.takeOver(sid, hello.secret, hello.received)
-
-    async def lookup(self, sid: str, secret: str) -> RelaySession:
+        A relay for a long-polling C{send} through this node
+        (L{Takeover.lookup}).
         """
-        A relay for a long-polling C{send} through this node (which does not
-        take the client's attachment).
-
-        @raise ResumeRefused: unknown, or wrong secret.
-        """
-        relay = self.relays.get(sid)
-        if relay is not None:
-            _checkSecret(relay.secret, secret)
-            return relay
-        try:
-            record = await self.shared.read(sid)
-        except GatewayError as e:
-            raise _storeUnavailable(e) from None
-        if record is None:
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        _checkSecret(record.secret, secretHash(secret))
-        relay = RelaySession(self, sid, secret, record)
-        relay.outbox.sent = record.downSent
-        relay.outbox.acked = record.downAcked
-        return relay
-
-    async def takeOver(self, sid: str, secret: str, received: int) -> Session:
-        """
-        Become the owner of a session whose owner died: a new epoch (which
-        fences the old owner), a new backend connection to the same backend
-        (C{X-Session-Resumed: 1}), and the state read from the mailboxes.
-
-        @raise ResumeRefused: when it cannot be taken (gone, or its backend
-            cannot be reached).
-        """
-        try:
-            status = await self.shared.takeOver(sid)
-        except GatewayError as e:
-            raise _storeUnavailable(e) from None
-        if status[0] == "alive":
-            raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
-        if status[0] != "ok":
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        record = status[1]
-        registry = self.registry
-        existing = registry.sessions.get(sid)
-        if existing is not None:
-            return existing
-        pool = self.opener.pool(record.pool) if self.opener is not None else None
-        if pool is None:
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, f"the session's pool {record.pool!r} is not here")
-        link = None
-        if record.closing is None:
-            headers = dict(record.headers)
-            headers["X-Session-Resumed"] = "1"
-            headers["X-Session-Epoch"] = str(record.epoch)
-            # What the gateway knows the backend got, and what it got from
-            # the backend: a backend that keeps its messages skips the
-            # first and sends again what came after the second.
-            headers["X-Session-Delivered"] = str(record.upFwd)
-            headers["X-Session-Received"] = str(max(record.downSent, received))
-            try:
-                backend, link = await self.opener.reopen(pool, record.backend, record.target,
-                                                         headers, record.origin)
-            except (NoBackendAvailable, GatewayError) as e:
-                raise ResumeRefused(CLOSE_UNAVAILABLE, f"the session's backend cannot be reached: {e}") from None
-        try:
-            down = await self.shared.readDown(sid, record.downAcked)
-            up = await self.shared.readUp(sid, record.upFwd)
-        except GatewayError as e:
-            if link is not None:
-                link.closeLink(1001, "session takeover failed")
-            raise _storeUnavailable(e) from None
-        existing = registry.sessions.get(sid)
-        if existing is not None:  # pragma: no cover - two resumes at once
-            if link is not None:
-                link.closeLink(1001, "session taken over twice")
-            return existing
-        session = registry.adopt(sid, secret, pool, link, record, down, received)
-        session.mirror = Mirror(self, session, record.epoch)
-        session.mirror.origin = session.upstream.origin = (record.target, record.headers, record.origin)
-        session.mirror.attachSeq = record.attachSeq
-        if link is not None:
-            link.bind(session, backend)
-        self.takeovers += 1
-        self.log.info("node {node} took session {sid} over (epoch {epoch}) from {owner}",
-                      node=self.node, sid=shortId(sid), epoch=record.epoch, owner=record.owner)
-        for message in up:
-            if message.seq == session.inbox.accepted + 1:
-                session.forward(message)
-        session.mirror.forwarded()
-        return session
-
-    async def _adoptRelay(self, relay: RelaySession) -> None:
-        """
-        The owner of a session relayed here died: take it over here, with
-        its client staying connected.
-        """
-        transport = relay.transport
-        try:
-            session = await self.takeOver(relay.sid, relay.secret, relay.outbox.acked)
-        except GatewayError as e:
-            self.log.info("session {sid}: takeover failed: {e}", sid=shortId(relay.sid), e=str(e))
-            return
-        if relay.transport is not transport or transport is None:
-            return
-        relay.transport = None
-        relay.forget()
-        transport.session = session
-        # Deliver from what the client has received (no welcome: the client
-        # stays on this connection, and its counts carry on).
-        session.adoptTransport(transport, relay.outbox.sent)
+        return Deferred.fromCoroutine(self.takeover.lookup(sid, secret))
 
     def probe(self, sid: str) -> None:
         """

@@ -330,3 +330,74 @@ def test_releasePollHereOrThroughTheCluster():
     transport.kind = "poll"
     registry.releasePoll(session)
     assert probed == [session.sid] and transport.released == 1
+
+
+# Takeovers.
+
+class FakeOpener:
+    """
+    The opener as a takeover uses it: the pool by name, and C{reopen},
+    which records its call and answers with a new L{FakeLink}.
+    """
+
+    def __init__(self, pool):
+        self.pools = {pool.name: pool}
+        self.reopened = []
+
+    def pool(self, name):
+        return self.pools.get(name)
+
+    async def reopen(self, pool, name, target, headers, origin):
+        self.reopened.append((name, target, headers, origin))
+        link = BoundLink()
+        return pool.backend(name), link
+
+
+class BoundLink(FakeLink):
+    """
+    A fake link that remembers what it was bound to.
+    """
+
+    bound = None
+
+    def bind(self, session, backend):
+        self.bound = (session, backend)
+        self.backend = backend
+
+
+def test_takeOverAdoptsTheSessionWithAMirrorOfThisCluster():
+    """
+    Taking a session over from a dead owner reopens its backend link (the
+    same backend, with the resume headers and the new epoch), registers the
+    session here with a L{Mirror} of this cluster at the record's epoch and
+    origin, binds the link to it, and counts the takeover.
+    """
+    from gateway.sessionmap._shared import SessionRecord
+
+    clock = Clock()
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    opener = FakeOpener(pool)
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock), opener=opener,
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B", opener=opener))
+    cluster = registry.cluster
+    record = SessionRecord(
+        sid="s1", secret="h", pool="p", backend="b1", target=b"/chat", headers={"X-Session-Id": "s1"},
+        origin=None, owner="A", epoch=4, attached="", kind="", upRecv=2, upFwd=2, downSent=3,
+        downAcked=1, closing=None, created=0.0)
+    shared = cluster.shared
+    shared.takeOver = lambda sid: succeed(("ok", record))
+    shared.readDown = lambda sid, after: succeed([Data(2, b"d2", False), Data(3, b"d3", False)])
+    results = []
+    Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 1)).addBoth(results.append)
+    session = results[0]
+    assert registry.sessions["s1"] is session
+    assert isinstance(session.mirror, Mirror) and session.mirror.cluster is cluster
+    assert session.mirror.epoch == 4
+    assert session.upstream.origin == (b"/chat", {"X-Session-Id": "s1"}, None)
+    name, target, headers, origin = opener.reopened[0]
+    assert (name, target) == ("b1", b"/chat")
+    assert headers["X-Session-Resumed"] == "1" and headers["X-Session-Epoch"] == "4"
+    assert session.link.bound == (session, pool.backends[0])
+    assert [m.seq for m in session.outbox.unacknowledged()] == [2, 3]
+    assert cluster.takeover.count == 1 and cluster.health()["takeovers"] == 1
