@@ -1,9 +1,18 @@
 """
-The gateway's extension points.
+The gateway's interfaces, in one place.
 
-Each is a zope.interface with a named factory interface, so that built-in and
-third-party implementations are found the same way: as drop-ins in the
-top-level C{plugins} package, looked up by name through L{gateway.dropins}.
+The extension points (L{IBalancer}, L{ISessionMap}, L{IHealthCheck}) each
+have a named factory interface, so that built-in and third-party
+implementations are found the same way: as drop-ins in the top-level
+C{plugins} package, looked up by name through L{gateway.dropins}.
+
+The others are the contracts between the gateway's own parts, so that a
+lower layer drives an upper one without importing it: a session drives its
+client connection (L{ISessionTransport}) and its backend link
+(L{IBackendLink}); it is given a mirror strategy (L{ISessionMirror}) and the
+registry a cluster strategy (L{ISessionCluster}) and an opener
+(L{ISessionOpener}); the admin API reads sessions through
+L{ISessionView}.
 """
 
 from __future__ import annotations
@@ -182,6 +191,9 @@ class ISessionTransport(Interface):
         "C{'ws'} for a WebSocket, C{'poll'} for long-polling: what the shared"
         " session record says holds the client (a poll may be taken by"
         " another node, a WebSocket may not).")
+    session = Attribute(
+        "The session (or relay) it carries now, or L{None}; the cluster puts"
+        " the session it took over in place of the relay it replaces.")
 
     def pushData(message):
         """
