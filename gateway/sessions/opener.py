@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..backends.link import connectToPool, openBackendLink
@@ -38,8 +37,6 @@ class SessionOpener:
     @ivar pools: the gateway's pools by name (the service's own mapping,
         which a reload changes in place).
     """
-
-    log = Logger()
 
     def __init__(self, reactor, config: GatewayConfig, pools: Mapping[str, Pool], sessionMap,
                  trustedProxies, monitors: Mapping[str, Any]) -> None:
