@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -26,6 +26,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from .errors import ConfigError, NothingToReload
+from .interfaces import ISessionView
+from .sessions.states import SessionState
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
 from .web import BoundedSite, respondJSON
 from .wire.http1 import errorPayload
@@ -91,9 +93,10 @@ def _counts(counter: Counter) -> dict[str, int]:
     }
 
 
-def countSessions(sessions: Any) -> dict[str, Any]:
+def countSessions(sessions: Iterable[ISessionView]) -> dict[str, Any]:
     """
-    @param sessions: the node's sessions (L{gateway.sessions.session.Session}s).
+    @param sessions: the node's sessions, as the admin API reads them
+        (L{ISessionView}: L{gateway.sessions.session.Session}s).
     @return: C{sessions}, C{attached} and C{detached} counts for the node,
         and the same by pool and, within each, by backend (sessions whose
         backend connection is gone are counted in their pool only); for the
@@ -106,17 +109,16 @@ def countSessions(sessions: Any) -> dict[str, Any]:
     byPool: dict[str, Counter] = {}
     byBackend: dict[str, dict[str, Counter]] = {}
     for session in sessions:
-        state = getattr(session, "state", None)
-        if state == "ended":
+        if session.state is SessionState.ENDED:
             continue
-        pool = getattr(getattr(session, "pool", None), "name", None)
-        backend = getattr(getattr(session, "backend", None), "name", None)
+        state = session.state.value
+        pool = session.pool.name if session.pool is not None else None
+        backend = session.backend.name if session.backend is not None else None
         total[state] += 1
-        extra["switching"] += getattr(session, "switching", None) is not None
-        extra["paused"] += any(getattr(getattr(session, name, None), "closed", False)
-                               for name in ("clientValve", "backendValve"))
-        extra["failovers"] += getattr(session, "failovers", 0)
-        extra["moves"] += getattr(session, "moves", 0)
+        extra["switching"] += session.switching is not None
+        extra["paused"] += session.paused
+        extra["failovers"] += session.failovers
+        extra["moves"] += session.moves
         if pool is None:
             continue
         byPool.setdefault(pool, Counter())[state] += 1
@@ -249,11 +251,8 @@ class AdminResource(Resource):
                     return 200, describeBackend(gateway.setWeight(pool, name, weight))
                 case ["sessions"]:
                     _allow(method, b"GET")
-                    registry = getattr(gateway, "sessions", None)
-                    counts = countSessions(list(getattr(registry, "sessions", {}).values()))
-                    mover = getattr(gateway, "mover", None)
-                    if mover is not None:
-                        counts["mover"] = mover.state()
+                    counts = countSessions(list(gateway.sessions.sessions.values()))
+                    counts["mover"] = gateway.mover.state()
                     return 200, counts
                 case ["reload"]:
                     _allow(method, b"POST")

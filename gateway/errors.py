@@ -19,6 +19,9 @@ __all__ = [
     "ProtocolError",
     "LimitExceeded",
     "SessionMapUnavailable",
+    "ResumeRefused",
+    "Elsewhere",
+    "InvalidTransition",
 ]
 
 
@@ -120,4 +123,33 @@ class SessionMapUnavailable(GatewayError):
     connection was lost.  C{str(error)} is one line naming the store (never
     its password) and the reason.  A networked map logs its own outages,
     once each; callers fall back where they can.
+    """
+
+
+class ResumeRefused(GatewayError):
+    """
+    A resume (or a long-polling request naming a session) cannot be
+    honoured: the session is unknown, ended, its secret is wrong, or the
+    client's count cannot be served.  C{code} is the session-protocol close
+    code to send, C{reason} the text that goes with it.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Elsewhere(GatewayError):
+    """
+    A poll for a session that a live node of the cluster holds on a
+    WebSocket: the poll is answered with "on another connection".
+    """
+
+
+class InvalidTransition(GatewayError):
+    """
+    Code asked a session to move between two states that the table of
+    L{gateway.sessions.states} does not join (a bug, never a client's
+    doing).
     """

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError, NothingToReload
-from .interfaces import IOperator
+from .interfaces import IOperator, ISessionCluster
 from .tcp import forgetExitSignal
 from .wire.forwarded import TrustedProxies
 from .backends.health import HealthMonitor, PassiveHealth
@@ -35,7 +35,9 @@ from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
 from .backends.routing import Router, parseKeySpec
 from .sessions.mover import SessionMover
-from .sessions.session import SessionRegistry
+from .sessions.local import SingleNode
+from .sessions.opener import SessionOpener
+from .sessions.registry import SessionRegistry
 from .site import GatewayFactory
 
 __all__ = [
@@ -102,19 +104,24 @@ class GatewayService(MultiService):
         self.router = Router([(r.prefix, self.pools[r.pool]) for r in config.routes])
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
-        self.sessions = SessionRegistry(config.session, reactor, self.sessionMap)
+        self.health = PassiveHealth(self.monitors)
+        #: Opens sessions' backend links: new ones, takeovers, failovers, moves.
+        self.opener = SessionOpener(reactor, config, self.pools, self.sessionMap, self.trustedProxies,
+                                    self.health)
+        cluster: Callable[[SessionRegistry], ISessionCluster] = SingleNode
         if self.sessionMap.shared:
             # Several nodes share sessions through this map (Redis).
             from .cluster.node import Cluster
 
-            self.sessions.cluster = Cluster(
-                self.sessions, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
-                node=self.sessionMap.nodeId)
+            def cluster(registry: SessionRegistry) -> ISessionCluster:
+                return Cluster(registry, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
+                               node=self.sessionMap.nodeId, opener=self.opener)
+        self.sessions = SessionRegistry(config.session, reactor, self.sessionMap, opener=self.opener,
+                                        cluster=cluster)
         self.endpoints = [
             (description, _parseEndpoint(reactor, "listen", description, backlog=True))
             for description in config.listen
         ]
-        self.health = PassiveHealth(self.monitors)
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
@@ -211,10 +218,7 @@ class GatewayService(MultiService):
         # stops the gateway with one line instead of failing every client
         # later.
         await self.sessionMap.start()
-        cluster = self.sessions.cluster
-        if cluster is not None:
-            cluster.opener = self.factory
-            await cluster.start()
+        await self.sessions.cluster.start()
         if self.config.demo and not self.config.pools:
             await self._startDemo()
         timeouts = self.config.timeouts
@@ -304,10 +308,10 @@ class GatewayService(MultiService):
         await gatherResults([p.stopListening() for p in self.ports])
         self.ports = []
         deadline = self.config.timeouts.shutdown
-        if self.sessions.cluster is not None:
-            # Say this node is gone first, so that the clients told to
-            # resume elsewhere find their sessions ready to take over.
-            await self.sessions.cluster.stop()
+        # With several nodes, say this node is gone first, so that the
+        # clients told to resume elsewhere find their sessions ready to take
+        # over.
+        await self.sessions.cluster.stop()
         self.sessions.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:

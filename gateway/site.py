@@ -22,15 +22,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from .errors import BackendUnreachable, LimitExceeded, NoBackendAvailable, ProtocolError
+from .errors import LimitExceeded, ProtocolError
 from .interfaces import IConnectObserver, IEdge, ISessionMap
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
-from .backends.link import connectToPool, openBackendLink
 from .wire.protocol import SUBPROTOCOL
 from .backends.routing import Router, affinityKey, hasDotSegments
-from .wire.forwarded import TrustedProxies, forwardedHeaders
-from .sessions.session import SessionRegistry
+from .wire.forwarded import TrustedProxies
+from .sessions.registry import SessionRegistry
 from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
@@ -38,7 +37,7 @@ from .transports.websocket import SessionWebSocketFactory
 from .web import BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
-    from .backends.pool import Backend, ConnectionSlot, Pool
+    from .backends.pool import Pool
     from .config import GatewayConfig
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
@@ -253,7 +252,7 @@ class GatewayResource(Resource):
         that a balancer in front takes it out).
         """
         cluster = self.factory.sessions.cluster
-        if cluster is None:
+        if not cluster.sharesSessions:
             return respondJSON(request, 200, {"status": "ok"})
         healthy = cluster.healthy
         return respondJSON(request, 200 if healthy else 503,
@@ -316,7 +315,6 @@ class GatewayFactory(Factory):
         self.refusedConnections = 0
         self.clientErrors = 0
         self.sessions: SessionRegistry = sessions
-        self.sessions.opener = self
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
         self.web = BoundedSite(
@@ -381,132 +379,6 @@ class GatewayFactory(Factory):
         switchProtocol(transport, protocol)
         protocol.makeConnection(transport)
         protocol.dataReceived(data)
-
-    async def openSession(self, route: Route):
-        """
-        Open a new session for C{route}: a backend WebSocket (with the
-        session id in C{X-Session-Id}), then the session.
-
-        @raise NoBackendAvailable: when no backend can be had.
-        @raise LimitExceeded: at C{session.maxSessions}.
-        """
-        sessions = self.sessions
-        sessions.reserve()
-        try:
-            sid = sessions.newId()
-            headers = self._backendHeaders(route, sid)
-            header = route.head.get(b"origin")
-            origin = header.decode("latin-1") if header else None
-            connect = self._linkOpener(route.head.target, headers, origin)
-            slot, link = await connectToPool(
-                route.pool, route.key, route.sticky, self.sessionMap, self.health, connect
-            )
-        except BaseException:
-            sessions.unreserve()
-            raise
-        session = sessions.create(sid, route.pool, link)
-        session.origin = (route.head.target, headers, origin)
-        link.bind(session, slot.backend)
-        if sessions.cluster is not None:
-            await sessions.cluster.register(session, route.head.target, headers, origin)
-        return session
-
-    def pool(self, name: str) -> Pool | None:
-        """
-        @return: the pool called C{name}, if any.
-        """
-        return self.pools.get(name)
-
-    def _linkOpener(self, target: bytes, headers: dict[str, str], origin: str | None):
-        """
-        @return: C{connect(slot, timeout=None)}, opening a session's
-            backend link (which holds C{slot}) for request target C{target}
-            with C{headers} (the connect timeout unless C{timeout} is given).
-        """
-
-        def connect(slot: ConnectionSlot, timeout: float | None = None):
-            return openBackendLink(
-                self.reactor, slot, target, headers,
-                connectTimeout=timeout or self.config.timeouts.connect,
-                maxMessageBytes=self.config.session.maxMessageBytes,
-                origin=origin,
-            )
-
-        return connect
-
-    async def _linkTo(self, pool: Pool, connect, prefer: Backend | None, *, only: bool = False,
-                      timeout: float | None = None, exclude=()) -> tuple[Backend, Any]:
-        """
-        Connect to C{prefer} while it is available (with C{only}, to it or
-        nothing), else to a backend of C{pool} the balancer chooses, other
-        than those in C{exclude}.
-
-        @raise NoBackendAvailable: when no backend can be had.
-        """
-        if prefer is not None and (only or prefer.available()):
-            slot = prefer.reserve()
-            try:
-                return prefer, await connect(slot, timeout)
-            except (BackendUnreachable, ProtocolError, OSError) as e:
-                slot.release()
-                if only:
-                    raise NoBackendAvailable(f"backend {prefer.name}: {e}") from None
-                self.health.connectFailed(pool, prefer, str(e))
-        slot, link = await connectToPool(pool, None, False, self.sessionMap, self.health, connect, exclude=exclude)
-        return slot.backend, link
-
-    async def reopen(self, pool: Pool, name: str, target: bytes, headers: dict[str, str],
-                     origin: str | None) -> tuple[Backend, Any]:
-        """
-        Open a backend link for a session taken over from another node: to
-        backend C{name} while it is available, else as for a new session.
-
-        @raise NoBackendAvailable: when no backend can be had.
-        """
-        return await self._linkTo(pool, self._linkOpener(target, headers, origin), pool.backend(name))
-
-    async def relink(self, session, prefer: Backend | None, avoid: Backend | None,
-                     window: float | None, force: bool = False) -> tuple[Backend, Any]:
-        """
-        Open the next backend connection of C{session} (a failover or a
-        move), with its resume headers
-        (L{gateway.sessions.upstream.BackendSide.resumeHeaders}): to C{prefer} when
-        given (only C{prefer}, within a failover window of C{window} seconds
-        left; with C{force}, even while it drains), else to a backend the
-        balancer chooses, other than C{avoid} when another will do.
-
-        @return: the backend and the link (holding the connection's slot,
-            which it releases when closed), not yet bound.
-        @raise NoBackendAvailable: when no backend can be had now.
-        """
-        pool = session.pool
-        target, _, origin = session.origin
-        only = force or window is not None  # that backend or nothing, this time
-        if prefer is not None and (prefer not in pool.backends or (window is not None and prefer.draining)):
-            if only:
-                raise NoBackendAvailable(f"backend {prefer.name} takes no sessions now")
-            prefer = None
-        timeout = None if window is None else max(0.1, min(window, self.config.timeouts.connect))
-        exclude = [avoid] if avoid is not None and any(
-            b.available() for b in pool.backends if b is not avoid) else []
-        return await self._linkTo(pool, self._linkOpener(target, session.resumeHeaders(), origin),
-                                  prefer, only=only, timeout=timeout, exclude=exclude)
-
-    def _backendHeaders(self, route: Route, sid: str) -> dict[str, str]:
-        head = route.head
-        headers = {"X-Session-Id": sid}
-        if self.sessions.cluster is not None:
-            headers["X-Session-Epoch"] = "1"  # raised by every takeover
-        for name, value in forwardedHeaders(head, route.peer, route.secure, self.trustedProxies):
-            headers[name.decode("ascii")] = value.decode("latin-1")
-        cookies = head.getAll(b"cookie")
-        if cookies:
-            headers["Cookie"] = "; ".join(c.decode("latin-1") for c in cookies)
-        for name in (b"authorization", b"user-agent"):
-            value = head.get(name)
-            if value is not None:
-                headers[name.decode("ascii").title()] = value.decode("latin-1")
-        return headers
 
     def connectionClosed(self) -> None:
         """

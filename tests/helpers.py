@@ -14,8 +14,9 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from gateway.backends.pool import Backend
-from gateway.sessions.session import IBackendLink, ISessionTransport
+from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.testing import rawExchange
+from gateway.wire.protocol import CLOSE_UNAVAILABLE
 
 
 @implementer(ISessionTransport)
@@ -24,10 +25,14 @@ class FakeTransport:
     Records what the session sends.
     """
 
+    kind = "ws"
+
     def __init__(self):
+        self.session = None
         self.sent = []
         self.closed = None
         self.aborted = False
+        self.released = 0
 
     def pushData(self, message):
         self.sent.append(message)
@@ -41,6 +46,24 @@ class FakeTransport:
     def abortTransport(self):
         self.aborted = True
 
+    def letGo(self):
+        """
+        As a WebSocket does: close with 4503.
+        """
+        self.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
+
+    def release(self):
+        self.released += 1
+
+    def pauseReading(self):
+        pass
+
+    def resumeReading(self):
+        pass
+
+    def registerFlow(self, producer):
+        pass
+
 
 @implementer(IBackendLink)
 class FakeLink:
@@ -48,16 +71,38 @@ class FakeLink:
     Records what the session hands the backend.
     """
 
+    #: It cannot ask its backend for receipts: what it is handed counts as
+    #: confirmed once written.
+    confirmsReceipts = False
+
     def __init__(self):
         self.backend = Backend("b1", "127.0.0.1", 1)
         self.messages = []
         self.closed = None
 
+    def bind(self, session, backend):
+        self.backend = backend
+
     def sendMessage(self, payload, isBinary):
         self.messages.append((payload, isBinary))
 
+    def requestReceipt(self, seq):
+        pass
+
+    def finishLink(self, code, reason):
+        self.closeLink(code, reason)
+
     def closeLink(self, code, reason):
         self.closed = (code, reason)
+
+    def pauseReading(self):
+        pass
+
+    def resumeReading(self):
+        pass
+
+    def registerFlow(self, producer):
+        pass
 
 
 #: The bound of every wait in these tests, in seconds.

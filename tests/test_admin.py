@@ -34,6 +34,7 @@ from gateway.admin import (
 from gateway.config import AdminConfig, BackendConfig, GatewayConfig, PoolConfig, RouteConfig
 from gateway.backends.pool import MAX_WEIGHT
 from gateway.service import GatewayService
+from gateway.sessions.states import SessionState
 from gateway.testing import rawExchange
 
 TOKEN = "s3cret-admin-token-0123456789"
@@ -403,12 +404,14 @@ def test_badWeight(admin: AdminResource, service: GatewayService, body: bytes, m
 
 def fakeSession(state: str, pool: str | None, backend: str | None):
     """
-    @return: an object with what the admin API reads of a session.
+    @return: an object with what the admin API reads of a session
+        (L{gateway.interfaces.ISessionView}).
     """
     return SimpleNamespace(
-        state=state,
+        state=SessionState(state),
         pool=SimpleNamespace(name=pool) if pool else None,
         backend=SimpleNamespace(name=backend) if backend else None,
+        switching=None, paused=False, failovers=0, moves=0,
     )
 
 

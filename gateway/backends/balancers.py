@@ -23,7 +23,7 @@ from typing import Collection, Sequence
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ..interfaces import IBalancer, IBalancerFactory
+from ..interfaces import IBalancer, IBalancerFactory, IFixedPlacement
 from .pool import Backend
 
 __all__ = [
@@ -162,7 +162,7 @@ def rendezvousScore(key: bytes, backend: Backend) -> float:
     return -backend.weight / math.log(u)
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IFixedPlacement)
 class RendezvousHash:
     """
     Weighted rendezvous hashing on the affinity key: each key goes to the
@@ -179,12 +179,8 @@ class RendezvousHash:
     L{LeastConnections}.
 
     Its idea of even is each key on its own backend, not equal counts: the
-    session mover does not rebalance its pools (C{rebalances}).
+    session mover does not rebalance its pools (L{IFixedPlacement}).
     """
-
-    #: Whether sessions are moved towards equal connections per weight
-    #: (L{gateway.sessions.mover.SessionMover}); a balancer without the attribute is.
-    rebalances = False
 
     def __init__(self) -> None:
         self._noKey = LeastConnections()

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
-from ..sessions.session import IBackendLink
+from ..interfaces import IBackendLink
 from ..tcp import noDelay
 from ..wire.frames import encodeFrame
 from .pool import NO_SLOT
@@ -325,6 +325,7 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
     """
 
     factory: BackendLinkFactory
+    confirmsReceipts = True
 
     def __init__(self) -> None:
         super().__init__()

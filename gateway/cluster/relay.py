@@ -32,6 +32,7 @@ from ..wire.protocol import (
     shortId,
 )
 from ..sessions.session import PacketDispatch
+from ..sessions.states import SessionState
 from ..sessionmap._scripts import GAP, GONE
 
 __all__ = ["RelaySession", "GAP_RETRY", "GAP_PATIENCE"]
@@ -69,7 +70,7 @@ class RelaySession(PacketDispatch):
         self.outbox.sent = self.outbox.acked = record.downAcked
         self.closing: Close | None = Close(*record.closing) if record.closing else None
         self.transport: Any = None
-        self.state = "detached"
+        self.state = SessionState.DETACHED
         self.attached = False
         self.lastReceived = self.lastSent = registry.clock.seconds()
         self._queue: list[Data] = []
@@ -113,7 +114,8 @@ class RelaySession(PacketDispatch):
         old, self.transport = self.transport, transport
         if old is not None and old is not transport:
             old.closeTransport(CLOSE_SUPERSEDED, "replaced by a newer connection")
-        self.state = "attached"
+        if self.state is not SessionState.ENDED:
+            self.state = self.state.to(SessionState.ATTACHED)
         self.attached = True
         config = self.registry.config
         self.lastReceived = self.lastSent = self.registry.clock.seconds()
@@ -145,14 +147,19 @@ class RelaySession(PacketDispatch):
             self._letGo()
 
     def _letGo(self) -> None:
-        self.state = "detached"
-        self._forget()
+        if self.state is not SessionState.ENDED:
+            self.state = self.state.to(SessionState.DETACHED)
+        self.forget()
         if self.attached:
             self.attached = False
             d = self.cluster.shared.detach(self.sid)
             d.addErrback(self.cluster.writeFailed)
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
+        """
+        This node no longer relays the session (its client left, or the
+        session was taken over here).
+        """
         if self.cluster.relays.get(self.sid) is self:
             del self.cluster.relays[self.sid]
         if self._ackCall is not None and self._ackCall.active():
@@ -264,12 +271,16 @@ class RelaySession(PacketDispatch):
             # not seen yet: they are received, so skip them here.
             self.outbox.ack(self.outbox.sent)
             self.outbox.sent = self.outbox.acked = ack.count
-            self._writeAck()
+            self.writeAck()
         elif ack.count > self.outbox.acked:
             self.outbox.ack(ack.count)
-            self._writeAck()
+            self.writeAck()
 
-    def _writeAck(self) -> None:
+    def writeAck(self) -> None:
+        """
+        Write the client's acknowledgements to Redis, one write at a time,
+        the newest winning.
+        """
         if self._ackWrite is not None:
             return
         count = self.outbox.acked
@@ -278,7 +289,7 @@ class RelaySession(PacketDispatch):
         def done(result):
             self._ackWrite = None
             if self.outbox.acked > count and self.transport is not None:
-                self._writeAck()
+                self.writeAck()
             return result
 
         self._ackWrite.addBoth(done).addErrback(self.cluster.writeFailed)
@@ -363,10 +374,10 @@ class RelaySession(PacketDispatch):
         """
         The owner ended the session.
         """
-        self.state = "ended"
+        self.state = self.state.to(SessionState.ENDED)
         transport, self.transport = self.transport, None
         self.attached = False
-        self._forget()
+        self.forget()
         if transport is not None:
             transport.closeTransport(code, reason)
 
@@ -377,23 +388,16 @@ class RelaySession(PacketDispatch):
         self.attached = False
         transport = self.transport
         self.transport = None
-        self._forget()
-        letGo = getattr(transport, "letGo", None)
-        if letGo is not None:
-            letGo()
-        elif transport is not None:
-            # Not 4001 (which ends a client): with several nodes, a resume
-            # through a connection that has since died may come last; the
-            # live client resumes again.
-            transport.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
+        self.forget()
+        if transport is not None:
+            transport.letGo()
 
     def release(self) -> None:
         """
         Answer a held poll now (an upgrade's probe arrived elsewhere).
         """
-        release = getattr(self.transport, "release", None)
-        if release is not None:
-            release()
+        if self.transport is not None:
+            self.transport.release()
 
     # Liveness.
     def sweep(self, now: float) -> None:

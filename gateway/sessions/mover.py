@@ -7,7 +7,7 @@ removed them), and towards an even spread when backends are unevenly loaded
 Each pool has its own budget per second (C{drain_rate}, C{rebalance_rate}),
 spent on a tick every L{SessionMover.TICK} seconds, so that a fleet is
 evened out within minutes without a storm of reconnections.  A move is
-invisible to the session's client (L{gateway.sessions.upstream.BackendSide.move}).
+invisible to the session's client (L{gateway.sessions.upstream.Upstream.move}).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..interfaces import IFixedPlacement
+from .states import SessionState
+
 if TYPE_CHECKING:
     from ..backends.pool import Backend, Pool
-    from .session import Session, SessionRegistry
+    from .registry import SessionRegistry
+    from .session import Session
 
 __all__ = ["SessionMover"]
 
@@ -88,7 +92,7 @@ class SessionMover(Service):
                 self._drain(pool, sessionsOf(pool), elapsed)
             else:
                 self._drainCredit.pop(pool.name, None)
-            if pool.rebalanceRate > 0 and getattr(pool.balancer, "rebalances", True):
+            if pool.rebalanceRate > 0 and not IFixedPlacement.providedBy(pool.balancer):
                 self._rebalance(pool, sessionsOf, elapsed)
             else:
                 self._balanceCredit.pop(pool.name, None)
@@ -101,7 +105,7 @@ class SessionMover(Service):
         byPool: dict[str, dict[Backend, list[Session]]] = {}
         for session in self.registry.sessions.values():
             backend = session.backend
-            if backend is None or session.switching is not None or session.state not in ("attached", "detached"):
+            if backend is None or session.switching is not None or session.state not in (SessionState.ATTACHED, SessionState.DETACHED):
                 continue
             byPool.setdefault(session.pool.name, {}).setdefault(backend, []).append(session)
         return byPool
@@ -172,7 +176,7 @@ class SessionMover(Service):
         """
         best = None
         for session in sessions:
-            if session.state == "detached":
+            if session.state is SessionState.DETACHED:
                 return session
             if best is None or session.lastReceived < best.lastReceived:
                 best = session

@@ -2,8 +2,8 @@
 A session's backend side (docs/operations.md, "Backend failover"; docs/
 protocol.md, "Flow control").
 
-L{BackendSide} is the half of a L{gateway.sessions.session.Session} that faces its
-backend:
+An L{Upstream} is the component of a L{gateway.sessions.session.Session}
+that faces its backend:
 
   - It keeps the client messages handed to the backend until the backend
     confirms them.  A WebSocket server answers a ping only after it has read
@@ -21,31 +21,34 @@ backend:
   - It moves the session to another backend on purpose (a drain or a
     rebalance): it closes the old connection (whose closing handshake
     confirms everything), then connects the new one the same way.
-  - It applies flow control on both hops, with two L{Valve}s: reading from
-    the backend pauses while the client connection's write buffer is full or
-    the replay buffer is past its high-water mark; reading from the client
-    pauses while the backend connection's write buffer is full or too many
-    of its messages are unconfirmed.
+  - It applies flow control on both hops, with two
+    L{gateway.sessions.flow.Valve}s: reading from the backend pauses while
+    the client connection's write buffer is full or the replay buffer is
+    past its high-water mark; reading from the client pauses while the
+    backend connection's write buffer is full or too many of its messages
+    are unconfirmed.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from ..errors import GatewayError
+from ..interfaces import IBackendLink, ISessionOpener, ISessionTransport
 from ..wire.protocol import CLOSE_SLOW, Data, Failover, shortId
+from .flow import Valve
+from .states import SessionState
 
 if TYPE_CHECKING:
     from ..backends.pool import Backend
+    from ..config import SessionConfig
 
-__all__ = ["BackendSide", "Valve", "FAILOVER_CODES", "RECEIPT_DELAY", "RETRY_DELAY"]
+__all__ = ["Upstream", "FAILOVER_CODES", "RECEIPT_DELAY", "RETRY_DELAY"]
 
 #: Backend close codes after which a session fails over rather than ends: no
 #: close frame at all (the server or its host died: L{None}, 1006), going
@@ -60,88 +63,21 @@ RECEIPT_DELAY = 0.05
 #: Seconds between attempts to reconnect a session's backend.
 RETRY_DELAY = 0.25
 
-log = Logger()
-
-
-def _flow(peer: Any, method: str) -> None:
+class Upstream:
     """
-    Call C{peer}'s flow-control C{method} (C{pauseReading} or
-    C{resumeReading}), when it has a peer and the peer has one.
-    """
-    call = getattr(peer, method, None)
-    if call is not None:
-        call()
+    The backend side of one L{gateway.sessions.session.Session}, which owns
+    it (C{session.upstream}).
 
+    It owns the session's backend link, the client messages not yet
+    confirmed, the switch between backends and both flow-control valves.
+    Of its session it reads C{sid}, C{pool}, C{state}, C{inbox},
+    C{outbox}, C{transport} and C{mirror}; it calls the session's C{end}
+    (a slow peer under C{slow = "close"}) and C{backendEnded} (the backend
+    is gone for good), and binds new links to the session, which hands
+    their messages and closes back here.
 
-@implementer(IPushProducer)
-class Valve:
-    """
-    Pauses one side of a session while any reason to holds.
-
-    @ivar reasons: why it is closed (empty when open).
-    @ivar pauses: how many times it closed.
-    """
-
-    def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        self._pause = pause
-        self._resume = resume
-        self.reasons: set[str] = set()
-        self.pauses = 0
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.reasons)
-
-    def close(self, reason: str) -> None:
-        """
-        Pause, for C{reason}.
-        """
-        wasOpen = not self.reasons
-        self.reasons.add(reason)
-        if wasOpen:
-            self.pauses += 1
-            self._pause()
-
-    def open(self, reason: str) -> None:
-        """
-        C{reason} no longer holds: resume when no other does.
-        """
-        if reason in self.reasons:
-            self.reasons.discard(reason)
-            if not self.reasons:
-                self._resume()
-
-    def producerFor(self, reason: str) -> IPushProducer:
-        """
-        @return: a streaming producer to register with a consumer (a
-            transport), closing this valve for C{reason} while the
-            consumer's write buffer is full.
-        """
-        return _BufferFull(self, reason)
-
-
-@implementer(IPushProducer)
-class _BufferFull:
-    def __init__(self, valve: Valve, reason: str) -> None:
-        self.valve = valve
-        self.reason = reason
-
-    def pauseProducing(self) -> None:
-        self.valve.close(self.reason)
-
-    def resumeProducing(self) -> None:
-        self.valve.open(self.reason)
-
-    def stopProducing(self) -> None:
-        self.valve.open(self.reason)
-
-
-class BackendSide:
-    """
-    The backend half of a L{gateway.sessions.session.Session} (a mixin: the session
-    has C{link}, C{pool}, C{registry}, C{inbox}, C{outbox}, C{transport},
-    C{state}, C{mirror} and C{sid}).
-
+    @ivar link: the L{IBackendLink} carrying the session now, or L{None}
+        (between backends, or gone).
     @ivar unconfirmed: client messages accepted and not yet confirmed by the
         backend, oldest first (sent again by a C{replay} failover).
     @ivar written: the last client message written to the current backend
@@ -153,9 +89,21 @@ class BackendSide:
         L{None}.
     @ivar origin: the request target, backend headers and origin of the
         session's first backend connection, for the next ones.
+    @ivar pendingNotices: C{Failover} packets for a client that is not
+        attached now, sent by its next attach.
     """
 
-    def _initBackendSide(self) -> None:
+    log = Logger()
+
+    def __init__(self, session: Any, config: SessionConfig, clock,
+                 opener: ISessionOpener | None, link: IBackendLink | None) -> None:
+        self.session = session
+        self.config = config
+        self.clock = clock
+        #: What opens the next backend connection; L{None}: the session
+        #: ends when its backend connection drops.
+        self.opener = opener
+        self.link = link
         self.unconfirmed: deque[Data] = deque()
         self.unconfirmedBytes = 0
         self.written = 0
@@ -165,6 +113,7 @@ class BackendSide:
         self.moves = 0
         self.lost = 0
         self.origin: tuple[bytes, dict[str, str], str | None] = (b"/", {}, None)
+        self.pendingNotices: list[Failover] = []
         self._moveTarget: Backend | None = None
         self._previous: Backend | None = None
         self._droppedAt = 0.0
@@ -173,13 +122,35 @@ class BackendSide:
         self._receiptCall = None
         self._receiptFor = 0
         self._switchTask: Deferred | None = None
-        self.pendingNotices: list[Failover] = []
         #: Reading from the backend (paused for a slow client).
-        self.backendValve = Valve(lambda: _flow(self.link, "pauseReading"),
-                                  lambda: _flow(self.link, "resumeReading"))
+        self.backendValve = Valve(self._pauseBackend, self._resumeBackend)
         #: Reading from the client (paused for a slow backend).
-        self.clientValve = Valve(lambda: _flow(self.transport, "pauseReading"),
-                                 lambda: _flow(self.transport, "resumeReading"))
+        self.clientValve = Valve(self._pauseClient, self._resumeClient)
+
+    def _pauseBackend(self) -> None:
+        if self.link is not None:
+            self.link.pauseReading()
+
+    def _resumeBackend(self) -> None:
+        if self.link is not None:
+            self.link.resumeReading()
+
+    def _pauseClient(self) -> None:
+        transport = self.session.transport
+        if transport is not None:
+            transport.pauseReading()
+
+    def _resumeClient(self) -> None:
+        transport = self.session.transport
+        if transport is not None:
+            transport.resumeReading()
+
+    @property
+    def paused(self) -> bool:
+        """
+        Whether flow control holds either side of the session now.
+        """
+        return self.clientValve.closed or self.backendValve.closed
 
     # Client messages to the backend.
     def handOn(self, message: Data) -> None:
@@ -193,24 +164,24 @@ class BackendSide:
         if link is not None and self.switching is None:
             link.sendMessage(message.payload, message.isBinary)
             self.written = message.seq
-            if getattr(link, "requestReceipt", None) is None:
+            if not link.confirmsReceipts:
                 self._confirm(message.seq)  # a link that cannot confirm: nothing to replay
             else:
                 self._wantReceipt()
         self._checkInflight()
 
     def _inflightFull(self, share: float = 1.0) -> bool:
-        config = self.registry.config
+        config = self.config
         return (len(self.unconfirmed) >= config.maxInflightMessages * share
                 or self.unconfirmedBytes >= config.maxInflightBytes * share)
 
     def _checkInflight(self) -> None:
         if not self._inflightFull():
             return
-        if self.registry.config.slow == "close" and self.switching is None:
+        if self.config.slow == "close" and self.switching is None:
             self.log.info("session {sid}: the backend confirmed none of {n} messages: ending it",
-                          sid=shortId(self.sid), n=len(self.unconfirmed))
-            self.end(1008, "backend too slow", CLOSE_SLOW, clientCode=CLOSE_SLOW)
+                          sid=shortId(self.session.sid), n=len(self.unconfirmed))
+            self.session.end(1008, "backend too slow", CLOSE_SLOW, clientCode=CLOSE_SLOW)
             return
         self.clientValve.close("inflight")
 
@@ -220,7 +191,7 @@ class BackendSide:
         if self._inflightFull(0.5):
             self._requestReceipt()
         elif self._receiptCall is None:
-            self._receiptCall = self.registry.clock.callLater(RECEIPT_DELAY, self._requestReceipt)
+            self._receiptCall = self.clock.callLater(RECEIPT_DELAY, self._requestReceipt)
 
     def _requestReceipt(self) -> None:
         self._cancelReceipt()
@@ -235,7 +206,7 @@ class BackendSide:
         if call is not None and call.active():
             call.cancel()
 
-    def backendReceipt(self, link, seq: int) -> None:
+    def backendReceipt(self, link: IBackendLink, seq: int) -> None:
         """
         C{link}'s backend has read every client message up to C{seq}.
         """
@@ -252,7 +223,7 @@ class BackendSide:
             self.unconfirmedBytes -= len(unconfirmed.popleft().payload)
         if seq > self.confirmed:
             self.confirmed = seq
-        config = self.registry.config
+        config = self.config
         if ("inflight" in self.clientValve.reasons
                 and len(unconfirmed) <= config.maxInflightMessages * 0.5
                 and self.unconfirmedBytes <= config.maxInflightBytes * 0.5):
@@ -267,16 +238,17 @@ class BackendSide:
 
         @return: whether the session ended.
         """
-        config = self.registry.config
-        outbox = self.outbox
+        config = self.config
+        session = self.session
+        outbox = session.outbox
         if (len(outbox) < config.maxBufferMessages * 0.75
                 and outbox.pendingBytes < config.maxBufferBytes * 0.75):
             return False
         if config.slow == "close":
             self.log.info("session {sid}: the client acknowledged none of {n} messages: ending it",
-                          sid=shortId(self.sid), n=len(outbox))
-            attached = self.transport is not None
-            self.end(1008, "client too slow", CLOSE_SLOW, clientCode=CLOSE_SLOW if attached else None)
+                          sid=shortId(session.sid), n=len(outbox))
+            attached = session.transport is not None
+            session.end(1008, "client too slow", CLOSE_SLOW, clientCode=CLOSE_SLOW if attached else None)
             return True
         self.backendValve.close("outbox")
         return False
@@ -288,48 +260,53 @@ class BackendSide:
         """
         if "outbox" not in self.backendValve.reasons:
             return
-        config = self.registry.config
-        if (len(self.outbox) <= config.maxBufferMessages * 0.5
-                and self.outbox.pendingBytes <= config.maxBufferBytes * 0.5):
+        config = self.config
+        outbox = self.session.outbox
+        if (len(outbox) <= config.maxBufferMessages * 0.5
+                and outbox.pendingBytes <= config.maxBufferBytes * 0.5):
             self.backendValve.open("outbox")
 
-    def linkBound(self, link) -> None:
+    def linkBound(self, link: IBackendLink) -> None:
         """
         C{link} now carries the session: watch its write buffer, and pause it
         at once when reading from the backend is paused.
         """
-        register = getattr(link, "registerFlow", None)
-        if register is not None:
-            register(self.clientValve.producerFor("backend-buffer"))
+        link.registerFlow(self.clientValve.producerFor("backend-buffer"))
         if self.backendValve.closed:
-            _flow(link, "pauseReading")
+            link.pauseReading()
 
-    def transportAttached(self, transport) -> None:
+    def transportAttached(self, transport: ISessionTransport) -> None:
         """
         C{transport} now carries the session: watch its write buffer, and
         pause it at once when reading from the client is paused.
         """
-        register = getattr(transport, "registerFlow", None)
-        if register is not None:
-            register(self.backendValve.producerFor("client-buffer"))
+        transport.registerFlow(self.backendValve.producerFor("client-buffer"))
         if self.clientValve.closed:
-            _flow(transport, "pauseReading")
+            transport.pauseReading()
 
-    def transportDetached(self, transport) -> None:
+    def transportDetached(self, transport: ISessionTransport) -> None:
         """
         C{transport} no longer carries the session.
         """
         self.backendValve.open("client-buffer")
         if self.clientValve.closed:
-            _flow(transport, "resumeReading")
+            transport.resumeReading()
+
+    def takeNotices(self) -> list[Failover]:
+        """
+        @return: the notices kept for the client while it was away (and
+            forget them: an attach sends them).
+        """
+        notices, self.pendingNotices = self.pendingNotices, []
+        return notices
 
     # Backend connections ending, and the next one.
-    def backendClosed(self, code: int | None, reason: str | None, link=None, clean: bool = False) -> None:
+    def backendClosed(self, code: int | None, reason: str | None, link: IBackendLink | None = None,
+                      clean: bool = False) -> None:
         """
         The backend WebSocket closed: after a move, connect the next one;
         after a drop (L{FAILOVER_CODES}), fail over under the pool's policy;
-        else deliver what it sent, then the closing packet, and end once the
-        client has acknowledged it all.
+        else the session's C{backendEnded}.
         """
         if link is not None and link is not self.link:
             return
@@ -342,28 +319,30 @@ class BackendSide:
         self._cancelReceipt()
         self._receiptFor = 0
         self.clientValve.open("backend-buffer")
-        if self.state == "ended":
+        session = self.session
+        if session.state is SessionState.ENDED:
             return
         if self.switching == "move":
             if clean:
                 self._confirm(self.written)  # read before its closing handshake
             self._startSwitch()
             return
-        if (self.switching is None and self.state != "ending" and self.pool.failover != "close"
-                and code in FAILOVER_CODES and self.registry.opener is not None):
+        pool = session.pool
+        if (self.switching is None and session.state is not SessionState.ENDING and pool.failover != "close"
+                and code in FAILOVER_CODES and self.opener is not None):
             self.switching = "failover"
             self.failovers += 1
             self._previous = previous
-            self._droppedAt = self.registry.clock.seconds()
+            self._droppedAt = self.clock.seconds()
             self._dropCode, self._dropReason = code, reason or ""
             self.log.info(
                 "session {sid}: backend {backend} dropped ({code}): failing over ({policy})",
-                sid=shortId(self.sid), backend=previous.name if previous else "?",
-                code=code if code is not None else "no close frame", policy=self.pool.failover,
+                sid=shortId(session.sid), backend=previous.name if previous else "?",
+                code=code if code is not None else "no close frame", policy=pool.failover,
             )
             self._startSwitch()
             return
-        self.backendEnded(code, reason)
+        session.backendEnded(code, reason)
 
     def move(self, target: Backend | None = None) -> bool:
         """
@@ -375,22 +354,31 @@ class BackendSide:
             between backends).
         """
         link = self.link
-        if link is None or self.switching is not None or self.state not in ("attached", "detached"):
+        if link is None or self.switching is not None or not self.session.state.live:
             return False
         self.switching = "move"
         self.moves += 1
         self._moveTarget = target
         self._previous = link.backend
-        self._droppedAt = self.registry.clock.seconds()
+        self._droppedAt = self.clock.seconds()
         self._dropCode, self._dropReason = 1001, "session moved to another backend"
         self._cancelReceipt()
-        finish = getattr(link, "finishLink", None)
-        if finish is not None:
-            finish(1001, "session moved to another backend")
-        else:
-            link.closeLink(1001, "session moved to another backend")
-            self.backendClosed(1001, None, link)
+        link.finishLink(1001, "session moved to another backend")
         return True
+
+    def stop(self) -> IBackendLink | None:
+        """
+        The session ended: no receipt, no switch any more.
+
+        @return: the link, now forgotten (the session closes it).
+        """
+        self._cancelReceipt()
+        self.switching = None
+        task, self._switchTask = self._switchTask, None
+        if task is not None and not task.called:
+            task.cancel()
+        link, self.link = self.link, None
+        return link
 
     def _startSwitch(self) -> None:
         self._switchTask = Deferred.fromCoroutine(self._switch())
@@ -398,9 +386,9 @@ class BackendSide:
 
     def _switchError(self, failure) -> None:
         if not failure.check(CancelledError):
-            self.log.failure("session {sid}: switching backends failed", failure, sid=shortId(self.sid))
+            self.log.failure("session {sid}: switching backends failed", failure, sid=shortId(self.session.sid))
             self.switching = None
-            self.backendEnded(1011, "switching backends failed")
+            self.session.backendEnded(1011, "switching backends failed")
 
     def resumeHeaders(self) -> dict[str, str]:
         """
@@ -410,26 +398,27 @@ class BackendSide:
             and the backend messages the gateway received
             (C{X-Session-Received}), as for a takeover.
         """
+        session = self.session
         headers = dict(self.origin[1])
         headers["X-Session-Resumed"] = "1"
-        if self.pool.failover == "notify" and self.switching == "failover":
+        if session.pool.failover == "notify" and self.switching == "failover":
             delivered = max(self.written, self.confirmed)
         else:
-            delivered = self.unconfirmed[0].seq - 1 if self.unconfirmed else self.inbox.accepted
+            delivered = self.unconfirmed[0].seq - 1 if self.unconfirmed else session.inbox.accepted
         headers["X-Session-Delivered"] = str(delivered)
-        headers["X-Session-Received"] = str(self.outbox.sent)
-        if self.mirror is not None:
-            headers["X-Session-Epoch"] = str(self.mirror.epoch)
+        headers["X-Session-Received"] = str(session.outbox.sent)
+        session.mirror.stampEpoch(headers)
         return headers
 
     async def _switch(self) -> None:
-        clock = self.registry.clock
-        opener = self.registry.opener
-        pool = self.pool
+        clock = self.clock
+        opener = self.opener
+        session = self.session
+        pool = session.pool
         deadline = self._droppedAt + pool.failoverTimeout
         previous, target = self._previous, self._moveTarget
         while True:
-            if self.state == "ended":
+            if session.state is SessionState.ENDED:
                 return
             now = clock.seconds()
             if self.switching == "failover" and now - self._droppedAt < pool.failoverWindow:
@@ -439,43 +428,43 @@ class BackendSide:
             else:
                 prefer, avoid, remaining = None, None, None
             try:
-                backend, link = await opener.relink(self, prefer, avoid, remaining)
+                backend, link = await opener.relink(session, prefer, avoid, remaining)
                 break
             except (GatewayError, OSError) as e:
                 if self.switching == "move" and previous is not None:
                     # Nowhere else to go: back to where it was, draining or not.
                     try:
-                        backend, link = await opener.relink(self, previous, None, None, force=True)
+                        backend, link = await opener.relink(session, previous, None, None, force=True)
                         break
                     except (GatewayError, OSError):
                         pass
                 if clock.seconds() >= deadline:
                     self.log.warn("session {sid}: no backend of pool {pool} could take it within"
-                                  " {t:g}s ({e}): ending it", sid=shortId(self.sid), pool=pool.name,
+                                  " {t:g}s ({e}): ending it", sid=shortId(session.sid), pool=pool.name,
                                   t=pool.failoverTimeout, e=str(e))
                     self.switching, self._switchTask = None, None  # done: end() has nothing to cancel
-                    self.backendEnded(self._dropCode if self._dropCode not in (None, 1006) else 1011,
-                                      self._dropReason or "the backend went away")
+                    session.backendEnded(self._dropCode if self._dropCode not in (None, 1006) else 1011,
+                                         self._dropReason or "the backend went away")
                     return
             await deferLater(clock, RETRY_DELAY, lambda: None)
         self._switchTask = None
-        if self.state == "ended":
+        if session.state is SessionState.ENDED:
             link.closeLink(1001, "session ended")
             return
         self._relinked(backend, link)
 
-    def _relinked(self, backend: Backend, link) -> None:
+    def _relinked(self, backend: Backend, link: IBackendLink) -> None:
         how = self.switching
         self.switching = None
         self._moveTarget = None
-        if how == "failover" and self.pool.failover == "notify":
+        if how == "failover" and self.session.pool.failover == "notify":
             lost = [m for m in self.unconfirmed if m.seq <= self.written]
             if lost:
                 self._confirm(lost[-1].seq)
                 self.lost += len(lost)
                 self.notifyLost(lost[0].seq, lost[-1].seq)
         self.link = link
-        link.bind(self, backend)
+        link.bind(self.session, backend)
         if self.link is not link:
             return  # it closed at once: bind reported it
         self.linkBound(link)
@@ -483,14 +472,13 @@ class BackendSide:
             link.sendMessage(message.payload, message.isBinary)
             self.written = message.seq
         if self.unconfirmed:
-            if getattr(link, "requestReceipt", None) is None:
+            if not link.confirmsReceipts:
                 self._confirm(self.written)
             else:
                 self._wantReceipt()
-        if self.mirror is not None:
-            self.mirror.relinked(backend.name)
+        self.session.mirror.relinked(backend.name)
         self.log.info("session {sid}: {how} to backend {backend} done ({n} messages sent again)",
-                      sid=shortId(self.sid), how=how, backend=backend.name, n=len(self.unconfirmed))
+                      sid=shortId(self.session.sid), how=how, backend=backend.name, n=len(self.unconfirmed))
 
     def notifyLost(self, first: int, last: int) -> None:
         """
@@ -498,13 +486,8 @@ class BackendSide:
         to C{last} may not have reached the backend.
         """
         packet = Failover(first, last)
-        if self.transport is not None:
-            self.transport.pushControl(packet)
+        transport = self.session.transport
+        if transport is not None:
+            transport.pushControl(packet)
         else:
             self.pendingNotices.append(packet)  # sent by the next attach
-
-    def backendEnded(self, code: int | None, reason: str | None) -> None:
-        """
-        Overridden by the session: the backend ended it.
-        """
-        raise NotImplementedError

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..tcp import requestLost
 from ..wire.http1 import errorPayload
 from ..wire.protocol import (
@@ -43,8 +43,8 @@ from ..wire.protocol import (
     dataToJSON,
     packetFromJSON,
 )
-from ..cluster.node import Elsewhere
-from ..sessions.session import ISessionTransport, ResumeRefused
+from ..interfaces import ISessionTransport
+from ..sessions.states import SessionState
 
 if TYPE_CHECKING:
     from ..interfaces import IEdge
@@ -109,6 +109,7 @@ class PollingTransport:
     """
 
     log = Logger()
+    kind = "poll"
 
     def __init__(self, polling: LongPolling, session: Session) -> None:
         self.polling = polling
@@ -190,6 +191,12 @@ class PollingTransport:
         waiters, self._readingWaiters = self._readingWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def registerFlow(self, producer) -> None:
+        """
+        Nothing: a poll buffers nothing (its answers are built from the
+        session's replay buffer), so it never pushes back.
+        """
 
     def whenReading(self) -> Deferred:
         """
@@ -395,7 +402,7 @@ class LongPolling:
         factory = self.factory
         if hello.sid is None:
             route = factory.routeRequest(request)
-            session = await factory.openSession(route)
+            session = await factory.sessions.open(route)
             if request.finished:
                 session.orphaned()
                 return
@@ -419,12 +426,7 @@ class LongPolling:
         return sid, secret
 
     def _session(self, sid: str, secret: str) -> tuple[Session, PollingTransport]:
-        sessions = self.factory.sessions
-        session = sessions.here(sid) if sessions.cluster is not None else None
-        if session is None or sid in sessions.sessions:
-            session = sessions.authenticate(sid, secret)
-        elif not hmac.compare_digest(session.secret.encode(), secret.encode()):
-            raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
+        session = self.factory.sessions.local(sid, secret)
         session.lastReceived = self.factory.reactor.seconds()
         transport = session.transport
         if transport is None:
@@ -448,8 +450,7 @@ class LongPolling:
         if type(received) is not int or received < 0:
             raise ProtocolError("'ack' must be a non-negative integer")
         sid, secret = self._credentials(body)
-        sessions = self.factory.sessions
-        if sessions.cluster is not None and sessions.here(sid) is None:
+        if self.factory.sessions.mustResume(sid):
             # Several nodes: held or attached elsewhere; resume it here.
             d = Deferred.fromCoroutine(self._pollHere(request, sid, secret, received))
             d.addErrback(self._failed, request)
@@ -485,8 +486,7 @@ class LongPolling:
             raise LimitExceeded(f"more than {self.config.maxBatchMessages} packets in one send")
         decoded = [packetFromJSON(p) for p in packets]
         sid, secret = self._credentials(body)
-        sessions = self.factory.sessions
-        if sessions.cluster is None:
+        if not self.factory.sessions.sharesSessions:
             session, transport = self._session(sid, secret)
             self._deliver(request, session, transport, decoded)
             return
@@ -513,7 +513,7 @@ class LongPolling:
             if isinstance(packet, Close):
                 break
         await session.settled()
-        if transport is not None and getattr(transport, "paused", False):
+        if transport is not None and transport.paused:
             await transport.whenReading()  # flow control: the backend is slow
         answer = [controlToJSON(Ack(session.ackCount))]
         if any(isinstance(p, Close) for p in decoded):
@@ -521,7 +521,7 @@ class LongPolling:
             _respond(request, 200, {"packets": answer})
             return
         sent = [p.seq for p in decoded if isinstance(p, Data)]
-        if sent and session.ackCount < max(sent) and session.state != "ended":
+        if sent and session.ackCount < max(sent) and session.state is not SessionState.ENDED:
             # Some never reached the session (a gap between nodes that did
             # not close): the client resumes, and sends them again.
             answer.append({"t": "closed", "code": CLOSE_UNAVAILABLE,

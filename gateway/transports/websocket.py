@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError
+from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
@@ -30,7 +30,7 @@ from ..wire.protocol import (
     encodeData,
     shortId,
 )
-from ..sessions.session import ISessionTransport, ResumeRefused
+from ..interfaces import ISessionTransport
 
 __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 
@@ -41,8 +41,11 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
     A client's WebSocket carrying the session protocol.
 
     Set by the front door before any byte is fed: C{route} (what
-    L{gateway.site.GatewayFactory.openSession} needs to open a session).
+    L{gateway.sessions.registry.SessionRegistry.open} needs to open a
+    session).
     """
+
+    kind = "ws"
 
     #: txaio's logger, as Autobahn's own classes have, not a plain
     #: L{Logger}: Autobahn logs at debug level twice per frame through this
@@ -108,7 +111,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
     async def _open(self, hello: Hello) -> None:
         gateway = self.factory.gateway
         if hello.sid is None:
-            session = await gateway.openSession(self.route)
+            session = await gateway.sessions.open(self.route)
             if self.state != self.STATE_OPEN:
                 # The client left while the backend was being connected.
                 session.orphaned()
@@ -121,11 +124,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             # An upgrade's round trip: answer without moving the session;
             # the client follows with a real resume on this connection.
             sessions = gateway.sessions
-            local = hello.sid in sessions.sessions or sessions.cluster is None
-            if local:
-                session = sessions.find(hello)
-            else:
-                session = await sessions.sendTarget(hello.sid, hello.secret or "")
+            session = await sessions.probed(hello)
             if self.state != self.STATE_OPEN:
                 return
             self.sendMessage(encodeControl(Probe()), False)
@@ -133,11 +132,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             self._helloTimer = gateway.reactor.callLater(
                 gateway.config.timeouts.handshake, self._noHello
             )
-            release = getattr(session.transport, "release", None)
-            if release is not None:
-                release()  # the client waits for its held poll to end
-            elif sessions.cluster is not None:
-                sessions.cluster.probe(hello.sid)  # held by another node
+            sessions.releasePoll(session)  # the client waits for its held poll to end
         else:
             session = await gateway.sessions.resume(hello, "ws")
             if self.state != self.STATE_OPEN:
@@ -215,6 +210,20 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         Drop the connection at once.
         """
         self.dropConnection(abort=True)
+
+    def letGo(self) -> None:
+        """
+        The session was attached through another node: close with 4503.
+        Not 4001 (which ends a client): with several nodes, a resume through
+        a connection that has since died may come last; the live client
+        resumes again.
+        """
+        self.closeTransport(CLOSE_UNAVAILABLE, "the session moved to another gateway node")
+
+    def release(self) -> None:
+        """
+        Nothing: a WebSocket holds no poll.
+        """
 
 
 class SessionWebSocketFactory(WebSocketServerFactory):

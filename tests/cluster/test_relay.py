@@ -14,7 +14,7 @@ from gateway.config import SessionConfig
 from gateway.errors import LimitExceeded
 from gateway.wire.protocol import CLOSE_UNAVAILABLE, Ack, Data, Welcome
 from gateway.cluster.relay import GAP_PATIENCE, GAP_RETRY, RelaySession
-from gateway.sessions.session import SessionRegistry
+from gateway.sessions.registry import SessionRegistry
 from gateway.sessionmap._scripts import GAP
 from gateway.sessionmap._shared import SessionRecord
 from gateway.sessionmap.memory import MemorySessionMap

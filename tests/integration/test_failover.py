@@ -174,7 +174,7 @@ async def test_sameBackendFirstWithinWindow(echo_backends, make_gateway):
         traffic.sent[i] = 1
     await waitUntil(lambda: traffic.lost() == 0)
     sessions = gateway.service.sessions.sessions.values()
-    await waitUntil(lambda: all(s.confirmed == 1 and not s.unconfirmed for s in sessions))
+    await waitUntil(lambda: all(s.upstream.confirmed == 1 and not s.upstream.unconfirmed for s in sessions))
     await one.stop()
     await deferLater(reactor, 0.5, lambda: None)
     assert sessionsOn(gateway) == {None: 3}
@@ -328,18 +328,18 @@ async def test_stalledClientAtItsBound(echo_backends, make_gateway):
     total, payload = 20000, b"x" * 1024
     for i in range(total):
         backend.sendMessage(b"%d:" % i + payload, True)
-    await waitUntil(lambda: gatewaySession.backendValve.closed, timeout=30)
+    await waitUntil(lambda: gatewaySession.upstream.backendValve.closed, timeout=30)
     await deferLater(reactor, 1.0, lambda: None)
     held = len(gatewaySession.outbox)
     assert gatewaySession.state == "attached"
     assert held <= session.maxBufferMessages
-    print(f"\nstalled client: reading from the backend paused ({sorted(gatewaySession.backendValve.reasons)})"
+    print(f"\nstalled client: reading from the backend paused ({sorted(gatewaySession.upstream.backendValve.reasons)})"
           f" with {held} messages ({gatewaySession.outbox.pendingBytes} bytes) held; bound "
           f"{session.maxBufferMessages}")
     relay.resume()
     await waitUntil(lambda: len(got) == total, timeout=60)
     assert [bytes(m).split(b":", 1)[0] for m in got] == [b"%d" % i for i in range(total)]
-    assert not gatewaySession.backendValve.closed
+    assert not gatewaySession.upstream.backendValve.closed
     await client.close().addTimeout(10, reactor)
     await relay.stop()
 
@@ -367,12 +367,12 @@ async def test_stalledBackendAtItsBound(echo_backends, make_gateway, transport):
     total, payload = 5000, "y" * 1024
     for i in range(total):
         client.send(f"{i}:{payload}")
-    await waitUntil(lambda: gatewaySession.clientValve.closed, timeout=30)
+    await waitUntil(lambda: gatewaySession.upstream.clientValve.closed, timeout=30)
     await deferLater(reactor, 1.0, lambda: None)
-    held = len(gatewaySession.unconfirmed)
+    held = len(gatewaySession.upstream.unconfirmed)
     print(f"\nstalled backend ({transport}): reading from the client paused "
-          f"({sorted(gatewaySession.clientValve.reasons)}) with {held} unconfirmed messages "
-          f"({gatewaySession.unconfirmedBytes} bytes); bound {session.maxInflightMessages}")
+          f"({sorted(gatewaySession.upstream.clientValve.reasons)}) with {held} unconfirmed messages "
+          f"({gatewaySession.upstream.unconfirmedBytes} bytes); bound {session.maxInflightMessages}")
     assert held <= session.maxInflightMessages + 1000
     assert gatewaySession.inbox.accepted < total
     backend.transport.resumeProducing()

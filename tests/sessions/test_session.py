@@ -10,15 +10,11 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from gateway.config import SessionConfig
-from gateway.errors import ProtocolError
+from gateway.errors import ProtocolError, ResumeRefused
+from gateway.interfaces import IBackendLink, ISessionTransport
 from gateway.backends.pool import Pool
 from gateway.wire.protocol import Ack, Close, Data, Hello, Welcome
-from gateway.sessions.session import (
-    IBackendLink,
-    ISessionTransport,
-    ResumeRefused,
-    SessionRegistry,
-)
+from gateway.sessions.registry import SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink, FakeTransport
 
@@ -120,28 +116,6 @@ def test_grace_expiry_and_remembered_end():
     assert caught.value.code == 4404
 
 
-def test_resume_checks():
-    """
-    A resume needs the right secret (4403) and a received count between
-    what was acknowledged and what was sent (4409); a good one drops what
-    the client has.
-    """
-    clock, registry, session, link = makeSession()
-    for payload in (b"1", b"2", b"3"):
-        session.messageFromBackend(payload, False)
-    with pytest.raises(ResumeRefused) as caught:
-        registry.find(Hello(session.sid, "wrong", 0))
-    assert caught.value.code == 4403
-    with pytest.raises(ResumeRefused) as caught:
-        registry.find(Hello(session.sid, session.secret, 4))
-    assert caught.value.code == 4409
-    assert registry.find(Hello(session.sid, session.secret, 2)) is session
-    assert [m.seq for m in session.outbox.unacknowledged()] == [3]
-    with pytest.raises(ResumeRefused) as caught:
-        registry.find(Hello(session.sid, session.secret, 1))
-    assert caught.value.code == 4409
-
-
 def test_buffer_bound_ends_session():
     """
     One message past max_buffer_messages ends the session: backend closed
@@ -174,50 +148,3 @@ def test_backend_close_delivered_then_session_ends():
     session.ackReceived(Ack(1))
     assert transport.closed == (4000, "done")
     assert session.sid not in registry.sessions
-
-
-def test_max_sessions():
-    """
-    The registry refuses a reservation past max_sessions.
-    """
-    clock, registry, session, link = makeSession(maxSessions=1)
-    with pytest.raises(Exception) as caught:
-        registry.reserve()
-    assert "maximum of 1 sessions" in str(caught.value)
-
-
-def test_session_record_written():
-    """
-    The session map holds a record of each live session (pool, backend,
-    state, node) and drops it when the session ends.
-    """
-    clock, registry, session, link = makeSession()
-    transport = FakeTransport()
-    session.attach(transport, resumed=False)
-    record = registry.sessionMap.getSession(session.sid).result
-    assert record["backend"] == "b1" and record["state"] == "attached" and record["pool"] == "p"
-    assert record["created"] == 0 and record["updated"] == 0
-    session.closeReceived(Close(1000, "bye"))
-    assert registry.sessionMap.getSession(session.sid).result is None
-
-
-def test_ended_sessions_remembered_within_bound():
-    """
-    Past max_ended the oldest ended session is forgotten: resuming it then
-    gets 4404 (unknown) instead of 4410 (expired).
-    """
-    clock = Clock()
-    registry = SessionRegistry(SessionConfig(maxEnded=1), clock, MemorySessionMap(clock))
-    ended = []
-    for _ in range(2):
-        link = FakeLink()
-        registry.reserve()
-        session = registry.create(registry.newId(), Pool("p", [link.backend], None), link)
-        session.end(1001, "client did not resume", 4410)
-        ended.append(session.sid)
-    codes = []
-    for sid in ended:
-        with pytest.raises(ResumeRefused) as caught:
-            registry.find(Hello(sid, "x", 0))
-        codes.append(caught.value.code)
-    assert codes == [4404, 4410]

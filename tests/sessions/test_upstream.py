@@ -1,25 +1,23 @@
 """
-L{gateway.sessions.upstream} and L{gateway.sessions.mover} with fakes and a Clock: backend
-receipts, flow control on both hops, failover, moves, the valves, and the
-session mover's budgets, without sockets.
+L{gateway.sessions.upstream} with fakes and a Clock: backend receipts, flow
+control on both hops, failover and moves, without sockets.
 """
 
 from __future__ import annotations
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from gateway.backends.balancers import LeastConnections, RendezvousHash
+from gateway.backends.balancers import LeastConnections
 from gateway.config import SessionConfig
 from gateway.errors import NoBackendAvailable
-from gateway.sessions.upstream import RECEIPT_DELAY, RETRY_DELAY, Valve
-from gateway.sessions.mover import SessionMover
+from gateway.sessions.upstream import RECEIPT_DELAY, RETRY_DELAY
 from gateway.backends.pool import Backend, Pool
 from gateway.wire.protocol import CLOSE_SLOW, Ack, Close, Data, Failover, Hello, Welcome
-from gateway.sessions.session import IBackendLink, ISessionTransport, SessionRegistry
+from gateway.interfaces import IBackendLink, ISessionTransport
+from gateway.sessions.registry import SessionRegistry
 from gateway.sessionmap.memory import MemorySessionMap
 from tests.helpers import FakeLink as SessionFakeLink
 from tests.helpers import FakeTransport as SessionFakeTransport
@@ -44,7 +42,8 @@ class FakeTransport(SessionFakeTransport):
 
 class PlainLink(SessionFakeLink):
     """
-    A backend link that cannot confirm what it reads (no C{requestReceipt}).
+    A backend link that cannot confirm what it reads (C{confirmsReceipts}
+    is false).
     """
 
     def __init__(self, backend):
@@ -62,6 +61,8 @@ class FakeLink(PlainLink):
     A backend link that asks for receipts, finishes with a closing
     handshake and can be paused; it records every call.
     """
+
+    confirmsReceipts = True
 
     def __init__(self, backend):
         super().__init__(backend)
@@ -99,7 +100,7 @@ class FakeOpener:
         d = Deferred()
         self.calls.append({
             "prefer": prefer, "avoid": avoid, "window": window, "force": force,
-            "headers": session.resumeHeaders(), "result": d,
+            "headers": session.upstream.resumeHeaders(), "result": d,
         })
         if self.outcomes:
             outcome = self.outcomes.pop(0)
@@ -117,8 +118,7 @@ def makeSession(failover="replay", link=None, **config):
     default a L{FakeLink}).
     """
     clock = Clock()
-    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
-    registry.opener = FakeOpener()
+    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock), opener=FakeOpener())
     b1 = Backend("b1", "127.0.0.1", 1)
     b2 = Backend("b2", "127.0.0.1", 2)
     pool = Pool("p", [b1, b2], LeastConnections())
@@ -178,15 +178,15 @@ def test_receiptConfirmsAfterDelay():
     attached(session)
     send(session, 1)
     assert link.messages == payloads(1)
-    assert [m.seq for m in session.unconfirmed] == [1]
+    assert [m.seq for m in session.upstream.unconfirmed] == [1]
     clock.advance(RECEIPT_DELAY / 2)
     assert link.receipts == []
     send(session, 2)
     clock.advance(RECEIPT_DELAY / 2)
     assert link.receipts == [2]
     session.backendReceipt(link, 2)
-    assert list(session.unconfirmed) == [] and session.unconfirmedBytes == 0
-    assert session.confirmed == 2
+    assert list(session.upstream.unconfirmed) == [] and session.upstream.unconfirmedBytes == 0
+    assert session.upstream.confirmed == 2
     clock.advance(1)
     assert link.receipts == [2]  # nothing left to confirm: no more pings
 
@@ -220,9 +220,9 @@ def test_staleReceiptChangesNothing():
     session.backendReceipt(link, 1)
     session.backendReceipt(link, 3)
     session.backendReceipt(FakeLink(link.backend), 2)
-    assert [m.seq for m in session.unconfirmed] == [1, 2] and session.confirmed == 0
+    assert [m.seq for m in session.upstream.unconfirmed] == [1, 2] and session.upstream.confirmed == 0
     session.backendReceipt(link, 2)
-    assert list(session.unconfirmed) == [] and session.confirmed == 2
+    assert list(session.upstream.unconfirmed) == [] and session.upstream.confirmed == 2
 
 
 def test_nextReceiptAfterAnswer():
@@ -238,11 +238,11 @@ def test_nextReceiptAfterAnswer():
     clock.advance(RECEIPT_DELAY)
     assert link.receipts == [1]  # one ping awaited at a time
     session.backendReceipt(link, 1)
-    assert [m.seq for m in session.unconfirmed] == [2, 3]
+    assert [m.seq for m in session.upstream.unconfirmed] == [2, 3]
     clock.advance(RECEIPT_DELAY)
     assert link.receipts == [1, 3]
     session.backendReceipt(link, 3)
-    assert list(session.unconfirmed) == []
+    assert list(session.upstream.unconfirmed) == []
 
 
 def test_linkWithoutReceiptsConfirmsOnWrite():
@@ -255,8 +255,8 @@ def test_linkWithoutReceiptsConfirmsOnWrite():
     attached(session)
     send(session, 1, 2)
     assert link.messages == payloads(1, 2)
-    assert list(session.unconfirmed) == [] and session.unconfirmedBytes == 0
-    assert session.confirmed == 2
+    assert list(session.upstream.unconfirmed) == [] and session.upstream.unconfirmedBytes == 0
+    assert session.upstream.confirmed == 2
     clock.advance(1)
 
 
@@ -270,14 +270,14 @@ def test_inflightBoundPausesClient():
     clock, registry, session, link = makeSession(maxInflightMessages=4)
     transport = attached(session)
     send(session, 1, 2, 3)
-    assert not session.clientValve.closed and transport.pauses == 0
+    assert not session.upstream.clientValve.closed and transport.pauses == 0
     send(session, 4)
-    assert session.clientValve.reasons == {"inflight"} and transport.pauses == 1
+    assert session.upstream.clientValve.reasons == {"inflight"} and transport.pauses == 1
     session.backendReceipt(link, link.receipts[-1])
     clock.advance(RECEIPT_DELAY)
     session.backendReceipt(link, link.receipts[-1])
-    assert list(session.unconfirmed) == []
-    assert not session.clientValve.closed and transport.resumes == 1
+    assert list(session.upstream.unconfirmed) == []
+    assert not session.upstream.clientValve.closed and transport.resumes == 1
 
 
 def test_inflightResumesAtHalf():
@@ -291,8 +291,8 @@ def test_inflightResumesAtHalf():
     send(session, 1, 2, 3, 4)
     assert link.receipts == [2] and transport.pauses == 1
     session.backendReceipt(link, 2)
-    assert len(session.unconfirmed) == 2
-    assert not session.clientValve.closed
+    assert len(session.upstream.unconfirmed) == 2
+    assert not session.upstream.clientValve.closed
     assert transport.resumes == 1
 
 
@@ -306,17 +306,17 @@ def test_inflightBytesBoundPausesClient():
     transport = attached(session)
     session.packetReceived(Data(1, b"x" * 60, False))
     assert link.receipts == [1]  # past half the bytes: asked at once
-    assert not session.clientValve.closed
+    assert not session.upstream.clientValve.closed
     session.packetReceived(Data(2, b"y" * 40, True))
-    assert session.unconfirmedBytes == 100
-    assert session.clientValve.reasons == {"inflight"} and transport.pauses == 1
+    assert session.upstream.unconfirmedBytes == 100
+    assert session.upstream.clientValve.reasons == {"inflight"} and transport.pauses == 1
     session.backendReceipt(link, 1)
-    assert session.unconfirmedBytes == 40
-    assert not session.clientValve.closed and transport.resumes == 1
+    assert session.upstream.unconfirmedBytes == 40
+    assert not session.upstream.clientValve.closed and transport.resumes == 1
     clock.advance(RECEIPT_DELAY)
     assert link.receipts == [1, 2]
     session.backendReceipt(link, 2)
-    assert session.unconfirmedBytes == 0 and list(session.unconfirmed) == []
+    assert session.upstream.unconfirmedBytes == 0 and list(session.upstream.unconfirmed) == []
 
 
 def test_inflightBoundClosesUnderSlowClose():
@@ -345,14 +345,14 @@ def test_outboxHighWaterPausesBackend():
     transport = attached(session)
     for i in range(5):
         session.messageFromBackend(b"d%d" % i, False)
-    assert not session.backendValve.closed and link.pauses == 0
+    assert not session.upstream.backendValve.closed and link.pauses == 0
     session.messageFromBackend(b"d5", False)
-    assert session.backendValve.reasons == {"outbox"} and link.pauses == 1
+    assert session.upstream.backendValve.reasons == {"outbox"} and link.pauses == 1
     assert [m.seq for m in transport.sent] == [1, 2, 3, 4, 5, 6]
     session.packetReceived(Ack(1))
-    assert session.backendValve.closed and link.resumes == 0
+    assert session.upstream.backendValve.closed and link.resumes == 0
     session.packetReceived(Ack(2))
-    assert not session.backendValve.closed and link.resumes == 1
+    assert not session.upstream.backendValve.closed and link.resumes == 1
 
 
 def test_outboxHighWaterClosesUnderSlowClose():
@@ -383,11 +383,11 @@ def test_resumeAcknowledgingAllResumesBackend():
     session.detach(transport, "gone")
     for i in range(6):
         session.messageFromBackend(b"d%d" % i, False)
-    assert session.backendValve.reasons == {"outbox"} and link.pauses == 1
+    assert session.upstream.backendValve.reasons == {"outbox"} and link.pauses == 1
     assert registry.find(Hello(session.sid, session.secret, 6)) is session
     session.attach(FakeTransport(), resumed=True)
     assert len(session.outbox) == 0
-    assert not session.backendValve.closed and link.resumes == 1
+    assert not session.upstream.backendValve.closed and link.resumes == 1
 
 
 def test_pausedClientPausedOnAttach():
@@ -437,7 +437,7 @@ def test_replayAfterDrop():
     clock.advance(RECEIPT_DELAY)
     assert newLink.receipts == [5]
     session.backendReceipt(newLink, 5)
-    assert list(session.unconfirmed) == []
+    assert list(session.upstream.unconfirmed) == []
     assert transport.closed is None
 
 
@@ -460,7 +460,7 @@ def test_resumeHeaders():
     assert headers["X-Session-Resumed"] == "1"
     assert headers["X-Session-Delivered"] == "2"
     assert headers["X-Session-Received"] == "3"
-    assert session.resumeHeaders() == headers
+    assert session.upstream.resumeHeaders() == headers
 
 
 def test_sameBackendFirstWithinWindow():
@@ -615,8 +615,8 @@ def test_notifyDoesNotResend():
     registry.opener.calls[0]["result"].callback((b2, newLink))
     assert newLink.messages == payloads(4)
     assert Failover(2, 3) in transport.sent
-    assert [m.seq for m in session.unconfirmed] == [4]
-    assert session.lost == 2
+    assert [m.seq for m in session.upstream.unconfirmed] == [4]
+    assert session.upstream.lost == 2
 
 
 def test_notifyWaitsForAttach():
@@ -632,13 +632,13 @@ def test_notifyWaitsForAttach():
     registry.opener.outcomes = [(b2, FakeLink(None))]
     session.backendClosed(None, None, link)
     assert session.switching is None
-    assert session.pendingNotices == [Failover(1, 2)]
+    assert session.upstream.pendingNotices == [Failover(1, 2)]
     assert Failover(1, 2) not in transport.sent
     again = FakeTransport()
     session.attach(again, resumed=True)
     assert isinstance(again.sent[0], Welcome)
     assert again.sent[1:] == [Failover(1, 2)]
-    assert session.pendingNotices == []
+    assert session.upstream.pendingNotices == []
 
 
 # Moves.
@@ -665,7 +665,7 @@ def test_moveFinishesOldLinkThenRelinks():
     assert link.messages == payloads(1, 2)
     assert registry.opener.calls == []
     session.backendClosed(1001, "", link, clean=True)
-    assert [m.seq for m in session.unconfirmed] == [3]
+    assert [m.seq for m in session.upstream.unconfirmed] == [3]
     calls = registry.opener.calls
     assert [(c["prefer"], c["avoid"], c["window"]) for c in calls] == [(b2, b1, None)]
     newLink = FakeLink(None)
@@ -717,278 +717,3 @@ def test_moveRefusedWhileSwitchingOrEnding():
     session.link = link  # even with a link
     assert session.move(b2) is False
     assert link.finished is None
-
-
-# Valves.
-
-def makeValve():
-    """
-    @return: a L{Valve} and the list of "pause" and "resume" calls it made.
-    """
-    calls = []
-    valve = Valve(lambda: calls.append("pause"), lambda: calls.append("resume"))
-    return valve, calls
-
-
-def test_valvePausesOnceForSeveralReasons():
-    """
-    A valve pauses once when its first reason comes, and resumes only when
-    the last one goes; opening for a reason that does not hold is nothing.
-    """
-    valve, calls = makeValve()
-    assert not valve.closed
-    valve.close("a")
-    valve.close("b")
-    valve.close("a")
-    assert valve.closed and valve.reasons == {"a", "b"} and calls == ["pause"]
-    valve.open("a")
-    valve.open("c")
-    assert valve.closed and calls == ["pause"]
-    valve.open("b")
-    assert not valve.closed and calls == ["pause", "resume"]
-    valve.open("b")
-    assert calls == ["pause", "resume"]
-    valve.close("c")
-    assert calls == ["pause", "resume", "pause"] and valve.pauses == 2
-
-
-def test_valveProducer():
-    """
-    producerFor(reason) is a push producer that closes the valve for that
-    reason while its consumer is full, and opens it when resumed or
-    stopped.
-    """
-    valve, calls = makeValve()
-    producer = valve.producerFor("buffer")
-    verifyObject(IPushProducer, producer)
-    producer.pauseProducing()
-    assert valve.reasons == {"buffer"} and calls == ["pause"]
-    valve.close("other")
-    producer.resumeProducing()
-    assert valve.reasons == {"other"} and calls == ["pause"]
-    producer.pauseProducing()
-    producer.stopProducing()
-    assert valve.reasons == {"other"}
-    valve.open("other")
-    assert calls == ["pause", "resume"]
-
-
-# The session mover.
-
-class FakeSession:
-    """
-    What the session mover reads of a session; C{move} records its target
-    and starts the move.
-    """
-
-    def __init__(self, pool, backend, state="attached", lastReceived=0.0):
-        self.pool = pool
-        self.backend = backend
-        self.slot = backend.reserve()
-        self.state = state
-        self.lastReceived = lastReceived
-        self.switching = None
-        self._previous = None
-        self.moves = []
-
-    def move(self, target):
-        self.moves.append(target)
-        self.switching = "move"
-        self._previous = self.backend
-        return True
-
-    def finishMove(self, to):
-        """
-        The move is done: the session is on C{to}.
-        """
-        self.slot.release()
-        self.slot = to.reserve()
-        self.backend = to
-        self.switching = None
-
-
-class FakeRegistry:
-    """
-    The sessions of a node, as the mover sees them.
-    """
-
-    def __init__(self, sessions):
-        self.sessions = {str(i): s for i, s in enumerate(sessions)}
-
-
-def makeMover(n1, n2=0, balancer=None, drainRate=20.0, rebalanceRate=0.0):
-    """
-    A pool of b1 (with C{n1} sessions) and b2 (with C{n2}), a mover on a
-    Clock, and the sessions.
-    """
-    clock = Clock()
-    b1 = Backend("b1", "127.0.0.1", 1)
-    b2 = Backend("b2", "127.0.0.1", 2)
-    pool = Pool("p", [b1, b2], balancer or LeastConnections())
-    pool.drainRate = drainRate
-    pool.rebalanceRate = rebalanceRate
-    sessions = [FakeSession(pool, b1, lastReceived=float(i)) for i in range(n1)]
-    sessions += [FakeSession(pool, b2) for _ in range(n2)]
-    mover = SessionMover({"p": pool}, FakeRegistry(sessions), clock)
-    return clock, mover, pool, sessions
-
-
-def tick(clock, mover, times=1):
-    """
-    Run C{times} ticks of the mover, 0.1 s apart.
-    """
-    for _ in range(times):
-        clock.advance(SessionMover.TICK)
-        mover.tick()
-
-
-def test_drainAtDrainRate():
-    """
-    Sessions leave a draining backend at no more than drain_rate per
-    second: at most 2 per tick of 0.1 s at 20/s, at most 20 in a second,
-    each moved once, wherever the balancer says (target None), until none
-    is left.
-    """
-    clock, mover, pool, sessions = makeMover(30, drainRate=20.0)
-    b1, b2 = pool.backends
-    b1.drain()
-    tick(clock, mover)
-    assert mover.drained == 2
-    perTick = []
-    for _ in range(9):
-        before = mover.drained
-        tick(clock, mover)
-        perTick.append(mover.drained - before)
-    assert all(1 <= n <= 2 for n in perTick)
-    assert mover.drained <= 20
-    moved = [s for s in sessions if s.moves]
-    assert len(moved) == mover.drained and all(s.moves == [None] for s in moved)
-    tick(clock, mover, 20)
-    assert mover.drained == 30 and all(s.moves == [None] for s in sessions)
-    assert mover.state()["moving"] == 30
-
-
-def test_drainKeepsUpWithDrainRate():
-    """
-    With ticks every 0.1 s, drain_rate = 20 moves 20 sessions a second
-    (give or take the one a fraction of which is still being saved up):
-    credit left over by one tick is not lost on the next.
-    """
-    clock, mover, pool, sessions = makeMover(100, drainRate=20.0)
-    pool.backends[0].drain()
-    tick(clock, mover, 20)
-    assert 39 <= mover.drained <= 40
-
-
-def test_drainWaitsForAnotherBackend():
-    """
-    Nothing leaves a draining backend while no other can take it; once one
-    can, the moves go at drain_rate, with a burst of at most one more for
-    the time waited.
-    """
-    clock, mover, pool, sessions = makeMover(10, drainRate=20.0)
-    b1, b2 = pool.backends
-    b1.drain()
-    b2.healthy = False
-    tick(clock, mover, 20)
-    assert mover.drained == 0 and not any(s.moves for s in sessions)
-    b2.healthy = True
-    tick(clock, mover)
-    assert mover.drained == 3
-    tick(clock, mover)
-    assert mover.drained == 5
-
-
-def test_noDrainUnderWaitPolicy():
-    """
-    Under drain = "wait", sessions stay on a draining backend.
-    """
-    clock, mover, pool, sessions = makeMover(5)
-    b1, b2 = pool.backends
-    pool.drain = "wait"
-    b1.drain()
-    tick(clock, mover, 10)
-    assert mover.drained == 0
-
-
-def test_rebalanceTowardsShares():
-    """
-    With b1 holding 10 sessions and b2 none, sessions move from b1 to b2 at
-    rebalance_rate per second (a detached one first), and stop once both
-    are at their shares.
-    """
-    clock, mover, pool, sessions = makeMover(10, rebalanceRate=2.0)
-    b1, b2 = pool.backends
-    sessions[7].state = "detached"
-    done = []
-    for second in range(6):
-        for _ in range(10):
-            tick(clock, mover)
-            for s in sessions:
-                if s.switching == "move":
-                    s.finishMove(s.moves[-1])
-        done.append(mover.rebalanced)
-    assert done[0] <= 2 and done[1] <= 4
-    assert done[-1] == 5
-    assert (b1.connections, b2.connections) == (5, 5)
-    assert sessions[7].moves == [b2]
-    assert all(s.moves in ([], [b2]) for s in sessions)
-
-
-def test_rebalanceOnlyWhenBothGetNearer():
-    """
-    A move that would not bring both backends nearer their weighted shares
-    is not made: 6 against 5 stays; with weights 2 and 1, 8 against 4 is
-    balanced already.
-    """
-    clock, mover, pool, sessions = makeMover(6, 5, rebalanceRate=20.0)
-    tick(clock, mover, 10)
-    assert mover.rebalanced == 0
-
-    clock, mover, pool, sessions = makeMover(8, 4, rebalanceRate=20.0)
-    pool.backends[0].weight = 2
-    tick(clock, mover, 10)
-    assert mover.rebalanced == 0
-
-    clock, mover, pool, sessions = makeMover(8, 4, rebalanceRate=20.0)
-    tick(clock, mover)
-    assert mover.rebalanced == 2
-    assert [s.moves for s in sessions if s.moves] == [[pool.backends[1]]] * 2
-
-
-def test_rebalanceWaitsForMovesUnderWay():
-    """
-    While moves are under way, no more are started for the same pool (the
-    counts are in flux).
-    """
-    clock, mover, pool, sessions = makeMover(10, rebalanceRate=20.0)
-    tick(clock, mover)
-    assert mover.rebalanced == 2
-    tick(clock, mover, 5)
-    assert mover.rebalanced == 2
-    b1, b2 = pool.backends
-    for s in sessions:
-        if s.switching == "move":
-            s.finishMove(b2)
-    tick(clock, mover)
-    assert mover.rebalanced == 5  # the budget held meanwhile, up to its cap
-
-
-def test_noRebalanceForBalancerThatOptsOut():
-    """
-    A pool whose balancer's class says rebalances = False (rendezvous
-    hashing) is not rebalanced, however uneven.
-    """
-    clock, mover, pool, sessions = makeMover(10, balancer=RendezvousHash(), rebalanceRate=20.0)
-    tick(clock, mover, 20)
-    assert mover.rebalanced == 0 and not any(s.moves for s in sessions)
-
-
-def test_noRebalanceWithOneAvailableBackend():
-    """
-    With only one backend available there is nowhere to rebalance to.
-    """
-    clock, mover, pool, sessions = makeMover(10, rebalanceRate=20.0)
-    pool.backends[1].healthy = False
-    tick(clock, mover, 10)
-    assert mover.rebalanced == 0

@@ -13,7 +13,10 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
+from zope.interface.verify import verifyObject
+
 from gateway.config import SessionConfig
+from gateway.interfaces import ISessionTransport
 from gateway.wire.protocol import Ack, Inbox, Outbox
 from gateway.transports.longpoll import PollingTransport, _respond
 from gateway.web import BoundedRequest, BoundedSite
@@ -111,3 +114,18 @@ def test_ackNotInSendAnswerPolled():
     transport.pushControl(Ack(2))
     clock.advance(0)
     assert json.loads(b"".join(request.written)) == {"packets": [{"t": "ack", "n": 2}]}
+
+
+def test_providesTheSessionTransport():
+    """
+    A polling transport is an L{ISessionTransport} of kind C{"poll"}:
+    letting go of its session answers the held poll with nothing (a poll is
+    no connection of its own), and registering a producer does nothing (it
+    buffers nothing).
+    """
+    clock, session, transport, request = heldPoll()
+    verifyObject(ISessionTransport, transport)
+    assert transport.kind == "poll"
+    transport.registerFlow(object())
+    transport.letGo()
+    assert transport.session is None and json.loads(request.written[-1]) == {"packets": []}

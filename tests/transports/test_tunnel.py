@@ -84,9 +84,6 @@ class Edge:
     def routeRequest(self, request):
         raise NotImplementedError("tunnels route nothing")
 
-    def openSession(self, route):
-        raise NotImplementedError("tunnels open no sessions")
-
 
 class Harness:
     """

@@ -1,13 +1,16 @@
 """
 Tests for L{gateway.transports.websocket}: what the session protocol's
-WebSocket costs per frame.
+WebSocket costs per frame, and the transport contract it provides.
 """
 
 from __future__ import annotations
 
 from twisted.logger import globalLogPublisher
+from zope.interface.verify import verifyObject
 
+from gateway.interfaces import ISessionTransport
 from gateway.transports.websocket import SessionWebSocket
+from gateway.wire.protocol import CLOSE_UNAVAILABLE
 
 
 def test_debugEventsDropped():
@@ -25,3 +28,19 @@ def test_debugEventsDropped():
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert [e["log_format"] for e in events] == ["a warning"]
+
+
+def test_providesTheSessionTransport():
+    """
+    A session WebSocket is an L{ISessionTransport} of kind C{"ws"}: letting
+    go of a session (it was attached through another node) closes it with
+    4503, and it holds no poll to release.
+    """
+    protocol = SessionWebSocket()
+    verifyObject(ISessionTransport, protocol)
+    assert protocol.kind == "ws"
+    closed = []
+    protocol.closeTransport = lambda code, reason: closed.append((code, reason))
+    protocol.release()
+    protocol.letGo()
+    assert closed == [(CLOSE_UNAVAILABLE, "the session moved to another gateway node")]

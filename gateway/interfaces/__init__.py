@@ -1,0 +1,62 @@
+"""
+The gateway's interfaces, in one place: its extension points, and the
+contracts between its parts.
+
+The extension points (L{IBalancer}, L{ISessionMap}, L{IHealthCheck}) each
+have a named factory interface, so that built-in and third-party
+implementations are found the same way: as drop-ins in the top-level
+C{plugins} package, looked up by name through L{gateway.dropins}.
+
+The others are the contracts between the gateway's own parts, so that a
+lower part drives an upper one without importing it: a session drives its
+client connection (L{ISessionTransport}) and its backend link
+(L{IBackendLink}); it is given a mirror strategy (L{ISessionMirror}) and the
+registry a cluster strategy (L{ISessionCluster}) and an opener
+(L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
+and drives the node through L{IOperator}; the transports use the front door
+through L{IEdge}; connects report to passive health through
+L{IConnectObserver}; the Python client's transports report to their owner
+through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
+composition root, L{gateway.service}, builds the parts and hands each the
+objects it needs.
+"""
+
+from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
+from ._edge import IConnectObserver, IEdge, IOperator
+from ._plugins import (
+    IBalancer,
+    IBalancerFactory,
+    IFixedPlacement,
+    IHealthCheck,
+    ISessionMap,
+    ISessionMapFactory,
+)
+from ._sessions import (
+    IBackendLink,
+    ISessionCluster,
+    ISessionMirror,
+    ISessionOpener,
+    ISessionTransport,
+    ISessionView,
+)
+
+__all__ = [
+    "IBalancer",
+    "IBalancerFactory",
+    "IFixedPlacement",
+    "ISessionMap",
+    "ISessionMapFactory",
+    "IHealthCheck",
+    "ISessionTransport",
+    "IBackendLink",
+    "ISessionView",
+    "ISessionMirror",
+    "ISessionCluster",
+    "ISessionOpener",
+    "IConnectObserver",
+    "IEdge",
+    "IOperator",
+    "IWebSocketOwner",
+    "IPollingOwner",
+    "IUpgradeOwner",
+]

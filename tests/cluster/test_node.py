@@ -1,0 +1,403 @@
+"""
+The strategies a session and the registry are given, with fakes and a
+Clock: the cluster's L{Mirror} against the null L{NoMirror} (the same
+contract, answered as a cluster and as a single node would), the
+registry's L{Cluster} against L{SingleNode}, and every new implementation
+of an interface checked with C{verifyObject}.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from types import SimpleNamespace
+from zope.interface.verify import verifyObject
+
+from gateway.backends.balancers import LeastConnections
+from gateway.backends.link import BackendLink
+from gateway.backends.pool import Backend, Pool
+from gateway.cluster.mirror import Mirror
+from gateway.cluster.node import Cluster
+from gateway.config import GatewayConfig, SessionConfig
+from gateway.errors import LimitExceeded, ResumeRefused
+from gateway.interfaces import (
+    IBackendLink,
+    ISessionCluster,
+    ISessionMirror,
+    ISessionOpener,
+    ISessionTransport,
+    ISessionView,
+)
+from gateway.sessionmap.memory import MemorySessionMap
+from gateway.sessions.local import NoMirror, SingleNode
+from gateway.sessions.opener import SessionOpener
+from gateway.sessions.registry import SessionRegistry
+from gateway.transports.websocket import SessionWebSocket
+from gateway.wire.protocol import CLOSE_UNKNOWN_SESSION, Data, Hello
+from tests.helpers import FakeLink, FakeTransport
+
+
+class FakeShared:
+    """
+    The shared-session store as a mirror writes to it: each write is
+    recorded, and the count writes (C{forwarded}) wait for the test.
+    """
+
+    def __init__(self):
+        self.writes = []
+        self.pending: list[Deferred] = []
+        self.map = SimpleNamespace(reactor=Clock(), timeout=1.0, commandsIssued=0)
+        self.sessionTtl = 30.0
+
+    def _write(self, *call):
+        self.writes.append(call)
+        return succeed(1)
+
+    def appendDown(self, sid, epoch, message):
+        return self._write("down", message.seq)
+
+    def forwarded(self, sid, epoch, count):
+        self.writes.append(("forwarded", count))
+        d = Deferred()
+        self.pending.append(d)
+        return d
+
+    def detach(self, sid):
+        return self._write("detach")
+
+    def acked(self, sid, count):
+        return self._write("acked", count)
+
+    def relinked(self, sid, epoch, backend):
+        return self._write("relinked", backend)
+
+    def closing(self, sid, epoch, code, reason):
+        return self._write("closing", code)
+
+    def end(self, sid, epoch, code, reason):
+        return self._write("end", code)
+
+    def readUp(self, sid, after):
+        return succeed([])
+
+
+class FakeCluster:
+    """
+    What a L{Mirror} asks of its cluster: the store, the clock, whether
+    the node's lease holds, the registry's bounds.
+    """
+
+    def __init__(self, registry, clock):
+        self.registry = registry
+        self.clock = clock
+        self.shared = FakeShared()
+        self.pumping = True
+
+    def leaseValid(self):
+        return self.pumping
+
+    def mayPump(self):
+        return self.pumping
+
+    def writeFailed(self, failure):
+        return None
+
+
+class FakeSessionMap(MemorySessionMap):
+    """
+    A memory map that also offers shared sessions, as the Redis map does.
+    """
+
+    nodeTtl = 3.0
+    nodeId = "A"
+
+    def sharedSessions(self, node, sessionTtl, nodeTtl):
+        return FakeShared()
+
+
+def makeSession(**config):
+    """
+    A registry on a Clock (single node) and one attached session on b1.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    registry.reserve()
+    session = registry.create(registry.newId(), pool, FakeLink())
+    transport = FakeTransport()
+    session.attach(transport, resumed=False)
+    return clock, registry, session, transport
+
+
+def mirrored(**config):
+    """
+    As L{makeSession}, with the session's state written by a L{Mirror} of
+    a fake cluster.
+    """
+    clock, registry, session, transport = makeSession(**config)
+    cluster = FakeCluster(registry, clock)
+    session.mirror = Mirror(cluster, session, 3)
+    return clock, cluster, session, transport
+
+
+# verifyObject on every implementation.
+
+def test_implementationsProvideTheirInterfaces():
+    """
+    The session, its strategies, the opener, the cluster and the real
+    transports and link provide the interfaces they are driven through.
+    """
+    clock, registry, session, transport = makeSession()
+    verifyObject(ISessionView, session)
+    verifyObject(ISessionMirror, registry.noMirror)
+    verifyObject(ISessionCluster, registry.cluster)
+    verifyObject(ISessionMirror, Mirror(FakeCluster(registry, clock), session, 1))
+    sessionMap = FakeSessionMap(clock)
+    verifyObject(ISessionCluster, Cluster(registry, sessionMap, clock, nodeTtl=3.0, node="A"))
+    verifyObject(ISessionOpener, SessionOpener(clock, GatewayConfig(), {}, sessionMap, None, {}))
+    verifyObject(IBackendLink, BackendLink())
+    verifyObject(ISessionTransport, SessionWebSocket())
+    verifyObject(ISessionTransport, FakeTransport())
+    verifyObject(IBackendLink, FakeLink())
+
+
+def test_registryStrategies():
+    """
+    A registry made without a cluster factory has the single-node
+    strategy; with one, the strategy that factory made for it.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, MemorySessionMap(clock))
+    assert isinstance(registry.cluster, SingleNode) and not registry.sharesSessions
+    assert isinstance(registry.noMirror, NoMirror)
+    shared = SessionRegistry(SessionConfig(), clock, FakeSessionMap(clock),
+                             cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="A"))
+    assert isinstance(shared.cluster, Cluster) and shared.sharesSessions
+    assert shared.cluster.registry is shared
+
+
+# The mirror contract: the null mirror.
+
+def test_noMirrorAnswersAsASingleNode():
+    """
+    The null mirror lets everything accepted be acknowledged, keeps no
+    message, knows of no other node, stamps no epoch, and writes nothing.
+    """
+    mirror = NoMirror(Clock())
+    assert mirror.ackable(7) == 7
+    assert mirror.holds(Data(9, b"x", False)) is False
+    assert mirror.remote is None
+    mirror.attachedTo("B")
+    assert mirror.remote is None
+    headers = {"X-Session-Id": "s"}
+    mirror.stampEpoch(headers)
+    assert headers == {"X-Session-Id": "s"}
+    fired = []
+    mirror.settled().addCallback(fired.append)
+    mirror.forwarded().addCallback(fired.append)
+    assert fired == [None, None]
+
+
+def test_noMirrorAcksOnTheNextTurn():
+    """
+    On a single node a session's acks go out on the next turn of the
+    reactor: one ack answers every message of a turn.
+    """
+    clock, registry, session, transport = makeSession()
+    del transport.sent[:]
+    session.packetReceived(Data(1, b"a", False))
+    session.packetReceived(Data(2, b"b", False))
+    assert transport.sent == []
+    clock.advance(0)
+    assert [p.count for p in transport.sent] == [2]
+
+
+# The mirror contract: the cluster's Mirror.
+
+def test_mirrorAcksOnlyWhatIsRecorded():
+    """
+    With a Mirror, the session acknowledges only the client messages whose
+    count Redis has recorded: the ack waits for the write.
+    """
+    clock, cluster, session, transport = mirrored()
+    del transport.sent[:]
+    session.packetReceived(Data(1, b"a", False))
+    assert session.ackCount == 0
+    clock.advance(0)
+    assert transport.sent == []
+    assert ("forwarded", 1) in cluster.shared.writes
+    cluster.shared.pending.pop(0).callback(1)
+    assert session.ackCount == 1 and [p.count for p in transport.sent] == [1]
+
+
+def test_mirrorHoldsWhatComesAheadOrWhileNotPumping():
+    """
+    A Mirror keeps a client message that comes after a gap (the ones before
+    it went through another node) and every message while this node may
+    not pump; in sequence, and pumping, it keeps none.
+    """
+    clock, cluster, session, transport = mirrored(maxBufferMessages=2)
+    mirror = session.mirror
+    assert mirror.holds(Data(1, b"a", False)) is False
+    assert mirror.holds(Data(3, b"c", False)) is True
+    cluster.pumping = False
+    assert mirror.holds(Data(1, b"a", False)) is True
+    with pytest.raises(LimitExceeded):
+        mirror.holds(Data(4, b"d", False))
+
+
+def test_mirrorRecordsWhatHappens():
+    """
+    A Mirror writes the session's backend messages, acks, relinks, close
+    and end; it stamps the epoch on the next backend connection's headers;
+    it remembers which node holds the client.
+    """
+    clock, cluster, session, transport = mirrored()
+    mirror = session.mirror
+    session.messageFromBackend(b"d1", False)
+    session.packetReceived(Data(1, b"u", False))
+    clock.advance(0)
+    session.ackReceived(SimpleNamespace(count=1))
+    mirror.relinked("b2")
+    headers = {}
+    mirror.stampEpoch(headers)
+    assert headers == {"X-Session-Epoch": "3"}
+    mirror.attachedTo("B")
+    assert mirror.remote == "B"
+    session.attachedElsewhere("B")
+    assert transport.closed[0] == 4503
+    mirror.attachedTo(None)
+    assert mirror.remote is None
+    session.end(1000, "done", CLOSE_UNKNOWN_SESSION)
+    kinds = [w[0] for w in cluster.shared.writes]
+    assert kinds[:2] == ["down", "forwarded"]
+    assert {"acked", "relinked", "end"} <= set(kinds)
+
+
+def test_fencedSessionFallsBackToTheNullMirror():
+    """
+    Once Redis refused a write (another node took the session), the
+    session writes no more: its mirror is the registry's null one, and its
+    end is not written.
+    """
+    clock, cluster, session, transport = mirrored()
+    session.fenced(True)
+    assert session.mirror is session.registry.noMirror
+    assert "end" not in [w[0] for w in cluster.shared.writes]
+    assert transport.closed[0] == 4001
+
+
+# The registry's single-node strategy.
+
+def test_singleNodeResumeOfAnUnknownSession():
+    """
+    On a single node, a resume, a send or a probe naming a session not held
+    here is refused as unknown (4404), through the strategy, not a branch.
+    """
+    clock, registry, session, transport = makeSession()
+    hello = Hello("nope", "x", 0)
+    for attempt in (registry.resume(hello, "ws"), registry.sendTarget("nope", "x"), registry.probed(hello)):
+        failures = []
+        Deferred.fromCoroutine(attempt).addErrback(failures.append)
+        assert failures[0].check(ResumeRefused) and failures[0].value.code == CLOSE_UNKNOWN_SESSION
+    assert registry.here(session.sid) is session and not registry.mustResume(session.sid)
+    assert registry.cluster.relayHere(session.sid) is None
+
+
+def test_singleNodeNewSessionHeaders():
+    """
+    A new session's first backend headers: C{X-Session-Id} alone on a
+    single node; with the epoch when nodes share sessions.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, MemorySessionMap(clock))
+    assert registry.cluster.newSessionHeaders("s") == {"X-Session-Id": "s"}
+    cluster = Cluster(registry, FakeSessionMap(clock), clock, nodeTtl=3.0, node="A")
+    assert cluster.newSessionHeaders("s") == {"X-Session-Id": "s", "X-Session-Epoch": "1"}
+
+
+def test_releasePollHereOrThroughTheCluster():
+    """
+    An upgrade's probe answers the session's held poll here when a poll
+    holds it, and asks the cluster to have it answered otherwise.
+    """
+    clock, registry, session, transport = makeSession()
+    probed = []
+    registry.cluster.probe = probed.append
+    registry.releasePoll(session)
+    assert probed == [session.sid] and transport.released == 0
+    transport.kind = "poll"
+    registry.releasePoll(session)
+    assert probed == [session.sid] and transport.released == 1
+
+
+# Takeovers.
+
+class FakeOpener:
+    """
+    The opener as a takeover uses it: the pool by name, and C{reopen},
+    which records its call and answers with a new L{FakeLink}.
+    """
+
+    def __init__(self, pool):
+        self.pools = {pool.name: pool}
+        self.reopened = []
+
+    def pool(self, name):
+        return self.pools.get(name)
+
+    async def reopen(self, pool, name, target, headers, origin):
+        self.reopened.append((name, target, headers, origin))
+        link = BoundLink()
+        return pool.backend(name), link
+
+
+class BoundLink(FakeLink):
+    """
+    A fake link that remembers what it was bound to.
+    """
+
+    bound = None
+
+    def bind(self, session, backend):
+        self.bound = (session, backend)
+        self.backend = backend
+
+
+def test_takeOverAdoptsTheSessionWithAMirrorOfThisCluster():
+    """
+    Taking a session over from a dead owner reopens its backend link (the
+    same backend, with the resume headers and the new epoch), registers the
+    session here with a L{Mirror} of this cluster at the record's epoch and
+    origin, binds the link to it, and counts the takeover.
+    """
+    from gateway.sessionmap._shared import SessionRecord
+
+    clock = Clock()
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    opener = FakeOpener(pool)
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock), opener=opener,
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B", opener=opener))
+    cluster = registry.cluster
+    record = SessionRecord(
+        sid="s1", secret="h", pool="p", backend="b1", target=b"/chat", headers={"X-Session-Id": "s1"},
+        origin=None, owner="A", epoch=4, attached="", kind="", upRecv=2, upFwd=2, downSent=3,
+        downAcked=1, closing=None, created=0.0)
+    shared = cluster.shared
+    shared.takeOver = lambda sid: succeed(("ok", record))
+    shared.readDown = lambda sid, after: succeed([Data(2, b"d2", False), Data(3, b"d3", False)])
+    results = []
+    Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 1)).addBoth(results.append)
+    session = results[0]
+    assert registry.sessions["s1"] is session
+    assert isinstance(session.mirror, Mirror) and session.mirror.cluster is cluster
+    assert session.mirror.epoch == 4
+    assert session.upstream.origin == (b"/chat", {"X-Session-Id": "s1"}, None)
+    name, target, headers, origin = opener.reopened[0]
+    assert (name, target) == ("b1", b"/chat")
+    assert headers["X-Session-Resumed"] == "1" and headers["X-Session-Epoch"] == "4"
+    assert session.link.bound == (session, pool.backends[0])
+    assert [m.seq for m in session.outbox.unacknowledged()] == [2, 3]
+    assert cluster.takeover.count == 1 and cluster.health()["takeovers"] == 1
