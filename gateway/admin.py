@@ -29,6 +29,7 @@ from .errors import ConfigError, NothingToReload
 from .interfaces import ISessionView
 from .sessions.states import SessionState
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+from .tcp import hostAndPort, listenFailure
 from .web import BoundedSite, respondJSON
 from .wire.http1 import errorPayload
 
@@ -395,8 +396,7 @@ class AdminService(Service):
     def _listened(self, result: object) -> None:
         waiting, self._waiting = self._waiting, []
         if isinstance(result, Failure):
-            why = str(getattr(result.value, "socketError", None) or result.value)
-            self.failure = f"cannot listen on {self.description} (admin API): {why}"
+            self.failure = f"cannot listen on {self.description} (admin API): {listenFailure(result.value)}"
             self.log.critical("gateway: {failure}", failure=self.failure)
             for d in waiting:
                 d.errback(ConfigError(self.failure))
@@ -404,11 +404,10 @@ class AdminService(Service):
                 self.gateway.reactor.stop()
             return None
         self.port = result
-        address = result.getHost()
+        host, port = hostAndPort(result.getHost())
         self.log.info(
             "admin API listening on {host}:{port} ({description})",
-            host=getattr(address, "host", address), port=getattr(address, "port", ""),
-            description=self.description,
+            host=host, port=port, description=self.description,
         )
         for d in waiting:
             d.callback(result)

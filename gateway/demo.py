@@ -35,6 +35,10 @@ class EchoServerProtocol(WebSocketServerProtocol):
 
     log = Logger()
 
+    #: What a resumed session's backend sends again when it opens: the
+    #: messages sent after what the client says it received.
+    _replay: tuple | list = ()
+
     def onConnect(self, request):
         """
         Record the raw handshake; choose the first offered subprotocol the
@@ -69,7 +73,7 @@ class EchoServerProtocol(WebSocketServerProtocol):
         """
         self.factory.connections.add(self)
         self.factory.opened += 1
-        for payload, isBinary in getattr(self, "_replay", ()):
+        for payload, isBinary in self._replay:
             self.sendMessage(payload, isBinary)
         self._replay = ()
 

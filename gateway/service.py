@@ -28,7 +28,7 @@ from zope.interface import implementer
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError, NothingToReload
 from .interfaces import IOperator, ISessionCluster
-from .tcp import forgetExitSignal
+from .tcp import forgetExitSignal, hostAndPort, listenFailure
 from .wire.forwarded import TrustedProxies
 from .backends.health import HealthMonitor, PassiveHealth
 from .backends.pool import Backend, Pool, UnknownPool
@@ -197,10 +197,10 @@ class GatewayService(MultiService):
         self._listenings = [(d, e.listen(self.factory)) for d, e in self.endpoints]
         if self.exitOnListenFailure:
             for description, listening in self._listenings:
-                result = getattr(listening, "result", None)
-                if listening.called and isinstance(result, Failure):
+                if listening.called and isinstance(listening.result, Failure):
+                    why = listenFailure(listening.result.value)
                     listening.addErrback(lambda f: None)
-                    raise SystemExit(f"gateway: cannot listen on {description}: {_why(result.value)}")
+                    raise SystemExit(f"gateway: cannot listen on {description}: {why}")
 
     def startService(self) -> None:
         """
@@ -234,14 +234,12 @@ class GatewayService(MultiService):
             try:
                 port = await listening
             except Exception as e:
-                raise ConfigError(f"cannot listen on {description}: {_why(e)}") from None
+                raise ConfigError(f"cannot listen on {description}: {listenFailure(e)}") from None
             self.ports.append(port)
-            address = port.getHost()
+            host, portNumber = hostAndPort(port.getHost())
             self.log.info(
                 "gateway listening on {host}:{port} ({description})",
-                host=getattr(address, "host", address),
-                port=getattr(address, "port", ""),
-                description=description,
+                host=host, port=portNumber, description=description,
             )
         return self.ports
 
@@ -609,13 +607,6 @@ def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False):
         return serverFromString(reactor, withBacklog(description) if backlog else description)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{key}: {description!r} is not a usable endpoint: {e}") from None
-
-
-def _why(error: BaseException) -> str:
-    """
-    The operating system's reason a listener could not be bound.
-    """
-    return str(getattr(error, "socketError", None) or error)
 
 
 #: The listen backlog of TCP and TLS listeners that do not set one (nginx's

@@ -46,6 +46,8 @@ __all__ = [
     "unreadBytes",
     "requestLost",
     "forgetExitSignal",
+    "listenFailure",
+    "hostAndPort",
 ]
 
 
@@ -160,3 +162,20 @@ def forgetExitSignal(reactor, number: int) -> None:
     """
     if getattr(reactor, "_exitSignal", None) == number:
         reactor._exitSignal = None
+
+
+def listenFailure(error: BaseException) -> str:
+    """
+    @return: the operating system's reason a listener could not be bound
+        (a L{twisted.internet.error.CannotListenError} carries it as
+        C{socketError}), else the error itself, as one line.
+    """
+    return str(getattr(error, "socketError", None) or error)
+
+
+def hostAndPort(address) -> tuple[object, object]:
+    """
+    @return: the host and port of a listening C{address} for the log: a
+        Unix socket's address has neither, and is shown whole as the host.
+    """
+    return getattr(address, "host", address), getattr(address, "port", "")
