@@ -11,10 +11,14 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from gateway.backends.pool import Backend
+from gateway.backends.pool import Backend, Pool
+from gateway.config import SessionConfig
 from gateway.interfaces import IBackendLink, ISessionTransport
+from gateway.sessionmap.memory import MemorySessionMap
+from gateway.sessions.registry import SessionRegistry
 from gateway.testing import rawExchange
 from gateway.wire.protocol import CLOSE_UNAVAILABLE
 
@@ -341,3 +345,15 @@ class RawSubscriber(Protocol):
         """
         await query(port, "PUBLISH", channel, "marker")
         assert await self.nextMessage() == (channel.encode(), b"marker")
+
+
+def makeSession(**config):
+    """
+    A registry on a Clock with one new session.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
+    link = FakeLink()
+    registry.reserve()
+    session = registry.create(registry.newId(), Pool("p", [link.backend], None), link)
+    return clock, registry, session, link

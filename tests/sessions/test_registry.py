@@ -15,19 +15,7 @@ from gateway.errors import ResumeRefused
 from gateway.sessionmap.memory import MemorySessionMap
 from gateway.sessions.registry import SessionRegistry
 from gateway.wire.protocol import Close, Hello
-from tests.helpers import FakeLink, FakeTransport
-
-
-def makeSession(**config):
-    """
-    A registry on a Clock with one new session.
-    """
-    clock = Clock()
-    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
-    link = FakeLink()
-    registry.reserve()
-    session = registry.create(registry.newId(), Pool("p", [link.backend], None), link)
-    return clock, registry, session, link
+from tests.helpers import FakeLink, FakeTransport, makeSession
 
 
 def test_resume_checks():

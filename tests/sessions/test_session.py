@@ -6,29 +6,12 @@ arithmetic, without sockets.
 from __future__ import annotations
 
 import pytest
-from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from gateway.config import SessionConfig
 from gateway.errors import ProtocolError, ResumeRefused
 from gateway.interfaces import IBackendLink, ISessionTransport
-from gateway.backends.pool import Pool
 from gateway.wire.protocol import Ack, Close, Data, Hello, Welcome
-from gateway.sessions.registry import SessionRegistry
-from gateway.sessionmap.memory import MemorySessionMap
-from tests.helpers import FakeLink, FakeTransport
-
-
-def makeSession(**config):
-    """
-    A registry on a Clock with one new session.
-    """
-    clock = Clock()
-    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
-    link = FakeLink()
-    registry.reserve()
-    session = registry.create(registry.newId(), Pool("p", [link.backend], None), link)
-    return clock, registry, session, link
+from tests.helpers import FakeLink, FakeTransport, makeSession
 
 
 def test_fakes_provide_interfaces():
