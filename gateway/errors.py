@@ -10,6 +10,7 @@ __all__ = [
     "UnknownPlugin",
     "NoBackendAvailable",
     "BackendUnreachable",
+    "BackendRefused",
     "PoolError",
     "UnknownPool",
     "UnknownBackend",
@@ -62,6 +63,22 @@ class BackendUnreachable(GatewayError):
     """
     Connecting to a backend, or completing the handshake with it, failed.
     """
+
+
+class BackendRefused(GatewayError):
+    """
+    A backend answered a session's opening handshake with something other
+    than 101: its answer to that client (a bad token, an Origin check), not
+    a failure of the backend.  C{str(error)} is safe to show the client.
+
+    @ivar status: the backend's HTTP status.
+    @ivar phrase: its reason phrase (printable ASCII, at most 60 characters).
+    """
+
+    def __init__(self, status: int, phrase: str = "") -> None:
+        self.status = status
+        self.phrase = phrase
+        super().__init__(f"backend refused the session: {status} {phrase}".rstrip())
 
 
 class PoolError(GatewayError):

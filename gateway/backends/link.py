@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
+from ..errors import BackendRefused, BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
 from ..interfaces import IBackendLink
 from ..tcp import noDelay
 from ..wire.frames import encodeFrame
@@ -89,13 +89,18 @@ async def connectToPool(
 
     @param connect: makes one attempt, given the attempt's connection slot
         (on C{slot.backend}); fails with L{BackendUnreachable},
-        L{ProtocolError} or L{OSError} when that backend cannot serve.  The
-        slot of a failed attempt is released here.
+        L{ProtocolError} or L{OSError} when that backend cannot serve (each
+        counted by C{observer} as a failure), or with L{BackendRefused} when
+        it answered the handshake with a refusal: that is its answer to this
+        client, passed on at once, and counted as a connect that worked
+        (the backend is serving), never as a failure.  The slot of a failed
+        or refused attempt is released here.
     @return: the slot of the attempt that worked, still held, for the
         caller (or what C{connect} made, which may have kept it) to release
         when the connection ends; and what C{connect} returned.
     @param exclude: backends not to try.
     @raise NoBackendAvailable: with a reason safe to show a client.
+    @raise BackendRefused: the backend's refusal of the handshake.
     """
     exclude = set(exclude)
     lastError: Exception | None = None
@@ -114,6 +119,10 @@ async def connectToPool(
         slot = backend.reserve()
         try:
             result = await connect(slot)
+        except BackendRefused:
+            slot.release()
+            observer.connectSucceeded(pool, backend)
+            raise
         except (BackendUnreachable, ProtocolError, OSError) as e:
             slot.release()
             lastError = e
@@ -388,7 +397,11 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
         """
         opened = self.factory.opened
         if not opened.called:
-            opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
+            status = _refusalStatus(getattr(self, "http_status_line", None))
+            if status is not None:
+                opened.errback(BackendRefused(*status))
+            else:
+                opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
             return
         self._clean = wasClean
         if self.session is not None:
@@ -440,6 +453,29 @@ class BackendLink(DirectMessages, WebSocketClientProtocol):
         self.slot.release()
 
 
+def _refusalStatus(line: str | None) -> tuple[int, str] | None:
+    """
+    @param line: the status line of the backend's answer to the opening
+        handshake, as Autobahn read it (L{None} when none arrived).
+    @return: the status and reason phrase of an answer that is a refusal (a
+        well-formed HTTP/1.1 status line with a status other than 101), or
+        L{None} for anything else (no answer, a malformed one, or a 101
+        whose headers were wrong: those are failures of the backend).
+    """
+    if not line:
+        return None
+    parts = line.split(None, 2)
+    if len(parts) < 2 or parts[0] != "HTTP/1.1" or not (len(parts[1]) == 3 and parts[1].isdigit()):
+        return None
+    status = int(parts[1])
+    if status == 101 or not 100 <= status <= 599:
+        return None
+    phrase = parts[2].strip() if len(parts) > 2 else ""
+    if not phrase.isascii() or not phrase.isprintable():
+        phrase = ""
+    return status, phrase[:60]
+
+
 class BackendLinkFactory(WebSocketClientFactory):
     """
     Opens one L{BackendLink}.
@@ -474,6 +510,8 @@ async def openBackendLink(
     C{target}; once connected, the link holds C{slot}.
 
     @raise BackendUnreachable: when the connection or the handshake fails.
+    @raise BackendRefused: when the backend answers the handshake with a
+        status other than 101.
     """
     backend = slot.backend
     scheme = "wss" if backend.secure else "ws"

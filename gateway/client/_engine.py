@@ -28,6 +28,7 @@ from ..wire.protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_REFUSED,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
     CLOSE_UNAVAILABLE,
@@ -447,6 +448,10 @@ class SessionEngine:
                     error="the session was taken over by another connection (4001)",
                 )
             )
+        if code == CLOSE_REFUSED:
+            # The backend refused the session: retrying gets the same answer.
+            return Finish(StateDetail(dropped=dropped, code=code, reason=reason,
+                                      error=reason or "the backend refused the session (4502)"))
         if code in RESTART_CODES or code == CLOSE_PROTOCOL_ERROR:
             if self.sid is None:
                 return Retry(StateDetail(code=code, reason=reason, error=closeError(code, reason)))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from zope.interface import implementer
 
 from ..backends.link import connectToPool, openBackendLink
-from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
+from ..errors import BackendRefused, BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..interfaces import IConnectObserver, ISessionOpener
 from ..wire.forwarded import forwardedHeaders
 
@@ -63,6 +63,8 @@ class SessionOpener:
             and the C{(target, headers, origin)} the session's next backend
             connections are opened with.
         @raise NoBackendAvailable: when no backend can be had.
+        @raise gateway.errors.BackendRefused: when the backend refused the
+            handshake (passed on to the client; the session does not open).
         """
         head = route.head
         headers = self._backendHeaders(route, headers)
@@ -103,6 +105,10 @@ class SessionOpener:
             slot = prefer.reserve()
             try:
                 return prefer, await connect(slot, timeout)
+            except BackendRefused:
+                slot.release()
+                self.health.connectSucceeded(pool, prefer)  # an answer: never a failure
+                raise
             except (BackendUnreachable, ProtocolError, OSError) as e:
                 slot.release()
                 if only:

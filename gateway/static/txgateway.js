@@ -88,6 +88,7 @@
   const CLOSE_UNKNOWN_SESSION = 4404;
   const CLOSE_EXPIRED = 4410;
   const CLOSE_UNAVAILABLE = 4503;
+  const CLOSE_REFUSED = 4502;
   // Codes after which a client starts a new session instead of resuming.
   const RESTART_CODES = new Set([4008, 4403, 4404, 4409, 4410, 4413]);
   // HTTP answers worth retrying even before the first session.
@@ -1487,6 +1488,9 @@
         this._finish({
           dropped, code, reason, error: "the session was taken over by another connection (4001)",
         });
+      } else if (code === CLOSE_REFUSED) {
+        // The backend refused the session: retrying gets the same answer.
+        this._finish({ dropped, code, reason, error: reason || "the backend refused the session (4502)" });
       } else if (RESTART_CODES.has(code) || code === CLOSE_PROTOCOL_ERROR) {
         if (this._sid === null) {
           this._retry({ code, reason, error: closeError(code, reason) });

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
+from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..tcp import requestLost
 from ..wire.http1 import errorPayload
 from ..wire.protocol import (
@@ -33,6 +33,7 @@ from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
+    CLOSE_REFUSED,
     CLOSE_UNAVAILABLE,
     Ack,
     Close,
@@ -60,6 +61,7 @@ HTTP_STATUS = {
     4409: 409,
     4410: 410,
     CLOSE_TOO_BIG: 413,
+    CLOSE_REFUSED: 502,
     CLOSE_UNAVAILABLE: 503,
 }
 
@@ -91,13 +93,13 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
     request.finish()
 
 
-def _respondError(request: Request, code: int, message: str) -> None:
+def _respondError(request: Request, code: int, message: str, extra: dict | None = None) -> None:
     """
     Finish a request with the error body of session close code C{code}
-    and its HTTP status (L{HTTP_STATUS}).
+    (and any C{extra} fields) and its HTTP status (L{HTTP_STATUS}).
     """
     status = HTTP_STATUS.get(code, 400)
-    _respond(request, status, errorPayload(status, message, {"code": code}))
+    _respond(request, status, errorPayload(status, message, {"code": code, **(extra or {})}))
 
 
 @implementer(ISessionTransport)
@@ -387,6 +389,9 @@ class LongPolling:
             _respondError(request, CLOSE_TOO_BIG, str(failure.value))
         elif failure.check(ProtocolError):
             _respondError(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
+        elif failure.check(BackendRefused):
+            _respondError(request, CLOSE_REFUSED, str(failure.value),
+                          {"backend_status": failure.value.status})
         elif failure.check(NoBackendAvailable, GatewayError):
             _respondError(request, CLOSE_UNAVAILABLE, str(failure.value))
         else:

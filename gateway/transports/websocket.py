@@ -16,10 +16,11 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
-from ..errors import GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
+from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
+    CLOSE_REFUSED,
     CLOSE_UNAVAILABLE,
     SUBPROTOCOL,
     Data,
@@ -146,6 +147,8 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         if failure.check(ResumeRefused):
             error = failure.value
             self.closeTransport(error.code, error.reason)
+        elif failure.check(BackendRefused):
+            self.closeTransport(CLOSE_REFUSED, str(failure.value)[:120])
         elif failure.check(NoBackendAvailable, LimitExceeded):
             self.closeTransport(CLOSE_UNAVAILABLE, str(failure.value)[:120])
         elif failure.check(GatewayError):

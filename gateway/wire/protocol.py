@@ -49,6 +49,7 @@ __all__ = [
     "CLOSE_EXPIRED",
     "CLOSE_BUFFER_FULL",
     "CLOSE_UNAVAILABLE",
+    "CLOSE_REFUSED",
     "CLOSE_SLOW",
     "RESTART_CODES",
     "Failover",
@@ -80,6 +81,9 @@ CLOSE_EXPIRED = 4410
 CLOSE_BUFFER_FULL = 4413
 #: No backend could be had for a new session; trying again later may work.
 CLOSE_UNAVAILABLE = 4503
+#: The backend refused the new session's handshake (its answer was not 101;
+#: the reason carries its status): final, the client does not retry.
+CLOSE_REFUSED = 4502
 #: A slow consumer, under C{slow = "close"}: the client acknowledged too
 #: little, or the backend confirmed too little (as Centrifugo's 3008).
 CLOSE_SLOW = 4008
