@@ -18,7 +18,7 @@ from zope.interface import implementer
 from ..backends.link import connectToPool, openBackendLink
 from ..errors import BackendRefused, BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..interfaces import IConnectObserver, ISessionOpener
-from ..wire.forwarded import forwardedHeaders
+from ..wire.forwarded import clientHeaders, forwardedHeaders
 
 if TYPE_CHECKING:
     from ..backends.pool import Backend, ConnectionSlot, Pool
@@ -161,11 +161,15 @@ class SessionOpener:
         headers = dict(first)
         for name, value in forwardedHeaders(head, route.peer, route.secure, self.trustedProxies):
             headers[name.decode("ascii")] = value.decode("latin-1")
-        cookies = head.getAll(b"cookie")
+        # Only these three are copied, and not when the client named one in Connection.
+        passed: dict[bytes, list[bytes]] = {}
+        for name, value in clientHeaders(head):
+            passed.setdefault(name.lower(), []).append(value)
+        cookies = passed.get(b"cookie")
         if cookies:
             headers["Cookie"] = "; ".join(c.decode("latin-1") for c in cookies)
         for name in (b"authorization", b"user-agent"):
-            value = head.get(name)
+            value = passed.get(name, [None])[0]
             if value is not None:
                 headers[name.decode("ascii").title()] = value.decode("latin-1")
         return headers

@@ -34,7 +34,7 @@ from zope.interface import implementer
 from ..backends.link import backendEndpoint, connectToPool
 from ..backends.pool import NO_SLOT
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
-from ..wire.forwarded import FORWARDING_HEADERS, forwardedHeaders
+from ..wire.forwarded import clientHeaders, forwardedHeaders
 from ..tcp import noDelay, writeNow
 from ..wire.frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..wire.http1 import (
@@ -62,7 +62,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_BACKEND_GONE = 1012
 
 _PING = encodeFrame(OP_PING, b"txgateway")
-_DROPPED_REQUEST_HEADERS = HOP_BY_HOP | FORWARDING_HEADERS | {b"content-length"}
+_DROPPED_CLIENT_HEADERS = frozenset({b"content-length"})
 _DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-length"}
 
 
@@ -393,10 +393,13 @@ class Tunnel:
     def backendRequest(self) -> bytes:
         """
         @return: the opening handshake for the backend: the client's request
-            with hop-by-hop headers replaced and forwarding headers added.
+            with hop-by-hop headers (and those named in C{Connection})
+            replaced, the gateway's own headers dropped
+            (L{gateway.wire.forwarded.clientHeaders}) and forwarding headers
+            added.
         """
         head = self.head
-        headers = [(k, v) for k, v in head.headers if k.lower() not in _DROPPED_REQUEST_HEADERS]
+        headers = clientHeaders(head, drop=_DROPPED_CLIENT_HEADERS)
         headers.append((b"Upgrade", b"websocket"))
         headers.append((b"Connection", b"Upgrade"))
         headers.extend(

@@ -3,7 +3,12 @@ The headers a proxy adds so that a backend knows who its client is:
 X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded (RFC 7239).
 
 Values that arrive from a trusted proxy are kept and appended to; from anyone
-else they are replaced, so that a client cannot forge its address.  Sans-IO.
+else they are replaced, so that a client cannot forge its address.
+
+Also the one list of the headers the gateway owns (L{OWNED_HEADERS}: the
+forwarding headers and the session headers of the resume contract), and the
+rule that keeps a client's copies of them, under any spelling, from reaching
+a backend (L{clientHeaders}).  Sans-IO.
 """
 
 from __future__ import annotations
@@ -13,14 +18,39 @@ import re
 from typing import Iterable
 
 from ..errors import ConfigError
-from .http1 import Headers, RequestHead
+from .http1 import HOP_BY_HOP, Headers, RequestHead
 
-__all__ = ["TrustedProxies", "clientAddress", "forwardedHeaders", "FORWARDING_HEADERS"]
+__all__ = [
+    "TrustedProxies",
+    "clientAddress",
+    "clientHeaders",
+    "forwardedHeaders",
+    "headerKey",
+    "isOwned",
+    "FORWARDING_HEADERS",
+    "SESSION_HEADERS",
+    "OWNED_HEADERS",
+]
 
-#: Request headers the gateway writes itself; copies from the client are dropped.
+#: Forwarding headers: the gateway writes them itself (from a trusted proxy's
+#: values, or from nothing); a client's copies are dropped.
 FORWARDING_HEADERS = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
+
+#: The session headers of the resume contract (docs/architecture.md), set by
+#: the gateway on its own connections to backends in session mode.
+SESSION_HEADERS = frozenset(
+    {b"x-session-id", b"x-session-resumed", b"x-session-received", b"x-session-delivered",
+     b"x-session-epoch"}
+)
+
+#: Every request header the gateway sets: never taken from a client, in any mode.
+OWNED_HEADERS = FORWARDING_HEADERS | SESSION_HEADERS
+
+#: What a client's C{Connection} header may not take away: the fields the
+#: opening handshake needs end to end.
+_KEPT_WHEN_NAMED = frozenset({b"host", b"sec-websocket-key", b"sec-websocket-version"})
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -74,6 +104,42 @@ def clientAddress(head: RequestHead, peer: str, trusted: TrustedProxies) -> str:
     return peer
 
 
+def headerKey(name: bytes) -> bytes:
+    """
+    @return: C{name} as it is matched against L{OWNED_HEADERS}: lower-cased,
+        with C{_} read as C{-} (C{X_Forwarded_For} is X-Forwarded-For to a
+        backend that maps both to C{HTTP_X_FORWARDED_FOR}).
+    """
+    return name.lower().replace(b"_", b"-")
+
+
+def isOwned(name: bytes) -> bool:
+    """
+    @return: whether C{name}, under any case and with C{_} for C{-}, is a
+        header the gateway owns.
+    """
+    return headerKey(name) in OWNED_HEADERS
+
+
+def clientHeaders(head: RequestHead, drop: frozenset[bytes] = frozenset()) -> Headers:
+    """
+    The client's headers that may be passed on to a backend, in order.
+
+    Dropped: every header the gateway owns (L{isOwned}), the hop-by-hop
+    headers, the headers the client named in C{Connection} (RFC 9110 7.6.1;
+    except Host and the WebSocket key and version, which the handshake
+    needs), and C{drop} (lower-case names).  The gateway adds its own after.
+    """
+    named = {headerKey(t) for t in head.tokens(b"connection")} - _KEPT_WHEN_NAMED
+    out = []
+    for k, v in head.headers:
+        lower = k.lower()
+        if lower in HOP_BY_HOP or lower in drop or headerKey(k) in named or headerKey(k) in OWNED_HEADERS:
+            continue
+        out.append((k, v))
+    return out
+
+
 def _node(host: str) -> str:
     if ":" in host:
         return f'"[{host}]"'
@@ -97,7 +163,7 @@ def forwardedHeaders(
     @param secure: whether the client's connection to the gateway is TLS.
     @param trusted: proxies whose own forwarding headers are kept.
     @return: headers to add to the request to the backend (the client's own
-        copies of L{FORWARDING_HEADERS} must be dropped).
+        copies of L{OWNED_HEADERS} must be dropped: L{clientHeaders}).
     """
     isTrusted = peer in trusted
     proto = "https" if secure else "http"

@@ -91,13 +91,14 @@ class Harness:
     connects (L{connectBackend}).
     """
 
-    def __init__(self, timeouts: Timeouts | None = None, early: bytes = b"") -> None:
+    def __init__(self, timeouts: Timeouts | None = None, early: bytes = b"",
+                 request: bytes = UPGRADE) -> None:
         self.reactor = MemoryReactorClock()
         self.timeouts = timeouts or Timeouts(pingInterval=5.0, pingTimeout=5.0, idle=0.0)
         self.edge = Edge(self.reactor, self.timeouts)
         self.backend = Backend("b1", "127.0.0.1", 9001)
         self.pool = Pool("chat", [self.backend], RoundRobin())
-        head = parseRequestHead(UPGRADE[:findHeadEnd(UPGRADE, 16384)])
+        head = parseRequestHead(request[:findHeadEnd(request, 16384)])
         self.client = StringTransport()
         self.closed: list[Tunnel] = []
         self.tunnel = Tunnel(self.edge, self.client, head, early, self.pool, None, False,
@@ -158,6 +159,29 @@ def test_handshakeForwarded():
     assert b"X-Forwarded-For: 203.0.113.9" not in lines
     assert rest == b""
     assert harness.backend.connections == 1
+
+
+def test_handshakeDropsOwnedAndNamedHeaders():
+    """
+    The client's copies of the headers the gateway owns (session headers
+    and forwarding headers, any case, C{_} for C{-}) and the headers it
+    named in Connection do not reach the backend; the gateway's own
+    forwarding headers and the client's other headers do.
+    """
+    request = UPGRADE.replace(b"Connection: Upgrade\r\n", b"Connection: Upgrade, X-Hop\r\n").replace(
+        b"\r\n\r\n",
+        b"\r\nX-Session-Id: stolen\r\nx_session_epoch: 999\r\nX-SESSION-RESUMED: 1\r\n"
+        b"X-Session-Received: 0\r\nX-Session-Delivered: 0\r\nX_Forwarded_For: 6.6.6.6\r\n"
+        b"x-real-ip: 6.6.6.6\r\nX-Hop: secret\r\nX-Kept: yes\r\n\r\n")
+    harness = Harness(request=request)
+    server = harness.connectBackend()
+    lines = server.value().partition(b"\r\n\r\n")[0].split(b"\r\n")
+    names = [line.split(b":", 1)[0].lower().replace(b"_", b"-") for line in lines[1:]]
+    assert not any(n.startswith(b"x-session-") for n in names)
+    assert b"x-real-ip" not in names and b"x-hop" not in names
+    assert names.count(b"x-forwarded-for") == 1 and b"X-Forwarded-For: 192.0.2.7" in lines
+    assert b"X-Kept: yes" in lines and b"Connection: Upgrade" in lines
+    assert not any(b"6.6.6.6" in line or b"stolen" in line for line in lines)
 
 
 def test_switchingPassedOnAndSpliced():

@@ -13,7 +13,17 @@ from hypothesis import strategies as st
 
 from gateway.wire import forwarded
 from gateway.errors import ConfigError, GatewayError
-from gateway.wire.forwarded import FORWARDING_HEADERS, TrustedProxies, clientAddress, forwardedHeaders
+from gateway.wire.forwarded import (
+    FORWARDING_HEADERS,
+    OWNED_HEADERS,
+    SESSION_HEADERS,
+    TrustedProxies,
+    clientAddress,
+    clientHeaders,
+    forwardedHeaders,
+    headerKey,
+    isOwned,
+)
 from gateway.wire.http1 import RequestHead
 
 #: No example database: a test run leaves nothing behind in the checkout.
@@ -530,7 +540,8 @@ def test_exports():
     The module's public names are pinned.
     """
     assert sorted(forwarded.__all__) == sorted(
-        ["TrustedProxies", "clientAddress", "forwardedHeaders", "FORWARDING_HEADERS"]
+        ["TrustedProxies", "clientAddress", "clientHeaders", "forwardedHeaders", "headerKey",
+         "isOwned", "FORWARDING_HEADERS", "SESSION_HEADERS", "OWNED_HEADERS"]
     )
 
 
@@ -541,3 +552,85 @@ def test_ipv4MappedPeerTrusted() -> None:
     """
     assert "::ffff:10.0.0.1" in TrustedProxies(["10.0.0.0/8"])
     assert "::ffff:11.0.0.1" not in TrustedProxies(["10.0.0.0/8"])
+
+
+def test_ownedHeadersListed() -> None:
+    """
+    The one list of gateway-owned headers holds the forwarding headers and
+    every session header of the resume contract.
+    """
+    assert SESSION_HEADERS == {
+        b"x-session-id", b"x-session-resumed", b"x-session-received", b"x-session-delivered",
+        b"x-session-epoch",
+    }
+    assert OWNED_HEADERS == FORWARDING_HEADERS | SESSION_HEADERS
+
+
+@pytest.mark.parametrize("name", [
+    b"X-Session-Id", b"x-session-epoch", b"X_Session_Epoch", b"X-SESSION-RESUMED",
+    b"x_session-received", b"X-Session-Delivered", b"X_Forwarded_For", b"x-forwarded-proto",
+    b"X_FORWARDED_HOST", b"Forwarded", b"X-Real-IP", b"x_real_ip",
+])
+def test_ownedUnderAnySpelling(name: bytes) -> None:
+    """
+    A gateway-owned header is recognised whatever its case, with C{_} for C{-}.
+    """
+    assert isOwned(name)
+    assert headerKey(name) == name.lower().replace(b"_", b"-")
+
+
+@pytest.mark.parametrize("name", [b"Cookie", b"X-Session", b"X-Sessions-Id", b"X-Forwarded-Port",
+                                  b"Authorization", b"X-Custom_Header"])
+def test_notOwned(name: bytes) -> None:
+    """
+    Other headers, near names included, are not owned.
+    """
+    assert not isOwned(name)
+
+
+def test_clientHeadersDropsOwnedHopByHopAndNamed() -> None:
+    """
+    What a client may pass on: not the owned headers (any spelling), not the
+    hop-by-hop ones, not those named in Connection (case-insensitive, C{_}
+    for C{-}), but Host and the WebSocket key and version even when named;
+    the rest in order.
+    """
+    h = head(
+        (b"Host", b"gw.example"),
+        (b"Connection", b"Upgrade, X-Secret, host, Sec-WebSocket-Key"),
+        (b"Connection", b"x_other"),
+        (b"Upgrade", b"websocket"),
+        (b"Sec-WebSocket-Key", b"k"),
+        (b"Sec-WebSocket-Version", b"13"),
+        (b"X-Session-Id", b"stolen"),
+        (b"x_session_epoch", b"999"),
+        (b"X_Forwarded_For", b"6.6.6.6"),
+        (b"X-Real-Ip", b"6.6.6.6"),
+        (b"x-secret", b"1"),
+        (b"X-Other", b"2"),
+        (b"Cookie", b"a=1"),
+        (b"Content-Length", b"0"),
+    )
+    assert clientHeaders(h, drop=frozenset({b"content-length"})) == [
+        (b"Host", b"gw.example"),
+        (b"Sec-WebSocket-Key", b"k"),
+        (b"Sec-WebSocket-Version", b"13"),
+        (b"Cookie", b"a=1"),
+    ]
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(OWNED_HEADERS)),
+                          st.lists(st.booleans(), min_size=20, max_size=20),
+                          st.booleans()), max_size=8))
+@SETTINGS
+def test_clientHeadersNeverOwned(spellings) -> None:
+    """
+    No spelling of an owned header (any case, any C{-} written C{_}) survives.
+    """
+    headers = [(b"Host", b"x")]
+    for name, upper, under in spellings:
+        spelt = bytes(c - 32 if u and 97 <= c <= 122 else c for c, u in zip(name, upper + [False] * 40))
+        if under:
+            spelt = spelt.replace(b"-", b"_")
+        headers.append((spelt, b"v"))
+    assert clientHeaders(head(*headers)) == [(b"Host", b"x")]
