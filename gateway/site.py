@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .backends.pool import Pool
     from .config import GatewayConfig
 
-__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route"]
+__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route", "StrictChannel", "headRefusal"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,22 @@ class Route:
     head: RequestHead
     peer: str
     secure: bool
+
+
+def headRefusal(head: RequestHead) -> str | None:
+    """
+    The checks every well-formed request head passes, whatever its place on
+    its connection (L{FrontDoor} reads the first, L{StrictChannel} every one).
+
+    @return: why C{head} is refused with a 400, or L{None} when it is not:
+        a C{.} or C{..} path segment (plain or percent-encoded), or a body on
+        a WebSocket upgrade.
+    """
+    if hasDotSegments(head.path):
+        return "the request path must not contain '.' or '..' segments"
+    if head.isWebSocketUpgrade() and head.hasBody():
+        return "a WebSocket upgrade must not have a body"
+    return None
 
 
 class FrontDoor(Protocol):
@@ -118,8 +135,9 @@ class FrontDoor(Protocol):
         except ProtocolError as e:
             self._refuse(400, str(e))
             return
-        if hasDotSegments(head.path):
-            self._refuse(400, "the request path must not contain '.' or '..' segments")
+        refusal = headRefusal(head)
+        if refusal is not None:
+            self._refuse(400, refusal)
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
@@ -266,6 +284,106 @@ _SCRIPTS = {
 }
 
 
+class StrictChannel(HTTPChannel):
+    """
+    twisted.web's channel on the gateway's port, which reads each request
+    head of a kept-alive connection whole before twisted.web sees it, and
+    passes it through the front door's parser (L{parseRequestHead}) and
+    checks (L{headRefusal}): a head refused there gets the front door's JSON
+    400 (431 past C{max_header_bytes}) and the connection is closed, so that
+    a second request is held to what a first one is.  The head as parsed is
+    kept on its request (C{gatewayHead}, read by L{headFromRequest}).
+    """
+
+    _lines: list[bytes] | None = None
+    _size = 0
+    _blankSeen = False
+    _head: RequestHead | None = None
+    _refused = False
+
+    def lineReceived(self, line: bytes):
+        """
+        Collect a request head's lines; at its blank line, check it, then
+        let twisted.web read it.
+        """
+        if self._refused:
+            return None
+        if self._lines is None:
+            if not self.persistent:
+                return super().lineReceived(line)
+            if not line and not self._blankSeen:
+                # One empty line before a request line is allowed (RFC 9112 2.2).
+                self._blankSeen = True
+                return super().lineReceived(line)
+            self._lines = []
+            self._size = 0
+        self._lines.append(line)
+        self._size += len(line) + 2
+        limit = self.site.maxHeaderBytes
+        if self._size > limit:
+            return self._refuseHead(431, f"message head larger than {limit} bytes")
+        if line:
+            return None
+        lines, self._lines = self._lines, None
+        self._blankSeen = False
+        try:
+            head = parseRequestHead(b"\r\n".join(lines) + b"\r\n")
+        except ProtocolError as e:
+            return self._refuseHead(400, str(e))
+        refusal = headRefusal(head)
+        if refusal is not None:
+            return self._refuseHead(400, refusal)
+        self._head = head
+        for each in lines:
+            super().lineReceived(each)
+            if self.transport is None or self.transport.disconnecting:
+                break
+        return None
+
+    def allHeadersReceived(self) -> None:
+        """
+        Keep the head as the front door's parser read it on its request.
+        """
+        self.requests[-1].gatewayHead, self._head = self._head, None
+        super().allHeadersReceived()
+
+    def lineLengthExceeded(self, line: bytes):
+        """
+        A line longer than a whole head may be: 431, as for a head.
+        """
+        return self._refuseHead(431, f"message head larger than {self.site.maxHeaderBytes} bytes")
+
+    def _refuseHead(self, status: int, message: str) -> None:
+        self._refused = True
+        self._lines = None
+        self.site.gateway.clientErrors += 1
+        if self.transport is not None:
+            self.transport.write(errorResponse(status, message))
+            self.transport.loseConnection()
+
+
+class _GatewaySite(BoundedSite):
+    """
+    The site of the gateway's HTTP face: L{StrictChannel}s, bounded by the
+    gateway's C{max_header_bytes}.
+
+    @ivar gateway: the L{GatewayFactory}, which counts refused requests.
+    """
+
+    def __init__(self, resource, *, gateway: GatewayFactory, maxHeaderBytes: int, **kwargs) -> None:
+        super().__init__(resource, **kwargs)
+        self.gateway = gateway
+        self.maxHeaderBytes = maxHeaderBytes
+
+    def protocol(self) -> StrictChannel:
+        """
+        @return: a new L{StrictChannel} (called by C{buildProtocol}).
+        """
+        channel = StrictChannel()
+        channel.MAX_LENGTH = self.maxHeaderBytes
+        return channel
+
+
 @implementer(IEdge)
 class GatewayFactory(Factory):
     """
@@ -317,8 +435,10 @@ class GatewayFactory(Factory):
         self.sessions: SessionRegistry = sessions
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
-        self.web = BoundedSite(
+        self.web = _GatewaySite(
             GatewayResource(self),
+            gateway=self,
+            maxHeaderBytes=config.limits.maxHeaderBytes,
             maxBodyBytes=config.session.maxBodyBytes,
             corsOrigins=config.session.corsOrigins,
             parseForms=False,

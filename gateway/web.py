@@ -179,8 +179,13 @@ def corsHeaders(origin: bytes | None, allowed: Iterable[str]) -> list[tuple[byte
 def headFromRequest(request: Request) -> RequestHead:
     """
     @return: the head of a twisted.web C{request}, with its headers as they
-        came (repeated headers kept apart, as a forwarded Cookie needs).
+        came (repeated headers kept apart, as a forwarded Cookie needs): the
+        head the gateway's strict parser read, when its channel kept one
+        (C{request.gatewayHead}, see L{gateway.site.StrictChannel}).
     """
+    head = getattr(request, "gatewayHead", None)
+    if head is not None:
+        return head
     headers = []
     for name, values in request.requestHeaders.getAllRawHeaders():
         for value in values:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface.verify import verifyObject
@@ -325,4 +327,82 @@ def test_upgradeOnAnUnroutedPathKeptAlive():
     assert response(transport)[0] == b"HTTP/1.1 404 Not Found"
     assert not factory.tunnels
     assert transport.disconnecting
+    close(door)
+
+
+_KEPT = b"GET /_gateway/health HTTP/1.1\r\nHost: x\r\n\r\n"
+_UPGRADE = (b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        (_UPGRADE.replace(b"/chat", b"/chat/../admin") + b"\r\n", "segments"),
+        (_UPGRADE.replace(b"/chat", b"/chat/%2E%2e/admin") + b"\r\n", "segments"),
+        (_UPGRADE + b"X-A: 1\x00\r\n\r\n", "control character"),
+        (_UPGRADE + b"X-A: 1\r\n 2\r\n\r\n", "folding"),
+        (_UPGRADE.replace(b"/chat", b"/chat\x80") + b"\r\n", "request line"),
+        (_UPGRADE + b"Content-Length: 2\r\n\r\nab", "must not have a body"),
+        (_UPGRADE + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "must not have a body"),
+        (_UPGRADE + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", "Transfer-Encoding"),
+        (_UPGRADE + b"Host: y\r\n\r\n", "Host"),
+        (b"\r\n\r\n", "request line"),
+    ],
+)
+def test_second_request_head_is_checked(second: bytes, message: str) -> None:
+    """
+    A request head after a kept-alive first request goes through the front
+    door's parser and checks: the JSON 400, the connection closed, the
+    refusal counted, and no tunnel opened.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(_KEPT)
+    first = transport.value()
+    assert first.startswith(b"HTTP/1.1 200")
+    transport.clear()
+    door.dataReceived(second)
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert headers[b"content-type"] == b"application/json"
+    assert message in json.loads(body)["message"]
+    assert transport.disconnecting
+    assert factory.clientErrors == 1 and not factory.tunnels
+    close(door)
+
+
+def test_second_request_head_over_the_bound() -> None:
+    """
+    A later request head over C{max_header_bytes} gets 431, as a first.
+    """
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(_KEPT)
+    transport.clear()
+    limit = factory.config.limits.maxHeaderBytes
+    door.dataReceived(b"GET /x HTTP/1.1\r\nX-Big: " + b"a" * limit)
+    status, _, body = response(transport)
+    assert status.startswith(b"HTTP/1.1 431") and b"larger than" in body
+    close(door)
+
+
+def test_second_request_keeps_its_strict_head() -> None:
+    """
+    A well-formed later request is answered as before, and its request
+    carries the head the strict parser read (header names as sent).
+    """
+    from gateway.web import headFromRequest
+
+    factory, _ = makeFactory()
+    door, transport = connect(factory)
+    door.dataReceived(_KEPT)
+    transport.clear()
+    seen = []
+    resource = factory.web.resource
+    render = resource.render
+    resource.render = lambda request: (seen.append(headFromRequest(request)), render(request))[1]
+    door.dataReceived(b"\r\nGET /nothing HTTP/1.1\r\nHost: x\r\nx-ODD-case: 1\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 404")
+    assert seen[0].headers == [(b"Host", b"x"), (b"x-ODD-case", b"1")]
     close(door)

@@ -152,6 +152,17 @@ class RequestHead(_HeadersMixin):
                     return v.strip(b'"')
         return None
 
+    def hasBody(self) -> bool:
+        """
+        @return: whether a body follows this head: a C{Transfer-Encoding},
+            or a C{Content-Length} other than 0 (the head's framing is
+            checked by L{parseRequestHead}).
+        """
+        if self.get(b"transfer-encoding") is not None:
+            return True
+        length = self.get(b"content-length")
+        return length is not None and length.split(b",")[0].strip(b" \t").lstrip(b"0") != b""
+
     def isWebSocketUpgrade(self) -> bool:
         """
         @return: whether this is a WebSocket opening handshake (RFC 6455
@@ -223,7 +234,30 @@ def parseRequestHead(head: bytes) -> RequestHead:
     method, target, version = match.groups()
     if not target.startswith(b"/"):
         raise ProtocolError("request target must be an absolute path")
-    return RequestHead(method, target, version, _parseHeaders(lines[1:]))
+    head = RequestHead(method, target, version, _parseHeaders(lines[1:]))
+    _checkFraming(head)
+    return head
+
+
+_LENGTH = re.compile(rb"[0-9]{1,18}")
+
+
+def _checkFraming(head: RequestHead) -> None:
+    """
+    Refuse a request whose framing two parsers could read two ways (RFC
+    9112 6.3, 3.2): C{Content-Length} with C{Transfer-Encoding}, lengths
+    that disagree or are not numbers, and more than one C{Host}.
+    """
+    lengths = [v.strip(b" \t") for value in head.getAll(b"content-length") for v in value.split(b",")]
+    if lengths:
+        if head.get(b"transfer-encoding") is not None:
+            raise ProtocolError("Content-Length together with Transfer-Encoding")
+        if not all(_LENGTH.fullmatch(v) for v in lengths):
+            raise ProtocolError("malformed Content-Length")
+        if len({int(v) for v in lengths}) > 1:
+            raise ProtocolError("conflicting Content-Length values")
+    if len(head.getAll(b"host")) > 1:
+        raise ProtocolError("more than one Host header")
 
 
 def parseResponseHead(head: bytes) -> ResponseHead:

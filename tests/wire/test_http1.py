@@ -891,3 +891,51 @@ def test_statusLineWithBareLineFeedRefused() -> None:
     """
     with pytest.raises(ProtocolError):
         parseResponseHead(b"HTTP/1.1 101 Switching\n\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "together with Transfer-Encoding"),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", "together with Transfer-Encoding"),
+        (b"Content-Length: 4\r\nContent-Length: 5\r\n", "conflicting"),
+        (b"Content-Length: 4, 5\r\n", "conflicting"),
+        (b"Content-Length: -1\r\n", "malformed Content-Length"),
+        (b"Content-Length: 0x10\r\n", "malformed Content-Length"),
+        (b"Content-Length:\r\n", "malformed Content-Length"),
+        (b"Host: other\r\n", "more than one Host"),
+    ],
+)
+def test_parseRequestHead_refuses_ambiguous_framing(lines: bytes, message: str) -> None:
+    """
+    A request that two parsers could frame two ways is refused: a length
+    and a transfer coding, lengths that disagree or are not numbers, and a
+    second C{Host}.
+    """
+    with pytest.raises(ProtocolError, match=message):
+        parseRequestHead(b"POST /x HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n")
+
+
+def test_parseRequestHead_accepts_repeated_equal_lengths() -> None:
+    """
+    The same length given twice is one length (RFC 9112 6.3).
+    """
+    head = parseRequestHead(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\n")
+    assert head.hasBody()
+
+
+@pytest.mark.parametrize(
+    "lines, body",
+    [
+        (b"", False),
+        (b"Content-Length: 0\r\n", False),
+        (b"Content-Length: 00\r\n", False),
+        (b"Content-Length: 1\r\n", True),
+        (b"Transfer-Encoding: chunked\r\n", True),
+    ],
+)
+def test_hasBody(lines: bytes, body: bool) -> None:
+    """
+    A head has a body with a transfer coding or a non-zero length.
+    """
+    assert parseRequestHead(b"GET /x HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n").hasBody() is body
