@@ -25,13 +25,14 @@ from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from .errors import ConfigError, NothingToReload
+from .errors import ConfigError, NothingToReload, ProtocolError
 from .interfaces import ISessionView
 from .sessions.states import SessionState
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
 from .tcp import hostAndPort, listenFailure
 from .web import BoundedSite, respondJSON
 from .wire.http1 import errorPayload
+from .wire.protocol import loadJSON
 
 if TYPE_CHECKING:
     from .backends.pool import Backend, Pool
@@ -319,8 +320,8 @@ def _weightFrom(request: Request) -> object:
     example = 'a JSON object such as {"weight": 3}'
     raw = request.content.read() if request.content is not None else b""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = loadJSON(raw)
+    except ProtocolError as error:
         raise _BadRequest(400, f"the body must be {example}: {error}") from None
     if not isinstance(body, dict):
         raise _BadRequest(400, f"the body must be {example}")

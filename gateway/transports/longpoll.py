@@ -40,8 +40,10 @@ from ..wire.protocol import (
     Data,
     Hello,
     Welcome,
+    checkText,
     controlToJSON,
     dataToJSON,
+    loadJSON,
     packetFromJSON,
 )
 from ..interfaces import ISessionTransport
@@ -352,9 +354,10 @@ class LongPolling:
             _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
             return NOT_DONE_YET
         try:
-            body = json.loads(request.content.read() or b"null")
-        except ValueError:
-            _respondError(request, CLOSE_PROTOCOL_ERROR, "the body is not valid JSON")
+            body = loadJSON(request.content.read() or b"null")
+        except ProtocolError as e:
+            self.factory.clientErrors += 1
+            _respondError(request, CLOSE_PROTOCOL_ERROR, f"the body is not valid JSON: {e}")
             return NOT_DONE_YET
         if not isinstance(body, dict):
             _respondError(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
@@ -428,6 +431,8 @@ class LongPolling:
         sid, secret = body.get("sid"), body.get("secret")
         if not isinstance(sid, str) or not isinstance(secret, str):
             raise ProtocolError("'sid' and 'secret' must be strings")
+        checkText(sid, "sid")
+        checkText(secret, "secret")
         return sid, secret
 
     def _session(self, sid: str, secret: str) -> tuple[Session, PollingTransport]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
@@ -32,6 +34,9 @@ __all__ = [
     "Packet",
     "encodeData",
     "decodeMessage",
+    "loadJSON",
+    "checkText",
+    "MAX_JSON_DEPTH",
     "encodeControl",
     "controlToJSON",
     "dataToJSON",
@@ -257,7 +262,20 @@ def _text(obj: dict, key: str, limit: int = 256) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or len(value) > limit:
         raise ProtocolError(f"{key!r} must be a string of at most {limit} characters")
+    checkText(value, key)
     return value
+
+
+def checkText(value: str, key: str) -> None:
+    """
+    @raise ProtocolError: when C{value} (the client's C{key}) holds a lone
+        surrogate (C{"\\ud800"} is valid JSON but no Unicode text).
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{key!r} is not valid Unicode text") from None
 
 
 def _number(obj: dict, key: str) -> float:
@@ -265,6 +283,93 @@ def _number(obj: dict, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ProtocolError(f"{key!r} must be a non-negative number")
     return float(value)
+
+
+#: How deeply arrays and objects may nest in any JSON the gateway parses
+#: from a client (session packets, long-polling bodies, admin API bodies).
+#: The protocol needs 3 (a long-polling batch: an object, its list, the
+#: packets); anything deeper is refused before it is parsed, so that a body
+#: such as C{[[[[...]]]]} costs a scan, not the parser's recursion.
+MAX_JSON_DEPTH = 32
+
+#: A backslash and the character it escapes (C{\\uXXXX} is C{\\u} and four
+#: plain characters).
+_ESCAPE = re.compile(rb"\\[\s\S]")
+#: A JSON string, once its escapes are gone.
+_STRING = re.compile(rb'"[^"]*"')
+#: Keeps only brackets, as C{[} and C{]}.
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def _checkDepth(data: bytes, limit: int) -> None:
+    """
+    Refuse JSON text whose arrays and objects nest deeper than C{limit},
+    without parsing it.  Linear in its length and all in C: escapes and
+    strings are cut out (their brackets do not count), then the innermost
+    pairs of brackets are removed C{limit} times; anything left over nests
+    deeper (or does not match, which is no JSON either).
+
+    A backslash outside a string is invalid JSON where it stands, so the
+    parser stops there, before any bracket that cutting it out hid.
+
+    @raise ProtocolError: when they nest too deeply.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    if b'"' in data:
+        data = _STRING.sub(b"", data)
+    brackets = data.translate(_BRACKETS, _NOT_BRACKETS)
+    run = b"[" * (limit + 1)  # so many opening brackets in a row nest so deep
+    for _ in range(limit):
+        if run in brackets:
+            break
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter:
+            return
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
+    raise ProtocolError(f"arrays and objects nest deeper than {limit} levels (or its brackets do not match)")
+
+
+def _refuseConstant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finiteFloat(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return value
+
+
+def loadJSON(data: bytes | str, maxDepth: int = MAX_JSON_DEPTH) -> object:
+    """
+    Parse JSON text from a client: strict JSON (no C{NaN} or C{Infinity},
+    no number too large for a float, integers of at most 4300 digits),
+    arrays and objects nested at most C{maxDepth} deep.
+
+    @raise ProtocolError: for anything else, saying why; never any other
+        exception, whatever the bytes.
+    """
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("not valid Unicode text") from None
+    _checkDepth(data, maxDepth)
+    try:
+        # UTF-8 only (json.loads would guess UTF-16 or UTF-32 from the bytes,
+        # where the byte scan of the depth check would not be exact).
+        text = data.decode("utf-8-sig")
+        return json.loads(text, parse_constant=_refuseConstant, parse_float=_finiteFloat)
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise ProtocolError(f"arrays and objects nest deeper than {maxDepth} levels") from None
+    except ValueError as error:  # UnicodeDecodeError is one
+        raise ProtocolError(str(error)[:120]) from None
 
 
 def decodeMessage(payload: bytes, isBinary: bool) -> Packet:
@@ -275,9 +380,9 @@ def decodeMessage(payload: bytes, isBinary: bool) -> Packet:
     """
     if not isBinary and payload[:1] == b"{":
         try:
-            obj = json.loads(payload)
-        except ValueError:
-            raise ProtocolError("control packet is not valid JSON") from None
+            obj = loadJSON(payload)
+        except ProtocolError as error:
+            raise ProtocolError(f"control packet is not valid JSON: {error}") from None
         packet = packetFromJSON(obj)
         if isinstance(packet, Data):
             raise ProtocolError("data packets on a WebSocket are not JSON")
