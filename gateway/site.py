@@ -315,7 +315,8 @@ class GatewayFactory(Factory):
         self.refusedConnections = 0
         self.clientErrors = 0
         self.sessions: SessionRegistry = sessions
-        self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes])
+        self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
+                                    config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
         self.web = BoundedSite(

@@ -209,9 +209,10 @@ class OriginPolicy:
 class RouteOrigins:
     """
     The Origin checks of every route, by path: for transparent WebSocket
-    upgrades (none unless the route sets C{allowed_origins}), for session
-    WebSocket upgrades and for long-polling (the gateway's own origin and
-    the route's list; for long-polling also C{session.cors_origins}).
+    upgrades (none unless the route sets C{allowed_origins}), and for the
+    session protocol, over a WebSocket or long-polling (the gateway's own
+    origin, the route's list and C{session.cors_origins}, the pages allowed
+    to use sessions across origins).
     """
 
     def __init__(self, routes: Sequence[tuple[str, Sequence[str] | None]],
@@ -219,13 +220,13 @@ class RouteOrigins:
         """
         @param routes: C{(prefix, allowedOrigins)} pairs, L{None} for a
             route that sets no list.
-        @param corsOrigins: the origins that may long-poll across origins.
+        @param corsOrigins: the origins that may use sessions across
+            origins (C{session.cors_origins}).
         """
-        self._default = (None, OriginPolicy(), OriginPolicy(exact=corsOrigins))
-        self._router: Router[tuple[OriginPolicy | None, OriginPolicy, OriginPolicy]] = Router([
+        self._default = (None, OriginPolicy(exact=corsOrigins))
+        self._router: Router[tuple[OriginPolicy | None, OriginPolicy]] = Router([
             (prefix, (
                 None if allowed is None else OriginPolicy(allowed),
-                OriginPolicy(allowed or ()),
                 OriginPolicy(allowed or (), exact=corsOrigins),
             ))
             for prefix, allowed in routes
@@ -239,8 +240,8 @@ class RouteOrigins:
         @return: as L{OriginPolicy.refusal}; L{None} when the route does
             not check this mode.
         """
-        policies = self._router.match(path) or self._default
-        policy = policies[("tunnel", "session", "poll").index(mode)]
+        tunnel, session = self._router.match(path) or self._default
+        policy = tunnel if mode == "tunnel" else session
         if policy is None:
             return None
         return policy.refusal(origins, hosts, secure)

@@ -315,8 +315,8 @@ def test_routeOrigins() -> None:
     """
     Per route: transparent upgrades are checked only where the route sets
     a list; session upgrades and long-polling always (the gateway's own
-    origin, the list; long-polling also C{cors_origins}); a path of no
-    route gets the defaults.
+    origin, the list and C{cors_origins}); a path of no route gets the
+    defaults.
     """
     origins = RouteOrigins([("/open", None), ("/app", ("https://app.example",)), ("/none", ())],
                            corsOrigins=("https://cors.example",))
@@ -326,7 +326,9 @@ def test_routeOrigins() -> None:
     assert origins.refusal(b"/open/x", "session", evil, host, True) is not None
     assert origins.refusal(b"/open/x", "poll", evil, host, True) is not None
     assert origins.refusal(b"/open/x", "poll", cors, host, True) is None
-    assert origins.refusal(b"/open/x", "session", cors, host, True) is not None
+    assert origins.refusal(b"/open/x", "session", cors, host, True) is None
+    assert origins.refusal(b"/open/x", "tunnel", cors, host, True) is None
+    assert origins.refusal(b"/app", "tunnel", cors, host, True) is not None
     assert origins.refusal(b"/app", "tunnel", evil, host, True) is not None
     assert origins.refusal(b"/app", "tunnel", app, host, True) is None
     assert origins.refusal(b"/app", "session", app, host, True) is None
