@@ -28,7 +28,7 @@ from .interfaces import IConnectObserver, IEdge, ISessionMap
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
-from .backends.routing import Router, affinityKey, hasDotSegments
+from .backends.routing import RouteOrigins, Router, affinityKey, hasDotSegments
 from .wire.forwarded import TrustedProxies
 from .sessions.registry import SessionRegistry
 from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
@@ -433,6 +433,8 @@ class GatewayFactory(Factory):
         self.refusedConnections = 0
         self.clientErrors = 0
         self.sessions: SessionRegistry = sessions
+        self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
+                                    config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
@@ -481,6 +483,8 @@ class GatewayFactory(Factory):
         Hand a client connection that asked for a WebSocket upgrade to a new
         L{Tunnel}.
         """
+        if self.refuseOrigin(transport, head, "tunnel"):
+            return
         route = self.route(transport, head)
         tunnel = Tunnel(self, transport, head, early, route.pool, route.key, route.sticky,
                         self.tunnelClosed)
@@ -494,11 +498,30 @@ class GatewayFactory(Factory):
         Hand a client connection that asked for the session subprotocol to
         a L{SessionWebSocket}, replaying what was read.
         """
+        if self.refuseOrigin(transport, head, "session"):
+            return
         protocol = self.sessionFactory.buildProtocol(transport.getPeer())
         protocol.route = self.route(transport, head)
         switchProtocol(transport, protocol)
         protocol.makeConnection(transport)
         protocol.dataReceived(data)
+
+    def refuseOrigin(self, transport, head: RequestHead, mode: str) -> bool:
+        """
+        Check a WebSocket upgrade's C{Origin} against its route
+        (L{RouteOrigins}, C{mode} C{"tunnel"} or C{"session"}); when it may
+        not pass, answer 403 and close, before any backend is asked.
+
+        @return: whether the upgrade was refused.
+        """
+        reason = self.origins.refusal(head.path, mode, head.getAll(b"origin"),
+                                      head.getAll(b"host"), self.secure(transport))
+        if reason is None:
+            return False
+        self.clientErrors += 1
+        transport.write(errorResponse(403, reason))
+        transport.loseConnection()
+        return True
 
     def connectionClosed(self) -> None:
         """

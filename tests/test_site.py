@@ -406,3 +406,58 @@ def test_second_request_keeps_its_strict_head() -> None:
     assert transport.value().startswith(b"HTTP/1.1 404")
     assert seen[0].headers == [(b"Host", b"x"), (b"x-ODD-case", b"1")]
     close(door)
+
+
+def test_sessionUpgradeFromAnotherOrigin():
+    """
+    A session-mode upgrade whose C{Origin} is another site's gets 403 with
+    the gateway's JSON error body and the connection closed, before any
+    backend is asked; from the gateway's own origin it goes on.
+    """
+    factory, reactor = makeFactory()
+    door, transport = connect(factory)
+    session = UPGRADE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: txgateway.v1\r\n\r\n")
+    door.dataReceived(session.replace(b"\r\n\r\n", b"\r\nOrigin: https://evil.example\r\n\r\n"))
+    status, headers, body = response(transport)
+    assert status == b"HTTP/1.1 403 Forbidden"
+    assert json.loads(body)["error"] == "Forbidden"
+    assert transport.disconnecting
+    assert not reactor.tcpClients
+    assert factory.clientErrors == 1
+    close(door)
+    assert factory.openConnections == 0
+
+    door, transport = connect(factory)
+    door.dataReceived(session.replace(b"\r\n\r\n", b"\r\nOrigin: http://gw.example\r\n\r\n"))
+    assert transport.value().startswith(b"HTTP/1.1 101 ")
+
+
+def test_transparentUpgradeOriginChecked():
+    """
+    A transparent upgrade is not checked on a route without
+    C{allowed_origins}; on a route with one, a foreign origin gets 403
+    before any backend connection, also as a later request of a
+    kept-alive connection.
+    """
+    evil = UPGRADE.replace(b"\r\n\r\n", b"\r\nOrigin: https://evil.example\r\n\r\n")
+    factory, reactor = makeFactory()
+    door, _ = connect(factory)
+    door.dataReceived(evil)
+    assert len(factory.tunnels) == 1
+
+    factory, reactor = makeFactory(routes=(
+        RouteConfig(prefix="/chat", pool="chat", allowedOrigins=("https://app.example",)),))
+    for first in (b"", b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\n\r\n"):
+        door, transport = connect(factory)
+        door.dataReceived(first)
+        transport.clear()
+        door.dataReceived(evil)
+        assert response(transport)[0] == b"HTTP/1.1 403 Forbidden"
+        assert transport.disconnecting
+        assert not factory.tunnels
+        assert not reactor.tcpClients
+        close(door)
+    assert factory.openConnections == 0
+    door, _ = connect(factory)
+    door.dataReceived(evil.replace(b"https://evil.example", b"https://app.example"))
+    assert len(factory.tunnels) == 1

@@ -125,10 +125,19 @@ class RouteConfig:
     """
     Requests whose path starts with C{prefix} (at a segment boundary) go to
     C{pool}.  The longest matching prefix wins.
+
+    @ivar allowedOrigins: the origins whose pages may open WebSocket
+        connections and long-poll on this route (patterns, see
+        L{gateway.config.values.parseOriginPattern}, or C{("*",)} for any),
+        besides the gateway's own origin; L{None} when not set (session
+        mode and long-polling then let only the gateway's own origin and
+        requests without C{Origin} through, and transparent upgrades are
+        not checked).
     """
 
     prefix: str
     pool: str
+    allowedOrigins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from .model import (
     Timeouts,
 )
 from .reader import Reader, isBareKey, keyPath, show
-from .values import hostPort, parseBackendURL, parseKeySpec, parseRoutePrefix
+from .values import hostPort, parseBackendURL, parseKeySpec, parseOriginPattern, parseRoutePrefix
 
 __all__ = [
     "readTimeouts",
@@ -51,7 +51,7 @@ _HEALTH_TYPES = ("websocket", "http", "tcp")
 _REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
 
 _ADMIN_KEYS = ("listen", "token", "token_file")
-_ROUTE_KEYS = ("prefix", "pool")
+_ROUTE_KEYS = ("prefix", "pool", "allowed_origins")
 _POOL_KEYS = (
     "balance",
     "affinity",
@@ -430,5 +430,27 @@ def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:
                 "(a trailing '/' is ignored)",
             )
         seen[same] = index
-        routes.append(RouteConfig(prefix=prefix, pool=reader.string(item, path, "pool")))
+        routes.append(RouteConfig(prefix=prefix, pool=reader.string(item, path, "pool"),
+                                  allowedOrigins=_readOrigins(reader, item, path)))
     return routes
+
+
+def _readOrigins(reader: Reader, item: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    """
+    Read a route's C{allowed_origins}: exactly C{["*"]}, or origin patterns
+    checked with L{parseOriginPattern}, as the Origin check parses them.
+    """
+    origins = reader.strings(item, path, "allowed_origins")
+    if origins is None:
+        return None
+    here = f"{path}.allowed_origins"
+    if "*" in origins:
+        if len(origins) > 1:
+            reader.fail(here, 'must be exactly ["*"] for any origin, or a list of origins without "*"')
+        return ("*",)
+    for index, origin in enumerate(origins):
+        try:
+            parseOriginPattern(origin)
+        except ConfigError as error:
+            reader.fail(f"{here}[{index}]", str(error))
+    return tuple(origins)

@@ -1,6 +1,6 @@
 """
 The parsers of single values the configuration holds: backend URLs,
-affinity key specs, route prefixes and Redis URLs.
+affinity key specs, route prefixes, origins and Redis URLs.
 
 Pure (no sockets, no reactor), and each fails with a one-line
 L{ConfigError} saying what is wrong with the value.  The loader checks the
@@ -29,6 +29,9 @@ __all__ = [
     "KeySpec",
     "parseKeySpec",
     "parseRoutePrefix",
+    "Origin",
+    "parseOrigin",
+    "parseOriginPattern",
     "DEFAULT_REDIS_URL",
     "RedisAddress",
     "parseRedisURL",
@@ -176,6 +179,78 @@ def parseRoutePrefix(prefix: str) -> bytes:
             " (percent-encode anything else), without '?' or '#'"
         )
     return prefix.rstrip("/").encode("ascii")
+
+
+#: The port an origin has when it names none, by scheme.
+_ORIGIN_PORTS = {"http": 80, "https": 443}
+_ORIGIN = re.compile(
+    r"([a-z][a-z0-9+.-]*)://"
+    r"(\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)"
+    r"(?::([0-9]{1,5}))?\Z"
+)
+_ORIGIN_PATTERN = re.compile(
+    r"([a-z][a-z0-9+.-]*)://"
+    r"(\[[0-9a-f:.]+\]|(?:[a-z0-9_-]+|\*)(?:\.(?:[a-z0-9_-]+|\*))*)"
+    r"(?::([0-9]{1,5}))?\Z"
+)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """
+    An origin (RFC 6454), in normal form: scheme and host lower-cased, the
+    port filled in for C{http} (80) and C{https} (443), L{None} for another
+    scheme that names none.  In a pattern, a host label may be C{*}.
+    """
+
+    scheme: str
+    host: str
+    port: int | None
+
+
+def _origin(match: re.Match[str] | None) -> Origin | None:
+    if match is None:
+        return None
+    scheme, host, port = match.groups()
+    if port is None:
+        number = _ORIGIN_PORTS.get(scheme)
+    else:
+        number = int(port)
+        if not 0 < number < 65536:
+            return None
+    return Origin(scheme, host, number)
+
+
+def parseOrigin(value: str) -> Origin | None:
+    """
+    Parse the value of an C{Origin} header (or a C{Host}, given a scheme
+    as C{"http://" + host}).
+
+    @return: the origin, or L{None} for anything but
+        C{scheme://host[:port]} in printable ASCII (the opaque C{null} and
+        any path, user information or stray character included).
+    """
+    if not value.isascii() or len(value) > 1024:
+        return None
+    return _origin(_ORIGIN.match(value.lower()))
+
+
+def parseOriginPattern(pattern: str) -> Origin:
+    """
+    Parse one pattern of a route's C{allowed_origins}:
+    C{scheme://host[:port]}, where a host label may be C{*} (any one
+    label: C{https://*.example.com} matches C{https://app.example.com},
+    not C{https://example.com} nor C{https://a.b.example.com}).
+
+    @raise ConfigError: for anything else.
+    """
+    origin = _origin(_ORIGIN_PATTERN.match(pattern.lower())) if pattern.isascii() else None
+    if origin is None:
+        raise ConfigError(
+            f"bad origin {pattern!r}: write scheme://host[:port] with no path, such as"
+            " 'https://app.example' or 'https://*.example.com' ('*' for a whole host label)"
+        )
+    return origin
 
 
 #: The Redis server used when the options name none.

@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
+from ..backends.routing import RouteOrigins
 from ..tcp import requestLost
 from ..wire.http1 import errorPayload
 from ..wire.protocol import (
@@ -344,6 +345,8 @@ class LongPolling:
     def __init__(self, factory: IEdge) -> None:
         self.factory = factory
         self.config = factory.config.session
+        self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in factory.config.routes],
+                                    self.config.corsOrigins)
 
     def render(self, request: Request, kind: bytes) -> Any:
         """
@@ -352,6 +355,13 @@ class LongPolling:
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST, OPTIONS")
             _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
+            return NOT_DONE_YET
+        headers = request.requestHeaders
+        refusal = self.origins.refusal(request.path, "poll", headers.getRawHeaders(b"origin", []),
+                                       headers.getRawHeaders(b"host", []), request.isSecure())
+        if refusal is not None:
+            self.factory.clientErrors += 1
+            _respondError(request, 4403, refusal)  # 403, the session protocol's "forbidden"
             return NOT_DONE_YET
         try:
             body = loadJSON(request.content.read() or b"null")

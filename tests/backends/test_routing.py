@@ -1,5 +1,6 @@
 """
-Tests for L{gateway.backends.routing}: prefix routing and affinity keys.
+Tests for L{gateway.backends.routing}: prefix routing, affinity keys and
+Origin checks.
 """
 
 from __future__ import annotations
@@ -8,7 +9,14 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.wire.http1 import RequestHead
-from gateway.backends.routing import KeySpec, Router, affinityKey, parseKeySpec
+from gateway.backends.routing import (
+    KeySpec,
+    OriginPolicy,
+    RouteOrigins,
+    Router,
+    affinityKey,
+    parseKeySpec,
+)
 
 
 def head(target=b"/", headers=()):
@@ -213,3 +221,119 @@ def test_hasDotSegments(path: bytes, dotted: bool) -> None:
     from gateway.backends.routing import hasDotSegments
 
     assert hasDotSegments(path) is dotted
+
+
+LISTED = OriginPolicy(["https://app.example", "https://*.example.com", "http://localhost:3000"])
+
+
+@pytest.mark.parametrize(
+    "origin, allowed",
+    [
+        (b"https://app.example", True),
+        (b"HTTPS://APP.EXAMPLE", True),
+        (b"https://app.example:443", True),
+        (b"https://app.example:8443", False),
+        (b"http://app.example", False),
+        (b"https://a.example.com", True),
+        (b"https://A.Example.COM", True),
+        (b"https://example.com", False),
+        (b"https://a.b.example.com", False),
+        (b"https://a.example.com.evil.example", False),
+        (b"https://evil-app.example", False),
+        (b"http://localhost:3000", True),
+        (b"http://localhost", False),
+        (b"https://gw.example", True),  # the gateway's own origin
+        (b"http://gw.example", False),  # not over TLS
+        (b"null", False),
+        (b"https://app.example/", False),
+        (b"https://app.example\xff", False),
+        (b"", False),
+    ],
+)
+def test_originPolicy(origin: bytes, allowed: bool) -> None:
+    """
+    An origin passes when it is the gateway's own (scheme from the
+    listener, host and port from C{Host}) or matches a pattern: scheme and
+    host in any case, default ports filled in, C{*} one whole label;
+    C{null} and malformed values never pass a list.
+    """
+    refusal = LISTED.refusal([origin], [b"gw.example"], True)
+    assert (refusal is None) is allowed
+
+
+def test_originPolicyWithoutOrigin() -> None:
+    """
+    A request without C{Origin} (not from a browser) always passes; one
+    with two is refused.
+    """
+    assert LISTED.refusal([], [b"gw.example"], False) is None
+    assert OriginPolicy().refusal([], [], False) is None
+    assert OriginPolicy().refusal([b"http://gw", b"http://gw"], [b"gw"], False) == (
+        "a request must not carry more than one Origin header")
+
+
+def test_originPolicySameOrigin() -> None:
+    """
+    The gateway's own origin compares with C{Host} after normalising both
+    (case, default port); without exactly one C{Host} there is none.
+    """
+    policy = OriginPolicy()
+    assert policy.refusal([b"http://gw.example"], [b"GW.example:80"], False) is None
+    assert policy.refusal([b"http://gw.example:8080"], [b"gw.example:8080"], False) is None
+    assert policy.refusal([b"http://gw.example:8080"], [b"gw.example"], False) is not None
+    assert policy.refusal([b"http://127.0.0.1:8080"], [b"127.0.0.1:8080"], False) is None
+    assert policy.refusal([b"http://gw.example"], [], False) is not None
+    assert policy.refusal([b"http://gw.example"], [b"gw.example", b"gw.example"], False) is not None
+    assert policy.refusal([b"http://gw.example"], [b"gw.example/x"], False) is not None
+    assert OriginPolicy(sameOrigin=False).refusal([b"http://gw.example"], [b"gw.example"],
+                                                   False) is not None
+
+
+def test_originPolicyAny() -> None:
+    """
+    C{["*"]} lets every origin through, C{null} included, but not a
+    malformed value.
+    """
+    policy = OriginPolicy(["*"])
+    assert policy.refusal([b"https://evil.example"], [b"gw"], False) is None
+    assert policy.refusal([b"null"], [b"gw"], False) is None
+    assert policy.refusal([b"evil example"], [b"gw"], False) == "the Origin header is not a valid origin"
+
+
+def test_originPolicyExact() -> None:
+    """
+    Origins given as written (C{session.cors_origins}) pass byte for byte;
+    C{"*"} among them passes any origin.
+    """
+    policy = OriginPolicy(exact=["https://app.example"])
+    assert policy.refusal([b"https://app.example"], [b"gw"], True) is None
+    assert policy.refusal([b"https://other.example"], [b"gw"], True) is not None
+    assert OriginPolicy(exact=["*"]).refusal([b"https://other.example"], [b"gw"], True) is None
+
+
+def test_routeOrigins() -> None:
+    """
+    Per route: transparent upgrades are checked only where the route sets
+    a list; session upgrades and long-polling always (the gateway's own
+    origin, the list and C{cors_origins}); a path of no route gets the
+    defaults.
+    """
+    origins = RouteOrigins([("/open", None), ("/app", ("https://app.example",)), ("/none", ())],
+                           corsOrigins=("https://cors.example",))
+    evil, app, cors = [b"https://evil.example"], [b"https://app.example"], [b"https://cors.example"]
+    host = [b"gw"]
+    assert origins.refusal(b"/open/x", "tunnel", evil, host, True) is None
+    assert origins.refusal(b"/open/x", "session", evil, host, True) is not None
+    assert origins.refusal(b"/open/x", "poll", evil, host, True) is not None
+    assert origins.refusal(b"/open/x", "poll", cors, host, True) is None
+    assert origins.refusal(b"/open/x", "session", cors, host, True) is None
+    assert origins.refusal(b"/open/x", "tunnel", cors, host, True) is None
+    assert origins.refusal(b"/app", "tunnel", cors, host, True) is not None
+    assert origins.refusal(b"/app", "tunnel", evil, host, True) is not None
+    assert origins.refusal(b"/app", "tunnel", app, host, True) is None
+    assert origins.refusal(b"/app", "session", app, host, True) is None
+    assert origins.refusal(b"/app", "poll", app, host, True) is None
+    assert origins.refusal(b"/none", "tunnel", app, host, True) is not None
+    assert origins.refusal(b"/none", "tunnel", [b"https://gw"], host, True) is None
+    assert origins.refusal(b"/elsewhere", "tunnel", evil, host, True) is None
+    assert origins.refusal(b"/elsewhere", "session", evil, host, True) is not None

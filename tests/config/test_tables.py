@@ -52,7 +52,7 @@ FILE_ERRORS = [
     ),
     pytest.param(
         '[[route]]\nprefix = "/"\npool = "chat"\nweight = 1\n' + POOL,
-        "route[0].weight: unknown key; known keys: prefix, pool",
+        "route[0].weight: unknown key; known keys: prefix, pool, allowed_origins",
         id="unknown-route",
     ),
     pytest.param(
@@ -329,6 +329,33 @@ FILE_ERRORS = [
         id="route-duplicate",
     ),
     pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nallowed_origins = "https://a.example"\n' + POOL,
+        "route[0].allowed_origins: must be an array of strings, not 'https://a.example'",
+        id="route-origins-string",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nallowed_origins = ["*", "https://a.example"]\n'
+        + POOL,
+        'route[0].allowed_origins: must be exactly ["*"] for any origin, '
+        'or a list of origins without "*"',
+        id="route-origins-star-and-more",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\n'
+        'allowed_origins = ["https://a.example", "https://a.example/app"]\n' + POOL,
+        "route[0].allowed_origins[1]: bad origin 'https://a.example/app': write "
+        "scheme://host[:port] with no path, such as 'https://app.example' or "
+        "'https://*.example.com' ('*' for a whole host label)",
+        id="route-origins-path",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nallowed_origins = ["https://a*.example"]\n' + POOL,
+        "route[0].allowed_origins[0]: bad origin 'https://a*.example': write "
+        "scheme://host[:port] with no path, such as 'https://app.example' or "
+        "'https://*.example.com' ('*' for a whole host label)",
+        id="route-origins-partial-wildcard",
+    ),
+    pytest.param(
         '[[route]]\nprefix = "/a"\npool = "chat"\n'
         '[[route]]\nprefix = "/a/"\npool = "chat"\n' + POOL,
         "route[1].prefix: route[0] already has the prefix '/a/' "
@@ -567,3 +594,24 @@ def test_longPollingSessionKeys(tmp_path) -> None:
         with pytest.raises(ConfigError) as caught:
             loadConfig(str(bad))
         assert str(caught.value) == f"{bad}: {message}"
+
+
+def test_routeAllowedOrigins(tmp_path: Path) -> None:
+    """
+    A route's C{allowed_origins} is kept as written (C{["*"]} as C{("*",)},
+    an empty list as an empty tuple); left out, it is L{None}: not set.
+    """
+    text = (
+        '[[route]]\nprefix = "/a"\npool = "chat"\n'
+        'allowed_origins = ["https://app.example", "https://*.example.com:8443"]\n'
+        '[[route]]\nprefix = "/b"\npool = "chat"\nallowed_origins = ["*"]\n'
+        '[[route]]\nprefix = "/c"\npool = "chat"\nallowed_origins = []\n'
+        '[[route]]\nprefix = "/"\npool = "chat"\n' + POOL
+    )
+    config = loadConfig(writeConfig(tmp_path, text))
+    assert [route.allowedOrigins for route in config.routes] == [
+        ("https://app.example", "https://*.example.com:8443"),
+        ("*",),
+        (),
+        None,
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, parseBackendURL
+from gateway.config.values import Origin, parseOrigin, parseOriginPattern
 
 from .helpers import POOL, configError, writeConfig
 
@@ -162,3 +163,49 @@ def test_configImportsNothingAbove() -> None:
         "assert not above, above\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("https://app.example", Origin("https", "app.example", 443)),
+        ("HTTPS://App.Example:443", Origin("https", "app.example", 443)),
+        ("http://127.0.0.1:8080", Origin("http", "127.0.0.1", 8080)),
+        ("http://[::1]", Origin("http", "[::1]", 80)),
+        ("chrome-extension://abcdef", Origin("chrome-extension", "abcdef", None)),
+        ("null", None),
+        ("", None),
+        ("https://", None),
+        ("https://app.example/", None),
+        ("https://app.example/path", None),
+        ("https://user@app.example", None),
+        ("https://app.example:0", None),
+        ("https://app.example:65536", None),
+        ("https://app..example", None),
+        ("https://app.example.", None),
+        ("https://*.example", None),
+        ("https://app.example, https://b.example", None),
+        ("https://app.ex\u00e4mple", None),
+        ("app.example", None),
+    ],
+)
+def test_parseOrigin(value: str, expected: Origin | None) -> None:
+    """
+    An Origin value is C{scheme://host[:port]} in ASCII, normalised (lower
+    case, default ports for http and https); anything else, C{null}
+    included, parses to L{None}.
+    """
+    assert parseOrigin(value) == expected
+
+
+def test_parseOriginPattern() -> None:
+    """
+    A pattern parses as an origin does, with C{*} allowed as a whole host
+    label; anything else is a one-line L{ConfigError}.
+    """
+    assert parseOriginPattern("https://*.Example.com") == Origin("https", "*.example.com", 443)
+    assert parseOriginPattern("http://*:8080") == Origin("http", "*", 8080)
+    for bad in ("*", "https://a*.example", "https://app.example/", "null", "app.example", "https://[::*]"):
+        with pytest.raises(ConfigError) as caught:
+            parseOriginPattern(bad)
+        assert "\n" not in str(caught.value)

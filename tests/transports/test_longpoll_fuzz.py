@@ -39,7 +39,7 @@ class _NoSessions:
 
 
 def _polling() -> LongPolling:
-    factory = SimpleNamespace(config=SimpleNamespace(session=SessionConfig()), clientErrors=0,
+    factory = SimpleNamespace(config=SimpleNamespace(session=SessionConfig(), routes=()), clientErrors=0,
                               sessions=_NoSessions(), reactor=Clock(),
                               routeRequest=lambda request: None)
     return LongPolling(factory)
@@ -48,6 +48,8 @@ def _polling() -> LongPolling:
 def _answer(kind: bytes, body: bytes) -> tuple[int, dict]:
     request = DummyRequest([b""])
     request.method = b"POST"
+    request.path = b"/chat"
+    request.isSecure = lambda: False
     request._disconnected = False
     request.content = BytesIO(body)
     _polling().render(request, kind)
