@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections import Counter
+import math
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.application.service import Service
@@ -45,6 +46,11 @@ __all__ = [
     "MAX_BODY_BYTES",
     "IDLE_TIMEOUT",
     "REFUSAL_LOG_INTERVAL",
+    "AUTH_FAILURE_LIMIT",
+    "AUTH_FAILURE_WINDOW",
+    "AUTH_BLOCK_TIME",
+    "AUTH_TABLE_SIZE",
+    "AuthFailures",
     "describeBackend",
     "describePool",
     "countSessions",
@@ -57,6 +63,16 @@ IDLE_TIMEOUT = 60.0
 #: Refused (unauthenticated) requests are logged at most once per this many
 #: seconds, with the number refused since the last line.
 REFUSAL_LOG_INTERVAL = 60.0
+#: Failed authentications from one client address within
+#: L{AUTH_FAILURE_WINDOW} seconds after which that address is answered 429
+#: (with C{Retry-After}, the token not checked) for L{AUTH_BLOCK_TIME}
+#: seconds.
+AUTH_FAILURE_LIMIT = 10
+AUTH_FAILURE_WINDOW = 60.0
+AUTH_BLOCK_TIME = 60.0
+#: Client addresses whose failures are remembered at most; past it the
+#: address that failed least recently is forgotten.
+AUTH_TABLE_SIZE = 4096
 
 def describeBackend(backend: Backend) -> dict[str, Any]:
     """
@@ -153,6 +169,71 @@ class _BadRequest(Exception):
         self.headers = headers
 
 
+class AuthFailures:
+    """
+    Failed admin authentications by client address, in a bounded table: an
+    address with L{AUTH_FAILURE_LIMIT} failures within
+    L{AUTH_FAILURE_WINDOW} seconds is blocked for L{AUTH_BLOCK_TIME}
+    seconds.  Pure: the caller tells the time.
+    """
+
+    def __init__(
+        self,
+        limit: int = AUTH_FAILURE_LIMIT,
+        window: float = AUTH_FAILURE_WINDOW,
+        blockTime: float = AUTH_BLOCK_TIME,
+        size: int = AUTH_TABLE_SIZE,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.blockTime = blockTime
+        self.size = size
+        #: address -> [window start, failures in it, blocked until (or 0)],
+        #: the address that failed least recently first.
+        self._table: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def blocked(self, address: str, now: float) -> float:
+        """
+        @return: the seconds C{address} stays blocked, 0 when it is not.
+        """
+        entry = self._table.get(address)
+        if entry is None or not entry[2]:
+            return 0.0
+        if now < entry[2]:
+            return entry[2] - now
+        del self._table[address]
+        return 0.0
+
+    def failed(self, address: str, now: float) -> None:
+        """
+        Count a failure from C{address}; block it at the limit.
+        """
+        entry = self._table.pop(address, None)
+        if entry is None or now - entry[0] >= self.window:
+            entry = [now, 0.0, 0.0]
+        entry[1] += 1
+        if entry[1] >= self.limit:
+            entry[2] = now + self.blockTime
+        self._table[address] = entry
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        """
+        Forget the failures of C{address}, which gave the right token.
+        """
+        self._table.pop(address, None)
+
+    def blockedNow(self, now: float) -> int:
+        """
+        @return: how many addresses are blocked at C{now}.
+        """
+        return sum(1 for entry in self._table.values() if entry[2] > now)
+
+
 class AdminResource(Resource):
     """
     Every admin endpoint, behind the token check.  The path is matched here
@@ -173,8 +254,15 @@ class AdminResource(Resource):
         super().__init__()
         self.gateway = gateway
         self.clock = clock
+        self.failures = AuthFailures()
+        #: Requests refused (401 or 429) and answered 429, since start-up.
+        self.refusedTotal = 0
+        self.limitedTotal = 0
         self._refused = 0
+        self._limited = 0
+        self._last: Any = None
         self._refusalLogged: float | None = None
+        self._refusalTimer: Any = None
 
     def render(self, request: Request) -> bytes:
         """
@@ -191,9 +279,20 @@ class AdminResource(Resource):
             self.log.failure("admin request {method} {path} failed",
                              method=request.method, path=request.uri)
             status, payload = 500, _error(500, "the gateway failed to answer; see its log")
-        return respondJSON(request, status, payload, indent=2)
+        return respondJSON(request, status, payload, reason=_REASONS.get(status), indent=2)
 
     def _authenticate(self, request: Request) -> None:
+        address = request.getClientAddress()
+        peer = str(getattr(address, "host", None) or "unix")
+        now = self.clock.seconds()
+        wait = self.failures.blocked(peer, now)
+        if wait:
+            self._logRefusal(address, limited=True)
+            raise _BadRequest(
+                429,
+                "too many requests without a valid admin token from this address; retry later",
+                ((b"Retry-After", b"%d" % math.ceil(wait)),),
+            )
         admin = self.gateway.config.admin
         values = request.requestHeaders.getRawHeaders(b"authorization") or []
         if admin is not None and len(values) == 1:
@@ -201,29 +300,67 @@ class AdminResource(Resource):
             if scheme.lower() == b"bearer" and hmac.compare_digest(
                 credentials.strip(), admin.token.encode("ascii")
             ):
+                self.failures.succeeded(peer)
                 return
-        self._logRefusal(request)
+        self.failures.failed(peer, now)
+        self._logRefusal(address)
         raise _BadRequest(
             401,
             "a valid admin token is required: Authorization: Bearer TOKEN",
             ((b"WWW-Authenticate", b'Bearer realm="txgateway admin"'),),
         )
 
-    def _logRefusal(self, request: Request) -> None:
+    def _logRefusal(self, address: Any, limited: bool = False) -> None:
         """
-        Log refused requests, at most one line per L{REFUSAL_LOG_INTERVAL}.
+        Count a refused request; log refusals at most one line per
+        L{REFUSAL_LOG_INTERVAL}, with the number refused since the last line
+        (those refused meanwhile are logged when the interval ends).
         """
         self._refused += 1
+        self.refusedTotal += 1
+        if limited:
+            self._limited += 1
+            self.limitedTotal += 1
+        self._last = address
         now = self.clock.seconds()
-        if self._refusalLogged is not None and now - self._refusalLogged < REFUSAL_LOG_INTERVAL:
-            return
-        address = request.getClientAddress()
+        if self._refusalLogged is None or now - self._refusalLogged >= REFUSAL_LOG_INTERVAL:
+            self._writeRefusals()
+        elif self._refusalTimer is None:
+            self._refusalTimer = self.clock.callLater(
+                self._refusalLogged + REFUSAL_LOG_INTERVAL - now, self._refusalsDue
+            )
+
+    def _refusalsDue(self) -> None:
+        self._refusalTimer = None
+        if self._refused:
+            self._writeRefusals()
+
+    def _writeRefusals(self) -> None:
+        if self._refusalTimer is not None and self._refusalTimer.active():
+            self._refusalTimer.cancel()
+        self._refusalTimer = None
+        now = self.clock.seconds()
         self.log.warn(
-            "admin API: {n} request(s) without a valid token refused, the last from {peer}",
-            n=self._refused, peer=getattr(address, "host", address),
+            "admin API: {n} request(s) without a valid token refused, the last from {peer}"
+            " ({limited} of them with 429; {total} refused since start-up;"
+            " {blocked} address(es) blocked now)",
+            n=self._refused, peer=getattr(self._last, "host", self._last),
+            limited=self._limited, total=self.refusedTotal,
+            blocked=self.failures.blockedNow(now),
         )
-        self._refused = 0
+        self._refused = self._limited = 0
         self._refusalLogged = now
+
+    def stop(self) -> None:
+        """
+        Log the refusals not logged yet, and cancel the timer that would.
+        """
+        if self._refused:
+            self._writeRefusals()
+        elif self._refusalTimer is not None:
+            if self._refusalTimer.active():
+                self._refusalTimer.cancel()
+            self._refusalTimer = None
 
     def _dispatch(self, request: Request) -> tuple[int, Any]:
         method = request.method
@@ -281,7 +418,11 @@ def _error(status: int, message: str) -> dict[str, Any]:
     @return: the JSON body of an error, as the gateway's port gives them
         (with twisted.web's reason phrases).
     """
-    return errorPayload(status, message, reasons=RESPONSES)
+    return errorPayload(status, message, reasons=_REASONS)
+
+
+#: twisted.web's reason phrases, and the one it lacks.
+_REASONS = {**RESPONSES, 429: b"Too Many Requests"}
 
 
 def _segments(postpath: list[bytes]) -> list[str]:
@@ -383,7 +524,8 @@ class AdminService(Service):
         self.gateway = gateway
         self.endpoint = endpoint
         self.description = gateway.config.admin.listen if gateway.config.admin else str(endpoint)
-        self.site = AdminSite(AdminResource(gateway, gateway.reactor), gateway.reactor)
+        self.resource = AdminResource(gateway, gateway.reactor)
+        self.site = AdminSite(self.resource, gateway.reactor)
         self.port: Any = None
         self.failure: str | None = None
         self._listening: Deferred | None = None
@@ -410,6 +552,14 @@ class AdminService(Service):
             "admin API listening on {host}:{port} ({description})",
             host=host, port=port, description=self.description,
         )
+        if host in ("0.0.0.0", "::"):
+            self.log.warn(
+                "admin API: {description} listens on every interface, so anyone who can reach"
+                " port {port} can try tokens; unless a firewall keeps it private, add"
+                " interface=127.0.0.1 (or a private address) or use a Unix socket"
+                " (unix:/run/txgateway/admin.sock)",
+                description=self.description, port=port,
+            )
         for d in waiting:
             d.callback(result)
         return None
@@ -452,6 +602,7 @@ class AdminService(Service):
         Stop listening (admin connections already open are left to finish).
         """
         super().stopService()
+        self.resource.stop()
         port, self.port = self.port, None
         self._listening = None
         if port is not None:

@@ -236,6 +236,7 @@ class GatewayService(MultiService):
             except Exception as e:
                 raise ConfigError(f"cannot listen on {description}: {listenFailure(e)}") from None
             self.ports.append(port)
+            self.factory.dropped.watch(port)
             host, portNumber = hostAndPort(port.getHost())
             self.log.info(
                 "gateway listening on {host}:{port} ({description})",
@@ -305,6 +306,7 @@ class GatewayService(MultiService):
     async def _stop(self) -> None:
         await gatherResults([p.stopListening() for p in self.ports])
         self.ports = []
+        self.factory.dropped.stop()
         deadline = self.config.timeouts.shutdown
         # With several nodes, say this node is gone first, so that the
         # clients told to resume elsewhere find their sessions ready to take

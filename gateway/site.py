@@ -12,12 +12,13 @@ transports use of the front door (L{gateway.interfaces.IEdge}).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -41,7 +42,25 @@ if TYPE_CHECKING:
     from .backends.pool import Pool
     from .config import GatewayConfig
 
-__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route", "StrictChannel", "headRefusal"]
+__all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route", "StrictChannel", "headRefusal",
+           "DroppedConnections", "DROP_LOG_INTERVAL"]
+
+#: Connections dropped at C{limits.max_connections} or at the
+#: file-descriptor limit are logged at most once per this many seconds, with
+#: the number dropped since the last line.
+DROP_LOG_INTERVAL = 10.0
+
+#: What Twisted's TCP port logs on each connection it cannot accept
+#: (EMFILE, ENFILE, ...): the formats counted (by the error), and those only
+#: swallowed (the steps of its EMFILE recovery).
+_ACCEPT_DROPPED = (
+    "EMFILE recovery: Closed socket from {address}",
+    "Could not accept new connection ({acceptError})",
+)
+_ACCEPT_STEPS = (
+    "EMFILE encountered; releasing reserved file descriptor.",
+    "Re-reserving EMFILE recovery file descriptor.",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,7 @@ class FrontDoor(Protocol):
         factory = self.factory
         if factory.openConnections >= factory.config.limits.maxConnections:
             factory.refusedConnections += 1
+            factory.dropped.dropped("max_connections")
             self.transport.write(errorResponse(503, "the gateway is at its connection limit"))
             self.transport.loseConnection()
             return
@@ -203,6 +223,81 @@ class FrontDoor(Protocol):
         if self._channel is not None:
             channel, self._channel = self._channel, None
             channel.connectionLost(reason)
+
+
+class DroppedConnections:
+    """
+    Counts the client connections dropped before any byte is read, at
+    C{limits.max_connections} or because the process is out of file
+    descriptors, and logs them at most one line per L{DROP_LOG_INTERVAL}.
+
+    @ivar total: connections dropped since start-up, by reason.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.total: Counter = Counter()
+        self._pending: Counter = Counter()
+        self._logged: float | None = None
+        self._timer: Any = None
+
+    def dropped(self, reason: str) -> None:
+        """
+        Count a connection dropped for C{reason}; log now, or when the
+        interval since the last line ends.
+        """
+        self.total[reason] += 1
+        self._pending[reason] += 1
+        now = self.reactor.seconds()
+        if self._logged is None or now - self._logged >= DROP_LOG_INTERVAL:
+            self._write()
+        elif self._timer is None:
+            self._timer = self.reactor.callLater(self._logged + DROP_LOG_INTERVAL - now, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
+        self.stop(flush=False)
+        pending, self._pending = self._pending, Counter()
+        self.log.warn(
+            "gateway: {n} connection(s) dropped ({reasons}); {total} since start-up",
+            n=sum(pending.values()), reasons=", ".join(f"{k} {v}" for k, v in sorted(pending.items())),
+            total=sum(self.total.values()),
+        )
+        self._logged = self.reactor.seconds()
+
+    def stop(self, flush: bool = True) -> None:
+        """
+        Cancel the timer; log what is not logged yet when C{flush}.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if flush and self._pending:
+            self._write()
+
+    def watch(self, port: Any) -> None:
+        """
+        Count, instead of logging one by one, the connections Twisted's
+        listening C{port} cannot accept: it logs them through its private
+        C{_logger}, which is given an observer of ours here.
+        """
+        logger = getattr(port, "_logger", None)
+        if isinstance(logger, Logger):
+            port._logger = Logger(namespace=logger.namespace, observer=self._observe)
+
+    def _observe(self, event: dict) -> None:
+        form = event.get("log_format")
+        if form in _ACCEPT_DROPPED:
+            self.dropped(str(event.get("acceptError", "EMFILE")))
+        elif form not in _ACCEPT_STEPS:
+            globalLogPublisher(event)
 
 
 class GatewayResource(Resource):
@@ -431,6 +526,7 @@ class GatewayFactory(Factory):
         self.tunnels: set[Tunnel] = set()
         self.openConnections = 0
         self.refusedConnections = 0
+        self.dropped = DroppedConnections(reactor)
         self.clientErrors = 0
         self.sessions: SessionRegistry = sessions
         self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],

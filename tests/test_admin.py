@@ -23,6 +23,11 @@ from twisted.web.test.requesthelper import DummyRequest
 
 import gateway.admin
 from gateway.admin import (
+    AUTH_BLOCK_TIME,
+    AUTH_FAILURE_LIMIT,
+    AUTH_FAILURE_WINDOW,
+    AUTH_TABLE_SIZE,
+    AuthFailures,
     IDLE_TIMEOUT,
     MAX_BODY_BYTES,
     REFUSAL_LOG_INTERVAL,
@@ -173,7 +178,9 @@ def test_tokenReadOnEveryRequest(admin: AdminResource, service: GatewayService) 
 def test_refusalsLoggedAtMostOncePerInterval(service: GatewayService) -> None:
     """
     Refused requests are logged at most once per L{REFUSAL_LOG_INTERVAL},
-    with the number refused and the last peer.
+    with the number refused since the last line and the last peer; those
+    refused within an interval are logged when it ends, and when the
+    listener stops.
     """
     clock = Clock()
     resource = AdminResource(service, clock)
@@ -184,8 +191,99 @@ def test_refusalsLoggedAtMostOncePerInterval(service: GatewayService) -> None:
         call(resource, "GET", "/pools", token="wrong")
         clock.advance(1)
         call(resource, "GET", "/pools", token="wrong")
+        clock.advance(REFUSAL_LOG_INTERVAL)
+        clock.advance(REFUSAL_LOG_INTERVAL)
+        call(resource, "GET", "/pools", token="wrong")
+        call(resource, "GET", "/pools", token="wrong")
+        resource.stop()
     lines = [e for e in events if "without a valid token" in e.get("log_format", "")]
-    assert [(e["n"], e["peer"]) for e in lines] == [(1, "127.0.0.9"), (4, "127.0.0.9")]
+    assert [(e["n"], e["peer"], e["total"]) for e in lines] == [
+        (1, "127.0.0.9", 1), (3, "127.0.0.9", 4), (1, "127.0.0.9", 5), (1, "127.0.0.9", 6),
+        (1, "127.0.0.9", 7),
+    ]
+    assert not clock.getDelayedCalls()
+
+
+def callFrom(resource: AdminResource, host: str, token: str = TOKEN):
+    """
+    One C{GET /pools} from C{host}.
+
+    @return: C{(status, request, body)}.
+    """
+    request = DummyRequest([b"pools"])
+    request.method = b"GET"
+    request.client = IPv4Address("TCP", host, 4000)
+    request.requestHeaders.setRawHeaders(b"authorization", [f"Bearer {token}".encode()])
+    output = resource.render(request)
+    return request.responseCode, request, json.loads(output)
+
+
+def test_failuresRateLimitedByAddress(service: GatewayService) -> None:
+    """
+    After L{AUTH_FAILURE_LIMIT} wrong tokens from one address within
+    L{AUTH_FAILURE_WINDOW}, that address gets 429 with C{Retry-After} for
+    L{AUTH_BLOCK_TIME} seconds, even with the right token (it is not
+    checked); another address is still served, and the first is once the
+    block ends.  Every refusal is counted.
+    """
+    clock = Clock()
+    resource = AdminResource(service, clock)
+    for _ in range(AUTH_FAILURE_LIMIT):
+        assert callFrom(resource, "10.0.0.1", "wrong")[0] == 401
+    status, request, body = callFrom(resource, "10.0.0.1")
+    assert status == 429
+    assert request.responseMessage == b"Too Many Requests"
+    assert request.responseHeaders.getRawHeaders(b"retry-after") == [b"%d" % AUTH_BLOCK_TIME]
+    assert body == {"error": "Too Many Requests", "status": 429, "message":
+                    "too many requests without a valid admin token from this address; retry later"}
+    assert callFrom(resource, "10.0.0.2")[0] == 200
+    clock.advance(AUTH_BLOCK_TIME - 0.5)
+    status, request, _ = callFrom(resource, "10.0.0.1")
+    assert (status, request.responseHeaders.getRawHeaders(b"retry-after")) == (429, [b"1"])
+    clock.advance(0.5)
+    assert callFrom(resource, "10.0.0.1")[0] == 200
+    assert (resource.refusedTotal, resource.limitedTotal) == (AUTH_FAILURE_LIMIT + 2, 2)
+    resource.stop()
+
+
+def test_failuresOutsideTheWindow(service: GatewayService) -> None:
+    """
+    Failures further apart than L{AUTH_FAILURE_WINDOW} do not add up, and
+    the right token forgets an address's failures.
+    """
+    clock = Clock()
+    resource = AdminResource(service, clock)
+    for _ in range(3):
+        for _ in range(AUTH_FAILURE_LIMIT - 1):
+            assert callFrom(resource, "10.0.0.1", "wrong")[0] == 401
+        clock.advance(AUTH_FAILURE_WINDOW)
+    for _ in range(AUTH_FAILURE_LIMIT - 1):
+        assert callFrom(resource, "10.0.0.1", "wrong")[0] == 401
+    assert callFrom(resource, "10.0.0.1")[0] == 200
+    assert len(resource.failures) == 0
+    assert callFrom(resource, "10.0.0.1", "wrong")[0] == 401
+    assert callFrom(resource, "10.0.0.1")[0] == 200
+    resource.stop()
+
+
+def test_failureTableBounded() -> None:
+    """
+    L{AuthFailures} remembers at most C{size} addresses: the one that failed
+    least recently goes first.
+    """
+    failures = AuthFailures(limit=2, window=10, blockTime=5, size=3)
+    for host in ("a", "b", "c"):
+        failures.failed(host, 0)
+    failures.failed("a", 1)
+    assert failures.blocked("a", 1) == 5
+    failures.failed("d", 2)
+    assert len(failures) == 3
+    failures.failed("b", 2)
+    assert failures.blocked("b", 2) == 0
+    assert failures.blockedNow(2) == 1
+    assert failures.blocked("a", 6) == 0
+    assert len(failures) == 2
+    assert len(AuthFailures()._table) == 0 and AuthFailures().size == AUTH_TABLE_SIZE
 
 
 # -- pools and backends

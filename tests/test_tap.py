@@ -332,6 +332,7 @@ def test_makeServiceAdmin(tmp_path: Path) -> None:
     """
     token = tmp_path / "token"
     token.write_text("0123456789abcdef\n")
+    token.chmod(0o600)
     service = makeService(parse("--backend", "ws://a:1", "--admin", "tcp:0:interface=127.0.0.1",
                                 "--admin-token-file", str(token)))
     assert service.config.admin.listen == "tcp:0:interface=127.0.0.1"

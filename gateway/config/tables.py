@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -362,13 +363,37 @@ def _checkToken(reader: Reader, path: str, token: str) -> str:
     return token
 
 
+def _checkTokenFileMode(reader: Reader, path: str, filename: str, status: os.stat_result) -> None:
+    """
+    Refuse a token file that others may read or write, or that belongs to
+    someone other than the gateway's user (or root), as ssh refuses such a
+    private key: anyone who can read the token can use the admin API.
+    """
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o077:
+        reader.fail(
+            path,
+            f"{filename} is open to group or others (mode {mode:04o}); "
+            f"run chmod 600 {filename}",
+        )
+    user = os.geteuid()
+    if status.st_uid not in (user, 0):
+        reader.fail(
+            path,
+            f"{filename} belongs to uid {status.st_uid}, not to the gateway's user "
+            f"(uid {user}); run chown {user} {filename}",
+        )
+
+
 def readTokenFile(reader: Reader, path: str, filename: str) -> str:
     """
     Read an admin token from a file: its content, without surrounding
-    white space (a trailing newline), checked as L{_checkToken} does.
+    white space (a trailing newline), checked as L{_checkToken} does.  The
+    file must be private (L{_checkTokenFileMode}).
     """
     try:
         with open(filename, "rb") as stream:
+            _checkTokenFileMode(reader, path, filename, os.fstat(stream.fileno()))
             data = stream.read(MAX_ADMIN_TOKEN + 1024)
     except OSError as error:
         reader.fail(path, f"cannot read {filename}: {error.strerror or error}")

@@ -7,6 +7,7 @@ a reload cannot apply.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,53 @@ def test_balanceWithoutBackend(tmp_path: Path) -> None:
     assert configError(writeConfig(tmp_path, POOL), balance="hash") == message
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o666])
+def test_adminTokenFileOpenToOthers(tmp_path: Path, mode: int) -> None:
+    """
+    A token file that group or others may read or write is refused with one
+    line naming the file, its mode and the fix, as ssh refuses such a key;
+    the token is not read, and the same file with mode 0600 is accepted.
+    """
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(mode)
+    path = writeConfig(tmp_path, '[admin]\nlisten = "tcp:9"\ntoken_file = "token"\n' + POOL)
+    reason = f"{token} is open to group or others (mode {mode:04o}); run chmod 600 {token}"
+    assert configError(path) == f"{path}: admin.token_file: {reason}"
+    assert configError(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)) == (
+        f"--admin-token-file: {reason}"
+    )
+    token.chmod(0o600)
+    assert loadConfig(path).admin.token == TOKEN
+    token.chmod(0o400)
+    assert loadConfig(path).admin.token == TOKEN
+
+
+def test_adminTokenFileOwner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A token file that belongs to another user than the gateway's (or root)
+    is refused with one line naming the file, both users and the fix.
+    """
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(token, 4242, -1)
+        owner, user = 4242, 0
+    else:
+        owner = token.stat().st_uid
+        user = owner + 1
+        monkeypatch.setattr("os.geteuid", lambda: user)
+    reason = (f"{token} belongs to uid {owner}, not to the gateway's user (uid {user}); "
+              f"run chown {user} {token}")
+    assert configError(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)) == (
+        f"--admin-token-file: {reason}"
+    )
+    monkeypatch.setattr("os.geteuid", lambda: owner)
+    assert loadConfig(None, backends=["ws://a:1"], admin="tcp:9",
+                      adminTokenFile=str(token)).admin.token == TOKEN
+
+
 @pytest.mark.parametrize(
     "flags, expected",
     [
@@ -304,6 +352,7 @@ def test_adminTokenFile(tmp_path: Path) -> None:
     """
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "admin").write_text(f"  {TOKEN}\n")
+    (tmp_path / "secrets" / "admin").chmod(0o600)
     path = writeConfig(tmp_path, '[admin]\nlisten = "tcp:9090"\ntoken_file = "secrets/admin"\n' + POOL)
     admin = loadConfig(path).admin
     assert admin.token == TOKEN
@@ -317,6 +366,7 @@ def test_adminFlags(tmp_path: Path) -> None:
     """
     token = tmp_path / "token"
     token.write_text("t" * 16 + "\n")
+    token.chmod(0o600)
     admin = loadConfig(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)).admin
     assert (admin.listen, admin.token, admin.tokenFile) == ("tcp:9", "t" * 16, str(token))
     path = writeConfig(tmp_path, f'[admin]\nlisten = "tcp:9090"\ntoken = "{TOKEN}"\n' + POOL)
@@ -389,6 +439,7 @@ def test_adminTokenFileErrors(tmp_path: Path, content: bytes | None, reason: str
     token = tmp_path / "token"
     if content is not None:
         token.write_bytes(content)
+        token.chmod(0o600)
     path = writeConfig(tmp_path, '[admin]\nlisten = "tcp:9"\ntoken_file = "token"\n' + POOL)
     assert configError(path) == f"{path}: admin.token_file: {reason.format(file=token)}"
     assert configError(None, backends=["ws://a:1"], admin="tcp:9", adminTokenFile=str(token)) == (

@@ -93,6 +93,7 @@ async def startGateway(gateway_process, tmp_path: Path, text: str, *args: str):
     config.write_text(text)
     token = tmp_path / "admin-token"
     token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
     process = await gateway_process("--config", str(config), "--admin", "tcp:0:interface=127.0.0.1",
                                     "--admin-token-file", str(token), *args)
     [port] = re.findall(r"admin API listening on 127\.0\.0\.1:(\d+)", process.output)
