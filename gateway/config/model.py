@@ -198,6 +198,12 @@ class SessionConfig:
     @ivar maxBufferBytes: the same bound in payload bytes.
     @ivar maxSessions: sessions a gateway node holds; past it new sessions
         are refused with 4503.
+    @ivar maxSessionsPerIp: sessions one client address holds (or is
+        opening) at once; past it its new sessions are refused with 4503.
+    @ivar maxOpensPerIp: new sessions a second one client address may open
+        (a token bucket), with bursts of C{openBurstPerIp}; past it 4503.
+    @ivar attachTimeout: seconds a session opened by long-polling waits for
+        its first poll; then it ends.
     @ivar maxEnded: ended sessions remembered (so that a late resume gets
         "expired" rather than "unknown").
     @ivar maxBodyBytes: largest long-polling request body (413 past it).
@@ -223,6 +229,10 @@ class SessionConfig:
     maxBufferMessages: int = 10000
     maxBufferBytes: int = 8 * 1024 * 1024
     maxSessions: int = 10000
+    maxSessionsPerIp: int = 100
+    maxOpensPerIp: int = 20
+    openBurstPerIp: int = 40
+    attachTimeout: float = 10.0
     maxEnded: int = 100000
     maxBodyBytes: int = 4 * 1024 * 1024
     maxBatchMessages: int = 1000

@@ -99,12 +99,16 @@ _SESSION_SECONDS_FIELDS = {
     "heartbeat": "heartbeat",
     "heartbeat_timeout": "heartbeatTimeout",
     "poll_timeout": "pollTimeout",
+    "attach_timeout": "attachTimeout",
 }
 _SESSION_INTEGER_FIELDS = {
     "max_message_bytes": ("maxMessageBytes", 1024),
     "max_buffer_messages": ("maxBufferMessages", 1),
     "max_buffer_bytes": ("maxBufferBytes", 1024),
     "max_sessions": ("maxSessions", 1),
+    "max_sessions_per_ip": ("maxSessionsPerIp", 1),
+    "max_opens_per_ip": ("maxOpensPerIp", 1),
+    "open_burst_per_ip": ("openBurstPerIp", 1),
     "max_ended": ("maxEnded", 0),
     "max_body_bytes": ("maxBodyBytes", 1024),
     "max_batch_messages": ("maxBatchMessages", 1),

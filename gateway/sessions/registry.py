@@ -12,6 +12,7 @@ cluster's C{Cluster}); what opens backend connections is its opener
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
@@ -37,7 +38,64 @@ if TYPE_CHECKING:
     from ..backends.pool import Pool
     from ..config import SessionConfig
 
-__all__ = ["SessionRegistry"]
+__all__ = ["SessionRegistry", "FULL_RETRY_AFTER"]
+
+#: The Retry-After (seconds) of a refusal at C{max_sessions} or at
+#: C{max_sessions_per_ip}: sessions end at their own pace, so a short wait
+#: (and the client's own backoff on top) is all that can be said.
+FULL_RETRY_AFTER = 2
+
+
+def _refused(message: str, retryAfter: int) -> LimitExceeded:
+    """
+    @return: the L{LimitExceeded} of a session refused at one of the
+        registry's bounds, carrying C{retryAfter} (whole seconds): the
+        transports answer it with 503 / 4503 and that Retry-After.
+    """
+    error = LimitExceeded(message)
+    error.retryAfter = retryAfter  # type: ignore[attr-defined]
+    return error
+
+
+class _OpenRates:
+    """
+    A token bucket per client address: C{rate} new sessions a second, with
+    a burst of C{burst}.  An address whose bucket has refilled holds no
+    entry; the table never holds more than C{bound} entries (the oldest
+    used go first, which can only give an address a full bucket early).
+    """
+
+    def __init__(self, rate: int, burst: int, bound: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.bound = bound
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def wait(self, address: str, now: float) -> float:
+        """
+        @return: 0 when C{address} may open a session now (one token is
+            taken), else the seconds until it may.
+        """
+        tokens, then = self.buckets.pop(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens < 1.0:
+            self.buckets[address] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self.buckets[address] = (tokens - 1.0, now)
+        if len(self.buckets) > self.bound:
+            self.sweep(now)
+            while len(self.buckets) > self.bound:
+                self.buckets.popitem(last=False)
+        return 0.0
+
+    def sweep(self, now: float) -> None:
+        """
+        Forget the addresses whose bucket has refilled.
+        """
+        full = [address for address, (tokens, then) in self.buckets.items()
+                if tokens + (now - then) * self.rate >= self.burst]
+        for address in full:
+            del self.buckets[address]
 
 
 class SessionRegistry:
@@ -65,6 +123,12 @@ class SessionRegistry:
         self.sessions: dict[str, Session] = {}
         self._ended: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self.opening = 0
+        #: Sessions held or being opened per client address, and the
+        #: address of each session held (L{reserve}, L{ended}): an address
+        #: holding none has no entry.
+        self.held: dict[str, int] = {}
+        self._addressOf: dict[str, str] = {}
+        self.opens = _OpenRates(config.maxOpensPerIp, config.openBurstPerIp, config.maxSessions)
         self.opener = opener
         self.noMirror = NoMirror(clock)
         self.cluster: ISessionCluster = cluster(self)
@@ -79,15 +143,38 @@ class SessionRegistry:
         """
         return self.cluster.sharesSessions
 
-    def reserve(self) -> None:
+    def reserve(self, address: str | None = None) -> None:
         """
-        Count a session being opened against C{maxSessions}.
+        Count a session being opened against C{maxSessions} and, for a
+        client C{address}, against C{maxSessionsPerIp} and the address's
+        allowance of new sessions a second (C{maxOpensPerIp}, with a burst
+        of C{openBurstPerIp}).
 
-        @raise LimitExceeded: at the bound.
+        @raise LimitExceeded: at a bound, with its C{retryAfter}.
         """
-        if len(self.sessions) + self.opening >= self.config.maxSessions:
-            raise LimitExceeded(f"the gateway holds its maximum of {self.config.maxSessions} sessions")
+        config = self.config
+        if len(self.sessions) + self.opening >= config.maxSessions:
+            raise _refused(f"the gateway holds its maximum of {config.maxSessions} sessions",
+                           FULL_RETRY_AFTER)
+        if address is not None:
+            if self.held.get(address, 0) >= config.maxSessionsPerIp:
+                raise _refused(f"this address holds its maximum of {config.maxSessionsPerIp} sessions",
+                               FULL_RETRY_AFTER)
+            wait = self.opens.wait(address, self.clock.seconds())
+            if wait:
+                raise _refused(f"this address opens more than {config.maxOpensPerIp} sessions a second",
+                               max(1, math.ceil(wait)))
+            self.held[address] = self.held.get(address, 0) + 1
         self.opening += 1
+
+    def _release(self, address: str | None) -> None:
+        if address is None:
+            return
+        count = self.held.get(address, 0) - 1
+        if count > 0:
+            self.held[address] = count
+        else:
+            self.held.pop(address, None)
 
     @staticmethod
     def newId() -> str:
@@ -96,23 +183,28 @@ class SessionRegistry:
         """
         return secrets.token_urlsafe(18)
 
-    async def open(self, route) -> Session:
+    async def open(self, route, address: str | None = None) -> Session:
         """
         Open a new session for C{route} (a L{gateway.site.Route}): a backend
         WebSocket (with the session id in C{X-Session-Id}), then the
         session, made known to the other nodes.
 
+        @param address: the client's address (C{route.peer}, or the one
+            trusted proxies forwarded), counted against the per-address
+            bounds (L{reserve}); L{None} counts it against none.
         @raise gateway.errors.NoBackendAvailable: when no backend can be had.
-        @raise LimitExceeded: at C{session.maxSessions}.
+        @raise LimitExceeded: at C{session.maxSessions} or a per-address bound.
         """
-        self.reserve()
+        self.reserve(address)
         try:
             sid = self.newId()
             backend, link, origin = await self.opener.open(route, self.cluster.newSessionHeaders(sid))
         except BaseException:
-            self.unreserve()
+            self.unreserve(address)
             raise
         session = self.create(sid, route.pool, link)
+        if address is not None:
+            self._addressOf[sid] = address
         session.upstream.origin = origin
         link.bind(session, backend)
         await self.cluster.register(session, *origin)
@@ -244,11 +336,13 @@ class SessionRegistry:
         else:
             self.cluster.probe(session.sid)
 
-    def unreserve(self) -> None:
+    def unreserve(self, address: str | None = None) -> None:
         """
-        A session reserved with L{reserve} could not be opened.
+        A session reserved with L{reserve} (for C{address}) could not be
+        opened.
         """
         self.opening -= 1
+        self._release(address)
 
     def find(self, hello: Hello) -> Session:
         """
@@ -296,6 +390,7 @@ class SessionRegistry:
         """
         if self.sessions.pop(session.sid, None) is None:
             return
+        self._release(self._addressOf.pop(session.sid, None))
         if self.config.maxEnded:
             self._ended[session.sid] = (resumeCode, f"session ended: {reason}")
             while len(self._ended) > self.config.maxEnded:
@@ -327,6 +422,7 @@ class SessionRegistry:
         Heartbeats of every attached session.
         """
         now = self.clock.seconds()
+        self.opens.sweep(now)
         for session in list(self.sessions.values()):
             session.sweep(now)
         self.cluster.sweep(now)

@@ -295,7 +295,26 @@ class Session(PacketDispatch):
         """
         Wait up to the grace period for a resume; then the session expires.
         """
+        self._cancelGrace()
         self._graceTimer = self.registry.clock.callLater(self.registry.config.grace, self._expire)
+
+    def awaitFirstPoll(self) -> None:
+        """
+        A session just opened by a long-polling C{open}: unless its client
+        polls (L{polled}) or resumes within C{attachTimeout}, it ends as an
+        expired one does, with 1001 "client never polled" to the backend.
+        """
+        self._cancelGrace()
+        self._graceTimer = self.registry.clock.callLater(
+            self.registry.config.attachTimeout, self._expire, "client never polled")
+
+    def polled(self) -> None:
+        """
+        A poll or send for this attached session arrived: the deadline of
+        L{awaitFirstPoll}, if it runs, is over.
+        """
+        if self.transport is not None:
+            self._cancelGrace()
 
     def _cancelGrace(self) -> None:
         if self._graceTimer is not None:
@@ -303,9 +322,9 @@ class Session(PacketDispatch):
                 self._graceTimer.cancel()
             self._graceTimer = None
 
-    def _expire(self) -> None:
+    def _expire(self, reason: str = "client did not resume") -> None:
         self._graceTimer = None
-        self.end(1001, "client did not resume", CLOSE_EXPIRED)
+        self.end(1001, reason, CLOSE_EXPIRED)
 
     # Packets from the client (L{PacketDispatch.packetReceived}).
     def dataReceived(self, message: Data) -> None:

@@ -27,6 +27,7 @@ from zope.interface import implementer
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..backends.routing import RouteOrigins
 from ..tcp import requestLost
+from ..wire.forwarded import clientAddress
 from ..wire.http1 import errorPayload
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
@@ -88,6 +89,9 @@ def _respond(request: Request, status: int, payload: dict, origin: bytes | None 
         return
     body = _COMPACT.encode(payload).encode("utf-8")
     request.setResponseCode(status)
+    retryAfter = payload.get("retry_after")
+    if type(retryAfter) is int:
+        request.setHeader(b"retry-after", b"%d" % retryAfter)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", b"%d" % len(body))
     for name, value in _NO_CACHE:
@@ -398,6 +402,10 @@ class LongPolling:
             self._elsewhere(request)
         elif failure.check(ResumeRefused):
             _respondError(request, failure.value.code, failure.value.reason)
+        elif failure.check(LimitExceeded) and hasattr(failure.value, "retryAfter"):
+            # A session bound (max_sessions, per address): come back later.
+            _respondError(request, CLOSE_UNAVAILABLE, str(failure.value),
+                          {"retry_after": failure.value.retryAfter})
         elif failure.check(LimitExceeded):
             _respondError(request, CLOSE_TOO_BIG, str(failure.value))
         elif failure.check(ProtocolError):
@@ -420,12 +428,14 @@ class LongPolling:
         factory = self.factory
         if hello.sid is None:
             route = factory.routeRequest(request)
-            session = await factory.sessions.open(route)
+            address = clientAddress(route.head, route.peer, factory.trustedProxies)
+            session = await factory.sessions.open(route, address)
             if request.finished:
                 session.orphaned()
                 return
             transport = PollingTransport(self, session)
             session.attach(transport, resumed=False)
+            session.awaitFirstPoll()
         else:
             try:
                 session = await factory.sessions.resume(hello, "poll")
@@ -449,6 +459,8 @@ class LongPolling:
         session = self.factory.sessions.local(sid, secret)
         session.lastReceived = self.factory.reactor.seconds()
         transport = session.transport
+        if isinstance(transport, PollingTransport) and self.factory.sessions.sessions.get(sid) is session:
+            session.polled()  # a poll or send: the attach deadline is over
         if transport is None:
             # Detached (the client was silent too long): polling again resumes.
             transport = PollingTransport(self, session)

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
+from ..wire.forwarded import clientAddress
 from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
 from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
@@ -112,7 +113,9 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
     async def _open(self, hello: Hello) -> None:
         gateway = self.factory.gateway
         if hello.sid is None:
-            session = await gateway.sessions.open(self.route)
+            route = self.route
+            session = await gateway.sessions.open(
+                route, clientAddress(route.head, route.peer, gateway.trustedProxies))
             if self.state != self.STATE_OPEN:
                 # The client left while the backend was being connected.
                 session.orphaned()
@@ -149,6 +152,10 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             self.closeTransport(error.code, error.reason)
         elif failure.check(BackendRefused):
             self.closeTransport(CLOSE_REFUSED, str(failure.value)[:120])
+        elif failure.check(LimitExceeded) and hasattr(failure.value, "retryAfter"):
+            # A session bound (max_sessions, per address): come back later.
+            self.closeTransport(CLOSE_UNAVAILABLE,
+                                f"{str(failure.value)[:90]}; retry after {failure.value.retryAfter}s")
         elif failure.check(NoBackendAvailable, LimitExceeded):
             self.closeTransport(CLOSE_UNAVAILABLE, str(failure.value)[:120])
         elif failure.check(GatewayError):

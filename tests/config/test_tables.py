@@ -45,8 +45,8 @@ FILE_ERRORS = [
     pytest.param(
         "[session]\nheartbeat_interval = 1\n" + POOL,
         "session.heartbeat_interval: unknown key; known keys: grace, heartbeat, "
-        "heartbeat_timeout, poll_timeout, max_message_bytes, max_buffer_messages, "
-        "max_buffer_bytes, max_sessions, max_ended, max_body_bytes, "
+        "heartbeat_timeout, poll_timeout, attach_timeout, max_message_bytes, max_buffer_messages, "
+        "max_buffer_bytes, max_sessions, max_sessions_per_ip, max_opens_per_ip, open_burst_per_ip, max_ended, max_body_bytes, "
         "max_batch_messages, max_inflight_messages, max_inflight_bytes, cors_origins, slow",
         id="unknown-session",
     ),
@@ -250,6 +250,26 @@ FILE_ERRORS = [
         "[session]\nmax_sessions = 0\n" + POOL,
         "session.max_sessions: must be an integer >= 1, not 0",
         id="session-max-sessions",
+    ),
+    pytest.param(
+        "[session]\nmax_sessions_per_ip = 0\n" + POOL,
+        "session.max_sessions_per_ip: must be an integer >= 1, not 0",
+        id="session-max-sessions-per-ip",
+    ),
+    pytest.param(
+        "[session]\nmax_opens_per_ip = 2.5\n" + POOL,
+        "session.max_opens_per_ip: must be an integer >= 1, not 2.5",
+        id="session-max-opens-per-ip",
+    ),
+    pytest.param(
+        "[session]\nopen_burst_per_ip = 0\n" + POOL,
+        "session.open_burst_per_ip: must be an integer >= 1, not 0",
+        id="session-open-burst-per-ip",
+    ),
+    pytest.param(
+        "[session]\nattach_timeout = 0\n" + POOL,
+        "session.attach_timeout: must be a number of seconds > 0, not 0",
+        id="session-attach-timeout",
     ),
     pytest.param(
         "[session]\nmax_ended = -1\n" + POOL,
@@ -615,3 +635,19 @@ def test_routeAllowedOrigins(tmp_path: Path) -> None:
         (),
         None,
     ]
+
+
+def test_sessionLimitsPerAddress(tmp_path) -> None:
+    """
+    The per-address session keys and attach_timeout are read, with their
+    defaults when left out (100 sessions, 20 a second in bursts of 40,
+    10 s).
+    """
+    path = writeConfig(tmp_path, "[session]\nmax_sessions_per_ip = 3\nmax_opens_per_ip = 4\n"
+                       "open_burst_per_ip = 5\nattach_timeout = 1.5\n" + POOL)
+    session = loadConfig(path).session
+    assert (session.maxSessionsPerIp, session.maxOpensPerIp, session.openBurstPerIp,
+            session.attachTimeout) == (3, 4, 5, 1.5)
+    defaults = SessionConfig()
+    assert (defaults.maxSessionsPerIp, defaults.maxOpensPerIp, defaults.openBurstPerIp,
+            defaults.attachTimeout) == (100, 20, 40, 10.0)

@@ -129,3 +129,38 @@ def test_providesTheSessionTransport():
     transport.registerFlow(object())
     transport.letGo()
     assert transport.session is None and json.loads(request.written[-1]) == {"packets": []}
+
+
+def test_sessionBoundIs503WithRetryAfter():
+    """
+    An C{open} refused at a session bound (a L{LimitExceeded} carrying
+    C{retryAfter}) is answered 503 with C{"code": 4503}, C{"retry_after"}
+    and C{Retry-After}; any other L{LimitExceeded} stays 413 / 1009
+    without Retry-After.
+    """
+    from twisted.python.failure import Failure
+
+    from gateway.errors import LimitExceeded
+    from gateway.transports.longpoll import LongPolling
+
+    polling = LongPolling.__new__(LongPolling)
+    site = BoundedSite(Resource(), maxBodyBytes=1024, parseForms=False)
+
+    def answer(error):
+        channel = DummyChannel()
+        channel.site = site
+        request = BoundedRequest(channel)
+        request.method = b"POST"
+        request.clientproto = b"HTTP/1.1"
+        polling._failed(Failure(error), request)
+        head, body = channel.transport.written.getvalue().split(b"\r\n\r\n", 1)
+        return head, json.loads(body)
+
+    error = LimitExceeded("this address holds its maximum of 2 sessions")
+    error.retryAfter = 2
+    head, body = answer(error)
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 2" in head
+    assert body["code"] == 4503 and body["retry_after"] == 2 and body["status"] == 503
+    head, body = answer(LimitExceeded("too big"))
+    assert head.startswith(b"HTTP/1.1 413 ") and b"Retry-After" not in head
+    assert body["code"] == 1009
