@@ -248,7 +248,12 @@ def startSessionGateway(scratch: str, backendPort: int, options) -> Server:
     port = freePort()
     config = os.path.join(scratch, f"session-{port}.toml")
     with open(config, "w") as f:
-        f.write(f"[session]\ngrace = 600.0\nmax_sessions = {max(20000, 3 * options.idle)}\n"
+        sessions = max(20000, 3 * options.idle)
+        # Every client comes from 127.0.0.1: the per-address bounds are as
+        # wide as the node's.
+        f.write(f"[session]\ngrace = 600.0\nmax_sessions = {sessions}\n"
+                f"max_sessions_per_ip = {sessions}\nmax_opens_per_ip = {sessions}\n"
+                f"open_burst_per_ip = {sessions}\n"
                 f"[limits]\nmax_connections = {max(30000, 5 * options.idle)}\n")
     listen = f"tcp:{port}:interface=127.0.0.1"
     if options.gateway_listen_options:

@@ -216,7 +216,9 @@ async def test_drainMovesThreeHundredSessions(echo_backends, make_gateway):
     """
     one, two = await echo_backends(2)
     pool = poolOf([one.config(), two.config()], drainRate=100.0, rebalanceRate=0)
-    gateway = await make_gateway(config=gatewayConfig(pools=[pool]))
+    # 300 sessions from one address: past the per-address defaults.
+    session = SessionConfig(maxSessionsPerIp=300, openBurstPerIp=300)
+    gateway = await make_gateway(config=gatewayConfig(pools=[pool], session=session))
     service = gateway.service
     service.drainBackend("default", "backend-2")
     traffic = Traffic(gateway.url, 300)
@@ -251,7 +253,9 @@ async def test_rebalanceAfterBackendReturns(echo_backends, make_gateway):
     one, two = await echo_backends(2)
     health = HealthCheckConfig(interval=0.2, timeout=1.0, rise=1, fall=1)
     pool = poolOf([one.config(), two.config()], health=health, rebalanceRate=50.0)
-    gateway = await make_gateway(config=gatewayConfig(pools=[pool]))
+    # 300 sessions from one address: past the per-address defaults.
+    session = SessionConfig(maxSessionsPerIp=300, openBurstPerIp=300)
+    gateway = await make_gateway(config=gatewayConfig(pools=[pool], session=session))
     service = gateway.service
     await two.stop()
     backendTwo = service.pools["default"].backend("backend-2")
