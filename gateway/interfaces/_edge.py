@@ -57,6 +57,10 @@ class IEdge(Interface):
         "and resume sessions through it."
     )
     clientErrors = Attribute("How many requests were refused as malformed; transports add theirs.")
+    origins = Attribute(
+        "The L{gateway.backends.routing.RouteOrigins} every upgrade and long-polling request's "
+        "C{Origin} is checked against."
+    )
 
     def peerHost(transport):
         """

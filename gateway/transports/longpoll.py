@@ -25,7 +25,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
-from ..backends.routing import RouteOrigins
 from ..tcp import requestLost
 from ..wire.forwarded import clientAddress
 from ..wire.http1 import errorPayload
@@ -349,8 +348,6 @@ class LongPolling:
     def __init__(self, factory: IEdge) -> None:
         self.factory = factory
         self.config = factory.config.session
-        self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in factory.config.routes],
-                                    self.config.corsOrigins)
 
     def render(self, request: Request, kind: bytes) -> Any:
         """
@@ -361,7 +358,7 @@ class LongPolling:
             _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
             return NOT_DONE_YET
         headers = request.requestHeaders
-        refusal = self.origins.refusal(request.path, "poll", headers.getRawHeaders(b"origin", []),
+        refusal = self.factory.origins.refusal(request.path, "poll", headers.getRawHeaders(b"origin", []),
                                        headers.getRawHeaders(b"host", []), request.isSecure())
         if refusal is not None:
             self.factory.clientErrors += 1

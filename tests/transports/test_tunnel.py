@@ -14,6 +14,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.backends.balancers import RoundRobin
+from gateway.backends.routing import RouteOrigins
 from gateway.backends.pool import Backend, Pool
 from gateway.config import GatewayConfig, Timeouts
 from gateway.interfaces import IConnectObserver, IEdge
@@ -74,6 +75,7 @@ class Edge:
         self.health = Health()
         self.sessions = None
         self.clientErrors = 0
+        self.origins = RouteOrigins([], ())
 
     def peerHost(self, transport):
         return "192.0.2.7"
