@@ -19,6 +19,7 @@ __all__ = [
     "HealthCheckFailed",
     "ProtocolError",
     "LimitExceeded",
+    "SessionLimit",
     "SessionMapUnavailable",
     "ResumeRefused",
     "Elsewhere",
@@ -131,6 +132,21 @@ class LimitExceeded(ProtocolError):
     A peer sent more than a configured limit allows (header size, body size,
     message size).
     """
+
+
+class SessionLimit(LimitExceeded):
+    """
+    A new session is refused at one of the session registry's bounds
+    (C{max_sessions}, or one client address's share): the client should
+    come back later, and the transports answer 503 / 4503 with
+    C{Retry-After}.
+
+    @ivar retryAfter: whole seconds after which a retry may succeed.
+    """
+
+    def __init__(self, message: str, retryAfter: int) -> None:
+        super().__init__(message)
+        self.retryAfter = retryAfter
 
 
 class SessionMapUnavailable(GatewayError):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..errors import GatewayError, LimitExceeded, ProtocolError, ResumeRefused
+from ..errors import GatewayError, ProtocolError, ResumeRefused, SessionLimit
 from ..interfaces import IBackendLink, ISessionCluster, ISessionOpener
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
@@ -44,17 +44,6 @@ __all__ = ["SessionRegistry", "FULL_RETRY_AFTER"]
 #: C{max_sessions_per_ip}: sessions end at their own pace, so a short wait
 #: (and the client's own backoff on top) is all that can be said.
 FULL_RETRY_AFTER = 2
-
-
-def _refused(message: str, retryAfter: int) -> LimitExceeded:
-    """
-    @return: the L{LimitExceeded} of a session refused at one of the
-        registry's bounds, carrying C{retryAfter} (whole seconds): the
-        transports answer it with 503 / 4503 and that Retry-After.
-    """
-    error = LimitExceeded(message)
-    error.retryAfter = retryAfter  # type: ignore[attr-defined]
-    return error
 
 
 class _OpenRates:
@@ -154,15 +143,15 @@ class SessionRegistry:
         """
         config = self.config
         if len(self.sessions) + self.opening >= config.maxSessions:
-            raise _refused(f"the gateway holds its maximum of {config.maxSessions} sessions",
+            raise SessionLimit(f"the gateway holds its maximum of {config.maxSessions} sessions",
                            FULL_RETRY_AFTER)
         if address is not None:
             if self.held.get(address, 0) >= config.maxSessionsPerIp:
-                raise _refused(f"this address holds its maximum of {config.maxSessionsPerIp} sessions",
+                raise SessionLimit(f"this address holds its maximum of {config.maxSessionsPerIp} sessions",
                                FULL_RETRY_AFTER)
             wait = self.opens.wait(address, self.clock.seconds())
             if wait:
-                raise _refused(f"this address opens more than {config.maxOpensPerIp} sessions a second",
+                raise SessionLimit(f"this address opens more than {config.maxOpensPerIp} sessions a second",
                                max(1, math.ceil(wait)))
             self.held[address] = self.held.get(address, 0) + 1
         self.opening += 1

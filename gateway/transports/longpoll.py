@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
+from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..tcp import requestLost
 from ..wire.forwarded import clientAddress
 from ..wire.http1 import errorPayload
@@ -399,7 +399,7 @@ class LongPolling:
             self._elsewhere(request)
         elif failure.check(ResumeRefused):
             _respondError(request, failure.value.code, failure.value.reason)
-        elif failure.check(LimitExceeded) and hasattr(failure.value, "retryAfter"):
+        elif failure.check(SessionLimit):
             # A session bound (max_sessions, per address): come back later.
             _respondError(request, CLOSE_UNAVAILABLE, str(failure.value),
                           {"retry_after": failure.value.retryAfter})

@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
 from ..wire.forwarded import clientAddress
-from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused
+from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
@@ -152,7 +152,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             self.closeTransport(error.code, error.reason)
         elif failure.check(BackendRefused):
             self.closeTransport(CLOSE_REFUSED, str(failure.value)[:120])
-        elif failure.check(LimitExceeded) and hasattr(failure.value, "retryAfter"):
+        elif failure.check(SessionLimit):
             # A session bound (max_sessions, per address): come back later.
             self.closeTransport(CLOSE_UNAVAILABLE,
                                 f"{str(failure.value)[:90]}; retry after {failure.value.retryAfter}s")

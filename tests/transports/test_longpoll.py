@@ -133,14 +133,14 @@ def test_providesTheSessionTransport():
 
 def test_sessionBoundIs503WithRetryAfter():
     """
-    An C{open} refused at a session bound (a L{LimitExceeded} carrying
-    C{retryAfter}) is answered 503 with C{"code": 4503}, C{"retry_after"}
+    An C{open} refused at a session bound (a L{SessionLimit}, carrying
+    its C{retryAfter}) is answered 503 with C{"code": 4503}, C{"retry_after"}
     and C{Retry-After}; any other L{LimitExceeded} stays 413 / 1009
     without Retry-After.
     """
     from twisted.python.failure import Failure
 
-    from gateway.errors import LimitExceeded
+    from gateway.errors import LimitExceeded, SessionLimit
     from gateway.transports.longpoll import LongPolling
 
     polling = LongPolling.__new__(LongPolling)
@@ -156,8 +156,7 @@ def test_sessionBoundIs503WithRetryAfter():
         head, body = channel.transport.written.getvalue().split(b"\r\n\r\n", 1)
         return head, json.loads(body)
 
-    error = LimitExceeded("this address holds its maximum of 2 sessions")
-    error.retryAfter = 2
+    error = SessionLimit("this address holds its maximum of 2 sessions", 2)
     head, body = answer(error)
     assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 2" in head
     assert body["code"] == 4503 and body["retry_after"] == 2 and body["status"] == 503
