@@ -32,7 +32,7 @@ from .wire.protocol import SUBPROTOCOL
 from .backends.routing import RouteOrigins, Router, affinityKey, hasDotSegments
 from .wire.forwarded import TrustedProxies
 from .sessions.registry import SessionRegistry
-from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
+from .tcp import deliveredTo, noDelay, observePortLog, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
@@ -286,11 +286,10 @@ class DroppedConnections:
         """
         Count, instead of logging one by one, the connections Twisted's
         listening C{port} cannot accept: it logs them through its private
-        C{_logger}, which is given an observer of ours here.
+        C{_logger}, which is given an observer of ours here
+        (L{observePortLog}).
         """
-        logger = getattr(port, "_logger", None)
-        if isinstance(logger, Logger):
-            port._logger = Logger(namespace=logger.namespace, observer=self._observe)
+        observePortLog(port, self._observe)
 
     def _observe(self, event: dict) -> None:
         form = event.get("log_format")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
@@ -47,6 +48,7 @@ __all__ = [
     "requestLost",
     "forgetExitSignal",
     "listenFailure",
+    "observePortLog",
     "hostAndPort",
 ]
 
@@ -162,6 +164,18 @@ def forgetExitSignal(reactor, number: int) -> None:
     """
     if getattr(reactor, "_exitSignal", None) == number:
         reactor._exitSignal = None
+
+
+def observePortLog(port, observer) -> None:
+    """
+    Send what a listening TCP C{port} logs (among it, each connection it
+    cannot accept: EMFILE, ENFILE) to C{observer} instead of the global log:
+    the port logs through its private C{_logger}, which is replaced here by
+    one of the same namespace.  A port without one is left as it is.
+    """
+    logger = getattr(port, "_logger", None)
+    if isinstance(logger, Logger):
+        port._logger = Logger(namespace=logger.namespace, observer=observer)
 
 
 def listenFailure(error: BaseException) -> str:
