@@ -153,6 +153,10 @@ class Timeouts:
     @ivar idle: a tunnel with no data frame either way for this long is
         closed with 1001 (pings and pongs do not count); 0 never closes one.
     @ivar shutdown: how long stopping the gateway waits for close handshakes.
+    @ivar requestBody: a request body must arrive whole within this of the
+        end of its head (and keep to C{limits.minBodyRate} meanwhile);
+        later heads on a kept-alive connection get C{handshake} from their
+        first byte, as the first one does.
     """
 
     connect: float = 5.0
@@ -161,6 +165,7 @@ class Timeouts:
     pingTimeout: float = 10.0
     idle: float = 0.0
     shutdown: float = 5.0
+    requestBody: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -172,12 +177,20 @@ class Limits:
         headers); larger gets 431 (client) or 502 (backend).
     @ivar maxConnections: client connections open at once per gateway; past
         it new connections are refused with 503.
+    @ivar maxConnectionsPerIp: client connections open at once from one
+        client address (a trusted proxy's connections count against the
+        address they forward); past it, 503.  0 means no such bound.
+    @ivar minBodyRate: bytes per second a request body must average, after
+        an allowance of C{timeouts.handshake}; slower gets 408.  0 means no
+        such bound (C{timeouts.requestBody} still holds).
     @ivar maxErrorBody: bytes of a backend's refusal body passed to the
         client.
     """
 
     maxHeaderBytes: int = 16384
     maxConnections: int = 10000
+    maxConnectionsPerIp: int = 1000
+    minBodyRate: int = 1024
     maxErrorBody: int = 65536
 
 

@@ -82,6 +82,7 @@ _TIMEOUT_FIELDS = {
     "ping_timeout": "pingTimeout",
     "idle": "idle",
     "shutdown": "shutdown",
+    "request_body": "requestBody",
 }
 _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 
@@ -89,6 +90,8 @@ _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 _LIMIT_FIELDS = {
     "max_header_bytes": ("maxHeaderBytes", 1024),
     "max_connections": ("maxConnections", 1),
+    "max_connections_per_ip": ("maxConnectionsPerIp", 0),
+    "min_body_rate": ("minBodyRate", 0),
     "max_error_body": ("maxErrorBody", 0),
 }
 

@@ -33,13 +33,13 @@ FILE_ERRORS = [
     pytest.param(
         "[timeouts]\nconect = 1\n" + POOL,
         "timeouts.conect: unknown key; known keys: connect, handshake, "
-        "ping_interval, ping_timeout, idle, shutdown",
+        "ping_interval, ping_timeout, idle, shutdown, request_body",
         id="unknown-timeouts",
     ),
     pytest.param(
         "[limits]\nmax_body = 1\n" + POOL,
         "limits.max_body: unknown key; known keys: max_header_bytes, "
-        "max_connections, max_error_body",
+        "max_connections, max_connections_per_ip, min_body_rate, max_error_body",
         id="unknown-limits",
     ),
     pytest.param(
