@@ -176,7 +176,8 @@ class GatewayService(MultiService):
         )
         _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
-        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout)
+        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout,
+                                poolConfig.observe == "layer7")
         self.monitors[pool.name] = monitor
         monitor.setServiceParent(self)
         return pool
@@ -555,6 +556,9 @@ class GatewayService(MultiService):
         if old.failTimeout != new.failTimeout:
             self.monitors[pool.name].failTimeout = new.failTimeout
             changes.append(f"pool {pool.name}: fail_timeout {old.failTimeout:g} -> {new.failTimeout:g}")
+        if old.observe != new.observe:
+            self.monitors[pool.name].observeLayer7 = new.observe == "layer7"
+            changes.append(f"pool {pool.name}: observe {old.observe} -> {new.observe}")
         for key, attribute in _SESSION_SETTINGS:
             was, now = getattr(old, attribute), getattr(new, attribute)
             if was != now:

@@ -99,6 +99,10 @@ class PoolConfig:
         (move them to other backends at C{drainRate}) or C{"wait"} (let
         them end by themselves).
     @ivar drainRate: sessions moved off draining backends per second.
+    @ivar observe: what passive health counts as a failure: C{"layer4"}
+        connect failures, timeouts and connections that die before an
+        answer; C{"layer7"} also a handshake answered with a 5xx (HAProxy's
+        C{observe layer7}).  A refusal below 500 never counts.
     @ivar rebalanceRate: sessions moved per second towards an even spread
         (weights included) when backends are unevenly loaded; 0 turns
         rebalancing off.
@@ -118,6 +122,7 @@ class PoolConfig:
     drain: str = "move"
     drainRate: float = 20.0
     rebalanceRate: float = 2.0
+    observe: str = "layer4"
 
 
 @dataclass(frozen=True)

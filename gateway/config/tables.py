@@ -67,7 +67,9 @@ _POOL_KEYS = (
     "drain",
     "drain_rate",
     "rebalance_rate",
+    "observe",
 )
+_OBSERVE_LAYERS = ("layer4", "layer7")
 _FAILOVER_POLICIES = ("replay", "notify", "close")
 _DRAIN_POLICIES = ("move", "wait")
 _SLOW_POLICIES = ("pause", "close")
@@ -350,6 +352,7 @@ def readPool(reader: Reader, name: str, value: object) -> PoolConfig:
         drain=reader.choice(table, path, "drain", defaults.drain, _DRAIN_POLICIES),
         drainRate=reader.rate(table, path, "drain_rate", defaults.drainRate, allowZero=False),
         rebalanceRate=reader.rate(table, path, "rebalance_rate", defaults.rebalanceRate),
+        observe=reader.choice(table, path, "observe", defaults.observe, _OBSERVE_LAYERS),
     )
 
 

@@ -84,7 +84,7 @@ FILE_ERRORS = [
         '[pool.chat]\nbalancer = "hash"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
         "pool.chat.balancer: unknown key; known keys: balance, affinity, "
         "affinity_ttl, fail_timeout, connect_attempts, backend, health, failover, "
-        "failover_window, failover_timeout, drain, drain_rate, rebalance_rate",
+        "failover_window, failover_timeout, drain, drain_rate, rebalance_rate, observe",
         id="unknown-pool",
     ),
     pytest.param(
