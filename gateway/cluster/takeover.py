@@ -147,7 +147,7 @@ class Takeover:
             raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
         if status[0] != "ok":
             raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-        record = status[1]
+        record, previous = status[1], status[2]
         registry = self.cluster.registry
         existing = registry.sessions.get(sid)
         if existing is not None:
@@ -190,7 +190,7 @@ class Takeover:
             link.bind(session, backend)
         self.count += 1
         self.cluster.log.info("node {node} took session {sid} over (epoch {epoch}) from {owner}",
-                      node=self.cluster.node, sid=shortId(sid), epoch=record.epoch, owner=record.owner)
+                      node=self.cluster.node, sid=shortId(sid), epoch=record.epoch, owner=previous)
         for message in up:
             if message.seq == session.inbox.accepted + 1:
                 session.forward(message)

@@ -191,7 +191,8 @@ return 1
 _TAKEOVER = """
 -- KEYS: record.  ARGV: me, prefix.
 -- Take the session over if its owner is dead: a new epoch fences the old
--- owner's writes.  Returns {'alive', owner} or {'ok', field, value, ...}.
+-- owner's writes.  Returns {'alive', owner} or {'ok', previous owner,
+-- field, value, ...}.
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner == false then return {'gone'} end
 if owner ~= ARGV[1] then
@@ -199,7 +200,7 @@ if owner ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 end
-local reply = {'ok'}
+local reply = {'ok', owner}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all do reply[#reply + 1] = all[i] end
 return reply

@@ -276,16 +276,17 @@ class SharedSessions:
         """
         Become the session's owner if its owner is dead.
 
-        @return: L{Deferred} firing with C{("ok", record)} (owned here now,
-            at a new epoch unless it already was), C{("alive", owner)} or
-            C{("gone",)}.
+        @return: L{Deferred} firing with C{("ok", record, previous)} (owned
+            here now, at a new epoch unless it already was; C{previous} is
+            the owner it was taken from, this node when it already owned
+            it), C{("alive", owner)} or C{("gone",)}.
         """
         d = self._script("takeover", sid, (self.node, self._prefix), 1)
 
         def parse(reply):
             what = _str(reply[0])
             if what == "ok":
-                return ("ok", SessionRecord.fromPairs(sid, reply[1:]))
+                return ("ok", SessionRecord.fromPairs(sid, reply[2:]), _str(reply[1]))
             if what == "alive":
                 return ("alive", _str(reply[1]))
             return (what,)

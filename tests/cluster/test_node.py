@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from types import SimpleNamespace
 from zope.interface.verify import verifyObject
 
@@ -386,7 +387,7 @@ def test_takeOverAdoptsTheSessionWithAMirrorOfThisCluster():
         origin=None, owner="A", epoch=4, attached="", kind="", upRecv=2, upFwd=2, downSent=3,
         downAcked=1, closing=None, created=0.0)
     shared = cluster.shared
-    shared.takeOver = lambda sid: succeed(("ok", record))
+    shared.takeOver = lambda sid: succeed(("ok", record, "A"))
     shared.readDown = lambda sid, after: succeed([Data(2, b"d2", False), Data(3, b"d3", False)])
     results = []
     Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 1)).addBoth(results.append)
@@ -401,3 +402,31 @@ def test_takeOverAdoptsTheSessionWithAMirrorOfThisCluster():
     assert session.link.bound == (session, pool.backends[0])
     assert [m.seq for m in session.outbox.unacknowledged()] == [2, 3]
     assert cluster.takeover.count == 1 and cluster.health()["takeovers"] == 1
+
+
+def test_takeOverLogNamesThePreviousOwner():
+    """
+    The takeover's log line names the node taken over from (the previous
+    owner the takeover script reports), not this node, which the record
+    names as owner once the script has run.
+    """
+    from gateway.sessionmap._shared import SessionRecord
+
+    clock = Clock()
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    opener = FakeOpener(pool)
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock), opener=opener,
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B", opener=opener))
+    cluster = registry.cluster
+    record = SessionRecord(
+        sid="s1", secret="h", pool="p", backend="b1", target=b"/", headers={}, origin=None,
+        owner="B", epoch=3, attached="B", kind="ws", upRecv=0, upFwd=0, downSent=0, downAcked=0,
+        closing=None, created=0.0)
+    cluster.shared.takeOver = lambda sid: succeed(("ok", record, "A"))
+    cluster.shared.readDown = lambda sid, after: succeed([])
+    with capturedLogs() as events:
+        Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 0))
+    [line] = [e for e in events if "took session" in e.get("log_format", "")]
+    from twisted.logger import formatEvent
+    assert formatEvent(line).endswith("(epoch 3) from A")

@@ -225,7 +225,7 @@ async def test_takeOverFencesOldOwner(redis_server, make_nodes, subscribe):
     """
     C{takeOver} while the owner lives gives C{("alive", owner)} and changes
     nothing; once the owner's alive key is gone it makes the caller the
-    owner at the next epoch.  The old owner's C{appendDown}, C{forwarded},
+    owner at the next epoch, and names the owner it took over from.  The old owner's C{appendDown}, C{forwarded},
     C{closing}, C{end} and C{relinked} at its old epoch then give L{FENCED} and change
     nothing (record, mailboxes, notifications); the new owner's writes at
     its epoch succeed.
@@ -247,6 +247,7 @@ async def test_takeOverFencesOldOwner(redis_server, make_nodes, subscribe):
     status = await within(b.takeOver("s1"))
     assert status[0] == "ok"
     taken = status[1]
+    assert status[2] == "A"
     assert (taken.owner, taken.epoch, taken.attached, taken.downSent, taken.upRecv) == ("B", 2, "B", 1, 2)
     after = await readHash(port, record)
     assert (after["owner"], after["epoch"]) == (b"B", b"2")
@@ -280,10 +281,10 @@ async def test_takeOverByOwnerKeepsEpoch(redis_server, make_nodes):
     (a,) = make_nodes(redis_server.url, "A")
     await within(a.create("s1", SESSION_FIELDS))
     status = await within(a.takeOver("s1"))
-    assert (status[0], status[1].owner, status[1].epoch) == ("ok", "A", 1)
+    assert (status[0], status[1].owner, status[1].epoch, status[2]) == ("ok", "A", 1, "A")
     await within(a.heartbeat({}))
     status = await within(a.takeOver("s1"))
-    assert (status[0], status[1].owner, status[1].epoch) == ("ok", "A", 1)
+    assert (status[0], status[1].owner, status[1].epoch, status[2]) == ("ok", "A", 1, "A")
     assert await within(a.appendDown("s1", 1, Data(1, b"x", False))) == 1
     assert await within(a.takeOver("nope")) == ("gone",)
     assert await query(redis_server.port, "EXISTS", a.keys("nope")[0]) == 0
