@@ -248,12 +248,13 @@ class Mirror:
         """
         self._write(self.shared.closing(self.sid, self.epoch, code, reason))
 
-    def end(self, code: int, reason: str) -> None:
+    def end(self, code: int, reason: str, answer: tuple[int, str] | None) -> None:
         """
-        The session ended: delete it; its client, if on another node, is
-        closed with C{code}.
+        The session ended: delete it, leaving C{answer} for a later resume
+        through any node; its client, if on another node, is closed with
+        C{code}.
         """
-        d = self.shared.end(self.sid, self.epoch, code, reason)
+        d = self.shared.end(self.sid, self.epoch, code, reason, answer)
         d.addErrback(self.cluster.writeFailed)
 
     def touch(self, now: float) -> None:

@@ -44,6 +44,18 @@ def _storeUnavailable(error: Exception) -> Exception:
     return ResumeRefused(CLOSE_UNAVAILABLE, f"the session store is unavailable: {error}")
 
 
+def _refuseGone(status: tuple) -> None:
+    """
+    @raise ResumeRefused: unless C{status} is an C{"ok"} answer of the
+        store: with what the node that ended the session left for a resume
+        (4410 for an expired one, as that node itself answers), else 4404.
+    """
+    if status[0] == "ended":
+        raise ResumeRefused(status[1], status[2])
+    if status[0] != "ok":
+        raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+
+
 def _checkSecret(expected: str, given: str) -> None:
     """
     @raise ResumeRefused: 4403 unless C{given} is C{expected} (compared in
@@ -84,8 +96,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "elsewhere":
             raise Elsewhere("the session is on a WebSocket on another node")
-        if status[0] != "ok":
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+        _refuseGone(status)
         _, alive, record = status
         _checkSecret(record.secret, secretHash(hello.secret or ""))
         if hello.received < record.downAcked:
@@ -120,10 +131,12 @@ class Takeover:
             return relay
         try:
             record = await self.cluster.shared.read(sid)
+            answer = await self.cluster.shared.ended(sid) if record is None else None
         except GatewayError as e:
             raise _storeUnavailable(e) from None
         if record is None:
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+            raise ResumeRefused(*answer) if answer is not None else ResumeRefused(
+                CLOSE_UNKNOWN_SESSION, "unknown session")
         _checkSecret(record.secret, secretHash(secret))
         relay = RelaySession(self.cluster, sid, secret, record)
         relay.outbox.sent = record.downSent
@@ -145,8 +158,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "alive":
             raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
-        if status[0] != "ok":
-            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+        _refuseGone(status)
         record, previous = status[1], status[2]
         registry = self.cluster.registry
         existing = registry.sessions.get(sid)

@@ -242,9 +242,11 @@ class ISessionMirror(Interface):
         The backend closed.
         """
 
-    def end(code, reason):
+    def end(code, reason, answer):
         """
         The session ended; a client on another node is closed with C{code}.
+        C{answer} is what a later resume of it hears (C{(code, reason)}),
+        or L{None} when ended sessions are not remembered.
         """
 
     def stampEpoch(headers):

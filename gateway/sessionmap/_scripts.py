@@ -30,6 +30,11 @@ Notifications published to a node's channel are C{kind|sid|...}:
   - C{r|sid}: answer your held poll now (an upgrade's probe);
   - C{p|nonce}: a node's check of its own subscription.
 
+An ended session leaves C{P s:{sid}:ended} (C{code|reason}, what a later
+resume of it hears) for the session's key lifetime, so that a resume on
+any node hears "expired" rather than "unknown" (C{attach} and C{takeover}
+answer C{{'ended', tombstone}}).
+
 Notifications are hints: the record and the mailboxes are the truth, and a
 node that misses one (its subscription was down) reads the mailboxes.
 """
@@ -153,9 +158,14 @@ return 1
 _ATTACH = """
 -- KEYS: record.  ARGV: me, kind ('ws' or 'poll'), prefix, sid.
 -- Returns {'elsewhere'} when a live node holds it on a WebSocket and this
--- is a poll; else {'ok', owner alive (0/1), field, value, ...}.
+-- is a poll; {'ended', tombstone} or {'gone'} when there is no record;
+-- else {'ok', owner alive (0/1), field, value, ...}.
 local f = redis.call('HMGET', KEYS[1], 'attached', 'kind', 'owner')
-if f[3] == false then return {'gone'} end
+if f[3] == false then
+  local ended = redis.call('GET', KEYS[1] .. ':ended')
+  if ended then return {'ended', ended} end
+  return {'gone'}
+end
 local att, kind, owner = f[1], f[2], f[3]
 if ARGV[2] == 'poll' and kind == 'ws' and att ~= '' and att ~= ARGV[1]
    and redis.call('EXISTS', ARGV[3] .. 'alive:' .. att) == 1 then
@@ -194,7 +204,11 @@ _TAKEOVER = """
 -- owner's writes.  Returns {'alive', owner} or {'ok', previous owner,
 -- field, value, ...}.
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner == false then return {'gone'} end
+if owner == false then
+  local ended = redis.call('GET', KEYS[1] .. ':ended')
+  if ended then return {'ended', ended} end
+  return {'gone'}
+end
 if owner ~= ARGV[1] then
   if redis.call('EXISTS', ARGV[2] .. 'alive:' .. owner) == 1 then return {'alive', owner} end
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
@@ -228,12 +242,15 @@ return 1
 """
 
 _END = """
--- KEYS: record, up, down.  ARGV: epoch, code, reason, me, prefix, sid.
+-- KEYS: record, up, down.  ARGV: epoch, code, reason, me, prefix, sid,
+-- then optionally ttl and tombstone ('code|reason': what a later resume
+-- hears, kept as RECORD:ended for TTL ms).
 -- An epoch of '' ends the session whoever owns it.
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached')
 if f[1] == false then return -3 end
 if ARGV[1] ~= '' and f[1] ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if ARGV[8] then redis.call('SET', KEYS[1] .. ':ended', ARGV[8], 'PX', ARGV[7]) end
 if f[2] ~= '' and f[2] ~= ARGV[4] then
   redis.call('PUBLISH', ARGV[5] .. 'node:' .. f[2], 'e|' .. ARGV[6] .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 end

@@ -16,6 +16,8 @@ Keys (C{P} is the map's key prefix):
   - C{P s:{sid}:up}: client messages not yet handed to the backend by the
     owner (only those a non-owner accepted), entry C{0-n} for message n.
   - C{P s:{sid}:down}: backend messages the client has not acknowledged.
+  - C{P s:{sid}:ended}: once the session ended, what a later resume of it
+    hears (C{code|reason}), for C{session_ttl}.
   - C{P alive:{node}}: exists while the node lives (written every
     heartbeat, expiring after C{node_ttl}).
   - C{P nodes}: a sorted set of node ids by when their liveness expires.
@@ -63,6 +65,14 @@ def _str(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _tombstone(value: Any) -> tuple[int, str]:
+    """
+    @return: an ended session's C{code|reason} as C{(code, reason)}.
+    """
+    code, _, reason = _str(value).partition("|")
+    return int(code), reason
 
 
 @dataclass
@@ -215,14 +225,29 @@ class SharedSessions:
         """
         return self._script("closing", sid, (str(epoch), str(code), reason, self.node, self._prefix, sid), 1)
 
-    def end(self, sid: str, epoch: int | None, code: int, reason: str) -> Deferred[int]:
+    def end(self, sid: str, epoch: int | None, code: int, reason: str,
+            tombstone: tuple[int, str] | None = None) -> Deferred[int]:
         """
         Delete the session (only if still at C{epoch}, unless L{None}), and
         tell the client's node to close its connection with C{code}.
+
+        @param tombstone: what a later resume of the session hears (its
+            close code and reason), kept for C{sessionTtl} (L{ended}).
         """
-        return self._script("end", sid, (
-            "" if epoch is None else str(epoch), str(code), reason, self.node, self._prefix, sid,
-        ))
+        args: tuple = ("" if epoch is None else str(epoch), str(code), reason, self.node, self._prefix, sid)
+        if tombstone is not None:
+            args += (self._ttl, f"{tombstone[0]}|{tombstone[1]}")
+        return self._script("end", sid, args)
+
+    def ended(self, sid: str) -> Deferred[tuple[int, str] | None]:
+        """
+        @return: L{Deferred} firing with what a resume of the ended session
+            C{sid} hears (its C{(code, reason)}), or L{None} when no ended
+            session of that id is remembered.
+        """
+        key = self.keys(sid)[0] + b":ended"
+        return self.map.run(self.keys(sid)[0], "GET", key).addCallback(
+            lambda reply: None if reply is None else _tombstone(reply))
 
     # Any node's writes.
     def appendUp(self, sid: str, messages: list[Data]) -> Deferred[tuple[int, int]]:
@@ -254,12 +279,15 @@ class SharedSessions:
 
         @return: L{Deferred} firing with C{("ok", ownerAlive, record)},
             C{("elsewhere",)} (a poll, while a live node holds the session
-            on a WebSocket) or C{("gone",)}.
+            on a WebSocket), C{("ended", code, reason)} (see L{ended}) or
+            C{("gone",)}.
         """
         d = self._script("attach", sid, (self.node, kind, self._prefix, sid), 1)
 
         def parse(reply):
             what = _str(reply[0])
+            if what == "ended":
+                return ("ended", *_tombstone(reply[1]))
             if what != "ok":
                 return (what,)
             return ("ok", bool(int(reply[1])), SessionRecord.fromPairs(sid, reply[2:]))
@@ -279,7 +307,8 @@ class SharedSessions:
         @return: L{Deferred} firing with C{("ok", record, previous)} (owned
             here now, at a new epoch unless it already was; C{previous} is
             the owner it was taken from, this node when it already owned
-            it), C{("alive", owner)} or C{("gone",)}.
+            it), C{("alive", owner)}, C{("ended", code, reason)} (see
+            L{ended}) or C{("gone",)}.
         """
         d = self._script("takeover", sid, (self.node, self._prefix), 1)
 
@@ -287,6 +316,8 @@ class SharedSessions:
             what = _str(reply[0])
             if what == "ok":
                 return ("ok", SessionRecord.fromPairs(sid, reply[2:]), _str(reply[1]))
+            if what == "ended":
+                return ("ended", *_tombstone(reply[1]))
             if what == "alive":
                 return ("alive", _str(reply[1]))
             return (what,)

@@ -99,9 +99,9 @@ class NoMirror:
         Nothing to record.
         """
 
-    def end(self, code: int, reason: str) -> None:
+    def end(self, code: int, reason: str, answer: tuple[int, str] | None) -> None:
         """
-        Nothing to record.
+        Nothing to record (the registry remembers the answer itself).
         """
 
     def stampEpoch(self, headers: dict[str, str]) -> None:

@@ -372,16 +372,24 @@ class SessionRegistry:
             raise ResumeRefused(CLOSE_BAD_SECRET, "wrong session secret")
         return session
 
-    def ended(self, session: Session, resumeCode: int, reason: str) -> None:
+    def answerOf(self, resumeCode: int, reason: str) -> tuple[int, str] | None:
+        """
+        @return: what a resume of a session ended for C{reason} hears
+            (C{(resumeCode, reason)}), or L{None} when ended sessions are
+            not remembered (C{maxEnded} is 0).
+        """
+        return (resumeCode, f"session ended: {reason}") if self.config.maxEnded else None
+
+    def ended(self, session: Session, answer: tuple[int, str] | None) -> None:
         """
         C{session} has ended: forget it, remembering (within C{maxEnded})
-        what a resume of it should hear.
+        what a resume of it should hear (C{answer}, from L{answerOf}).
         """
         if self.sessions.pop(session.sid, None) is None:
             return
         self._release(self._addressOf.pop(session.sid, None))
-        if self.config.maxEnded:
-            self._ended[session.sid] = (resumeCode, f"session ended: {reason}")
+        if answer is not None:
+            self._ended[session.sid] = answer
             while len(self._ended) > self.config.maxEnded:
                 self._ended.popitem(last=False)
         self.cluster.forget(session)

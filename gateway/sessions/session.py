@@ -504,8 +504,9 @@ class Session(PacketDispatch):
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
-        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason)
-        self.registry.ended(self, resumeCode, reason)
+        answer = self.registry.answerOf(resumeCode, reason)
+        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason, answer)
+        self.registry.ended(self, answer)
 
     def handOff(self) -> None:
         """

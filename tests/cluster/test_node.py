@@ -76,8 +76,8 @@ class FakeShared:
     def closing(self, sid, epoch, code, reason):
         return self._write("closing", code)
 
-    def end(self, sid, epoch, code, reason):
-        return self._write("end", code)
+    def end(self, sid, epoch, code, reason, tombstone=None):
+        return self._write("end", code, tombstone)
 
     def readUp(self, sid, after):
         return succeed([])
@@ -430,3 +430,43 @@ def test_takeOverLogNamesThePreviousOwner():
     [line] = [e for e in events if "took session" in e.get("log_format", "")]
     from twisted.logger import formatEvent
     assert formatEvent(line).endswith("(epoch 3) from A")
+
+
+def test_mirrorEndLeavesWhatAResumeHears():
+    """
+    A Mirror's end asks Redis to keep what a later resume of the session
+    should hear, as the registry remembers it for its own resumes (4410
+    for an expired session), unless ended sessions are not remembered
+    (C{max_ended = 0}).
+    """
+    clock, cluster, session, transport = mirrored(grace=1.0)
+    session.detach(transport, "gone")
+    clock.advance(1.0)
+    [end] = [w for w in cluster.shared.writes if w[0] == "end"]
+    assert end[2] == (4410, "session ended: client did not resume")
+    clock, cluster, session, transport = mirrored(maxEnded=0)
+    session.end(1000, "done", CLOSE_UNKNOWN_SESSION)
+    [end] = [w for w in cluster.shared.writes if w[0] == "end"]
+    assert end[2] is None
+
+
+def test_resumeOfASessionEndedElsewhereHearsWhatItsOwnerRemembered():
+    """
+    A resume, a send or a probe naming a session that ended on another
+    node is refused with what that node left in Redis (4410 for an expired
+    one), not 4404.
+    """
+    clock = Clock()
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock),
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    shared = registry.cluster.shared
+    shared.attach = lambda sid, kind: succeed(("ended", 4410, "session ended: client did not resume"))
+    shared.read = lambda sid: succeed(None)
+    shared.ended = lambda sid: succeed((4410, "session ended: client did not resume"))
+    hello = Hello("s1", "x", 0)
+    for attempt in (registry.resume(hello, "ws"), registry.sendTarget("s1", "x"), registry.probed(hello)):
+        failures = []
+        Deferred.fromCoroutine(attempt).addErrback(failures.append)
+        assert failures[0].check(ResumeRefused)
+        assert (failures[0].value.code, str(failures[0].value)) == (4410, "session ended: client did not resume")

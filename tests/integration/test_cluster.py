@@ -23,7 +23,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
 from gateway.client import ClientState, SessionClient
-from gateway.testing import CuttingRelay, rawExchange, waitUntil
+from gateway.testing import CuttingRelay, connectClient, rawExchange, waitUntil
+from gateway.wire.protocol import SUBPROTOCOL, Welcome, decodeMessage
 from tests.helpers import redisCommand
 
 #: Messages each way in each run.
@@ -117,15 +118,17 @@ class HAProxy:
             self.process = None
 
 
-def nodeConfig(tmp_path, name: str, redisURL: str, prefix: str, backends) -> str:
+def nodeConfig(tmp_path, name: str, redisURL: str, prefix: str, backends, extra: str = "",
+               pool: str = "") -> str:
     """
-    @return: the path of a configuration for node C{name}.
+    @return: the path of a configuration for node C{name}, with C{extra}
+        tables and C{pool} keys of pool C{chat}.
     """
     text = (
-        "[timeouts]\nshutdown = 2\n"
+        "[timeouts]\nshutdown = 2\n" + extra +
         f'[session_map]\ntype = "redis"\nurl = "{redisURL}"\nkey_prefix = "{prefix}"\n'
         f'node_id = "{name}"\nnode_ttl = {NODE_TTL}\ntimeout = 0.5\n'
-        "[pool.chat]\n"
+        "[pool.chat]\n" + pool
     )
     for backend in backends:
         text += f'[[pool.chat.backend]]\nurl = "{backend.url}"\nname = "{backend.name}"\n'
@@ -134,17 +137,30 @@ def nodeConfig(tmp_path, name: str, redisURL: str, prefix: str, backends) -> str
     return str(path)
 
 
-async def cluster(tmp_path, gateway_process, redis, backends, count: int):
+async def startNodes(tmp_path, gateway_process, redis, backends, count: int, extra: str = "",
+                     pool: str = ""):
     """
-    Start C{count} gateway nodes on C{redis} and HAProxy in front of them.
+    Start C{count} gateway nodes on C{redis} (see L{nodeConfig}).
 
-    @return: the nodes (by name), HAProxy, and the key prefix.
+    @return: the nodes (by name), and the key prefix.
     """
     prefix = f"c{uuid.uuid4().hex[:6]}:"
     nodes = {}
     for i in range(1, count + 1):
         name = f"n{i}"
-        nodes[name] = await gateway_process("--config", nodeConfig(tmp_path, name, redis.url, prefix, backends))
+        nodes[name] = await gateway_process(
+            "--config", nodeConfig(tmp_path, name, redis.url, prefix, backends, extra, pool))
+    return nodes, prefix
+
+
+async def cluster(tmp_path, gateway_process, redis, backends, count: int, extra: str = "",
+                  pool: str = ""):
+    """
+    Start C{count} gateway nodes on C{redis} and HAProxy in front of them.
+
+    @return: the nodes (by name), HAProxy, and the key prefix.
+    """
+    nodes, prefix = await startNodes(tmp_path, gateway_process, redis, backends, count, extra, pool)
     proxy = HAProxy(str(tmp_path), [n.port for n in nodes.values()])
     await proxy.start()
     return nodes, proxy, prefix
@@ -456,3 +472,40 @@ async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_
     assert run.resets == []
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
     assert links == 1
+
+
+async def rawHello(port: int, **resume):
+    """
+    Connect a session-protocol WebSocket to a node and say hello (new, or
+    resuming C{sid}, C{secret}, C{recv}).
+
+    @return: the client and the gateway's first packet.
+    """
+    client = await connectClient(f"ws://127.0.0.1:{port}", path="/chat", protocols=[SUBPROTOCOL])
+    client.send(json.dumps({"t": "hello", "v": 1, **resume}))
+    payload, isBinary = await client.receive(10)
+    return client, decodeMessage(payload, isBinary)
+
+
+@pytest_twisted.ensureDeferred
+async def test_expiredElsewhereIsExpired(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    A session that expired on its node (its grace period ran out) is
+    refused as expired (4410) when its client resumes through another node,
+    as its own node would answer, not as unknown (4404).
+    """
+    backends = await echo_backends(1, record=True)
+    nodes, prefix = await startNodes(tmp_path, gateway_process, redis_server, backends, 2,
+                                     extra="[session]\ngrace = 0.5\n")
+    client, welcome = await rawHello(nodes["n1"].port)
+    assert isinstance(welcome, Welcome)
+    closes = len(backends[0].factory.closes)
+    client.protocol.transport.abortConnection()
+    await waitUntil(lambda: len(backends[0].factory.closes) > closes, timeout=30)
+    assert backends[0].factory.closes[closes][1:] == (1001, "client did not resume")
+    for node in ("n2", "n1"):
+        client = await connectClient(f"ws://127.0.0.1:{nodes[node].port}", path="/chat",
+                                     protocols=[SUBPROTOCOL])
+        client.send(json.dumps({"t": "hello", "v": 1, "sid": welcome.sid, "secret": welcome.secret,
+                                "recv": 0}))
+        assert (await client.closed.addTimeout(10, reactor))[1] == 4410, node

@@ -12,7 +12,7 @@ import pytest_twisted
 
 from gateway.wire.protocol import Data
 from gateway.sessionmap._scripts import FENCED, GAP, GONE
-from tests.helpers import SESSION_FIELDS, query, readHash, streamIds, within
+from tests.helpers import SESSION_FIELDS, SESSION_TTL, query, readHash, streamIds, within
 
 
 # The up mailbox.
@@ -242,3 +242,35 @@ async def test_notifyAndPublish(redis_server, make_nodes, subscribe):
     assert await within(a.publish("C", b"nobody")) == 0
     for channel in (a.channel(), b.channel()):
         await within(subscriber.nothingMoreOn(port, channel))
+
+
+@pytest_twisted.ensureDeferred
+async def test_endLeavesATombstone(redis_server, make_nodes):
+    """
+    C{end} with a tombstone leaves C{P s:{sid}:ended} (C{code|reason},
+    expiring after C{sessionTtl}) in place of the session's keys: a later
+    C{attach} or C{takeOver} of the session, on any node, gives
+    C{("ended", code, reason)}, and C{ended} reads it; an end without one
+    (or a fenced end) leaves none, and the session is then C{("gone",)}.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    await within(a.create("s1", SESSION_FIELDS))
+    assert await within(a.end("s1", 1, 4000, "bye", tombstone=(4410, "session ended: expired|x"))) == 1
+    assert await query(port, "EXISTS", *a.keys("s1")) == 0
+    tomb = a.keys("s1")[0] + b":ended"
+    assert 0 < await query(port, "PTTL", tomb) <= SESSION_TTL * 1000
+    expected = ("ended", 4410, "session ended: expired|x")
+    assert await within(b.attach("s1", "ws")) == expected
+    assert await within(b.attach("s1", "poll")) == expected
+    assert await within(b.takeOver("s1")) == expected
+    assert await within(b.ended("s1")) == (4410, "session ended: expired|x")
+
+    await within(a.create("s2", SESSION_FIELDS))
+    assert await within(a.end("s2", 1, 4000, "bye")) == 1
+    assert await within(b.attach("s2", "ws")) == ("gone",)
+    assert await within(b.ended("s2")) is None
+    await within(a.create("s3", SESSION_FIELDS))
+    await within(b.takeOver("s3"))
+    assert await within(a.end("s3", 1, 4000, "bye", tombstone=(4410, "x"))) == FENCED
+    assert await query(port, "EXISTS", a.keys("s3")[0] + b":ended") == 0
