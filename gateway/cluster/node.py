@@ -78,6 +78,9 @@ class Cluster:
         self._heartbeats: LoopingCall | None = None
         self._beating = False
         self._redisTrouble: str | None = None
+        #: The other live nodes' connections per backend at the last
+        #: heartbeat, by node.
+        self._remoteCounts: dict[str, dict[str, int]] = {}
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
 
@@ -208,12 +211,35 @@ class Cluster:
         pools = self.opener.pools if self.opener is not None else {}
         counts = {f"{p.name}/{b.name}": b.connections for p in pools.values() for b in p.backends}
         try:
-            others = await self.shared.exchangeCounts(counts)
+            self._remoteCounts = await self.shared.exchangeCounts(counts)
         except GatewayError:
             return
+        self._countRemote()
+
+    def _countRemote(self) -> None:
+        """
+        Set each backend's C{remote} count: the sum of the other live
+        nodes' connections to it.
+        """
+        sums: dict[str, int] = {}
+        for counts in self._remoteCounts.values():
+            for key, count in counts.items():
+                sums[key] = sums.get(key, 0) + count
+        pools = self.opener.pools if self.opener is not None else {}
         for pool in pools.values():
             for backend in pool.backends:
-                backend.remote = others.get(f"{pool.name}/{backend.name}", 0)
+                backend.remote = sums.get(f"{pool.name}/{backend.name}", 0)
+
+    def nodeDied(self, node: str) -> None:
+        """
+        C{node} is dead (a session was taken over from it, or its liveness
+        expired): its connections, as of the last heartbeat, no longer
+        count.  Its sessions taken over here are counted here; left
+        uncorrected until the next heartbeat, they would count twice, and
+        the mover would move them off their backend for balance.
+        """
+        if node != self.node and self._remoteCounts.pop(node, None) is not None:
+            self._countRemote()
 
     async def _revalidate(self) -> None:
         """
@@ -242,6 +268,8 @@ class Cluster:
         if not nodes:
             return
         alive = set(await self.shared.liveNodes())
+        for node in nodes - alive:
+            self.nodeDied(node)
         for relay in list(self.relays.values()):
             if relay.attached and relay.owner not in alive and relay.transport is not None:
                 Deferred.fromCoroutine(self.takeover.adoptRelay(relay)).addErrback(

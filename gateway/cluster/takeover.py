@@ -201,6 +201,7 @@ class Takeover:
         if link is not None:
             link.bind(session, backend)
         self.count += 1
+        self.cluster.nodeDied(previous)
         self.cluster.log.info("node {node} took session {sid} over (epoch {epoch}) from {owner}",
                       node=self.cluster.node, sid=shortId(sid), epoch=record.epoch, owner=previous)
         for message in up:

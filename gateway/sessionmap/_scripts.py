@@ -259,25 +259,23 @@ return 1
 
 _COUNTS = """
 -- ARGV: prefix, me, ttl, now, then pool/backend, count, ...
--- Publish this node's connection counts; return the sums of every other
--- live node's, as pool/backend, count, ...
+-- Publish this node's connection counts; return every other live node's,
+-- as node, pool/backend, count, ...  A node counts while its alive key
+-- exists: once it has expired its sessions may be taken over (and are
+-- then counted by their new owner), so its counts must not be.
 local mine = ARGV[1] .. 'conns:' .. ARGV[2]
 redis.call('DEL', mine)
 for i = 5, #ARGV, 2 do redis.call('HSET', mine, ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', mine, ARGV[3])
-local sums = {}
-local order = {}
+local reply = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', ARGV[1] .. 'nodes', ARGV[4], '+inf')) do
-  if node ~= ARGV[2] then
+  if node ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. 'alive:' .. node) == 1 then
     local all = redis.call('HGETALL', ARGV[1] .. 'conns:' .. node)
     for i = 1, #all, 2 do
-      if sums[all[i]] == nil then sums[all[i]] = 0; order[#order + 1] = all[i] end
-      sums[all[i]] = sums[all[i]] + tonumber(all[i + 1])
+      reply[#reply + 1] = node; reply[#reply + 1] = all[i]; reply[#reply + 1] = all[i + 1]
     end
   end
 end
-local reply = {}
-for _, k in ipairs(order) do reply[#reply + 1] = k; reply[#reply + 1] = tostring(sums[k]) end
 return reply
 """
 

@@ -400,12 +400,13 @@ class SharedSessions:
         # Forget nodes dead for a minute, so that the set stays small.
         await self.map.run(key, "ZREMRANGEBYSCORE", nodes, "-inf", f"({now - 60:.3f}")
 
-    def exchangeCounts(self, counts: dict[str, int]) -> Deferred[dict[str, int]]:
+    def exchangeCounts(self, counts: dict[str, int]) -> Deferred[dict[str, dict[str, int]]]:
         """
         Publish this node's connections per backend (C{"pool/backend"}
         keys), for C{nodeTtl}.
 
-        @return: L{Deferred} firing with the sums of the other live nodes'.
+        @return: L{Deferred} firing with the other live nodes' (those whose
+            liveness has not expired), by node.
         """
         now = self.map.reactor.seconds()
         args: list[str] = [self._prefix, self.node, str(max(1, int(self.nodeTtl * 1000))), f"{now:.3f}"]
@@ -414,9 +415,12 @@ class SharedSessions:
         key = self._bprefix + b"conns:" + self.node.encode("utf-8")
         d = self.map.runScript(SCRIPTS["counts"], (), tuple(args), route=key)
 
-        def parse(reply) -> dict[str, int]:
+        def parse(reply) -> dict[str, dict[str, int]]:
             reply = reply or []
-            return {_str(reply[i]): int(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+            byNode: dict[str, dict[str, int]] = {}
+            for i in range(0, len(reply) - 2, 3):
+                byNode.setdefault(_str(reply[i]), {})[_str(reply[i + 1])] = int(reply[i + 2])
+            return byNode
 
         return d.addCallback(parse)
 

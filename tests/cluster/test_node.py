@@ -470,3 +470,34 @@ def test_resumeOfASessionEndedElsewhereHearsWhatItsOwnerRemembered():
         Deferred.fromCoroutine(attempt).addErrback(failures.append)
         assert failures[0].check(ResumeRefused)
         assert (failures[0].value.code, str(failures[0].value)) == (4410, "session ended: client did not resume")
+
+
+def test_takeOverForgetsTheDeadOwnersConnections():
+    """
+    The connection counts learnt from a node at the last heartbeat are
+    forgotten as soon as a session is taken over from it (it is dead): the
+    session, now counted here, is not counted a second time as that
+    node's, so the mover sees its backend as loaded by one session.
+    """
+    from gateway.sessionmap._shared import SessionRecord
+
+    clock = Clock()
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1), Backend("b2", "127.0.0.1", 2)], LeastConnections())
+    opener = FakeOpener(pool)
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock), opener=opener,
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B", opener=opener))
+    cluster = registry.cluster
+    shared = cluster.shared
+    shared.exchangeCounts = lambda counts: succeed({"A": {"p/b1": 1}, "C": {"p/b1": 2, "p/b2": 1}})
+    Deferred.fromCoroutine(cluster._exchangeCounts())
+    assert [b.remote for b in pool.backends] == [3, 1]
+    record = SessionRecord(
+        sid="s1", secret="h", pool="p", backend="b1", target=b"/", headers={}, origin=None,
+        owner="B", epoch=2, attached="B", kind="ws", upRecv=0, upFwd=0, downSent=0, downAcked=0,
+        closing=None, created=0.0)
+    shared.takeOver = lambda sid: succeed(("ok", record, "A"))
+    shared.readDown = lambda sid, after: succeed([])
+    Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 0))
+    assert "s1" in registry.sessions
+    assert [b.remote for b in pool.backends] == [2, 1]

@@ -26,6 +26,7 @@ from gateway.client import ClientState, SessionClient
 from gateway.testing import CuttingRelay, connectClient, rawExchange, waitUntil
 from gateway.wire.protocol import SUBPROTOCOL, Welcome, decodeMessage
 from tests.helpers import redisCommand
+from tests.integration.helpers import LineWatcher
 
 #: Messages each way in each run.
 MESSAGES = 2000
@@ -509,3 +510,57 @@ async def test_expiredElsewhereIsExpired(tmp_path, redis_server, echo_backends, 
         client.send(json.dumps({"t": "hello", "v": 1, "sid": welcome.sid, "secret": welcome.secret,
                                 "recv": 0}))
         assert (await client.closed.addTimeout(10, reactor))[1] == 4410, node
+
+
+@pytest_twisted.ensureDeferred
+async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    Two nodes, two backends, rebalancing on: when the owner is killed with
+    SIGKILL and the other node takes its session over on the same backend
+    (the client reaching it as soon as the dead node's liveness has
+    expired, before the survivor's next heartbeat), the session stays on
+    that backend.  The survivor's last view of the cluster still counts the
+    dead node's connection to it; the session must not be counted twice
+    (once there, once as its own) and moved for balance.
+    """
+    rng = random.Random(13)
+    backends = await echo_backends(2, record=True)
+    nodes, prefix = await startNodes(tmp_path, gateway_process, redis_server, backends, 2,
+                                     pool="rebalance_rate = 50\n")
+    relay = CuttingRelay(nodes["n1"].port, nodes["n2"].port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    try:
+        owner = await run.startQuarter(redis_server, prefix)
+        [survivor] = [name for name in nodes if name != owner]
+        watcher = LineWatcher(nodes[survivor])
+        serving = [b for b in backends if b.factory.received]
+        relay.targets = [nodes[owner].port]  # refused once it is dead: the client keeps trying
+        nodes[owner].signal("KILL")
+        await nodes[owner].wait(10)
+        relay.cut()
+
+        async def expired():
+            for _ in range(500):
+                if await redisCommand(redis_server.port, "EXISTS", f"{prefix}alive:{owner}") == 0:
+                    return
+                await task.deferLater(reactor, 0.005, lambda: None)
+
+        await expired()
+        relay.targets = [nodes[survivor].port]
+        mark = watcher.mark()
+        await watcher.wait(r"took session \S+ over", 0, timeout=30)
+        first = f"c:{run.sent + 1}"
+        await waitUntil(lambda: first in run.arrivals, timeout=60)
+        await task.deferLater(reactor, 1.5, lambda: None)  # many mover ticks, a few heartbeats
+        moves = watcher.matching(r"move to backend", mark)
+        await run.finish()
+        await run.close()
+    finally:
+        await relay.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    assert moves == []
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    assert [b for b in backends if b.factory.received] == serving  # the same backend
+    assert serving[0].factory.opened == 2  # the session's link, and the one after the takeover
+

@@ -150,3 +150,23 @@ async def test_scriptCacheFlushed(make_redis_server, make_nodes):
     # One EVAL more: the first call of "down" since the flush; "attach" is
     # known again.
     assert final.get("eval", 0) == after.get("eval", 0) + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_exchangeCountsPerLiveNode(redis_server, make_nodes):
+    """
+    C{exchangeCounts} publishes this node's connections per backend and
+    answers with every other node's, by node: only nodes whose liveness key
+    exists count (a node that died is left out as soon as its sessions may
+    be taken over, even while its entry in the node set lasts), and never
+    this node's own.
+    """
+    a, b, c = make_nodes(redis_server.url, "A", "B", "C")
+    for node in (a, b, c):
+        await within(node.heartbeat({}))
+    assert await within(a.exchangeCounts({"p/b1": 2})) == {}
+    assert await within(b.exchangeCounts({"p/b1": 1, "p/b2": 3})) == {"A": {"p/b1": 2}}
+    assert await within(c.exchangeCounts({})) == {"A": {"p/b1": 2}, "B": {"p/b1": 1, "p/b2": 3}}
+    # A dies: its alive key is gone (as when it expires), its entry in the set stays.
+    await query(redis_server.port, "DEL", f"{a.map.keyPrefix}alive:A")
+    assert await within(c.exchangeCounts({})) == {"B": {"p/b1": 1, "p/b2": 3}}
