@@ -32,10 +32,15 @@ class Mirror:
     The owner's writes of one session's state to Redis.
 
     Backend messages are written as they come (the client gets them at
-    once, without waiting).  The count of client messages handed to the
-    backend is written before they are acknowledged, one write at a time,
-    so that a resume on any node never hears of fewer messages than the
-    client was told.  Acknowledgements from the client are written one at
+    once, without waiting).  The count of client messages accepted is
+    written before they are acknowledged, one write at a time, so that a
+    resume on any node never hears of fewer messages than the client was
+    told; with it goes the count the backend has confirmed, and the
+    payloads of the messages accepted here that it has not (those written
+    to a backend connection whose receipt has not come back yet, and those
+    accepted while the session is between backends), which stay in the up
+    mailbox until confirmed: if this node dies, the node that takes the
+    session over hands them to the backend.  Acknowledgements from the client are written one at
     a time, the newest winning.
 
     A write refused because another node took the session over (its epoch
@@ -58,6 +63,11 @@ class Mirror:
         self.remote: str | None = None
         self.attachSeq = 0
         self.upWritten = session.inbox.accepted
+        #: The last client message known to be in Redis (its up mailbox,
+        #: or confirmed): later ones accepted here go with the next write.
+        self.inRedis = session.inbox.accepted
+        #: The count of client messages confirmed by the backend last written.
+        self.deliveredWritten = session.inbox.accepted
         self._upWrite: Deferred | None = None
         self._upWaiters: list[Deferred] = []
         self._ackWrite: Deferred | None = None
@@ -147,6 +157,7 @@ class Mirror:
                 return
             self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
                                   sid=shortId(self.sid))
+            self.inRedis = self.deliveredWritten = self.delivered()
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.
@@ -158,7 +169,10 @@ class Mirror:
                 for message in pending:
                     await self.shared.appendDown(self.sid, self.epoch, message)
                     written = message.seq
-            self.upWritten = session.inbox.accepted
+            # The client messages the backend has not confirmed, into the
+            # up mailbox again.
+            if self._upWrite is None and session.state is not SessionState.ENDED:
+                self._writeUp()
         finally:
             self._resyncing = False
 
@@ -191,22 +205,37 @@ class Mirror:
             self._writeUp()
         return waiter
 
+    def delivered(self) -> int:
+        """
+        @return: how many client messages the backend has confirmed (every
+            one accepted but those still unconfirmed).
+        """
+        session = self.session
+        unconfirmed = session.upstream.unconfirmed
+        return unconfirmed[0].seq - 1 if unconfirmed else session.inbox.accepted
+
     def _writeUp(self) -> None:
-        count = self.session.inbox.accepted
+        session = self.session
+        count = session.inbox.accepted
+        delivered = self.delivered()
+        messages = [m for m in session.upstream.unconfirmed if self.inRedis < m.seq <= count]
         waiters, self._upWaiters = self._upWaiters, []
 
         def done(reply):
             # Written, or Redis is unavailable (reply None): either way the
-            # session keeps flowing; the count is written again with the
-            # next message.
+            # session keeps flowing; the count and the messages not written
+            # go with the next write.
             self._upWrite = None
+            if reply is not None:
+                self.inRedis = max(self.inRedis, count)
+                self.deliveredWritten = max(self.deliveredWritten, delivered)
             self.upWritten = max(self.upWritten, count)
             for waiter in waiters:
                 waiter.callback(self.upWritten)
             if self._upWaiters:
                 self._writeUp()
 
-        d = self.shared.forwarded(self.sid, self.epoch, count)
+        d = self.shared.forwarded(self.sid, self.epoch, count, delivered, messages)
         self._upWrite = d
         self._write(d).addCallback(done)
 
@@ -259,8 +288,13 @@ class Mirror:
 
     def touch(self, now: float) -> None:
         """
-        Keep the session's keys alive when nothing was written lately.
+        With the heartbeat: write the confirmations that came since the
+        last write (the up mailbox is trimmed to them), or keep the
+        session's keys alive when nothing was written lately.
         """
+        if self._upWrite is None and self.delivered() > self.deliveredWritten:
+            self._writeUp()
+            return
         if now - self.lastWrite >= self.shared.sessionTtl / 3:
             self.lastWrite = now
             self.shared.touch(self.sid).addErrback(self.cluster.writeFailed)
@@ -274,6 +308,7 @@ class Mirror:
             return  # read from the mailbox once this node is sure it owns it
         accepted = self.session.inbox.accepted
         if message.seq == accepted + 1:
+            self.inRedis = max(self.inRedis, message.seq)
             self.session.forward(message)
         elif message.seq > accepted + 1:
             self.catchUp()
@@ -339,6 +374,7 @@ class Mirror:
             self._catchingUp = False
             for message in messages:
                 if message.seq == self.session.inbox.accepted + 1:
+                    self.inRedis = max(self.inRedis, message.seq)
                     self.session.forward(message)
             self._release()
             if not self._held:

@@ -386,7 +386,8 @@ class Cluster:
         if epoch is not None:
             remote = mirror.remote
             fields.update(
-                epoch=epoch, upRecv=session.inbox.accepted, upFwd=session.inbox.accepted,
+                # What the backend has not confirmed is written after (Mirror.resync).
+                epoch=epoch, upRecv=mirror.delivered(), upFwd=mirror.delivered(),
                 downSent=session.outbox.sent, downAcked=session.outbox.acked,
                 attached=remote or (self.node if session.transport is not None else ""),
                 kind="" if remote else "ws" if session.transport is not None

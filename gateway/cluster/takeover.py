@@ -198,6 +198,7 @@ class Takeover:
         session.mirror = Mirror(self.cluster, session, record.epoch)
         session.mirror.origin = session.upstream.origin = (record.target, record.headers, record.origin)
         session.mirror.attachSeq = record.attachSeq
+        session.mirror.inRedis = record.upRecv
         if link is not None:
             link.bind(session, backend)
         self.count += 1

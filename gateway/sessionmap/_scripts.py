@@ -126,14 +126,28 @@ return {status, recv}
 """
 
 _FORWARDED = _EXPIRE + """
--- KEYS: record, up, down.  ARGV: epoch, count, ttl.
--- The owner has handed messages up to COUNT to the backend.
-local f = redis.call('HMGET', KEYS[1], 'epoch', 'upRecv')
+-- KEYS: record, up, down.  ARGV: epoch, count, ttl, delivered, then seq,
+-- binary, payload of each message the owner accepted itself and its
+-- backend has not confirmed, in order.
+-- The owner has accepted client messages up to COUNT, and its backend has
+-- confirmed those up to DELIVERED: the messages in between stay in the up
+-- mailbox (those given are appended after the last one there), so that a
+-- takeover hands them to the backend.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'upRecv', 'upFwd')
 if f[1] == false then return -3 end
 if f[1] ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'upFwd', ARGV[2])
-if tonumber(f[2]) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'upRecv', ARGV[2]) end
-redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (tonumber(ARGV[2]) + 1))
+local recv = tonumber(f[2])
+for i = 5, #ARGV, 3 do
+  if tonumber(ARGV[i]) == recv + 1 then
+    redis.call('XADD', KEYS[2], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+    recv = recv + 1
+  end
+end
+if recv < tonumber(ARGV[2]) then recv = tonumber(ARGV[2]) end
+redis.call('HSET', KEYS[1], 'upRecv', recv)
+local delivered = math.max(tonumber(ARGV[4]), tonumber(f[3] or 0))
+redis.call('HSET', KEYS[1], 'upFwd', delivered)
+redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (delivered + 1))
 expire(ARGV[3])
 return 1
 """

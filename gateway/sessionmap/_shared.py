@@ -9,12 +9,12 @@ Keys (C{P} is the map's key prefix):
     C{backend}, C{target}, C{headers} (JSON), C{origin}, C{owner} (the node
     that pumps it), C{epoch} (raised by every takeover), C{attached} (the
     node its client is on, or empty), C{kind} (C{ws} or C{poll}),
-    C{upRecv} (client messages accepted), C{upFwd} (of those, handed to the
-    backend), C{downSent} (backend messages numbered), C{downAcked} (of
+    C{upRecv} (client messages accepted), C{upFwd} (of those, confirmed
+    by the backend), C{downSent} (backend messages numbered), C{downAcked} (of
     those, received by the client), C{closing} (C{code|reason} once the
     backend closed), C{created}, C{attachSeq} (attachments so far).
-  - C{P s:{sid}:up}: client messages not yet handed to the backend by the
-    owner (only those a non-owner accepted), entry C{0-n} for message n.
+  - C{P s:{sid}:up}: client messages accepted (by any node) that the
+    backend has not confirmed, entry C{0-n} for message n.
   - C{P s:{sid}:down}: backend messages the client has not acknowledged.
   - C{P s:{sid}:ended}: once the session ended, what a later resume of it
     hears (C{code|reason}), for C{session_ttl}.
@@ -206,12 +206,18 @@ class SharedSessions:
             self._ttl, self._prefix, sid, self.node,
         ))
 
-    def forwarded(self, sid: str, epoch: int, count: int) -> Deferred[int]:
+    def forwarded(self, sid: str, epoch: int, count: int, delivered: int | None = None,
+                  messages: list[Data] | tuple = ()) -> Deferred[int]:
         """
-        Record that client messages up to C{count} were handed to the
-        backend (and accepted, if this node accepted them itself).
+        Record that client messages up to C{count} are accepted, and that
+        the backend confirmed those up to C{delivered} (C{count} unless
+        given): the up mailbox keeps the ones in between, C{messages}
+        (those this node accepted itself, in order) appended to it.
         """
-        return self._script("forwarded", sid, (str(epoch), str(count), self._ttl))
+        args: list[Any] = [str(epoch), str(count), self._ttl, str(count if delivered is None else delivered)]
+        for message in messages:
+            args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
+        return self._script("forwarded", sid, tuple(args))
 
     def relinked(self, sid: str, epoch: int, backend: str) -> Deferred[int]:
         """

@@ -47,6 +47,8 @@ class FakeShared:
 
     def __init__(self):
         self.writes = []
+        #: Each count write: (accepted, delivered, seqs of the messages written with it).
+        self.counts = []
         self.pending: list[Deferred] = []
         self.map = SimpleNamespace(reactor=Clock(), timeout=1.0, commandsIssued=0)
         self.sessionTtl = 30.0
@@ -58,8 +60,9 @@ class FakeShared:
     def appendDown(self, sid, epoch, message):
         return self._write("down", message.seq)
 
-    def forwarded(self, sid, epoch, count):
+    def forwarded(self, sid, epoch, count, delivered=None, messages=()):
         self.writes.append(("forwarded", count))
+        self.counts.append((count, delivered, [m.seq for m in messages]))
         d = Deferred()
         self.pending.append(d)
         return d
@@ -501,3 +504,94 @@ def test_takeOverForgetsTheDeadOwnersConnections():
     Deferred.fromCoroutine(cluster.takeover.takeOver("s1", "secret", 0))
     assert "s1" in registry.sessions
     assert [b.remote for b in pool.backends] == [2, 1]
+
+
+class ReceiptLink(FakeLink):
+    """
+    A fake link whose backend confirms what it read when the test says so.
+    """
+
+    confirmsReceipts = True
+
+    def __init__(self):
+        super().__init__()
+        self.receipts = []
+
+    def requestReceipt(self, seq):
+        self.receipts.append(seq)
+
+
+def test_mirrorRecordsAsDeliveredOnlyWhatTheBackendConfirmed():
+    """
+    The count of client messages recorded as delivered is what the backend
+    confirmed; the messages accepted here and not yet confirmed are written
+    with it (into the up mailbox, for a takeover to hand on), once each,
+    and the client's ack waits for that write.
+    """
+    clock, registry, session, transport = makeSession()
+    link = session.upstream.link = ReceiptLink()
+    cluster = FakeCluster(registry, clock)
+    session.mirror = Mirror(cluster, session, 3)
+    shared = cluster.shared
+    del transport.sent[:]
+    session.packetReceived(Data(1, b"a", False))
+    session.packetReceived(Data(2, b"b", False))
+    assert shared.counts == [(1, 0, [1])]
+    shared.pending.pop(0).callback(1)
+    assert shared.counts[1] == (2, 0, [2])
+    shared.pending.pop(0).callback(1)
+    assert session.ackCount == 2
+    clock.advance(0.05)
+    session.backendReceipt(link, link.receipts[-1])
+    session.packetReceived(Data(3, b"c", False))
+    assert shared.counts[2] == (3, 2, [3])
+
+
+def test_mirrorKeepsMessagesAcceptedBetweenBackendsUndelivered():
+    """
+    Client messages accepted while the session is between backends (a
+    failover under way) are acknowledged once written to Redis with their
+    payloads, and are not counted as delivered: the owner may die before
+    any backend has them.
+    """
+    clock, cluster, session, transport = mirrored()
+    shared = cluster.shared
+    session.upstream.opener = SimpleNamespace(relink=lambda *args, **kwargs: Deferred())  # never done
+    session.upstream.backendClosed(None, None, session.upstream.link)
+    assert session.switching == "failover"
+    session.packetReceived(Data(1, b"a", False))
+    assert shared.counts == [(1, 0, [1])]
+    shared.pending.pop(0).callback(1)
+    assert session.ackCount == 1
+
+
+def test_mirrorDoesNotWriteAgainWhatCameFromTheMailbox():
+    """
+    Messages handed on from the up mailbox (accepted by another node) are
+    in Redis already: the count write does not carry them again.
+    """
+    clock, registry, session, transport = makeSession()
+    session.upstream.link = ReceiptLink()
+    cluster = FakeCluster(registry, clock)
+    session.mirror = Mirror(cluster, session, 3)
+    session.mirror.upNotice(Data(1, b"a", False))
+    assert cluster.shared.counts == [(1, 0, [])]
+
+
+def test_mirrorWritesConfirmationsWithTheHeartbeat():
+    """
+    Confirmations that came after the last write go to Redis with the
+    owner's heartbeat (the up mailbox is trimmed), not one write each.
+    """
+    clock, registry, session, transport = makeSession()
+    link = session.upstream.link = ReceiptLink()
+    cluster = FakeCluster(registry, clock)
+    session.mirror = Mirror(cluster, session, 3)
+    shared = cluster.shared
+    session.packetReceived(Data(1, b"a", False))
+    shared.pending.pop(0).callback(1)
+    clock.advance(0.05)
+    session.backendReceipt(link, link.receipts[-1])
+    assert len(shared.counts) == 1
+    session.mirror.touch(clock.seconds())
+    assert shared.counts[1] == (1, 1, [])

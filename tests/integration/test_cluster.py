@@ -564,3 +564,51 @@ async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_
     assert [b for b in backends if b.factory.received] == serving  # the same backend
     assert serving[0].factory.opened == 2  # the session's link, and the one after the takeover
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_ownerKilledBetweenBackends(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    The owner is killed with SIGKILL while its session is between backends
+    (its only backend went away, and the session waits for it to come
+    back): the client messages it accepted and acknowledged meanwhile,
+    which no backend got, are not recorded as delivered, so the node that
+    takes the session over hands them to the backend; every message
+    arrives once.
+    """
+    rng = random.Random(17)
+    backends = await echo_backends(1, record=True)
+    backend = backends[0]
+    nodes, prefix = await startNodes(tmp_path, gateway_process, redis_server, backends, 2,
+                                     pool="failover_window = 60\nfailover_timeout = 60\n")
+    relay = CuttingRelay(nodes["n1"].port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
+    try:
+        owner = await run.startQuarter(redis_server, prefix)
+        assert owner == "n1"
+        await backend.stop()
+        stopped = run.sent
+        await waitUntil(lambda: run.sent >= stopped + 100, timeout=30)
+        run.sender.stop()
+        # Acknowledged by the owner, while no backend has them.
+        await run.client.whenAcknowledged().addTimeout(30, reactor)
+        relay.targets = [nodes["n2"].port]
+        nodes["n1"].signal("KILL")
+        await nodes["n1"].wait(10)
+        relay.cut()
+        await backend.restart()
+        run.sender.start(0.003)
+        await waitUntil(lambda: run.sent >= MESSAGES, timeout=60)
+        run.sender.stop()
+        atBackend = lambda: [m.decode() for m in backend.factory.received]  # noqa: E731
+        await waitUntil(lambda: set(expected) <= set(atBackend()), timeout=30)
+        await waitUntil(lambda: len(run.received) >= MESSAGES, timeout=30)
+        await run.client.whenAcknowledged().addTimeout(30, reactor)
+        await run.close()
+    finally:
+        await relay.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    assert run.resets == []

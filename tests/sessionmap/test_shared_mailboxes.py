@@ -95,6 +95,37 @@ async def test_forwardedTrimsUp(redis_server, make_nodes):
     assert await within(b.readUp("s1", 0)) == [Data(7, b"seven", False)]
 
 
+
+@pytest_twisted.ensureDeferred
+async def test_forwardedKeepsWhatTheBackendHasNotConfirmed(redis_server, make_nodes):
+    """
+    C{forwarded} with a C{delivered} count below the accepted one appends
+    the owner's own messages given with it after the last one in the up
+    mailbox (those already there are not appended again), trims the
+    mailbox only to C{delivered}, and never lowers the delivered count; a
+    takeover then reads every message the backend has not confirmed.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    record, up, _ = a.keys("s1")
+    await within(a.create("s1", SESSION_FIELDS))
+    await within(b.appendUp("s1", UP[:2]))
+    assert await within(a.forwarded("s1", 1, 4, 1, UP[1:4])) == 1
+    assert await within(a.readUp("s1", 1)) == UP[1:4]
+    assert await streamIds(port, up) == [b"0-2", b"0-3", b"0-4"]
+    fields = await readHash(port, record)
+    assert (fields["upFwd"], fields["upRecv"]) == (b"1", b"4")
+    assert await within(b.appendUp("s1", UP[2:5])) == (1, 5)  # 3 and 4 are duplicates
+    assert await within(a.forwarded("s1", 1, 5, 0, [])) == 1
+    assert (await readHash(port, record))["upFwd"] == b"1"
+    await within(a.leave())
+    status = await within(b.takeOver("s1"))
+    assert status[1].upFwd == 1
+    assert await within(b.readUp("s1", status[1].upFwd)) == UP[1:5]
+    assert await within(b.forwarded("s1", 2, 5, 5)) == 1
+    assert await streamIds(port, up) == []
+
+
 # The down mailbox.
 
 
