@@ -61,6 +61,10 @@ class Mirror:
         self.sid = session.sid
         self.epoch = epoch
         self.remote: str | None = None
+        #: Whether the session's record is in Redis (L{False} for one
+        #: opened while Redis was away, until it is written): only then
+        #: can another node take it over.
+        self.recorded = True
         self.attachSeq = 0
         self.upWritten = session.inbox.accepted
         #: The last client message known to be in Redis (its up mailbox,
@@ -101,7 +105,7 @@ class Mirror:
         @return: L{Deferred} firing once no client message is held and
             every one accepted is recorded.
         """
-        return self.whenCaughtUp().addCallback(lambda _: self.forwarded())
+        return self.whenCaughtUp().addCallback(lambda _: self.forwarded(tried=True))
 
     def holds(self, message: Data) -> bool:
         """
@@ -113,10 +117,13 @@ class Mirror:
         @return: whether it was kept.
         @raise LimitExceeded: see L{hold}.
         """
-        if message.seq > self.session.inbox.accepted + 1 or not self.cluster.mayPump():
+        if message.seq > self.session.inbox.accepted + 1 or not self._mayPump():
             self.hold(message)
             return True
         return False
+
+    def _mayPump(self) -> bool:
+        return self.cluster.mayPump() or not self.recorded
 
     def attachedTo(self, node: str | None) -> None:
         """
@@ -188,22 +195,33 @@ class Mirror:
             return
         self._write(self.shared.appendDown(self.sid, self.epoch, message))
 
-    def forwarded(self) -> Deferred:
+    def forwarded(self, tried: bool = False) -> Deferred:
         """
-        Write how many client messages were handed to the backend.
+        Write how many client messages were accepted (and those the backend
+        has not confirmed).
 
-        @return: L{Deferred} firing (with the count written, or L{None} when
-            Redis could not be written: the session keeps flowing) once the
-            count the session has now is written.
+        @param tried: fire once the write was tried, even if Redis could
+            not be written (and it is tried again with the next message or
+            heartbeat); by default, only once it is written: the client's
+            acknowledgement of a message waits until a takeover would find
+            it.
+        @return: L{Deferred} firing with the count written so far.
         """
         waiter: Deferred = Deferred()
         if self.upWritten >= self.session.inbox.accepted:
             waiter.callback(self.upWritten)
             return waiter
-        self._upWaiters.append(waiter)
+        self._upWaiters.append((waiter, tried))
         if self._upWrite is None:
             self._writeUp()
         return waiter
+
+    def flush(self) -> None:
+        """
+        Try again a count write that Redis refused or did not answer.
+        """
+        if self._upWaiters and self._upWrite is None:
+            self._writeUp()
 
     def delivered(self) -> int:
         """
@@ -222,15 +240,23 @@ class Mirror:
         waiters, self._upWaiters = self._upWaiters, []
 
         def done(reply):
-            # Written, or Redis is unavailable (reply None): either way the
-            # session keeps flowing; the count and the messages not written
-            # go with the next write.
             self._upWrite = None
-            if reply is not None:
-                self.inRedis = max(self.inRedis, count)
-                self.deliveredWritten = max(self.deliveredWritten, delivered)
+            if reply is None or int(reply) != 1:
+                # Redis is unavailable (reply None), or the record is gone
+                # (written again by resync) or taken: nothing was written,
+                # and the client's ack waits; the session keeps flowing
+                # while this node's lease holds.  Tried again with the next
+                # message, the next heartbeat (flush) or the resync.
+                waiting = waiters + self._upWaiters
+                self._upWaiters = [(w, tried) for w, tried in waiting if not tried]
+                for waiter, tried in waiting:
+                    if tried:
+                        waiter.callback(self.upWritten)
+                return
+            self.inRedis = max(self.inRedis, count)
+            self.deliveredWritten = max(self.deliveredWritten, delivered)
             self.upWritten = max(self.upWritten, count)
-            for waiter in waiters:
+            for waiter, _ in waiters:
                 waiter.callback(self.upWritten)
             if self._upWaiters:
                 self._writeUp()
@@ -292,7 +318,7 @@ class Mirror:
         last write (the up mailbox is trimmed to them), or keep the
         session's keys alive when nothing was written lately.
         """
-        if self._upWrite is None and self.delivered() > self.deliveredWritten:
+        if self._upWrite is None and (self._upWaiters or self.delivered() > self.deliveredWritten):
             self._writeUp()
             return
         if now - self.lastWrite >= self.shared.sessionTtl / 3:
@@ -332,7 +358,7 @@ class Mirror:
 
     def _release(self) -> None:
         session = self.session
-        while self._held and self.cluster.mayPump():
+        while self._held and self._mayPump():
             seq = min(self._held)
             if seq > session.inbox.accepted + 1:
                 break

@@ -22,8 +22,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import Elsewhere, GatewayError
+from ..errors import Elsewhere, GatewayError, ResumeRefused
 from ..wire.protocol import (
+    CLOSE_UNAVAILABLE,
     CLOSE_UNKNOWN_SESSION,
     Data,
     Hello,
@@ -78,6 +79,10 @@ class Cluster:
         self._heartbeats: LoopingCall | None = None
         self._beating = False
         self._redisTrouble: str | None = None
+        self._leaseTimer = None
+        #: Whether the sessions owned here were suspended (L{_leaseExpired}).
+        self._suspended = False
+        self._recoveredAt = float("-inf")
         #: The other live nodes' connections per backend at the last
         #: heartbeat, by node.
         self._remoteCounts: dict[str, dict[str, int]] = {}
@@ -105,6 +110,9 @@ class Cluster:
         """
         if self._heartbeats is not None and self._heartbeats.running:
             self._heartbeats.stop()
+        if self._leaseTimer is not None and self._leaseTimer.active():
+            self._leaseTimer.cancel()
+        self._leaseTimer = None
         self._leaseUntil = 0.0  # forward nothing more from Redis
         d = self.shared.leave()
         d.addErrback(lambda f: None)
@@ -123,12 +131,59 @@ class Cluster:
     def mayPump(self) -> bool:
         """
         Whether this node may hand its own clients' messages to backends:
-        while its liveness is certain, and while Redis is known to be away
-        (no other node can take a session over then, and attached sessions
-        keep flowing).  Not after a pause, until a heartbeat has confirmed
-        which sessions it still owns.
+        while its lease holds (its liveness is certain), Redis reachable or
+        not.  Once the lease has run out another node may have taken its
+        sessions over and be pumping them: then this node stops
+        (L{_leaseExpired}) until a heartbeat has confirmed which sessions
+        it still owns.
         """
-        return self.leaseValid() or self._redisTrouble is not None
+        return self.leaseValid()
+
+    def justRecovered(self) -> bool:
+        """
+        Whether this node lost touch with Redis less than C{nodeTtl} ago
+        (or has not heard from it since):
+        an owner may not have written its sessions again yet (Redis came
+        back empty), so a session that Redis does not know may still be
+        one, and a resume of it is told to try again (4503), not that it is
+        unknown.
+        """
+        return self._redisTrouble is not None or self.clock.seconds() - self._recoveredAt < self.nodeTtl
+
+    def _armLease(self) -> None:
+        """
+        Watch the lease just renewed: L{_leaseExpired} runs when it ends,
+        unless a heartbeat renews it first.
+        """
+        timer = self._leaseTimer
+        delay = max(0.0, self._leaseUntil - self.clock.seconds())
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self._leaseTimer = self.clock.callLater(delay, self._leaseExpired)
+
+    def _leaseExpired(self) -> None:
+        """
+        The lease ran out (Redis did not answer the heartbeats, or this
+        node was paused): another node may take the sessions owned here
+        over now, and only it may pump them.  Each client is closed with
+        4503 (it resumes through another node, which takes the session
+        over, or here once this node is sure again); reading from the
+        backend pauses, and client messages wait, unacknowledged.  A
+        session never written to Redis cannot be taken and keeps flowing.
+        """
+        self._leaseTimer = None
+        if self.leaseValid():
+            self._armLease()
+            return
+        if not self._suspended:
+            self.log.warn("node {node}: lease expired ({error}): its clients are told to resume"
+                          " elsewhere, and its sessions wait", node=self.node,
+                          error=self._redisTrouble or "no heartbeat")
+        self._suspended = True
+        for session, mirror in self._owned():
+            if mirror.recorded:
+                session.suspend()
 
     @property
     def healthy(self) -> bool:
@@ -174,7 +229,8 @@ class Cluster:
             except GatewayError as e:
                 if self._redisTrouble is None:
                     self.log.warn("node {node}: cannot reach Redis ({error}): attached sessions"
-                                  " keep flowing; resumes on other nodes and takeovers wait",
+                                  " keep flowing while its lease holds; resumes on other nodes and"
+                                  " takeovers wait",
                                   node=self.node, error=str(e))
                 self._redisTrouble = str(e)
                 return
@@ -182,6 +238,8 @@ class Cluster:
             if self._redisTrouble is not None or not wasValid:
                 # Not sure yet which sessions are still ours: pump nothing
                 # until each has been checked.
+                if self._redisTrouble is not None:
+                    self._recoveredAt = self.clock.seconds()
                 self._revalidating = True
                 self._leaseUntil = sent + self.nodeTtl
                 self._redisTrouble = None
@@ -189,10 +247,14 @@ class Cluster:
                     await self._revalidate()
                 finally:
                     self._revalidating = False
+                suspended, self._suspended = self._suspended, False
                 for session, mirror in self._owned():
                     if session.state is not SessionState.ENDED:
+                        if suspended:
+                            session.unsuspend()
                         mirror.catchUp()
             self._leaseUntil = sent + self.nodeTtl
+            self._armLease()
             self.subscription.check()
             await self._exchangeCounts()
             await self._watchPeers()
@@ -399,6 +461,10 @@ class Cluster:
             await self.shared.create(session.sid, fields)
         except GatewayError:
             self.log.debug("session {sid} not shared: Redis unavailable", sid=shortId(session.sid))
+            if epoch is None:
+                mirror.recorded = False
+        else:
+            mirror.recorded = True
 
     async def attachHere(self, session: Session, kind: str) -> None:
         """
@@ -411,6 +477,11 @@ class Cluster:
         mirror = session.mirror
         if not isinstance(mirror, Mirror):
             return  # no longer written to Redis: it is ending here
+        if mirror.recorded and not self.leaseValid():
+            # Another node may own it by now: the client tries again,
+            # elsewhere or here once this node knows.
+            raise ResumeRefused(CLOSE_UNAVAILABLE, "this gateway node is not sure it still holds the"
+                                " session; resume again")
         try:
             status = await self.shared.attach(session.sid, kind)
         except GatewayError:

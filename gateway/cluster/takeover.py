@@ -44,18 +44,6 @@ def _storeUnavailable(error: Exception) -> Exception:
     return ResumeRefused(CLOSE_UNAVAILABLE, f"the session store is unavailable: {error}")
 
 
-def _refuseGone(status: tuple) -> None:
-    """
-    @raise ResumeRefused: unless C{status} is an C{"ok"} answer of the
-        store: with what the node that ended the session left for a resume
-        (4410 for an expired one, as that node itself answers), else 4404.
-    """
-    if status[0] == "ended":
-        raise ResumeRefused(status[1], status[2])
-    if status[0] != "ok":
-        raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
-
-
 def _checkSecret(expected: str, given: str) -> None:
     """
     @raise ResumeRefused: 4403 unless C{given} is C{expected} (compared in
@@ -80,6 +68,22 @@ class Takeover:
         self.cluster = cluster
         self.count = 0
 
+    def _refuseGone(self, status: tuple) -> None:
+        """
+        @raise ResumeRefused: unless C{status} is an C{"ok"} answer of the
+            store: with what the node that ended the session left for a
+            resume (4410 for an expired one, as that node itself answers);
+            4503 (try again) just after Redis came back, when its owner may
+            not have written it again yet; else 4404.
+        """
+        if status[0] == "ended":
+            raise ResumeRefused(status[1], status[2])
+        if status[0] != "ok":
+            if self.cluster.justRecovered():
+                raise ResumeRefused(CLOSE_UNAVAILABLE, "the session store was unavailable until just"
+                                    " now; resume again")
+            raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
+
     async def resume(self, hello: Hello, kind: str) -> Any:
         """
         Resume a session this node does not hold: relay it from its live
@@ -96,7 +100,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "elsewhere":
             raise Elsewhere("the session is on a WebSocket on another node")
-        _refuseGone(status)
+        self._refuseGone(status)
         _, alive, record = status
         _checkSecret(record.secret, secretHash(hello.secret or ""))
         if hello.received < record.downAcked:
@@ -135,8 +139,7 @@ class Takeover:
         except GatewayError as e:
             raise _storeUnavailable(e) from None
         if record is None:
-            raise ResumeRefused(*answer) if answer is not None else ResumeRefused(
-                CLOSE_UNKNOWN_SESSION, "unknown session")
+            self._refuseGone(("ended", *answer) if answer is not None else ("gone",))
         _checkSecret(record.secret, secretHash(secret))
         relay = RelaySession(self.cluster, sid, secret, record)
         relay.outbox.sent = record.downSent
@@ -158,7 +161,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "alive":
             raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
-        _refuseGone(status)
+        self._refuseGone(status)
         record, previous = status[1], status[2]
         registry = self.cluster.registry
         existing = registry.sessions.get(sid)

@@ -136,11 +136,13 @@ _FORWARDED = _EXPIRE + """
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'upRecv', 'upFwd')
 if f[1] == false then return -3 end
 if f[1] ~= ARGV[1] then return -1 end
+-- (Those before the first one given that are not in the mailbox are
+-- confirmed: no later than DELIVERED.)
 local recv = tonumber(f[2])
 for i = 5, #ARGV, 3 do
-  if tonumber(ARGV[i]) == recv + 1 then
+  if tonumber(ARGV[i]) > recv then
     redis.call('XADD', KEYS[2], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
-    recv = recv + 1
+    recv = tonumber(ARGV[i])
   end
 end
 if recv < tonumber(ARGV[2]) then recv = tonumber(ARGV[2]) end

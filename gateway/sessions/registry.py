@@ -264,7 +264,7 @@ class SessionRegistry:
         """
         session = self.sessions.get(sid) if sid else None
         if session is not None:
-            return session if session.mirror.remote is None else None
+            return session if session.mirror.remote is None and not session.suspended else None
         return self.cluster.relayHere(sid)
 
     def mustResume(self, sid: str) -> bool:

@@ -27,6 +27,7 @@ from ..wire.protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
     CLOSE_SUPERSEDED,
+    CLOSE_UNAVAILABLE,
     CLOSE_UNKNOWN_SESSION,
     Ack,
     Close,
@@ -111,6 +112,8 @@ class Session(PacketDispatch):
         self.lastSent = 0.0
         self.created = registry.clock.seconds()
         self.mirror: ISessionMirror = registry.noMirror
+        #: Whether this node stopped pumping the session (L{suspend}).
+        self.suspended = False
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
 
@@ -517,6 +520,32 @@ class Session(PacketDispatch):
             return
         self.mirror = self.registry.noMirror  # nothing more is written: the record stays
         self.end(1001, "gateway shutting down", CLOSE_UNKNOWN_SESSION, clientCode=1012)
+
+    def suspend(self) -> None:
+        """
+        This node may no longer own the session (it lost touch with the
+        other nodes, and another may take the session over): stop pumping
+        it.  The client is closed with 4503, so that it resumes where the
+        session is served; reading from the backend pauses; client
+        messages wait (the mirror holds them).  L{unsuspend} undoes it.
+        """
+        if self.state is SessionState.ENDED or self.suspended:
+            return
+        self.suspended = True
+        self.upstream.backendValve.close("suspended")
+        transport = self.transport
+        if transport is not None:
+            reason = "this gateway node lost touch with the session store; resume"
+            transport.closeTransport(CLOSE_UNAVAILABLE, reason)
+            self.detach(transport, reason)
+
+    def unsuspend(self) -> None:
+        """
+        This node is sure again that it owns the session: pump it again.
+        """
+        if self.suspended:
+            self.suspended = False
+            self.upstream.backendValve.open("suspended")
 
     def fenced(self, taken: bool) -> None:
         """

@@ -595,3 +595,114 @@ def test_mirrorWritesConfirmationsWithTheHeartbeat():
     assert len(shared.counts) == 1
     session.mirror.touch(clock.seconds())
     assert shared.counts[1] == (1, 1, [])
+
+
+def cutOffCluster():
+    """
+    A node (B) owning one attached, recorded session, its heartbeat answered
+    by a fake store until the test makes Redis unreachable
+    (C{shared.down = True}).
+    """
+    from gateway.errors import SessionMapUnavailable
+
+    clock = Clock()
+    registry = SessionRegistry(
+        SessionConfig(), clock, FakeSessionMap(clock),
+        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    cluster = registry.cluster
+    shared = cluster.shared
+    shared.down = False
+
+    def heartbeat(info):
+        if shared.down:
+            from twisted.internet.defer import fail
+            return fail(SessionMapUnavailable("Redis is away"))
+        return succeed(None)
+
+    shared.heartbeat = heartbeat
+    shared.exchangeCounts = lambda counts: succeed({})
+    shared.liveNodes = lambda: succeed(["B"])
+    shared.ownership = lambda sid: succeed(("B", 1))
+    shared.attach = lambda sid, kind: succeed(("ok", True, None))
+    cluster.subscription.check = lambda: None
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    registry.reserve()
+    session = registry.create("s1", pool, FakeLink())
+    session.mirror = Mirror(cluster, session, 1)
+    transport = FakeTransport()
+    session.attach(transport, resumed=False)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.leaseValid()
+    return clock, registry, cluster, session, transport
+
+
+def test_cutOffNodeStopsOnceItsLeaseExpires():
+    """
+    A node cut off from Redis (its heartbeats fail) pumps its sessions
+    until its lease runs out (C{node_ttl} after its last heartbeat); then
+    it stops: each client is closed with 4503 (it resumes elsewhere, where
+    the session is taken over), reading from the backend pauses, client
+    messages are held, and a resume here is refused with 4503 until a
+    heartbeat confirms the node still owns the session; then it pumps
+    again.
+    """
+    clock, registry, cluster, session, transport = cutOffCluster()
+    cluster.shared.down = True
+    clock.advance(1.0)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.mayPump() and transport.closed is None
+    assert session.mirror.holds(Data(1, b"a", False)) is False
+    clock.advance(2.0)
+    assert not cluster.mayPump()
+    assert transport.closed[0] == 4503
+    assert session.upstream.backendValve.closed
+    assert session.mirror.holds(Data(1, b"a", False)) is True
+    assert registry.here("s1") is None and registry.mustResume("s1")
+    failures = []
+    Deferred.fromCoroutine(registry.resume(Hello("s1", session.secret, 0), "ws")).addErrback(failures.append)
+    assert failures[0].check(ResumeRefused) and failures[0].value.code == 4503
+
+    cluster.shared.down = False
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.mayPump()
+    assert not session.upstream.backendValve.closed
+    assert registry.here("s1") is session
+
+
+def test_sessionNeverWrittenToRedisKeepsPumping():
+    """
+    A session whose record was never written (opened while Redis was
+    away) cannot have been taken over by another node: it keeps flowing
+    after the node's lease has run out.
+    """
+    clock, registry, cluster, session, transport = cutOffCluster()
+    session.mirror.recorded = False
+    cluster.shared.down = True
+    clock.advance(3.0)
+    assert not cluster.mayPump()
+    assert transport.closed is None
+    assert session.mirror.holds(Data(1, b"a", False)) is False
+
+
+def test_mirrorAcksNothingRedisDidNotRecord():
+    """
+    A count write that Redis could not take acknowledges nothing (a node
+    that then loses its lease tells its client to resume elsewhere, where
+    only what Redis has counts); it is tried again with the heartbeat, and
+    the ack follows once written.  A long-polling send's wait for the write
+    ends when it was tried, written or not.
+    """
+    from gateway.errors import SessionMapUnavailable
+
+    clock, cluster, session, transport = mirrored()
+    shared = cluster.shared
+    del transport.sent[:]
+    session.packetReceived(Data(1, b"a", False))
+    tried = []
+    session.settled().addCallback(tried.append)
+    shared.pending.pop(0).errback(SessionMapUnavailable("away"))
+    assert session.ackCount == 0 and transport.sent == [] and tried == [0]
+    session.mirror.touch(clock.seconds())
+    assert shared.counts[-1] == (1, 1, [])
+    shared.pending.pop(0).callback(1)
+    assert session.ackCount == 1 and [p.count for p in transport.sent] == [1]

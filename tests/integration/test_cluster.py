@@ -339,9 +339,11 @@ async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gat
 async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_backends, gateway_process):
     """
     Two nodes behind HAProxy, Redis killed and restarted empty while a
-    WebSocket client sends: the attached session keeps flowing, its owner
-    writes it to Redis again once Redis is back, and a resume through the
-    other node afterwards works; nothing lost or duplicated.
+    WebSocket client sends: the attached session keeps flowing while its
+    owner's lease holds, then the owner stops and tells its client to
+    resume (which waits for Redis); once Redis is back the owner writes the
+    session to Redis again and the client resumes, through either node;
+    nothing lost or duplicated.
     """
     redis = make_redis_server()
     rng = random.Random(11)
@@ -353,6 +355,7 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
     try:
         await run.start()
         await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+        resumes = len(run.resumes)
         redis.kill()
         mark = len(run.received)
         healthy = {name: True for name in nodes}
@@ -367,8 +370,8 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
             await report()
             await task.deferLater(reactor, 0.1, lambda: None)
         assert len(run.received) > mark  # and the attached session kept flowing
-        mark = len(run.received)
-        await waitUntil(lambda: len(run.received) > mark + 100, timeout=60)
+        # Its lease run out, the owner stops: the client is told to resume.
+        await waitUntil(lambda: run.client.state is not ClientState.open, timeout=15)
         redis.start()
         sid = run.client.sessionId
 
@@ -380,16 +383,15 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
             return False
 
         assert await rewritten()
-        resumes = len(run.resumes)
-        relay.cut()  # resume, through either node
-        await waitUntil(lambda: len(run.resumes) > resumes, timeout=30)
+        await waitUntil(lambda: len(run.resumes) > resumes, timeout=30)  # through either node
         await run.finish()
         await run.close()
     finally:
         await relay.stop()
         proxy.stop()
     dupUp, lostUp, dupDown, lostDown = run.report(backends)
-    print(f"\nRedis killed and restarted under traffic: both nodes' health said 503 while it was down;"
+    print(f"\nRedis killed and restarted under traffic: both nodes' health said 503 while it was down,"
+          f" the owner stopped once its lease ran out and its client resumed once Redis was back;"
           f" to the backend {dupUp} duplicated, {lostUp} lost; to the client {dupDown}"
           f" duplicated, {lostDown} lost")
     assert run.resets == []
@@ -612,3 +614,50 @@ async def test_ownerKilledBetweenBackends(tmp_path, redis_server, echo_backends,
     dupUp, lostUp, dupDown, lostDown = run.report(backends)
     assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
     assert run.resets == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_ownerCutOffFromRedisStops(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    The owner is cut off from Redis (its connections to Redis go through a
+    relay that is then stopped), while the other node still reaches it.
+    Once the owner's lease has run out it stops pumping: its client is
+    told to resume (4503), resumes through the other node, which takes the
+    session over; the cut-off node writes nothing more to the backend, so
+    only the new owner does; every message arrives once.
+    """
+    rng = random.Random(19)
+    backends = await echo_backends(1, record=True)
+    factory = backends[0].factory
+    toRedis = CuttingRelay(redis_server.port)
+    redisPort = await toRedis.start()
+    prefix = f"c{uuid.uuid4().hex[:6]}:"
+    nodes = {
+        "n1": await gateway_process("--config", nodeConfig(
+            tmp_path, "n1", f"redis://127.0.0.1:{redisPort}/0", prefix, backends)),
+        "n2": await gateway_process("--config", nodeConfig(tmp_path, "n2", redis_server.url, prefix, backends)),
+    }
+    relay = CuttingRelay(nodes["n1"].port)
+    port = await relay.start()
+    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    watcher = LineWatcher(nodes["n1"])
+    try:
+        owner = await run.startQuarter(redis_server, prefix)
+        assert owner == "n1"
+        relay.targets = [nodes["n2"].port]
+        resumes = len(run.resumes)
+        await toRedis.stop()
+        await waitUntil(lambda: len(run.resumes) > resumes, timeout=15)  # told to resume
+        assert watcher.matching(r"node n1: lease expired")
+        await run.finish()
+        await run.close()
+    finally:
+        await relay.stop()
+    dupUp, lostUp, dupDown, lostDown = run.report(backends)
+    print(f"\nowner cut off from Redis: it stopped once its lease expired; the backend dropped"
+          f" {factory.fenced} messages of the old epoch; to the backend {dupUp} duplicated, {lostUp}"
+          f" lost; to the client {dupDown} duplicated, {lostDown} lost")
+    assert (dupUp, lostUp, dupDown, lostDown) == (0, 0, 0, 0)
+    assert run.resets == []
+    assert factory.fenced == 0  # nothing came on the old connection after the new one
+    assert factory.opened == 2

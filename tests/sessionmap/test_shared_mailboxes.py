@@ -124,6 +124,9 @@ async def test_forwardedKeepsWhatTheBackendHasNotConfirmed(redis_server, make_no
     assert await within(b.readUp("s1", status[1].upFwd)) == UP[1:5]
     assert await within(b.forwarded("s1", 2, 5, 5)) == 1
     assert await streamIds(port, up) == []
+    # Messages 6 and 7 were confirmed before the write: 8 and 9 follow them.
+    assert await within(b.forwarded("s1", 2, 9, 7, [Data(8, b"8", False), Data(9, b"9", False)])) == 1
+    assert await within(a.readUp("s1", 7)) == [Data(8, b"8", False), Data(9, b"9", False)]
 
 
 # The down mailbox.
