@@ -35,6 +35,7 @@ from ..sessions.states import SessionState
 from .mirror import Mirror
 from .relay import RelaySession
 from .takeover import Takeover, secretHash
+from .turns import RebalanceTurns
 
 if TYPE_CHECKING:
     from ..sessions.registry import SessionRegistry
@@ -88,6 +89,8 @@ class Cluster:
         self._remoteCounts: dict[str, dict[str, int]] = {}
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
+        #: Which pools this node may rebalance now.
+        self.turns = RebalanceTurns(self.shared)
 
     # Running.
     def start(self) -> Deferred:
@@ -181,6 +184,7 @@ class Cluster:
                           " elsewhere, and its sessions wait", node=self.node,
                           error=self._redisTrouble or "no heartbeat")
         self._suspended = True
+        self.turns.lost()
         for session, mirror in self._owned():
             if mirror.recorded:
                 session.suspend()
@@ -257,6 +261,7 @@ class Cluster:
             self._armLease()
             self.subscription.check()
             await self._exchangeCounts()
+            await self.turns.renew()
             await self._watchPeers()
             now = self.clock.seconds()
             for session, mirror in self._owned():
@@ -549,6 +554,13 @@ class Cluster:
         """
         for relay in list(self.relays.values()):
             relay.sweep(now)
+
+    def mayRebalance(self, pool: str) -> bool:
+        """
+        Whether this node has the turn to rebalance C{pool} (and its lease
+        holds); asking says it wants it (L{RebalanceTurns}).
+        """
+        return self.turns.mayRebalance(pool) and self.leaseValid()
 
     def shutDown(self) -> None:
         """

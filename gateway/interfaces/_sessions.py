@@ -358,6 +358,15 @@ class ISessionCluster(Interface):
         Heartbeats of the sessions served here for other owners.
         """
 
+    def mayRebalance(pool):
+        """
+        Whether this node may move sessions of pool C{pool} (a name) for
+        balance now.  Asking says that it would: with several nodes one
+        node at a time rebalances a pool (its turn is a lease in Redis,
+        taken at its next heartbeat), so that nodes deciding from the same
+        cluster-wide counts do not all move sessions at once.
+        """
+
     def shutDown():
         """
         This node is stopping: end its sessions, or leave them for other

@@ -295,6 +295,29 @@ end
 return reply
 """
 
+_REBALANCE = """
+-- ARGV: prefix, me, ttl, number of pools wanted, the pools wanted, then
+-- the pools to let go.  Each pool's turn to rebalance is the key
+-- PREFIX rebalance:POOL, naming the node whose turn it is: taken (or
+-- kept) for TTL ms when free or already this node's, deleted when let go
+-- (if still this node's).  Returns the pools whose turn is this node's.
+local held = {}
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do
+  local key = ARGV[1] .. 'rebalance:' .. ARGV[i]
+  local owner = redis.call('GET', key)
+  if owner == false or owner == ARGV[2] then
+    redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+    held[#held + 1] = ARGV[i]
+  end
+end
+for i = 5 + n, #ARGV do
+  local key = ARGV[1] .. 'rebalance:' .. ARGV[i]
+  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+end
+return held
+"""
+
 _TOUCH = _EXPIRE + """
 -- KEYS: record, up, down.  ARGV: ttl.  Keep an idle session's keys.
 expire(ARGV[1])
@@ -325,6 +348,7 @@ SCRIPTS: dict[str, Script] = {
         Script("end", _END),
         Script("notify", _NOTIFY),
         Script("counts", _COUNTS),
+        Script("rebalance", _REBALANCE),
         Script("touch", _TOUCH),
     )
 }

@@ -21,6 +21,8 @@ Keys (C{P} is the map's key prefix):
   - C{P alive:{node}}: exists while the node lives (written every
     heartbeat, expiring after C{node_ttl}).
   - C{P nodes}: a sorted set of node ids by when their liveness expires.
+  - C{P rebalance:{pool}}: the node whose turn it is to move the pool's
+    sessions for balance, expiring after C{node_ttl} unless renewed.
   - C{P conns:{node}}: a hash of the node's connections per backend
     (C{pool/backend}), written every heartbeat, expiring after
     C{node_ttl}: every node's balancer counts the others' connections.
@@ -429,6 +431,19 @@ class SharedSessions:
             return byNode
 
         return d.addCallback(parse)
+
+    def rebalanceTurns(self, wanted: set[str], release: set[str]) -> Deferred[set[str]]:
+        """
+        Take (or keep, for C{nodeTtl}) the turn to rebalance each pool in
+        C{wanted} that no other node has, and give up those in C{release}.
+
+        @return: L{Deferred} firing with the pools whose turn this node has.
+        """
+        ms = str(max(1, int(self.nodeTtl * 1000)))
+        args = (self._prefix, self.node, ms, str(len(wanted)), *sorted(wanted), *sorted(release))
+        key = self._bprefix + b"rebalance"
+        d = self.map.runScript(SCRIPTS["rebalance"], (), args, route=key)
+        return d.addCallback(lambda reply: {_str(p) for p in reply or ()})
 
     def leave(self) -> Deferred:
         """

@@ -221,6 +221,12 @@ class SingleNode:
         Nothing is relayed.
         """
 
+    def mayRebalance(self, pool: str) -> bool:
+        """
+        Always: this node is the only one moving sessions.
+        """
+        return True
+
     def shutDown(self) -> None:
         """
         End every session: backends closed with 1001, clients with 1001.

@@ -6,7 +6,10 @@ removed them), and towards an even spread when backends are unevenly loaded
 
 Each pool has its own budget per second (C{drain_rate}, C{rebalance_rate}),
 spent on a tick every L{SessionMover.TICK} seconds, so that a fleet is
-evened out within minutes without a storm of reconnections.  A move is
+evened out within minutes without a storm of reconnections.  With several
+gateway nodes, one node at a time rebalances a pool (the registry's cluster
+strategy says whose turn it is), since each decides from the same
+cluster-wide counts.  A move is
 invisible to the session's client (L{gateway.sessions.upstream.Upstream.move}).
 """
 
@@ -137,8 +140,10 @@ class SessionMover(Service):
         credit = min(self._balanceCredit.get(pool.name, 0.0) + elapsed * pool.rebalanceRate,
                      _cap(pool.rebalanceRate))
         if any(s.pool is pool for s in self._moving):
-            # Counts are in flux until the moves under way are done.
+            # Counts are in flux until the moves under way are done (and
+            # this node keeps its turn meanwhile).
             self._balanceCredit[pool.name] = credit
+            self.registry.cluster.mayRebalance(pool.name)
             return
         # The load as the balancer sees it: connections here and on other
         # nodes.
@@ -155,7 +160,13 @@ class SessionMover(Service):
                 break
             group = sessionsOf(pool).get(source, [])
             session = self._pick(group)
-            if session is None or not session.move(target):
+            if session is None:
+                break
+            if not moved and not self.registry.cluster.mayRebalance(pool.name):
+                # Another node's turn (with several nodes): they would all
+                # move towards the same spread at once, and overshoot it.
+                break
+            if not session.move(target):
                 break
             self._moving.add(session)
             group.remove(session)

@@ -706,3 +706,36 @@ def test_mirrorAcksNothingRedisDidNotRecord():
     assert shared.counts[-1] == (1, 1, [])
     shared.pending.pop(0).callback(1)
     assert session.ackCount == 1 and [p.count for p in transport.sent] == [1]
+
+
+def test_rebalanceTurnsTakenAtTheHeartbeat():
+    """
+    A node may rebalance a pool only while it has the pool's turn: asking
+    says it wants it, the next heartbeat takes it (one call for every
+    pool), the heartbeat after one without asking gives it up, and a lease
+    run out loses it.
+    """
+    clock, registry, cluster, session, transport = cutOffCluster()
+    calls = []
+
+    def rebalanceTurns(wanted, release):
+        calls.append((set(wanted), set(release)))
+        return succeed(set(wanted))
+
+    cluster.shared.rebalanceTurns = rebalanceTurns
+    assert cluster.mayRebalance("p") is False
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert calls == [({"p"}, set())]
+    assert cluster.mayRebalance("p") is True
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.turns.held == {"p"}
+    Deferred.fromCoroutine(cluster._heartbeat())  # not asked since the last one
+    assert calls[-1] == (set(), {"p"}) and cluster.mayRebalance("p") is False
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.mayRebalance("p") is True
+    cluster.shared.down = True
+    clock.advance(3.0)
+    assert cluster.mayRebalance("p") is False
+    heartbeats = len(calls)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert len(calls) == heartbeats  # no Redis: nothing asked

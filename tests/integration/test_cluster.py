@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import uuid
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
@@ -26,7 +28,7 @@ from gateway.client import ClientState, SessionClient
 from gateway.testing import CuttingRelay, connectClient, rawExchange, waitUntil
 from gateway.wire.protocol import SUBPROTOCOL, Welcome, decodeMessage
 from tests.helpers import redisCommand
-from tests.integration.helpers import LineWatcher
+from tests.integration.helpers import TOKEN, LineWatcher, admin
 
 #: Messages each way in each run.
 MESSAGES = 2000
@@ -661,3 +663,61 @@ async def test_ownerCutOffFromRedisStops(tmp_path, redis_server, echo_backends, 
     assert run.resets == []
     assert factory.fenced == 0  # nothing came on the old connection after the new one
     assert factory.opened == 2
+
+
+async def adminNode(gateway_process, tmp_path, name: str, redisURL: str, prefix: str, backends,
+                    pool: str = ""):
+    """
+    Start node C{name} with the admin API on a free port.
+
+    @return: the node and its admin port.
+    """
+    token = tmp_path / "admin-token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    node = await gateway_process(
+        "--config", nodeConfig(tmp_path, name, redisURL, prefix, backends, pool=pool),
+        "--admin", "tcp:0:interface=127.0.0.1", "--admin-token-file", str(token))
+    [port] = re.findall(r"admin API listening on 127\.0\.0\.1:(\d+)", node.output)
+    return node, int(port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rebalanceOneNodeAtATime(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    Two nodes with ten sessions each, all on backend-1 while backend-2
+    drains; backend-2 is enabled again on both at once.  Both see the same
+    cluster-wide imbalance (twenty against none), but only the node whose
+    turn it is moves sessions, so together they move about the ten an even
+    spread needs, not ten each (which would put all twenty on backend-2,
+    and then move them back).  Prints the moves.
+    """
+    backends = await echo_backends(2)
+    prefix = f"c{uuid.uuid4().hex[:6]}:"
+    pool = 'rebalance_rate = 50\ndrain = "wait"\n'
+    nodes = {}
+    for name in ("n1", "n2"):
+        nodes[name] = await adminNode(gateway_process, tmp_path, name, redis_server.url, prefix, backends, pool)
+    watchers = {name: LineWatcher(node) for name, (node, _) in nodes.items()}
+    for _, port in nodes.values():
+        status, _ = await admin(port, "POST", "/pools/chat/backends/backend-2/drain")
+        assert status == 200
+    clients = []
+    for node, _ in nodes.values():
+        for _ in range(10):
+            client, welcome = await rawHello(node.port)
+            assert isinstance(welcome, Welcome)
+            clients.append(client)
+    assert len(backends[0].factory.connections) == 20
+    await task.deferLater(reactor, 1.0, lambda: None)  # every node's counts seen by the other
+    marks = {name: w.mark() for name, w in watchers.items()}
+    await gatherResults([ensureDeferred(admin(port, "POST", "/pools/chat/backends/backend-2/enable"))
+                         for _, port in nodes.values()])
+    await task.deferLater(reactor, 4.0, lambda: None)  # a dozen heartbeats, forty mover ticks
+    moves = {name: len(w.matching(r"move to backend", marks[name])) for name, w in watchers.items()}
+    spread = [len(b.factory.connections) for b in backends]
+    print(f"\nrebalancing 20 sessions over two nodes: moves by node {moves}, sessions per backend {spread}")
+    for client in clients:
+        client.protocol.transport.abortConnection()
+    assert 9 <= sum(moves.values()) <= 12
+    assert abs(spread[0] - spread[1]) <= 2 and sum(spread) == 20

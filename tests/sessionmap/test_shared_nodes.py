@@ -170,3 +170,28 @@ async def test_exchangeCountsPerLiveNode(redis_server, make_nodes):
     # A dies: its alive key is gone (as when it expires), its entry in the set stays.
     await query(redis_server.port, "DEL", f"{a.map.keyPrefix}alive:A")
     assert await within(c.exchangeCounts({})) == {"B": {"p/b1": 1, "p/b2": 3}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_rebalanceTurns(redis_server, make_nodes):
+    """
+    C{rebalanceTurns} gives a pool's turn to one node at a time: the first
+    that wants it takes it (C{P rebalance:{pool}}, expiring after
+    C{nodeTtl}), another gets it only once the holder gives it up or its
+    turn expires; one call covers every pool.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B", nodeTtl=0.3)
+    port = redis_server.port
+    assert await within(a.rebalanceTurns({"p", "q"}, set())) == {"p", "q"}
+    assert 0 < await query(port, "PTTL", f"{a.map.keyPrefix}rebalance:p") <= 300
+    assert await within(b.rebalanceTurns({"p", "q"}, set())) == set()
+    assert await within(a.rebalanceTurns({"q"}, {"p"})) == {"q"}  # renewed q, gave up p
+    assert await within(b.rebalanceTurns({"p", "q"}, set())) == {"p"}
+    assert await within(a.rebalanceTurns(set(), {"p"})) == set()  # not A's to give up
+    assert await within(b.rebalanceTurns({"p"}, set())) == {"p"}
+
+    async def expired():
+        while await b.rebalanceTurns({"q"}, set()) != {"q"}:
+            pass
+
+    await within(expired(), 5)

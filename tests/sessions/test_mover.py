@@ -53,6 +53,22 @@ class FakeRegistry:
 
     def __init__(self, sessions):
         self.sessions = {str(i): s for i, s in enumerate(sessions)}
+        self.cluster = FakeTurns()
+
+
+class FakeTurns:
+    """
+    The registry's cluster strategy as the mover asks it: whether this node
+    may rebalance a pool now (C{turn}), and which pools it asked for.
+    """
+
+    def __init__(self):
+        self.turn = True
+        self.asked = []
+
+    def mayRebalance(self, pool):
+        self.asked.append(pool)
+        return self.turn
 
 
 def makeMover(n1, n2=0, balancer=None, drainRate=20.0, rebalanceRate=0.0):
@@ -345,3 +361,28 @@ def test_balancersDeclareWhetherTheyRebalance():
     assert not IFixedPlacement.providedBy(LeastConnections())
     assert not IFixedPlacement.providedBy(RoundRobin())
     assert IFixedPlacement.providedBy(RendezvousHash())
+
+
+def test_rebalanceOnlyOnThisNodesTurn():
+    """
+    With several nodes, sessions are moved for balance only while this node
+    has the pool's turn (one node at a time, so that nodes deciding from
+    the same counts do not all move at once and overshoot); without it the
+    mover asks for it, moves nothing and keeps its budget; with it, it
+    moves.  A balanced pool asks for nothing.
+    """
+    clock, mover, pool, sessions = makeMover(6, rebalanceRate=10.0)
+    turns = mover.registry.cluster
+    turns.turn = False
+    tick(clock, mover, 10)
+    assert not any(s.moves for s in sessions) and "p" in turns.asked
+    turns.turn = True
+    for _ in range(10):
+        tick(clock, mover)
+        for session in sessions:
+            if session.switching == "move":
+                session.finishMove(pool.backends[1])
+    assert sum(1 for s in sessions if s.moves) == 3
+    del turns.asked[:]
+    tick(clock, mover, 10)
+    assert turns.asked == []
