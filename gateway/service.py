@@ -144,6 +144,10 @@ class GatewayService(MultiService):
         self.configLoader: Callable[[], GatewayConfig] | None = None
         #: Whether the last stop finished within its deadline (L{None} before).
         self.stoppedCleanly: bool | None = None
+        #: This process's worker number (0 to N-1) under C{--workers N}, set
+        #: by C{twistd gateway}; L{None} for a gateway that is one process.
+        #: (Also in the environment: C{TXGATEWAY_WORKER}.)
+        self.worker: int | None = None
         self._hangupInstalled = False
         self._previousHangup = None
         #: Moves sessions off draining backends and towards an even spread.

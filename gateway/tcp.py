@@ -23,7 +23,13 @@ attributes; each place says what it reads and why:
   - L{requestLost}: C{Request._disconnected}, whether the connection of a
     request that is not finished is gone (writing to it would raise);
   - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
-    again when the process ends.
+    again when the process ends;
+  - L{tlsContextFactory}: C{SSL4ServerEndpoint._sslContextFactory}, the TLS
+    settings of an C{ssl:} listener, for a worker process that adopts the
+    listening socket its supervisor bound;
+  - L{keepSocketPath}: C{unix.Port._bindPath}, so that a worker that stops
+    listening on an adopted Unix socket does not remove the path the other
+    workers still accept on.
 
 L{switchProtocol} and L{deliveredTo} read the public attribute that says
 which protocol a transport delivers to (C{wrappedProtocol} under TLS,
@@ -50,6 +56,8 @@ __all__ = [
     "listenFailure",
     "observePortLog",
     "hostAndPort",
+    "tlsContextFactory",
+    "keepSocketPath",
 ]
 
 
@@ -193,3 +201,32 @@ def hostAndPort(address) -> tuple[object, object]:
         Unix socket's address has neither, and is shown whole as the host.
     """
     return getattr(address, "host", address), getattr(address, "port", "")
+
+
+def tlsContextFactory(endpoint):
+    """
+    @return: the TLS context factory of an C{ssl:} server endpoint (from
+        C{serverFromString}), or L{None} for an endpoint of another kind.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        return endpoint._sslContextFactory
+    return None
+
+
+def keepSocketPath(port) -> None:
+    """
+    A Unix listening C{port} removes its socket's path when it stops
+    listening, even when it adopted the socket from another process that
+    still listens on it: make it leave the path alone (its supervisor
+    removes it).  A port of another kind is left as it is.
+    """
+    from twisted.internet import unix
+
+    if isinstance(port, unix.Port):
+        # Not in the filesystem namespace: connectionLost unlinks nothing.
+        path = port._bindPath
+        if isinstance(path, str):
+            path = path.encode("utf-8", "surrogateescape")
+        port._bindPath = b"\0" + path

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.web",),
     ("gateway.site", "gateway.admin", "gateway.demo"),
     ("gateway.service",),
+    ("gateway.workers",),
     ("gateway.tap", "gateway.testing"),
 ]
 

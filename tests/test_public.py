@@ -54,6 +54,13 @@ MODULES = [
     "gateway.transports.tunnel",
     "gateway.transports.websocket",
     "gateway.web",
+    "gateway.workers",
+    "gateway.workers.admin",
+    "gateway.workers.backoff",
+    "gateway.workers.child",
+    "gateway.workers.process",
+    "gateway.workers.sockets",
+    "gateway.workers.supervisor",
 ]
 
 

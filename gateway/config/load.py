@@ -40,7 +40,7 @@ from .tables import (
     readTokenFile,
     readTrustedProxies,
 )
-from .values import hostPort, parseBackendURL, parseRedisURL
+from .values import hostPort, parseBackendURL, parseRedisURL, parseWorkers
 
 __all__ = ["loadConfig", "restartNeeded"]
 
@@ -58,6 +58,7 @@ _TOP_KEYS = (
     "route",
     "pool",
     "admin",
+    "workers",
 )
 
 
@@ -175,6 +176,7 @@ def loadConfig(
     redis: str | None = None,
     admin: str | None = None,
     adminTokenFile: str | None = None,
+    workers: str | None = None,
 ) -> GatewayConfig:
     """
     Read a TOML configuration file (or none) and apply the command-line
@@ -196,6 +198,8 @@ def loadConfig(
     @param adminTokenFile: C{--admin-token-file}: the file holding the
         admin API's token; replaces the file's C{admin.token} or
         C{admin.token_file}.
+    @param workers: C{--workers}: C{"auto"} or a number of worker
+        processes; replaces the file's C{workers}.
     @raise ConfigError: with a one-line message naming the file (or option),
         the key and the reason.  Balancer names, session map types and
         endpoint strings are not checked here but by the service, which
@@ -236,6 +240,12 @@ def loadConfig(
         pools = [readPool(fileReader, name, item) for name, item in poolTables.items()]
         if "route" in document:
             routes = readRoutes(fileReader, document)
+        if "workers" in document:
+            try:
+                count = parseWorkers(document["workers"])
+            except ConfigError as error:
+                fileReader.fail("workers", str(error))
+            config = dataclasses.replace(config, workers=count)
         if "admin" in document:
             adminFromFile = readAdmin(
                 fileReader, document["admin"], os.path.dirname(os.path.abspath(path))
@@ -246,6 +256,11 @@ def loadConfig(
             if not endpoint:
                 Reader("--listen").fail("", "must not be empty")
         config = dataclasses.replace(config, listen=tuple(listen))
+    if workers is not None:
+        try:
+            config = dataclasses.replace(config, workers=parseWorkers(workers))
+        except ConfigError as error:
+            Reader("--workers").fail("", str(error))
     if redis is not None:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     config = dataclasses.replace(
@@ -307,6 +322,7 @@ def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
         ("session", "session"),
         ("session_map", "sessionMap"),
         ("route", "routes"),
+        ("workers", "workers"),
     ):
         if getattr(running, attribute) != getattr(new, attribute):
             paths.append(key)

@@ -284,6 +284,9 @@ class GatewayConfig:
     @ivar trustedProxies: CIDR networks whose X-Forwarded-For / Forwarded
         headers are kept and appended to; from anyone else they are replaced.
     @ivar admin: the admin API, or L{None} for none.
+    @ivar workers: worker processes accepting on the listeners (1: this
+        process serves them itself; more: it supervises that many, see
+        L{gateway.workers}).
     """
 
     listen: tuple[str, ...] = ("tcp:8080",)
@@ -296,6 +299,7 @@ class GatewayConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     admin: AdminConfig | None = None
     demo: bool = False
+    workers: int = 1
     source: str = "<options>"
 
     def pool(self, name: str) -> PoolConfig:
