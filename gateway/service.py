@@ -307,9 +307,18 @@ class GatewayService(MultiService):
         self._removeHangup()
         return self._stopWithin(Deferred.fromCoroutine(self._stop()))
 
+    def stopAccepting(self) -> Deferred:
+        """
+        Stop listening, leaving every open connection and session as it is
+        (a worker being replaced drains this way before it stops).
+
+        @return: L{Deferred} firing once no listener is left.
+        """
+        ports, self.ports = self.ports, []
+        return gatherResults([p.stopListening() for p in ports])
+
     async def _stop(self) -> None:
-        await gatherResults([p.stopListening() for p in self.ports])
-        self.ports = []
+        await self.stopAccepting()
         self.factory.dropped.stop()
         deadline = self.config.timeouts.shutdown
         # With several nodes, say this node is gone first, so that the

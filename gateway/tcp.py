@@ -27,9 +27,10 @@ attributes; each place says what it reads and why:
   - L{tlsContextFactory}: C{SSL4ServerEndpoint._sslContextFactory}, the TLS
     settings of an C{ssl:} listener, for a worker process that adopts the
     listening socket its supervisor bound;
-  - L{keepSocketPath}: C{unix.Port._bindPath}, so that a worker that stops
-    listening on an adopted Unix socket does not remove the path the other
-    workers still accept on.
+  - L{leaveSharedSocket}: C{unix.Port._bindPath} and C{_shouldShutdown},
+    so that a worker that stops listening on an adopted Unix socket neither
+    shuts the socket down nor removes its path, which the other workers
+    still accept on (Twisted spares an adopted TCP socket both already).
 
 L{switchProtocol} and L{deliveredTo} read the public attribute that says
 which protocol a transport delivers to (C{wrappedProtocol} under TLS,
@@ -57,7 +58,7 @@ __all__ = [
     "observePortLog",
     "hostAndPort",
     "tlsContextFactory",
-    "keepSocketPath",
+    "leaveSharedSocket",
 ]
 
 
@@ -215,18 +216,20 @@ def tlsContextFactory(endpoint):
     return None
 
 
-def keepSocketPath(port) -> None:
+def leaveSharedSocket(port) -> None:
     """
-    A Unix listening C{port} removes its socket's path when it stops
-    listening, even when it adopted the socket from another process that
-    still listens on it: make it leave the path alone (its supervisor
-    removes it).  A port of another kind is left as it is.
+    A Unix listening C{port} that adopted a socket other processes listen on
+    too would, when it stops, shut the socket down (for every process) and
+    remove its path: make it only close its own descriptor (the supervisor
+    that bound the socket removes the path).  A port of another kind is left
+    as it is.
     """
     from twisted.internet import unix
 
     if isinstance(port, unix.Port):
-        # Not in the filesystem namespace: connectionLost unlinks nothing.
+        port._shouldShutdown = False
         path = port._bindPath
         if isinstance(path, str):
             path = path.encode("utf-8", "surrogateescape")
+        # Not in the filesystem namespace: connectionLost unlinks nothing.
         port._bindPath = b"\0" + path

@@ -427,3 +427,18 @@ def test_makeServiceWorker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert service.config.workers == 1
     assert service.config.admin.listen == f"unix:{tmp_path / 'w.sock'}:mode=600"
     assert [d for d, _ in service.endpoints] == ["tcp:0"]
+
+
+def test_commandLineWorkersNeedRedis() -> None:
+    """
+    C{twistd gateway --workers 2} on the in-memory session map exits with
+    one line naming the fix, before anything listens.
+    """
+    result = run(TWISTD + ["--pidfile=", "gateway", "--listen", "tcp:0", "--backend", "ws://a:1",
+                           "--workers", "2"])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("gateway:")]
+    assert line.startswith("gateway: workers = 2 needs a session map the workers share")
+    assert "--redis URL" in line
+    assert "listening" not in result.stdout

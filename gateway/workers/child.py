@@ -44,6 +44,7 @@ __all__ = [
     "startWorker",
     "workerLogObserver",
     "RECORD_SEPARATOR",
+    "DRAIN",
 ]
 
 #: The environment variable that makes a C{twistd gateway} process a worker
@@ -56,6 +57,9 @@ NUMBER_VARIABLE = "TXGATEWAY_WORKER"
 CONTROL_FD = 3
 #: The listeners are inherited from this descriptor on, in C{listen} order.
 FIRST_SOCKET_FD = 4
+#: The supervisor's command (a line on the worker's standard input) to stop
+#: accepting, before a stop.
+DRAIN = b"drain"
 #: What starts each JSON log record on a worker's standard output.
 RECORD_SEPARATOR = "\x1e"
 
@@ -125,21 +129,29 @@ def workerConfig(config: GatewayConfig, setup: WorkerSetup) -> GatewayConfig:
 
 class _SupervisorPipe(abstract.FileDescriptor):
     """
-    Reads the worker's standard input, a pipe the supervisor never writes
-    to: its end means the supervisor is gone.
+    Reads the worker's standard input, a pipe from the supervisor: each line
+    is a command (L{DRAIN}), and its end means the supervisor is gone.
     """
 
-    def __init__(self, reactor, fd: int, gone) -> None:
+    def __init__(self, reactor, fd: int, command, gone) -> None:
         super().__init__(reactor)
         self.fd = fd
+        self._command = command
         self._gone = gone
+        self._partial = b""
         fdesc.setNonBlocking(fd)
 
     def fileno(self) -> int:
         return self.fd
 
     def doRead(self):
-        return fdesc.readFromFD(self.fd, lambda data: None)
+        return fdesc.readFromFD(self.fd, self._received)
+
+    def _received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        self._partial = self._partial[-64:]  # commands are short: bounded
+        for line in lines:
+            self._command(line.strip())
 
     def connectionLost(self, reason) -> None:
         abstract.FileDescriptor.connectionLost(self, reason)
@@ -165,7 +177,7 @@ class _SupervisorLink(Service):
     def startService(self) -> None:
         super().startService()
         fdesc.setNonBlocking(CONTROL_FD)
-        self._pipe = _SupervisorPipe(self.reactor, 0, self._supervisorGone)
+        self._pipe = _SupervisorPipe(self.reactor, 0, self._command, self._supervisorGone)
         self._pipe.startReading()
         # Once the reactor runs: its signal handlers are installed, and the
         # gateway service has started listening.
@@ -191,6 +203,14 @@ class _SupervisorLink(Service):
         if self.gateway.admin is not None:
             await self.gateway.admin.whenListening()
         self._tell({"ready": True, "pid": os.getpid()})
+
+    def _command(self, line: bytes) -> None:
+        if line == DRAIN:
+            self.log.info("worker {n}: draining: no new connections; open ones carry on until"
+                          " the stop", n=self.setup.number)
+            self.gateway.stopAccepting().addErrback(
+                lambda f: self.log.failure("worker {n}: stopping listening failed", f,
+                                           n=self.setup.number))
 
     def _supervisorGone(self) -> None:
         self._pipe = None

@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.logger import LogLevel, Logger, eventFromJSON, globalLogPublisher
 
-from .child import CONTROL_FD, RECORD_SEPARATOR
+from .child import CONTROL_FD, DRAIN, RECORD_SEPARATOR
 
 __all__ = ["WorkerProcess", "MAX_LINE", "LineBuffer"]
 
@@ -194,6 +194,13 @@ class WorkerProcess(ProcessProtocol):
             self._decided(self.pid)
         else:
             self._decided(Failure(RuntimeError(str(message.get("error", "not ready"))[:500])))
+
+    def drain(self) -> None:
+        """
+        Tell the worker to stop accepting (its connections carry on).
+        """
+        if self.transport is not None and self.exit is None:
+            self.transport.writeToChild(0, DRAIN + b"\n")
 
     def signal(self, number: int) -> None:
         """

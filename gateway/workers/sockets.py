@@ -31,7 +31,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from ..tcp import keepSocketPath, tlsContextFactory
+from ..tcp import leaveSharedSocket, tlsContextFactory
 
 __all__ = ["SharedSocket", "bindShared", "adoptedEndpoint", "FAMILIES"]
 
@@ -134,7 +134,7 @@ class _KeepPath:
         """
 
         def adopted(port):
-            keepSocketPath(port)
+            leaveSharedSocket(port)
             return port
 
         return self._adopted.listen(factory).addCallback(adopted)

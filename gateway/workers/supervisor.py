@@ -36,6 +36,7 @@ from typing import Callable
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -54,12 +55,17 @@ from .child import (
 from .process import WorkerProcess
 from .sockets import SharedSocket, bindShared
 
-__all__ = ["Supervisor", "RollingRestartRunning", "READY_TIMEOUT", "KILL_AFTER", "workerCommand",
+__all__ = ["Supervisor", "RollingRestartRunning", "READY_TIMEOUT", "KILL_AFTER", "DRAIN_TIME",
+           "workerCommand",
            "checkWorkers"]
 
 #: Seconds a new worker has to start listening; past it, it is killed (and,
 #: in a rolling restart, the worker it was to replace is kept).
 READY_TIMEOUT = 60.0
+#: Seconds a worker being replaced goes on serving its open connections,
+#: accepting no new ones, before it is told to stop (SIGTERM): handshakes
+#: under way finish, and its transparent tunnels then get the shutdown close.
+DRAIN_TIME = 2.0
 #: Seconds past a worker's own stop deadline (C{timeouts.shutdown} +
 #: L{STOP_MARGIN}) after which a worker told to stop is killed.
 KILL_AFTER = 2.0
@@ -159,8 +165,8 @@ class Supervisor(MultiService):
 
         @raise SystemExit: under twistd, with one line, when one cannot be.
         """
+        super().privilegedStartService()  # the admin API's listener first
         self._bind()
-        super().privilegedStartService()
 
     def _bind(self) -> None:
         if self.sockets:
@@ -303,9 +309,10 @@ class Supervisor(MultiService):
     def rollingRestart(self) -> Deferred:
         """
         Replace every worker, one at a time, in number order: start the
-        replacement, wait until it listens (L{READY_TIMEOUT}), then stop the
-        old worker as SIGTERM stops a gateway and wait for it to end, before
-        the next number.  A replacement that does not start stops the
+        replacement, wait until it listens (L{READY_TIMEOUT}), tell the old
+        worker to stop accepting, let it serve what it has for
+        L{DRAIN_TIME}, then stop it as SIGTERM stops a gateway and wait for
+        it to end, before the next number.  A replacement that does not start stops the
         rolling restart, and the old worker keeps serving.
 
         @return: L{Deferred} firing with the number of workers replaced.
@@ -356,6 +363,9 @@ class Supervisor(MultiService):
                 )
                 raise
             if old is not None and old.exit is None:
+                old.state = "stopping"
+                old.drain()
+                await deferLater(self.reactor, DRAIN_TIME)
                 await self._stopWorker(old)
             replaced += 1
         self.log.info("rolling restart done: {replaced} of {n} workers replaced",

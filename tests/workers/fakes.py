@@ -52,6 +52,8 @@ class Spawner:
             events.append(("signal", worker.number, worker.generation, signal.Signals(sig).name))
 
         transport.signalProcess = record
+        transport.writeToChild = lambda fd, data, worker=worker: events.append(
+            ("write", worker.number, worker.generation, data))
         worker.makeConnection(transport)
         self.workers.append(worker)
         self.events.append(("start", number, generation))

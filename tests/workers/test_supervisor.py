@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from gateway.config import GatewayConfig, Timeouts
 from gateway.service import STOP_MARGIN
 from gateway.workers.backoff import INITIAL_DELAY
-from gateway.workers.supervisor import KILL_AFTER, READY_TIMEOUT, RollingRestartRunning, Supervisor
+from gateway.workers.supervisor import DRAIN_TIME, KILL_AFTER, READY_TIMEOUT, RollingRestartRunning, Supervisor
 
 from .fakes import Spawner, die, ready
 
@@ -125,7 +125,8 @@ def test_rollingOrder() -> None:
     """
     A rolling restart replaces the workers in number order, one at a time:
     the replacement starts, and only once it listens is the old worker told
-    to stop; the next number waits until the old worker has ended.  The
+    to stop accepting, then, L{DRAIN_TIME} later, to stop; the next number
+    waits until the old worker has ended.  The
     old workers' ends are not deaths.
     """
     service, spawner, clock = supervisor(2)
@@ -136,13 +137,16 @@ def test_rollingOrder() -> None:
     assert service.rolling
     assert spawner.events == [("start", 0, 1)]
     ready(spawner.current(0, 1))
-    assert spawner.events == [("start", 0, 1), ("signal", 0, 0, "SIGTERM")]
+    assert spawner.events == [("start", 0, 1), ("write", 0, 0, b"drain\n")]
+    clock.advance(DRAIN_TIME)
+    assert spawner.events[2:] == [("signal", 0, 0, "SIGTERM")]
     clock.advance(1)
-    assert len(spawner.events) == 2
+    assert len(spawner.events) == 3
     die(spawner.current(0, 0))
-    assert spawner.events[2:] == [("start", 1, 1)]
+    assert spawner.events[3:] == [("start", 1, 1)]
     ready(spawner.current(1, 1))
-    assert spawner.events[3:] == [("signal", 1, 0, "SIGTERM")]
+    clock.advance(DRAIN_TIME)
+    assert spawner.events[4:] == [("write", 1, 0, b"drain\n"), ("signal", 1, 0, "SIGTERM")]
     die(spawner.current(1, 0))
     assert rolling.result == 2
     assert not service.rolling
@@ -213,6 +217,7 @@ def test_rollingStartsDeadSlot() -> None:
     assert spawner.events[-1] == ("start", 0, 1)
     ready(spawner.current(0, 1))
     assert rolling.result == 1
+    assert not [e for e in spawner.events if e[0] == "write"]
     clock.advance(60)
     assert len(spawner.workers) == 2
 
