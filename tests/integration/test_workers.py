@@ -21,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from gateway.client import ClientState, SessionClient
 from gateway.testing import connectClient, waitUntil
 
-from .helpers import admin, poolFile, startGateway
+from .helpers import admin, poolFile, selfSignedCertificate, startGateway
 
 #: The bound of every wait, in seconds.
 WAIT = 30.0
@@ -175,8 +175,8 @@ async def test_sighupReloadsEveryWorker(tmp_path, redis_server, echo_backends, g
 @pytest_twisted.ensureDeferred
 async def test_unixListenerKeptAcrossRestart(tmp_path, redis_server, echo_backends, gateway_process):
     """
-    A Unix socket listener is shared too: after a rolling restart its path
-    is still there and served.
+    A Unix socket listener is shared too: after a rolling restart (on
+    SIGUSR2) its path is still there and served.
     """
     backends = await echo_backends(1)
     path = str(tmp_path / "gw.sock")
@@ -184,11 +184,32 @@ async def test_unixListenerKeptAcrossRestart(tmp_path, redis_server, echo_backen
         gateway_process, tmp_path, backends, redis_server,
         "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{path}")
     assert b"200 OK" in await unixExchange(path)
-    status, body = await admin(port, "POST", "/workers/restart")
-    assert status == 202
+    process.signal("USR2")
     await watcher.wait(r"rolling restart done: 2 of 2", 0, timeout=60)
     assert os.path.exists(path)
     assert b"200 OK" in await unixExchange(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsListener(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    An C{ssl:} listener is shared too: each worker runs TLS on the adopted
+    socket with the listener's key and certificate.
+    """
+    from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+    backends = await echo_backends(1)
+    keyPath, certPath, pem = selfSignedCertificate(tmp_path)
+    process, port, watcher, _ = await startWorkers(
+        gateway_process, tmp_path, backends, redis_server,
+        "--listen", f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}")
+    tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+    for i in range(8):
+        client = await connectClient(f"wss://127.0.0.1:{process.port}", tls=tls, timeout=WAIT)
+        client.send(f"t{i}")
+        assert (await client.receive(WAIT))[0] == f"t{i}".encode()
+        await client.close().addTimeout(WAIT, reactor)
+    assert b"X-Forwarded-Proto: https" in backends[0].factory.handshakes[0]
 
 
 class _Collect(Protocol):
