@@ -86,6 +86,9 @@ class _WorkerSocket:
         self.path = path
 
     def endpointForURI(self, uri):
+        """
+        @return: the endpoint of the worker's socket, whatever C{uri} says.
+        """
         return UNIXClientEndpoint(self.reactor, self.path, timeout=WORKER_TIMEOUT)
 
 

@@ -142,9 +142,15 @@ class _SupervisorPipe(abstract.FileDescriptor):
         fdesc.setNonBlocking(fd)
 
     def fileno(self) -> int:
+        """
+        @return: the descriptor read.
+        """
         return self.fd
 
     def doRead(self):
+        """
+        Read what the supervisor wrote (or its end).
+        """
         return fdesc.readFromFD(self.fd, self._received)
 
     def _received(self, data: bytes) -> None:
@@ -154,6 +160,9 @@ class _SupervisorPipe(abstract.FileDescriptor):
             self._command(line.strip())
 
     def connectionLost(self, reason) -> None:
+        """
+        The supervisor is gone.
+        """
         abstract.FileDescriptor.connectionLost(self, reason)
         self._gone()
 
@@ -175,6 +184,9 @@ class _SupervisorLink(Service):
         self._pipe: _SupervisorPipe | None = None
 
     def startService(self) -> None:
+        """
+        Watch the pipes, and say when the gateway listens.
+        """
         super().startService()
         fdesc.setNonBlocking(CONTROL_FD)
         self._pipe = _SupervisorPipe(self.reactor, 0, self._command, self._supervisorGone)
@@ -190,6 +202,9 @@ class _SupervisorLink(Service):
         )
 
     def stopService(self) -> None:
+        """
+        Stop reading the supervisor's pipe.
+        """
         super().stopService()
         if self._pipe is not None:
             self._pipe.stopReading()

@@ -109,6 +109,9 @@ class WorkerProcess(ProcessProtocol):
         return self._pid
 
     def connectionMade(self) -> None:
+        """
+        The process is started: keep its pid for the log.
+        """
         self._pid = self.transport.pid
 
     def whenReady(self) -> Deferred:
@@ -146,6 +149,9 @@ class WorkerProcess(ProcessProtocol):
         return f"worker {self.number}/{self.pid or '-'}"
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        Its log records (1), other output (2) or control messages (3).
+        """
         buffer = self._buffers.get(childFD)
         if buffer is None:
             return
@@ -213,6 +219,9 @@ class WorkerProcess(ProcessProtocol):
                 pass
 
     def processEnded(self, reason) -> None:
+        """
+        Log what is left of its output, and fire L{ended}.
+        """
         for fd, buffer in self._buffers.items():
             for line, cut in buffer.flush():
                 self._line(fd, line, cut)
