@@ -80,21 +80,31 @@ async def test_bothWorkersAccept(tmp_path, redis_server, echo_backends, gateway_
     backends = await echo_backends(2)
     process, port, watcher, _ = await startWorkers(gateway_process, tmp_path, backends, redis_server)
     clients = []
-    for i in range(20):
-        client = await connectClient(process.url, timeout=WAIT)
-        client.send(f"m{i}")
-        assert (await client.receive(WAIT))[0] == f"m{i}".encode()
-        clients.append(client)
-        await task.deferLater(reactor, 0.02, lambda: None)
+
+    async def more(n: int) -> None:
+        for _ in range(n):
+            i = len(clients)
+            client = await connectClient(process.url, timeout=WAIT)
+            client.send(f"m{i}")
+            assert (await client.receive(WAIT))[0] == f"m{i}".encode()
+            clients.append(client)
+            await task.deferLater(reactor, 0.02, lambda: None)
+
+    await more(20)
     listed = await workers(port)
+    # Which worker accepts is the kernel's choice: on a busy machine one may
+    # win many in a row, so open more (bounded) until both have some.
+    while min(w["connections"] for w in listed) == 0 and len(clients) < 100:
+        await more(10)
+        listed = await workers(port)
     print("\nconnections per worker:", [(w["worker"], w["connections"]) for w in listed])
     assert [w["worker"] for w in listed] == [0, 1]
     assert all(w["state"] == "ready" and alive(w["pid"]) for w in listed)
-    assert sum(w["connections"] for w in listed) == 20
+    assert sum(w["connections"] for w in listed) == len(clients)
     assert all(w["connections"] > 0 for w in listed)
     status, pools = await admin(port, "GET", "/pools")
     assert status == 200
-    assert sum(b["connections"] for b in pools["pools"][0]["backends"]) == 20
+    assert sum(b["connections"] for b in pools["pools"][0]["backends"]) == len(clients)
     name = backends[0].name
     mark = watcher.mark()
     status, body = await admin(port, "POST", f"/pools/chat/backends/{name}/drain")
