@@ -12,6 +12,9 @@ redis-server, which several workers need):
   - throughput: N connections, W messages in flight on each, for D
     seconds (round trips per second), with the CPU use of the gateway's
     processes and of each CPU;
+  - session throughput: the same over the session protocol (WebSocket,
+    every message acknowledged each way), where the gateway's own CPU is
+    the limit, not the load generator's;
   - spread: the connections each worker holds in the middle of that run
     (the admin API's C{GET /workers});
   - connection set-up: C connects (and closes), K at a time;
@@ -91,6 +94,10 @@ def gatewayFile(scratch: str, name: str, backendPort: int, redisPort: int, admin
         f.write(
             "[timeouts]\nshutdown = 2\n"
             "[limits]\nmax_connections = 30000\n"
+            # Every client comes from 127.0.0.1: the per-address bounds are as
+            # wide as the node's (as in bench/run).
+            "[session]\nmax_sessions_per_ip = 20000\nmax_opens_per_ip = 20000\n"
+            "open_burst_per_ip = 20000\n"
             f'[session_map]\ntype = "redis"\nurl = "redis://127.0.0.1:{redisPort}/0"\n'
             f'key_prefix = "bench-{name}:"\n'
             f'[admin]\nlisten = "tcp:{adminPort}:interface=127.0.0.1"\ntoken_file = "{token}"\n'
@@ -201,6 +208,12 @@ def measure(o, scratch: str, backendPort: int, redisPort: int, name: str, worker
                 watched, o.warmup + o.duration + 60)
         finally:
             timer.join()
+        session = compare.Target("session WS", gateway.port)
+        result["session"] = compare.runLoad(
+            session, ["--mode", "throughput", "--connections", str(o.connections),
+                      "--inflight", str(o.inflight), "--size", "64",
+                      "--duration", str(o.duration), "--warmup", str(o.warmup)],
+            watched, o.warmup + o.duration + 60)
         result["connect"] = compare.runLoad(
             target, ["--mode", "connect", "--count", str(o.connects),
                      "--concurrency", str(o.concurrency)], watched, 300)
@@ -229,10 +242,11 @@ def report(results: list[dict], o) -> None:
     print(f"throughput: {o.connections} connections x {o.inflight} in flight, 64-byte messages,"
           f" {o.duration} s; connects: {o.connects}, {o.concurrency} at a time")
     print()
-    print("| configuration | round trips/s | gateway CPU (cores) | round trips per gateway"
-          " CPU-second | CPU 0 busy | CPU 1 busy | connections per worker | connects/s |"
+    print("| configuration | transparent round trips/s | gateway CPU (cores) | per gateway"
+          " CPU-second | CPU 0 / CPU 1 busy | session round trips/s | gateway CPU (cores) |"
+          " CPU 0 / CPU 1 busy | connections per worker | connects/s |"
           " RSS idle (MiB) | RSS after (MiB) | load average before/after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         t = r["throughput"]
         idle = ", ".join(f"{k} {mib(v)}" for k, v in r["rssIdle"].items())
@@ -241,8 +255,11 @@ def report(results: list[dict], o) -> None:
         spread = " / ".join(str(n) for n in spread) if isinstance(spread, list) else str(spread)
         cores = t.get("gatewayCpu", 0)
         perCore = f"{t['roundTripsPerSecond'] / cores:,.0f}" if cores else "-"
+        q = r["session"]
         print(f"| {r['name']} | {t['roundTripsPerSecond']:,.0f} | {cores:.2f} | {perCore} |"
-              f" {t.get('cpu0Busy', 0):.0%} | {t.get('cpu1Busy', 0):.0%} | {spread} |"
+              f" {t.get('cpu0Busy', 0):.0%} / {t.get('cpu1Busy', 0):.0%} |"
+              f" {q['roundTripsPerSecond']:,.0f} | {q.get('gatewayCpu', 0):.2f} |"
+              f" {q.get('cpu0Busy', 0):.0%} / {q.get('cpu1Busy', 0):.0%} | {spread} |"
               f" {r['connect']['connectsPerSecond']:,.0f} | {idle} | {after} |"
               f" {r['loadBefore']:.1f} / {r['loadAfter']:.1f} |")
     print()
