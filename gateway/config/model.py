@@ -153,6 +153,9 @@ class Timeouts:
     @ivar idle: a tunnel with no data frame either way for this long is
         closed with 1001 (pings and pongs do not count); 0 never closes one.
     @ivar shutdown: how long stopping the gateway waits for close handshakes.
+    @ivar drain: in a rolling restart of workers, how long a worker being
+        replaced serves its open connections, accepting none, before it
+        stops.
     """
 
     connect: float = 5.0
@@ -161,6 +164,7 @@ class Timeouts:
     pingTimeout: float = 10.0
     idle: float = 0.0
     shutdown: float = 5.0
+    drain: float = 2.0
 
 
 @dataclass(frozen=True)

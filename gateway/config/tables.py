@@ -82,6 +82,7 @@ _TIMEOUT_FIELDS = {
     "ping_timeout": "pingTimeout",
     "idle": "idle",
     "shutdown": "shutdown",
+    "drain": "drain",
 }
 _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 

@@ -49,7 +49,16 @@ class _NoAccept(ServerFactory):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        """
+        How the port names itself in the log ("... starting on 8080").
+        """
+        return "gateway listener, shared with the workers,"
+
     def buildProtocol(self, addr):
+        """
+        Refuse: the workers accept, never the supervisor.
+        """
         return None
 
 

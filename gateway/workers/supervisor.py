@@ -55,17 +55,12 @@ from .child import (
 from .process import WorkerProcess
 from .sockets import SharedSocket, bindShared
 
-__all__ = ["Supervisor", "RollingRestartRunning", "READY_TIMEOUT", "KILL_AFTER", "DRAIN_TIME",
-           "workerCommand",
+__all__ = ["Supervisor", "RollingRestartRunning", "READY_TIMEOUT", "KILL_AFTER", "workerCommand",
            "checkWorkers"]
 
 #: Seconds a new worker has to start listening; past it, it is killed (and,
 #: in a rolling restart, the worker it was to replace is kept).
 READY_TIMEOUT = 60.0
-#: Seconds a worker being replaced goes on serving its open connections,
-#: accepting no new ones, before it is told to stop (SIGTERM): handshakes
-#: under way finish, and its transparent tunnels then get the shutdown close.
-DRAIN_TIME = 2.0
 #: Seconds past a worker's own stop deadline (C{timeouts.shutdown} +
 #: L{STOP_MARGIN}) after which a worker told to stop is killed.
 KILL_AFTER = 2.0
@@ -311,7 +306,8 @@ class Supervisor(MultiService):
         Replace every worker, one at a time, in number order: start the
         replacement, wait until it listens (L{READY_TIMEOUT}), tell the old
         worker to stop accepting, let it serve what it has for
-        L{DRAIN_TIME}, then stop it as SIGTERM stops a gateway and wait for
+        C{timeouts.drain} seconds (handshakes under way finish; its
+        transparent tunnels then get the shutdown close), then stop it as SIGTERM stops a gateway and wait for
         it to end, before the next number.  A replacement that does not start stops the
         rolling restart, and the old worker keeps serving.
 
@@ -365,7 +361,7 @@ class Supervisor(MultiService):
             if old is not None and old.exit is None:
                 old.state = "stopping"
                 old.drain()
-                await deferLater(self.reactor, DRAIN_TIME)
+                await deferLater(self.reactor, self.config.timeouts.drain)
                 await self._stopWorker(old)
             replaced += 1
         self.log.info("rolling restart done: {replaced} of {n} workers replaced",

@@ -33,7 +33,7 @@ FILE_ERRORS = [
     pytest.param(
         "[timeouts]\nconect = 1\n" + POOL,
         "timeouts.conect: unknown key; known keys: connect, handshake, "
-        "ping_interval, ping_timeout, idle, shutdown",
+        "ping_interval, ping_timeout, idle, shutdown, drain",
         id="unknown-timeouts",
     ),
     pytest.param(

@@ -12,15 +12,18 @@ from twisted.internet.task import Clock
 from gateway.config import GatewayConfig, Timeouts
 from gateway.service import STOP_MARGIN
 from gateway.workers.backoff import INITIAL_DELAY
-from gateway.workers.supervisor import DRAIN_TIME, KILL_AFTER, READY_TIMEOUT, RollingRestartRunning, Supervisor
+from gateway.workers.supervisor import KILL_AFTER, READY_TIMEOUT, RollingRestartRunning, Supervisor
 
 from .fakes import Spawner, die, ready
+
+#: The drain of the workers replaced, in seconds.
+DRAIN = 3.0
 
 
 def supervisor(count: int = 2) -> tuple[Supervisor, Spawner, Clock]:
     clock = Clock()
     spawner = Spawner(clock)
-    config = GatewayConfig(listen=(), workers=count, timeouts=Timeouts(shutdown=2.0))
+    config = GatewayConfig(listen=(), workers=count, timeouts=Timeouts(shutdown=2.0, drain=DRAIN))
     service = Supervisor(config, ["--backend", "ws://a:1"], reactor=clock, spawn=spawner)
     service.startService()
     return service, spawner, clock
@@ -125,7 +128,7 @@ def test_rollingOrder() -> None:
     """
     A rolling restart replaces the workers in number order, one at a time:
     the replacement starts, and only once it listens is the old worker told
-    to stop accepting, then, L{DRAIN_TIME} later, to stop; the next number
+    to stop accepting, then, C{timeouts.drain} later, to stop; the next number
     waits until the old worker has ended.  The
     old workers' ends are not deaths.
     """
@@ -138,14 +141,14 @@ def test_rollingOrder() -> None:
     assert spawner.events == [("start", 0, 1)]
     ready(spawner.current(0, 1))
     assert spawner.events == [("start", 0, 1), ("write", 0, 0, b"drain\n")]
-    clock.advance(DRAIN_TIME)
+    clock.advance(DRAIN)
     assert spawner.events[2:] == [("signal", 0, 0, "SIGTERM")]
     clock.advance(1)
     assert len(spawner.events) == 3
     die(spawner.current(0, 0))
     assert spawner.events[3:] == [("start", 1, 1)]
     ready(spawner.current(1, 1))
-    clock.advance(DRAIN_TIME)
+    clock.advance(DRAIN)
     assert spawner.events[4:] == [("write", 1, 0, b"drain\n"), ("signal", 1, 0, "SIGTERM")]
     die(spawner.current(1, 0))
     assert rolling.result == 2
