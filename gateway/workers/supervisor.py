@@ -326,8 +326,6 @@ class Supervisor(MultiService):
 
         self._rolling = rolling
         rolling.addBoth(done)
-        if self._rolling is rolling and rolling.called:
-            self._rolling = None
         return rolling
 
     @property
@@ -350,7 +348,9 @@ class Supervisor(MultiService):
             except Exception as e:
                 if old is not None and old.exit is None:
                     self.workers[number] = old
-                new.state = "stopping"
+                    new.state = "stopping"
+                # else the number has no other worker: the replacement's end
+                # is a death like any other, and it is started again.
                 new.signal(signal.SIGKILL)
                 self.log.error(
                     "rolling restart stopped at worker {n}: its replacement did not start ({why});"

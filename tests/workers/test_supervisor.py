@@ -234,3 +234,20 @@ def test_reloadSignalsReadyWorkers() -> None:
     ready(spawner.current(0, 0))
     service.reload()
     assert [e for e in spawner.events if e[0] == "signal"] == [("signal", 0, 0, "SIGHUP")]
+
+
+def test_rollingFailsOnDeadSlot() -> None:
+    """
+    A number whose worker was dead: when its replacement fails too, it is
+    started again after the usual delay (the number is not left empty).
+    """
+    service, spawner, clock = supervisor(1)
+    ready(spawner.current(0, 0))
+    die(spawner.current(0, 0), sig=9)
+    rolling = service.rollingRestart()
+    rolling.addErrback(lambda f: None)
+    die(spawner.current(0, 1), code=1)
+    assert not service.rolling
+    clock.advance(60)
+    assert spawner.events[-1] == ("start", 0, 2)
+    assert service.workers[0] is spawner.current(0, 2)
