@@ -59,7 +59,7 @@ http {{
             # No Upgrade or Connection headers are passed on: WebSocket
             # handshakes reach the gateway as plain GETs.
             proxy_pass http://{host}:{target};
-            proxy_http_version 1.1;
+            proxy_http_version 1.1;{extra}
         }}
     }}
 }}
@@ -247,10 +247,10 @@ class Browser:
         self._listening = await TCP4ServerEndpoint(reactor, 0, interface=LOCALHOST).listen(site)
         self.origin = f"http://{LOCALHOST}:{self._listening.getHost().port}"
 
-    async def open(self, **params) -> None:
+    async def open(self, page: str | None = None, **params) -> None:
         """
         Start Chromium on the page with the query C{params} (see
-        browser_page.html).
+        browser_page.html), or on the URL C{page}.
         """
         profile = self.directory / f"chromium-{len(self.processes)}"
         profile.mkdir()
@@ -275,7 +275,7 @@ class Browser:
             "--enable-logging=stderr",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            f"{self.origin}/page.html?{urlencode(params)}",
+            page or f"{self.origin}/page.html?{urlencode(params)}",
         ]
         process = await startProcess(args, r"DevTools listening on ws://", env=env, timeout=T)
         self.processes.append(process)
@@ -355,22 +355,27 @@ async def make_nginx(tmp_path):
     C{await make_nginx(targetPort)}: a real nginx on a free port of
     127.0.0.1 proxying to C{targetPort} without passing Upgrade or
     Connection headers (so that WebSocket handshakes fail), logging each
-    request on its output.
+    request on its output; with C{passHost=True} it passes the browser's
+    C{Host} on.
 
     @return: (from the call) the running process and its port.
     """
     binary = nginxBinary()
     started = []
 
-    async def start(targetPort: int, attempts: int = 10):
+    async def start(targetPort: int, attempts: int = 10, passHost: bool = False):
         failures = []
         for attempt in range(attempts):
             port = freePort()
             directory = tmp_path / f"nginx-{len(started)}-{attempt}"
             directory.mkdir()
             config = directory / "nginx.conf"
+            # With passHost, the browser's Host is passed on (as a site
+            # serving its own page through nginx does), so that the gateway
+            # sees the page's origin as its own.
+            extra = "\n            proxy_set_header Host $http_host;" if passHost else ""
             config.write_text(NGINX_CONF.format(dir=directory, host=LOCALHOST, port=port,
-                                                target=targetPort))
+                                                target=targetPort, extra=extra))
             try:
                 # Written once the listening socket is bound.
                 process = await startProcess(
