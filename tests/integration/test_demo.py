@@ -178,7 +178,8 @@ async def test_demo_page_behind_a_proxy_that_breaks_websockets(gateway_process, 
     message sent from the page is echoed by a demo backend; after the try
     fails (nginx sees it) the next comes 5 to 10 s later.  Nothing the
     browser asked for got a 426 but the WebSocket handshakes, and it did
-    not ask for /favicon.ico (the icon is inline).
+    not ask for /favicon.ico (the icon is inline).  The demo's output has
+    one line for the session, none per request or frame.
     """
     gateway = await gateway_process("--demo")
     nginx, port = await make_nginx(gateway.port, passHost=True)
@@ -209,3 +210,7 @@ async def test_demo_page_behind_a_proxy_that_breaks_websockets(gateway_process, 
     refused = [line for line in requests if " 426 " in line]
     assert refused and all('GET /echo txgw=- 426 upgrade="websocket"' in line for line in refused), requests
     assert not [line for line in requests if "/favicon.ico" in line], requests
+    # The demo's terminal: one line for the session, none per poll or frame.
+    output = gateway.output.splitlines()
+    assert not [line for line in output if "#debug]" in line], gateway.output
+    assert len([line for line in output if re.search(r"\] backend-\d: session .* opened$", line)]) == 1
