@@ -68,9 +68,8 @@
  * status of a refused WebSocket handshake, so that one is retried.)
  *
  * Callbacks are registered with onMessage, onState, onFailover and
- * onUpgradeScheduled; the old
- * names on_message, on_state and on_failover are kept as aliases for
- * compatibility.
+ * onUpgradeScheduled; the old names on_message, on_state and on_failover are
+ * kept as aliases for compatibility.
  *
  * Beyond the shared names: abort() closes at once, bufferedAmount is the
  * unacknowledged payload in bytes, and SessionClient.debug = true logs the
