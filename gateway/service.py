@@ -275,7 +275,8 @@ class GatewayService(MultiService):
 
         backends = []
         for i in range(1, DEMO_BACKENDS + 1):
-            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode())
+            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode(),
+                                        logConnections=True)
             port = await listenEcho(self.reactor, factory)
             self._demoPorts.append(port)
             backends.append(Backend(f"backend-{i}", "127.0.0.1", port.getHost().port))

@@ -224,7 +224,8 @@ class FrontDoor(Protocol):
 
 class GatewayResource(Resource):
     """
-    The gateway's HTTP face: the demo page (in demo mode), a health probe at
+    The gateway's HTTP face: the demo page (in demo mode, with 404s for
+    what browsers ask by themselves, L{_BROWSER_OWN}), a health probe at
     C{/_gateway/health}, the JavaScript client at C{/_gateway/txgateway.js}
     (and C{.mjs}), long-polling (C{POST} with C{txgw}) and CORS preflights
     on routed paths, 426 on routed paths asked anything else, and JSON 404s
@@ -272,8 +273,11 @@ class GatewayResource(Resource):
             kind = request.args.get(b"txgw")
             if kind:
                 return self.factory.polling.render(request, kind[0])
-        if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
-            return self.static.page(request, "static/demo.html")
+        if self.factory.config.demo and request.method in (b"GET", b"HEAD"):
+            if path in (b"/", b"/index.html"):
+                return self.static.page(request, "static/demo.html")
+            if path.startswith(_BROWSER_OWN):
+                return respondJSON(request, 404, errorPayload(404, "no such resource"))
         if routed:
             request.setHeader(b"upgrade", b"websocket")
             return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
@@ -299,6 +303,13 @@ _SCRIPTS = {
     b"/_gateway/txgateway.js": "static/txgateway.js",
     b"/_gateway/txgateway.mjs": "static/txgateway.mjs",
 }
+
+
+#: What browsers ask of a site that shows them a page, by themselves (icons,
+#: robots, their developer tools' probe under /.well-known/): in demo mode,
+#: under the demo's route "/", these get a plain 404 (the page's icon is
+#: inline), not the 426 of a routed path that a browser shows as an error.
+_BROWSER_OWN = (b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon", b"/.well-known/")
 
 
 class StrictChannel(BoundedChannel):
