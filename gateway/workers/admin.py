@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from ..admin import AdminResource, AdminSite, _BadRequest, _error, _REASONS
 from ..errors import ConfigError, GatewayError
-from ..tcp import hostAndPort, listenFailure
+from ..tcp import hostAndPort, listenFailure, requestLost
 from ..web import respondJSON
 
 __all__ = ["SupervisorAdmin", "FanOutResource", "mergeAnswers", "SUMMED", "WORKER_TIMEOUT"]
@@ -126,6 +126,8 @@ class FanOutResource(AdminResource):
             if isinstance(result, Failure):
                 if result.check(_BadRequest):
                     refusal = result.value
+                    for name, value in refusal.headers:
+                        request.setHeader(name, value)
                     status, payload = refusal.status, _error(refusal.status, refusal.message)
                 else:
                     self.log.failure("admin request {method} {path} failed", result,
@@ -133,7 +135,7 @@ class FanOutResource(AdminResource):
                     status, payload = 500, _error(500, "the gateway failed to answer; see its log")
             else:
                 status, payload = result
-            if request.finished or request.channel is None:
+            if request.finished or requestLost(request):
                 return
             request.write(respondJSON(request, status, payload, reason=_REASONS.get(status),
                                       indent=2))
@@ -147,11 +149,13 @@ class FanOutResource(AdminResource):
         method = request.method
         if path == b"/workers":
             if method != b"GET":
-                raise _BadRequest(405, "use GET here")
+                raise _BadRequest(405, f"use GET here, not {method.decode('latin-1')}",
+                                  ((b"Allow", b"GET"),))
             return 200, await self._workers()
         if path == b"/workers/restart":
             if method != b"POST":
-                raise _BadRequest(405, "use POST here")
+                raise _BadRequest(405, f"use POST here, not {method.decode('latin-1')}",
+                                  ((b"Allow", b"POST"),))
             try:
                 self.supervisor.rollingRestart().addErrback(lambda f: None)  # logged there
             except GatewayError as e:  # one under way, or stopping

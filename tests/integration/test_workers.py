@@ -111,6 +111,9 @@ async def test_bothWorkersAccept(tmp_path, redis_server, echo_backends, gateway_
     assert (status, body["draining"]) == (200, True)
     assert len(watcher.matching(rf"\[worker [01]/\d+ .*backend {name} of pool chat is draining",
                                 mark)) == 2
+    assert (await admin(port, "POST", "/workers"))[0] == 405
+    assert (await admin(port, "GET", "/workers/restart"))[0] == 405
+    assert (await admin(port, "GET", "/workers", token=None))[0] == 401
     nodes = watcher.matching(r"\[worker [01]/\d+ .*gateway node (\w+) shares its sessions")
     assert len({line.rsplit("node ", 1)[1] for line in nodes}) == 2
     for client in clients:
