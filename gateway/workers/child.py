@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from twisted.application.service import Service
 from twisted.internet import abstract, fdesc
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger, jsonFileLogObserver
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
+from zope.interface import implementer
 
 from ..config import GatewayConfig
 from .sockets import FAMILIES, adoptedEndpoint
@@ -267,12 +268,36 @@ def _stopOnce() -> None:
         signal.signal(number, handler)
 
 
-def workerLogObserver():
+def workerLogObserver(stream=None):
     """
     The log observer of a worker (twistd's C{--logger}): every event as a
     JSON record on the process's standard output, which the supervisor
     reads (twistd redirects C{sys.stdout} into the log, so the descriptor is
     written to directly).
+
+    A failure is written as its traceback text, appended to the message:
+    Twisted's JSON form of a failure keeps its frames but not the
+    exception's value.
+
+    @param stream: where to write (tests); the standard output's descriptor
+        by default.
     """
-    stream = io.open(1, "w", encoding="utf-8", closefd=False, buffering=1)
-    return jsonFileLogObserver(stream, recordSeparator=RECORD_SEPARATOR)
+    if stream is None:
+        stream = io.open(1, "w", encoding="utf-8", closefd=False, buffering=1)
+    write = jsonFileLogObserver(stream, recordSeparator=RECORD_SEPARATOR)
+
+    @implementer(ILogObserver)
+    def observe(event: dict) -> None:
+        failure = event.get("log_failure")
+        if failure is not None:
+            event = dict(event)
+            del event["log_failure"]
+            try:
+                text = failure.getTraceback().rstrip("\n")
+            except Exception:
+                text = repr(failure)
+            event["log_format"] = (event.get("log_format") or "") + "\n{worker_traceback}"
+            event["worker_traceback"] = text
+        write(event)
+
+    return observe

@@ -103,3 +103,30 @@ def test_notReady() -> None:
     assert not failures
     process.childDataReceived(3, b'{"ready": false, "error": "cannot listen"}\n')
     assert failures[0].getErrorMessage() == "cannot listen"
+
+
+def test_failureRelayed() -> None:
+    """
+    A failure a worker logs reaches the supervisor's log with its traceback
+    and the exception's value (which Twisted's JSON form of a failure drops).
+    """
+    import io
+
+    from twisted.logger import formatEventAsClassicLogText
+
+    from gateway.workers.child import workerLogObserver
+
+    stream = io.StringIO()
+    observer = workerLogObserver(stream)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        observer({"log_format": "sweep {n} failed", "n": 2, "log_level": LogLevel.critical,
+                  "log_namespace": "gateway.x", "log_time": 1.0, "log_failure": Failure()})
+    process, events = worker()
+    process.childDataReceived(1, stream.getvalue().encode())
+    [event] = events
+    text = formatEventAsClassicLogText(event)
+    assert "[worker 3/4242 gateway.x#critical] sweep 2 failed" in text
+    assert "ZeroDivisionError: division by zero" in text
+    assert "Traceback" in text
