@@ -24,7 +24,9 @@ redis-server, which several workers need):
 Configurations (CPU placement with C{taskset}; the load generator and the
 echo backend always on CPU 1, as in bench/run):
 
-  - 1 process: the gateway alone on CPU 0 (C{--workers 1});
+  - 1 process, in-memory map: the gateway as it runs without C{--workers}
+    or Redis, alone on CPU 0 (what Redis, which workers need, costs);
+  - 1 process: the same with the Redis session map (C{--workers 1});
   - 2 workers on CPU 0: both workers on the one CPU (the cost of the
     supervisor and of a second process, no CPU gained);
   - 2 workers on CPUs 0-1: the second worker shares CPU 1 with the load
@@ -61,10 +63,12 @@ import compare  # noqa: E402  (bench/run's harness: processes, /proc, the load g
 
 TOKEN = "bench-workers-admin-token-0123456789"
 
+#: (name, workers, CPUs, session map)
 CONFIGS = [
-    ("1 process", 1, "0"),
-    ("2 workers on CPU 0", 2, "0"),
-    ("2 workers on CPUs 0-1", 2, "0,1"),
+    ("1 process, in-memory map", 1, "0", "memory"),
+    ("1 process", 1, "0", "redis"),
+    ("2 workers on CPU 0", 2, "0", "redis"),
+    ("2 workers on CPUs 0-1", 2, "0,1", "redis"),
 ]
 
 
@@ -84,7 +88,8 @@ def startRedis(scratch: str) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def gatewayFile(scratch: str, name: str, backendPort: int, redisPort: int, adminPort: int) -> str:
+def gatewayFile(scratch: str, name: str, backendPort: int, redisPort: int, adminPort: int,
+                sessionMap: str) -> str:
     token = os.path.join(scratch, "admin-token")
     with open(token, "w") as f:
         f.write(TOKEN)
@@ -98,9 +103,9 @@ def gatewayFile(scratch: str, name: str, backendPort: int, redisPort: int, admin
             # wide as the node's (as in bench/run).
             "[session]\nmax_sessions_per_ip = 20000\nmax_opens_per_ip = 20000\n"
             "open_burst_per_ip = 20000\n"
-            f'[session_map]\ntype = "redis"\nurl = "redis://127.0.0.1:{redisPort}/0"\n'
-            f'key_prefix = "bench-{name}:"\n'
-            f'[admin]\nlisten = "tcp:{adminPort}:interface=127.0.0.1"\ntoken_file = "{token}"\n'
+            + (f'[session_map]\ntype = "redis"\nurl = "redis://127.0.0.1:{redisPort}/0"\n'
+               f'key_prefix = "bench-{name}:"\n' if sessionMap == "redis" else "")
+            + f'[admin]\nlisten = "tcp:{adminPort}:interface=127.0.0.1"\ntoken_file = "{token}"\n'
             f'[pool.bench]\n[[pool.bench.backend]]\nurl = "ws://127.0.0.1:{backendPort}"\n'
         )
     return path
@@ -190,9 +195,10 @@ def spreadDuring(gateway: Gateway, delay: float, into: dict) -> threading.Timer:
 
 
 def measure(o, scratch: str, backendPort: int, redisPort: int, name: str, workers: int,
-            cpus: str) -> dict:
+            cpus: str, sessionMap: str) -> dict:
     adminPort = compare.freePort()
-    config = gatewayFile(scratch, re.sub(r"\W+", "-", name), backendPort, redisPort, adminPort)
+    config = gatewayFile(scratch, re.sub(r"\W+", "-", name), backendPort, redisPort, adminPort,
+                         sessionMap)
     gateway = Gateway(scratch, re.sub(r"\W+", "-", name), workers, cpus, config, adminPort)
     try:
         time.sleep(1)
@@ -244,9 +250,9 @@ def report(results: list[dict], o) -> None:
     print()
     print("| configuration | transparent round trips/s | gateway CPU (cores) | per gateway"
           " CPU-second | CPU 0 / CPU 1 busy | session round trips/s | gateway CPU (cores) |"
-          " CPU 0 / CPU 1 busy | connections per worker | connects/s |"
+          " per gateway CPU-second | CPU 0 / CPU 1 busy | connections per worker | connects/s |"
           " RSS idle (MiB) | RSS after (MiB) | load average before/after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         t = r["throughput"]
         idle = ", ".join(f"{k} {mib(v)}" for k, v in r["rssIdle"].items())
@@ -256,9 +262,11 @@ def report(results: list[dict], o) -> None:
         cores = t.get("gatewayCpu", 0)
         perCore = f"{t['roundTripsPerSecond'] / cores:,.0f}" if cores else "-"
         q = r["session"]
+        qCores = q.get("gatewayCpu", 0)
+        qPerCore = f"{q['roundTripsPerSecond'] / qCores:,.0f}" if qCores else "-"
         print(f"| {r['name']} | {t['roundTripsPerSecond']:,.0f} | {cores:.2f} | {perCore} |"
               f" {t.get('cpu0Busy', 0):.0%} / {t.get('cpu1Busy', 0):.0%} |"
-              f" {q['roundTripsPerSecond']:,.0f} | {q.get('gatewayCpu', 0):.2f} |"
+              f" {q['roundTripsPerSecond']:,.0f} | {qCores:.2f} | {qPerCore} |"
               f" {q.get('cpu0Busy', 0):.0%} / {q.get('cpu1Busy', 0):.0%} | {spread} |"
               f" {r['connect']['connectsPerSecond']:,.0f} | {idle} | {after} |"
               f" {r['loadBefore']:.1f} / {r['loadAfter']:.1f} |")
@@ -284,8 +292,8 @@ def main(argv=None) -> None:
     echo = compare.startEcho(scratch, compare.LOAD_CPU)
     results = []
     try:
-        for name, workers, cpus in CONFIGS:
-            result = measure(o, scratch, echo.port, redisPort, name, workers, cpus)
+        for name, workers, cpus, sessionMap in CONFIGS:
+            result = measure(o, scratch, echo.port, redisPort, name, workers, cpus, sessionMap)
             print(json.dumps(result), flush=True)
             results.append(result)
     finally:
