@@ -5,7 +5,8 @@ carrying the bearer token of the C{[admin]} table.
 It only translates: requests become calls to the node's operator surface
 (L{gateway.interfaces.IOperator}: C{drainBackend}, C{enableBackend},
 C{setWeight}, C{reload}, the pools), which the gateway service provides, and
-its state becomes JSON.  docs/operations.md ("Admin API") describes every
+its state becomes JSON; C{GET /metrics} answers with the node's metrics
+in the Prometheus text format (L{gateway.metrics.scrape}).  docs/operations.md ("Admin API") describes every
 endpoint.  Requests are bounded and answered with the helpers of
 L{gateway.web}.
 """
@@ -30,6 +31,7 @@ from .errors import ConfigError, NothingToReload, ProtocolError
 from .interfaces import ISessionView
 from .sessions.states import SessionState
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+from .metrics.scrape import renderMetrics
 from .tcp import hostAndPort, listenFailure
 from .web import BoundedSite, respondJSON
 from .wire.http1 import errorPayload
@@ -270,6 +272,8 @@ class AdminResource(Resource):
         """
         try:
             self._authenticate(request)
+            if request.postpath in ([b"metrics"], [b"metrics", b""]) and request.method in (b"GET", b"HEAD"):
+                return renderMetrics(request, self.gateway.metrics.registry)
             status, payload = self._dispatch(request)
         except _BadRequest as refusal:
             for name, value in refusal.headers:

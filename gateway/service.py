@@ -27,10 +27,13 @@ from zope.interface import implementer
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError, NothingToReload
-from .interfaces import IOperator, ISessionCluster
+from .interfaces import IMeasured, IOperator, ISessionCluster
+from .metrics import LoopLag, Metrics
+from .metrics.observers import CountingObserver, TimedHealthCheck
+from .metrics.scrape import MetricsService, StateCollector
 from .tcp import forgetExitSignal, hostAndPort, listenFailure
 from .wire.forwarded import TrustedProxies
-from .backends.health import HealthMonitor, PassiveHealth
+from .backends.health import HealthMonitor, PassiveHealth, makeHealthCheck
 from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
 from .backends.routing import Router, parseKeySpec
@@ -96,6 +99,8 @@ class GatewayService(MultiService):
             reactor = defaultReactor
         self.reactor = reactor
         self.config = config
+        #: The node's instruments and their registry (served at /metrics).
+        self.metrics = Metrics()
         self.trustedProxies = TrustedProxies(config.trustedProxies)
         self.pools: dict[str, Pool] = {}
         self.monitors: dict[str, HealthMonitor] = {}
@@ -104,7 +109,7 @@ class GatewayService(MultiService):
         self.router = Router([(r.prefix, self.pools[r.pool]) for r in config.routes])
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
-        self.health = PassiveHealth(self.monitors)
+        self.health = CountingObserver(PassiveHealth(self.monitors), self.metrics)
         #: Opens sessions' backend links: new ones, takeovers, failovers, moves.
         self.opener = SessionOpener(reactor, config, self.pools, self.sessionMap, self.trustedProxies,
                                     self.health)
@@ -117,7 +122,9 @@ class GatewayService(MultiService):
                 return Cluster(registry, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
                                node=self.sessionMap.nodeId, opener=self.opener)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap, opener=self.opener,
-                                        cluster=cluster)
+                                        cluster=cluster, metrics=self.metrics)
+        if IMeasured.providedBy(self.sessionMap):
+            self.sessionMap.measureWith(self.metrics)
         self.endpoints = [
             (description, _parseEndpoint(reactor, "listen", description, backlog=True))
             for description in config.listen
@@ -125,8 +132,12 @@ class GatewayService(MultiService):
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
-            reactor=reactor,
+            reactor=reactor, metrics=self.metrics,
         )
+        self.metrics.registry.register(StateCollector(
+            pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
+            config=config.session))
+        LoopLag(reactor, self.metrics.lagSampled).setServiceParent(self)
         self.ports: list = []
         self._listening: Deferred | None = None
         self._demoPorts: list = []
@@ -155,6 +166,12 @@ class GatewayService(MultiService):
 
             self.admin = AdminService(self, _parseEndpoint(reactor, "admin.listen", config.admin.listen))
             self.admin.setServiceParent(self)
+        self.metricsListener = None
+        if config.metrics is not None:
+            self.metricsListener = MetricsService(
+                self, _parseEndpoint(reactor, "metrics.listen", config.metrics.listen),
+                config.metrics.listen, self.metrics.registry)
+            self.metricsListener.setServiceParent(self)
 
     def addPool(self, poolConfig: PoolConfig, backends: list[Backend] | None = None) -> Pool:
         """
@@ -176,7 +193,10 @@ class GatewayService(MultiService):
         )
         _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
-        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout)
+        check = poolConfig.health and TimedHealthCheck(makeHealthCheck(poolConfig.health, self.reactor),
+                                                       pool.name, self.metrics, self.reactor)
+        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout,
+                                healthCheck=check)
         self.monitors[pool.name] = monitor
         monitor.setServiceParent(self)
         return pool
@@ -533,6 +553,8 @@ class GatewayService(MultiService):
             _parseEndpoint(self.reactor, "listen", description, backlog=True)
         if new.admin is not None:
             _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+        if new.metrics is not None:
+            _parseEndpoint(self.reactor, "metrics.listen", new.metrics.listen)
 
     def _reloadPool(self, pool: Pool, old: PoolConfig, new: PoolConfig) -> list[str]:
         """

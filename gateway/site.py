@@ -25,7 +25,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, ISessionMap
+from .interfaces import IConnectObserver, IEdge, IMetrics, ISessionMap
+from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
@@ -124,6 +125,7 @@ class FrontDoor(Protocol):
         if factory.openConnections >= factory.config.limits.maxConnections:
             factory.refusedConnections += 1
             factory.dropped.dropped("max_connections")
+            factory.metrics.refused(503, "connection_limit")
             self.transport.write(errorResponse(503, "the gateway is at its connection limit"))
             self.transport.loseConnection()
             return
@@ -198,6 +200,7 @@ class FrontDoor(Protocol):
     def _refuse(self, status: int, message: str) -> None:
         self._cancelTimer()
         self.factory.clientErrors += 1
+        self.factory.metrics.refused(status)
         self.transport.write(errorResponse(status, message))
         self.transport.loseConnection()
         self._buffer = b""
@@ -351,6 +354,7 @@ class GatewayResource(Resource):
                 return self.factory.polling.render(request, kind[0])
         if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
             return self.static.page(request, "static/demo.html")
+        self.factory.metrics.refused(426 if routed else 404)
         if routed:
             request.setHeader(b"upgrade", b"websocket")
             return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
@@ -451,6 +455,7 @@ class StrictChannel(HTTPChannel):
         self._refused = True
         self._lines = None
         self.site.gateway.clientErrors += 1
+        self.site.gateway.metrics.refused(status)
         if self.transport is not None:
             self.transport.write(errorResponse(status, message))
             self.transport.loseConnection()
@@ -468,6 +473,13 @@ class _GatewaySite(BoundedSite):
         super().__init__(resource, **kwargs)
         self.gateway = gateway
         self.maxHeaderBytes = maxHeaderBytes
+
+    def tooLarge(self, request, limit: int) -> bytes:
+        """
+        Count the 413 of a body over C{limit} bytes (L{BoundedSite.tooLarge}).
+        """
+        self.gateway.metrics.refused(413)
+        return super().tooLarge(request, limit)
 
     def protocol(self) -> StrictChannel:
         """
@@ -506,6 +518,7 @@ class GatewayFactory(Factory):
         trustedProxies: TrustedProxies,
         health: IConnectObserver,
         reactor: Any,
+        metrics: IMetrics | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -514,6 +527,7 @@ class GatewayFactory(Factory):
         @param sessionMap: the node's session map (affinity records).
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param metrics: what the front door and the transports record to.
         """
         self.reactor = reactor
         self.config = config
@@ -522,6 +536,7 @@ class GatewayFactory(Factory):
         self.sessionMap = sessionMap
         self.trustedProxies = trustedProxies
         self.health = health
+        self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
         self.tunnels: set[Tunnel] = set()
         self.openConnections = 0
         self.refusedConnections = 0
@@ -614,6 +629,7 @@ class GatewayFactory(Factory):
         if reason is None:
             return False
         self.clientErrors += 1
+        self.metrics.refused(403, "origin")
         transport.write(errorResponse(403, reason))
         transport.loseConnection()
         return True

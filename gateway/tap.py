@@ -82,6 +82,13 @@ Examples:
             None,
             "Read the admin API's bearer token from this file.",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus, no token) on this Twisted endpoint, "
+            "e.g. tcp:9108:interface=127.0.0.1.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -133,6 +140,7 @@ def makeService(options: Options) -> IService:
         redis=options["redis"],
         admin=options["admin"],
         adminTokenFile=options["admin-token-file"],
+        metrics=options["metrics"],
     )
     try:
         config = load()

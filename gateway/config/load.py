@@ -24,6 +24,7 @@ from .model import (
     AdminConfig,
     BackendConfig,
     GatewayConfig,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionMapConfig,
@@ -32,6 +33,7 @@ from .reader import Reader, configError, keyPath, show
 from .tables import (
     readAdmin,
     readLimits,
+    readMetrics,
     readPool,
     readRoutes,
     readSession,
@@ -58,6 +60,7 @@ _TOP_KEYS = (
     "route",
     "pool",
     "admin",
+    "metrics",
 )
 
 
@@ -175,6 +178,7 @@ def loadConfig(
     redis: str | None = None,
     admin: str | None = None,
     adminTokenFile: str | None = None,
+    metrics: str | None = None,
 ) -> GatewayConfig:
     """
     Read a TOML configuration file (or none) and apply the command-line
@@ -196,6 +200,8 @@ def loadConfig(
     @param adminTokenFile: C{--admin-token-file}: the file holding the
         admin API's token; replaces the file's C{admin.token} or
         C{admin.token_file}.
+    @param metrics: C{--metrics}: the metrics listener's endpoint string;
+        replaces the file's C{metrics.listen}.
     @raise ConfigError: with a one-line message naming the file (or option),
         the key and the reason.  Balancer names, session map types and
         endpoint strings are not checked here but by the service, which
@@ -236,6 +242,8 @@ def loadConfig(
         pools = [readPool(fileReader, name, item) for name, item in poolTables.items()]
         if "route" in document:
             routes = readRoutes(fileReader, document)
+        if "metrics" in document:
+            config = dataclasses.replace(config, metrics=readMetrics(fileReader, document["metrics"]))
         if "admin" in document:
             adminFromFile = readAdmin(
                 fileReader, document["admin"], os.path.dirname(os.path.abspath(path))
@@ -246,6 +254,10 @@ def loadConfig(
             if not endpoint:
                 Reader("--listen").fail("", "must not be empty")
         config = dataclasses.replace(config, listen=tuple(listen))
+    if metrics is not None:
+        if not metrics:
+            Reader("--metrics").fail("", "must not be empty")
+        config = dataclasses.replace(config, metrics=MetricsConfig(listen=metrics))
     if redis is not None:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     config = dataclasses.replace(
@@ -307,6 +319,7 @@ def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
         ("session", "session"),
         ("session_map", "sessionMap"),
         ("route", "routes"),
+        ("metrics", "metrics"),
     ):
         if getattr(running, attribute) != getattr(new, attribute):
             paths.append(key)

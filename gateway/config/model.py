@@ -21,6 +21,7 @@ __all__ = [
     "SessionMapConfig",
     "SessionConfig",
     "AdminConfig",
+    "MetricsConfig",
     "GatewayConfig",
     "MAX_WEIGHT",
     "MIN_ADMIN_TOKEN",
@@ -277,6 +278,18 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """
+    C{/metrics} on a listener of its own, without a token (the admin API
+    serves it too, behind its token).
+
+    @ivar listen: a Twisted server endpoint string.
+    """
+
+    listen: str
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     The whole configuration of one gateway node.
@@ -284,6 +297,7 @@ class GatewayConfig:
     @ivar trustedProxies: CIDR networks whose X-Forwarded-For / Forwarded
         headers are kept and appended to; from anyone else they are replaced.
     @ivar admin: the admin API, or L{None} for none.
+    @ivar metrics: the metrics listener, or L{None} for none.
     """
 
     listen: tuple[str, ...] = ("tcp:8080",)
@@ -295,6 +309,7 @@ class GatewayConfig:
     sessionMap: SessionMapConfig = field(default_factory=SessionMapConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     admin: AdminConfig | None = None
+    metrics: MetricsConfig | None = None
     demo: bool = False
     source: str = "<options>"
 

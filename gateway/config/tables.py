@@ -27,6 +27,7 @@ from .model import (
     BackendConfig,
     HealthCheckConfig,
     Limits,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "readPool",
     "readRoutes",
     "readAdmin",
+    "readMetrics",
     "readTokenFile",
 ]
 
@@ -52,6 +54,7 @@ _HEALTH_TYPES = ("websocket", "http", "tcp")
 _REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
 
 _ADMIN_KEYS = ("listen", "token", "token_file")
+_METRICS_KEYS = ("listen",)
 _ROUTE_KEYS = ("prefix", "pool", "allowed_origins")
 _POOL_KEYS = (
     "balance",
@@ -433,6 +436,18 @@ def readAdmin(
         tokenFile = os.path.join(directory, tokenFile)
         token = readTokenFile(reader, "admin.token_file", tokenFile)
     return listen, token, tokenFile
+
+
+def readMetrics(reader: Reader, value: object) -> MetricsConfig:
+    """
+    Read the C{[metrics]} table: C{listen}, the endpoint of the metrics
+    listener (checked as an endpoint by the service).
+    """
+    table = reader.table(value, "metrics", _METRICS_KEYS)
+    listen = reader.string(table, "metrics", "listen")
+    if not listen:
+        reader.fail("metrics.listen", "must not be empty")
+    return MetricsConfig(listen=listen)
 
 
 def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:

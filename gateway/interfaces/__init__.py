@@ -14,7 +14,7 @@ client connection (L{ISessionTransport}) and its backend link
 registry a cluster strategy (L{ISessionCluster}) and an opener
 (L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
 and drives the node through L{IOperator}; the transports use the front door
-through L{IEdge}; connects report to passive health through
+through L{IEdge}; every part records what happens to L{IMetrics}; connects report to passive health through
 L{IConnectObserver}; the Python client's transports report to their owner
 through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
@@ -23,6 +23,7 @@ objects it needs.
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
 from ._edge import IConnectObserver, IEdge, IOperator
+from ._metrics import IMeasured, IMetrics
 from ._plugins import (
     IBalancer,
     IBalancerFactory,
@@ -56,6 +57,8 @@ __all__ = [
     "IConnectObserver",
     "IEdge",
     "IOperator",
+    "IMetrics",
+    "IMeasured",
     "IWebSocketOwner",
     "IPollingOwner",
     "IUpgradeOwner",

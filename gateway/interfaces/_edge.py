@@ -57,6 +57,7 @@ class IEdge(Interface):
         "and resume sessions through it."
     )
     clientErrors = Attribute("How many requests were refused as malformed; transports add theirs.")
+    metrics = Attribute("The node's L{gateway.interfaces.IMetrics}: what the transports record to.")
     origins = Attribute(
         "The L{gateway.backends.routing.RouteOrigins} every upgrade and long-polling request's "
         "C{Origin} is checked against."
@@ -93,6 +94,7 @@ class IOperator(Interface):
     sessions = Attribute("The node's L{gateway.sessions.session.SessionRegistry}.")
     mover = Attribute("The node's L{gateway.sessions.mover.SessionMover}.")
     exitOnListenFailure = Attribute("Whether a listener that cannot be bound stops the reactor.")
+    metrics = Attribute("The node's L{gateway.metrics.Metrics} (its C{registry} is served at /metrics).")
 
     def pool(name):
         """

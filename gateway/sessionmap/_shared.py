@@ -457,6 +457,14 @@ class Subscription:
         self._lastError: str | None = None
 
     # What the set-up protocol asks of its watcher.
+    @property
+    def metrics(self) -> Any:
+        """
+        The map's L{gateway.interfaces.IMetrics}, which the subscription's
+        commands are counted in too.
+        """
+        return self.shared.map.metrics
+
     def setUpCommands(self):
         return self.shared.map.setUpCommands()
 

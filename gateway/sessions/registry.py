@@ -21,7 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..errors import GatewayError, ProtocolError, ResumeRefused, SessionLimit
-from ..interfaces import IBackendLink, ISessionCluster, ISessionOpener
+from ..interfaces import IBackendLink, IMetrics, ISessionCluster, ISessionOpener
+from ..metrics import NoMetrics
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_RESUME_FAILED,
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from ..config import SessionConfig
 
 __all__ = ["SessionRegistry", "FULL_RETRY_AFTER"]
+
+#: A session transport's C{kind}, as metrics name it.
+_TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
 
 #: The Retry-After (seconds) of a refusal at C{max_sessions} or at
 #: C{max_sessions_per_ip}: sessions end at their own pace, so a short wait
@@ -98,14 +102,17 @@ class SessionRegistry:
         opened here, and sessions end when their backend connection drops.
     @ivar noMirror: the null L{gateway.interfaces.ISessionMirror} of
         sessions no other node knows of.
+    @ivar metrics: the L{IMetrics} the sessions record to.
     """
 
     log = Logger()
 
     def __init__(self, config: SessionConfig, clock, sessionMap, node: str = "local", *,
                  opener: ISessionOpener | None = None,
-                 cluster: Callable[[SessionRegistry], ISessionCluster] = SingleNode) -> None:
+                 cluster: Callable[[SessionRegistry], ISessionCluster] = SingleNode,
+                 metrics: IMetrics | None = None) -> None:
         self.config = config
+        self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
         self.clock = clock
         self.sessionMap = sessionMap
         self.node = node
@@ -197,6 +204,7 @@ class SessionRegistry:
         session.upstream.origin = origin
         link.bind(session, backend)
         await self.cluster.register(session, *origin)
+        self.metrics.sessionEvent("opened", route.pool.name)
         return session
 
     def create(self, sid: str, pool: Pool, link: IBackendLink) -> Session:
@@ -235,6 +243,7 @@ class SessionRegistry:
             session.state = session.state.to(SessionState.ENDING)
         self.sessions[sid] = session
         session.startGrace()
+        self.metrics.sessionEvent("takeover", pool.name)
         return session
 
     async def resume(self, hello: Hello, kind: str) -> Any:
@@ -252,8 +261,10 @@ class SessionRegistry:
         if hello.sid in self.sessions:
             session = self.find(hello)
             await self.cluster.attachHere(session, kind)
-            return session
-        return await self.cluster.resume(hello, kind)
+        else:
+            session = await self.cluster.resume(hello, kind)
+        self.metrics.resumed(_TRANSPORTS.get(kind, kind))
+        return session
 
     def here(self, sid: str | None) -> Any:
         """

@@ -162,6 +162,15 @@ class Session(PacketDispatch):
         """
         return self.upstream.moves
 
+    @property
+    def inflight(self) -> tuple[int, int]:
+        """
+        The client messages (and their bytes) handed to the backend and not
+        yet confirmed.
+        """
+        upstream = self.upstream
+        return len(upstream.unconfirmed), upstream.unconfirmedBytes
+
     def __repr__(self) -> str:
         return f"<Session {shortId(self.sid)} {self.state.value}>"
 
@@ -353,6 +362,9 @@ class Session(PacketDispatch):
                 # nothing more; the client learns from the close packet.
                 return
             self.inbox.accept()
+            traffic = self.registry.metrics.traffic
+            traffic.sessionUpMessages += 1
+            traffic.sessionUpBytes += len(message.payload)
             upstream.handOn(message)
         self._scheduleAck()
 
@@ -432,6 +444,9 @@ class Session(PacketDispatch):
             self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
+        traffic = self.registry.metrics.traffic
+        traffic.sessionDownMessages += 1
+        traffic.sessionDownBytes += len(payload)
         self.mirror.down(message)
         if self.transport is not None:
             self.transport.pushData(message)

@@ -82,6 +82,9 @@ class _Side(Protocol):
     @ivar closing: a close frame was sent to this side: nothing more is
         forwarded to it.
     @ivar seen: bytes arrived since the last keep-alive sweep.
+    @ivar received: bytes forwarded from this side since the splice (read
+        at scrape time, and added to the node's totals when the tunnel
+        ends, so that counting costs one addition per read).
     """
 
     masked: bool = False
@@ -97,6 +100,7 @@ class _Side(Protocol):
         self.lastSeen = 0.0
         self.pingSentAt: float | None = None
         self.gone = False
+        self.received = 0
 
     # Splice hot path.
     def splicedDataReceived(self, data: bytes) -> None:
@@ -108,6 +112,7 @@ class _Side(Protocol):
         them.
         """
         self.seen = True
+        self.received += len(data)
         other = self.other
         if other.pending is None and not other.closing:
             self.tracker.feed(data)
@@ -338,6 +343,7 @@ class Tunnel:
         self._abortCall = None
         self._dataFrames = 0
         self._lastData = 0.0
+        self._started = 0.0
 
     # Handshake.
     def start(self, deadline: float) -> None:
@@ -345,6 +351,8 @@ class Tunnel:
         Take over the client connection and start the handshake with a
         backend, bounded by C{deadline} seconds.
         """
+        self.factory.metrics.accepted("transparent", "websocket")
+        self._started = self.reactor.seconds()
         self.client.makeConnection(self.clientTransport)
         self._opening = Deferred.fromCoroutine(self._open())
         self._opening.addTimeout(deadline, self.reactor)
@@ -360,7 +368,7 @@ class Tunnel:
         """
         self._earlySize += len(data)
         if self._earlySize > self.limits.maxHeaderBytes:
-            self._fail(400, "data sent before the WebSocket handshake completed")
+            self._fail(400, "data sent before the WebSocket handshake completed", "early_data")
             return
         self._early.append(data)
 
@@ -458,6 +466,7 @@ class Tunnel:
         client.other, backend.other = backend, client
         now = self.reactor.seconds()
         client.lastSeen = backend.lastSeen = self._lastData = now
+        self.factory.metrics.handshake("transparent", "websocket", now - self._started)
         self.spliced = True
         ctransport, btransport = client.transport, backend.transport
         ctransport.registerProducer(backend, True)
@@ -475,7 +484,7 @@ class Tunnel:
             return None
         if failure.check(NoBackendAvailable):
             self.log.warn("{error}", error=failure.value)
-            self._fail(503, str(failure.value))
+            self._fail(503, str(failure.value), "no_backend")
         elif failure.check(CancelledError, TimeoutError):
             self._fail(504, f"no backend answered the handshake within {self.timeouts.handshake:g}s")
         else:
@@ -483,13 +492,14 @@ class Tunnel:
             self._fail(502, "the backend handshake failed")
         return None
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, reason: str | None = None) -> None:
         if self._opening is not None:
             opening, self._opening = self._opening, None
             opening.cancel()
         if self.backendSide is not None and not self.backendSide.gone:
             self.backendSide.transport.abortConnection()
         if not self.client.gone:
+            self.factory.metrics.refused(status, reason)
             self.client.transport.write(errorResponse(status, message))
             self.client.transport.loseConnection()
 
@@ -522,6 +532,7 @@ class Tunnel:
                 if side is self.client:
                     other.inject(encodeClose(CLOSE_GOING_AWAY, "client went away", True), close=True)
                 else:
+                    self.factory.metrics.closed("transparent", CLOSE_BACKEND_GONE)
                     other.inject(encodeClose(CLOSE_BACKEND_GONE, "backend closed the connection"), close=True)
                 other.transport.loseConnection()
             else:
@@ -534,6 +545,10 @@ class Tunnel:
             return
         self.closed = True
         self._release()
+        client, backend = self.client, self.backendSide
+        if backend is not None and self.spliced:
+            self.factory.metrics.traffic.tunnelEnded(client.tracker.dataFrames, client.received,
+                                                     backend.tracker.dataFrames, backend.received)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._abortCall = None
@@ -594,10 +609,11 @@ class Tunnel:
         if self._shutdown is None:
             self._shutdown = Deferred()
             if not self.spliced:
-                self._fail(503, "the gateway is shutting down")
+                self._fail(503, "the gateway is shutting down", "shutting_down")
                 if self.client.gone:
                     self._finished()
             else:
+                self.factory.metrics.closed("transparent", CLOSE_GOING_AWAY)
                 self.client.inject(encodeClose(CLOSE_GOING_AWAY, reason), close=True)
                 self.backendSide.inject(encodeClose(CLOSE_GOING_AWAY, reason, True), close=True)
             if not self.closed:

@@ -16,6 +16,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from gateway.config import SessionConfig
 from gateway.errors import ResumeRefused
 from gateway.backends.routing import RouteOrigins
+from gateway.metrics import NoMetrics
 from gateway.transports.longpoll import LongPolling
 
 
@@ -41,7 +42,7 @@ class _NoSessions:
 
 def _polling() -> LongPolling:
     factory = SimpleNamespace(config=SimpleNamespace(session=SessionConfig(), routes=()), clientErrors=0,
-                              origins=RouteOrigins([], ()),
+                              metrics=NoMetrics(), origins=RouteOrigins([], ()),
                               sessions=_NoSessions(), reactor=Clock(),
                               routeRequest=lambda request: None)
     return LongPolling(factory)

@@ -18,6 +18,7 @@ from gateway.backends.routing import RouteOrigins
 from gateway.backends.pool import Backend, Pool
 from gateway.config import GatewayConfig, Timeouts
 from gateway.interfaces import IConnectObserver, IEdge
+from gateway.metrics import NoMetrics
 from gateway.sessionmap.memory import MemorySessionMap
 from gateway.transports.tunnel import Tunnel
 from gateway.wire.forwarded import TrustedProxies
@@ -75,6 +76,7 @@ class Edge:
         self.health = Health()
         self.sessions = None
         self.clientErrors = 0
+        self.metrics = NoMetrics()
         self.origins = RouteOrigins([], ())
 
     def peerHost(self, transport):
