@@ -14,9 +14,11 @@ client connection (L{ISessionTransport}) and its backend link
 registry a cluster strategy (L{ISessionCluster}) and an opener
 (L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
 and drives the node through L{IOperator}; the transports use the front door
-through L{IEdge}; every part records what happens to L{IMetrics}; connects report to passive health through
-L{IConnectObserver}; the Python client's transports report to their owner
-through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
+through L{IEdge}; the parts record what happens to L{IMetrics} (and a
+plug-in made without it is given it through L{IMeasured}); connects report
+to passive health through L{IConnectObserver}; the Python client's
+transports report to their owner through L{IWebSocketOwner},
+L{IPollingOwner} and L{IUpgradeOwner}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
 objects it needs.
 """
