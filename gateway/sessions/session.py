@@ -374,6 +374,9 @@ class Session(PacketDispatch):
         next in sequence), and record it.
         """
         self.inbox.accepted = message.seq
+        traffic = self.registry.metrics.traffic
+        traffic.sessionUpMessages += 1
+        traffic.sessionUpBytes += len(message.payload)
         upstream = self.upstream
         if upstream.link is not None or upstream.switching is not None:
             upstream.handOn(message)

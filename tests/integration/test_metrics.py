@@ -86,7 +86,8 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     admin request); the metrics listener needs none and serves nothing
     else.  A transparent connection and a session each move their
     counters: accepted, handshakes, messages and bytes each way, sessions
-    opened, and the session is counted attached while it lives.
+    opened (over WebSocket and long-polling), a refused request, and the
+    session is counted attached while it lives.
     """
     process, adminPort, metricsPort = await startWithMetrics(tmp_path, echo_backends, gateway_process)
     status, _, body = await scrape(adminPort)
@@ -113,6 +114,17 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     assert await received.addTimeout(10, reactor) == "backend-1: hi"
     await session.whenAcknowledged()
 
+    polled: Deferred = Deferred()
+    polling = SessionClient(f"{process.url}/chat", reactor=reactor, transport="polling")
+    polling.onMessage(lambda payload, isBinary: polled.called or polled.callback(payload))
+    await polling.connect()
+    polling.send("by poll")
+    assert await polled.addTimeout(10, reactor) == "backend-1: by poll"
+    await polling.close()
+    gatewayPort = int(process.url.rsplit(":", 1)[1])
+    answer = await rawExchange(gatewayPort, b"GET /chat/../x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+
     status, _, during = await scrape(metricsPort)
     live = samples(during)
     assert live[("txgateway_sessions", (("pool", "chat"), ("state", "attached")))] == 1
@@ -134,7 +146,11 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     assert moved("txgateway_connections_accepted_total", mode="session", transport="websocket") == 1
     assert moved("txgateway_handshake_duration_seconds_count", mode="transparent", transport="websocket") == 1
     assert moved("txgateway_handshake_duration_seconds_count", mode="session", transport="websocket") == 1
-    assert moved("txgateway_sessions_opened_total", pool="chat") == 1
+    assert moved("txgateway_connections_accepted_total", mode="session", transport="longpoll") >= 1
+    assert moved("txgateway_handshake_duration_seconds_count", mode="session", transport="longpoll") == 1
+    assert moved("txgateway_sessions_opened_total", pool="chat") == 2
+    assert moved("txgateway_refusals_total", status="400", reason="bad_request") == 1
+    assert moved("txgateway_closes_total", mode="session", code="4000", reason="ended") >= 2
     for mode in ("transparent", "session"):
         assert moved("txgateway_messages_total", mode=mode, direction="up") >= 1
         assert moved("txgateway_messages_total", mode=mode, direction="down") >= 1

@@ -96,10 +96,12 @@ class Harness:
     """
 
     def __init__(self, timeouts: Timeouts | None = None, early: bytes = b"",
-                 request: bytes = UPGRADE) -> None:
+                 request: bytes = UPGRADE, metrics=None) -> None:
         self.reactor = MemoryReactorClock()
         self.timeouts = timeouts or Timeouts(pingInterval=5.0, pingTimeout=5.0, idle=0.0)
         self.edge = Edge(self.reactor, self.timeouts)
+        if metrics is not None:
+            self.edge.metrics = metrics
         self.backend = Backend("b1", "127.0.0.1", 9001)
         self.pool = Pool("chat", [self.backend], RoundRobin())
         head = parseRequestHead(request[:findHeadEnd(request, 16384)])
@@ -318,3 +320,62 @@ def test_clientGoneClosesBackend():
     harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
     assert harness.closed == [harness.tunnel]
     assert harness.backend.connections == 0
+
+
+# Metrics.
+
+
+def _samples(metrics) -> dict:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(metrics.registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_metricsOfATunnel():
+    """
+    A tunnel counts itself accepted and its handshake when spliced; its
+    frames and bytes each way are added to the node's traffic once it
+    ends, and a close it sends its client is counted.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), process=False)
+    harness = Harness(metrics=metrics)
+    harness.spliced()
+    frame = encodeFrame(OP_TEXT, b"hello", True)
+    harness.clientSends(frame)
+    harness.backendSends(encodeFrame(OP_TEXT, b"hi"))
+    harness.backendSends(encodeFrame(OP_TEXT, b"again"))
+    assert metrics.traffic.tunnelUpMessages == 0  # read live at scrape time meanwhile
+    harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    traffic = metrics.traffic
+    assert (traffic.tunnelUpMessages, traffic.tunnelUpBytes) == (1, len(frame))
+    assert (traffic.tunnelDownMessages, traffic.tunnelDownBytes) == (2, 4 + 7)
+    s = _samples(metrics)
+    labels = (("mode", "transparent"), ("transport", "websocket"))
+    assert s[("txgateway_connections_accepted_total", labels)] == 1
+    assert s[("txgateway_handshake_duration_seconds_count", labels)] == 1
+    assert s[("txgateway_closes_total", (("code", "1012"), ("mode", "transparent"),
+                                        ("reason", "backend_gone")))] == 1
+
+
+def test_metricsOfARefusal():
+    """
+    The tunnel's own refusals are counted with their status and reason.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), process=False)
+    harness = Harness(metrics=metrics)
+    _, _, factory, _, _ = harness.reactor.tcpClients[-1]
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert harness.client.value().startswith(b"HTTP/1.1 503 ")
+    assert _samples(metrics)[("txgateway_refusals_total", (("reason", "no_backend"), ("status", "503")))] == 1
