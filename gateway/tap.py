@@ -37,7 +37,8 @@ class Options(usage.Options):
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
         "given the same URL.  --admin serves the admin API (JSON, bearer token "
-        "from --admin-token-file) on its own listener.  With --config, SIGHUP "
+        "from --admin-token-file) on its own listener.  --metrics serves "
+        "/metrics for Prometheus (no token) on its own listener.  With --config, SIGHUP "
         "reloads the file's backends."
     )
     examples = """
