@@ -19,6 +19,7 @@ instruments the parts record to are in L{gateway.metrics} below them.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
@@ -55,6 +56,9 @@ IDLE_TIMEOUT = 60.0
 
 #: A session transport's C{kind}, as the C{transport} label says it.
 _TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
+#: A reason a connection was dropped, as a label: C{max_connections} or an
+#: errno's name (anything else is counted as C{other}).
+_ERRNO = re.compile(r"(max_connections|E[A-Z]{2,15})\Z")
 #: The states a live session can be counted in.
 _STATES = (SessionState.ATTACHED, SessionState.DETACHED, SessionState.ENDING)
 
@@ -103,6 +107,14 @@ class StateCollector(Collector):
                                   "number limits.max_connections bounds).")
         total.add_metric([], edge.openConnections)
         yield total
+        dropped = CounterMetricFamily(f"{PREFIX}_connections_dropped",
+                                      "Client connections dropped before a byte was read: at "
+                                      "limits.max_connections (also answered 503), or when a connection "
+                                      "could not be accepted (the process out of file descriptors: "
+                                      "EMFILE, ...).", labels=["reason"])
+        for reason, n in sorted(edge.dropped.total.items()):
+            dropped.add_metric([reason if _ERRNO.match(reason) else "other"], n)
+        yield dropped
         open_ = GaugeMetricFamily(f"{PREFIX}_connections_open",
                                   "Client connections open by mode and transport: tunnels (transparent), "
                                   "sessions attached over each transport (session).",

@@ -111,6 +111,8 @@ class Session(PacketDispatch):
         self.lastSent = 0.0
         self.created = registry.clock.seconds()
         self.mirror: ISessionMirror = registry.noMirror
+        #: The node's message counts (L{gateway.metrics.Traffic}), added to per message.
+        self.traffic = registry.metrics.traffic
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
 
@@ -362,7 +364,7 @@ class Session(PacketDispatch):
                 # nothing more; the client learns from the close packet.
                 return
             self.inbox.accept()
-            traffic = self.registry.metrics.traffic
+            traffic = self.traffic
             traffic.sessionUpMessages += 1
             traffic.sessionUpBytes += len(message.payload)
             upstream.handOn(message)
@@ -374,7 +376,7 @@ class Session(PacketDispatch):
         next in sequence), and record it.
         """
         self.inbox.accepted = message.seq
-        traffic = self.registry.metrics.traffic
+        traffic = self.traffic
         traffic.sessionUpMessages += 1
         traffic.sessionUpBytes += len(message.payload)
         upstream = self.upstream
@@ -447,7 +449,7 @@ class Session(PacketDispatch):
             self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
-        traffic = self.registry.metrics.traffic
+        traffic = self.traffic
         traffic.sessionDownMessages += 1
         traffic.sessionDownBytes += len(payload)
         self.mirror.down(message)

@@ -77,7 +77,9 @@ def makeNode():
         "d": fakeSession(pool, SessionState.ENDED, "ws", replay=9),
     }
     tunnels = [fakeTunnel((2, 20), (3, 30)), fakeTunnel((7, 70), (7, 70), closed=True)]
-    edge = SimpleNamespace(openConnections=4, tunnels=tunnels)
+    edge = SimpleNamespace(openConnections=4, tunnels=tunnels,
+                           dropped=SimpleNamespace(total={"max_connections": 2, "EMFILE": 1,
+                                                          "[Errno 24] odd text": 1}))
     metrics = Metrics(CollectorRegistry(), process=False)
     metrics.traffic.tunnelEnded(1, 10, 1, 11)
     metrics.traffic.sessionUpMessages, metrics.traffic.sessionDownBytes = 5, 99
@@ -96,6 +98,9 @@ def test_stateReadAtScrapeTime() -> None:
     """
     s = scrape(makeNode().registry)
     assert s[("txgateway_client_connections_open", ())] == 4
+    assert s[("txgateway_connections_dropped_total", (("reason", "max_connections"),))] == 2
+    assert s[("txgateway_connections_dropped_total", (("reason", "EMFILE"),))] == 1
+    assert s[("txgateway_connections_dropped_total", (("reason", "other"),))] == 1
     open_ = {labels: v for (name, labels), v in s.items() if name == "txgateway_connections_open"}
     assert open_ == {
         (("mode", "transparent"), ("transport", "websocket")): 1,

@@ -25,6 +25,9 @@ class _NoSessions:
     A session registry that knows no session (every lookup is refused).
     """
 
+    #: One node: a send is looked up here (L{local}), not in Redis.
+    sharesSessions = False
+
     def _refuse(self, *args, **kwargs):
         raise ResumeRefused(4404, "unknown session")
 
