@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.sessions",),
     ("gateway.cluster",),
     ("gateway.transports",),
-    ("gateway.web",),
+    ("gateway.web", "gateway.admission"),
     ("gateway.site", "gateway.admin", "gateway.demo", "gateway.metrics.scrape"),
     ("gateway.service",),
     ("gateway.tap", "gateway.testing"),

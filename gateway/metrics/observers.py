@@ -42,6 +42,12 @@ class CountingObserver:
         """
         self.observer.connectSucceeded(pool, backend)
 
+    def answered(self, pool: Any, backend: Any, status: int) -> None:
+        """
+        Pass it on: an answer is not a failed connect, whatever its status.
+        """
+        self.observer.answered(pool, backend, status)
+
 
 @implementer(IHealthCheck)
 class TimedHealthCheck:

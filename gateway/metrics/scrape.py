@@ -56,9 +56,9 @@ IDLE_TIMEOUT = 60.0
 
 #: A session transport's C{kind}, as the C{transport} label says it.
 _TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
-#: A reason a connection was dropped, as a label: C{max_connections} or an
-#: errno's name (anything else is counted as C{other}).
-_ERRNO = re.compile(r"(max_connections|E[A-Z]{2,15})\Z")
+#: A reason a connection was dropped, as a label: C{max_connections},
+#: C{max_connections_per_ip} or an errno's name (anything else is counted as C{other}).
+_ERRNO = re.compile(r"(max_connections|max_connections_per_ip|E[A-Z]{2,15})\Z")
 #: The states a live session can be counted in.
 _STATES = (SessionState.ATTACHED, SessionState.DETACHED, SessionState.ENDING)
 
@@ -108,8 +108,8 @@ class StateCollector(Collector):
         total.add_metric([], edge.openConnections)
         yield total
         dropped = CounterMetricFamily(f"{PREFIX}_connections_dropped",
-                                      "Client connections dropped before a byte was read: at "
-                                      "limits.max_connections (also answered 503), or when a connection "
+                                      "Client connections dropped at a bound (also answered 503): "
+                                      "limits.max_connections or max_connections_per_ip, or when one "
                                       "could not be accepted (the process out of file descriptors: "
                                       "EMFILE, ...).", labels=["reason"])
         for reason, n in sorted(edge.dropped.total.items()):

@@ -187,11 +187,15 @@ class Observer:
     def connectSucceeded(self, pool, backend):
         self.heard.append(("succeeded", backend.name))
 
+    def answered(self, pool, backend, status):
+        self.heard.append(("answered", backend.name, status))
+
 
 def test_countingObserver() -> None:
     """
-    Failed connects are counted by pool and backend, and both outcomes are
-    passed on to the observer wrapped (passive health).
+    Failed connects are counted by pool and backend, and every outcome
+    (failed, succeeded, answered) is passed on to the observer wrapped
+    (passive health).
     """
     metrics = Metrics(CollectorRegistry(), process=False)
     inner = Observer()
@@ -200,7 +204,8 @@ def test_countingObserver() -> None:
     pool, backend = SimpleNamespace(name="chat"), SimpleNamespace(name="b1")
     observer.connectFailed(pool, backend, "refused")
     observer.connectSucceeded(pool, backend)
-    assert inner.heard == [("failed", "b1", "refused"), ("succeeded", "b1")]
+    observer.answered(pool, backend, 503)
+    assert inner.heard == [("failed", "b1", "refused"), ("succeeded", "b1"), ("answered", "b1", 503)]
     s = scrape(metrics.registry)
     assert s[("txgateway_backend_connect_failures_total", (("backend", "b1"), ("pool", "chat")))] == 1
 
