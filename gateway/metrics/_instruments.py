@@ -86,7 +86,7 @@ STATUS_REASONS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    408: "head_timeout",
+    408: "timeout",
     413: "body_too_large",
     426: "upgrade_required",
     429: "too_many_requests",
