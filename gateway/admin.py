@@ -6,9 +6,9 @@ It only translates: requests become calls to the node's operator surface
 (L{gateway.interfaces.IOperator}: C{drainBackend}, C{enableBackend},
 C{setWeight}, C{reload}, the pools), which the gateway service provides, and
 its state becomes JSON; C{GET /metrics} answers with the node's metrics
-in the Prometheus text format (L{gateway.metrics.scrape}).  docs/operations.md ("Admin API") describes every
-endpoint.  Requests are bounded and answered with the helpers of
-L{gateway.web}.
+in the Prometheus text format (L{gateway.metrics.scrape}).
+docs/operations.md ("Admin API") describes every endpoint.  Requests are
+bounded and answered with the helpers of L{gateway.web}.
 """
 
 from __future__ import annotations
