@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.cluster",),
     ("gateway.transports",),
     ("gateway.web", "gateway.admission"),
-    ("gateway.site", "gateway.admin", "gateway.demo", "gateway.metrics.scrape"),
+    ("gateway.site", "gateway.admin", "gateway.demo", "gateway.metrics.scrape", "gateway.statuspage"),
     ("gateway.service",),
     ("gateway.tap", "gateway.testing"),
 ]

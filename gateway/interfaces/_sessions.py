@@ -280,6 +280,15 @@ class ISessionCluster(Interface):
             (a JSON-able L{dict}).
         """
 
+    def nodes():
+        """
+        @return: the nodes serving these sessions, for the admin API's
+            C{GET /nodes}: C{shared}, this C{node}'s id, C{nodes} (each
+            with C{node}, C{self}, C{sessions} and C{relayed}, this one
+            first) and C{age}, the seconds since the other nodes' figures
+            were read (L{None} before the first read, or on one node).
+        """
+
     def start():
         """
         @return: L{Deferred} firing once this node takes part.
