@@ -353,15 +353,20 @@
     if (state.busy || state.token === null) return;
     state.busy = true;
     var started = performance.now();
-    Promise.all([
-      api("pools"),
-      api("sessions"),
-      api("nodes").catch(function (error) {
-        if (error.status === 404) return null;   // a gateway without GET /nodes
-        throw error;
-      }),
-      api("metrics")
-    ]).then(function (answers) {
+    // The pools first, alone: a wrong token then costs one failed
+    // authentication (the listener blocks an address after 10 a minute),
+    // not one per endpoint.
+    api("pools").then(function (pools) {
+      return Promise.all([
+        pools,
+        api("sessions"),
+        api("nodes").catch(function (error) {
+          if (error.status === 404) return null;   // a gateway without GET /nodes
+          throw error;
+        }),
+        api("metrics")
+      ]);
+    }).then(function (answers) {
       var scrape = { t: started, metrics: parseMetrics(answers[3]) };
       render(answers[0], answers[1], answers[2], scrape);
       state.previous = scrape;
@@ -431,9 +436,9 @@
     var p50 = before ? quantile(0.5, m, before, hs) : null;
     var p95 = before ? quantile(0.95, m, before, hs) : null;
     var handshakes = rate(hs + "_count");
-    setText("fig-handshake", p50 === null ? "-" : fmtMs(p50) + " / " + fmtMs(p95));
+    setText("fig-handshake", fmtMs(p50));
     setText("fig-handshake-detail", handshakes === null ? "" : handshakes > 0
-            ? fmt(handshakes) + " handshakes/s" : "no handshake in the interval");
+            ? "p95 " + fmtMs(p95) + " · " + fmt(handshakes) + "/s" : "none in the interval");
     var refusals = rate("txgateway_refusals_total");
     setText("fig-refusals", fmt(refusals));
     setText("fig-refusals-detail", "total " + fmt(sum(m, "txgateway_refusals_total") || 0));
@@ -516,7 +521,8 @@
     var loadText = make("span");
     cells.load.appendChild(bar);
     cells.load.appendChild(loadText);
-    cells.actions.className = "actions";
+    var actions = make("div", "actions");
+    cells.actions.appendChild(actions);
     var toggle = make("button");
     toggle.type = "button";
     var weight = make("input");
@@ -528,9 +534,9 @@
     var setWeight = make("button", "", "Set weight");
     setWeight.type = "button";
     setWeight.dataset.action = "weight";
-    cells.actions.appendChild(toggle);
-    cells.actions.appendChild(weight);
-    cells.actions.appendChild(setWeight);
+    actions.appendChild(toggle);
+    actions.appendChild(weight);
+    actions.appendChild(setWeight);
     row = { tr: tr, cells: cells, badge: badge, rotation: rotation, bar: bar, fill: fill,
             loadText: loadText, toggle: toggle, weight: weight, seen: 0 };
     toggle.addEventListener("click", function () {
@@ -702,6 +708,10 @@
     try { kept = sessionStorage.getItem(TOKEN_KEY); } catch (e) { /* storage off */ }
     if (kept) signIn(kept); else showLogin("");
   }
+
+  // The pure parts, for a test to check against known scrapes.
+  window.TxGatewayStatus = Object.freeze({ parseMetrics: parseMetrics, increase: increase,
+                                           quantile: quantile });
 
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", start);

@@ -35,6 +35,31 @@ COMMAND_TIMEOUT = 30.0
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
+#: The page's messages kept (L{Chromium.messages}) at most.
+MAX_KEPT = 500
+
+#: The events whose messages are kept: the browser's log (a request the
+#: Content-Security-Policy refused is logged there), the console, and
+#: exceptions nothing caught.
+_MESSAGES = ("Log.entryAdded", "Runtime.consoleAPICalled", "Runtime.exceptionThrown")
+
+
+def _describe(method: str, params: dict) -> dict[str, Any]:
+    """
+    @return: C{level}, C{source} and C{text} of a log entry, a console call
+        or an exception.
+    """
+    if method == "Log.entryAdded":
+        entry = params.get("entry", {})
+        return {"level": entry.get("level"), "source": entry.get("source"), "text": entry.get("text")}
+    if method == "Runtime.consoleAPICalled":
+        words = [str(a.get("value", a.get("description", ""))) for a in params.get("args", [])]
+        return {"level": params.get("type"), "source": "console", "text": " ".join(words)}
+    details = params.get("exceptionDetails", {})
+    text = details.get("exception", {}).get("description") or details.get("text")
+    return {"level": "error", "source": "exception", "text": text}
+
+
 class DevToolsError(Exception):
     """
     A DevTools command failed, or JavaScript evaluated in the page threw.
@@ -72,6 +97,7 @@ class Chromium:
     One headless Chromium process and one page in it.
 
     @ivar process: the running browser (its output in C{process.output}).
+    @ivar messages: what the page logged, printed and threw.
     """
 
     def __init__(self, binary: str, profile: Path, *, width: int = 1280, height: int = 900,
@@ -94,6 +120,9 @@ class Chromium:
         self._connected: Deferred | None = None
         self._pending: dict[int, Deferred] = {}
         self._events: dict[str, list[Deferred]] = {}
+        #: What the page logged, printed and threw (L{_describe}), the
+        #: first L{MAX_KEPT}.
+        self.messages: list[dict[str, Any]] = []
         self._next = 0
         self._session: str | None = None
 
@@ -134,6 +163,7 @@ class Chromium:
         self._session = attached["sessionId"]
         await self.command("Page.enable")
         await self.command("Runtime.enable")
+        await self.command("Log.enable")
         if url != "about:blank":
             await self.navigate(url)
 
@@ -145,7 +175,10 @@ class Chromium:
 
     def _received(self, message: dict) -> None:
         if "id" not in message:
-            for waiting in self._events.pop(message.get("method"), []):
+            method = message.get("method")
+            if method in _MESSAGES and len(self.messages) < MAX_KEPT:
+                self.messages.append(_describe(method, message.get("params", {})))
+            for waiting in self._events.pop(method, []):
                 waiting.callback(message.get("params", {}))
             return
         waiting = self._pending.pop(message["id"], None)
