@@ -559,7 +559,7 @@
     (answer.pools || []).forEach(function (pool) {
       var counts = (byPool[pool.name] || {}).backends || {};
       var most = 1;
-      pool.backends.forEach(function (b) { most = Math.max(most, b.connections + (b.other_nodes || 0)); });
+      pool.backends.forEach(function (b) { most = Math.max(most, b.connections); });
       pool.backends.forEach(function (b) {
         var row = backendRow(pool.name, b);
         row.seen = generation;
@@ -573,10 +573,12 @@
         row.tr.dataset.draining = String(b.draining);
         setText(c.weight, String(b.weight));
         var total = b.connections + (b.other_nodes || 0);
-        var share = b.limit ? total / b.limit : total / most;
+        // Against its limit, which counts every node's connections; else
+        // against the busiest backend of the pool on this node.
+        var share = b.limit ? total / b.limit : b.connections / most;
         row.fill.style.width = Math.round(Math.min(1, share) * 100) + "%";
         row.bar.className = "bar" + (b.limit && total >= b.limit ? " full" : "");
-        setText(row.loadText, b.connections + (b.limit ? " / " + b.limit : "") +
+        setText(row.loadText, (b.limit ? total + " / " + b.limit : String(b.connections)) +
                 (b.available ? "" : " (not available)"));
         setText(c.others, String(b.other_nodes || 0));
         var s = counts[b.name];
