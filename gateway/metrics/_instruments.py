@@ -64,6 +64,8 @@ MODES = (
 #: label; any other code is counted as C{code="other"}.
 CLOSE_REASONS = {
     1001: "going_away",
+    1002: "websocket_protocol_error",
+    1007: "invalid_payload",
     1008: "policy",
     1012: "backend_gone",
     CLOSE_TOO_BIG: "too_big",
