@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from gateway.wire.http1 import parseRequestHead
 from gateway.backends.pool import Pool
 from gateway.config import SessionConfig
 from gateway.errors import LimitExceeded, ResumeRefused
@@ -41,6 +42,7 @@ class _Opener:
 
 class _Route:
     pool = Pool("p", [], None)
+    head = parseRequestHead(b"GET /chat HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
 
 
 def _registry(**config) -> tuple[Clock, SessionRegistry, _Opener]:
