@@ -54,6 +54,7 @@ MAX_V2_HEADER = 2048
 
 _V1_SIGNATURE = b"PROXY "
 _V2_SIGNATURE = V2Parser.PREFIX
+_V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 
 #: The most bytes L{sniff} needs to decide.
 SNIFF_BYTES = len(_V2_SIGNATURE)
@@ -118,6 +119,7 @@ class ProxyHeaderReader:
         self._buffer = b""
         self._parser: V1Parser | V2Parser | None = None
         self.version = 0
+        self._line = b""
         self.remaining = b""
 
     def feed(self, data: bytes) -> ProxyHeader | None:
@@ -145,9 +147,17 @@ class ProxyHeaderReader:
                     raise LimitExceeded(f"PROXY header of {16 + length} bytes is over {MAX_V2_HEADER}")
                 self._parser, self.version = V2Parser(), 2
             data, self._buffer = buffer, b""
+        if self.version == 1:
+            # Kept to recognise "PROXY UNKNOWN" with nothing after it, which
+            # the specification allows and Twisted's parser refuses (bounded:
+            # the parser refuses a line past 107 bytes).
+            self._line += data
         try:
             info, rest = self._parser.feed(data)
         except (InvalidProxyHeader, ValueError, KeyError, IndexError, struct.error) as error:
+            if self._line.startswith(_V1_UNKNOWN):
+                self.remaining = self._line[len(_V1_UNKNOWN):]
+                return ProxyHeader(None, 1)
             raise ProtocolError(f"malformed PROXY protocol v{self.version} header") from error
         if info is None:
             return None

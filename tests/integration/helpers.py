@@ -5,15 +5,20 @@ test module imports another.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import socket
+import struct
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
 from gateway.testing import rawExchange
+from gateway.wire.frames import OP_TEXT, encodeClose, encodeFrame
 
 TOKEN = "integration-admin-token-0123456789"
 
@@ -166,38 +171,100 @@ async def pause(seconds: float) -> None:
     await deferLater(reactor, seconds)
 
 
-def selfSignedCertificate(directory) -> tuple[str, str, bytes]:
+#: Seconds a PROXY test exchange may take.
+PROXY_T = 10.0
+
+#: The signature every PROXY protocol version 2 header begins with.
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxyV1(source: str, port: int = 40000) -> bytes:
     """
-    Write a self-signed certificate for "localhost" and its key.
-
-    @return: (key path, certificate path, certificate PEM).
+    @return: a version 1 header from C{source} (TCP4 or TCP6 by its form).
     """
-    import datetime
+    family = "TCP6" if ":" in source else "TCP4"
+    destination = "::1" if family == "TCP6" else "127.0.0.1"
+    return f"PROXY {family} {source} {destination} {port} 8080\r\n".encode()
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certPath = directory / "key.pem", directory / "cert.pem"
-    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    certPath.write_bytes(pem)
-    return str(keyPath), str(certPath), pem
+def proxyV2(source: str | None, port: int = 40000) -> bytes:
+    """
+    @return: a version 2 header: C{PROXY} from C{source} over TCP, or
+        C{LOCAL} when C{source} is L{None}.
+    """
+    if source is None:
+        return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    address = ipaddress.ip_address(source)
+    if address.version == 4:
+        body = address.packed + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, 8080)
+        family = 0x11
+    else:
+        body = address.packed + ipaddress.ip_address("::1").packed + struct.pack("!HH", port, 8080)
+        family = 0x21
+    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(body)) + body
+
+
+def markedUpgrade(marker: str, path: str = "/chat") -> bytes:
+    """
+    @return: a transparent WebSocket upgrade with C{X-Marker: marker}, a
+        masked text frame and a close frame.
+    """
+    head = (f"GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Marker: {marker}\r\n\r\n").encode()
+    return head + encodeFrame(OP_TEXT, b"probe", mask=True) + encodeClose(1000, "", mask=True)
+
+
+def pollOpen(port: int) -> bytes:
+    """
+    @return: a long-polling C{open} request.
+    """
+    body = json.dumps({"t": "hello", "v": 1}).encode()
+    return (b"POST /chat?txgw=open HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body))
+
+
+class _Collector(Protocol):
+    def connectionMade(self):
+        self.received = []
+        factory = self.factory
+        if factory.tls is not None:
+            self.transport.write(factory.first)
+            self.transport.startTLS(factory.tls)
+            self.transport.write(factory.rest)
+        else:
+            self.transport.write(factory.first + factory.rest)
+
+    def dataReceived(self, data):
+        self.received.append(data)
+        until = self.factory.until
+        if until is not None and until in b"".join(self.received):
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        self.factory.done.callback(b"".join(self.received))
+
+
+async def sendAndCollect(endpoint, first: bytes, rest: bytes = b"", tls=None, until: bytes | None = None) -> bytes:
+    """
+    Connect, send C{first} then (under TLS, if C{tls} is given) C{rest};
+    @return: everything received until the gateway closes (or until
+        C{until} has been received).
+    """
+    factory = Factory.forProtocol(_Collector)
+    factory.first, factory.rest, factory.tls, factory.done = first, rest, tls, Deferred()
+    factory.until = until
+    proto = await endpoint.connect(factory)
+
+    def onTimeout(result, timeout):
+        proto.transport.abortConnection()
+        return result
+
+    return await factory.done.addTimeout(PROXY_T, reactor, onTimeoutCancel=onTimeout)
+
+
+def localTCP(port: int) -> TCP4ClientEndpoint:
+    """
+    @return: an endpoint to C{port} of 127.0.0.1.
+    """
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=PROXY_T)

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from gateway.config import Limits, PoolConfig, RouteConfig, Timeouts
 from gateway.testing import connectClient, rawExchange, waitUntil
-from .helpers import selfSignedCertificate
+from tests.helpers import selfSignedCertificate
 
 T = 10.0
 
