@@ -13,6 +13,7 @@ in one log line.
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest_twisted
@@ -20,10 +21,13 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
+from gateway.testing import connectClient
+from gateway.wire.frames import OP_TEXT, encodeFrame
 from tests.helpers import selfSignedCertificate
 
 from .helpers import (
     V2_SIGNATURE,
+    HAProxy,
     localTCP,
     markedUpgrade,
     pollOpen,
@@ -35,6 +39,16 @@ from .helpers import (
 
 T = 10.0
 PROXIED = "haproxy:tcp:0:interface=127.0.0.1"
+
+
+def sessionHello() -> bytes:
+    """
+    @return: a session-protocol WebSocket upgrade and its hello.
+    """
+    head = (b"GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: txgateway.v1\r\n\r\n")
+    return head + encodeFrame(OP_TEXT, json.dumps({"t": "hello", "v": 1}).encode(), mask=True)
 
 
 def seenBy(backends, marker: str) -> tuple[int, list[bytes]]:
@@ -112,7 +126,8 @@ async def test_carried_address_counts_in_session_limit(echo_backends, gateway_pr
     """
     With max_sessions_per_ip = 1, a second long-polling open carrying
     198.51.100.1 gets 503 / 4503 while one carrying 198.51.100.2 is served,
-    all from 127.0.0.1.
+    all from 127.0.0.1; so does a session WebSocket's hello (close 4503;
+    198.51.100.3 is welcomed).
     """
     backends = await echo_backends(1)
     text = config(backends, extra="[session]\nmax_sessions_per_ip = 1\nattach_timeout = 60\n")
@@ -123,6 +138,13 @@ async def test_carried_address_counts_in_session_limit(echo_backends, gateway_pr
     assert answer.startswith(b"HTTP/1.1 503 ") and b'"code":4503' in answer
     answer = await sendAndCollect(localTCP(gateway.port), proxyV2("198.51.100.2"), pollOpen(gateway.port))
     assert answer.startswith(b"HTTP/1.1 200 ")
+    # The session WebSocket (Autobahn, on the same wrapped connection).
+    answer = await sendAndCollect(localTCP(gateway.port), proxyV1("198.51.100.1"), sessionHello(),
+                                  until=b"retry after")
+    assert answer.startswith(b"HTTP/1.1 101 ") and struct.pack("!H", 4503) + b"this address holds" in answer
+    answer = await sendAndCollect(localTCP(gateway.port), proxyV2("198.51.100.3"), sessionHello(),
+                                  until=b"welcome")
+    assert answer.startswith(b"HTTP/1.1 101 ") and b'"welcome"' in answer
 
 
 @pytest_twisted.ensureDeferred
@@ -208,6 +230,33 @@ async def test_missing_malformed_and_slow_headers_closed(echo_backends, gateway_
     assert answer.startswith(b"HTTP/1.1 101 ")
     assert not any("Traceback" in line for line in watcher.lines)
     assert not any(b"X-Marker: bare" in h or b"X-Marker: bad" in h for h in backends[0].factory.handshakes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_real_haproxy(echo_backends, gateway_process, tmp_path):
+    """
+    A real HAProxy in TCP mode with C{send-proxy-v2} (and
+    C{check-send-proxy} for its health checks) in front: a client that
+    connects to HAProxy from 127.0.0.2 is 127.0.0.2 at the backend, while
+    the gateway's TCP peer is HAProxy on 127.0.0.1; HAProxy's health checks
+    are not refused.
+    """
+    backends = await echo_backends(1)
+    gateway, _, watcher, _ = await startGateway(gateway_process, tmp_path, config(backends),
+                                                "--listen", PROXIED)
+    proxy = HAProxy(str(tmp_path), [gateway.port], serverOptions="send-proxy-v2 check-send-proxy")
+    port = await proxy.start()
+    try:
+        client = await connectClient(f"ws://127.0.0.1:{port}", path="/chat", bindAddress="127.0.0.2",
+                                     headers={"X-Marker": "haproxy"})
+        client.send("through haproxy")
+        assert await client.receive(T) == (b"through haproxy", False)
+        await client.close().addTimeout(T, reactor)
+        _, lines = seenBy(backends, "haproxy")
+        assert b"X-Forwarded-For: 127.0.0.2" in lines
+        assert not watcher.matching(r"proxy_header_")
+    finally:
+        proxy.stop()
 
 
 @pytest_twisted.ensureDeferred
