@@ -23,8 +23,10 @@ within the deadline, closes the connection without a reply and is counted
 by the callable the listener is given (the front door's rate-limited
 dropped-connections log), never a traceback.
 
-The header is read before the wrapped protocol is connected: the front
-door's (or TLS's) C{connectionMade} runs once the peer is known.  After the
+From a peer that must send a header, the header is read before the wrapped
+protocol is connected: the front door's (or TLS's) C{connectionMade} runs
+once the client is known, so that its connection bounds count the client.
+A peer that must not send one is connected at once, under its own address.  After the
 header, each read costs one call more than on a plain listener; writes go
 straight to the socket (L{gateway.tcp.PassThroughWrapper}).
 """
@@ -83,22 +85,29 @@ class ProxyHeaderProtocol(PassThroughWrapper):
         self.source = None
         self._reader: ProxyHeaderReader | None = None
         self._held = b""
+        self._connected = False
         self._passing = False
         self._closed = False
         self._timer: Any = None
 
     def makeConnection(self, transport) -> None:
         """
-        Take the connection; decide from its peer whether a header must or
-        must not come; start the deadline.  The wrapped protocol is
-        connected later (L{_pass}).
+        Take the connection and decide from its peer whether a header must
+        or must not come.  From a peer that must send one, the wrapped
+        protocol is connected once it is read (L{_pass}), within the
+        deadline.  Any other peer is who it is: the wrapped protocol is
+        connected now (its own deadlines apply), and only the first bytes
+        are held, until they rule a header out.
         """
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         if self.factory.mayProxy(transport.getPeer()):
             self._reader = ProxyHeaderReader()
-        self._timer = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
+            self._timer = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
+        else:
+            self._connected = True
+            self.wrappedProtocol.makeConnection(self)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -119,7 +128,8 @@ class ProxyHeaderProtocol(PassThroughWrapper):
                 self._held = held
             else:
                 self._held = b""
-                self._pass(held)
+                self._passing = True
+                self.wrappedProtocol.dataReceived(held)
             return
         try:
             header = reader.feed(data)
@@ -135,7 +145,7 @@ class ProxyHeaderProtocol(PassThroughWrapper):
 
     def _pass(self, data: bytes) -> None:
         self._cancelTimer()
-        self._passing = True
+        self._passing = self._connected = True
         self._reader = None
         self.wrappedProtocol.makeConnection(self)
         if data:
@@ -165,7 +175,7 @@ class ProxyHeaderProtocol(PassThroughWrapper):
         Tell the wrapped protocol, if it was connected.
         """
         self._cancelTimer()
-        if self._passing:
+        if self._connected:
             super().connectionLost(reason)
         else:
             self.factory.unregisterProtocol(self)
@@ -184,8 +194,7 @@ class ProxyHeaderFactory(WrappingFactory):
     Wraps a listener's factory in L{ProxyHeaderProtocol}s.
 
     @ivar trusted: the networks that may (and must) send a header.
-    @ivar timeout: seconds a header (or, from other peers, enough bytes to
-        tell there is none) may take.
+    @ivar timeout: seconds a header may take.
     @ivar dropped: called with one of L{REFUSALS} for each connection closed.
     """
 

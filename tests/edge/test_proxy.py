@@ -140,37 +140,42 @@ def test_deadline() -> None:
     assert harness.refused == ["proxy_header_timeout"] and harness.transport.disconnecting
 
 
-def test_silentUntrustedPeerDeadline() -> None:
+def test_untrustedPeerConnectedAtOnce() -> None:
     """
-    An untrusted peer that sends fewer bytes than tell it from a header
-    is closed at the deadline too.
+    An untrusted peer is handed on at once, under its own address, with no
+    deadline of the wrapper's (the front door's apply); bytes that may
+    still begin a header are held, not passed on.
     """
     harness = Harness(peer=IPv4Address("TCP", "192.0.2.1", 1))
+    assert harness.inner.peer == IPv4Address("TCP", "192.0.2.1", 1)
+    assert not harness.clock.getDelayedCalls()
     harness.send(b"PROX")
-    harness.clock.advance(2.0)
-    assert harness.refused == ["proxy_header_timeout"]
+    assert harness.inner.data == b"" and harness.refused == []
 
 
 @pytest.mark.parametrize("header", [V1, SIGNATURE + bytes([0x20, 0x00, 0, 0])])
 def test_untrustedPeerHeader(header: bytes) -> None:
     """
     From a peer outside the trusted networks a header (even one byte at a
-    time) is refused: closed without a reply, never passed on.
+    time) is refused: closed without a reply, never passed on; the wrapped
+    protocol is told of the loss.
     """
     harness = Harness(peer=IPv4Address("TCP", "192.0.2.1", 1))
     harness.send(header + REQUEST, step=1)
     assert harness.refused == ["proxy_header_untrusted"]
-    assert harness.transport.disconnecting and harness.inner.transport is None
+    assert harness.transport.disconnecting and harness.inner.data == b""
+    harness.protocol.connectionLost(None)
+    assert harness.inner.lost
 
 
 def test_untrustedPeerPlain() -> None:
     """
-    A plain request from an untrusted peer is passed on (as soon as its
-    first byte rules a header out) under its own address.
+    A plain request from an untrusted peer is passed on as soon as its
+    first byte rules a header out.
     """
     harness = Harness(peer=IPv4Address("TCP", "192.0.2.1", 1))
     harness.send(b"G")
-    assert harness.inner.peer == IPv4Address("TCP", "192.0.2.1", 1)
+    assert harness.inner.data == b"G"
     harness.send(REQUEST[1:])
     assert harness.inner.data == REQUEST and harness.refused == []
     assert not harness.clock.getDelayedCalls()
