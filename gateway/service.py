@@ -132,7 +132,8 @@ class GatewayService(MultiService):
         proxied = _ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
                                 self.factory.dropped.dropped)
         self.endpoints = [
-            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=proxied))
+            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=proxied,
+                                         mayProxy=True))
             for description in config.listen
         ]
         self.ports: list = []
@@ -539,7 +540,7 @@ class GatewayService(MultiService):
                     raise ConfigError(f"{new.source}: {refused}")
         findSessionMapFactory(new.sessionMap.type)
         for description in new.listen:
-            _parseEndpoint(self.reactor, "listen", description, backlog=True)
+            _parseEndpoint(self.reactor, "listen", description, backlog=True, mayProxy=True)
         if new.admin is not None:
             _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
 
@@ -620,11 +621,13 @@ class _ProxyHeaders:
 
 
 def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False,
-                   proxied: _ProxyHeaders | None = None):
+                   proxied: _ProxyHeaders | None = None, mayProxy: bool = False):
     """
     @param backlog: add a listen backlog (L{withBacklog}).
     @param proxied: for a C{haproxy:} listener, who may send PROXY headers
         (without it, the endpoint is only checked).
+    @param mayProxy: whether C{description} may be a C{haproxy:} listener
+        (the clients' listeners; not the admin API's).
     @return: the server endpoint C{description} names (nothing is bound).
     @raise ConfigError: naming C{key} when it is not a usable endpoint.
     """
@@ -636,6 +639,8 @@ def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False,
         inner = proxiedEndpoint(description)
         if inner is None:
             return parse(reactor, description)
+        if not mayProxy:
+            raise ConfigError(f"{key}: {description!r}: only the gateway's listen endpoints read PROXY headers")
         if proxied is None:
             proxied = _ProxyHeaders(TrustedProxies(), 1.0, lambda reason: None)
         return proxyEndpoint(reactor, inner, trusted=proxied.trusted, timeout=proxied.timeout,

@@ -308,8 +308,9 @@ def _checkProxied(config: GatewayConfig, fileReader: Reader, fromFlags: bool) ->
             continue
         where = Reader("--listen") if fromFlags else fileReader
         path = "" if fromFlags else f"listen[{index}]"
-        if not inner:
-            where.fail(path, f"{description!r}: {LISTENER_PREFIX}: must be followed by an endpoint")
+        if not inner or proxiedEndpoint(inner) is not None:
+            where.fail(path, f"{description!r}: {LISTENER_PREFIX}: must be followed by an endpoint "
+                             "(once: tcp:, ssl:, unix:...)")
         if not config.proxyProtocolFrom:
             where.fail(path, f"{description!r} reads PROXY protocol headers, but proxy_protocol_from "
                              "(in the --config file) lists no network that may send them")

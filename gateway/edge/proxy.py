@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import directlyProvides, providedBy
@@ -226,8 +225,6 @@ class _ProxiedListening:
     TLS for C{listenSSL} (the header comes before the TLS handshake).  Any
     other way of listening is refused rather than left without the header.
     """
-
-    log = Logger()
 
     def __init__(self, reactor: Any, wrap: Callable[[Any], ProxyHeaderFactory]) -> None:
         self._reactor = reactor

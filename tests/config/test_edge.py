@@ -48,7 +48,11 @@ def test_proxyListenerNeedsNetworks(tmp_path: Path) -> None:
     assert configError(None, listen=["haproxy:tcp:8080"], backends=["ws://127.0.0.1:1"]).startswith(
         "--listen: 'haproxy:tcp:8080' reads PROXY protocol headers")
     path = writeConfig(tmp_path, 'listen = ["haproxy:"]\nproxy_protocol_from = ["10.0.0.0/8"]\n' + POOL)
-    assert configError(path) == f"{path}: listen[0]: 'haproxy:': haproxy: must be followed by an endpoint"
+    assert configError(path) == (f"{path}: listen[0]: 'haproxy:': haproxy: must be followed by an endpoint "
+                                 "(once: tcp:, ssl:, unix:...)")
+    path = writeConfig(tmp_path, 'listen = ["haproxy:haproxy:tcp:80"]\nproxy_protocol_from = ["10.0.0.0/8"]\n'
+                       + POOL)
+    assert configError(path).startswith(f"{path}: listen[0]: 'haproxy:haproxy:tcp:80': haproxy: must be")
 
 
 def test_proxyProtocolFromNotANetwork(tmp_path: Path) -> None:

@@ -235,14 +235,14 @@ def test_tlsBeneath(tmp_path) -> None:
     reactor = MemoryReactorClock()
     gateway = Factory.forProtocol(Recorder)
     parsed = _parseEndpoint(reactor, "listen", f"haproxy:ssl:8443:privateKey={keyPath}:certKey={certPath}",
-                            backlog=True)
+                            backlog=True, mayProxy=True)
     parsed.listen(gateway)
     port, factory, backlog, _ = reactor.tcpServers[-1]
     assert (port, backlog) == (8443, 511)
     assert isinstance(factory, ProxyHeaderFactory)
     assert isinstance(factory.wrappedFactory, TLSMemoryBIOFactory)
     assert factory.wrappedFactory.wrappedFactory is gateway
-    _parseEndpoint(reactor, "listen", "haproxy:unix:/tmp/gw.sock").listen(gateway)
+    _parseEndpoint(reactor, "listen", "haproxy:unix:/tmp/gw.sock", mayProxy=True).listen(gateway)
     assert isinstance(reactor.unixServers[-1][1], ProxyHeaderFactory)
 
 
