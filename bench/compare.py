@@ -229,11 +229,16 @@ def startGateway(scratch: str, backendPort: int, options) -> Server:
     listen = f"tcp:{port}:interface=127.0.0.1"
     if options.gateway_listen_options:
         listen += ":" + options.gateway_listen_options
+    config = os.path.join(scratch, f"transparent-{port}.toml")
+    with open(config, "w") as f:
+        # Every client comes from 127.0.0.1: no per-address bound.
+        f.write(f"[limits]\nmax_connections = {max(10000, 2 * options.idle)}\n"
+                "max_connections_per_ip = 0\n")
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
     return Server(
         "txgateway",
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "-n", "--pidfile=", "gateway", "--listen", listen,
+         "-n", "--pidfile=", "gateway", "--listen", listen, "--config", config,
          "--backend", f"ws://127.0.0.1:{backendPort}"],
         port, scratch, env=env)
 
@@ -254,7 +259,7 @@ def startSessionGateway(scratch: str, backendPort: int, options) -> Server:
         f.write(f"[session]\ngrace = 600.0\nmax_sessions = {sessions}\n"
                 f"max_sessions_per_ip = {sessions}\nmax_opens_per_ip = {sessions}\n"
                 f"open_burst_per_ip = {sessions}\n"
-                f"[limits]\nmax_connections = {max(30000, 5 * options.idle)}\n")
+                f"[limits]\nmax_connections = {max(30000, 5 * options.idle)}\nmax_connections_per_ip = 0\n")
     listen = f"tcp:{port}:interface=127.0.0.1"
     if options.gateway_listen_options:
         listen += ":" + options.gateway_listen_options

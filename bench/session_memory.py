@@ -58,7 +58,7 @@ async def main(reactor, sessions: int):
         most = 2 * sessions + 10  # every client comes from 127.0.0.1
         f.write(f'[session]\ngrace = 600.0\nmax_sessions = {most}\n'
                 f'max_sessions_per_ip = {most}\nmax_opens_per_ip = {most}\nopen_burst_per_ip = {most}\n'
-                f'[limits]\nmax_connections = {sessions * 4 + 10}\n'
+                f'[limits]\nmax_connections = {sessions * 4 + 10}\nmax_connections_per_ip = 0\n'
                 f'[pool.p]\n[[pool.p.backend]]\nurl = "{backendURL}"\n')
     gateway, gatewayPort = await startGateway(reactor, config)
     url = f"ws://127.0.0.1:{gatewayPort}"

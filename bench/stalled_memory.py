@@ -152,7 +152,7 @@ async def startGateway(processes: Processes, scratch: str, backendURL: str, opti
             f"max_opens_per_ip = {options.sessions + 10}\n"
             f"open_burst_per_ip = {options.sessions + 10}\n"
             "[limits]\n"
-            f"max_connections = {2 * options.sessions + 10}\n"
+            f"max_connections = {2 * options.sessions + 10}\nmax_connections_per_ip = 0\n"
             "[admin]\n"
             'listen = "tcp:0:interface=127.0.0.1"\n'
             f'token = "{token}"\n'

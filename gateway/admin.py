@@ -26,6 +26,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from .config import Limits, Timeouts
 from .errors import ConfigError, NothingToReload, ProtocolError
 from .interfaces import ISessionView
 from .sessions.states import SessionState
@@ -477,13 +478,17 @@ def _weightFrom(request: Request) -> object:
 class AdminSite(BoundedSite):
     """
     The admin API's site: request bodies bounded by L{MAX_BODY_BYTES},
-    idle connections closed after L{IDLE_TIMEOUT}, no access log.
+    heads and bodies by the gateway's deadlines (L{BoundedSite}), idle
+    connections closed after L{IDLE_TIMEOUT}, no access log.
     """
 
     noisy = False
 
-    def __init__(self, resource: AdminResource, reactor: Any) -> None:
-        super().__init__(resource, maxBodyBytes=MAX_BODY_BYTES, timeout=IDLE_TIMEOUT, reactor=reactor)
+    def __init__(self, resource: AdminResource, reactor: Any, timeouts: Timeouts = Timeouts(),
+                 limits: Limits = Limits()) -> None:
+        super().__init__(resource, maxBodyBytes=MAX_BODY_BYTES, timeout=IDLE_TIMEOUT, reactor=reactor,
+                         headTimeout=timeouts.handshake, bodyTimeout=timeouts.requestBody,
+                         minBodyRate=limits.minBodyRate)
 
     def tooLarge(self, request: Request, limit: int) -> bytes:
         """
@@ -525,7 +530,8 @@ class AdminService(Service):
         self.endpoint = endpoint
         self.description = gateway.config.admin.listen if gateway.config.admin else str(endpoint)
         self.resource = AdminResource(gateway, gateway.reactor)
-        self.site = AdminSite(self.resource, gateway.reactor)
+        self.site = AdminSite(self.resource, gateway.reactor, gateway.config.timeouts,
+                              gateway.config.limits)
         self.port: Any = None
         self.failure: str | None = None
         self._listening: Deferred | None = None

@@ -185,7 +185,8 @@ class GatewayService(MultiService):
         )
         _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
-        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout)
+        monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout,
+                                poolConfig.observe == "layer7")
         self.monitors[pool.name] = monitor
         monitor.setServiceParent(self)
         return pool
@@ -283,7 +284,8 @@ class GatewayService(MultiService):
 
         backends = []
         for i in range(1, DEMO_BACKENDS + 1):
-            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode())
+            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode(),
+                                        logConnections=True)
             port = await listenEcho(self.reactor, factory)
             self._demoPorts.append(port)
             backends.append(Backend(f"backend-{i}", "127.0.0.1", port.getHost().port))
@@ -565,6 +567,9 @@ class GatewayService(MultiService):
         if old.failTimeout != new.failTimeout:
             self.monitors[pool.name].failTimeout = new.failTimeout
             changes.append(f"pool {pool.name}: fail_timeout {old.failTimeout:g} -> {new.failTimeout:g}")
+        if old.observe != new.observe:
+            self.monitors[pool.name].observeLayer7 = new.observe == "layer7"
+            changes.append(f"pool {pool.name}: observe {old.observe} -> {new.observe}")
         for key, attribute in _SESSION_SETTINGS:
             was, now = getattr(old, attribute), getattr(new, attribute)
             if was != now:

@@ -12,18 +12,18 @@ transports use of the front door (L{gateway.interfaces.IEdge}).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger, globalLogPublisher
-from twisted.web.http import HTTPChannel
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
 from .edge.accesslog import NoAccessLog
 from .interfaces import IAccessLog, IConnectObserver, IEdge, ISessionMap
@@ -33,36 +33,22 @@ from .wire.protocol import SUBPROTOCOL
 from .backends.routing import RouteOrigins, Router, affinityKey, hasDotSegments
 from .wire.forwarded import TrustedProxies
 from .sessions.registry import SessionRegistry
-from .tcp import deliveredTo, noDelay, observePortLog, switchProtocol, unreadBytes
+from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
-from .web import BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
+from .web import BoundedChannel, BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
     from .backends.pool import Pool
     from .config import GatewayConfig
 
 __all__ = ["GatewayFactory", "FrontDoor", "GatewayResource", "Route", "StrictChannel", "headRefusal",
-           "DroppedConnections", "DROP_LOG_INTERVAL"]
+           "KEEP_ALIVE_TIMEOUT"]
 
-#: Connections dropped at C{limits.max_connections} or at the
-#: file-descriptor limit are logged at most once per this many seconds, with
-#: the number dropped since the last line.
-DROP_LOG_INTERVAL = 10.0
-
-#: What Twisted's TCP port logs on each connection it cannot accept
-#: (EMFILE, ENFILE, ...): the formats counted (by the error), and those only
-#: swallowed (the steps of its EMFILE recovery).
-_ACCEPT_DROPPED = (
-    "EMFILE recovery: Closed socket from {address}",
-    "Could not accept new connection ({acceptError})",
-)
-_ACCEPT_STEPS = (
-    "EMFILE encountered; releasing reserved file descriptor.",
-    "Re-reserving EMFILE recovery file descriptor.",
-)
-
+#: Seconds a kept-alive connection may stay idle between requests (each
+#: head and body then has its own deadline, L{gateway.web.BoundedChannel}).
+KEEP_ALIVE_TIMEOUT = 60
 
 @dataclass(frozen=True)
 class Route:
@@ -114,22 +100,23 @@ class FrontDoor(Protocol):
         self._buffer = b""
         self._channel = None
         self._timer = None
-        self._counted = False
+        self._slot: ClientSlot | None = None
         self._started = 0.0
 
     def connectionMade(self) -> None:
         """
-        Count the connection against the limit and start the handshake clock.
+        Count the connection against the gateway's bounds (L{Admission}),
+        and start the handshake clock.
         """
         factory = self.factory
-        if factory.openConnections >= factory.config.limits.maxConnections:
+        try:
+            self._slot = factory.admit(self.transport)
+        except ConnectionLimit as e:
             factory.refusedConnections += 1
-            factory.dropped.dropped("max_connections")
-            self.transport.write(errorResponse(503, "the gateway is at its connection limit"))
+            factory.dropped.dropped(e.reason)
+            self.transport.write(errorResponse(503, str(e), [(b"Retry-After", b"1")]))
             self.transport.loseConnection()
             return
-        factory.openConnections += 1
-        self._counted = True
         noDelay(self.transport)
         reactor = factory.reactor
         self._started = reactor.seconds()
@@ -142,7 +129,7 @@ class FrontDoor(Protocol):
         if self._channel is not None:
             self._channel.dataReceived(data)
             return
-        if not self._counted:
+        if self._slot is None:
             return
         self._buffer += data
         try:
@@ -160,14 +147,22 @@ class FrontDoor(Protocol):
         if refusal is not None:
             self._refuse(400, refusal)
             return
+        try:
+            self.factory.claim(self._slot, self.transport, head)
+        except ConnectionLimit as e:
+            self.factory.dropped.dropped(e.reason)
+            self._refuse(503, str(e), [(b"Retry-After", b"1")])
+            return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
             if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
                 buffer, self._buffer = self._buffer, b""
-                self.factory.openSessionTransport(self.transport, head, buffer)
+                if self.factory.openSessionTransport(self.transport, head, buffer, self._slot):
+                    self._slot = None
                 return
             early, self._buffer = self._buffer[end:], b""
-            self.factory.openTunnel(self.transport, head, early, self._started)
+            if self.factory.openTunnel(self.transport, head, early, self._started, self._slot):
+                self._slot = None
             return
         self._toWeb()
 
@@ -194,12 +189,13 @@ class FrontDoor(Protocol):
         channel.setTimeout(None)
         transport.unregisterProducer()
         transport.resumeProducing()
-        self.factory.openTunnel(transport, head, early, self.factory.reactor.seconds())
+        if self.factory.openTunnel(transport, head, early, self.factory.reactor.seconds(), self._slot):
+            self._slot = None
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, headers=()) -> None:
         self._cancelTimer()
         self.factory.clientErrors += 1
-        self.transport.write(errorResponse(status, message))
+        self.transport.write(errorResponse(status, message, headers))
         self.transport.loseConnection()
         self._buffer = b""
 
@@ -215,94 +211,22 @@ class FrontDoor(Protocol):
 
     def connectionLost(self, reason) -> None:
         """
-        Uncount the connection; tell the web channel, if there is one.
+        Release the connection's slot, unless it was handed on with the
+        connection; tell the web channel, if there is one.
         """
         self._cancelTimer()
-        if self._counted:
-            self._counted = False
-            self.factory.openConnections -= 1
+        if self._slot is not None:
+            slot, self._slot = self._slot, None
+            slot.release()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             channel.connectionLost(reason)
 
 
-class DroppedConnections:
-    """
-    Counts the client connections dropped before any byte is read, at
-    C{limits.max_connections} or because the process is out of file
-    descriptors, and logs them at most one line per L{DROP_LOG_INTERVAL}.
-
-    @ivar total: connections dropped since start-up, by reason.
-    """
-
-    log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-        self.total: Counter = Counter()
-        self._pending: Counter = Counter()
-        self._logged: float | None = None
-        self._timer: Any = None
-
-    def dropped(self, reason: str) -> None:
-        """
-        Count a connection dropped for C{reason}; log now, or when the
-        interval since the last line ends.
-        """
-        self.total[reason] += 1
-        self._pending[reason] += 1
-        now = self.reactor.seconds()
-        if self._logged is None or now - self._logged >= DROP_LOG_INTERVAL:
-            self._write()
-        elif self._timer is None:
-            self._timer = self.reactor.callLater(self._logged + DROP_LOG_INTERVAL - now, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        if self._pending:
-            self._write()
-
-    def _write(self) -> None:
-        self.stop(flush=False)
-        pending, self._pending = self._pending, Counter()
-        self.log.warn(
-            "gateway: {n} connection(s) dropped ({reasons}); {total} since start-up",
-            n=sum(pending.values()), reasons=", ".join(f"{k} {v}" for k, v in sorted(pending.items())),
-            total=sum(self.total.values()),
-        )
-        self._logged = self.reactor.seconds()
-
-    def stop(self, flush: bool = True) -> None:
-        """
-        Cancel the timer; log what is not logged yet when C{flush}.
-        """
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-        if flush and self._pending:
-            self._write()
-
-    def watch(self, port: Any) -> None:
-        """
-        Count, instead of logging one by one, the connections Twisted's
-        listening C{port} cannot accept: it logs them through its private
-        C{_logger}, which is given an observer of ours here
-        (L{observePortLog}).
-        """
-        observePortLog(port, self._observe)
-
-    def _observe(self, event: dict) -> None:
-        form = event.get("log_format")
-        if form in _ACCEPT_DROPPED:
-            self.dropped(str(event.get("acceptError", "EMFILE")))
-        elif form not in _ACCEPT_STEPS:
-            globalLogPublisher(event)
-
-
 class GatewayResource(Resource):
     """
-    The gateway's HTTP face: the demo page (in demo mode), a health probe at
+    The gateway's HTTP face: the demo page (in demo mode, with 404s for
+    what browsers ask by themselves, L{_BROWSER_OWN}), a health probe at
     C{/_gateway/health}, the JavaScript client at C{/_gateway/txgateway.js}
     (and C{.mjs}), long-polling (C{POST} with C{txgw}) and CORS preflights
     on routed paths, 426 on routed paths asked anything else, and JSON 404s
@@ -350,8 +274,11 @@ class GatewayResource(Resource):
             kind = request.args.get(b"txgw")
             if kind:
                 return self.factory.polling.render(request, kind[0])
-        if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
-            return self.static.page(request, "static/demo.html")
+        if self.factory.config.demo and request.method in (b"GET", b"HEAD"):
+            if path in (b"/", b"/index.html"):
+                return self.static.page(request, "static/demo.html")
+            if path.startswith(_BROWSER_OWN):
+                return respondJSON(request, 404, errorPayload(404, "no such resource"))
         if routed:
             request.setHeader(b"upgrade", b"websocket")
             return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
@@ -379,7 +306,14 @@ _SCRIPTS = {
 }
 
 
-class StrictChannel(HTTPChannel):
+#: What browsers ask of a site that shows them a page, by themselves (icons,
+#: robots, their developer tools' probe under /.well-known/): in demo mode,
+#: under the demo's route "/", these get a plain 404 (the page's icon is
+#: inline), not the 426 of a routed path that a browser shows as an error.
+_BROWSER_OWN = (b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon", b"/.well-known/")
+
+
+class StrictChannel(BoundedChannel):
     """
     twisted.web's channel on the gateway's port, which reads each request
     head of a kept-alive connection whole before twisted.web sees it, and
@@ -394,14 +328,13 @@ class StrictChannel(HTTPChannel):
     _size = 0
     _blankSeen = False
     _head: RequestHead | None = None
-    _refused = False
 
     def lineReceived(self, line: bytes):
         """
         Collect a request head's lines; at its blank line, check it, then
         let twisted.web read it.
         """
-        if self._refused:
+        if self._phase == "refused":
             return None
         if self._lines is None:
             if not self.persistent:
@@ -412,11 +345,12 @@ class StrictChannel(HTTPChannel):
                 return super().lineReceived(line)
             self._lines = []
             self._size = 0
+            self.headStarted()
         self._lines.append(line)
         self._size += len(line) + 2
         limit = self.site.maxHeaderBytes
         if self._size > limit:
-            return self._refuseHead(431, f"message head larger than {limit} bytes")
+            return self.refuse(431, f"message head larger than {limit} bytes")
         if line:
             return None
         lines, self._lines = self._lines, None
@@ -424,10 +358,10 @@ class StrictChannel(HTTPChannel):
         try:
             head = parseRequestHead(b"\r\n".join(lines) + b"\r\n")
         except ProtocolError as e:
-            return self._refuseHead(400, str(e))
+            return self.refuse(400, str(e))
         refusal = headRefusal(head)
         if refusal is not None:
-            return self._refuseHead(400, refusal)
+            return self.refuse(400, refusal)
         self._head = head
         for each in lines:
             super().lineReceived(each)
@@ -446,15 +380,15 @@ class StrictChannel(HTTPChannel):
         """
         A line longer than a whole head may be: 431, as for a head.
         """
-        return self._refuseHead(431, f"message head larger than {self.site.maxHeaderBytes} bytes")
+        return self.refuse(431, f"message head larger than {self.site.maxHeaderBytes} bytes")
 
-    def _refuseHead(self, status: int, message: str) -> None:
-        self._refused = True
+    def refuse(self, status: int, message: str) -> None:
+        """
+        Refuse the request (L{BoundedChannel.refuse}), dropping any head
+        lines collected.
+        """
         self._lines = None
-        self.site.gateway.clientErrors += 1
-        if self.transport is not None:
-            self.transport.write(errorResponse(status, message))
-            self.transport.loseConnection()
+        super().refuse(status, message)
 
 
 class _GatewaySite(BoundedSite):
@@ -469,6 +403,12 @@ class _GatewaySite(BoundedSite):
         super().__init__(resource, **kwargs)
         self.gateway = gateway
         self.maxHeaderBytes = maxHeaderBytes
+
+    def refused(self, status: int) -> None:
+        """
+        Count a request refused by its channel as a client error.
+        """
+        self.gateway.clientErrors += 1
 
     def protocol(self) -> StrictChannel:
         """
@@ -485,9 +425,9 @@ class GatewayFactory(Factory):
     Builds a L{FrontDoor} per client connection, routes what they read, and
     holds what they share: the router, the live tunnels and the counters.
 
-    @ivar openConnections: client connections open now (bounded by
-        C{limits.maxConnections}).
-    @ivar refusedConnections: connections refused at that limit.
+    @ivar admission: the client connections open now (bounded by
+        C{limits.maxConnections} and C{limits.maxConnectionsPerIp}).
+    @ivar refusedConnections: connections refused at those bounds.
     @ivar clientErrors: requests refused as malformed (the transports add
         theirs).
     """
@@ -527,7 +467,7 @@ class GatewayFactory(Factory):
         self.health = health
         self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.tunnels: set[Tunnel] = set()
-        self.openConnections = 0
+        self.admission = Admission(config.limits.maxConnections, config.limits.maxConnectionsPerIp)
         self.refusedConnections = 0
         self.dropped = DroppedConnections(reactor)
         self.clientErrors = 0
@@ -543,7 +483,10 @@ class GatewayFactory(Factory):
             maxBodyBytes=config.session.maxBodyBytes,
             corsOrigins=config.session.corsOrigins,
             parseForms=False,
-            timeout=60,
+            headTimeout=config.timeouts.handshake,
+            bodyTimeout=config.timeouts.requestBody,
+            minBodyRate=config.limits.minBodyRate,
+            timeout=KEEP_ALIVE_TIMEOUT,
             reactor=reactor,
         )
 
@@ -577,33 +520,69 @@ class GatewayFactory(Factory):
         """
         return self.route(request.transport, headFromRequest(request))
 
-    def openTunnel(self, transport, head: RequestHead, early: bytes, started: float) -> None:
+    def admit(self, transport) -> ClientSlot:
+        """
+        Take a new client connection (L{Admission}): counted against its
+        peer's address, unless the peer is a trusted proxy (its first head
+        names the client, L{claim}) or has no address (UNIX sockets).
+
+        @raise ConnectionLimit: at C{max_connections} or at the address's
+            C{max_connections_per_ip}.
+        """
+        peer = self.peerHost(transport)
+        counted = None if peer == "unknown" or peer in self.trustedProxies else peer
+        return self.admission.admit(counted)
+
+    def claim(self, slot: ClientSlot, transport, head: RequestHead) -> None:
+        """
+        Count a trusted proxy's connection against the client its first
+        request head forwards.
+
+        @raise ConnectionLimit: that client is at C{max_connections_per_ip}.
+        """
+        if slot.address is None:
+            peer = self.peerHost(transport)
+            if peer in self.trustedProxies:
+                slot.claim(clientAddress(head, peer, self.trustedProxies))
+
+    def openTunnel(self, transport, head: RequestHead, early: bytes, started: float,
+                   slot: ClientSlot) -> bool:
         """
         Hand a client connection that asked for a WebSocket upgrade to a new
-        L{Tunnel}.
+        L{Tunnel}, with its C{slot}, released when the tunnel ends.
+
+        @return: whether the connection was handed over (not when its
+            Origin is refused).
         """
         if self.refuseOrigin(transport, head, "tunnel"):
-            return
+            return False
         route = self.route(transport, head)
         tunnel = Tunnel(self, transport, head, early, route.pool, route.key, route.sticky,
-                        self.tunnelClosed)
+                        partial(self.tunnelClosed, slot))
         self.tunnels.add(tunnel)
         switchProtocol(transport, tunnel.client)
         remaining = self.config.timeouts.handshake - (self.reactor.seconds() - started)
         tunnel.start(max(remaining, 0.001))
+        return True
 
-    def openSessionTransport(self, transport, head: RequestHead, data: bytes) -> None:
+    def openSessionTransport(self, transport, head: RequestHead, data: bytes,
+                             slot: ClientSlot) -> bool:
         """
         Hand a client connection that asked for the session subprotocol to
-        a L{SessionWebSocket}, replaying what was read.
+        a L{SessionWebSocket}, replaying what was read, with its C{slot},
+        released when the connection ends.
+
+        @return: whether the connection was handed over.
         """
         if self.refuseOrigin(transport, head, "session"):
-            return
+            return False
         protocol = self.sessionFactory.buildProtocol(transport.getPeer())
         protocol.route = self.route(transport, head)
+        protocol.onLost = slot.release
         switchProtocol(transport, protocol)
         protocol.makeConnection(transport)
         protocol.dataReceived(data)
+        return True
 
     def refuseOrigin(self, transport, head: RequestHead, mode: str) -> bool:
         """
@@ -622,18 +601,19 @@ class GatewayFactory(Factory):
         transport.loseConnection()
         return True
 
-    def connectionClosed(self) -> None:
-        """
-        A client connection handed to a session transport has ended.
-        """
-        self.openConnections -= 1
-
-    def tunnelClosed(self, tunnel: Tunnel) -> None:
+    def tunnelClosed(self, slot: ClientSlot, tunnel: Tunnel) -> None:
         """
         Both connections of a tunnel have ended.
         """
         self.tunnels.discard(tunnel)
-        self.openConnections -= 1
+        slot.release()
+
+    @property
+    def openConnections(self) -> int:
+        """
+        Client connections open now.
+        """
+        return self.admission.open
 
     @staticmethod
     def peerHost(transport) -> str:

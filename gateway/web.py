@@ -6,6 +6,9 @@ What the gateway's two twisted.web sites share: the gateway's own port
     body with no limit, so every request of ours is bounded before its body
     arrives, and one that is too large gets its site's 413 and the
     connection is closed without reading the rest;
+  - L{BoundedChannel}: twisted.web bounds a slow request only by an idle
+    timer that every byte restarts, so each head and body of ours has a
+    total deadline, and each body a minimum rate;
   - L{respondJSON}: the JSON responses of both sites' resources (error
     bodies are L{gateway.wire.http1.errorPayload});
   - L{corsHeaders}: the CORS check of cross-origin requests to routed paths;
@@ -19,14 +22,16 @@ from __future__ import annotations
 
 import json
 from importlib import resources as importlib_resources
-from typing import Iterable
+from typing import Any, Iterable
 
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from .wire.http1 import RequestHead, errorResponse
 from .wire.protocol import CLOSE_TOO_BIG
 
 __all__ = [
+    "BoundedChannel",
     "BoundedRequest",
     "BoundedSite",
     "respondJSON",
@@ -109,25 +114,179 @@ def _rememberHost(channel) -> None:
         channel.getHost = lambda: host
 
 
+class BoundedChannel(HTTPChannel):
+    """
+    twisted.web's channel with total deadlines: a request head must arrive
+    whole within its site's C{headTimeout} of its first byte, and a body
+    within C{bodyTimeout} of the end of its head, averaging at least
+    C{minBodyRate} bytes per second after an allowance of C{headTimeout}
+    (the rule of Apache's mod_reqtimeout, with a cap).  Past either, the
+    client gets 408 and the connection is closed.
+
+    Between requests of a kept-alive connection, and while a request is
+    answered, the site's idle timer alone applies, as in twisted.web.  One
+    timer at most is pending per connection, and it wakes at most once per
+    read of a body, so a body at the minimum rate costs no more than one at
+    any other.
+    """
+
+    _phase = "idle"  # then "head", "body", "busy" (answering), "refused"
+    _deadline: Any = None
+    _bodyStart = 0.0
+    _bodyBytes = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Start the head's clock at the first byte of a head.
+        """
+        if self._phase == "refused":
+            return
+        if self._phase == "idle" and data and not self._handlingRequest:
+            self.headStarted()
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes):
+        """
+        Start the head's clock at a line replayed from what was read during
+        the previous request.
+        """
+        if self._phase == "idle":
+            self.headStarted()
+        return super().lineReceived(line)
+
+    def headStarted(self) -> None:
+        """
+        A request head has begun: start its clock, unless it runs already.
+        """
+        if self._phase == "idle":
+            self._phase = "head"
+            self._wake(self.site.headTimeout, self._headLate)
+
+    def allHeadersReceived(self) -> None:
+        """
+        Stop the head's clock; start the body's.
+        """
+        self._cancel()
+        self._phase = "busy"
+        super().allHeadersReceived()
+        if self.length != 0 and self._phase == "busy":
+            self._phase = "body"
+            self._bodyStart = self.site.reactor.seconds()
+            self._bodyBytes = 0
+            self._wake(self._bodyDue() - self._bodyStart, self._bodyCheck)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """
+        Count a body's bytes.
+        """
+        if self._phase == "body":
+            self._bodyBytes += len(data)
+        super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        """
+        Stop the body's clock.
+        """
+        self._cancel()
+        self._phase = "busy"
+        super().allContentReceived()
+
+    def requestDone(self, request) -> None:
+        """
+        Back to waiting for a head; start its clock at once if bytes of it
+        were read during this request.
+        """
+        pending = any(self._dataBuffer)
+        self._phase = "idle"
+        super().requestDone(request)
+        if pending and self._phase == "idle" and self.persistent and self.transport is not None:
+            self.headStarted()
+
+    def connectionLost(self, reason) -> None:
+        """
+        Stop any clock.
+        """
+        self._cancel()
+        super().connectionLost(reason)
+
+    def _bodyDue(self) -> float:
+        site = self.site
+        cap = self._bodyStart + site.bodyTimeout
+        if not site.minBodyRate:
+            return cap
+        return min(cap, self._bodyStart + site.headTimeout + self._bodyBytes / site.minBodyRate)
+
+    def _bodyCheck(self) -> None:
+        self._deadline = None
+        now = self.site.reactor.seconds()
+        due = self._bodyDue()
+        if now >= due:
+            self.refuse(408, "request body not received in time")
+        else:
+            self._wake(due - now, self._bodyCheck)
+
+    def _headLate(self) -> None:
+        self._deadline = None
+        self.refuse(408, "request head not received in time")
+
+    def _wake(self, delay: float, call) -> None:
+        self._cancel()
+        self._deadline = self.site.reactor.callLater(max(delay, 0.0), call)
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def refuse(self, status: int, message: str) -> None:
+        """
+        Answer C{status} with a JSON body and close the connection, reading
+        nothing more.
+        """
+        self._cancel()
+        self._phase = "refused"
+        self.site.refused(status)
+        if self.transport is not None:
+            self.transport.write(errorResponse(status, message))
+            self.transport.loseConnection()
+
+
 class BoundedSite(Site):
     """
-    A site of L{BoundedRequest}s that shows no tracebacks.
+    A site of L{BoundedRequest}s on L{BoundedChannel}s that shows no
+    tracebacks.
 
     @ivar maxBodyBytes: the largest request body read.
     @ivar corsOrigins: the origins allowed cross-origin requests (C{"*"}
         for any); the 413 says so to them too, so that a browser shows it.
     @ivar parseForms: whether form bodies are parsed into C{request.args}.
+    @ivar headTimeout: seconds from a head's first byte to its end.
+    @ivar bodyTimeout: seconds from a head's end to the end of its body.
+    @ivar minBodyRate: bytes per second a body averages after
+        C{headTimeout}; 0 for no bound.
     """
 
     requestFactory = BoundedRequest
+    protocol = BoundedChannel
     displayTracebacks = False
 
     def __init__(self, resource, *, maxBodyBytes: int, corsOrigins: Iterable[str] = (),
-                 parseForms: bool = True, **kwargs) -> None:
+                 parseForms: bool = True, headTimeout: float = 10.0, bodyTimeout: float = 30.0,
+                 minBodyRate: int = 1024, **kwargs) -> None:
         super().__init__(resource, **kwargs)
         self.maxBodyBytes = maxBodyBytes
         self.corsOrigins = tuple(corsOrigins)
         self.parseForms = parseForms
+        self.headTimeout = headTimeout
+        self.bodyTimeout = bodyTimeout
+        self.minBodyRate = minBodyRate
+
+    def refused(self, status: int) -> None:
+        """
+        A channel refused a request (L{BoundedChannel.refuse}); a site that
+        counts refusals says so here.
+        """
 
     def tooLarge(self, request: Request, limit: int) -> bytes:
         """

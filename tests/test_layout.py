@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.sessions",),
     ("gateway.cluster",),
     ("gateway.transports",),
-    ("gateway.web",),
+    ("gateway.web", "gateway.admission"),
     ("gateway.site", "gateway.admin", "gateway.demo"),
     ("gateway.service",),
     ("gateway.tap", "gateway.testing"),

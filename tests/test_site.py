@@ -58,13 +58,13 @@ def makeFactory(**kwargs) -> tuple[GatewayFactory, MemoryReactorClock]:
     return GatewayService(GatewayConfig(**values), reactor).factory, reactor
 
 
-def connect(factory: GatewayFactory) -> tuple[FrontDoor, StringTransport]:
+def connect(factory: GatewayFactory, host: str = "192.0.2.7") -> tuple[FrontDoor, StringTransport]:
     """
-    @return: a front door connected to a L{StringTransport} that delivers
-        to it, as a TCP transport does.
+    @return: a front door connected from C{host} to a L{StringTransport}
+        that delivers to it, as a TCP transport does.
     """
-    door = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 50000))
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 50000))
+    door = factory.buildProtocol(IPv4Address("TCP", host, 50000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50000))
     transport.protocol = door
     door.makeConnection(transport)
     return door, transport
@@ -461,3 +461,120 @@ def test_transparentUpgradeOriginChecked():
     door, _ = connect(factory)
     door.dataReceived(evil.replace(b"https://evil.example", b"https://app.example"))
     assert len(factory.tunnels) == 1
+
+
+def test_connectionLimitPerAddress():
+    """
+    Past C{limits.maxConnectionsPerIp} from one address, a connection gets
+    503 with Retry-After and is not counted, while another address is
+    taken; closing one frees its address's place.
+    """
+    factory, _ = makeFactory(limits=Limits(maxConnectionsPerIp=2))
+    doors = [connect(factory)[0] for _ in range(2)]
+    refused, transport = connect(factory)
+    status, headers, body = response(transport)
+    assert (status, headers[b"retry-after"]) == (b"HTTP/1.1 503 Service Unavailable", b"1")
+    assert b"maximum of 2 connections" in body and transport.disconnecting
+    close(refused)
+    other, otherTransport = connect(factory, "192.0.2.8")
+    assert otherTransport.value() == b""
+    assert factory.admission.byAddress == {"192.0.2.7": 2, "192.0.2.8": 1}
+    assert factory.dropped.total == {"max_connections_per_ip": 1}
+    close(doors[0])
+    _, again = connect(factory)
+    assert again.value() == b""
+    for door in (doors[1], other):
+        close(door)
+
+
+def test_trustedProxyCountsTheForwardedClient():
+    """
+    A trusted proxy's connections count against no address when they
+    arrive; each counts against the client its first head forwards, and
+    one past that client's bound gets 503 while another client's is
+    served.
+    """
+    factory, _ = makeFactory(limits=Limits(maxConnectionsPerIp=1), trustedProxies=("192.0.2.7/32",))
+    first, _ = connect(factory)
+    second, transport = connect(factory)
+    assert factory.admission.byAddress == {}
+    head = b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 198.51.100.%d\r\n\r\n"
+    first.dataReceived(head % 1)
+    second.dataReceived(head % 1)
+    assert response(transport)[0] == b"HTTP/1.1 503 Service Unavailable"
+    third, thirdTransport = connect(factory)
+    third.dataReceived(head % 2)
+    assert response(thirdTransport)[0] == b"HTTP/1.1 200 OK"
+    close(second)
+    assert factory.admission.byAddress == {"198.51.100.1": 1, "198.51.100.2": 1}
+    assert factory.openConnections == 2
+
+
+def test_slotFollowsTheTunnel():
+    """
+    A connection handed to a tunnel keeps its address's place until the
+    tunnel ends.
+    """
+    factory, _ = makeFactory(limits=Limits(maxConnectionsPerIp=1))
+    door, _ = connect(factory)
+    door.dataReceived(UPGRADE)
+    [tunnel] = factory.tunnels
+    assert factory.admission.byAddress == {"192.0.2.7": 1}
+    _, transport = connect(factory)
+    assert response(transport)[0] == b"HTTP/1.1 503 Service Unavailable"
+    tunnel.onClosed(tunnel)
+    assert factory.admission.byAddress == {} and factory.openConnections == 0
+
+
+def test_laterHeadDeadline():
+    """
+    A later request head of a kept-alive connection must be whole within
+    C{timeouts.handshake} of its first byte, however it trickles: 408.
+    """
+    factory, reactor = makeFactory(timeouts=Timeouts(handshake=2.0))
+    door, transport = connect(factory)
+    door.dataReceived(b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert response(transport)[0] == b"HTTP/1.1 200 OK"
+    transport.clear()
+    reactor.advance(30)  # idle between requests: the keep-alive timer only
+    assert not transport.disconnecting
+    for byte in b"GET /_gateway/health HTTP/1.1\r\nX-Slow: ":
+        door.dataReceived(bytes([byte]))
+        reactor.advance(0.05)
+    reactor.advance(0.2)
+    status, _, body = response(transport)
+    assert status == b"HTTP/1.1 408 Request Timeout" and b"request head not received in time" in body
+    assert transport.disconnecting
+    close(door)
+
+
+def test_bodyDeadlines():
+    """
+    A request body gets C{timeouts.handshake}, one more second per
+    C{limits.minBodyRate} bytes, and never more than
+    C{timeouts.requestBody}: past it, 408.
+    """
+    head = (b"POST /chat?txgw=send HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000\r\n\r\n")
+    factory, reactor = makeFactory(timeouts=Timeouts(handshake=2.0, requestBody=5.0),
+                                   limits=Limits(minBodyRate=100),
+                                   session=SessionConfig(maxBodyBytes=60000))
+    # Below the rate: 100 bytes in 2 s earn one more second, and no more.
+    door, transport = connect(factory)
+    door.dataReceived(head + b"x" * 100)
+    reactor.advance(2.5)
+    assert transport.value() == b""
+    reactor.advance(0.6)
+    assert response(transport)[0] == b"HTTP/1.1 408 Request Timeout"
+    close(door)
+    # At the rate, the cap still holds.
+    door, transport = connect(factory)
+    door.dataReceived(head)
+    for _ in range(49):
+        door.dataReceived(b"x" * 100)
+        reactor.advance(0.1)
+    assert transport.value() == b""
+    reactor.advance(0.2)
+    status, _, body = response(transport)
+    assert status == b"HTTP/1.1 408 Request Timeout" and b"request body not received in time" in body
+    close(door)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from gateway.wire.protocol import CLOSE_TOO_BIG
@@ -251,3 +254,80 @@ def test_staticFiles():
     page = files.page(request, "static/demo.html")
     assert page.lstrip().lower().startswith(b"<!doctype html")
     assert request.responseHeaders.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
+
+
+class Held(Resource):
+    """
+    Answers nothing until told (C{finish}), as a long poll does.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+def boundedChannel(resource: Resource, **kwargs):
+    """
+    @return: a L{BoundedChannel} of a L{BoundedSite} on a clock, connected
+        to a L{StringTransport}, with the clock and the transport.
+    """
+    reactor = MemoryReactorClock()
+    site = BoundedSite(resource, maxBodyBytes=1024, reactor=reactor, **kwargs)
+    channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 50000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, reactor, transport
+
+
+def test_headClockWhileAnswering():
+    """
+    While a request is answered, bytes of the next head wait and no
+    deadline runs (a long poll may take its time); once the answer is
+    done, the next head's clock starts at once.
+    """
+    resource = Held()
+    channel, reactor, transport = boundedChannel(resource, headTimeout=2.0)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\nGET /b HTTP/1.1\r\nX-Slow: ")
+    reactor.advance(10)
+    assert not transport.disconnecting
+    [request] = resource.requests
+    request.finish()
+    transport.clear()
+    reactor.advance(1.9)
+    assert not transport.disconnecting
+    reactor.advance(0.2)
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout") and transport.disconnecting
+    channel.connectionLost(None)
+
+
+def test_noBodyNoBodyClock():
+    """
+    A request with no body leaves no deadline pending while it is answered.
+    """
+    channel, reactor, transport = boundedChannel(Held())
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n")
+    pending = {call.func.__name__ for call in reactor.getDelayedCalls()}
+    assert not pending & {"_bodyCheck", "_headLate"}
+    channel.connectionLost(None)
+
+
+def test_bodyAtTheRateIsRead():
+    """
+    A body that keeps to C{minBodyRate} is read whole and answered.
+    """
+    resource = Recorder()
+    channel, reactor, transport = boundedChannel(resource, headTimeout=1.0, bodyTimeout=30.0,
+                                                 minBodyRate=100)
+    channel.dataReceived(b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 500\r\n\r\n")
+    for _ in range(10):
+        reactor.advance(0.5)
+        channel.dataReceived(b"x" * 50)
+    assert resource.body == b"x" * 500
+    assert transport.value().startswith(b"HTTP/1.1 200 OK")
+    channel.connectionLost(None)

@@ -78,6 +78,19 @@ class PassiveHealth:
         if monitor is not None:
             monitor.connectSucceeded(backend)
 
+    def answered(self, pool: Pool, backend: Backend, status: int) -> None:
+        """
+        C{backend} answered a handshake with C{status}: a success, or, with
+        the pool's monitor observing layer 7, a failure when a 5xx.
+        """
+        monitor = self.monitors.get(pool.name)
+        if monitor is None:
+            return
+        if status >= 500 and monitor.observeLayer7:
+            monitor.connectFailed(backend, f"answered the handshake with {status}")
+        else:
+            monitor.connectSucceeded(backend)
+
 #: The largest response head a check reads, in bytes.
 MAX_RESPONSE_HEAD = 16384
 
@@ -420,6 +433,7 @@ class HealthMonitor(Service):
         config: HealthCheckConfig | None,
         reactor: Any,
         failTimeout: float,
+        observeLayer7: bool = False,
         *,
         healthCheck: IHealthCheck | None = None,
     ) -> None:
@@ -430,6 +444,9 @@ class HealthMonitor(Service):
             checks).
         @param failTimeout: without active checks, seconds a backend taken
             down by connect failures stays down.
+        @param observeLayer7: whether a handshake answered with a 5xx counts
+            as a failed connect (HAProxy's C{observe layer7}); a refusal
+            below 500 never does.
         @param healthCheck: the probe to use instead of the one
             C{config.type} names (for tests and embedding).
         """
@@ -437,6 +454,7 @@ class HealthMonitor(Service):
         self.config = config
         self._reactor = reactor
         self.failTimeout = failTimeout
+        self.observeLayer7 = observeLayer7
         defaults = config or HealthCheckConfig()
         self.rise = defaults.rise
         self.fall = defaults.fall

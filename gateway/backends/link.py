@@ -68,6 +68,11 @@ class ConnectObserver(Protocol):
         An attempt to C{backend} succeeded.
         """
 
+    def answered(self, pool: Pool, backend: Backend, status: int) -> None:
+        """
+        C{backend} answered the attempt's handshake with C{status}.
+        """
+
 
 async def connectToPool(
     pool: Pool,
@@ -77,6 +82,7 @@ async def connectToPool(
     observer: ConnectObserver,
     connect: Callable[[ConnectionSlot], Awaitable[T]],
     exclude: Collection[Backend] = (),
+    statusOf: Callable[[T], int] | None = None,
 ) -> tuple[ConnectionSlot, T]:
     """
     Choose a backend of C{pool} and connect to it, trying the next candidate
@@ -99,6 +105,9 @@ async def connectToPool(
         caller (or what C{connect} made, which may have kept it) to release
         when the connection ends; and what C{connect} returned.
     @param exclude: backends not to try.
+    @param statusOf: the HTTP status of what C{connect} returned, when it
+        returns refusals too (a tunnel passes them on); otherwise what it
+        returns is a 101.  C{observer} is told it (L{IConnectObserver.answered}).
     @raise NoBackendAvailable: with a reason safe to show a client.
     @raise BackendRefused: the backend's refusal of the handshake.
     """
@@ -119,9 +128,9 @@ async def connectToPool(
         slot = backend.reserve()
         try:
             result = await connect(slot)
-        except BackendRefused:
+        except BackendRefused as e:
             slot.release()
-            observer.connectSucceeded(pool, backend)
+            observer.answered(pool, backend, e.status)
             raise
         except (BackendUnreachable, ProtocolError, OSError) as e:
             slot.release()
@@ -133,7 +142,7 @@ async def connectToPool(
         except BaseException:
             slot.release()
             raise
-        observer.connectSucceeded(pool, backend)
+        observer.answered(pool, backend, 101 if statusOf is None else statusOf(result))
         if sticky:
             await _mapCall(
                 pool, "writing", sessionMap.setAffinity, pool.name, key, backend.name,

@@ -100,6 +100,10 @@ class PoolConfig:
         (move them to other backends at C{drainRate}) or C{"wait"} (let
         them end by themselves).
     @ivar drainRate: sessions moved off draining backends per second.
+    @ivar observe: what passive health counts as a failure: C{"layer4"}
+        connect failures, timeouts and connections that die before an
+        answer; C{"layer7"} also a handshake answered with a 5xx (HAProxy's
+        C{observe layer7}).  A refusal below 500 never counts.
     @ivar rebalanceRate: sessions moved per second towards an even spread
         (weights included) when backends are unevenly loaded; 0 turns
         rebalancing off.
@@ -119,6 +123,7 @@ class PoolConfig:
     drain: str = "move"
     drainRate: float = 20.0
     rebalanceRate: float = 2.0
+    observe: str = "layer4"
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ class Timeouts:
     @ivar idle: a tunnel with no data frame either way for this long is
         closed with 1001 (pings and pongs do not count); 0 never closes one.
     @ivar shutdown: how long stopping the gateway waits for close handshakes.
+    @ivar requestBody: a request body must arrive whole within this of the
+        end of its head (and keep to C{limits.minBodyRate} meanwhile);
+        later heads on a kept-alive connection get C{handshake} from their
+        first byte, as the first one does.
     """
 
     connect: float = 5.0
@@ -162,6 +171,7 @@ class Timeouts:
     pingTimeout: float = 10.0
     idle: float = 0.0
     shutdown: float = 5.0
+    requestBody: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -173,12 +183,20 @@ class Limits:
         headers); larger gets 431 (client) or 502 (backend).
     @ivar maxConnections: client connections open at once per gateway; past
         it new connections are refused with 503.
+    @ivar maxConnectionsPerIp: client connections open at once from one
+        client address (a trusted proxy's connections count against the
+        address they forward); past it, 503.  0 means no such bound.
+    @ivar minBodyRate: bytes per second a request body must average, after
+        an allowance of C{timeouts.handshake}; slower gets 408.  0 means no
+        such bound (C{timeouts.requestBody} still holds).
     @ivar maxErrorBody: bytes of a backend's refusal body passed to the
         client.
     """
 
     maxHeaderBytes: int = 16384
     maxConnections: int = 10000
+    maxConnectionsPerIp: int = 1000
+    minBodyRate: int = 1024
     maxErrorBody: int = 65536
 
 

@@ -71,7 +71,9 @@ _POOL_KEYS = (
     "drain",
     "drain_rate",
     "rebalance_rate",
+    "observe",
 )
+_OBSERVE_LAYERS = ("layer4", "layer7")
 _FAILOVER_POLICIES = ("replay", "notify", "close")
 _DRAIN_POLICIES = ("move", "wait")
 _SLOW_POLICIES = ("pause", "close")
@@ -86,6 +88,7 @@ _TIMEOUT_FIELDS = {
     "ping_timeout": "pingTimeout",
     "idle": "idle",
     "shutdown": "shutdown",
+    "request_body": "requestBody",
 }
 _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 
@@ -93,6 +96,8 @@ _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 _LIMIT_FIELDS = {
     "max_header_bytes": ("maxHeaderBytes", 1024),
     "max_connections": ("maxConnections", 1),
+    "max_connections_per_ip": ("maxConnectionsPerIp", 0),
+    "min_body_rate": ("minBodyRate", 0),
     "max_error_body": ("maxErrorBody", 0),
 }
 
@@ -365,6 +370,7 @@ def readPool(reader: Reader, name: str, value: object) -> PoolConfig:
         drain=reader.choice(table, path, "drain", defaults.drain, _DRAIN_POLICIES),
         drainRate=reader.rate(table, path, "drain_rate", defaults.drainRate, allowZero=False),
         rebalanceRate=reader.rate(table, path, "rebalance_rate", defaults.rebalanceRate),
+        observe=reader.choice(table, path, "observe", defaults.observe, _OBSERVE_LAYERS),
     )
 
 

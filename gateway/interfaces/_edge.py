@@ -37,6 +37,16 @@ class IConnectObserver(Interface):
         A handshake with C{backend} of C{pool} succeeded.
         """
 
+    def answered(pool, backend, status):
+        """
+        C{backend} of C{pool} answered a handshake with the HTTP C{status}
+        (101, or a refusal passed on to its client): it is serving, unless
+        the pool observes layer 7 (C{observe = "layer7"}) and C{status} is
+        a 5xx, which then counts as a failure.
+
+        @type status: L{int}
+        """
+
 
 class IAccessLog(Interface):
     """

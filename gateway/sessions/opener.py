@@ -105,9 +105,9 @@ class SessionOpener:
             slot = prefer.reserve()
             try:
                 return prefer, await connect(slot, timeout)
-            except BackendRefused:
+            except BackendRefused as e:
                 slot.release()
-                self.health.connectSucceeded(pool, prefer)  # an answer: never a failure
+                self.health.answered(pool, prefer, e.status)  # an answer, not a failed connect
                 raise
             except (BackendUnreachable, ProtocolError, OSError) as e:
                 slot.release()

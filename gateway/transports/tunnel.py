@@ -374,7 +374,8 @@ class Tunnel:
 
     async def _open(self) -> None:
         slot, (head, rawHead) = await connectToPool(
-            self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory.health, self._handshake
+            self.pool, self.key, self.sticky, self.factory.sessionMap, self.factory.health, self._handshake,
+            statusOf=_answerStatus,
         )
         self.slot, self.backend = slot, slot.backend
         self._answer(head, rawHead)
@@ -662,3 +663,11 @@ def _connectError(backend: Backend, error: Exception) -> str:
     if "timeout" in name.lower() or "timed out" in text.lower():
         return f"{backend.name}: connect timed out"
     return f"{backend.name}: {text.splitlines()[0][:200]}"
+
+
+def _answerStatus(answer: tuple[ResponseHead, bytes]) -> int:
+    """
+    @return: the status of a backend's answer to a tunnel's handshake (for
+        passive health, L{connectToPool}).
+    """
+    return answer[0].status

@@ -37,6 +37,12 @@ from ..interfaces import ISessionTransport
 __all__ = ["SessionWebSocket", "SessionWebSocketFactory"]
 
 
+def _nothing() -> None:
+    """
+    What an C{onLost} is before the front door sets it, and after it ran.
+    """
+
+
 @implementer(ISessionTransport)
 class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
     """
@@ -44,7 +50,9 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
 
     Set by the front door before any byte is fed: C{route} (what
     L{gateway.sessions.registry.SessionRegistry.open} needs to open a
-    session).
+    session), and C{onLost}, called once when the connection ends (it
+    releases the connection's place among the gateway's client
+    connections).
     """
 
     kind = "ws"
@@ -59,6 +67,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         super().__init__()
         self.session = None
         self.route = None
+        self.onLost = _nothing
         self._opening: Deferred | None = None
         self._helloTimer = None
         self._done = False
@@ -181,10 +190,11 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
 
     def connectionLost(self, reason) -> None:
         """
-        Uncount the client connection.
+        Release the client connection's place (C{onLost}).
         """
         super().connectionLost(reason)
-        self.factory.gateway.connectionClosed()
+        onLost, self.onLost = self.onLost, _nothing
+        onLost()
 
     # ISessionTransport
     def pushData(self, message: Data) -> None:

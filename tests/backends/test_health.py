@@ -25,6 +25,7 @@ from gateway.errors import ConfigError, HealthCheckFailed
 from gateway.backends.health import (
     HealthMonitor,
     HTTPCheck,
+    PassiveHealth,
     TCPCheck,
     WebSocketCheck,
     makeHealthCheck,
@@ -288,6 +289,27 @@ def test_passiveSuccessResets():
     assert b0.healthy
     monitor.connectFailed(b0, "connection refused")
     assert not b0.healthy
+    monitor.stopService()
+
+
+@pytest.mark.parametrize("layer7", [False, True])
+def test_answersCountOnlyAs5xxAtLayer7(layer7):
+    """
+    L{PassiveHealth.answered}: a 101 or a refusal below 500 is a success; a
+    5xx is one too, unless the pool's monitor observes layer 7, where
+    C{fall} (3) of them take the backend down.
+    """
+    monitor, pool, _, _, _ = makeMonitor(config=None)
+    monitor.observeLayer7 = layer7
+    health = PassiveHealth({pool.name: monitor})
+    b0 = pool.backends[0]
+    monitor.startService()
+    for status in (101, 403, 404, 503, 503, 502):
+        health.answered(pool, b0, status)
+    assert b0.healthy is not layer7
+    for _ in range(5):
+        health.answered(pool, pool.backends[1], 403)
+    assert pool.backends[1].healthy
     monitor.stopService()
 
 

@@ -47,12 +47,17 @@ class Observer:
     def __init__(self) -> None:
         self.failed: list[str] = []
         self.succeeded: list[str] = []
+        self.statuses: list[int] = []
 
     def connectFailed(self, pool, backend, reason):
         self.failed.append(backend.name)
 
     def connectSucceeded(self, pool, backend):
         self.succeeded.append(backend.name)
+
+    def answered(self, pool, backend, status):
+        self.succeeded.append(backend.name)
+        self.statuses.append(status)
 
 
 class Outage(GatewayError):

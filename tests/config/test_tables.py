@@ -33,13 +33,13 @@ FILE_ERRORS = [
     pytest.param(
         "[timeouts]\nconect = 1\n" + POOL,
         "timeouts.conect: unknown key; known keys: connect, handshake, "
-        "ping_interval, ping_timeout, idle, shutdown",
+        "ping_interval, ping_timeout, idle, shutdown, request_body",
         id="unknown-timeouts",
     ),
     pytest.param(
         "[limits]\nmax_body = 1\n" + POOL,
         "limits.max_body: unknown key; known keys: max_header_bytes, "
-        "max_connections, max_error_body",
+        "max_connections, max_connections_per_ip, min_body_rate, max_error_body",
         id="unknown-limits",
     ),
     pytest.param(
@@ -84,7 +84,7 @@ FILE_ERRORS = [
         '[pool.chat]\nbalancer = "hash"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
         "pool.chat.balancer: unknown key; known keys: balance, affinity, "
         "affinity_ttl, fail_timeout, connect_attempts, backend, health, failover, "
-        "failover_window, failover_timeout, drain, drain_rate, rebalance_rate",
+        "failover_window, failover_timeout, drain, drain_rate, rebalance_rate, observe",
         id="unknown-pool",
     ),
     pytest.param(

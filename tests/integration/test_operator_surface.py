@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from gateway.admin import AUTH_FAILURE_LIMIT
-from gateway.site import DROP_LOG_INTERVAL, DroppedConnections
+from gateway.admission import DROP_LOG_INTERVAL, DroppedConnections
 from gateway.testing import projectEnvironment, rawExchange, startProcess
 
 from .helpers import TOKEN, LineWatcher, admin, startGateway

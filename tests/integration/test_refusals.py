@@ -3,7 +3,8 @@ A backend's refusal of a handshake (403 for a bad token) is its answer to
 that client: a real C{twistd -n gateway} passes it on, in session mode
 (WebSocket C{hello}, long-polling C{open}) and in transparent mode, and
 passive health never counts it against the backend, so refused clients
-cannot take a pool out of service.
+cannot take a pool out of service.  A pool that observes layer 7 counts
+answers with a 5xx, and only those.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ N = 6
 
 class _Refusing(WebSocketServerProtocol):
     """
-    Echoes; refuses every handshake whose target carries C{token=bad}.
+    Echoes; refuses every handshake whose target carries C{token=bad}
+    (403), or C{token=busy} (503).
     """
 
     def onConnect(self, request):
         if request.params.get("token") == ["bad"]:
             raise ConnectionDeny(403, "bad token")
+        if request.params.get("token") == ["busy"]:
+            raise ConnectionDeny(503, "busy")
 
     def onMessage(self, payload, isBinary):
         self.sendMessage(payload, isBinary)
@@ -148,6 +152,43 @@ async def test_refusals_are_passed_on_and_never_counted(tmp_path, gateway_proces
         assert await client.receive() == (b"hi", False)
         await client.close().addTimeout(T, reactor)
         assert await sessionServed(url)
+    finally:
+        for port in ports:
+            await port.stopListening()
+
+
+def upgradeWith(token: str) -> bytes:
+    return (b"GET /chat?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n" % token.encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_layer7_counts_only_5xx(tmp_path, gateway_process):
+    """
+    By default a backend's 503 is passed on and not counted, as a 403 is.
+    With C{observe = "layer7"} on the pool, 403s are still not counted, and
+    503s are passed on and counted: both backends go down, and the gateway
+    answers 503 itself until they come back.
+    """
+    backends, ports = await refusingBackends(2)
+    try:
+        for observe, busyDown in (("layer4", False), ("layer7", True)):
+            text = poolFile(backends).replace("[pool.chat]\n", f'[pool.chat]\nobserve = "{observe}"\n')
+            process, adminPort, _, _ = await startGateway(gateway_process, tmp_path, text)
+            for token, status in (("bad", b"403 bad token"), ("busy", b"503 busy")):
+                raw = await gatherResults([Deferred.fromCoroutine(rawExchange(process.port, upgradeWith(token)))
+                                           for _ in range(N)])
+                heads = {r.split(b"\r\n", 1)[0] for r in raw}
+                down = token == "busy" and busyDown
+                assert heads <= {b"HTTP/1.1 " + status, b"HTTP/1.1 503 Service Unavailable"}
+                assert b"HTTP/1.1 " + status in heads
+                expected = "down" if down else "healthy"
+                assert await states(adminPort) == {"backend-1": expected, "backend-2": expected}
+            if not busyDown:
+                assert await sessionServed(process.url)
+            process.signal("KILL")
+            await process.wait(10)
     finally:
         for port in ports:
             await port.stopListening()

@@ -59,6 +59,9 @@ class Health:
     def connectSucceeded(self, pool, backend):
         self.heard.append(("succeeded", backend.name))
 
+    def answered(self, pool, backend, status):
+        self.heard.append(("answered", backend.name, status))
+
 
 @implementer(IAccessLog)
 class RecordedEnds:
@@ -214,7 +217,7 @@ def test_switchingPassedOnAndSpliced():
     assert harness.client.value() == SWITCHING
     assert harness.tunnel.spliced
     assert harness.server.value() == early
-    assert harness.edge.health.heard == [("succeeded", "b1")]
+    assert harness.edge.health.heard == [("answered", "b1", 101)]
 
 
 def test_splice():
@@ -252,7 +255,7 @@ def test_refusalPassedOn():
     )
     assert harness.client.disconnecting and harness.server.disconnecting
     assert not harness.tunnel.spliced
-    assert harness.edge.health.heard == [("succeeded", "b1")]
+    assert harness.edge.health.heard == [("answered", "b1", 403)]
 
 
 def test_unreachableBackend():
