@@ -3,7 +3,8 @@ PROXY protocol listeners (C{haproxy:} endpoints) against a real C{twistd -n
 gateway}: real version 1 and version 2 headers sent from 127.0.0.1, a
 trusted address, carry the client's address into X-Forwarded-For and
 Forwarded at an echo backend that records its handshakes, into hash
-affinity and into the per-address session limit, under TCP, TLS (the header
+affinity, into the per-address session limit and connection cap, and
+through a real HAProxy with send-proxy-v2, under TCP, TLS (the header
 before the TLS handshake) and a Unix socket; v2 C{LOCAL} keeps the real
 peer; a listener that does not trust 127.0.0.1 refuses a header and serves
 a plain request; a trusted peer's missing, malformed or slow header is
@@ -18,7 +19,9 @@ import struct
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from gateway.testing import connectClient
@@ -63,12 +66,13 @@ def seenBy(backends, marker: str) -> tuple[int, list[bytes]]:
     raise AssertionError(f"no backend saw {marker}")
 
 
-def config(backends, *, trusted: str = "127.0.0.1/32", extra: str = "", pool: str = "") -> str:
+def config(backends, *, trusted: str = "127.0.0.1/32", extra: str = "", pool: str = "",
+           handshake: float = 1) -> str:
     """
     @return: a configuration that trusts C{trusted} for PROXY headers,
         with one route C{/chat} to C{backends}.
     """
-    text = (f'proxy_protocol_from = ["{trusted}"]\n[timeouts]\nshutdown = 2\nhandshake = 1\n{extra}'
+    text = (f'proxy_protocol_from = ["{trusted}"]\n[timeouts]\nshutdown = 2\nhandshake = {handshake}\n{extra}'
             f'[[route]]\nprefix = "/chat"\npool = "echo"\n[pool.echo]\n{pool}')
     for backend in backends:
         text += f'[[pool.echo.backend]]\nurl = "{backend.url}"\nname = "{backend.name}"\n'
@@ -145,6 +149,46 @@ async def test_carried_address_counts_in_session_limit(echo_backends, gateway_pr
     answer = await sendAndCollect(localTCP(gateway.port), proxyV2("198.51.100.3"), sessionHello(),
                                   until=b"welcome")
     assert answer.startswith(b"HTTP/1.1 101 ") and b'"welcome"' in answer
+
+
+class _Held(Protocol):
+    def connectionMade(self):
+        self.transport.write(self.factory.header)
+
+    def connectionLost(self, reason):
+        self.factory.lost.callback(None)
+
+
+async def hold(port: int, header: bytes):
+    """
+    Open a connection that sends C{header} and nothing more (the front door
+    holds it until its handshake deadline).
+
+    @return: its protocol; C{protocol.factory.lost} fires when it ends.
+    """
+    factory = Factory.forProtocol(_Held)
+    factory.header, factory.lost = header, Deferred()
+    return await localTCP(port).connect(factory)
+
+
+@pytest_twisted.ensureDeferred
+async def test_carried_address_counts_in_connection_cap(echo_backends, gateway_process, tmp_path):
+    """
+    With max_connections_per_ip = 2, two connections held open carrying
+    198.51.100.5 leave a third carrying it refused with 503, while one
+    carrying 198.51.100.6 is served, all from 127.0.0.1.
+    """
+    backends = await echo_backends(1)
+    text = config(backends, extra="[limits]\nmax_connections_per_ip = 2\n", handshake=20)
+    gateway, _, _, _ = await startGateway(gateway_process, tmp_path, text, "--listen", PROXIED)
+    held = [await hold(gateway.port, proxyV2("198.51.100.5")) for _ in range(2)]
+    answer = await sendAndCollect(localTCP(gateway.port), proxyV1("198.51.100.5"), markedUpgrade("third"))
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"this address has its maximum of 2 connections" in answer
+    answer = await sendAndCollect(localTCP(gateway.port), proxyV1("198.51.100.6"), markedUpgrade("other"))
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    for protocol in held:
+        protocol.transport.abortConnection()
+        await protocol.factory.lost
 
 
 @pytest_twisted.ensureDeferred
