@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.address import UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -215,7 +215,9 @@ class ProxyHeaderFactory(WrappingFactory):
         """
         if isinstance(peer, UNIXAddress):
             return True
-        return getattr(peer, "host", "") in self.trusted
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            return peer.host in self.trusted
+        return False
 
 
 class _ProxiedListening:
