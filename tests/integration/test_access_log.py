@@ -57,7 +57,10 @@ async def test_tunnel_and_session_lines(echo_backends, gateway_process, tmp_path
     log = tmp_path / "access.log"
     gateway, _, watcher, _ = await startGateway(gateway_process, tmp_path, gatewayFile(backends, log),
                                                 "--listen", "tcp:0:interface=127.0.0.1", "--listen", PROXIED)
-    line = await watcher.wait(r"gateway listening on 127\.0\.0\.1:\d+ \(haproxy:", 0)
+    # Polled: the line may have come in the same read as the one the
+    # process was found ready by, before the watcher was hooked in.
+    await waitUntil(lambda: watcher.matching(r"gateway listening on 127\.0\.0\.1:\d+ \(haproxy:"), T)
+    [line] = watcher.matching(r"gateway listening on 127\.0\.0\.1:\d+ \(haproxy:")
     [proxied] = re.findall(r"127\.0\.0\.1:(\d+) \(haproxy:", line)
 
     answer = await sendAndCollect(localTCP(int(proxied)), proxyV2("203.0.113.77"), markedUpgrade("logged"))

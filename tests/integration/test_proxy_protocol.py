@@ -15,16 +15,17 @@ in one log line.
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.endpoints import TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-from gateway.testing import connectClient
+from gateway.testing import connectClient, waitUntil
 from gateway.wire.frames import OP_TEXT, encodeFrame
 from tests.helpers import selfSignedCertificate
 
@@ -224,6 +225,29 @@ async def test_unix_socket(echo_backends, gateway_process, tmp_path):
     assert answer.startswith(b"HTTP/1.1 101 ")
     assert b"X-Forwarded-For: 203.0.113.50" in seenBy(backends, "unix")[1]
     assert await sendAndCollect(unix, markedUpgrade("unix-bare")) == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_listener(echo_backends, gateway_process, tmp_path):
+    """
+    C{haproxy:tcp6:} on ::1, trusting ::1/128: a v1 header from ::1 carries
+    its IPv4 client to the backend; without a header ::1 is refused.
+    """
+    backends = await echo_backends(1)
+    gateway, _, watcher, _ = await startGateway(gateway_process, tmp_path, config(backends, trusted="::1/128"),
+                                                "--listen", "tcp:0:interface=127.0.0.1",
+                                                "--listen", "haproxy:tcp6:0:interface=\\:\\:1")
+    # Polled: the line may have come in the same read as the one the
+    # process was found ready by, before the watcher was hooked in.
+    await waitUntil(lambda: watcher.matching(r"gateway listening on .*\(haproxy:tcp6"), T)
+    [line] = watcher.matching(r"gateway listening on .*\(haproxy:tcp6")
+    [port] = re.findall(r"::1:(\d+) \(haproxy", line)
+    ipv6 = TCP6ClientEndpoint(reactor, "::1", int(port), timeout=T)
+    answer = await sendAndCollect(ipv6, proxyV1("198.51.100.60"), markedUpgrade("six"))
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert b"X-Forwarded-For: 198.51.100.60" in seenBy(backends, "six")[1]
+    answer = await sendAndCollect(ipv6, markedUpgrade("six-bare"))
+    assert answer == b""
 
 
 @pytest_twisted.ensureDeferred
