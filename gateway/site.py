@@ -25,7 +25,8 @@ from zope.interface import implementer
 
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, ISessionMap
+from .edge.accesslog import NoAccessLog
+from .interfaces import IAccessLog, IConnectObserver, IEdge, ISessionMap
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
@@ -446,6 +447,7 @@ class GatewayFactory(Factory):
         trustedProxies: TrustedProxies,
         health: IConnectObserver,
         reactor: Any,
+        accessLog: IAccessLog | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -454,6 +456,7 @@ class GatewayFactory(Factory):
         @param sessionMap: the node's session map (affinity records).
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param accessLog: where each tunnel reports its end (none by default).
         """
         self.reactor = reactor
         self.config = config
@@ -462,6 +465,7 @@ class GatewayFactory(Factory):
         self.sessionMap = sessionMap
         self.trustedProxies = trustedProxies
         self.health = health
+        self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.tunnels: set[Tunnel] = set()
         self.admission = Admission(config.limits.maxConnections, config.limits.maxConnectionsPerIp)
         self.refusedConnections = 0

@@ -24,6 +24,7 @@ PACKAGE = ROOT / "gateway"
 LAYERS: list[tuple[str, ...]] = [
     ("gateway", "gateway.errors", "gateway.interfaces", "gateway.tcp"),
     ("gateway.wire",),
+    ("gateway.edge",),
     ("gateway.config",),
     ("gateway.backends", "gateway.dropins"),
     ("gateway.sessionmap",),

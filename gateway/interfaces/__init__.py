@@ -14,7 +14,8 @@ client connection (L{ISessionTransport}) and its backend link
 registry a cluster strategy (L{ISessionCluster}) and an opener
 (L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
 and drives the node through L{IOperator}; the transports use the front door
-through L{IEdge}; connects report to passive health through
+through L{IEdge}; tunnels and sessions report their end to the access log
+through L{IAccessLog}; connects report to passive health through
 L{IConnectObserver}; the Python client's transports report to their owner
 through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
@@ -22,7 +23,7 @@ objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
-from ._edge import IConnectObserver, IEdge, IOperator
+from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator
 from ._plugins import (
     IBalancer,
     IBalancerFactory,
@@ -53,6 +54,7 @@ __all__ = [
     "ISessionMirror",
     "ISessionCluster",
     "ISessionOpener",
+    "IAccessLog",
     "IConnectObserver",
     "IEdge",
     "IOperator",

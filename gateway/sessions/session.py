@@ -113,6 +113,15 @@ class Session(PacketDispatch):
         self.mirror: ISessionMirror = registry.noMirror
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
+        #: For the access log: the kind of the last transport that carried
+        #: the session (C{"ws"}, C{"poll"}), the payload bytes accepted from
+        #: the client and sent towards it, the close code it ended with, and
+        #: its backend when it last had one.
+        self.transportKind: str | None = None
+        self.lastBackend: Backend | None = None
+        self.bytesFromClient = 0
+        self.bytesToClient = 0
+        self.closeCode: int | None = None
 
     @property
     def link(self) -> IBackendLink | None:
@@ -188,6 +197,7 @@ class Session(PacketDispatch):
         backend has closed).
         """
         old, self.transport = self.transport, transport
+        self.transportKind = transport.kind
         upstream = self.upstream
         if old is not None and old is not transport:
             upstream.transportDetached(old)
@@ -219,6 +229,7 @@ class Session(PacketDispatch):
         """
         self._cancelGrace()
         self.transport = transport
+        self.transportKind = transport.kind
         self.upstream.transportAttached(transport)
         if self.state.live:
             self.state = self.state.to(SessionState.ATTACHED)
@@ -353,6 +364,7 @@ class Session(PacketDispatch):
                 # nothing more; the client learns from the close packet.
                 return
             self.inbox.accept()
+            self.bytesFromClient += len(message.payload)
             upstream.handOn(message)
         self._scheduleAck()
 
@@ -433,6 +445,7 @@ class Session(PacketDispatch):
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
         self.mirror.down(message)
+        self.bytesToClient += len(payload)
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
@@ -474,6 +487,7 @@ class Session(PacketDispatch):
         deliver what it sent, then the closing packet; the session ends once
         the client has acknowledged it all.
         """
+        self.lastBackend = self.backend or self.lastBackend
         self.upstream.link = None
         if self.state is SessionState.ENDED:
             return
@@ -498,13 +512,15 @@ class Session(PacketDispatch):
             return
         self.state = self.state.to(SessionState.ENDED)
         self._cancelGrace()
+        self.lastBackend = self.backend or self.lastBackend
         link = self.upstream.stop()
         if link is not None:
             link.closeLink(backendCode, reason)
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
-        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason)
+        self.closeCode = clientCode if clientCode is not None else resumeCode
+        self.mirror.end(self.closeCode, reason)
         self.registry.ended(self, resumeCode, reason)
 
     def handOff(self) -> None:

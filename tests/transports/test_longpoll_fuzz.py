@@ -21,8 +21,11 @@ from gateway.transports.longpoll import LongPolling
 
 class _NoSessions:
     """
-    A session registry that knows no session (every lookup is refused).
+    A session registry that knows no session (every lookup is refused),
+    on a single node.
     """
+
+    sharesSessions = False
 
     def _refuse(self, *args, **kwargs):
         raise ResumeRefused(4404, "unknown session")
