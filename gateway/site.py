@@ -25,7 +25,8 @@ from zope.interface import implementer
 
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, IMetrics, ISessionMap
+from .edge.accesslog import NoAccessLog
+from .interfaces import IAccessLog, IConnectObserver, IEdge, IMetrics, ISessionMap
 from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
@@ -459,6 +460,7 @@ class GatewayFactory(Factory):
         health: IConnectObserver,
         reactor: Any,
         metrics: IMetrics | None = None,
+        accessLog: IAccessLog | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -468,6 +470,7 @@ class GatewayFactory(Factory):
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
         @param metrics: what the front door and the transports record to.
+        @param accessLog: where each tunnel reports its end (none by default).
         """
         self.reactor = reactor
         self.config = config
@@ -477,6 +480,7 @@ class GatewayFactory(Factory):
         self.trustedProxies = trustedProxies
         self.health = health
         self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
+        self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.tunnels: set[Tunnel] = set()
         self.admission = Admission(config.limits.maxConnections, config.limits.maxConnectionsPerIp)
         self.refusedConnections = 0

@@ -27,6 +27,7 @@ PACKAGE = ROOT / "gateway"
 LAYERS: list[tuple[str, ...]] = [
     ("gateway", "gateway.errors", "gateway.interfaces", "gateway.tcp"),
     ("gateway.wire",),
+    ("gateway.edge",),
     ("gateway.metrics",),
     ("gateway.config",),
     ("gateway.backends", "gateway.dropins"),

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..wire.proxyheader import LISTENER_PREFIX, proxiedEndpoint
 from .model import (
     AdminConfig,
     BackendConfig,
@@ -31,6 +32,7 @@ from .model import (
 )
 from .reader import Reader, configError, keyPath, show
 from .tables import (
+    readAccessLog,
     readAdmin,
     readLimits,
     readMetrics,
@@ -60,6 +62,8 @@ _TOP_KEYS = (
     "route",
     "pool",
     "admin",
+    "proxy_protocol_from",
+    "access_log",
     "metrics",
 )
 
@@ -224,8 +228,11 @@ def loadConfig(
             config,
             listen=tuple(fileListen or _DEFAULT_LISTEN),
             trustedProxies=readTrustedProxies(fileReader, document),
+            proxyProtocolFrom=readTrustedProxies(fileReader, document, "proxy_protocol_from"),
             source=path,
         )
+        if "access_log" in document:
+            config = dataclasses.replace(config, accessLog=readAccessLog(fileReader, document["access_log"]))
         if "timeouts" in document:
             timeouts = readTimeouts(fileReader, document["timeouts"])
             config = dataclasses.replace(config, timeouts=timeouts)
@@ -258,6 +265,7 @@ def loadConfig(
         if not metrics:
             Reader("--metrics").fail("", "must not be empty")
         config = dataclasses.replace(config, metrics=MetricsConfig(listen=metrics))
+    _checkProxied(config, fileReader, bool(listen))
     if redis is not None:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     config = dataclasses.replace(
@@ -301,6 +309,25 @@ def loadConfig(
     return dataclasses.replace(config, pools=tuple(pools), routes=tuple(routes or ()))
 
 
+def _checkProxied(config: GatewayConfig, fileReader: Reader, fromFlags: bool) -> None:
+    """
+    A C{haproxy:} listener needs C{proxy_protocol_from}: the networks whose
+    PROXY headers it believes.
+    """
+    for index, description in enumerate(config.listen):
+        inner = proxiedEndpoint(description)
+        if inner is None:
+            continue
+        where = Reader("--listen") if fromFlags else fileReader
+        path = "" if fromFlags else f"listen[{index}]"
+        if not inner or proxiedEndpoint(inner) is not None:
+            where.fail(path, f"{description!r}: {LISTENER_PREFIX}: must be followed by an endpoint "
+                             "(once: tcp:, ssl:, unix:...)")
+        if not config.proxyProtocolFrom:
+            where.fail(path, f"{description!r} reads PROXY protocol headers, but proxy_protocol_from "
+                             "(in the --config file) lists no network that may send them")
+
+
 def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
     """
     What a reload from C{running} to C{new} cannot apply: everything but the
@@ -314,6 +341,8 @@ def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
     for key, attribute in (
         ("listen", "listen"),
         ("trusted_proxies", "trustedProxies"),
+        ("proxy_protocol_from", "proxyProtocolFrom"),
+        ("access_log", "accessLog"),
         ("timeouts", "timeouts"),
         ("limits", "limits"),
         ("session", "session"),

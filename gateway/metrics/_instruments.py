@@ -25,6 +25,7 @@ from ..wire.protocol import (
     CLOSE_BUFFER_FULL,
     CLOSE_ENDED,
     CLOSE_EXPIRED,
+    CLOSE_ORIGIN_REFUSED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_RESUME_FAILED,
@@ -64,12 +65,15 @@ MODES = (
 #: label; any other code is counted as C{code="other"}.
 CLOSE_REASONS = {
     1001: "going_away",
+    1002: "websocket_protocol_error",
+    1007: "invalid_payload",
     1008: "policy",
     1012: "backend_gone",
     CLOSE_TOO_BIG: "too_big",
     CLOSE_ENDED: "ended",
     CLOSE_SUPERSEDED: "superseded",
     CLOSE_SLOW: "slow",
+    CLOSE_ORIGIN_REFUSED: "origin_refused",
     CLOSE_PROTOCOL_ERROR: "protocol_error",
     CLOSE_BAD_SECRET: "bad_secret",
     CLOSE_UNKNOWN_SESSION: "unknown_session",

@@ -115,6 +115,15 @@ class Session(PacketDispatch):
         self.traffic = registry.metrics.traffic
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
+        #: For the access log: the kind of the last transport that carried
+        #: the session (C{"ws"}, C{"poll"}), the payload bytes accepted from
+        #: the client and sent towards it, the close code it ended with, and
+        #: its backend when it last had one.
+        self.transportKind: str | None = None
+        self.lastBackend: Backend | None = None
+        self.bytesFromClient = 0
+        self.bytesToClient = 0
+        self.closeCode: int | None = None
 
     @property
     def link(self) -> IBackendLink | None:
@@ -199,6 +208,7 @@ class Session(PacketDispatch):
         backend has closed).
         """
         old, self.transport = self.transport, transport
+        self.transportKind = transport.kind
         upstream = self.upstream
         if old is not None and old is not transport:
             upstream.transportDetached(old)
@@ -230,6 +240,7 @@ class Session(PacketDispatch):
         """
         self._cancelGrace()
         self.transport = transport
+        self.transportKind = transport.kind
         self.upstream.transportAttached(transport)
         if self.state.live:
             self.state = self.state.to(SessionState.ATTACHED)
@@ -367,6 +378,7 @@ class Session(PacketDispatch):
             traffic = self.traffic
             traffic.sessionUpMessages += 1
             traffic.sessionUpBytes += len(message.payload)
+            self.bytesFromClient += len(message.payload)
             upstream.handOn(message)
         self._scheduleAck()
 
@@ -453,6 +465,7 @@ class Session(PacketDispatch):
         traffic.sessionDownMessages += 1
         traffic.sessionDownBytes += len(payload)
         self.mirror.down(message)
+        self.bytesToClient += len(payload)
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
@@ -494,6 +507,7 @@ class Session(PacketDispatch):
         deliver what it sent, then the closing packet; the session ends once
         the client has acknowledged it all.
         """
+        self.lastBackend = self.backend or self.lastBackend
         self.upstream.link = None
         if self.state is SessionState.ENDED:
             return
@@ -518,13 +532,15 @@ class Session(PacketDispatch):
             return
         self.state = self.state.to(SessionState.ENDED)
         self._cancelGrace()
+        self.lastBackend = self.backend or self.lastBackend
         link = self.upstream.stop()
         if link is not None:
             link.closeLink(backendCode, reason)
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
-        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason)
+        self.closeCode = clientCode if clientCode is not None else resumeCode
+        self.mirror.end(self.closeCode, reason)
         self.registry.ended(self, resumeCode, reason)
 
     def handOff(self) -> None:

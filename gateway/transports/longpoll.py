@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from ..config.values import parseOrigin
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..tcp import requestLost
 from ..wire.forwarded import clientAddress
@@ -34,6 +35,7 @@ from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
+    CLOSE_ORIGIN_REFUSED,
     CLOSE_REFUSED,
     CLOSE_UNAVAILABLE,
     Ack,
@@ -60,6 +62,7 @@ __all__ = ["PollingTransport", "LongPolling", "HTTP_STATUS"]
 HTTP_STATUS = {
     4400: 400,
     4403: 403,
+    CLOSE_ORIGIN_REFUSED: 403,
     4404: 404,
     4409: 409,
     4410: 410,
@@ -373,7 +376,14 @@ class LongPolling:
                                        headers.getRawHeaders(b"host", []), request.isSecure())
         if refusal is not None:
             self.factory.clientErrors += 1
-            self._refuse(request, 4403, refusal)  # 403, the session protocol's "forbidden"
+            origins = headers.getRawHeaders(b"origin", [])
+            if len(origins) == 1 and parseOrigin(origins[0].decode("latin-1")) is not None:
+                # The page may read its refusal (and nothing else): a
+                # refusal it cannot read looks like a network error, which
+                # a client retries for ever.
+                request.setHeader(b"access-control-allow-origin", origins[0])
+                request.setHeader(b"vary", b"Origin")
+            self._refuse(request, CLOSE_ORIGIN_REFUSED, refusal)  # 403, final for the clients
             return NOT_DONE_YET
         try:
             body = loadJSON(request.content.read() or b"null")

@@ -34,7 +34,7 @@ from zope.interface import implementer
 from ..backends.link import backendEndpoint, connectToPool
 from ..backends.pool import NO_SLOT
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
-from ..wire.forwarded import clientHeaders, forwardedHeaders
+from ..wire.forwarded import clientAddress, clientHeaders, forwardedHeaders
 from ..tcp import noDelay, writeNow
 from ..wire.frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..wire.http1 import (
@@ -82,9 +82,9 @@ class _Side(Protocol):
     @ivar closing: a close frame was sent to this side: nothing more is
         forwarded to it.
     @ivar seen: bytes arrived since the last keep-alive sweep.
-    @ivar received: bytes forwarded from this side since the splice (read
-        at scrape time, and added to the node's totals when the tunnel
-        ends, so that counting costs one addition per read).
+    @ivar received: bytes spliced from this side to the other (the access
+        log's count, and the metrics': read at scrape time, and added to the
+        node's totals when the tunnel ends).
     """
 
     masked: bool = False
@@ -333,6 +333,10 @@ class Tunnel:
         self.backendSide: BackendSide | None = None
         self.backend: Backend | None = None
         self.slot: ConnectionSlot = NO_SLOT
+        #: When the tunnel was made, and the status the client was answered
+        #: (101 once spliced), for the access log.
+        self.opened = self.reactor.seconds()
+        self.status: int | None = None
         self.spliced = False
         self.closed = False
         self._early = [early] if early else []
@@ -420,6 +424,7 @@ class Tunnel:
         return serializeRequestHead(head.method, head.target, headers)
 
     def _answer(self, head: ResponseHead, rawHead: bytes) -> None:
+        self.status = head.status
         if head.status == 101 and b"websocket" in head.tokens(b"upgrade"):
             self.client.transport.write(rawHead)
             self._splice()
@@ -501,6 +506,7 @@ class Tunnel:
             self.backendSide.transport.abortConnection()
         if not self.client.gone:
             self.factory.metrics.refused(status, reason)
+            self.status = status
             self.client.transport.write(errorResponse(status, message))
             self.client.transport.loseConnection()
 
@@ -545,6 +551,7 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
+        self.factory.accessLog.connectionEnded(self.accessRecord())
         self._release()
         client, backend = self.client, self.backendSide
         if backend is not None and self.spliced:
@@ -557,6 +564,38 @@ class Tunnel:
         self.onClosed(self)
         if shutdown is not None:
             shutdown.callback(None)
+
+    def accessRecord(self) -> dict:
+        """
+        @return: the access log's record of this tunnel (docs/operations.md,
+            "Access log").
+        """
+        client, backend = self.client, self.backendSide
+        transport = self.clientTransport
+        peer = self.factory.peerHost(transport)
+        closeCode = None
+        for side in (client, backend):
+            if side is not None and side.tracker.closeCode is not None:
+                closeCode = side.tracker.closeCode
+                break
+        return {
+            "event": "tunnel",
+            "client": clientAddress(self.head, peer, self.factory.trustedProxies),
+            "peer": peer,
+            "path": self.head.path.decode("ascii", "replace"),
+            "pool": self.pool.name,
+            "backend": self.backend.name if self.backend is not None else None,
+            "mode": "transparent",
+            "transport": "websocket",
+            "tls": self.factory.secure(transport),
+            "status": self.status,
+            "duration": round(self.reactor.seconds() - self.opened, 3),
+            "bytes_from_client": client.received,
+            "bytes_to_client": backend.received if backend is not None else 0,
+            "messages_from_client": client.tracker.dataFrames,
+            "messages_to_client": backend.tracker.dataFrames if backend is not None else 0,
+            "close_code": closeCode,
+        }
 
     def _release(self) -> None:
         self.backend = None

@@ -198,8 +198,12 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         """
-        Detach from the session (which waits for a resume).
+        Detach from the session (which waits for a resume).  A close
+        Autobahn sent by itself (a message over the size bound, a frame that
+        breaks RFC 6455) is counted here, those of L{closeTransport} there.
         """
+        if self.failedByMe and not self._done and self.localCloseCode is not None:
+            self.factory.gateway.metrics.closed("session", self.localCloseCode)
         self._cancelHelloTimer()
         session, self.session = self.session, None
         if session is not None:

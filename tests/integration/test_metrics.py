@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from .helpers import TOKEN, poolFile, startGateway
 from gateway.client import SessionClient
 from gateway.testing import connectClient, rawExchange
+from gateway.wire.protocol import SUBPROTOCOL
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
@@ -74,7 +75,8 @@ async def startWithMetrics(tmp_path, echo_backends, gateway_process):
     """
     [backend] = await echo_backends(1, prefix=True)
     process, adminPort, _, _ = await startGateway(
-        gateway_process, tmp_path, poolFile([backend]), "--metrics", "tcp:0:interface=127.0.0.1")
+        gateway_process, tmp_path, poolFile([backend], "[session]\nmax_message_bytes = 1024\n"),
+        "--metrics", "tcp:0:interface=127.0.0.1")
     [metricsPort] = re.findall(r"metrics listening on 127\.0\.0\.1:(\d+)", process.output)
     return process, adminPort, int(metricsPort)
 
@@ -86,8 +88,9 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     admin request); the metrics listener needs none and serves nothing
     else.  A transparent connection and a session each move their
     counters: accepted, handshakes, messages and bytes each way, sessions
-    opened (over WebSocket and long-polling), a refused request, and the
-    session is counted attached while it lives.
+    opened (over WebSocket and long-polling), a refused request, a message
+    over the size bound closed with 1009, and the session is counted
+    attached while it lives.
     """
     process, adminPort, metricsPort = await startWithMetrics(tmp_path, echo_backends, gateway_process)
     status, _, body = await scrape(adminPort)
@@ -121,6 +124,10 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     polling.send("by poll")
     assert await polled.addTimeout(10, reactor) == "backend-1: by poll"
     await polling.close()
+    big = await connectClient(process.url, path="/chat", protocols=[SUBPROTOCOL])
+    big.send(b"x" * 2048)  # over max_message_bytes: Autobahn closes with 1009
+    _, code, _ = await big.closed.addTimeout(10, reactor)
+    assert code == 1009
     gatewayPort = int(process.url.rsplit(":", 1)[1])
     answer = await rawExchange(gatewayPort, b"GET /chat/../x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
@@ -143,7 +150,7 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
         return new[key] - old.get(key, 0)
 
     assert moved("txgateway_connections_accepted_total", mode="transparent", transport="websocket") == 1
-    assert moved("txgateway_connections_accepted_total", mode="session", transport="websocket") == 1
+    assert moved("txgateway_connections_accepted_total", mode="session", transport="websocket") == 2
     assert moved("txgateway_handshake_duration_seconds_count", mode="transparent", transport="websocket") == 1
     assert moved("txgateway_handshake_duration_seconds_count", mode="session", transport="websocket") == 1
     assert moved("txgateway_connections_accepted_total", mode="session", transport="longpoll") >= 1
@@ -151,6 +158,7 @@ async def test_metricsCountTraffic(tmp_path, echo_backends, gateway_process):
     assert moved("txgateway_sessions_opened_total", pool="chat") == 2
     assert moved("txgateway_refusals_total", status="400", reason="bad_request") == 1
     assert moved("txgateway_closes_total", mode="session", code="4000", reason="ended") >= 2
+    assert moved("txgateway_closes_total", mode="session", code="1009", reason="too_big") == 1
     for mode in ("transparent", "session"):
         assert moved("txgateway_messages_total", mode=mode, direction="up") >= 1
         assert moved("txgateway_messages_total", mode=mode, direction="down") >= 1

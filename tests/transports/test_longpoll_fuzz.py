@@ -22,10 +22,10 @@ from gateway.transports.longpoll import LongPolling
 
 class _NoSessions:
     """
-    A session registry that knows no session (every lookup is refused).
+    A session registry that knows no session (every lookup is refused),
+    on a single node.
     """
 
-    #: One node: a send is looked up here (L{local}), not in Redis.
     sharesSessions = False
 
     def _refuse(self, *args, **kwargs):

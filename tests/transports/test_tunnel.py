@@ -17,7 +17,7 @@ from gateway.backends.balancers import RoundRobin
 from gateway.backends.routing import RouteOrigins
 from gateway.backends.pool import Backend, Pool
 from gateway.config import GatewayConfig, Timeouts
-from gateway.interfaces import IConnectObserver, IEdge
+from gateway.interfaces import IAccessLog, IConnectObserver, IEdge
 from gateway.metrics import NoMetrics
 from gateway.sessionmap.memory import MemorySessionMap
 from gateway.transports.tunnel import Tunnel
@@ -64,11 +64,25 @@ class Health:
         self.heard.append(("answered", backend.name, status))
 
 
+@implementer(IAccessLog)
+class RecordedEnds:
+    """
+    An access log that keeps its records.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def connectionEnded(self, record: dict) -> None:
+        self.records.append(record)
+
+
 @implementer(IEdge)
 class Edge:
     """
     What a tunnel uses of the front door: settings, a clock, the session
-    map, passive health; the client is 192.0.2.7, over plain TCP.
+    map, passive health, an access log; the client is 192.0.2.7, over
+    plain TCP.
     """
 
     def __init__(self, reactor, timeouts: Timeouts) -> None:
@@ -77,6 +91,7 @@ class Edge:
         self.sessionMap = MemorySessionMap(reactor)
         self.trustedProxies = TrustedProxies(())
         self.health = Health()
+        self.accessLog = RecordedEnds()
         self.sessions = None
         self.clientErrors = 0
         self.metrics = NoMetrics()
@@ -306,6 +321,44 @@ def test_idleClose():
     harness.tunnel.sweep(now + 30, harness.timeouts)
     assert harness.client.value() == encodeClose(1001, "idle timeout")
     assert harness.server.value()[:2] == b"\x88\x8e"  # masked, 2 + 12 bytes
+
+
+def test_accessRecord():
+    """
+    A tunnel that ends gives the access log one record: the client, path,
+    pool and backend, status 101, bytes and data frames each way (from the
+    counters the splice keeps), and the close code of the first close
+    frame that passed.
+    """
+    harness = Harness()
+    harness.spliced()
+    harness.reactor.advance(2.5)
+    fromClient = encodeFrame(OP_TEXT, b"hello", mask=True) + encodeClose(4001, "bye", mask=True)
+    harness.tunnel.client.dataReceived(fromClient)
+    fromBackend = encodeFrame(OP_TEXT, b"a") + encodeFrame(OP_TEXT, b"b") + encodeClose(4001, "bye")
+    harness.backendSends(fromBackend)
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
+    [record] = harness.edge.accessLog.records
+    assert record == {
+        "event": "tunnel", "client": "192.0.2.7", "peer": "192.0.2.7", "path": "/chat/room",
+        "pool": "chat", "backend": "b1", "mode": "transparent", "transport": "websocket", "tls": False,
+        "status": 101, "duration": 2.5, "bytes_from_client": len(fromClient),
+        "bytes_to_client": len(fromBackend), "messages_from_client": 1, "messages_to_client": 2,
+        "close_code": 4001,
+    }
+
+
+def test_refusedTunnelRecord():
+    """
+    A tunnel refused before any backend answered (503: its only backend
+    never connected) is logged once, with its status and no backend bytes.
+    """
+    harness = Harness()
+    harness.reactor.advance(harness.timeouts.handshake + 0.1)
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    [record] = harness.edge.accessLog.records
+    assert (record["status"], record["bytes_to_client"], record["close_code"]) == (503, 0, None)
 
 
 def test_clientGoneClosesBackend():
