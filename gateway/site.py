@@ -25,7 +25,9 @@ from zope.interface import implementer
 
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, ISessionMap
+from .edge.accesslog import NoAccessLog
+from .interfaces import IAccessLog, IConnectObserver, IEdge, IMetrics, ISessionMap
+from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
@@ -113,6 +115,7 @@ class FrontDoor(Protocol):
         except ConnectionLimit as e:
             factory.refusedConnections += 1
             factory.dropped.dropped(e.reason)
+            factory.metrics.refused(503, e.reason)
             self.transport.write(errorResponse(503, str(e), [(b"Retry-After", b"1")]))
             self.transport.loseConnection()
             return
@@ -150,7 +153,7 @@ class FrontDoor(Protocol):
             self.factory.claim(self._slot, self.transport, head)
         except ConnectionLimit as e:
             self.factory.dropped.dropped(e.reason)
-            self._refuse(503, str(e), [(b"Retry-After", b"1")])
+            self._refuse(503, str(e), [(b"Retry-After", b"1")], e.reason)
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
@@ -191,9 +194,10 @@ class FrontDoor(Protocol):
         if self.factory.openTunnel(transport, head, early, self.factory.reactor.seconds(), self._slot):
             self._slot = None
 
-    def _refuse(self, status: int, message: str, headers=()) -> None:
+    def _refuse(self, status: int, message: str, headers=(), reason: str | None = None) -> None:
         self._cancelTimer()
         self.factory.clientErrors += 1
+        self.factory.metrics.refused(status, reason)
         self.transport.write(errorResponse(status, message, headers))
         self.transport.loseConnection()
         self._buffer = b""
@@ -278,6 +282,7 @@ class GatewayResource(Resource):
                 return self.static.page(request, "static/demo.html")
             if path.startswith(_BROWSER_OWN):
                 return respondJSON(request, 404, errorPayload(404, "no such resource"))
+        self.factory.metrics.refused(426 if routed else 404)
         if routed:
             request.setHeader(b"upgrade", b"websocket")
             return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
@@ -408,6 +413,14 @@ class _GatewaySite(BoundedSite):
         Count a request refused by its channel as a client error.
         """
         self.gateway.clientErrors += 1
+        self.gateway.metrics.refused(status)
+
+    def tooLarge(self, request, limit: int) -> bytes:
+        """
+        Count the 413 of a body over C{limit} bytes (L{BoundedSite.tooLarge}).
+        """
+        self.gateway.metrics.refused(413)
+        return super().tooLarge(request, limit)
 
     def protocol(self) -> StrictChannel:
         """
@@ -446,6 +459,8 @@ class GatewayFactory(Factory):
         trustedProxies: TrustedProxies,
         health: IConnectObserver,
         reactor: Any,
+        metrics: IMetrics | None = None,
+        accessLog: IAccessLog | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -454,6 +469,8 @@ class GatewayFactory(Factory):
         @param sessionMap: the node's session map (affinity records).
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param metrics: what the front door and the transports record to.
+        @param accessLog: where each tunnel reports its end (none by default).
         """
         self.reactor = reactor
         self.config = config
@@ -462,6 +479,8 @@ class GatewayFactory(Factory):
         self.sessionMap = sessionMap
         self.trustedProxies = trustedProxies
         self.health = health
+        self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
+        self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.tunnels: set[Tunnel] = set()
         self.admission = Admission(config.limits.maxConnections, config.limits.maxConnectionsPerIp)
         self.refusedConnections = 0
@@ -593,6 +612,7 @@ class GatewayFactory(Factory):
         if reason is None:
             return False
         self.clientErrors += 1
+        self.metrics.refused(403, "origin")
         transport.write(errorResponse(403, reason))
         transport.loseConnection()
         return True

@@ -24,6 +24,12 @@ attributes; each place says what it reads and why:
     request that is not finished is gone (writing to it would raise);
   - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
     again when the process ends;
+  - L{V1Parser}, L{V2Parser}, L{InvalidProxyHeader}: Twisted's PROXY
+    protocol parsers, from the private modules of
+    C{twisted.protocols.haproxy} (whose public surface is only
+    C{proxyEndpoint}: its wrapper takes a header from any peer, hands the
+    connection on before the header has come, and puts TLS outside the
+    header), re-exported for L{gateway.wire.proxyheader}.
   - L{tlsContextFactory}: C{SSL4ServerEndpoint._sslContextFactory}, the TLS
     settings of an C{ssl:} listener, for a worker process that adopts the
     listening socket its supervisor bound;
@@ -42,6 +48,9 @@ from __future__ import annotations
 from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
@@ -57,6 +66,10 @@ __all__ = [
     "listenFailure",
     "observePortLog",
     "hostAndPort",
+    "V1Parser",
+    "V2Parser",
+    "InvalidProxyHeader",
+    "PassThroughWrapper",
     "tlsContextFactory",
     "leaveSharedSocket",
 ]
@@ -108,6 +121,8 @@ def writeNow(transport, data: bytes) -> None:
     and unregisters it (another C{epoll_ctl}).  When the socket can take the
     data, as it nearly always can, this saves both calls and a turn.
     """
+    if isinstance(transport, PassThroughWrapper):
+        transport = transport.transport
     if (
         isinstance(transport, tcp.Connection)
         and not transport.TLS
@@ -124,6 +139,14 @@ def writeNow(transport, data: bytes) -> None:
             data = data[sent:]
         # A lost connection: the buffered write finds out and closes it.
     transport.write(data)
+
+
+class PassThroughWrapper(ProtocolWrapper):
+    """
+    A protocol wrapper whose writes are its transport's writes, unchanged
+    (the PROXY header reader of L{gateway.edge.proxy}): L{writeNow} writes
+    to the transport beneath it.
+    """
 
 
 def switchProtocol(transport, protocol) -> None:

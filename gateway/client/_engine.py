@@ -29,6 +29,7 @@ from ..errors import ProtocolError
 from ..wire.protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
+    CLOSE_ORIGIN_REFUSED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_SUPERSEDED,
@@ -467,6 +468,10 @@ class SessionEngine:
             # The backend refused the session: retrying gets the same answer.
             return Finish(StateDetail(dropped=dropped, code=code, reason=reason,
                                       error=reason or "the backend refused the session (4502)"))
+        if code == CLOSE_ORIGIN_REFUSED:
+            # This page's origin may not use the route: nor will it later.
+            return Finish(StateDetail(dropped=dropped, code=code, reason=reason,
+                                      error=reason or "this page's origin may not connect (4003)"))
         if code in RESTART_CODES or code == CLOSE_PROTOCOL_ERROR:
             if self.sid is None:
                 return Retry(StateDetail(code=code, reason=reason, error=closeError(code, reason)))

@@ -100,6 +100,7 @@
   const CLOSE_EXPIRED = 4410;
   const CLOSE_UNAVAILABLE = 4503;
   const CLOSE_REFUSED = 4502;
+  const CLOSE_ORIGIN_REFUSED = 4003;
   // Codes after which a client starts a new session instead of resuming.
   const RESTART_CODES = new Set([4008, 4403, 4404, 4409, 4410, 4413]);
   // HTTP answers worth retrying even before the first session.
@@ -1564,6 +1565,9 @@
       } else if (code === CLOSE_REFUSED) {
         // The backend refused the session: retrying gets the same answer.
         this._finish({ dropped, code, reason, error: reason || "the backend refused the session (4502)" });
+      } else if (code === CLOSE_ORIGIN_REFUSED) {
+        // This page's origin may not use the route: nor will it later.
+        this._finish({ dropped, code, reason, error: reason || "this page's origin may not connect (4003)" });
       } else if (RESTART_CODES.has(code) || code === CLOSE_PROTOCOL_ERROR) {
         if (this._sid === null) {
           this._retry({ code, reason, error: closeError(code, reason) });

@@ -287,6 +287,20 @@ def test_4000EndsTheSession(h: Harness) -> None:
 
 
 
+def test_4003Closes(h: Harness) -> None:
+    """
+    4003 (this page's origin may not use the route) ends the client: the
+    same page would get the same answer.
+    """
+    gateway = h.open()
+    h.closeWith(gateway, 4003, "pages from this origin may not connect to this path")
+    assert h.client.state is ClientState.closed
+    detail = h.states[-1][1]
+    assert detail.code == 4003 and detail.error == "pages from this origin may not connect to this path"
+    assert h.attempts == 1
+
+
+
 def test_4001Closes(h: Harness) -> None:
     """
     4001 on the client's connection means another connection took the

@@ -767,3 +767,20 @@ async def test_long_polling_session_upgrades_to_websocket(browser, echo_backends
     assert transports[0] == "polling" and transports[-1] == "websocket"
     assert opens(done)[-1]["resumed"] is True
     assert done["closed"]["code"] == 4000
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_from_a_refused_origin_stops(browser, echo_backends, make_gateway):
+    """
+    A page from an origin the route does not allow (no C{cors_origins}, no
+    C{allowed_origins}): in auto mode its WebSocket handshake gets 403 and
+    its long-polling open 403 with code 4003, and the client stops, its
+    connect() failing with the gateway's reason, instead of retrying for
+    ever; no backend is contacted.
+    """
+    backends = await echo_backends(1, record=True)
+    gateway = await make_gateway(backends)
+    await browser.open(**pageParams(gateway.httpURL, gateway.httpURL))
+    with pytest.raises(AssertionError, match="pages from this origin may not connect"):
+        await browser.expect("open")
+    assert backends[0].factory.opened == 0

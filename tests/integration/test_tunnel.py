@@ -18,6 +18,7 @@ from twisted.web.server import Site
 
 from gateway.config import Limits, PoolConfig, RouteConfig, Timeouts
 from gateway.testing import connectClient, rawExchange, waitUntil
+from tests.helpers import selfSignedCertificate
 
 from .helpers import selfSignedCertificate
 
