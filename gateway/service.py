@@ -164,9 +164,7 @@ class GatewayService(MultiService):
         self.configLoader: Callable[[], GatewayConfig] | None = None
         #: Whether the last stop finished within its deadline (L{None} before).
         self.stoppedCleanly: bool | None = None
-        #: This process's worker number (0 to N-1) under C{--workers N}, set
-        #: by C{twistd gateway}; L{None} for a gateway that is one process.
-        #: (Also in the environment: C{TXGATEWAY_WORKER}.)
+        #: The worker number under --workers (env TXGATEWAY_WORKER); else None.
         self.worker: int | None = None
         self._hangupInstalled = False
         self._previousHangup = None
@@ -339,10 +337,8 @@ class GatewayService(MultiService):
 
     def stopAccepting(self) -> Deferred:
         """
-        Stop listening, leaving every open connection and session as it is
-        (a worker being replaced drains this way before it stops).
-
-        @return: L{Deferred} firing once no listener is left.
+        Stop listening, leaving open connections and sessions be (a worker
+        being replaced drains so): fires once no listener is left.
         """
         ports, self.ports = self.ports, []
         return gatherResults([p.stopListening() for p in ports])

@@ -20,8 +20,6 @@ from gateway.config import Limits, PoolConfig, RouteConfig, Timeouts
 from gateway.testing import connectClient, rawExchange, waitUntil
 from tests.helpers import selfSignedCertificate
 
-from .helpers import selfSignedCertificate
-
 T = 10.0
 
 UPGRADE = (

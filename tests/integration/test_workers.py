@@ -22,7 +22,9 @@ from twisted.internet.protocol import Factory, Protocol
 from gateway.client import ClientState, SessionClient
 from gateway.testing import connectClient, waitUntil
 
-from .helpers import admin, poolFile, selfSignedCertificate, startGateway
+from tests.helpers import selfSignedCertificate
+
+from .helpers import admin, poolFile, startGateway
 
 #: The bound of every wait, in seconds.
 WAIT = 30.0
