@@ -12,6 +12,8 @@ admin API does (L{gateway.admin.AdminResource}), then:
     each worker);
   - C{POST /workers/restart}: starts a rolling restart (202), or 409 when
     one is under way;
+  - C{GET /metrics}: every ready worker's metrics in one Prometheus answer,
+    each series labelled with its C{worker} (L{mergeMetrics});
   - any other request: sent to every ready worker, and answered with their
     answers merged (L{mergeAnswers}: counts summed, everything else as the
     first worker says) when they all gave the same status, else 502 with
@@ -47,7 +49,8 @@ from ..errors import ConfigError, GatewayError
 from ..tcp import hostAndPort, listenFailure, requestLost
 from ..web import respondJSON
 
-__all__ = ["SupervisorAdmin", "FanOutResource", "mergeAnswers", "SUMMED", "WORKER_TIMEOUT"]
+__all__ = ["SupervisorAdmin", "FanOutResource", "mergeAnswers", "mergeMetrics", "SUMMED",
+           "WORKER_TIMEOUT"]
 
 #: Keys whose numbers are added up across workers (connections and session
 #: counts); any other value is the first worker's.
@@ -73,6 +76,39 @@ def mergeAnswers(answers: list[Any], key: str | None = None) -> Any:
     if key in SUMMED and all(isinstance(a, int) and not isinstance(a, bool) for a in answers):
         return sum(answers)
     return first
+
+
+def mergeMetrics(answers: list[tuple[int, str]]) -> bytes:
+    """
+    @param answers: each worker's number and its C{/metrics} answer
+        (Prometheus text).
+    @return: one Prometheus text answer with every worker's series, each
+        with a C{worker} label: a family (HELP, TYPE) once, its samples from
+        every worker.  Parsed and written again by prometheus_client, not by
+        hand.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    for number, text in answers:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation,
+                                                        family.type, family.unit)
+            for sample in family.samples:
+                merged.add_sample(sample.name, {**sample.labels, "worker": str(number)},
+                                  sample.value, sample.timestamp, sample.exemplar)
+
+    class _Merged:
+        def collect(self):
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)
 
 
 @implementer(IAgentEndpointFactory)
@@ -120,6 +156,10 @@ class FanOutResource(AdminResource):
             return respondJSON(request, refusal.status, _error(refusal.status, refusal.message),
                                reason=_REASONS.get(refusal.status), indent=2)
         body = request.content.read() if request.content is not None else b""
+        if request.path.rstrip(b"/") == b"/metrics" and request.method in (b"GET", b"HEAD"):
+            answering = Deferred.fromCoroutine(self._metrics(request))
+            answering.addErrback(self._metricsFailed, request)
+            return NOT_DONE_YET
         answering = Deferred.fromCoroutine(self._answer(request, body))
 
         def send(result) -> None:
@@ -177,6 +217,39 @@ class FanOutResource(AdminResource):
                         for w, (status, payload) in zip(workers, answers)],
         }
 
+    async def _metrics(self, request: Request) -> None:
+        workers = self._ready()
+        if not workers:
+            raise _BadRequest(503, "no worker is ready; retry shortly")
+        authorization = request.requestHeaders.getRawHeaders(b"authorization")[0]
+        results = await DeferredList(
+            [Deferred.fromCoroutine(self._askOne(w, b"GET", b"/metrics", b"", authorization, raw=True))
+             for w in workers],
+            consumeErrors=True,
+        )
+        answers = [(w.number, result[1].decode("utf-8")) for w, (ok, result) in zip(workers, results)
+                   if ok and result[0] == 200]
+        if not answers:
+            raise _BadRequest(502, "no worker answered for its metrics")
+        text = mergeMetrics(answers)
+        if request.finished or requestLost(request):
+            return
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", b"%d" % len(text))
+        request.write(text if request.method == b"GET" else b"")
+        request.finish()
+
+    def _metricsFailed(self, failure: Failure, request: Request) -> None:
+        if failure.check(_BadRequest):
+            status, payload = failure.value.status, _error(failure.value.status, failure.value.message)
+        else:
+            self.log.failure("admin request GET /metrics failed", failure)
+            status, payload = 500, _error(500, "the gateway failed to answer; see its log")
+        if not (request.finished or requestLost(request)):
+            request.write(respondJSON(request, status, payload, reason=_REASONS.get(status), indent=2))
+            request.finish()
+
     def _ready(self) -> list:
         return [w for w in self.supervisor.workers if w is not None and w.state == "ready"]
 
@@ -190,7 +263,7 @@ class FanOutResource(AdminResource):
         return [result if ok else (502, None) for ok, result in results]
 
     async def _askOne(self, worker, method: bytes, uri: bytes, body: bytes,
-                      authorization: bytes) -> tuple[int, Any]:
+                      authorization: bytes, raw: bool = False) -> tuple[int, Any]:
         path = self.supervisor.adminSocket(worker.number, worker.generation)
         agent = Agent.usingEndpointFactory(self.clock, _WorkerSocket(self.clock, path))
         headers = Headers({b"authorization": [authorization]})
@@ -198,8 +271,8 @@ class FanOutResource(AdminResource):
         try:
             response = await agent.request(method, b"http://worker" + uri, headers,
                                            producer).addTimeout(WORKER_TIMEOUT, self.clock)
-            raw = await readBody(response).addTimeout(WORKER_TIMEOUT, self.clock)
-            return response.code, json.loads(raw)
+            data = await readBody(response).addTimeout(WORKER_TIMEOUT, self.clock)
+            return response.code, data if raw else json.loads(data)
         except Exception as e:
             self.log.warn("admin API: worker {n} did not answer {method} {uri}: {why}",
                           n=worker.number, method=method, uri=uri, why=str(e) or type(e).__name__)

@@ -20,11 +20,11 @@ from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
 from gateway.client import ClientState, SessionClient
-from gateway.testing import connectClient, waitUntil
+from gateway.testing import connectClient, rawExchange, waitUntil
 
 from tests.helpers import selfSignedCertificate
 
-from .helpers import admin, poolFile, startGateway
+from .helpers import TOKEN, admin, poolFile, startGateway
 
 #: The bound of every wait, in seconds.
 WAIT = 30.0
@@ -121,6 +121,18 @@ async def test_bothWorkersAccept(tmp_path, redis_server, echo_backends, gateway_
     assert (await admin(port, "POST", "/workers"))[0] == 405
     assert (await admin(port, "GET", "/workers/restart"))[0] == 405
     assert (await admin(port, "GET", "/workers", token=None))[0] == 401
+    # /metrics answers for every worker, each series labelled with its worker.
+    metrics = await rawExchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+    head, _, text = metrics.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"text/plain" in head
+    for number in (0, 1):
+        assert b'txgateway_connections_accepted_total{' in text
+        assert b'worker="%d"' % number in text
+    assert text.count(b"# HELP txgateway_event_loop_lag_seconds ") == 1
+    # The status page is served by the supervisor's listener too.
+    page = await rawExchange(port, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert page.startswith(b"HTTP/1.1 200 ") and b"text/html" in page.partition(b"\r\n\r\n")[0]
     nodes = watcher.matching(r"\[worker [01]/\d+ .*gateway node (\w+) shares its sessions")
     assert len({line.rsplit("node ", 1)[1] for line in nodes}) == 2
     for client in clients:
