@@ -140,10 +140,10 @@ class GatewayService(MultiService):
             pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
             config=config.session))
         LoopLag(reactor, self.metrics.lagSampled).setServiceParent(self)
-        proxied = _ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
-                                self.factory.dropped.dropped)
+        self.proxied = _ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
+                                     self.factory.dropped.dropped)
         self.endpoints = [
-            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=proxied,
+            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=self.proxied,
                                          mayProxy=True))
             for description in config.listen
         ]

@@ -459,16 +459,14 @@ def test_commandLineWorkersNeedRedis() -> None:
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('listen = ["haproxy:tcp:0"]\nproxy_protocol_from = ["10.0.0.0/8"]\n',
-     "the PROXY protocol listener 'haproxy:tcp:0' is not handed"),
     ('listen = ["tcp:0"]\n[metrics]\nlisten = "tcp:0"\n',
      "the metrics listener (tcp:0) is one process's"),
 ])
 def test_makeServiceWorkersUnsupported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str,
                                        expected: str) -> None:
     """
-    What workers do not support yet (a PROXY protocol listener, the metrics
-    listener) stops a gateway with C{--workers 2} with one line.
+    What workers do not support yet (the metrics listener) stops a gateway
+    with C{--workers 2} with one line.
     """
     monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
     config = tmp_path / "gateway.toml"

@@ -50,6 +50,7 @@ __all__ = [
     "ProxyHeaderProtocol",
     "ProxyHeaderFactory",
     "proxyEndpoint",
+    "proxiedListening",
     "proxiedEndpoint",
     "LISTENER_PREFIX",
     "MAX_V2_HEADER",
@@ -263,6 +264,24 @@ class _ProxiedListening:
         return getattr(self._reactor, name)
 
 
+def proxiedListening(reactor: Any, *, trusted: TrustedProxies, timeout: float,
+                     dropped: Callable[[str], None]) -> Any:
+    """
+    @return: C{reactor} as a listener's endpoint sees it: each of its
+        C{listen*} and C{adoptStreamPort} methods gives the factory's
+        connections a PROXY header to read first (L{ProxyHeaderProtocol}),
+        from C{trusted} peers, within C{timeout} seconds; a refused header's
+        reason goes to C{dropped}.  A worker adopts a C{haproxy:} listener's
+        inherited socket through it.
+    """
+
+    def wrap(factory) -> ProxyHeaderFactory:
+        return ProxyHeaderFactory(factory, trusted=trusted, timeout=timeout, clock=reactor,
+                                  dropped=dropped)
+
+    return _ProxiedListening(reactor, wrap)
+
+
 def proxyEndpoint(reactor: Any, description: str, *, trusted: TrustedProxies, timeout: float,
                   dropped: Callable[[str], None], parse: Callable[[Any, str], Any]):
     """
@@ -272,9 +291,5 @@ def proxyEndpoint(reactor: Any, description: str, *, trusted: TrustedProxies, ti
     @return: the server endpoint C{description} names, whose connections
         each read a PROXY header first (L{ProxyHeaderProtocol}).
     """
-
-    def wrap(factory) -> ProxyHeaderFactory:
-        return ProxyHeaderFactory(factory, trusted=trusted, timeout=timeout, clock=reactor,
-                                  dropped=dropped)
-
-    return parse(_ProxiedListening(reactor, wrap), description)
+    return parse(proxiedListening(reactor, trusted=trusted, timeout=timeout, dropped=dropped),
+                 description)

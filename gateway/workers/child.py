@@ -29,6 +29,7 @@ from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from zope.interface import implementer
 
 from ..config import GatewayConfig
+from ..edge.proxy import proxiedEndpoint, proxiedListening
 from .sockets import FAMILIES, adoptedEndpoint
 
 if TYPE_CHECKING:
@@ -242,9 +243,25 @@ def startWorker(service: GatewayService, setup: WorkerSetup, reactor) -> None:
     when it listens and stops when the supervisor is gone.
     """
     service.worker = setup.number
-    service.endpoints = [(description, adoptedEndpoint(reactor, fd, family, description))
+    service.endpoints = [(description, _adopted(service, reactor, fd, family, description))
                          for fd, family, description in setup.sockets]
     _SupervisorLink(service, setup, reactor).setServiceParent(service)
+
+
+def _adopted(service: GatewayService, reactor, fd: int, family: str, description: str):
+    """
+    @return: the endpoint that accepts on the inherited listener C{fd},
+        bound from C{description}; for a C{haproxy:} listener, each of its
+        connections reads a PROXY header first, from the peers the service
+        trusts with them, as in one process.
+    """
+    inner = proxiedEndpoint(description)
+    if inner is None:
+        return adoptedEndpoint(reactor, fd, family, description)
+    proxied = service.proxied
+    listening = proxiedListening(reactor, trusted=proxied.trusted, timeout=proxied.timeout,
+                                 dropped=proxied.dropped)
+    return adoptedEndpoint(listening, fd, family, inner)
 
 
 def _stopOnce() -> None:

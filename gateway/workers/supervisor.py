@@ -498,22 +498,14 @@ def checkWorkers(config: GatewayConfig, reactor=None) -> None:
     Check, once in the supervisor, what each worker would check when it
     builds its service (so that a mistake is one line at start-up, not a
     crash loop), that the session map is one the workers share, and that
-    nothing is configured that workers do not support yet (a PROXY protocol
-    listener, the metrics listener).
+    nothing is configured that workers do not support yet (the metrics
+    listener).
 
     @raise ConfigError: naming the reason in one line.
     """
     from ..service import GatewayService
-    from ..wire.proxyheader import proxiedEndpoint
 
     probe = GatewayService(config, reactor)  # builds every part; binds nothing
-    for description in config.listen:
-        if proxiedEndpoint(description) is not None:
-            raise ConfigError(
-                f"workers = {config.workers}: the PROXY protocol listener {description!r} is not"
-                " handed to workers yet (they would not read its headers): run one worker, or"
-                " take the PROXY protocol off that listener"
-            )
     if config.metrics is not None:
         raise ConfigError(
             f"workers = {config.workers}: the metrics listener ({config.metrics.listen}) is one"

@@ -39,16 +39,17 @@ def redisTable(url: str) -> str:
 
 
 async def startWorkers(gateway_process, tmp_path, backends, redis, *args: str, extra: str = "",
-                       pool: str = ""):
+                       pool: str = "", top: str = ""):
     """
     Start a gateway of two workers with the admin API, and wait until both
     listen.
 
     @param pool: keys for the C{[pool.chat]} table.
+    @param top: top-level keys (before every table).
 
     @return: C{(process, admin port, line watcher, config file)}.
     """
-    text = poolFile(backends, extra=redisTable(redis.url) + extra)
+    text = top + poolFile(backends, extra=redisTable(redis.url) + extra)
     text = text.replace("[pool.chat]\n", "[pool.chat]\n" + pool)
     started = await startGateway(gateway_process, tmp_path, text, "--workers", "2", *args)
     process, port, watcher, config = started
@@ -398,3 +399,27 @@ def re_search(pattern: str, line: str) -> bool:
     import re
 
     return re.search(pattern, line) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxyProtocolListener(tmp_path, redis_server, echo_backends, gateway_process):
+    """
+    A C{haproxy:} listener handed to workers: each worker reads the PROXY
+    header of the connections it accepts, and the backend sees the carried
+    address; a connection without one from a trusted peer is closed.
+    """
+    from .helpers import localTCP, markedUpgrade, proxyV1, sendAndCollect
+
+    backends = await echo_backends(1)
+    process, _, _, _ = await startWorkers(gateway_process, tmp_path, backends, redis_server,
+                                          "--listen", "haproxy:tcp:0:interface=127.0.0.1",
+                                          top='proxy_protocol_from = ["127.0.0.1/32"]\n')
+    for i in range(10):
+        answer = await sendAndCollect(localTCP(process.port), proxyV1(f"203.0.113.{i + 1}"),
+                                      markedUpgrade(f"w{i}"))
+        assert answer.startswith(b"HTTP/1.1 101 "), answer[:80]
+    seen = b"".join(backends[0].factory.handshakes)
+    for i in range(10):
+        assert b"X-Marker: w%d\r\n" % i in seen
+        assert b"X-Forwarded-For: 203.0.113.%d\r\n" % (i + 1) in seen
+    assert await sendAndCollect(localTCP(process.port), markedUpgrade("none")) == b""
