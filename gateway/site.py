@@ -36,6 +36,7 @@ from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
+from .engineio import EngineIOEdge
 from .web import BoundedChannel, BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
@@ -154,6 +155,12 @@ class FrontDoor(Protocol):
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
+            if self.factory.engineio.routeFor(head.path) is not None:
+                buffer, self._buffer = self._buffer, b""
+                route = self.factory.route(self.transport, head)
+                if self.factory.engineio.openWebSocket(self.transport, head, buffer, self._slot, route):
+                    self._slot = None
+                return
             if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
                 buffer, self._buffer = self._buffer, b""
                 if self.factory.openSessionTransport(self.transport, head, buffer, self._slot):
@@ -244,6 +251,9 @@ class GatewayResource(Resource):
         """
         path = request.path
         request.setHeader(b"server", b"txgateway")
+        engineRoute = self.factory.engineio.routeFor(path)
+        if engineRoute is not None:
+            return self.factory.engineio.polling.render(request, engineRoute)
         if request.requestHeaders.hasHeader(b"upgrade"):
             # A refused upgrade ends the connection: the client may already
             # be sending frames.
@@ -460,6 +470,7 @@ class GatewayFactory(Factory):
         self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
                                     config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
+        self.engineio = EngineIOEdge(self, config.routes)
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
             GatewayResource(self),

@@ -16,13 +16,16 @@ registry a cluster strategy (L{ISessionCluster}) and an opener
 and drives the node through L{IOperator}; the transports use the front door
 through L{IEdge}; connects report to passive health through
 L{IConnectObserver}; the Python client's transports report to their owner
-through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
+through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}; an
+Engine.IO session drives its client transport (L{IEngineTransport}) and
+its Socket.IO server side (L{IEngineUpstream}).  The
 composition root, L{gateway.service}, builds the parts and hands each the
 objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
 from ._edge import IConnectObserver, IEdge, IOperator
+from ._engineio import IEngineTransport, IEngineUpstream
 from ._plugins import (
     IBalancer,
     IBalancerFactory,
@@ -59,4 +62,6 @@ __all__ = [
     "IWebSocketOwner",
     "IPollingOwner",
     "IUpgradeOwner",
+    "IEngineTransport",
+    "IEngineUpstream",
 ]

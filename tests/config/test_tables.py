@@ -52,7 +52,8 @@ FILE_ERRORS = [
     ),
     pytest.param(
         '[[route]]\nprefix = "/"\npool = "chat"\nweight = 1\n' + POOL,
-        "route[0].weight: unknown key; known keys: prefix, pool, allowed_origins",
+        "route[0].weight: unknown key; known keys: prefix, pool, allowed_origins, protocol, ping_interval,"
+        " ping_timeout, max_payload, backend_path",
         id="unknown-route",
     ),
     pytest.param(

@@ -1,0 +1,218 @@
+"""
+Engine.IO's HTTP long-polling (twisted.web): the handshake GET, polls
+(GET, held until there is something to send) and sends (POST, answered
+C{ok}), with the reference server's status codes and JSON error bodies.
+
+Requests reach it from the gateway's site (L{gateway.site.GatewayResource})
+on a route whose protocol is C{socket.io}, bounded there
+(L{gateway.web.BoundedRequest}: a body past C{session.max_body_bytes} gets
+413 before it is buffered).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
+from ..interfaces import IEngineTransport
+from ..tcp import requestLost
+from .engine import EngineRefusal
+from .packets import (
+    BAD_HANDSHAKE_METHOD,
+    BAD_REQUEST,
+    FORBIDDEN,
+    Packet,
+    decodePayload,
+    encodePayload,
+    errorBody,
+)
+
+if TYPE_CHECKING:
+    from ..config import RouteConfig
+    from .engine import EngineSession
+
+__all__ = ["PollingTransport", "EnginePolling"]
+
+_NO_CACHE = b"no-store"
+
+
+def _finish(request: Request, status: int, body: bytes, contentType: bytes,
+            headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """
+    Finish C{request} (if its client is still there).
+    """
+    if request.finished or requestLost(request):
+        return
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", contentType)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.setHeader(b"cache-control", _NO_CACHE)
+    for name, value in headers:
+        request.setHeader(name, value)
+    request.write(body)
+    request.finish()
+
+
+def answerError(request: Request, code: int, message: str | None = None, status: int = 400,
+                headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """
+    Finish C{request} with an error: C{{"code":N,"message":"..."}}.
+    """
+    _finish(request, status, errorBody(code, message), b"application/json", headers)
+
+
+def answerPackets(request: Request, packets: list[Packet]) -> None:
+    """
+    Finish C{request} with a payload of C{packets}.
+    """
+    _finish(request, 200, encodePayload(packets), b"text/plain; charset=UTF-8")
+
+
+@implementer(IEngineTransport)
+class PollingTransport:
+    """
+    A session's transport while its client polls: the GET held now, if
+    any.
+    """
+
+    kind = "polling"
+
+    def __init__(self) -> None:
+        self.request: Request | None = None
+
+    def hold(self, request: Request, engine: EngineSession) -> None:
+        """
+        Hold C{request} until the session has something to send (the
+        server pings within C{pingInterval}, so no poll waits longer).
+        """
+        self.request = request
+
+        def gone(_):
+            if self.request is request:
+                self.request = None
+                engine.pollGone()
+
+        request.notifyFinish().addBoth(gone)
+
+    def deliver(self, packets: list[Packet]) -> None:
+        """
+        Answer the held GET with C{packets}.
+        """
+        request, self.request = self.request, None
+        if request is not None:
+            answerPackets(request, packets)
+
+    def closeTransport(self) -> None:
+        """
+        Nothing: the last answer carried the close.
+        """
+
+
+class EnginePolling:
+    """
+    The long-polling requests of every C{socket.io} route.
+    """
+
+    log = Logger()
+
+    def __init__(self, edge) -> None:
+        """
+        @param edge: the node's L{gateway.engineio.edge.EngineIOEdge}.
+        """
+        self.edge = edge
+
+    def render(self, request: Request, route: RouteConfig) -> Any:
+        """
+        Answer one request on a C{socket.io} route.
+        """
+        edge = self.edge
+        gateway = edge.gateway
+        headers = request.requestHeaders
+        origins = headers.getRawHeaders(b"origin", [])
+        refusal = gateway.origins.refusal(request.path, "poll", origins,
+                                          headers.getRawHeaders(b"host", []), request.isSecure())
+        if refusal is not None:
+            gateway.clientErrors += 1
+            answerError(request, FORBIDDEN, status=403)
+            return NOT_DONE_YET
+        if origins:
+            # Allowed: the page may read the answers, with its cookies.
+            request.setHeader(b"access-control-allow-origin", origins[0])
+            request.setHeader(b"access-control-allow-credentials", b"true")
+            request.setHeader(b"vary", b"Origin")
+        if request.method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
+            request.setHeader(b"access-control-allow-headers", b"content-type")
+            request.setHeader(b"access-control-max-age", b"600")
+            request.setHeader(b"content-length", b"0")
+            return b""
+        try:
+            if headers.hasHeader(b"upgrade"):
+                # A WebSocket on a kept-alive connection: not taken here.
+                request.channel.persistent = False
+                raise EngineRefusal(BAD_REQUEST, "Bad request")
+            sid = edge.checkQuery(request.uri.partition(b"?")[2], websocket=False)
+            if sid is None:
+                if request.method != b"GET":
+                    raise EngineRefusal(BAD_HANDSHAKE_METHOD, "Bad handshake method")
+                d = Deferred.fromCoroutine(self._open(request, route))
+                d.addErrback(self._openFailed, request)
+                return NOT_DONE_YET
+            engine = edge.find(sid)
+            if request.method == b"GET":
+                self._poll(request, engine)
+            elif request.method == b"POST":
+                self._post(request, engine)
+            else:
+                raise EngineRefusal(BAD_REQUEST, "Bad request")
+        except EngineRefusal as e:
+            gateway.clientErrors += 1
+            answerError(request, e.code, str(e), e.status)
+        return NOT_DONE_YET
+
+    async def _open(self, request: Request, route: RouteConfig) -> None:
+        transport = PollingTransport()
+        engine = await self.edge.open(route, self.edge.gateway.routeRequest(request), transport)
+        if request.finished or requestLost(request):
+            return  # the client left; the heartbeat ends the session
+        answerPackets(request, [self.edge.openPacket(engine, ["websocket"])])
+
+    def _openFailed(self, failure, request: Request) -> None:
+        if failure.check(SessionLimit):
+            answerError(request, BAD_REQUEST, str(failure.value), 503,
+                        [(b"retry-after", b"%d" % failure.value.retryAfter)])
+        elif failure.check(BackendRefused):
+            answerError(request, BAD_REQUEST, str(failure.value), 502)
+        elif failure.check(GatewayError):
+            answerError(request, BAD_REQUEST, str(failure.value), 503)
+        else:
+            self.log.failure("opening a Socket.IO session failed", failure)
+            answerError(request, BAD_REQUEST, "the session could not be opened", 503)
+
+    def _poll(self, request: Request, engine: EngineSession) -> None:
+        transport = engine.transport
+        packets = engine.poll()
+        if packets is not None:
+            answerPackets(request, packets)
+        else:
+            transport.hold(request, engine)
+
+    def _post(self, request: Request, engine: EngineSession) -> None:
+        body = request.content.read()
+        settings = engine.settings
+        if len(body) > settings.maxPayload:
+            engine.close(f"a payload larger than {settings.maxPayload} bytes", notify=False)
+            raise EngineRefusal(BAD_REQUEST, f"the payload is larger than {settings.maxPayload} bytes", 413)
+        try:
+            packets = decodePayload(body, settings.maxPackets)
+        except ProtocolError as e:
+            engine.close("a payload that is not Engine.IO", notify=False)
+            raise EngineRefusal(BAD_REQUEST, str(e)) from None
+        engine.post(packets)
+        _finish(request, 200, b"ok", b"text/html")

@@ -1,0 +1,171 @@
+"""
+Engine.IO over WebSocket (Autobahn): a session opened on a WebSocket, or
+an upgrade of a polling session (C{sid} in the query).
+
+The front door has already checked the handshake's query and Origin
+(L{gateway.engineio.edge.EngineIOEdge.openWebSocket}); a new session's
+Socket.IO server connection is opened while the handshake waits, so that a
+client the gateway cannot serve gets an HTTP status, not an open socket
+that closes.
+"""
+
+from __future__ import annotations
+
+import txaio
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from zope.interface import implementer
+
+from ..backends.link import DirectMessages, sendCloseCode
+from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
+from ..interfaces import IEngineTransport
+from .packets import Packet, decodeFrame, encodeFrame
+
+__all__ = ["EngineWebSocket", "EngineWebSocketFactory"]
+
+
+def _nothing() -> None:
+    """
+    What an C{onLost} is before the front door sets it, and after it ran.
+    """
+
+
+@implementer(IEngineTransport)
+class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
+    """
+    A client's WebSocket carrying Engine.IO.
+
+    Set by the edge before any byte is fed: C{route} (the gateway's route,
+    for a new session's server connection), C{engine} (the session it
+    upgrades, or L{None} for a new one) and C{onLost} (releases the
+    connection's place among the gateway's client connections).
+    """
+
+    kind = "websocket"
+    log = txaio.make_logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = None
+        self.route = None
+        self.onLost = _nothing
+        self._early: list[Packet] = []
+        self._new = False
+
+    async def onConnect(self, request):
+        """
+        Accept the handshake; for a new session, once its Socket.IO server
+        connection is open.
+        """
+        if self.engine is not None:
+            return None
+        edge = self.factory.edge
+        try:
+            self.engine = await edge.open(self.factory.routeConfig, self.route, self)
+        except SessionLimit as e:
+            raise ConnectionDeny(503, f"Service Unavailable (retry after {e.retryAfter}s)") from None
+        except BackendRefused:
+            raise ConnectionDeny(502, "Bad Gateway") from None
+        except GatewayError:
+            raise ConnectionDeny(503, "Service Unavailable") from None
+        except Exception:
+            self.log.failure("opening a Socket.IO session failed")
+            raise ConnectionDeny(503, "Service Unavailable") from None
+        self._new = True
+        return None
+
+    def onOpen(self) -> None:
+        """
+        A new session: send its open packet, then what waited for it.
+        """
+        if self._new:
+            early, self._early = self._early, []
+            self.deliver([self.factory.edge.openPacket(self.engine, []), *early])
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """
+        A packet: to the session, or to its upgrade.
+        """
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            packet = decodeFrame(payload, isBinary)
+        except ProtocolError:
+            self.factory.edge.gateway.clientErrors += 1
+            if engine.transport is self:
+                engine.close("a packet that is not Engine.IO", notify=False)
+            else:
+                engine.upgradeFailed(self)
+                self.closeTransport()
+            return
+        if engine.transport is self:
+            engine.received(packet)
+        else:
+            engine.upgradePacket(self, packet)
+
+    def onClose(self, wasClean: bool, code, reason) -> None:
+        """
+        The WebSocket closed: the session ends if it carried it.
+        """
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.transportClosed(self)
+
+    def connectionLost(self, reason) -> None:
+        """
+        Release the client connection's place (C{onLost}).
+        """
+        super().connectionLost(reason)
+        onLost, self.onLost = self.onLost, _nothing
+        onLost()
+
+    # IEngineTransport
+    def deliver(self, packets: list[Packet]) -> None:
+        """
+        One frame per packet (held until the handshake is over).
+        """
+        if self.state == self.STATE_CONNECTING:
+            self._early.extend(packets)
+            return
+        if self.state != self.STATE_OPEN:
+            return
+        for packet in packets:
+            payload, isBinary = encodeFrame(packet)
+            self.sendMessage(payload, isBinary)
+
+    def closeTransport(self) -> None:
+        """
+        Close the WebSocket (normal closure).
+        """
+        engine, self.engine = self.engine, None
+        if engine is not None and engine.transport is not self:
+            engine.upgradeFailed(self)
+        if self.state == self.STATE_OPEN:
+            sendCloseCode(self, 1000, "")
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+
+class EngineWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds the L{EngineWebSocket}s of one C{socket.io} route (its
+    C{maxPayload} bounds each message).
+    """
+
+    protocol = EngineWebSocket
+    noisy = False
+
+    def __init__(self, edge, routeConfig, maxPayload: int) -> None:
+        super().__init__(server="txgateway")
+        self.edge = edge
+        self.routeConfig = routeConfig
+        timeouts = edge.gateway.config.timeouts
+        self.setProtocolOptions(
+            maxMessagePayloadSize=maxPayload,
+            maxFramePayloadSize=maxPayload,
+            autoPingInterval=0,
+            failByDrop=False,
+            openHandshakeTimeout=timeouts.handshake,
+            closeHandshakeTimeout=timeouts.shutdown,
+        )
