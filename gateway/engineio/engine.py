@@ -276,7 +276,7 @@ class EngineSession:
                 self._pongTimer = None
                 self._schedulePing()
         elif kind is PacketType.CLOSE:
-            self.close("client closed the session", notify=False)
+            self.close("client closed the session", notify=False, answer=Packet(PacketType.NOOP))
         elif kind is PacketType.NOOP:
             pass
         else:
@@ -343,12 +343,14 @@ class EngineSession:
             self.upgradeFailed(transport)
 
     # Ending.
-    def close(self, reason: str, *, notify: bool = True) -> None:
+    def close(self, reason: str, *, notify: bool = True,
+              answer: Packet = Packet(PacketType.CLOSE)) -> None:
         """
         End the session: the server side is closed; with C{notify} the
         client is sent a close packet after what waits for it (over
         long-polling, on the held or the next GET, for up to
-        C{pingTimeout}).
+        C{pingTimeout}); without, the session ends at once, a held GET
+        answered with C{answer} (a noop when the client itself closed).
         """
         if self.state is not EngineState.OPEN:
             return
@@ -371,7 +373,7 @@ class EngineSession:
         if not notify:
             if self._pollHeld:
                 self._pollHeld = False
-                self.transport.deliver([Packet(PacketType.NOOP)])
+                self.transport.deliver([answer])
             self._outbox.clear()
             self.state = EngineState.CLOSING
             self._closed()
@@ -382,12 +384,11 @@ class EngineSession:
         self._flush()
 
     def _cancelTimers(self) -> None:
-        for name in ("_pingTimer", "_pongTimer", "_closeTimer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                if timer.active():
-                    timer.cancel()
-                setattr(self, name, None)
+        timers = (self._pingTimer, self._pongTimer, self._closeTimer)
+        self._pingTimer = self._pongTimer = self._closeTimer = None
+        for timer in timers:
+            if timer is not None and timer.active():
+                timer.cancel()
 
     def _closed(self) -> None:
         if self.state is EngineState.CLOSED:

@@ -134,13 +134,16 @@ def test_pingTimeoutCloses() -> None:
     A client that has not answered C{pingTimeout} after a ping is gone: the
     session closes and the server side with it.
     """
-    engine, clock, _, upstream, ended = makeSession()
+    engine, clock, transport, upstream, ended = makeSession()
     clock.advance(25)
+    assert engine.poll() == [PING]
     clock.advance(19.9)
     assert engine.state is EngineState.OPEN
+    assert engine.poll() is None
     clock.advance(0.1)
     assert engine.state is EngineState.CLOSED and ended == [engine]
     assert upstream.closed == "ping timeout"
+    assert transport.delivered[-1] == [CLOSE]  # the held GET
     with pytest.raises(EngineRefusal) as e:
         engine.poll()
     assert e.value.code == UNKNOWN_SID and e.value.status == 400
