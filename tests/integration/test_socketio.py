@@ -8,13 +8,16 @@ The Engine.IO rules are checked with raw HTTP requests; conformance with
 python-socketio's own client (run as a process) over polling only,
 WebSocket only, and polling upgraded to WebSocket: text, binary attachments
 and acknowledgements both ways, and what reaches the server (the client's
-query, cookies, Authorization and the forwarding headers).
+query, cookies, Authorization and the forwarding headers); then the same
+with Node's socket.io-client against a Node Socket.IO 4 server (npm
+packages installed by C{make test} from C{socketio/package-lock.json}).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,12 +32,36 @@ from .helpers import pause
 HERE = Path(__file__).resolve().parent / "socketio"
 
 
+def node() -> str:
+    """
+    @return: Node's executable, once the npm packages are there (C{make
+        test} installs both; missing, the test fails rather than skips).
+    """
+    executable = shutil.which("node")
+    assert executable, "node is needed: make test installs it"
+    assert (HERE / "node_modules" / "socket.io-client").is_dir(), (
+        "the npm packages are needed: make test installs them (npm ci in tests/integration/socketio)")
+    return executable
+
+
+async def startServer(kind: str):
+    """
+    @return: a running Socket.IO server process: python-socketio's
+        (C{"python"}) or Node's (C{"node"}).
+    """
+    if kind == "python":
+        command = [sys.executable, str(HERE / "server.py")]
+    else:
+        command = [node(), str(HERE / "server.mjs")]
+    return await startProcess(command, r"listening on (\d+)")
+
+
 @pytest_twisted.async_yield_fixture
 async def socketio_server():
     """
     A python-socketio server process; yields its port.
     """
-    process = await startProcess([sys.executable, str(HERE / "server.py")], r"listening on (\d+)")
+    process = await startServer("python")
     yield int(process.match.group(1))
     process.signal("KILL")
     try:
@@ -232,20 +259,34 @@ async def test_webSocketHandshakeRefusals(socketio_server, gateway_process, tmp_
 
 
 @pytest.mark.parametrize("transports", ["polling", "websocket", "polling,websocket"])
+@pytest.mark.parametrize("peers", ["python", "node"])
 @pytest_twisted.ensureDeferred
-async def test_pythonSocketIOClient(socketio_server, gateway_process, tmp_path, transports) -> None:
+async def test_socketIOPeers(gateway_process, tmp_path, peers, transports) -> None:
     """
-    python-socketio's client through the gateway to a python-socketio
-    server: events, binary attachments, acks both ways, order, the server's
+    A Socket.IO client through the gateway to a Socket.IO server of the same
+    kind (python-socketio's, or Node's socket.io-client and socket.io 4):
+    events, binary attachments, acks both ways, order, the server's
     disconnect; the server sees the client's query, cookies, Authorization
     and the forwarding headers.
     """
     from twisted.internet import utils
 
-    port = await startGateway(gateway_process, tmp_path, socketio_server)
-    out, err, code = await utils.getProcessOutputAndValue(
-        sys.executable, [str(HERE / "client.py"), f"http://127.0.0.1:{port}", transports],
-        env={"PATH": "/usr/bin:/bin"})
+    server = await startServer(peers)
+    try:
+        port = await startGateway(gateway_process, tmp_path, int(server.match.group(1)))
+        if peers == "python":
+            command, args = sys.executable, [str(HERE / "client.py")]
+        else:
+            command, args = node(), [str(HERE / "client.mjs")]
+        out, err, code = await utils.getProcessOutputAndValue(
+            command, [*args, f"http://127.0.0.1:{port}", transports], env={"PATH": "/usr/bin:/bin"},
+            path=str(HERE))
+    finally:
+        server.signal("KILL")
+        try:
+            await server.wait(10)
+        except Exception:
+            pass
     assert code == 0, err.decode()
     seen = json.loads(out.decode().strip().splitlines()[-1])
     assert seen["echoAck"] == {"text": "héllo", "n": [1, 2, 3]} == seen["echo"]
