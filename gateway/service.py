@@ -314,6 +314,7 @@ class GatewayService(MultiService):
         # over.
         await self.sessions.cluster.stop()
         self.sessions.shutDown()
+        self.factory.engineio.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))

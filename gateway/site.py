@@ -251,15 +251,13 @@ class GatewayResource(Resource):
         """
         path = request.path
         request.setHeader(b"server", b"txgateway")
-        engineRoute = self.factory.engineio.routeFor(path)
-        if engineRoute is not None:
-            return self.factory.engineio.polling.render(request, engineRoute)
         if request.requestHeaders.hasHeader(b"upgrade"):
             # A refused upgrade ends the connection: the client may already
             # be sending frames.
             request.channel.persistent = False
             head = headFromRequest(request)
-            if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
+            if (head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None
+                    and self.factory.engineio.routeFor(head.path) is None):
                 door = deliveredTo(request.channel.transport)
                 if isinstance(door, FrontDoor):
                     door.takeOver(request.channel, head)
@@ -268,6 +266,9 @@ class GatewayResource(Resource):
             return self._health(request)
         if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
             return self.static.script(request, _SCRIPTS[path])
+        engineRoute = self.factory.engineio.routeFor(path)
+        if engineRoute is not None:
+            return self.factory.engineio.polling.render(request, engineRoute)
         routed = self.factory.router.match(path) is not None
         if routed:
             for name, value in corsHeaders(request.getHeader(b"origin"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -46,11 +47,15 @@ def backendTarget(path: str, query: bytes) -> bytes:
     return path.encode("ascii") + b"?" + b"&".join(kept)
 
 
-@implementer(IEngineUpstream)
+@implementer(IEngineUpstream, IPushProducer)
 class SocketIOUpstream:
     """
     The server side of one L{EngineSession}, over a backend link (it is the
     link's session: the link hands it what the server sends).
+
+    It is also the push producer a client's WebSocket registers (flow
+    control): while that connection's write buffer is full, the server is
+    not read.
     """
 
     log = Logger()
@@ -89,6 +94,24 @@ class SocketIOUpstream:
         Read the server again.
         """
         self.link.resumeReading()
+
+    # IPushProducer, for the client's WebSocket.
+    def pauseProducing(self) -> None:
+        """
+        The client's WebSocket is full: stop reading the server.
+        """
+        self.link.pauseReading()
+
+    def resumeProducing(self) -> None:
+        """
+        The client's WebSocket drained: read the server again.
+        """
+        self.link.resumeReading()
+
+    def stopProducing(self) -> None:
+        """
+        Nothing: the session closes the server connection itself.
+        """
 
     # What the backend link tells its session.
     def messageFromBackend(self, payload: bytes, isBinary: bool) -> None:

@@ -81,6 +81,16 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         if self._new:
             early, self._early = self._early, []
             self.deliver([self.factory.edge.openPacket(self.engine, []), *early])
+            self._carry()
+
+    def _carry(self) -> None:
+        """
+        This WebSocket carries its session from now on: while its write
+        buffer is full, the Socket.IO server is not read.
+        """
+        engine = self.engine
+        if engine is not None and engine.upstream is not None:
+            self.registerFlow(engine.upstream)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """
@@ -103,6 +113,8 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
             engine.received(packet)
         else:
             engine.upgradePacket(self, packet)
+            if engine.transport is self:
+                self._carry()  # upgraded
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         """
