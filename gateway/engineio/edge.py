@@ -122,23 +122,18 @@ class EngineIOEdge:
             not the request's (C{websocket} for an upgrade, C{polling}
             otherwise).
         """
-        values: dict[bytes, bytes] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
+        values: dict[str, str] = {}
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True,
+                                     encoding="utf-8", errors="replace"):
             values.setdefault(name, value)
-        if values.get(b"EIO") != b"4":
+        if values.get("EIO") != "4":
             raise EngineRefusal(UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
-        transport = values.get(b"transport")
-        if transport not in (b"polling", b"websocket"):
+        transport = values.get("transport")
+        if transport not in ("polling", "websocket"):
             raise EngineRefusal(UNKNOWN_TRANSPORT, "Transport unknown")
-        if (transport == b"websocket") != websocket:
+        if (transport == "websocket") != websocket:
             raise EngineRefusal(BAD_REQUEST, "Bad request")
-        sid = values.get(b"sid")
-        if sid is None:
-            return None
-        try:
-            return sid.decode("ascii")
-        except UnicodeDecodeError:
-            raise EngineRefusal(UNKNOWN_SID, "Session ID unknown") from None
+        return values.get("sid")
 
     def find(self, sid: str) -> EngineSession:
         """

@@ -6,10 +6,13 @@ rule of the protocol document, on a Clock with fake transports.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from gateway.engineio.edge import EngineIOEdge
 from gateway.engineio.engine import EngineRefusal, EngineSession, EngineSettings, EngineState
 from gateway.engineio.packets import BAD_REQUEST, UNKNOWN_SID, Packet, PacketType
 from gateway.engineio.polling import PollingTransport
@@ -405,3 +408,42 @@ def test_upstreamServerClose() -> None:
     engine.upstream = upstream
     upstream.backendClosed(1006, "", None, False)
     assert ended == [engine] and transport.closed
+
+
+@given(st.binary(max_size=200), st.booleans())
+def test_checkQueryNeverFails(query: bytes, websocket: bool) -> None:
+    """
+    Any query string is either accepted or refused with an Engine.IO
+    error, never another exception.
+    """
+    try:
+        sid = EngineIOEdge.checkQuery(query, websocket)
+    except EngineRefusal as e:
+        assert e.code in (0, 3, 5)
+    else:
+        assert sid is None or isinstance(sid, str)
+
+
+@pytest.mark.parametrize("query, code", [
+    (b"transport=polling", 5),
+    (b"EIO=3&transport=polling", 5),
+    (b"EIO=4", 0),
+    (b"EIO=4&transport=flash", 0),
+    (b"EIO=4&transport=websocket", 3),
+])
+def test_checkQueryRefusals(query: bytes, code: int) -> None:
+    """
+    C{EIO} other than 4, a missing or unknown transport, and a transport
+    that is not the request's are refused with the reference codes.
+    """
+    with pytest.raises(EngineRefusal) as e:
+        EngineIOEdge.checkQuery(query, websocket=False)
+    assert e.value.code == code
+
+
+def test_checkQuerySid() -> None:
+    """
+    The sid is read from the query, percent-decoded; a handshake has none.
+    """
+    assert EngineIOEdge.checkQuery(b"EIO=4&transport=polling&sid=a%2Db", False) == "a-b"
+    assert EngineIOEdge.checkQuery(b"EIO=4&transport=websocket", True) is None
