@@ -122,10 +122,15 @@ class GatewayService(MultiService):
             (description, _parseEndpoint(reactor, "listen", description, backlog=True))
             for description in config.listen
         ]
+        engines = None
+        if self.sessionMap.shared:
+            from .cluster.engines import SharedEngines
+
+            engines = SharedEngines(self.sessions.cluster)
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
-            reactor=reactor,
+            reactor=reactor, engines=engines,
         )
         self.ports: list = []
         self._listening: Deferred | None = None

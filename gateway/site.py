@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, ISessionMap
+from .interfaces import IConnectObserver, IEdge, IEngineCluster, ISessionMap
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
@@ -446,6 +446,7 @@ class GatewayFactory(Factory):
         trustedProxies: TrustedProxies,
         health: IConnectObserver,
         reactor: Any,
+        engines: IEngineCluster | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -454,6 +455,8 @@ class GatewayFactory(Factory):
         @param sessionMap: the node's session map (affinity records).
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param engines: how Socket.IO sessions are found across nodes
+            (none: this node only).
         """
         self.reactor = reactor
         self.config = config
@@ -471,7 +474,7 @@ class GatewayFactory(Factory):
         self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
                                     config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
-        self.engineio = EngineIOEdge(self, config.routes)
+        self.engineio = EngineIOEdge(self, config.routes, engines)
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
             GatewayResource(self),

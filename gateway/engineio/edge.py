@@ -11,8 +11,9 @@ cookies and C{Authorization}), and the session is counted against the
 node's session bounds (C{max_sessions}, C{max_sessions_per_ip}, the opening
 rate per address) for as long as it lives.
 
-Sessions live on the node that opened them: every request of a session
-must reach that node (see docs/socketio.md).
+A session lives on the node that opened it; with several nodes, a request
+of it that reaches another node is carried to that one
+(L{gateway.engineio.relay}).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import parse_qsl
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..backends.routing import Router
+from ..errors import GatewayError
 from ..tcp import switchProtocol
 from ..wire.forwarded import clientAddress
 from ..wire.http1 import REASONS, RequestHead, serializeResponseHead
@@ -41,17 +44,23 @@ from .packets import (
     openPacket,
 )
 from .polling import EnginePolling
+from .relay import EngineRelay, LocalEngines, RelayedEngine
 from .upstream import SocketIOUpstream, backendTarget
 from .websocket import EngineWebSocket, EngineWebSocketFactory
 
 if TYPE_CHECKING:
     from ..config import RouteConfig
-    from ..interfaces import IEdge, IEngineTransport
+    from ..interfaces import IEdge, IEngineCluster, IEngineTransport
 
 __all__ = ["EngineIOEdge", "PROTOCOL"]
 
 #: The value of a route's C{protocol} that puts Engine.IO at the edge.
 PROTOCOL = "socket.io"
+
+#: Seconds the record of which node holds a session is kept (it is
+#: deleted when the session ends; a node that died is seen dead sooner,
+#: by its liveness key).
+OWNER_TTL = 86400.0
 
 
 def _httpError(status: int, code: int, message: str | None = None) -> bytes:
@@ -78,8 +87,15 @@ class EngineIOEdge:
 
     log = Logger()
 
-    def __init__(self, gateway: IEdge, routes: Sequence[RouteConfig]) -> None:
+    def __init__(self, gateway: IEdge, routes: Sequence[RouteConfig],
+                 cluster: IEngineCluster | None = None) -> None:
+        """
+        @param cluster: how sessions are found across nodes
+            (L{LocalEngines} on one node).
+        """
         self.gateway = gateway
+        self.cluster: IEngineCluster = LocalEngines() if cluster is None else cluster
+        self.relay = EngineRelay(self, self.cluster, gateway.reactor)
         self.sessions: dict[str, EngineSession] = {}
         self.router: Router[RouteConfig] = Router([(r.prefix, r) for r in routes])
         self.polling = EnginePolling(self)
@@ -175,18 +191,49 @@ class EngineIOEdge:
             registry.unreserve(address)
             raise
         sid = secrets.token_urlsafe(15)
-        engine = EngineSession(sid, self.settings(config), gateway.reactor, transport,
-                               partial(self._ended, address))
+        settings = self.settings(config)
+        engine = EngineSession(sid, settings, gateway.reactor, transport, partial(self._ended, address))
         self.sessions[sid] = engine
         upstream = SocketIOUpstream(engine, link)
         engine.start(upstream)
         link.bind(upstream, backend)
+        if self.cluster.sharesSessions:
+            # Known to every node before the client hears of it.
+            try:
+                await self.cluster.own(sid, OWNER_TTL)
+            except GatewayError:
+                pass  # Redis is away (the map logs it): served by this node only
         return engine
 
     def _ended(self, address: str | None, engine: EngineSession) -> None:
         if self.sessions.get(engine.sid) is engine:
             del self.sessions[engine.sid]
         self.gateway.sessions.unreserve(address)
+        if self.cluster.sharesSessions:
+            self.cluster.disown(engine.sid).addErrback(lambda f: None)
+
+    async def relayUpgrade(self, sid: str, websocket) -> RelayedEngine:
+        """
+        A WebSocket upgrading a session held by another node: ask that node
+        to take it as the session's upgrade.
+
+        @return: what the WebSocket then tells its session.
+        @raise EngineRefusal: no live node holds C{sid}, or it refused.
+        """
+        owner = await self.cluster.owner(sid)
+        if owner is None or owner == self.cluster.node:
+            raise EngineRefusal(UNKNOWN_SID, "Session ID unknown")
+        answer: Deferred = Deferred()
+        node = self.cluster.node.encode()
+        wsid = self.relay.request(owner, lambda i: b"u|%s|%s|%s" % (sid.encode(), node, i),
+                                  self.gateway.config.timeouts.handshake,
+                                  lambda status, kind, body: answer.callback((status, body)))
+        status, body = await answer
+        if status != 200:
+            raise EngineRefusal(BAD_REQUEST, "Bad request", status)
+        relayed = RelayedEngine(self.relay, owner, sid, wsid)
+        self.relay.sockets[wsid] = (websocket, relayed)
+        return relayed
 
     def openWebSocket(self, transport, head: RequestHead, data: bytes, slot, route) -> bool:
         """
@@ -209,11 +256,14 @@ class EngineIOEdge:
             if refusal is not None:
                 raise EngineRefusal(FORBIDDEN, "Forbidden", 403)
             sid = self.checkQuery(head.query, websocket=True)
-            engine = None if sid is None else self.find(sid)
+            relayed = sid is not None and sid not in self.sessions and self.cluster.sharesSessions
+            engine = None if sid is None or relayed else self.find(sid)
             factory = self._factory(config)
             protocol: EngineWebSocket = factory.buildProtocol(transport.getPeer())
             if engine is not None:
                 engine.upgradeStarted(protocol)
+            if relayed:
+                protocol.relayedSid = sid
         except EngineRefusal as e:
             gateway.clientErrors += 1
             transport.write(_httpError(e.status, e.code, str(e)))

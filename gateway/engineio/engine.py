@@ -284,6 +284,27 @@ class EngineSession:
             # opens or upgrades here.
             self.close(f"unexpected {kind.name.lower()} packet from the client", notify=False)
 
+    def fromWebSocket(self, websocket: IEngineTransport, packet: Packet) -> None:
+        """
+        A packet on a WebSocket: the session's own (L{received}), or one
+        upgrading it (L{upgradePacket}).
+        """
+        if websocket is self.transport:
+            self.received(packet)
+        else:
+            self.upgradePacket(websocket, packet)
+
+    def brokenWebSocket(self, websocket: IEngineTransport) -> None:
+        """
+        A WebSocket sent what is not Engine.IO: the session ends if it is
+        the session's, else that upgrade fails.
+        """
+        if websocket is self.transport:
+            self.close("a packet that is not Engine.IO", notify=False)
+        else:
+            self.upgradeFailed(websocket)
+            websocket.closeTransport()
+
     # Upgrades.
     def upgradeStarted(self, websocket: IEngineTransport) -> None:
         """

@@ -11,7 +11,9 @@ on a route whose protocol is C{socket.io}, bounded there
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -26,6 +28,7 @@ from .packets import (
     BAD_HANDSHAKE_METHOD,
     BAD_REQUEST,
     FORBIDDEN,
+    UNKNOWN_SID,
     Packet,
     decodePayload,
     encodePayload,
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
     from .engine import EngineSession
 
 __all__ = ["PollingTransport", "EnginePolling"]
+
+#: What a session id looks like (the edge makes them URL-safe): anything
+#: else is no session, and is not carried to another node.
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _NO_CACHE = b"no-store"
 
@@ -83,29 +90,32 @@ class PollingTransport:
     kind = "polling"
 
     def __init__(self) -> None:
-        self.request: Request | None = None
+        self._answer: Callable[[list[Packet]], None] | None = None
 
-    def hold(self, request: Request, engine: EngineSession) -> None:
+    def hold(self, answer: Callable[[list[Packet]], None]) -> None:
         """
-        Hold C{request} until the session has something to send (the
-        server pings within C{pingInterval}, so no poll waits longer).
+        Hold a GET until the session has something to send (the server
+        pings within C{pingInterval}, so no poll waits longer).
+
+        @param answer: answers it (here, or on the node that holds it).
         """
-        self.request = request
+        self._answer = answer
 
-        def gone(_):
-            if self.request is request:
-                self.request = None
-                engine.pollGone()
-
-        request.notifyFinish().addBoth(gone)
+    def letGo(self, answer: Callable[[list[Packet]], None], engine: EngineSession) -> None:
+        """
+        The GET that C{answer} answers went away unanswered.
+        """
+        if self._answer is answer:
+            self._answer = None
+            engine.pollGone()
 
     def deliver(self, packets: list[Packet]) -> None:
         """
         Answer the held GET with C{packets}.
         """
-        request, self.request = self.request, None
-        if request is not None:
-            answerPackets(request, packets)
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            answer(packets)
 
     def closeTransport(self) -> None:
         """
@@ -164,6 +174,10 @@ class EnginePolling:
                 d = Deferred.fromCoroutine(self._open(request, route))
                 d.addErrback(self._openFailed, request)
                 return NOT_DONE_YET
+            if sid not in edge.sessions and edge.cluster.sharesSessions:
+                d = Deferred.fromCoroutine(self._relay(request, sid, route))
+                d.addErrback(self._relayFailed, request)
+                return NOT_DONE_YET
             engine = edge.find(sid)
             if request.method == b"GET":
                 self._poll(request, engine)
@@ -200,11 +214,26 @@ class EnginePolling:
         packets = engine.poll()
         if packets is not None:
             answerPackets(request, packets)
-        else:
-            transport.hold(request, engine)
+            return
+
+        def answer(packets: list[Packet]) -> None:
+            answerPackets(request, packets)
+
+        transport.hold(answer)
+        request.notifyFinish().addBoth(lambda _: transport.letGo(answer, engine))
 
     def _post(self, request: Request, engine: EngineSession) -> None:
-        body = request.content.read()
+        self.postBody(engine, request.content.read())
+        _finish(request, 200, b"ok", b"text/html")
+
+    @staticmethod
+    def postBody(engine: EngineSession, body: bytes) -> None:
+        """
+        Hand a POST's body to C{engine}.
+
+        @raise EngineRefusal: a body over C{maxPayload} (413) or that is
+            not Engine.IO (400); either closes the session.
+        """
         settings = engine.settings
         if len(body) > settings.maxPayload:
             engine.close(f"a payload larger than {settings.maxPayload} bytes", notify=False)
@@ -215,4 +244,46 @@ class EnginePolling:
             engine.close("a payload that is not Engine.IO", notify=False)
             raise EngineRefusal(BAD_REQUEST, str(e)) from None
         engine.post(packets)
-        _finish(request, 200, b"ok", b"text/html")
+
+    async def _relay(self, request: Request, sid: str, route: RouteConfig) -> None:
+        """
+        A poll or send for a session this node does not hold: to the node
+        that does (L{gateway.engineio.relay}), which answers it.
+        """
+        edge = self.edge
+        cluster = edge.cluster
+        owner = None if not _SID.fullmatch(sid) else await cluster.owner(sid)
+        if owner is None or owner == cluster.node:
+            answerError(request, UNKNOWN_SID)
+            return
+        if request.finished or requestLost(request):
+            return
+        settings = edge.settings(route)
+        head = b"|".join([sid.encode(), cluster.node.encode()])
+
+        def answered(status: int, contentType: bytes, body: bytes) -> None:
+            _finish(request, status, body, contentType)
+
+        relay = edge.relay
+        if request.method == b"GET":
+            reqid = relay.request(owner, lambda i: b"p|" + head + b"|" + i,
+                                  settings.pingInterval + settings.pingTimeout, answered)
+
+            def gone(_):
+                if relay.forget(reqid):
+                    relay.send(owner, b"g|%s|%s" % (sid.encode(), reqid.encode()))
+
+            request.notifyFinish().addBoth(gone)
+        elif request.method == b"POST":
+            body = request.content.read()
+            relay.request(owner, lambda i: b"s|" + head + b"|" + i + b"|" + body, settings.pingTimeout,
+                          answered)
+        else:
+            answerError(request, BAD_REQUEST)
+
+    def _relayFailed(self, failure, request: Request) -> None:
+        if failure.check(GatewayError):
+            answerError(request, UNKNOWN_SID, status=400)  # Redis is away: the client starts again
+        else:
+            self.log.failure("relaying a Socket.IO request failed", failure)
+            answerError(request, UNKNOWN_SID, status=400)

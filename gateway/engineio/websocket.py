@@ -19,6 +19,7 @@ from zope.interface import implementer
 from ..backends.link import DirectMessages, sendCloseCode
 from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
 from ..interfaces import IEngineTransport
+from .engine import EngineRefusal
 from .packets import Packet, decodeFrame, encodeFrame
 
 __all__ = ["EngineWebSocket", "EngineWebSocketFactory"]
@@ -51,6 +52,8 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         self.onLost = _nothing
         self._early: list[Packet] = []
         self._new = False
+        #: The session this WebSocket upgrades, when another node holds it.
+        self.relayedSid: str | None = None
 
     async def onConnect(self, request):
         """
@@ -60,6 +63,14 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         if self.engine is not None:
             return None
         edge = self.factory.edge
+        if self.relayedSid is not None:
+            try:
+                self.engine = await edge.relayUpgrade(self.relayedSid, self)
+            except EngineRefusal as e:
+                raise ConnectionDeny(e.status, str(e)) from None
+            except GatewayError:
+                raise ConnectionDeny(503, "Service Unavailable") from None
+            return None
         try:
             self.engine = await edge.open(self.factory.routeConfig, self.route, self)
         except SessionLimit as e:
@@ -103,18 +114,12 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
             packet = decodeFrame(payload, isBinary)
         except ProtocolError:
             self.factory.edge.gateway.clientErrors += 1
-            if engine.transport is self:
-                engine.close("a packet that is not Engine.IO", notify=False)
-            else:
-                engine.upgradeFailed(self)
-                self.closeTransport()
+            engine.brokenWebSocket(self)
             return
-        if engine.transport is self:
-            engine.received(packet)
-        else:
-            engine.upgradePacket(self, packet)
-            if engine.transport is self:
-                self._carry()  # upgraded
+        upgrading = engine.transport is not self
+        engine.fromWebSocket(self, packet)
+        if upgrading and engine.transport is self:
+            self._carry()  # upgraded
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         """

@@ -25,7 +25,7 @@ objects it needs.
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
 from ._edge import IConnectObserver, IEdge, IOperator
-from ._engineio import IEngineTransport, IEngineUpstream
+from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream
 from ._plugins import (
     IBalancer,
     IBalancerFactory,
@@ -64,4 +64,5 @@ __all__ = [
     "IUpgradeOwner",
     "IEngineTransport",
     "IEngineUpstream",
+    "IEngineCluster",
 ]

@@ -56,3 +56,39 @@ class IEngineUpstream(Interface):
         """
         Read the server's messages again.
         """
+
+
+class IEngineCluster(Interface):
+    """
+    How an Engine.IO session is found from any node: the null strategy on
+    one node, Redis (the session map's node channels) with several.
+    """
+
+    node = Attribute("This node's id.")
+    sharesSessions = Attribute("Whether other nodes serve these sessions' requests.")
+
+    def own(sid, ttl):
+        """
+        Record this node as the holder of session C{sid} (L{Deferred}).
+        """
+
+    def owner(sid):
+        """
+        @return: L{Deferred} firing with the live node holding C{sid}, or
+            L{None}.
+        """
+
+    def disown(sid):
+        """
+        Session C{sid} has ended (L{Deferred}).
+        """
+
+    def send(node, message):
+        """
+        Send C{message} (bytes) to C{node}'s listener (L{Deferred}).
+        """
+
+    def listen(listener):
+        """
+        Hand every message sent to this node to C{listener(message)}.
+        """
