@@ -95,6 +95,13 @@ class SocketIOUpstream:
         """
         self.link.resumeReading()
 
+    def registerFlow(self, producer) -> None:
+        """
+        Have C{producer} (the client's reading) paused while the server
+        connection's write buffer is full.
+        """
+        self.link.registerFlow(producer)
+
     # IPushProducer, for the client's WebSocket.
     def pauseProducing(self) -> None:
         """

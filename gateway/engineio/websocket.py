@@ -14,6 +14,7 @@ from __future__ import annotations
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
@@ -29,6 +30,34 @@ def _nothing() -> None:
     """
     What an C{onLost} is before the front door sets it, and after it ran.
     """
+
+
+@implementer(IPushProducer)
+class _Reading:
+    """
+    A client WebSocket's reading, as the push producer its Socket.IO
+    server connection pauses while that connection's write buffer is full.
+    """
+
+    def __init__(self, websocket: EngineWebSocket) -> None:
+        self.websocket = websocket
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading the client.
+        """
+        self.websocket.pauseReading()
+
+    def resumeProducing(self) -> None:
+        """
+        Read the client again.
+        """
+        self.websocket.resumeReading()
+
+    def stopProducing(self) -> None:
+        """
+        Nothing: the session closes the client's connection itself.
+        """
 
 
 @implementer(IEngineTransport)
@@ -70,6 +99,7 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
                 raise ConnectionDeny(e.status, str(e)) from None
             except GatewayError:
                 raise ConnectionDeny(503, "Service Unavailable") from None
+            self._leftMeanwhile()
             return None
         try:
             self.engine = await edge.open(self.factory.routeConfig, self.route, self)
@@ -83,7 +113,18 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
             self.log.failure("opening a Socket.IO session failed")
             raise ConnectionDeny(503, "Service Unavailable") from None
         self._new = True
+        self._leftMeanwhile()
         return None
+
+    def _leftMeanwhile(self) -> None:
+        """
+        The client may have left while its handshake waited: then its
+        session is told now (it would otherwise wait for a ping to go
+        unanswered).
+        """
+        if self.state == self.STATE_CLOSED and self.engine is not None:
+            engine, self.engine = self.engine, None
+            engine.transportClosed(self)
 
     def onOpen(self) -> None:
         """
@@ -102,6 +143,7 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         engine = self.engine
         if engine is not None and engine.upstream is not None:
             self.registerFlow(engine.upstream)
+            engine.upstream.registerFlow(_Reading(self))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """

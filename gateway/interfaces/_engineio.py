@@ -57,6 +57,12 @@ class IEngineUpstream(Interface):
         Read the server's messages again.
         """
 
+    def registerFlow(producer):
+        """
+        Have the push C{producer} (a client WebSocket's reading) paused
+        while the server connection's write buffer is full.
+        """
+
 
 class IEngineCluster(Interface):
     """

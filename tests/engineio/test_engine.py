@@ -73,6 +73,9 @@ class FakeUpstream:
     def resumeReading(self):
         self.paused = False
 
+    def registerFlow(self, producer):
+        pass
+
 
 def makeSession(kind: str = "polling", **settings):
     """
