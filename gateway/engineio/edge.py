@@ -212,12 +212,13 @@ class EngineIOEdge:
         if self.cluster.sharesSessions:
             self.cluster.disown(engine.sid).addErrback(lambda f: None)
 
-    async def relayUpgrade(self, sid: str, websocket) -> RelayedEngine:
+    async def relayUpgrade(self, sid: str, websocket) -> RelayedEngine | None:
         """
         A WebSocket upgrading a session held by another node: ask that node
         to take it as the session's upgrade.
 
-        @return: what the WebSocket then tells its session.
+        @return: what the WebSocket then tells its session, or L{None} when
+            the session already has a WebSocket (this one is to be closed).
         @raise EngineRefusal: no live node holds C{sid}, or it refused.
         """
         owner = await self.cluster.owner(sid)
@@ -230,6 +231,8 @@ class EngineIOEdge:
                                   lambda status, kind, body: answer.callback((status, body)))
         status, body = await answer
         if status != 200:
+            if b'"code":3' in body:
+                return None  # a second WebSocket: accepted, then closed
             raise EngineRefusal(BAD_REQUEST, "Bad request", status)
         relayed = RelayedEngine(self.relay, owner, sid, wsid)
         self.relay.sockets[wsid] = (websocket, relayed)
@@ -261,7 +264,13 @@ class EngineIOEdge:
             factory = self._factory(config)
             protocol: EngineWebSocket = factory.buildProtocol(transport.getPeer())
             if engine is not None:
-                engine.upgradeStarted(protocol)
+                try:
+                    engine.upgradeStarted(protocol)
+                except EngineRefusal:
+                    # A second WebSocket for the session: accepted, then
+                    # closed, as the reference server does.
+                    engine = None
+                    protocol.superfluous = True
             if relayed:
                 protocol.relayedSid = sid
         except EngineRefusal as e:

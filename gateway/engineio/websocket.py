@@ -83,18 +83,21 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         self._new = False
         #: The session this WebSocket upgrades, when another node holds it.
         self.relayedSid: str | None = None
+        #: Its session already has a WebSocket: close this one once open.
+        self.superfluous = False
 
     async def onConnect(self, request):
         """
         Accept the handshake; for a new session, once its Socket.IO server
         connection is open.
         """
-        if self.engine is not None:
+        if self.engine is not None or self.superfluous:
             return None
         edge = self.factory.edge
         if self.relayedSid is not None:
             try:
                 self.engine = await edge.relayUpgrade(self.relayedSid, self)
+                self.superfluous = self.engine is None
             except EngineRefusal as e:
                 raise ConnectionDeny(e.status, str(e)) from None
             except GatewayError:
@@ -130,7 +133,9 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         """
         A new session: send its open packet, then what waited for it.
         """
-        if self._new:
+        if self.superfluous:
+            self.closeTransport()
+        elif self._new:
             early, self._early = self._early, []
             self.deliver([self.factory.edge.openPacket(self.engine, []), *early])
             self._carry()

@@ -327,3 +327,45 @@ async def test_backendDropClosesSession(gateway_process, tmp_path) -> None:
             await server.wait(10)
         except Exception:
             pass
+
+
+def secondWebSocket(port: int, sid: str) -> tuple[str, bool, str]:
+    """
+    (In a thread.)  Open a WebSocket upgrading session C{sid}, then a
+    second one for it.
+
+    @return: what the second one got (C{""}: a close), whether it is
+        closed, and the first one's answer to its probe.
+    """
+    import websocket
+
+    url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    first = websocket.create_connection(url, timeout=10)
+    second = websocket.create_connection(url, timeout=10)
+    try:
+        got = second.recv()
+        closed = not second.connected
+    finally:
+        second.shutdown()  # close() leaves the socket open once the server closed it
+    try:
+        first.send("2probe")
+        probe = first.recv()
+    finally:
+        first.close()
+        first.shutdown()
+    return got, closed, probe
+
+
+@pytest_twisted.ensureDeferred
+async def test_oneWebSocketPerSession(socketio_server, gateway_process, tmp_path) -> None:
+    """
+    A second WebSocket for a session that already has one is accepted and
+    closed at once; the first goes on.
+    """
+    from twisted.internet.threads import deferToThread
+
+    port = await startGateway(gateway_process, tmp_path, socketio_server)
+    sid, _ = await handshake(port)
+    got, closed, probe = await deferToThread(secondWebSocket, port, sid)
+    assert got == "" and closed
+    assert probe == "3probe"

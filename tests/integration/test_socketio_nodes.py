@@ -114,17 +114,20 @@ def upgradeElsewhere(port: int, sid: str) -> list[str]:
     ws = websocket.create_connection(
         f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&sid={sid}", timeout=10)
     got = []
-    ws.send("2probe")
-    got.append(ws.recv())
-    ws.send("5")
-    ws.send('421["echo","over ws"]')
-    while len(got) < 3:
-        message = ws.recv()
-        if message != "2":
-            got.append(message)
-        else:
-            ws.send("3")
-    ws.close()
+    try:
+        ws.send("2probe")
+        got.append(ws.recv())
+        ws.send("5")
+        ws.send('421["echo","over ws"]')
+        while len(got) < 3:
+            message = ws.recv()
+            if message != "2":
+                got.append(message)
+            else:
+                ws.send("3")
+    finally:
+        ws.close()
+        ws.shutdown()
     return got
 
 
