@@ -37,7 +37,8 @@ class Options(usage.Options):
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
         "given the same URL.  --admin serves the admin API (JSON, bearer token "
-        "from --admin-token-file) on its own listener.  With --config, SIGHUP "
+        "from --admin-token-file) on its own listener.  --metrics serves "
+        "/metrics for Prometheus (no token) on its own listener.  With --config, SIGHUP "
         "reloads the file's backends."
     )
     examples = """
@@ -81,6 +82,13 @@ Examples:
             None,
             None,
             "Read the admin API's bearer token from this file.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus, no token) on this Twisted endpoint, "
+            "e.g. tcp:9108:interface=127.0.0.1.",
         ],
     ]
 
@@ -133,6 +141,7 @@ def makeService(options: Options) -> IService:
         redis=options["redis"],
         admin=options["admin"],
         adminTokenFile=options["admin-token-file"],
+        metrics=options["metrics"],
     )
     try:
         config = load()

@@ -23,7 +23,13 @@ attributes; each place says what it reads and why:
   - L{requestLost}: C{Request._disconnected}, whether the connection of a
     request that is not finished is gone (writing to it would raise);
   - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
-    again when the process ends.
+    again when the process ends;
+  - L{V1Parser}, L{V2Parser}, L{InvalidProxyHeader}: Twisted's PROXY
+    protocol parsers, from the private modules of
+    C{twisted.protocols.haproxy} (whose public surface is only
+    C{proxyEndpoint}: its wrapper takes a header from any peer, hands the
+    connection on before the header has come, and puts TLS outside the
+    header), re-exported for L{gateway.wire.proxyheader}.
 
 L{switchProtocol} and L{deliveredTo} read the public attribute that says
 which protocol a transport delivers to (C{wrappedProtocol} under TLS,
@@ -35,6 +41,9 @@ from __future__ import annotations
 from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
@@ -50,6 +59,10 @@ __all__ = [
     "listenFailure",
     "observePortLog",
     "hostAndPort",
+    "V1Parser",
+    "V2Parser",
+    "InvalidProxyHeader",
+    "PassThroughWrapper",
 ]
 
 
@@ -99,6 +112,8 @@ def writeNow(transport, data: bytes) -> None:
     and unregisters it (another C{epoll_ctl}).  When the socket can take the
     data, as it nearly always can, this saves both calls and a turn.
     """
+    if isinstance(transport, PassThroughWrapper):
+        transport = transport.transport
     if (
         isinstance(transport, tcp.Connection)
         and not transport.TLS
@@ -115,6 +130,14 @@ def writeNow(transport, data: bytes) -> None:
             data = data[sent:]
         # A lost connection: the buffered write finds out and closes it.
     transport.write(data)
+
+
+class PassThroughWrapper(ProtocolWrapper):
+    """
+    A protocol wrapper whose writes are its transport's writes, unchanged
+    (the PROXY header reader of L{gateway.edge.proxy}): L{writeNow} writes
+    to the transport beneath it.
+    """
 
 
 def switchProtocol(transport, protocol) -> None:

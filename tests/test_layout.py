@@ -21,9 +21,14 @@ PACKAGE = ROOT / "gateway"
 #: The places, lowest first.  A module may import from its own place and
 #: from places below it, never from one above.  The client is a separate
 #: program that shares only the wire formats, the errors and the TCP helper.
+#: The metrics' instruments sit below every part that records to them; what
+#: they read at scrape time and serve (C{gateway.metrics.scrape}) sits with
+#: the admin API, above the parts it reads.
 LAYERS: list[tuple[str, ...]] = [
     ("gateway", "gateway.errors", "gateway.interfaces", "gateway.tcp"),
     ("gateway.wire",),
+    ("gateway.edge",),
+    ("gateway.metrics",),
     ("gateway.config",),
     ("gateway.backends", "gateway.dropins"),
     ("gateway.sessionmap",),
@@ -31,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.cluster",),
     ("gateway.transports", "gateway.engineio"),
     ("gateway.web", "gateway.admission"),
-    ("gateway.site", "gateway.admin", "gateway.demo"),
+    ("gateway.site", "gateway.admin", "gateway.demo", "gateway.metrics.scrape", "gateway.statuspage"),
     ("gateway.service",),
     ("gateway.tap", "gateway.testing"),
 ]

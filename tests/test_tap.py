@@ -367,3 +367,19 @@ def test_makeServiceSignals(tmp_path: Path) -> None:
     assert [(b.name, b.weight) for b in reloaded.pool("chat").backends] == [("a:80", 1), ("b:80", 3)]
     service = makeService(parse("--backend", "ws://a:1"))
     assert service.processSignals is True and service.configLoader is None
+
+
+def test_makeServiceMetrics() -> None:
+    """
+    C{--metrics ENDPOINT} gives the service a metrics listener there; an
+    empty one is refused in one line.
+    """
+    from gateway.config import MetricsConfig
+
+    service = makeService(parse("--backend", "ws://a:1", "--metrics", "tcp:0:interface=127.0.0.1"))
+    assert service.config.metrics == MetricsConfig("tcp:0:interface=127.0.0.1")
+    assert service.metricsListener is not None
+    assert parse()["metrics"] is None
+    with pytest.raises(SystemExit) as error:
+        makeService(parse("--backend", "ws://a:1", "--metrics", ""))
+    assert str(error.value) == "gateway: --metrics: must not be empty"

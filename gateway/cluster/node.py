@@ -78,6 +78,9 @@ class Cluster:
         self._heartbeats: LoopingCall | None = None
         self._beating = False
         self._redisTrouble: str | None = None
+        #: The live nodes' info at the last heartbeat that read it (L{nodes}).
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._nodesRead: float | None = None
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
         self._engineListener = None
@@ -194,6 +197,7 @@ class Cluster:
             self.subscription.check()
             await self._exchangeCounts()
             await self._watchPeers()
+            await self._readNodes()
             now = self.clock.seconds()
             for session, mirror in self._owned():
                 mirror.touch(now)
@@ -250,6 +254,32 @@ class Cluster:
         for session, mirror in self._owned():
             if mirror.remote and mirror.remote not in alive:
                 session.detachedElsewhere(mirror.remote)
+
+    async def _readNodes(self) -> None:
+        """
+        Read what every live node said at its heartbeat, for L{nodes}: once
+        per heartbeat, however often the status is asked for.
+        """
+        try:
+            self._nodes = await self.shared.liveNodeInfo()
+        except GatewayError:
+            return
+        self._nodesRead = self.clock.seconds()
+
+    def nodes(self) -> dict[str, Any]:
+        """
+        @return: the live nodes as of the last heartbeat (this one first,
+            then by id), each with the sessions it held and those it
+            relayed, and how many seconds ago they were read.
+        """
+        listed = [{"node": self.node, "self": True,
+                   "sessions": len(self.registry.sessions), "relayed": len(self.relays)}]
+        for node, info in sorted(self._nodes.items()):
+            if node != self.node:
+                listed.append({"node": node, "self": False, "sessions": info.get("sessions"),
+                               "relayed": info.get("relayed")})
+        age = None if self._nodesRead is None else max(0.0, self.clock.seconds() - self._nodesRead)
+        return {"shared": True, "node": self.node, "nodes": listed, "age": age}
 
     def _owned(self):
         """

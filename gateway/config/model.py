@@ -21,6 +21,8 @@ __all__ = [
     "SessionMapConfig",
     "SessionConfig",
     "AdminConfig",
+    "MetricsConfig",
+    "AccessLogConfig",
     "GatewayConfig",
     "MAX_WEIGHT",
     "MIN_ADMIN_TOKEN",
@@ -306,6 +308,38 @@ class AdminConfig:
     tokenFile: str | None = None
 
 
+#: The access log's default bound on lines waiting to be written, in bytes.
+ACCESS_LOG_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    """
+    The access log: one JSON line per connection or session that ends.
+
+    @ivar path: the file the lines are appended to, or C{"-"} for standard
+        output.
+    @ivar maxBufferBytes: lines waiting to be written are held up to this
+        many bytes; past it a line is dropped (and counted) rather than the
+        reactor waiting on the disk or the pipe.
+    """
+
+    path: str
+    maxBufferBytes: int = ACCESS_LOG_BUFFER
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    C{/metrics} on a listener of its own, without a token (the admin API
+    serves it too, behind its token).
+
+    @ivar listen: a Twisted server endpoint string.
+    """
+
+    listen: str
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """
@@ -313,7 +347,11 @@ class GatewayConfig:
 
     @ivar trustedProxies: CIDR networks whose X-Forwarded-For / Forwarded
         headers are kept and appended to; from anyone else they are replaced.
+    @ivar proxyProtocolFrom: CIDR networks that may (and must) send a PROXY
+        protocol header on a C{haproxy:} listener.
     @ivar admin: the admin API, or L{None} for none.
+    @ivar metrics: the metrics listener, or L{None} for none.
+    @ivar accessLog: the access log, or L{None} for none (the default).
     """
 
     listen: tuple[str, ...] = ("tcp:8080",)
@@ -322,9 +360,12 @@ class GatewayConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     trustedProxies: tuple[str, ...] = ()
+    proxyProtocolFrom: tuple[str, ...] = ()
+    accessLog: AccessLogConfig | None = None
     sessionMap: SessionMapConfig = field(default_factory=SessionMapConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     admin: AdminConfig | None = None
+    metrics: MetricsConfig | None = None
     demo: bool = False
     source: str = "<options>"
 

@@ -21,12 +21,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from .model import (
+    ACCESS_LOG_BUFFER,
+    AccessLogConfig,
     MAX_ADMIN_TOKEN,
     MAX_WEIGHT,
     MIN_ADMIN_TOKEN,
     BackendConfig,
     HealthCheckConfig,
     Limits,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionConfig,
@@ -45,13 +48,17 @@ __all__ = [
     "readPool",
     "readRoutes",
     "readAdmin",
+    "readMetrics",
     "readTokenFile",
+    "readAccessLog",
 ]
 
 _HEALTH_TYPES = ("websocket", "http", "tcp")
 _REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
 
 _ADMIN_KEYS = ("listen", "token", "token_file")
+_METRICS_KEYS = ("listen",)
+_ACCESS_LOG_KEYS = ("path", "max_buffer_bytes")
 #: The keys of a route that only a C{socket.io} route takes.
 _SOCKETIO_KEYS = ("ping_interval", "ping_timeout", "max_payload", "backend_path")
 _ROUTE_KEYS = ("prefix", "pool", "allowed_origins", "protocol", *_SOCKETIO_KEYS)
@@ -215,22 +222,36 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
     return SessionMapConfig(type=kind, options=options)
 
 
-def readTrustedProxies(reader: Reader, table: dict[str, Any]) -> tuple[str, ...]:
+def readTrustedProxies(reader: Reader, table: dict[str, Any], key: str = "trusted_proxies") -> tuple[str, ...]:
     """
-    Read C{trusted_proxies}: CIDR networks, returned in normal form.
+    Read C{trusted_proxies} (or another array of networks, C{key}): CIDR
+    networks, returned in normal form.
     """
-    networks = reader.strings(table, "", "trusted_proxies") or []
+    networks = reader.strings(table, "", key) or []
     result = []
     for index, text in enumerate(networks):
         try:
             network = ipaddress.ip_network(text)
         except ValueError as error:
             reader.fail(
-                f"trusted_proxies[{index}]",
+                f"{key}[{index}]",
                 f"must be a network such as '10.0.0.0/8' or '::1/128': {error}",
             )
         result.append(str(network))
     return tuple(result)
+
+
+def readAccessLog(reader: Reader, value: object) -> AccessLogConfig:
+    """
+    Read the C{[access_log]} table: C{path} (required; C{"-"} is standard
+    output) and C{max_buffer_bytes}.
+    """
+    table = reader.table(value, "access_log", _ACCESS_LOG_KEYS)
+    path = reader.string(table, "access_log", "path", None)
+    if path is None:
+        reader.fail("access_log.path", "is required (a file, or \"-\" for standard output)")
+    size = reader.integer(table, "access_log", "max_buffer_bytes", ACCESS_LOG_BUFFER, 4096)
+    return AccessLogConfig(path=path, maxBufferBytes=size)
 
 
 def _checkAffinity(reader: Reader, path: str, spec: str) -> None:
@@ -441,6 +462,18 @@ def readAdmin(
         tokenFile = os.path.join(directory, tokenFile)
         token = readTokenFile(reader, "admin.token_file", tokenFile)
     return listen, token, tokenFile
+
+
+def readMetrics(reader: Reader, value: object) -> MetricsConfig:
+    """
+    Read the C{[metrics]} table: C{listen}, the endpoint of the metrics
+    listener (checked as an endpoint by the service).
+    """
+    table = reader.table(value, "metrics", _METRICS_KEYS)
+    listen = reader.string(table, "metrics", "listen")
+    if not listen:
+        reader.fail("metrics.listen", "must not be empty")
+    return MetricsConfig(listen=listen)
 
 
 def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:

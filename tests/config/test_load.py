@@ -17,6 +17,8 @@ from gateway.config import (
     MIN_ADMIN_TOKEN,
     AdminConfig,
     BackendConfig,
+    ConfigError,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionMapConfig,
@@ -507,3 +509,24 @@ def test_restartNeeded(tmp_path: Path) -> None:
         "pool.gone (a pool removed)",
     ]
     assert restartNeeded(old, dataclasses.replace(old, admin=None)) == ["admin"]
+
+
+def test_metricsTableAndFlag(tmp_path: Path) -> None:
+    """
+    C{[metrics] listen} names the metrics listener; C{--metrics} replaces
+    it, or adds one to a file without the table; without either there is
+    none.  An empty value or an unknown key is refused in one line, and a
+    change waits for a restart.
+    """
+    path = writeConfig(tmp_path, POOL + '[metrics]\nlisten = "tcp:9108:interface=127.0.0.1"\n')
+    config = loadConfig(path)
+    assert config.metrics == MetricsConfig(listen="tcp:9108:interface=127.0.0.1")
+    assert loadConfig(path, metrics="unix:/run/m.sock").metrics == MetricsConfig(listen="unix:/run/m.sock")
+    assert loadConfig(None, backends=["ws://127.0.0.1:1"]).metrics is None
+    assert loadConfig(None, backends=["ws://127.0.0.1:1"], metrics="tcp:0").metrics == MetricsConfig("tcp:0")
+    with pytest.raises(ConfigError) as error:
+        loadConfig(None, backends=["ws://127.0.0.1:1"], metrics="")
+    assert str(error.value) == "--metrics: must not be empty"
+    assert restartNeeded(config, loadConfig(path, metrics="tcp:1")) == ["metrics"]
+    wrong = writeConfig(tmp_path, POOL + '[metrics]\nlisten = "tcp:1"\nport = 3\n')
+    assert configError(wrong) == f"{wrong}: metrics.port: unknown key; known keys: listen"

@@ -202,6 +202,7 @@ def test_exampleInOperatorsGuide() -> None:
         | set(gateway.config.tables._BACKEND_KEYS)
         | set(gateway.config.tables._HEALTH_KEYS)
         | set(gateway.config.tables._ADMIN_KEYS)
+        | set(gateway.config.tables._ACCESS_LOG_KEYS)
         | {"type"}
     ),
 )

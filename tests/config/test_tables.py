@@ -21,13 +21,13 @@ FILE_ERRORS = [
     pytest.param(
         "colour = 1\n" + POOL,
         "colour: unknown key; known keys: listen, trusted_proxies, timeouts, "
-        "limits, session, session_map, route, pool, admin",
+        "limits, session, session_map, route, pool, admin, proxy_protocol_from, access_log, metrics",
         id="unknown-top",
     ),
     pytest.param(
         '"a b" = 1\n' + POOL,
         '"a b": unknown key; known keys: listen, trusted_proxies, timeouts, '
-        "limits, session, session_map, route, pool, admin",
+        "limits, session, session_map, route, pool, admin, proxy_protocol_from, access_log, metrics",
         id="unknown-quoted",
     ),
     pytest.param(
