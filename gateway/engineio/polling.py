@@ -59,6 +59,8 @@ def _finish(request: Request, status: int, body: bytes, contentType: bytes,
     request.setHeader(b"content-type", contentType)
     request.setHeader(b"content-length", b"%d" % len(body))
     request.setHeader(b"cache-control", _NO_CACHE)
+    # Payloads are the application's text: never to be sniffed as HTML.
+    request.setHeader(b"x-content-type-options", b"nosniff")
     for name, value in headers:
         request.setHeader(name, value)
     request.write(body)

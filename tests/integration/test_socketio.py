@@ -113,6 +113,7 @@ async def handshake(port: int) -> tuple[str, dict]:
     status, headers, body = await request(port, "GET", "/socket.io/?EIO=4&transport=polling")
     assert status == 200, body
     assert headers["content-type"] == "text/plain; charset=UTF-8"
+    assert headers["x-content-type-options"] == "nosniff"
     assert body[:1] == b"0"
     opened = json.loads(body[1:])
     return opened["sid"], opened
