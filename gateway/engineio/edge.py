@@ -275,6 +275,7 @@ class EngineIOEdge:
                 protocol.relayedSid = sid
         except EngineRefusal as e:
             gateway.clientErrors += 1
+            gateway.metrics.refused(e.status, "origin" if e.code == FORBIDDEN else None)
             transport.write(_httpError(e.status, e.code, str(e)))
             transport.loseConnection()
             return False

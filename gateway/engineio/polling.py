@@ -150,6 +150,7 @@ class EnginePolling:
                                           headers.getRawHeaders(b"host", []), request.isSecure())
         if refusal is not None:
             gateway.clientErrors += 1
+            gateway.metrics.refused(403, "origin")
             answerError(request, FORBIDDEN, status=403)
             return NOT_DONE_YET
         if origins:
@@ -189,23 +190,32 @@ class EnginePolling:
                 raise EngineRefusal(BAD_REQUEST, "Bad request")
         except EngineRefusal as e:
             gateway.clientErrors += 1
+            gateway.metrics.refused(e.status)
             answerError(request, e.code, str(e), e.status)
         return NOT_DONE_YET
 
     async def _open(self, request: Request, route: RouteConfig) -> None:
+        gateway = self.edge.gateway
+        started = gateway.reactor.seconds()
         transport = PollingTransport()
-        engine = await self.edge.open(route, self.edge.gateway.routeRequest(request), transport)
+        gateway.metrics.accepted("socketio", "longpoll")
+        engine = await self.edge.open(route, gateway.routeRequest(request), transport)
         if request.finished or requestLost(request):
             return  # the client left; the heartbeat ends the session
         answerPackets(request, [self.edge.openPacket(engine, ["websocket"])])
+        gateway.metrics.handshake("socketio", "longpoll", gateway.reactor.seconds() - started)
 
     def _openFailed(self, failure, request: Request) -> None:
+        metrics = self.edge.gateway.metrics
         if failure.check(SessionLimit):
+            metrics.refused(503, "session_limit")
             answerError(request, BAD_REQUEST, str(failure.value), 503,
                         [(b"retry-after", b"%d" % failure.value.retryAfter)])
         elif failure.check(BackendRefused):
+            metrics.refused(502, "backend_refused")
             answerError(request, BAD_REQUEST, str(failure.value), 502)
         elif failure.check(GatewayError):
+            metrics.refused(503, "no_backend")
             answerError(request, BAD_REQUEST, str(failure.value), 503)
         else:
             self.log.failure("opening a Socket.IO session failed", failure)

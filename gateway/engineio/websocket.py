@@ -104,8 +104,12 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
                 raise ConnectionDeny(503, "Service Unavailable") from None
             self._leftMeanwhile()
             return None
+        gateway = edge.gateway
+        started = gateway.reactor.seconds()
+        gateway.metrics.accepted("socketio", "websocket")
         try:
             self.engine = await edge.open(self.factory.routeConfig, self.route, self)
+            gateway.metrics.handshake("socketio", "websocket", gateway.reactor.seconds() - started)
         except SessionLimit as e:
             raise ConnectionDeny(503, f"Service Unavailable (retry after {e.retryAfter}s)") from None
         except BackendRefused:
