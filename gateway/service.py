@@ -131,10 +131,15 @@ class GatewayService(MultiService):
                                         cluster=cluster, accessLog=self.accessLog, metrics=self.metrics)
         if IMeasured.providedBy(self.sessionMap):
             self.sessionMap.measureWith(self.metrics)
+        engines = None
+        if self.sessionMap.shared:
+            from .cluster.engines import SharedEngines
+
+            engines = SharedEngines(self.sessions.cluster)
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
-            reactor=reactor, accessLog=self.accessLog, metrics=self.metrics,
+            reactor=reactor, accessLog=self.accessLog, metrics=self.metrics, engines=engines,
         )
         self.metrics.registry.register(StateCollector(
             pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
@@ -352,6 +357,7 @@ class GatewayService(MultiService):
         # over.
         await self.sessions.cluster.stop()
         self.sessions.shutDown()
+        self.factory.engineio.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))

@@ -26,7 +26,7 @@ from zope.interface import implementer
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
 from .edge.accesslog import NoAccessLog
-from .interfaces import IAccessLog, IConnectObserver, IEdge, IMetrics, ISessionMap
+from .interfaces import IAccessLog, IConnectObserver, IEdge, IEngineCluster, IMetrics, ISessionMap
 from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
@@ -38,6 +38,7 @@ from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
+from .engineio import EngineIOEdge
 from .web import BoundedChannel, BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
@@ -157,6 +158,12 @@ class FrontDoor(Protocol):
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
+            if self.factory.engineio.routeFor(head.path) is not None:
+                buffer, self._buffer = self._buffer, b""
+                route = self.factory.route(self.transport, head)
+                if self.factory.engineio.openWebSocket(self.transport, head, buffer, self._slot, route):
+                    self._slot = None
+                return
             if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
                 buffer, self._buffer = self._buffer, b""
                 if self.factory.openSessionTransport(self.transport, head, buffer, self._slot):
@@ -254,7 +261,8 @@ class GatewayResource(Resource):
             # be sending frames.
             request.channel.persistent = False
             head = headFromRequest(request)
-            if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
+            if (head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None
+                    and self.factory.engineio.routeFor(head.path) is None):
                 door = deliveredTo(request.channel.transport)
                 if isinstance(door, FrontDoor):
                     door.takeOver(request.channel, head)
@@ -263,6 +271,9 @@ class GatewayResource(Resource):
             return self._health(request)
         if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
             return self.static.script(request, _SCRIPTS[path])
+        engineRoute = self.factory.engineio.routeFor(path)
+        if engineRoute is not None:
+            return self.factory.engineio.polling.render(request, engineRoute)
         routed = self.factory.router.match(path) is not None
         if routed:
             for name, value in corsHeaders(request.getHeader(b"origin"),
@@ -461,6 +472,7 @@ class GatewayFactory(Factory):
         reactor: Any,
         metrics: IMetrics | None = None,
         accessLog: IAccessLog | None = None,
+        engines: IEngineCluster | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -471,6 +483,8 @@ class GatewayFactory(Factory):
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
         @param metrics: what the front door and the transports record to.
         @param accessLog: where each tunnel reports its end (none by default).
+        @param engines: how Socket.IO sessions are found across nodes
+            (none: this node only).
         """
         self.reactor = reactor
         self.config = config
@@ -490,6 +504,7 @@ class GatewayFactory(Factory):
         self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
                                     config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
+        self.engineio = EngineIOEdge(self, config.routes, engines)
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
             GatewayResource(self),

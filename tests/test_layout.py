@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway.sessionmap",),
     ("gateway.sessions",),
     ("gateway.cluster",),
-    ("gateway.transports",),
+    ("gateway.transports", "gateway.engineio"),
     ("gateway.web", "gateway.admission"),
     ("gateway.site", "gateway.admin", "gateway.demo", "gateway.metrics.scrape", "gateway.statuspage"),
     ("gateway.service",),

@@ -83,6 +83,7 @@ class Cluster:
         self._nodesRead: float | None = None
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
+        self._engineListener = None
 
     # Running.
     def start(self) -> Deferred:
@@ -306,6 +307,10 @@ class Cluster:
         L{gateway.sessionmap._scripts}).
         """
         kind, _, rest = data.partition(b"|")
+        if kind == b"E":
+            if self._engineListener is not None:
+                self._engineListener(rest)
+            return
         if kind in (b"d", b"u"):
             sid, seq, binary, payload = rest.split(b"|", 3)
             message = Data(int(seq), payload, binary == b"1")
@@ -354,6 +359,13 @@ class Cluster:
             transport = target.transport if target is not None else None
             if transport is not None:
                 transport.release()
+
+    def listenEngines(self, listener) -> None:
+        """
+        Hand the Engine.IO notices on this node's channel (C{E|...},
+        L{gateway.cluster.engines}) to C{listener}.
+        """
+        self._engineListener = listener
 
     def resubscribed(self) -> None:
         """

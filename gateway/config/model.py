@@ -140,11 +140,23 @@ class RouteConfig:
         mode and long-polling then let only the gateway's own origin and
         requests without C{Origin} through, and transparent upgrades are
         not checked).
+    @ivar protocol: what the route's clients speak: C{"websocket"} (plain
+        WebSocket, tunnelled, and the session protocol) or C{"socket.io"}
+        (Engine.IO v4 terminated at the gateway, L{gateway.engineio}).
+    @ivar pingInterval: with C{socket.io}, seconds between the gateway's
+        Engine.IO pings; C{pingTimeout}: seconds a client has to answer;
+        C{maxPayload}: the largest payload a client may send (bytes);
+        C{backendPath}: the Socket.IO server's path.
     """
 
     prefix: str
     pool: str
     allowedOrigins: tuple[str, ...] | None = None
+    protocol: str = "websocket"
+    pingInterval: float = 25.0
+    pingTimeout: float = 20.0
+    maxPayload: int = 1_000_000
+    backendPath: str = "/socket.io/"
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ _REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
 _ADMIN_KEYS = ("listen", "token", "token_file")
 _METRICS_KEYS = ("listen",)
 _ACCESS_LOG_KEYS = ("path", "max_buffer_bytes")
-_ROUTE_KEYS = ("prefix", "pool", "allowed_origins")
+#: The keys of a route that only a C{socket.io} route takes.
+_SOCKETIO_KEYS = ("ping_interval", "ping_timeout", "max_payload", "backend_path")
+_ROUTE_KEYS = ("prefix", "pool", "allowed_origins", "protocol", *_SOCKETIO_KEYS)
 _POOL_KEYS = (
     "balance",
     "affinity",
@@ -500,8 +502,34 @@ def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:
             )
         seen[same] = index
         routes.append(RouteConfig(prefix=prefix, pool=reader.string(item, path, "pool"),
-                                  allowedOrigins=_readOrigins(reader, item, path)))
+                                  allowedOrigins=_readOrigins(reader, item, path),
+                                  **_readProtocol(reader, item, path)))
     return routes
+
+
+def _readProtocol(reader: Reader, item: dict[str, Any], path: str) -> dict[str, Any]:
+    """
+    Read a route's C{protocol} and, for C{socket.io}, its Engine.IO
+    settings (the reference server's defaults); those keys on any other
+    route are refused.
+    """
+    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "socket.io"))
+    if protocol != "socket.io":
+        for key in _SOCKETIO_KEYS:
+            if key in item:
+                reader.fail(f"{path}.{key}", 'is only for a route with protocol = "socket.io"')
+        return {"protocol": protocol}
+    backendPath = reader.string(item, path, "backend_path", "/socket.io/")
+    if not backendPath.startswith("/") or not backendPath.isascii() or any(
+            c in backendPath for c in " ?#") or not backendPath.isprintable():
+        reader.fail(f"{path}.backend_path", "must be a path: starting with '/', printable ASCII, no space, '?' or '#'")
+    return {
+        "protocol": protocol,
+        "pingInterval": reader.seconds(item, path, "ping_interval", 25.0),
+        "pingTimeout": reader.seconds(item, path, "ping_timeout", 20.0),
+        "maxPayload": reader.integer(item, path, "max_payload", 1_000_000, 1, 64 * 1024 * 1024),
+        "backendPath": backendPath,
+    }
 
 
 def _readOrigins(reader: Reader, item: dict[str, Any], path: str) -> tuple[str, ...] | None:

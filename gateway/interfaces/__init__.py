@@ -19,13 +19,17 @@ through L{IAccessLog}; the parts record what happens to L{IMetrics} (and a
 plug-in made without it is given it through L{IMeasured}); connects report
 to passive health through L{IConnectObserver}; the Python client's
 transports report to their owner through L{IWebSocketOwner},
-L{IPollingOwner} and L{IUpgradeOwner}.  The
+L{IPollingOwner} and L{IUpgradeOwner}; an Engine.IO session drives its
+client transport (L{IEngineTransport}) and its Socket.IO server side
+(L{IEngineUpstream}), and finds sessions across nodes through
+L{IEngineCluster}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
 objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
 from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator
+from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream
 from ._metrics import IMeasured, IMetrics
 from ._plugins import (
     IBalancer,
@@ -66,4 +70,7 @@ __all__ = [
     "IWebSocketOwner",
     "IPollingOwner",
     "IUpgradeOwner",
+    "IEngineTransport",
+    "IEngineUpstream",
+    "IEngineCluster",
 ]

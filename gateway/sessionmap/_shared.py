@@ -441,6 +441,33 @@ class SharedSessions:
             found[node] = info if isinstance(info, dict) else {}
         return found
 
+    # Engine.IO sessions (gateway.engineio): which node holds each.
+    def _engineKey(self, sid: str) -> bytes:
+        return self._bprefix + b"eio:" + sid.encode("utf-8")
+
+    def ownEngine(self, sid: str, ttl: float) -> Deferred:
+        """
+        Record this node as the holder of Engine.IO session C{sid}, for
+        C{ttl} seconds.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "SET", key, self.node, "PX", str(max(1, int(ttl * 1000))))
+
+    def engineOwner(self, sid: str) -> Deferred[str | None]:
+        """
+        @return: L{Deferred} firing with the node holding Engine.IO session
+            C{sid}, or L{None}.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "GET", key).addCallback(lambda v: None if v is None else _str(v))
+
+    def forgetEngine(self, sid: str) -> Deferred:
+        """
+        Engine.IO session C{sid} has ended.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "DEL", key)
+
     def publish(self, node: str, message: bytes) -> Deferred[int]:
         """
         Publish C{message} to C{node}'s channel.
