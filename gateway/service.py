@@ -27,10 +27,15 @@ from zope.interface import implementer
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError, NothingToReload
-from .interfaces import IOperator, ISessionCluster
+from .interfaces import IMeasured, IOperator, ISessionCluster
+from .metrics import LoopLag, Metrics
+from .metrics.observers import CountingObserver, TimedHealthCheck
+from .metrics.scrape import MetricsService, StateCollector
 from .tcp import forgetExitSignal, hostAndPort, listenFailure
 from .wire.forwarded import TrustedProxies
-from .backends.health import HealthMonitor, PassiveHealth
+from .edge.accesslog import AccessLog, NoAccessLog
+from .edge.proxy import proxiedEndpoint, proxyEndpoint
+from .backends.health import HealthMonitor, PassiveHealth, makeHealthCheck
 from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
 from .backends.routing import Router, parseKeySpec
@@ -96,6 +101,8 @@ class GatewayService(MultiService):
             reactor = defaultReactor
         self.reactor = reactor
         self.config = config
+        #: The node's instruments and their registry (served at /metrics).
+        self.metrics = Metrics()
         self.trustedProxies = TrustedProxies(config.trustedProxies)
         self.pools: dict[str, Pool] = {}
         self.monitors: dict[str, HealthMonitor] = {}
@@ -104,7 +111,7 @@ class GatewayService(MultiService):
         self.router = Router([(r.prefix, self.pools[r.pool]) for r in config.routes])
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
-        self.health = PassiveHealth(self.monitors)
+        self.health = CountingObserver(PassiveHealth(self.monitors), self.metrics)
         #: Opens sessions' backend links: new ones, takeovers, failovers, moves.
         self.opener = SessionOpener(reactor, config, self.pools, self.sessionMap, self.trustedProxies,
                                     self.health)
@@ -116,17 +123,35 @@ class GatewayService(MultiService):
             def cluster(registry: SessionRegistry) -> ISessionCluster:
                 return Cluster(registry, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
                                node=self.sessionMap.nodeId, opener=self.opener)
+        #: One JSON line per tunnel or session that ends, when configured.
+        self.accessLog: AccessLog | NoAccessLog = NoAccessLog()
+        if config.accessLog is not None:
+            self.accessLog = AccessLog(config.accessLog.path, config.accessLog.maxBufferBytes, reactor)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap, opener=self.opener,
-                                        cluster=cluster)
-        self.endpoints = [
-            (description, _parseEndpoint(reactor, "listen", description, backlog=True))
-            for description in config.listen
-        ]
+                                        cluster=cluster, accessLog=self.accessLog, metrics=self.metrics)
+        if IMeasured.providedBy(self.sessionMap):
+            self.sessionMap.measureWith(self.metrics)
+        engines = None
+        if self.sessionMap.shared:
+            from .cluster.engines import SharedEngines
+
+            engines = SharedEngines(self.sessions.cluster)
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
-            reactor=reactor,
+            reactor=reactor, accessLog=self.accessLog, metrics=self.metrics, engines=engines,
         )
+        self.metrics.registry.register(StateCollector(
+            pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
+            config=config.session))
+        LoopLag(reactor, self.metrics.lagSampled).setServiceParent(self)
+        self.proxied = _ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
+                                     self.factory.dropped.dropped)
+        self.endpoints = [
+            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=self.proxied,
+                                         mayProxy=True))
+            for description in config.listen
+        ]
         self.ports: list = []
         self._listening: Deferred | None = None
         self._demoPorts: list = []
@@ -144,6 +169,8 @@ class GatewayService(MultiService):
         self.configLoader: Callable[[], GatewayConfig] | None = None
         #: Whether the last stop finished within its deadline (L{None} before).
         self.stoppedCleanly: bool | None = None
+        #: The worker number under --workers (env TXGATEWAY_WORKER); else None.
+        self.worker: int | None = None
         self._hangupInstalled = False
         self._previousHangup = None
         #: Moves sessions off draining backends and towards an even spread.
@@ -155,6 +182,12 @@ class GatewayService(MultiService):
 
             self.admin = AdminService(self, _parseEndpoint(reactor, "admin.listen", config.admin.listen))
             self.admin.setServiceParent(self)
+        self.metricsListener = None
+        if config.metrics is not None:
+            self.metricsListener = MetricsService(
+                self, _parseEndpoint(reactor, "metrics.listen", config.metrics.listen),
+                config.metrics.listen, self.metrics.registry)
+            self.metricsListener.setServiceParent(self)
 
     def addPool(self, poolConfig: PoolConfig, backends: list[Backend] | None = None) -> Pool:
         """
@@ -176,8 +209,10 @@ class GatewayService(MultiService):
         )
         _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
+        check = poolConfig.health and TimedHealthCheck(makeHealthCheck(poolConfig.health, self.reactor),
+                                                       pool.name, self.metrics, self.reactor)
         monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout,
-                                poolConfig.observe == "layer7")
+                                poolConfig.observe == "layer7", healthCheck=check)
         self.monitors[pool.name] = monitor
         monitor.setServiceParent(self)
         return pool
@@ -275,7 +310,8 @@ class GatewayService(MultiService):
 
         backends = []
         for i in range(1, DEMO_BACKENDS + 1):
-            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode())
+            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode(),
+                                        logConnections=True)
             port = await listenEcho(self.reactor, factory)
             self._demoPorts.append(port)
             backends.append(Backend(f"backend-{i}", "127.0.0.1", port.getHost().port))
@@ -304,9 +340,16 @@ class GatewayService(MultiService):
         self._removeHangup()
         return self._stopWithin(Deferred.fromCoroutine(self._stop()))
 
+    def stopAccepting(self) -> Deferred:
+        """
+        Stop listening, leaving open connections and sessions be (a worker
+        being replaced drains so): fires once no listener is left.
+        """
+        ports, self.ports = self.ports, []
+        return gatherResults([p.stopListening() for p in ports])
+
     async def _stop(self) -> None:
-        await gatherResults([p.stopListening() for p in self.ports])
-        self.ports = []
+        await self.stopAccepting()
         self.factory.dropped.stop()
         deadline = self.config.timeouts.shutdown
         # With several nodes, say this node is gone first, so that the
@@ -314,6 +357,7 @@ class GatewayService(MultiService):
         # over.
         await self.sessions.cluster.stop()
         self.sessions.shutDown()
+        self.factory.engineio.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))
@@ -321,6 +365,7 @@ class GatewayService(MultiService):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         await super().stopService()
+        await self.accessLog.stop()
         await self.sessionMap.close()
         await gatherResults([p.stopListening() for p in self._demoPorts])
         for port in self._demoPorts:
@@ -531,9 +576,11 @@ class GatewayService(MultiService):
                     raise ConfigError(f"{new.source}: {refused}")
         findSessionMapFactory(new.sessionMap.type)
         for description in new.listen:
-            _parseEndpoint(self.reactor, "listen", description, backlog=True)
+            _parseEndpoint(self.reactor, "listen", description, backlog=True, mayProxy=True)
         if new.admin is not None:
             _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+        if new.metrics is not None:
+            _parseEndpoint(self.reactor, "metrics.listen", new.metrics.listen)
 
     def _reloadPool(self, pool: Pool, old: PoolConfig, new: PoolConfig) -> list[str]:
         """
@@ -603,14 +650,42 @@ def _sessionSettings(pool: Pool, config: PoolConfig) -> None:
         setattr(pool, attribute, getattr(config, attribute))
 
 
-def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False):
+@dataclass(frozen=True)
+class _ProxyHeaders:
+    """
+    What a C{haproxy:} listener is given (L{gateway.edge.proxy.proxyEndpoint}).
+    """
+
+    trusted: TrustedProxies
+    timeout: float
+    dropped: Callable[[str], None]
+
+
+def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False,
+                   proxied: _ProxyHeaders | None = None, mayProxy: bool = False):
     """
     @param backlog: add a listen backlog (L{withBacklog}).
+    @param proxied: for a C{haproxy:} listener, who may send PROXY headers
+        (without it, the endpoint is only checked).
+    @param mayProxy: whether C{description} may be a C{haproxy:} listener
+        (the clients' listeners; not the admin API's).
     @return: the server endpoint C{description} names (nothing is bound).
     @raise ConfigError: naming C{key} when it is not a usable endpoint.
     """
-    try:
+
+    def parse(reactor, description: str):
         return serverFromString(reactor, withBacklog(description) if backlog else description)
+
+    try:
+        inner = proxiedEndpoint(description)
+        if inner is None:
+            return parse(reactor, description)
+        if not mayProxy:
+            raise ConfigError(f"{key}: {description!r}: only the gateway's listen endpoints read PROXY headers")
+        if proxied is None:
+            proxied = _ProxyHeaders(TrustedProxies(), 1.0, lambda reason: None)
+        return proxyEndpoint(reactor, inner, trusted=proxied.trusted, timeout=proxied.timeout,
+                             dropped=proxied.dropped, parse=parse)
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{key}: {description!r} is not a usable endpoint: {e}") from None
 

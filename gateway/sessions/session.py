@@ -114,8 +114,19 @@ class Session(PacketDispatch):
         self.mirror: ISessionMirror = registry.noMirror
         #: Whether this node stopped pumping the session (L{suspend}).
         self.suspended = False
+        #: The node's message counts (L{gateway.metrics.Traffic}), added to per message.
+        self.traffic = registry.metrics.traffic
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
+        #: For the access log: the kind of the last transport that carried
+        #: the session (C{"ws"}, C{"poll"}), the payload bytes accepted from
+        #: the client and sent towards it, the close code it ended with, and
+        #: its backend when it last had one.
+        self.transportKind: str | None = None
+        self.lastBackend: Backend | None = None
+        self.bytesFromClient = 0
+        self.bytesToClient = 0
+        self.closeCode: int | None = None
 
     @property
     def link(self) -> IBackendLink | None:
@@ -165,6 +176,15 @@ class Session(PacketDispatch):
         """
         return self.upstream.moves
 
+    @property
+    def inflight(self) -> tuple[int, int]:
+        """
+        The client messages (and their bytes) handed to the backend and not
+        yet confirmed.
+        """
+        upstream = self.upstream
+        return len(upstream.unconfirmed), upstream.unconfirmedBytes
+
     def __repr__(self) -> str:
         return f"<Session {shortId(self.sid)} {self.state.value}>"
 
@@ -191,6 +211,7 @@ class Session(PacketDispatch):
         backend has closed).
         """
         old, self.transport = self.transport, transport
+        self.transportKind = transport.kind
         upstream = self.upstream
         if old is not None and old is not transport:
             upstream.transportDetached(old)
@@ -222,6 +243,7 @@ class Session(PacketDispatch):
         """
         self._cancelGrace()
         self.transport = transport
+        self.transportKind = transport.kind
         self.upstream.transportAttached(transport)
         if self.state.live:
             self.state = self.state.to(SessionState.ATTACHED)
@@ -356,6 +378,10 @@ class Session(PacketDispatch):
                 # nothing more; the client learns from the close packet.
                 return
             self.inbox.accept()
+            traffic = self.traffic
+            traffic.sessionUpMessages += 1
+            traffic.sessionUpBytes += len(message.payload)
+            self.bytesFromClient += len(message.payload)
             upstream.handOn(message)
         self._scheduleAck()
 
@@ -365,6 +391,9 @@ class Session(PacketDispatch):
         next in sequence), and record it.
         """
         self.inbox.accepted = message.seq
+        traffic = self.traffic
+        traffic.sessionUpMessages += 1
+        traffic.sessionUpBytes += len(message.payload)
         upstream = self.upstream
         if upstream.link is not None or upstream.switching is not None:
             upstream.handOn(message)
@@ -435,7 +464,11 @@ class Session(PacketDispatch):
             self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
+        traffic = self.traffic
+        traffic.sessionDownMessages += 1
+        traffic.sessionDownBytes += len(payload)
         self.mirror.down(message)
+        self.bytesToClient += len(payload)
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
@@ -477,6 +510,7 @@ class Session(PacketDispatch):
         deliver what it sent, then the closing packet; the session ends once
         the client has acknowledged it all.
         """
+        self.lastBackend = self.backend or self.lastBackend
         self.upstream.link = None
         if self.state is SessionState.ENDED:
             return
@@ -501,15 +535,17 @@ class Session(PacketDispatch):
             return
         self.state = self.state.to(SessionState.ENDED)
         self._cancelGrace()
+        self.lastBackend = self.backend or self.lastBackend
         link = self.upstream.stop()
         if link is not None:
             link.closeLink(backendCode, reason)
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
+        self.closeCode = clientCode if clientCode is not None else resumeCode
         answer = self.registry.answerOf(resumeCode, reason)
-        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason, answer)
-        self.registry.ended(self, answer)
+        self.mirror.end(self.closeCode, reason, answer)
+        self.registry.ended(self, reason, answer)
 
     def handOff(self) -> None:
         """
