@@ -19,7 +19,6 @@ from typing import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,7 +33,7 @@ from .metrics.scrape import MetricsService, StateCollector
 from .tcp import forgetExitSignal, hostAndPort, listenFailure
 from .wire.forwarded import TrustedProxies
 from .edge.accesslog import AccessLog, NoAccessLog
-from .edge.proxy import proxiedEndpoint, proxyEndpoint
+from .edge.listeners import ProxyHeaders, parseEndpoint
 from .backends.health import HealthMonitor, PassiveHealth, makeHealthCheck
 from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
@@ -48,11 +47,9 @@ from .site import GatewayFactory
 __all__ = [
     "GatewayService",
     "DEMO_BACKENDS",
-    "DEFAULT_BACKLOG",
     "STOP_MARGIN",
     "Reloaded",
     "NothingToReload",
-    "withBacklog",
 ]
 
 #: How many echo backends C{--demo} starts.
@@ -145,10 +142,10 @@ class GatewayService(MultiService):
             pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
             config=config.session))
         LoopLag(reactor, self.metrics.lagSampled).setServiceParent(self)
-        self.proxied = _ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
+        self.proxied = ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
                                      self.factory.dropped.dropped)
         self.endpoints = [
-            (description, _parseEndpoint(reactor, "listen", description, backlog=True, proxied=self.proxied,
+            (description, parseEndpoint(reactor, "listen", description, backlog=True, proxied=self.proxied,
                                          mayProxy=True))
             for description in config.listen
         ]
@@ -180,12 +177,12 @@ class GatewayService(MultiService):
         if config.admin is not None:
             from .admin import AdminService
 
-            self.admin = AdminService(self, _parseEndpoint(reactor, "admin.listen", config.admin.listen))
+            self.admin = AdminService(self, parseEndpoint(reactor, "admin.listen", config.admin.listen))
             self.admin.setServiceParent(self)
         self.metricsListener = None
         if config.metrics is not None:
             self.metricsListener = MetricsService(
-                self, _parseEndpoint(reactor, "metrics.listen", config.metrics.listen),
+                self, parseEndpoint(reactor, "metrics.listen", config.metrics.listen),
                 config.metrics.listen, self.metrics.registry)
             self.metricsListener.setServiceParent(self)
 
@@ -576,11 +573,11 @@ class GatewayService(MultiService):
                     raise ConfigError(f"{new.source}: {refused}")
         findSessionMapFactory(new.sessionMap.type)
         for description in new.listen:
-            _parseEndpoint(self.reactor, "listen", description, backlog=True, mayProxy=True)
+            parseEndpoint(self.reactor, "listen", description, backlog=True, mayProxy=True)
         if new.admin is not None:
-            _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+            parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
         if new.metrics is not None:
-            _parseEndpoint(self.reactor, "metrics.listen", new.metrics.listen)
+            parseEndpoint(self.reactor, "metrics.listen", new.metrics.listen)
 
     def _reloadPool(self, pool: Pool, old: PoolConfig, new: PoolConfig) -> list[str]:
         """
@@ -648,59 +645,3 @@ def _sessionSettings(pool: Pool, config: PoolConfig) -> None:
     """
     for _, attribute in _SESSION_SETTINGS:
         setattr(pool, attribute, getattr(config, attribute))
-
-
-@dataclass(frozen=True)
-class _ProxyHeaders:
-    """
-    What a C{haproxy:} listener is given (L{gateway.edge.proxy.proxyEndpoint}).
-    """
-
-    trusted: TrustedProxies
-    timeout: float
-    dropped: Callable[[str], None]
-
-
-def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False,
-                   proxied: _ProxyHeaders | None = None, mayProxy: bool = False):
-    """
-    @param backlog: add a listen backlog (L{withBacklog}).
-    @param proxied: for a C{haproxy:} listener, who may send PROXY headers
-        (without it, the endpoint is only checked).
-    @param mayProxy: whether C{description} may be a C{haproxy:} listener
-        (the clients' listeners; not the admin API's).
-    @return: the server endpoint C{description} names (nothing is bound).
-    @raise ConfigError: naming C{key} when it is not a usable endpoint.
-    """
-
-    def parse(reactor, description: str):
-        return serverFromString(reactor, withBacklog(description) if backlog else description)
-
-    try:
-        inner = proxiedEndpoint(description)
-        if inner is None:
-            return parse(reactor, description)
-        if not mayProxy:
-            raise ConfigError(f"{key}: {description!r}: only the gateway's listen endpoints read PROXY headers")
-        if proxied is None:
-            proxied = _ProxyHeaders(TrustedProxies(), 1.0, lambda reason: None)
-        return proxyEndpoint(reactor, inner, trusted=proxied.trusted, timeout=proxied.timeout,
-                             dropped=proxied.dropped, parse=parse)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{key}: {description!r} is not a usable endpoint: {e}") from None
-
-
-#: The listen backlog of TCP and TLS listeners that do not set one (nginx's
-#: default; Twisted's own, 50, drops connections in a burst of handshakes).
-DEFAULT_BACKLOG = 511
-
-
-def withBacklog(description: str) -> str:
-    """
-    @return: the endpoint string C{description}, with C{backlog=511} added
-        when it is a TCP or TLS listener that does not set a backlog.
-    """
-    kind = description.split(":", 1)[0].lower()
-    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
-        return f"{description}:backlog={DEFAULT_BACKLOG}"
-    return description

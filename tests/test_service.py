@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.service import DEFAULT_BACKLOG, withBacklog
+from gateway.edge.listeners import DEFAULT_BACKLOG, withBacklog
 
 
 @pytest.mark.parametrize(

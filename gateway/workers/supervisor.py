@@ -42,7 +42,8 @@ from twisted.python.failure import Failure
 
 from ..config import GatewayConfig
 from ..errors import ConfigError, GatewayError
-from ..service import STOP_MARGIN, withBacklog
+from ..edge.listeners import withBacklog
+from ..service import STOP_MARGIN
 from ..tcp import forgetExitSignal, hostAndPort, listenFailure
 from .backoff import RestartBackoff
 from .child import (

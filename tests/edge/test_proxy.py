@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gateway.edge.proxy import REFUSALS, ProxyHeaderFactory, ProxyHeaderProtocol, proxyEndpoint
-from gateway.service import _parseEndpoint
+from gateway.edge.listeners import parseEndpoint
 from gateway.tcp import PassThroughWrapper, writeNow
 from gateway.wire.forwarded import TrustedProxies
 from tests.helpers import selfSignedCertificate
@@ -218,7 +218,7 @@ def test_listeners() -> None:
 
     def endpoint(description: str):
         return proxyEndpoint(reactor, description, trusted=trusted, timeout=1.0, dropped=lambda r: None,
-                             parse=lambda r, d: _parseEndpoint(r, "listen", d, backlog=True))
+                             parse=lambda r, d: parseEndpoint(r, "listen", d, backlog=True))
 
     endpoint("tcp:8080:interface=127.0.0.1").listen(gateway)
     port, factory, backlog, interface = reactor.tcpServers[-1]
@@ -234,7 +234,7 @@ def test_tlsBeneath(tmp_path) -> None:
     keyPath, certPath, _ = selfSignedCertificate(tmp_path)
     reactor = MemoryReactorClock()
     gateway = Factory.forProtocol(Recorder)
-    parsed = _parseEndpoint(reactor, "listen", f"haproxy:ssl:8443:privateKey={keyPath}:certKey={certPath}",
+    parsed = parseEndpoint(reactor, "listen", f"haproxy:ssl:8443:privateKey={keyPath}:certKey={certPath}",
                             backlog=True, mayProxy=True)
     parsed.listen(gateway)
     port, factory, backlog, _ = reactor.tcpServers[-1]
@@ -242,7 +242,7 @@ def test_tlsBeneath(tmp_path) -> None:
     assert isinstance(factory, ProxyHeaderFactory)
     assert isinstance(factory.wrappedFactory, TLSMemoryBIOFactory)
     assert factory.wrappedFactory.wrappedFactory is gateway
-    _parseEndpoint(reactor, "listen", "haproxy:unix:/tmp/gw.sock", mayProxy=True).listen(gateway)
+    parseEndpoint(reactor, "listen", "haproxy:unix:/tmp/gw.sock", mayProxy=True).listen(gateway)
     assert isinstance(reactor.unixServers[-1][1], ProxyHeaderFactory)
 
 
