@@ -453,6 +453,7 @@ async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_
         serving = [b for b in backends if b.factory.received]
         relay.targets = [nodes[owner].port]  # refused once it is dead: the client keeps trying
         nodes[owner].signal("KILL")
+        first = f"c:{run.sent + 1}"  # the first message sent after the kill
         await nodes[owner].wait(10)
         relay.cut()
 
@@ -466,7 +467,6 @@ async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_
         relay.targets = [nodes[survivor].port]
         mark = watcher.mark()
         await watcher.wait(r"took session \S+ over", 0, timeout=30)
-        first = f"c:{run.sent + 1}"
         await waitUntil(lambda: first in run.arrivals, timeout=60)
         await task.deferLater(reactor, 1.5, lambda: None)  # many mover ticks, a few heartbeats
         moves = watcher.matching(r"move to backend", mark)
