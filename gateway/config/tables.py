@@ -513,7 +513,7 @@ def _readProtocol(reader: Reader, item: dict[str, Any], path: str) -> dict[str, 
     settings (the reference server's defaults); those keys on any other
     route are refused.
     """
-    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "socket.io"))
+    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "transparent", "socket.io"))
     if protocol != "socket.io":
         for key in _SOCKETIO_KEYS:
             if key in item:
