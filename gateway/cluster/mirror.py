@@ -133,10 +133,12 @@ class Mirror:
             Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
 
-    async def resync(self) -> None:
+    async def resync(self, why: str = "its record was gone from Redis") -> None:
         """
         Write the whole session again (record and the messages the client
         has not acknowledged), from what this node holds; once at a time.
+
+        @param why: for the log line.
         """
         if self._resyncing:
             return
@@ -145,8 +147,8 @@ class Mirror:
         try:
             if session.state is SessionState.ENDED:
                 return
-            self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
-                                  sid=shortId(self.sid))
+            self.cluster.log.info("session {sid}: {why}; writing it again",
+                                  sid=shortId(self.sid), why=why)
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.

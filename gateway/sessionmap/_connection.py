@@ -9,7 +9,9 @@ themselves, and the factory both kinds of connection are made by.
 A connection reports to its I{watcher} (C{factory.watcher}): an object
 with C{log}, C{reactor}, C{timeout} (seconds a set-up command may take),
 C{setUpCommands()} (the commands a new connection sends first, each with
-a description for errors), C{setUpFailed(reason)} and
+a description for errors, and optionally a check of its answer that
+returns why the connection must not be used, or L{None}),
+C{setUpFailed(reason)} and
 C{setUpSucceeded(protocol)}.  A subscriber also calls its watcher's
 C{noticeReceived(message)} and C{lost(protocol)}.
 
@@ -110,13 +112,16 @@ def setUpProtocol() -> type:
 
             async def _setUp(self) -> None:
                 watcher = self.factory.watcher
-                for what, command in watcher.setUpCommands():
+                for what, command, *check in watcher.setUpCommands():
                     reply = self.execute_command(*command)
                     reply.addTimeout(watcher.timeout, watcher.reactor)
                     try:
                         answer = await reply
                         if isinstance(answer, Exception):
                             raise answer
+                        refused = check[0](answer) if check else None
+                        if refused is not None:
+                            raise ValueError(refused)
                     except Exception as e:
                         if isinstance(e, DeferredTimeout):
                             e = f"no answer within {formatSeconds(watcher.timeout)}s"

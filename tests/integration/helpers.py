@@ -6,14 +6,20 @@ test module imports another.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
-from gateway.testing import rawExchange
+from gateway.testing import LOCALHOST, RedisServer, rawExchange
 
 TOKEN = "integration-admin-token-0123456789"
 
@@ -164,3 +170,110 @@ async def pause(seconds: float) -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(reactor, seconds)
+
+
+def redisCli(port: int, *command: str) -> str:
+    """
+    Run one command with C{redis-cli} (synchronously: for fixtures, outside
+    the reactor).
+
+    @return: what it printed.
+    """
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        pytest.fail("redis-cli is not installed: run the test command from README.md, "
+                    "which installs it with redis-server")
+    done = subprocess.run([binary, "-h", LOCALHOST, "-p", str(port), *command],
+                          capture_output=True, text=True, timeout=10)
+    return done.stdout
+
+
+def waitFor(check, what: str, timeout: float = 15.0) -> None:
+    """
+    Poll C{check()} until it is true (synchronously, for fixtures).
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # a synchronous fixture, outside the reactor
+
+
+class SentinelServer(RedisServer):
+    """
+    A real C{redis-server --sentinel} watching C{service}, with a generated
+    sentinel.conf: the master is taken for down after 500 ms, and a
+    failover may take 2 s.
+    """
+
+    READY = "+monitor master"
+
+    def __init__(self, directory: str, service: str, masterPort: int, quorum: int = 2) -> None:
+        super().__init__(directory)
+        self.service = service
+        self.masterPort = masterPort
+        self.quorum = quorum
+
+    def command(self, binary: str, port: int, logfile: str) -> list[str]:
+        path = os.path.join(self.directory, f"sentinel-{port}.conf")
+        with open(path, "w") as f:
+            f.write(f"port {port}\nbind {LOCALHOST}\ndir {self.directory}\nlogfile {logfile}\n"
+                    f"sentinel monitor {self.service} {LOCALHOST} {self.masterPort} {self.quorum}\n"
+                    f"sentinel down-after-milliseconds {self.service} 500\n"
+                    f"sentinel failover-timeout {self.service} 2000\n")
+        return [binary, path, "--sentinel"]
+
+
+class SentinelCluster:
+    """
+    A master, a replica and three Sentinels, real processes on 127.0.0.1;
+    L{start} returns once the replica is in sync and every Sentinel knows
+    the replica and the two other Sentinels (so that a failover can run).
+    """
+
+    SERVICE = "gwmaster"
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.master = RedisServer(directory)
+        self.replica: RedisServer | None = None
+        self.sentinels: list[SentinelServer] = []
+
+    @property
+    def url(self) -> str:
+        """
+        The C{redis+sentinel://} URL of the service.
+        """
+        hosts = ",".join(f"{LOCALHOST}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port)))
+        self.replica.start()
+        waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication"),
+                "the replica to sync")
+        for _ in range(3):
+            sentinel = SentinelServer(self.directory, self.SERVICE, self.master.port)
+            sentinel.start()
+            self.sentinels.append(sentinel)
+        for sentinel in self.sentinels:
+            waitFor(lambda: self._ready(sentinel), f"Sentinel {sentinel.port} to see the others")
+
+    def _ready(self, sentinel: SentinelServer) -> bool:
+        fields = redisCli(sentinel.port, "SENTINEL", "master", self.SERVICE).split()
+        state = dict(zip(fields[::2], fields[1::2]))
+        return state.get("num-slaves") == "1" and state.get("num-other-sentinels") == "2"
+
+    def masterPort(self) -> int | None:
+        """
+        @return: the master's port as the first Sentinel says.
+        """
+        answer = redisCli(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.SERVICE)
+        lines = answer.split()
+        return int(lines[1]) if len(lines) == 2 else None
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            if server is not None:
+                server.kill()
