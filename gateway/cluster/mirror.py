@@ -325,13 +325,16 @@ class Mirror:
             self._heldWaiters.append(d)
         return d
 
-    def catchUp(self) -> Deferred:
+    def catchUp(self, *, owned: bool = False) -> Deferred:
         """
         Hand the backend what the up mailbox holds past what it was given.
 
+        @param owned: this node has just read that it still owns the
+            session (before writing it whole again): go ahead even while
+            its lease is being confirmed.
         @return: L{Deferred} firing when done.
         """
-        if self._catchingUp or not self.cluster.leaseValid():
+        if self._catchingUp or not (owned or self.cluster.leaseValid()):
             return succeed(None)
         self._catchingUp = True
         d = self.shared.readUp(self.sid, self.session.inbox.accepted)

@@ -241,7 +241,9 @@ class Cluster:
             if ownership is None:
                 await mirror.resync()
             elif rewrite and ownership[1] <= mirror.epoch:
-                await mirror.catchUp()
+                # What other nodes accepted first: writing it whole
+                # empties the up mailbox.
+                await mirror.catchUp(owned=True)
                 await mirror.resync("the Redis master moved")
             elif ownership != (self.node, mirror.epoch):
                 session.fenced(True)

@@ -85,25 +85,6 @@ def parseSwitchMaster(message: Any, service: str) -> Address | None:
     return parts[3], port
 
 
-def _follow(d: Deferred) -> Deferred:
-    """
-    @return: a new L{Deferred} with C{d}'s result, whose cancellation does
-        not cancel C{d} (which others wait for too).
-    """
-    follower: Deferred = Deferred()
-
-    def relay(result):
-        if not follower.called:
-            if isinstance(result, Failure):
-                follower.errback(result)
-            else:
-                follower.callback(result)
-        return None
-
-    d.addBoth(relay)
-    return follower
-
-
 class _Question:
     """
     The watcher of one short connection to a Sentinel that asks it for the
@@ -225,7 +206,7 @@ class SentinelEndpoint:
         self._connectTo = connectTo or self._hostnameConnect
         self.master: Address | None = None
         self.changes = 0
-        self._round: Deferred | None = None
+        self._round: list[Deferred] | None = None
         self._wakers: list[Deferred] = []
         self._connections: list[tuple[Address, Any]] = []
         self.connectedOnce = False
@@ -247,15 +228,24 @@ class SentinelEndpoint:
             failing with L{SessionMapUnavailable} saying what each Sentinel
             answered.
         """
-        if self._round is None:
-            self._round = Deferred.fromCoroutine(self._discover())
+        follower: Deferred = Deferred()
+        if self._round is not None:
+            self._round.append(follower)
+            return follower
+        followers = self._round = [follower]
 
-            def over(result):
-                self._round = None
-                return result
+        def fanOut(result):
+            self._round = None
+            for waiting in followers:
+                if waiting.called:
+                    continue  # cancelled
+                if isinstance(result, Failure):
+                    waiting.errback(result)
+                else:
+                    waiting.callback(result)
 
-            self._round.addBoth(over)
-        return _follow(self._round)
+        Deferred.fromCoroutine(self._discover()).addBoth(fanOut)
+        return follower
 
     async def _discover(self) -> Address:
         sentinels = self.address.sentinels
