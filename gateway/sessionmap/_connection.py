@@ -30,6 +30,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..config.values import SentinelAddress
+
 __all__ = [
     "RECONNECT_INITIAL_DELAY",
     "RECONNECT_MAX_DELAY",
@@ -202,6 +204,12 @@ def redisFactory(address, size: int, watcher: Any, *, isLazy: bool, protocol: ty
     factory.watcher = watcher
     factory.initialDelay = RECONNECT_INITIAL_DELAY
     factory.maxDelay = RECONNECT_MAX_DELAY
+    if isinstance(address, SentinelAddress):
+        # Through Sentinel, a lost connection is made again at once: the
+        # master is asked for anew, and a failover is the likely reason it
+        # was lost (the endpoint itself waits between its questions).
+        backoff = factory.retryDelay
+        factory.retryDelay = lambda attempt: 0.0 if attempt <= 1 else backoff(attempt)
     return factory
 
 

@@ -54,8 +54,8 @@ __all__ = [
 
 #: Seconds one connection attempt keeps asking the Sentinels (and trying
 #: the master they name) before it fails to the pool's backoff, once the
-#: map has connected a first time.  The first attempts, at start-up, give
-#: up after the map's timeout, so that a wrong URL fails fast.
+#: map has connected a first time.  Until then, at start-up, an attempt
+#: gives up after its first round, so that a wrong URL fails fast.
 RETRY_PATIENCE = 5.0
 
 #: The first and the longest wait between two rounds of one attempt, in
@@ -288,10 +288,13 @@ class SentinelEndpoint:
         return Deferred.fromCoroutine(self._connect(protocolFactory))
 
     async def _connect(self, protocolFactory) -> Any:
-        patience = RETRY_PATIENCE if self.connectedOnce else self.timeout
+        # Before the first connection (at start-up), the first round's
+        # failure is final, so that a wrong URL fails at once, saying why.
+        patience = RETRY_PATIENCE if self.connectedOnce else 0.0
         deadline = self.reactor.seconds() + patience
         wait = RETRY_FIRST
         while True:
+            master = None
             try:
                 master = await self.discover()
                 protocol = await self._connectTo(master, protocolFactory)
@@ -300,7 +303,10 @@ class SentinelEndpoint:
             except Exception as e:
                 remaining = deadline - self.reactor.seconds()
                 if remaining <= 0:
-                    raise SessionMapUnavailable(str(e).strip() or type(e).__name__) from None
+                    reason = str(e).strip() or type(e).__name__
+                    if master is not None:
+                        reason = f"the master the Sentinels named, {hostPort(*master)}: {reason}"
+                    raise SessionMapUnavailable(reason) from None
                 await self._sleep(min(wait, remaining))
                 wait = min(wait * 2, RETRY_LONGEST)
                 continue

@@ -13,15 +13,20 @@ resumed traffic).
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.internet.utils import getProcessOutput
 
 from gateway.client import ClientState, SessionClient
 from gateway.config import SessionMapConfig
 from gateway.testing import CuttingRelay, waitUntil
+
+from tests.helpers import redisCommand
 
 from .helpers import LineWatcher, SentinelCluster, poolFile
 
@@ -232,3 +237,46 @@ async def test_takeover_after_failover(tmp_path, sentinels, echo_backends, gatew
     assert resets == []
     assert backends[0].factory.opened == 2  # the session's link, and the one after the takeover
     assert client.state is ClientState.closed, detail
+
+
+@pytest_twisted.ensureDeferred
+async def test_map_follows_manual_failover(sentinels):
+    """
+    A failover the Sentinels are asked for (C{SENTINEL FAILOVER}) leaves
+    the old master running, as a replica: the map hears C{+switch-master},
+    drops its connections to the old master and writes to the new one;
+    none of its connections is left on the replica.
+    """
+    from gateway.sessionmap.redis import RedisSessionMap, parseRedisURL
+
+    sessionMap = RedisSessionMap(parseRedisURL(sentinels.url), reactor, timeout=TIMEOUT)
+    try:
+        await sessionMap.start()
+        old = sessionMap.endpoint().master
+        assert old == ("127.0.0.1", sentinels.master.port)
+        # The Sentinels' subscriptions are up before the failover is asked for.
+        await task.deferLater(reactor, 0.3)
+        answer = await getProcessOutput(shutil.which("redis-cli"), [
+            "-h", "127.0.0.1", "-p", str(sentinels.sentinels[0].port),
+            "SENTINEL", "FAILOVER", SentinelCluster.SERVICE], env=os.environ)
+        assert answer.strip() == b"OK"
+        asked = time.monotonic()
+        await waitUntil(lambda: sessionMap.masterChanges == 1, timeout=20)
+        heard = time.monotonic()
+        assert sessionMap.endpoint().master == ("127.0.0.1", sentinels.replica.port)
+        written = None
+        while written is None:
+            try:
+                await sessionMap.setAffinity("p", b"k", "b1", 60)
+                written = time.monotonic()
+            except Exception:
+                await task.deferLater(reactor, 0.05)
+            if time.monotonic() - asked > 20:
+                raise AssertionError("writes did not resume")
+        print(f"\nSENTINEL FAILOVER: master change heard {heard - asked:.2f} s after asking,"
+              f" writes resumed after {written - asked:.2f} s")
+        assert await redisCommand(sentinels.replica.port, "GET", "txgw:aff:p:k") == b"b1"
+        for connection in sessionMap._factory.pool:
+            assert connection.transport.getPeer().port == sentinels.replica.port
+    finally:
+        await sessionMap.close()
