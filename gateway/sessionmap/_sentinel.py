@@ -172,8 +172,9 @@ class SentinelEndpoint:
     Connects to the master of a Sentinel service: asks the Sentinels
     before every connection, and follows their C{+switch-master} notices.
 
-    @ivar master: the master's C{(host, port)} as last connected to or
-        announced, or L{None} before the first connection.
+    @ivar master: the master's C{(host, port)} as last connected to (its
+        C{ROLE} checked) or announced, or L{None} before the first
+        connection.
     @ivar changes: how many times the master's address changed.
     """
 
@@ -209,6 +210,7 @@ class SentinelEndpoint:
         self._round: list[Deferred] | None = None
         self._wakers: list[Deferred] = []
         self._connections: list[tuple[Address, Any]] = []
+        self._announced: tuple[Address, float] | None = None
         self.connectedOnce = False
 
     def _hostnameConnect(self, master: Address, protocolFactory) -> Deferred:
@@ -311,11 +313,26 @@ class SentinelEndpoint:
                 wait = min(wait * 2, RETRY_LONGEST)
                 continue
             self.connectedOnce = True
-            self._setMaster(master)
-            self._connections = [(a, p) for a, p in self._connections if p.transport is not None
-                                 and p.connected]
-            self._connections.append((master, protocol))
+            # Taken for the master once its set-up (ROLE included) passed:
+            # a Sentinel that is behind may name a replica.
+            protocol.whenConnected().addCallback(lambda p, m=master: self._confirmed(m, p))
             return protocol
+
+    def _confirmed(self, master: Address, protocol) -> None:
+        """
+        A connection to C{master} passed its set-up: that is the master,
+        unless the Sentinels announced another one within the last
+        L{RETRY_PATIENCE} seconds (the connection is then dropped).
+        """
+        announced = self._announced
+        if (announced is not None and announced[0] != master
+                and self.reactor.seconds() - announced[1] < RETRY_PATIENCE):
+            protocol.transport.abortConnection()
+            return
+        self._connections = [(a, p) for a, p in self._connections if p.transport is not None
+                             and p.connected]
+        self._connections.append((master, protocol))
+        self._setMaster(master)
 
     async def _sleep(self, seconds: float) -> None:
         """
@@ -339,6 +356,7 @@ class SentinelEndpoint:
         connections to any other server, and wake the attempts waiting to
         ask again.
         """
+        self._announced = (master, self.reactor.seconds())
         self._setMaster(master)
         wakers, self._wakers = self._wakers, []
         for waker in wakers:
@@ -391,9 +409,6 @@ class _SwitchWatcher:
     def noticeReceived(self, message: Any) -> None:
         master = parseSwitchMaster(message, self.watch.endpoint.address.service)
         if master is not None:
-            self.watch.endpoint.log.info(
-                "Sentinel: the master of {service} is now {master}",
-                service=self.watch.endpoint.address.service, master=hostPort(*master))
             self.watch.endpoint.switched(master)
 
     def lost(self, protocol) -> None:

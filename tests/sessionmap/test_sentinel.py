@@ -197,10 +197,25 @@ class FakeTransport:
 
 
 class FakeProtocol:
+    """
+    A connection whose set-up passes at once (C{ready}), or when the test
+    fires C{setUp}.
+    """
+
+    ready = True
+
     def __init__(self, master):
         self.master = master
         self.transport = FakeTransport()
         self.connected = True
+        self.setUp = Deferred()
+        if self.ready:
+            self.setUp.callback(self)
+
+    def whenConnected(self):
+        d = Deferred()
+        self.setUp.addCallback(lambda p: (d.callback(p), p)[1])
+        return d
 
 
 class World:
@@ -405,3 +420,44 @@ def test_cancelledAttempt():
     cancelled.cancel()
     pending.callback(M1)
     assert other[0].master == M1
+
+
+def test_masterTakenOnceItsRoleIsChecked():
+    """
+    A server named by a Sentinel that is behind is not taken for the
+    master before its connection's set-up (the ROLE check) passed: until
+    then, nothing changes and no connection is dropped.
+    """
+    world = World()
+    world.answers = {S1: M1}
+    world.up = {M1, M2}
+    [old] = world.connect()
+    FakeProtocol.ready = False
+    try:
+        world.answers = {S1: M2}
+        [candidate] = world.connect()
+    finally:
+        FakeProtocol.ready = True
+    assert world.endpoint.master == M1 and not old.transport.aborted and world.changes == []
+    candidate.setUp.callback(candidate)
+    assert world.endpoint.master == M2 and old.transport.aborted
+    assert world.changes == [(M1, M2)]
+
+
+def test_announcedMasterWins():
+    """
+    For a while after a C{+switch-master} notice, a connection that passed
+    its set-up on another server (two servers claim to be the master) is
+    dropped, not taken for the master.
+    """
+    world = World()
+    world.answers = {S1: M1}
+    world.up = {M1, M2}
+    world.connect()
+    world.endpoint.switched(M2)
+    [stale] = world.connect()  # the Sentinel asked is behind
+    assert stale.master == M1 and stale.transport.aborted
+    assert world.endpoint.master == M2 and world.changes == [(M1, M2)]
+    world.clock.advance(RETRY_PATIENCE)
+    [later] = world.connect()
+    assert not later.transport.aborted and world.endpoint.master == M1
