@@ -149,6 +149,9 @@ class Mirror:
                 return
             self.cluster.log.info("session {sid}: {why}; writing it again",
                                   sid=shortId(self.sid), why=why)
+            # The record says this many were handed on: no more may be
+            # acknowledged on its account (more may be accepted meanwhile).
+            accepted = session.inbox.accepted
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.
@@ -160,7 +163,7 @@ class Mirror:
                 for message in pending:
                     await self.shared.appendDown(self.sid, self.epoch, message)
                     written = message.seq
-            self.upWritten = session.inbox.accepted
+            self.upWritten = max(self.upWritten, accepted)
         finally:
             self._resyncing = False
 

@@ -239,12 +239,18 @@ class Cluster:
             except GatewayError:
                 return
             if ownership is None:
-                await mirror.resync()
+                try:
+                    await mirror.resync()
+                except GatewayError:
+                    return
             elif rewrite and ownership[1] <= mirror.epoch:
                 # What other nodes accepted first: writing it whole
                 # empties the up mailbox.
-                await mirror.catchUp(owned=True)
-                await mirror.resync("the Redis master moved")
+                try:
+                    await mirror.catchUp(owned=True)
+                    await mirror.resync("the Redis master moved")
+                except GatewayError:
+                    return  # not written: again at the next heartbeat
             elif ownership != (self.node, mirror.epoch):
                 session.fenced(True)
             else:
@@ -388,6 +394,8 @@ class Cluster:
         try:
             await self.shared.create(session.sid, fields)
         except GatewayError:
+            if epoch is not None:
+                raise  # written again: the caller tries again later
             self.log.debug("session {sid} not shared: Redis unavailable", sid=shortId(session.sid))
 
     async def attachHere(self, session: Session, kind: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -213,6 +214,10 @@ class SentinelServer(RedisServer):
         self.service = service
         self.masterPort = masterPort
         self.quorum = quorum
+        self.myid = os.urandom(20).hex()
+        #: Lines added to the configuration (the other Sentinels and the
+        #: replica, so that they need not be discovered first).
+        self.known: list[str] = []
 
     def command(self, binary: str, port: int, logfile: str) -> list[str]:
         path = os.path.join(self.directory, f"sentinel-{port}.conf")
@@ -220,7 +225,8 @@ class SentinelServer(RedisServer):
             f.write(f"port {port}\nbind {LOCALHOST}\ndir {self.directory}\nlogfile {logfile}\n"
                     f"sentinel monitor {self.service} {LOCALHOST} {self.masterPort} {self.quorum}\n"
                     f"sentinel down-after-milliseconds {self.service} 500\n"
-                    f"sentinel failover-timeout {self.service} 2000\n")
+                    f"sentinel failover-timeout {self.service} 2000\n"
+                    f"sentinel myid {self.myid}\n" + "".join(line + "\n" for line in self.known))
         return [binary, path, "--sentinel"]
 
 
@@ -235,7 +241,9 @@ class SentinelCluster:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.master = RedisServer(directory)
+        # A replica syncs at once (not after the 5 s a diskless sync waits
+        # for more replicas by default).
+        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0"))
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
 
@@ -249,14 +257,33 @@ class SentinelCluster:
 
     def start(self) -> None:
         self.master.start()
-        self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port)))
+        self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port),
+                                                    "--repl-diskless-sync-delay", "0"))
         self.replica.start()
         waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication"),
                 "the replica to sync")
-        for _ in range(3):
-            sentinel = SentinelServer(self.directory, self.SERVICE, self.master.port)
-            sentinel.start()
-            self.sentinels.append(sentinel)
+        # Each Sentinel is told of the replica and of the others up front
+        # (on ports chosen here, below the ephemeral range, chosen again
+        # when one is taken), instead of finding them over a few seconds
+        # of hello messages.
+        for _ in range(10):
+            self.sentinels = [SentinelServer(self.directory, self.SERVICE, self.master.port)
+                              for _ in range(3)]
+            for sentinel, port in zip(self.sentinels, random.sample(range(20000, 32000), 3)):
+                sentinel.port = port
+            for sentinel in self.sentinels:
+                sentinel.known = [f"sentinel known-replica {self.SERVICE} {LOCALHOST} {self.replica.port}"] + [
+                    f"sentinel known-sentinel {self.SERVICE} {LOCALHOST} {other.port} {other.myid}"
+                    for other in self.sentinels if other is not sentinel]
+            try:
+                for sentinel in self.sentinels:
+                    sentinel.start(attempts=1)
+                break
+            except RuntimeError:
+                for sentinel in self.sentinels:
+                    sentinel.kill()
+        else:
+            raise RuntimeError("the Sentinels did not start")
         for sentinel in self.sentinels:
             waitFor(lambda: self._ready(sentinel), f"Sentinel {sentinel.port} to see the others")
 
