@@ -173,7 +173,7 @@ async def pause(seconds: float) -> None:
     await deferLater(reactor, seconds)
 
 
-def redisCli(port: int, *command: str) -> str:
+def redisCli(port: int, *command: str, password: str | None = None) -> str:
     """
     Run one command with C{redis-cli} (synchronously: for fixtures, outside
     the reactor).
@@ -184,7 +184,8 @@ def redisCli(port: int, *command: str) -> str:
     if binary is None:
         pytest.fail("redis-cli is not installed: run the test command from README.md, "
                     "which installs it with redis-server")
-    done = subprocess.run([binary, "-h", LOCALHOST, "-p", str(port), *command],
+    auth = ["--no-auth-warning", "-a", password] if password is not None else []
+    done = subprocess.run([binary, "-h", LOCALHOST, "-p", str(port), *auth, *command],
                           capture_output=True, text=True, timeout=10)
     return done.stdout
 
@@ -209,11 +210,14 @@ class SentinelServer(RedisServer):
 
     READY = "+monitor master"
 
-    def __init__(self, directory: str, service: str, masterPort: int, quorum: int = 2) -> None:
+    def __init__(self, directory: str, service: str, masterPort: int, quorum: int = 2,
+                 password: str | None = None, masterPassword: str | None = None) -> None:
         super().__init__(directory)
         self.service = service
         self.masterPort = masterPort
         self.quorum = quorum
+        self.password = password
+        self.masterPassword = masterPassword
         self.myid = os.urandom(20).hex()
         #: Lines added to the configuration (the other Sentinels and the
         #: replica, so that they need not be discovered first).
@@ -227,6 +231,10 @@ class SentinelServer(RedisServer):
                     f"sentinel down-after-milliseconds {self.service} 500\n"
                     f"sentinel failover-timeout {self.service} 2000\n"
                     f"sentinel myid {self.myid}\n" + "".join(line + "\n" for line in self.known))
+            if self.masterPassword is not None:
+                f.write(f"sentinel auth-pass {self.service} {self.masterPassword}\n")
+            if self.password is not None:
+                f.write(f"requirepass {self.password}\nsentinel sentinel-pass {self.password}\n")
         return [binary, path, "--sentinel"]
 
 
@@ -235,15 +243,22 @@ class SentinelCluster:
     A master, a replica and three Sentinels, real processes on 127.0.0.1;
     L{start} returns once the replica is in sync and every Sentinel knows
     the replica and the two other Sentinels (so that a failover can run).
+
+    @ivar password: the master's and the replica's (C{requirepass}).
+    @ivar sentinelPassword: the Sentinels' own.
     """
 
     SERVICE = "gwmaster"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, password: str | None = None,
+                 sentinelPassword: str | None = None) -> None:
         self.directory = directory
+        self.password = password
+        self.sentinelPassword = sentinelPassword
+        self._auth = ("--requirepass", password, "--masterauth", password) if password else ()
         # A replica syncs at once (not after the 5 s a diskless sync waits
         # for more replicas by default).
-        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0"))
+        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0", *self._auth))
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
 
@@ -253,21 +268,25 @@ class SentinelCluster:
         The C{redis+sentinel://} URL of the service.
         """
         hosts = ",".join(f"{LOCALHOST}:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinelPassword}" if self.sentinelPassword else ""
+        return f"redis+sentinel://{credentials}{hosts}/{self.SERVICE}/0{query}"
 
     def start(self) -> None:
         self.master.start()
         self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port),
-                                                    "--repl-diskless-sync-delay", "0"))
+                                                    "--repl-diskless-sync-delay", "0", *self._auth))
         self.replica.start()
-        waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication"),
+        waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication",
+                                                             password=self.password),
                 "the replica to sync")
         # Each Sentinel is told of the replica and of the others up front
         # (on ports chosen here, below the ephemeral range, chosen again
         # when one is taken), instead of finding them over a few seconds
         # of hello messages.
         for _ in range(10):
-            self.sentinels = [SentinelServer(self.directory, self.SERVICE, self.master.port)
+            self.sentinels = [SentinelServer(self.directory, self.SERVICE, self.master.port,
+                                             password=self.sentinelPassword, masterPassword=self.password)
                               for _ in range(3)]
             for sentinel, port in zip(self.sentinels, random.sample(range(20000, 32000), 3)):
                 sentinel.port = port
@@ -288,7 +307,8 @@ class SentinelCluster:
             waitFor(lambda: self._ready(sentinel), f"Sentinel {sentinel.port} to see the others")
 
     def _ready(self, sentinel: SentinelServer) -> bool:
-        fields = redisCli(sentinel.port, "SENTINEL", "master", self.SERVICE).split()
+        fields = redisCli(sentinel.port, "SENTINEL", "master", self.SERVICE,
+                          password=self.sentinelPassword).split()
         state = dict(zip(fields[::2], fields[1::2]))
         return state.get("num-slaves") == "1" and state.get("num-other-sentinels") == "2"
 
@@ -296,7 +316,8 @@ class SentinelCluster:
         """
         @return: the master's port as the first Sentinel says.
         """
-        answer = redisCli(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.SERVICE)
+        answer = redisCli(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.SERVICE,
+                          password=self.sentinelPassword)
         lines = answer.split()
         return int(lines[1]) if len(lines) == 2 else None
 

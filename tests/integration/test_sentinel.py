@@ -289,3 +289,46 @@ async def test_map_follows_manual_failover(sentinels):
             assert connection.transport.getPeer().port == sentinels.replica.port
     finally:
         await sessionMap.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_passwords(tmp_path):
+    """
+    With a password on the master and another on the Sentinels, the map
+    authenticates to each (the master's from the URL's user information,
+    the Sentinels' from C{sentinel_password}) and follows a failover; a
+    wrong Sentinel password fails the start with one line that shows no
+    password.
+    """
+    from gateway.sessionmap.redis import RedisSessionMap, RedisSessionMapFactory, parseRedisURL
+
+    cluster = SentinelCluster(str(tmp_path), password="m-secret", sentinelPassword="s-secret")
+    try:
+        cluster.start()
+        wrong = RedisSessionMap(parseRedisURL(cluster.url.replace("s-secret", "nope")), reactor,
+                                timeout=TIMEOUT)
+        with pytest.raises(Exception) as caught:
+            await wrong.start()
+        await wrong.close()
+        message = str(caught.value)
+        assert "could not authenticate to the Sentinel" in message, message
+        assert "secret" not in message and "nope" not in message
+        url = cluster.url.replace("?sentinel_password=s-secret", "")
+        sessionMap = RedisSessionMapFactory()({"url": url, "sentinel_password": "s-secret",
+                                               "timeout": TIMEOUT}, reactor)
+        try:
+            await sessionMap.start()
+            await sessionMap.setAffinity("p", b"k", "b1", 60)
+            await task.deferLater(reactor, 0.3)  # the Sentinels' subscriptions are up
+            answer = await getProcessOutput(shutil.which("redis-cli"), [
+                "-h", "127.0.0.1", "-p", str(cluster.sentinels[0].port), "--no-auth-warning",
+                "-a", "s-secret", "SENTINEL", "FAILOVER", SentinelCluster.SERVICE], env=os.environ)
+            assert answer.strip() == b"OK"
+            await waitUntil(lambda: sessionMap.masterChanges == 1, timeout=20)
+            await waitUntil(lambda: sessionMap.connected, timeout=20)
+            assert await sessionMap.getAffinity("p", b"k") == "b1"
+            assert sessionMap.endpoint().master == ("127.0.0.1", cluster.replica.port)
+        finally:
+            await sessionMap.close()
+    finally:
+        cluster.stop()
