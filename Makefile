@@ -35,9 +35,14 @@ PLUGIN_CACHES := import importlib.util; from twisted.plugin import IPlugin, getP
 # The wheelhouse is complete for one set of requirements: key it on them.
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: test demo clean redis-server browser-deps haproxy FORCE
+.PHONY: test demo clean redis-server browser-deps haproxy node-deps FORCE
 
-test: redis-server browser-deps haproxy $(INSTALLED) $(WHEELHOUSE_STAMP)
+# Node's Socket.IO 4 server and client for tests/integration/test_socketio.py,
+# from its package-lock.json (npm ci), again only when the lock file changes.
+SOCKETIO_NODE := tests/integration/socketio
+SOCKETIO_NODE_STAMP := $(SOCKETIO_NODE)/node_modules/.installed
+
+test: redis-server browser-deps haproxy node-deps $(SOCKETIO_NODE_STAMP) $(INSTALLED) $(WHEELHOUSE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED)
@@ -65,6 +70,16 @@ browser-deps:
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver nginx; \
 	fi
 
+node-deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	    $(SUDO) apt-get update && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	fi
+
+$(SOCKETIO_NODE_STAMP): $(SOCKETIO_NODE)/package-lock.json | node-deps
+	cd $(SOCKETIO_NODE) && npm ci --no-audit --no-fund
+	touch $@
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
@@ -88,6 +103,6 @@ $(WHEELHOUSE_STAMP): | $(INSTALLED)
 	touch $@
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(SOCKETIO_NODE)/node_modules
 	find . -path ./.git -prune -o \( -name dropin.cache -o -name '*.pyc' \) -type f -print0 | xargs -0 rm -f
 	find . -path ./.git -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf

@@ -57,23 +57,30 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 CONFIGS = ("direct", "nginx", "HAProxy", "txgateway", "session WS", "session polling",
-           "socket.io WS", "socket.io polling")
+           "socket.io WS", "socket.io polling", "socket.io node WS", "socket.io node polling")
 #: The table's column headings.
 HEADINGS = {"session WS": "txgateway session, WebSocket",
             "session polling": "txgateway session, long-polling",
             "socket.io WS": "python-socketio, WebSocket",
-            "socket.io polling": "python-socketio, polling"}
+            "socket.io polling": "python-socketio, polling",
+            "socket.io node WS": "Node Socket.IO, WebSocket",
+            "socket.io node polling": "Node Socket.IO, polling"}
 REFERENCE = "HAProxy"
 #: Which server each configuration's clients connect to.
 SERVER_OF = {"direct": "echo", "nginx": "nginx", "HAProxy": "HAProxy", "txgateway": "txgateway",
              "session WS": "session", "session polling": "session",
-             "socket.io WS": "socketio", "socket.io polling": "socketio"}
+             "socket.io WS": "socketio", "socket.io polling": "socketio",
+             "socket.io node WS": "socketio-node", "socket.io node polling": "socketio-node"}
 #: bench/session_load.mjs's client and transport for the session configurations.
 SESSION_CLIENTS = {"session WS": ("txgw", "websocket"), "session polling": ("txgw", "polling"),
                    "socket.io WS": ("socketio", "websocket"),
-                   "socket.io polling": ("socketio", "polling")}
+                   "socket.io polling": ("socketio", "polling"),
+                   "socket.io node WS": ("socketio", "websocket"),
+                   "socket.io node polling": ("socketio", "polling")}
 #: The python-socketio configuration each session configuration is held against.
 SOCKETIO_OF = {"session WS": "socket.io WS", "session polling": "socket.io polling"}
+#: The Node Socket.IO configuration each session configuration is held against.
+NODE_SOCKETIO_OF = {"session WS": "socket.io node WS", "session polling": "socket.io node polling"}
 ON_CPU0 = {"split": "the server under test alone", "shared": "the server under test and the echo backend"}
 ON_CPU1 = {"split": "load generator and echo backend", "shared": "the load generator alone"}
 
@@ -282,8 +289,19 @@ def startSocketIO(scratch: str, backendPort: int, options) -> Server:
                                "--port", str(port)], port, scratch)
 
 
+def startNodeSocketIO(scratch: str, backendPort: int, options) -> Server:
+    """
+    Node Socket.IO 4's echo server (it needs no backend), from
+    bench/node_modules.
+    """
+    port = freePort()
+    return Server("socketio-node", ["node", os.path.join(BENCH, "socketio_server.mjs"),
+                                    "--port", str(port)], port, scratch)
+
+
 STARTERS = {"nginx": startNginx, "HAProxy": startHAProxy, "txgateway": startGateway,
-            "session": startSessionGateway, "socketio": startSocketIO}
+            "session": startSessionGateway, "socketio": startSocketIO,
+            "socketio-node": startNodeSocketIO}
 
 
 # --- the load generator -----------------------------------------------------
@@ -600,11 +618,12 @@ def buildTable(results: dict, o) -> list[str]:
         if any(cell != "–" for cell in cells):
             rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    def socketioRow(label, getter, unit=""):
-        # Each session configuration's median over python-socketio's, same transport.
+    def socketioRow(label, getter, unit="", against=SOCKETIO_OF):
+        # Each session configuration's median over python-socketio's (or,
+        # with against=NODE_SOCKETIO_OF, Node Socket.IO's), same transport.
         cells = []
         for config in configs:
-            other = SOCKETIO_OF.get(config)
+            other = against.get(config)
             m, ref = median(getter(config)), median(getter(other)) if other else None
             cells.append(f"**{m / ref:.2f}x**" if m is not None and ref else "–")
         if any(cell != "–" for cell in cells):
@@ -626,6 +645,8 @@ def buildTable(results: dict, o) -> list[str]:
         lambda c: perCore(c, "throughput", "roundTripsPerSecond"), only=servers)
     socketioRow("　per core ÷ python-socketio's, same transport",
                 lambda c: perCore(c, "throughput", "roundTripsPerSecond"))
+    socketioRow("　per core ÷ Node Socket.IO's, same transport",
+                lambda c: perCore(c, "throughput", "roundTripsPerSecond"), against=NODE_SOCKETIO_OF)
     row(f"　CPU 0 busy % ({ON_CPU0[o.placement]})", lambda c: percent(c, "throughput", "cpu0Busy"),
         withRatio=False, withSpread=False)
     row(f"　CPU 1 busy % ({ON_CPU1[o.placement]})", lambda c: percent(c, "throughput", "cpu1Busy"),
@@ -659,6 +680,7 @@ def buildTable(results: dict, o) -> list[str]:
     row(f"idle memory: RSS KiB per open connection or session ({o.idle} open; "
         "direct: the echo server's own)", idle)
     socketioRow("　÷ python-socketio's, same transport (lower is better)", idle)
+    socketioRow("　÷ Node Socket.IO's, same transport (lower is better)", idle, against=NODE_SOCKETIO_OF)
     row("　idle baseline RSS KiB (all the server's processes)",
         lambda c: values(c, "idle", "baselineKiB"), unit="count", withRatio=False)
     row(f"detached session: RSS KiB per session ({o.idle} sessions opened over WebSocket, "
@@ -744,7 +766,7 @@ def facts(o) -> list[str]:
         f"- CPUs: {os.cpu_count()} (nproc), {model}; kernel {platform.release()}",
         f"- {output([o.nginx, '-v'])}; {output([o.haproxy, '-v'])}",
         f"- node {output(['node', '--version'])}, ws {nodeVersion('ws')}, "
-        f"socket.io-client {nodeVersion('socket.io-client')}; "
+        f"socket.io-client {nodeVersion('socket.io-client')}, socket.io {nodeVersion('socket.io')}; "
         f"Python {platform.python_version()}, Twisted {twisted.__version__}, "
         f"autobahn {autobahn.__version__}",
         f"- {socketio}",
@@ -854,7 +876,7 @@ def main(o) -> None:
         f"and (in brackets) the ratio to {REFERENCE}'s median.  † : CPU 1 "
         f"({ON_CPU1[o.placement]}) was 90% busy or more, so the figure may be that CPU's "
         "limit rather than the server's.  Bold: a txgateway session column over "
-        "python-socketio's column of the same transport.  Session and socket.io "
+        "python-socketio's (or Node Socket.IO's) column of the same transport.  Session and socket.io "
         "clients acknowledge every message, each way.",
         "",
         *table,

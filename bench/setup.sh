@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set-up for bench/run: Debian's nginx and haproxy (apt-get, when missing),
-# Node's ws and socket.io-client in bench/node_modules (npm ci, from
+# Node's ws, socket.io-client and socket.io in bench/node_modules (npm ci, from
 # package-lock.json), and python-socketio with aiohttp in bench/.venv (pip,
 # from requirements-socketio.txt), the bench's own environment.  Node 20 and
 # npm must already be installed.  A second run with nothing missing does no

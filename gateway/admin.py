@@ -5,9 +5,10 @@ carrying the bearer token of the C{[admin]} table.
 It only translates: requests become calls to the node's operator surface
 (L{gateway.interfaces.IOperator}: C{drainBackend}, C{enableBackend},
 C{setWeight}, C{reload}, the pools), which the gateway service provides, and
-its state becomes JSON.  docs/operations.md ("Admin API") describes every
-endpoint.  Requests are bounded and answered with the helpers of
-L{gateway.web}.
+its state becomes JSON; C{GET /metrics} answers with the node's metrics
+in the Prometheus text format (L{gateway.metrics.scrape}).
+docs/operations.md ("Admin API") describes every endpoint.  Requests are
+bounded and answered with the helpers of L{gateway.web}.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from .config import Limits, Timeouts
 from .errors import ConfigError, NothingToReload, ProtocolError
 from .interfaces import ISessionView
 from .sessions.states import SessionState
+from .statuspage import StatusPage
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
+from .metrics.scrape import renderMetrics
 from .tcp import hostAndPort, listenFailure
 from .web import BoundedSite, respondJSON
 from .wire.http1 import errorPayload
@@ -271,6 +274,8 @@ class AdminResource(Resource):
         """
         try:
             self._authenticate(request)
+            if request.postpath in ([b"metrics"], [b"metrics", b""]) and request.method in (b"GET", b"HEAD"):
+                return renderMetrics(request, self.gateway.metrics.registry)
             status, payload = self._dispatch(request)
         except _BadRequest as refusal:
             for name, value in refusal.headers:
@@ -394,6 +399,9 @@ class AdminResource(Resource):
                     counts = countSessions(list(gateway.sessions.sessions.values()))
                     counts["mover"] = gateway.mover.state()
                     return 200, counts
+                case ["nodes"]:
+                    _allow(method, b"GET")
+                    return 200, gateway.sessions.cluster.nodes()
                 case ["reload"]:
                     _allow(method, b"POST")
                     done = gateway.reload()
@@ -479,7 +487,8 @@ class AdminSite(BoundedSite):
     """
     The admin API's site: request bodies bounded by L{MAX_BODY_BYTES},
     heads and bodies by the gateway's deadlines (L{BoundedSite}), idle
-    connections closed after L{IDLE_TIMEOUT}, no access log.
+    connections closed after L{IDLE_TIMEOUT}, no access log; the status
+    page's files (L{gateway.statuspage}) served without the token.
     """
 
     noisy = False
@@ -489,6 +498,16 @@ class AdminSite(BoundedSite):
         super().__init__(resource, maxBodyBytes=MAX_BODY_BYTES, timeout=IDLE_TIMEOUT, reactor=reactor,
                          headTimeout=timeouts.handshake, bodyTimeout=timeouts.requestBody,
                          minBodyRate=limits.minBodyRate)
+        self.statusPage = StatusPage()
+
+    def getResourceFor(self, request: Request) -> Any:
+        """
+        @return: the status page for its own paths (they hold no data, so
+            they need no token: a browser cannot send one on a page load),
+            the admin resource for every other.
+        """
+        resource = super().getResourceFor(request)
+        return self.statusPage if self.statusPage.serves(request.postpath) else resource
 
     def tooLarge(self, request: Request, limit: int) -> bytes:
         """

@@ -9,7 +9,8 @@ follows the connection wherever the front door hands it (a tunnel, a
 session WebSocket, twisted.web) and is released once when it ends, by
 whichever part owns the connection then.
 
-The address counted is the TCP peer's.  A connection from a trusted proxy
+The address counted is the TCP peer's (on a PROXY-protocol listener, the
+address its header carries, L{gateway.edge.proxy}).  A connection from a trusted proxy
 (C{trusted_proxies}) is counted against no address when it arrives, since
 it carries many clients; its first request head names the client
 (X-Forwarded-For, resolved as for routing), and that address is counted

@@ -5,6 +5,12 @@ An L{EchoServerFactory} is an Autobahn WebSocket server that sends every
 message back (prefixed with its name in the demo), records the handshakes it
 saw, and closes with a chosen code when asked to by a text message
 C{"close:CODE:REASON"}.
+
+Its connections use Autobahn's own logger (txaio's), which drops debug
+events where they are emitted: Autobahn logs several debug lines per frame
+and per handshake, and a plain L{Logger} there would write each of them to
+the demo's terminal.  A factory made with C{logConnections} (the demo's)
+logs one line when a connection opens and one when it ends instead.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from collections import OrderedDict, deque
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+import txaio
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
+
+from .wire.protocol import shortId
 
 __all__ = ["EchoServerFactory", "EchoServerProtocol", "listenEcho"]
 
@@ -33,7 +42,9 @@ class EchoServerProtocol(WebSocketServerProtocol):
     binary), with the factory's prefix when it has one.
     """
 
-    log = Logger()
+    #: Autobahn's logger (see the module docstring); this module's own lines
+    #: go through the factory's C{log}.
+    log = txaio.make_logger()
 
     #: What a resumed session's backend sends again when it opens: the
     #: messages sent after what the client says it received.
@@ -48,7 +59,10 @@ class EchoServerProtocol(WebSocketServerProtocol):
         factory.handshakes.append(self.http_request_data)
         self._skip = 0
         self._log = None
+        self._received = 0
         sid = request.headers.get("x-session-id")
+        client = request.headers.get("x-forwarded-for") or request.peer
+        self._who = f"session {shortId(sid)}" if sid else f"a connection from {client}"
         self._epoch = _count(request.headers.get("x-session-epoch")) or 0
         if sid:
             self._log = log = factory.sessionLog(sid)
@@ -71,8 +85,11 @@ class EchoServerProtocol(WebSocketServerProtocol):
         """
         Count the connection.
         """
-        self.factory.connections.add(self)
-        self.factory.opened += 1
+        factory = self.factory
+        factory.connections.add(self)
+        factory.opened += 1
+        if factory.logConnections:
+            factory.log.info("{name}: {who} opened", name=factory.name, who=self._who)
         for payload, isBinary in self._replay:
             self.sendMessage(payload, isBinary)
         self._replay = ()
@@ -92,6 +109,7 @@ class EchoServerProtocol(WebSocketServerProtocol):
             self._skip -= 1  # received already, before the gateway's takeover
             return
         self.factory.messages += 1
+        self._received += 1
         if self.factory.received is not None:
             self.factory.received.append(payload)
         echo = self.factory.prefix + payload
@@ -111,6 +129,11 @@ class EchoServerProtocol(WebSocketServerProtocol):
         """
         Record how the connection ended.
         """
+        factory = self.factory
+        if factory.logConnections and self in factory.connections:
+            factory.log.info("{name}: {who} ended ({code}), {n} messages echoed", name=factory.name,
+                             who=self._who, code=code if code is not None else "dropped",
+                             n=self._received)
         self.factory.connections.discard(self)
         self.factory.closes.append((wasClean, code, reason))
         waiters, self.factory.closeWaiters = self.factory.closeWaiters, []
@@ -166,14 +189,21 @@ class EchoServerFactory(WebSocketServerFactory):
     @ivar received: with C{record}, every message received, in order.
     @ivar pings: pings received.
     @ivar closes: C{(wasClean, code, reason)} of every connection closed.
+    @ivar logConnections: log a line when a connection opens and ends (the
+        demo's backends do; the tests' fixtures, which open thousands, do
+        not).
     """
 
     protocol = EchoServerProtocol
+    log = Logger()
+    #: No "Starting factory <...>" lines: the demo logs its own.
+    noisy = False
 
     def __init__(self, name: str = "echo", prefix: bytes = b"", subprotocols=("chat", "superchat"),
-                 record: bool = False):
+                 record: bool = False, logConnections: bool = False):
         super().__init__()
         self.name = name
+        self.logConnections = logConnections
         self.prefix = prefix
         self.subprotocols = tuple(subprotocols)
         self.handshakes: list[bytes] = []

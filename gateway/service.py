@@ -19,7 +19,6 @@ from typing import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,10 +26,15 @@ from zope.interface import implementer
 
 from .config import GatewayConfig, PoolConfig, restartNeeded
 from .errors import ConfigError, NothingToReload
-from .interfaces import IOperator, ISessionCluster
+from .interfaces import IMeasured, IOperator, ISessionCluster
+from .metrics import LoopLag, Metrics
+from .metrics.observers import CountingObserver, TimedHealthCheck
+from .metrics.scrape import MetricsService, StateCollector
 from .tcp import forgetExitSignal, hostAndPort, listenFailure
 from .wire.forwarded import TrustedProxies
-from .backends.health import HealthMonitor, PassiveHealth
+from .edge.accesslog import AccessLog, NoAccessLog
+from .edge.listeners import ProxyHeaders, parseEndpoint
+from .backends.health import HealthMonitor, PassiveHealth, makeHealthCheck
 from .backends.pool import Backend, Pool, UnknownPool
 from .dropins import findBalancerFactory, findSessionMapFactory
 from .backends.routing import Router, parseKeySpec
@@ -43,11 +47,9 @@ from .site import GatewayFactory
 __all__ = [
     "GatewayService",
     "DEMO_BACKENDS",
-    "DEFAULT_BACKLOG",
     "STOP_MARGIN",
     "Reloaded",
     "NothingToReload",
-    "withBacklog",
 ]
 
 #: How many echo backends C{--demo} starts.
@@ -96,6 +98,8 @@ class GatewayService(MultiService):
             reactor = defaultReactor
         self.reactor = reactor
         self.config = config
+        #: The node's instruments and their registry (served at /metrics).
+        self.metrics = Metrics()
         self.trustedProxies = TrustedProxies(config.trustedProxies)
         self.pools: dict[str, Pool] = {}
         self.monitors: dict[str, HealthMonitor] = {}
@@ -104,7 +108,7 @@ class GatewayService(MultiService):
         self.router = Router([(r.prefix, self.pools[r.pool]) for r in config.routes])
         mapConfig = config.sessionMap
         self.sessionMap = findSessionMapFactory(mapConfig.type)(dict(mapConfig.options), reactor)
-        self.health = PassiveHealth(self.monitors)
+        self.health = CountingObserver(PassiveHealth(self.monitors), self.metrics)
         #: Opens sessions' backend links: new ones, takeovers, failovers, moves.
         self.opener = SessionOpener(reactor, config, self.pools, self.sessionMap, self.trustedProxies,
                                     self.health)
@@ -116,17 +120,35 @@ class GatewayService(MultiService):
             def cluster(registry: SessionRegistry) -> ISessionCluster:
                 return Cluster(registry, self.sessionMap, reactor, nodeTtl=self.sessionMap.nodeTtl,
                                node=self.sessionMap.nodeId, opener=self.opener)
+        #: One JSON line per tunnel or session that ends, when configured.
+        self.accessLog: AccessLog | NoAccessLog = NoAccessLog()
+        if config.accessLog is not None:
+            self.accessLog = AccessLog(config.accessLog.path, config.accessLog.maxBufferBytes, reactor)
         self.sessions = SessionRegistry(config.session, reactor, self.sessionMap, opener=self.opener,
-                                        cluster=cluster)
-        self.endpoints = [
-            (description, _parseEndpoint(reactor, "listen", description, backlog=True))
-            for description in config.listen
-        ]
+                                        cluster=cluster, accessLog=self.accessLog, metrics=self.metrics)
+        if IMeasured.providedBy(self.sessionMap):
+            self.sessionMap.measureWith(self.metrics)
+        engines = None
+        if self.sessionMap.shared:
+            from .cluster.engines import SharedEngines
+
+            engines = SharedEngines(self.sessions.cluster)
         self.factory = GatewayFactory(
             config=config, router=self.router, pools=self.pools, sessions=self.sessions,
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
-            reactor=reactor,
+            reactor=reactor, accessLog=self.accessLog, metrics=self.metrics, engines=engines,
         )
+        self.metrics.registry.register(StateCollector(
+            pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
+            config=config.session))
+        LoopLag(reactor, self.metrics.lagSampled).setServiceParent(self)
+        self.proxied = ProxyHeaders(TrustedProxies(config.proxyProtocolFrom), config.timeouts.handshake,
+                                     self.factory.dropped.dropped)
+        self.endpoints = [
+            (description, parseEndpoint(reactor, "listen", description, backlog=True, proxied=self.proxied,
+                                         mayProxy=True))
+            for description in config.listen
+        ]
         self.ports: list = []
         self._listening: Deferred | None = None
         self._demoPorts: list = []
@@ -144,6 +166,8 @@ class GatewayService(MultiService):
         self.configLoader: Callable[[], GatewayConfig] | None = None
         #: Whether the last stop finished within its deadline (L{None} before).
         self.stoppedCleanly: bool | None = None
+        #: The worker number under --workers (env TXGATEWAY_WORKER); else None.
+        self.worker: int | None = None
         self._hangupInstalled = False
         self._previousHangup = None
         #: Moves sessions off draining backends and towards an even spread.
@@ -153,8 +177,14 @@ class GatewayService(MultiService):
         if config.admin is not None:
             from .admin import AdminService
 
-            self.admin = AdminService(self, _parseEndpoint(reactor, "admin.listen", config.admin.listen))
+            self.admin = AdminService(self, parseEndpoint(reactor, "admin.listen", config.admin.listen))
             self.admin.setServiceParent(self)
+        self.metricsListener = None
+        if config.metrics is not None:
+            self.metricsListener = MetricsService(
+                self, parseEndpoint(reactor, "metrics.listen", config.metrics.listen),
+                config.metrics.listen, self.metrics.registry)
+            self.metricsListener.setServiceParent(self)
 
     def addPool(self, poolConfig: PoolConfig, backends: list[Backend] | None = None) -> Pool:
         """
@@ -176,8 +206,10 @@ class GatewayService(MultiService):
         )
         _sessionSettings(pool, poolConfig)
         self.pools[pool.name] = pool
+        check = poolConfig.health and TimedHealthCheck(makeHealthCheck(poolConfig.health, self.reactor),
+                                                       pool.name, self.metrics, self.reactor)
         monitor = HealthMonitor(pool, poolConfig.health, self.reactor, poolConfig.failTimeout,
-                                poolConfig.observe == "layer7")
+                                poolConfig.observe == "layer7", healthCheck=check)
         self.monitors[pool.name] = monitor
         monitor.setServiceParent(self)
         return pool
@@ -275,7 +307,8 @@ class GatewayService(MultiService):
 
         backends = []
         for i in range(1, DEMO_BACKENDS + 1):
-            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode())
+            factory = EchoServerFactory(f"backend-{i}", prefix=f"backend-{i}: ".encode(),
+                                        logConnections=True)
             port = await listenEcho(self.reactor, factory)
             self._demoPorts.append(port)
             backends.append(Backend(f"backend-{i}", "127.0.0.1", port.getHost().port))
@@ -304,9 +337,16 @@ class GatewayService(MultiService):
         self._removeHangup()
         return self._stopWithin(Deferred.fromCoroutine(self._stop()))
 
+    def stopAccepting(self) -> Deferred:
+        """
+        Stop listening, leaving open connections and sessions be (a worker
+        being replaced drains so): fires once no listener is left.
+        """
+        ports, self.ports = self.ports, []
+        return gatherResults([p.stopListening() for p in ports])
+
     async def _stop(self) -> None:
-        await gatherResults([p.stopListening() for p in self.ports])
-        self.ports = []
+        await self.stopAccepting()
         self.factory.dropped.stop()
         deadline = self.config.timeouts.shutdown
         # With several nodes, say this node is gone first, so that the
@@ -314,6 +354,7 @@ class GatewayService(MultiService):
         # over.
         await self.sessions.cluster.stop()
         self.sessions.shutDown()
+        self.factory.engineio.shutDown()
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))
@@ -321,6 +362,7 @@ class GatewayService(MultiService):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         await super().stopService()
+        await self.accessLog.stop()
         await self.sessionMap.close()
         await gatherResults([p.stopListening() for p in self._demoPorts])
         for port in self._demoPorts:
@@ -531,9 +573,11 @@ class GatewayService(MultiService):
                     raise ConfigError(f"{new.source}: {refused}")
         findSessionMapFactory(new.sessionMap.type)
         for description in new.listen:
-            _parseEndpoint(self.reactor, "listen", description, backlog=True)
+            parseEndpoint(self.reactor, "listen", description, backlog=True, mayProxy=True)
         if new.admin is not None:
-            _parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+            parseEndpoint(self.reactor, "admin.listen", new.admin.listen)
+        if new.metrics is not None:
+            parseEndpoint(self.reactor, "metrics.listen", new.metrics.listen)
 
     def _reloadPool(self, pool: Pool, old: PoolConfig, new: PoolConfig) -> list[str]:
         """
@@ -601,31 +645,3 @@ def _sessionSettings(pool: Pool, config: PoolConfig) -> None:
     """
     for _, attribute in _SESSION_SETTINGS:
         setattr(pool, attribute, getattr(config, attribute))
-
-
-def _parseEndpoint(reactor, key: str, description: str, backlog: bool = False):
-    """
-    @param backlog: add a listen backlog (L{withBacklog}).
-    @return: the server endpoint C{description} names (nothing is bound).
-    @raise ConfigError: naming C{key} when it is not a usable endpoint.
-    """
-    try:
-        return serverFromString(reactor, withBacklog(description) if backlog else description)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{key}: {description!r} is not a usable endpoint: {e}") from None
-
-
-#: The listen backlog of TCP and TLS listeners that do not set one (nginx's
-#: default; Twisted's own, 50, drops connections in a burst of handshakes).
-DEFAULT_BACKLOG = 511
-
-
-def withBacklog(description: str) -> str:
-    """
-    @return: the endpoint string C{description}, with C{backlog=511} added
-        when it is a TCP or TLS listener that does not set a backlog.
-    """
-    kind = description.split(":", 1)[0].lower()
-    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
-        return f"{description}:backlog={DEFAULT_BACKLOG}"
-    return description

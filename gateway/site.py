@@ -25,7 +25,9 @@ from zope.interface import implementer
 
 from .admission import Admission, ClientSlot, ConnectionLimit, DroppedConnections
 from .errors import LimitExceeded, ProtocolError
-from .interfaces import IConnectObserver, IEdge, ISessionMap
+from .edge.accesslog import NoAccessLog
+from .interfaces import IAccessLog, IConnectObserver, IEdge, IEngineCluster, IMetrics, ISessionMap
+from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
@@ -36,6 +38,7 @@ from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
+from .engineio import EngineIOEdge
 from .web import BoundedChannel, BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
 
 if TYPE_CHECKING:
@@ -113,6 +116,7 @@ class FrontDoor(Protocol):
         except ConnectionLimit as e:
             factory.refusedConnections += 1
             factory.dropped.dropped(e.reason)
+            factory.metrics.refused(503, e.reason)
             self.transport.write(errorResponse(503, str(e), [(b"Retry-After", b"1")]))
             self.transport.loseConnection()
             return
@@ -150,11 +154,18 @@ class FrontDoor(Protocol):
             self.factory.claim(self._slot, self.transport, head)
         except ConnectionLimit as e:
             self.factory.dropped.dropped(e.reason)
-            self._refuse(503, str(e), [(b"Retry-After", b"1")])
+            self._refuse(503, str(e), [(b"Retry-After", b"1")], e.reason)
             return
         if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
             self._cancelTimer()
-            if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
+            if self.factory.engineio.routeFor(head.path) is not None:
+                buffer, self._buffer = self._buffer, b""
+                route = self.factory.route(self.transport, head)
+                if self.factory.engineio.openWebSocket(self.transport, head, buffer, self._slot, route):
+                    self._slot = None
+                return
+            if (SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol")
+                    and self.factory.takesSessions(head.path)):
                 buffer, self._buffer = self._buffer, b""
                 if self.factory.openSessionTransport(self.transport, head, buffer, self._slot):
                     self._slot = None
@@ -191,9 +202,10 @@ class FrontDoor(Protocol):
         if self.factory.openTunnel(transport, head, early, self.factory.reactor.seconds(), self._slot):
             self._slot = None
 
-    def _refuse(self, status: int, message: str, headers=()) -> None:
+    def _refuse(self, status: int, message: str, headers=(), reason: str | None = None) -> None:
         self._cancelTimer()
         self.factory.clientErrors += 1
+        self.factory.metrics.refused(status, reason)
         self.transport.write(errorResponse(status, message, headers))
         self.transport.loseConnection()
         self._buffer = b""
@@ -224,7 +236,8 @@ class FrontDoor(Protocol):
 
 class GatewayResource(Resource):
     """
-    The gateway's HTTP face: the demo page (in demo mode), a health probe at
+    The gateway's HTTP face: the demo page (in demo mode, with 404s for
+    what browsers ask by themselves, L{_BROWSER_OWN}), a health probe at
     C{/_gateway/health}, the JavaScript client at C{/_gateway/txgateway.js}
     (and C{.mjs}), long-polling (C{POST} with C{txgw}) and CORS preflights
     on routed paths, 426 on routed paths asked anything else, and JSON 404s
@@ -249,7 +262,8 @@ class GatewayResource(Resource):
             # be sending frames.
             request.channel.persistent = False
             head = headFromRequest(request)
-            if head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None:
+            if (head.isWebSocketUpgrade() and self.factory.router.match(head.path) is not None
+                    and self.factory.engineio.routeFor(head.path) is None):
                 door = deliveredTo(request.channel.transport)
                 if isinstance(door, FrontDoor):
                     door.takeOver(request.channel, head)
@@ -258,6 +272,9 @@ class GatewayResource(Resource):
             return self._health(request)
         if path in _SCRIPTS and request.method in (b"GET", b"HEAD"):
             return self.static.script(request, _SCRIPTS[path])
+        engineRoute = self.factory.engineio.routeFor(path)
+        if engineRoute is not None:
+            return self.factory.engineio.polling.render(request, engineRoute)
         routed = self.factory.router.match(path) is not None
         if routed:
             for name, value in corsHeaders(request.getHeader(b"origin"),
@@ -270,10 +287,17 @@ class GatewayResource(Resource):
                 request.setHeader(b"access-control-max-age", b"600")
                 return b""
             kind = request.args.get(b"txgw")
+            if kind and not self.factory.takesSessions(path):
+                return respondJSON(request, 404, errorPayload(
+                    404, "this path takes WebSocket upgrades only (no sessions)", {"code": 4404}))
             if kind:
                 return self.factory.polling.render(request, kind[0])
-        if path in (b"/", b"/index.html") and self.factory.config.demo and request.method in (b"GET", b"HEAD"):
-            return self.static.page(request, "static/demo.html")
+        if self.factory.config.demo and request.method in (b"GET", b"HEAD"):
+            if path in (b"/", b"/index.html"):
+                return self.static.page(request, "static/demo.html")
+            if path.startswith(_BROWSER_OWN):
+                return respondJSON(request, 404, errorPayload(404, "no such resource"))
+        self.factory.metrics.refused(426 if routed else 404)
         if routed:
             request.setHeader(b"upgrade", b"websocket")
             return respondJSON(request, 426, errorPayload(426, "this path expects a WebSocket upgrade"),
@@ -299,6 +323,13 @@ _SCRIPTS = {
     b"/_gateway/txgateway.js": "static/txgateway.js",
     b"/_gateway/txgateway.mjs": "static/txgateway.mjs",
 }
+
+
+#: What browsers ask of a site that shows them a page, by themselves (icons,
+#: robots, their developer tools' probe under /.well-known/): in demo mode,
+#: under the demo's route "/", these get a plain 404 (the page's icon is
+#: inline), not the 426 of a routed path that a browser shows as an error.
+_BROWSER_OWN = (b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon", b"/.well-known/")
 
 
 class StrictChannel(BoundedChannel):
@@ -397,6 +428,14 @@ class _GatewaySite(BoundedSite):
         Count a request refused by its channel as a client error.
         """
         self.gateway.clientErrors += 1
+        self.gateway.metrics.refused(status)
+
+    def tooLarge(self, request, limit: int) -> bytes:
+        """
+        Count the 413 of a body over C{limit} bytes (L{BoundedSite.tooLarge}).
+        """
+        self.gateway.metrics.refused(413)
+        return super().tooLarge(request, limit)
 
     def protocol(self) -> StrictChannel:
         """
@@ -435,6 +474,9 @@ class GatewayFactory(Factory):
         trustedProxies: TrustedProxies,
         health: IConnectObserver,
         reactor: Any,
+        metrics: IMetrics | None = None,
+        accessLog: IAccessLog | None = None,
+        engines: IEngineCluster | None = None,
     ) -> None:
         """
         @param pools: the pools by name (the service's own mapping, so that
@@ -443,6 +485,10 @@ class GatewayFactory(Factory):
         @param sessionMap: the node's session map (affinity records).
         @param health: passive health, told how each backend connect went.
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
+        @param metrics: what the front door and the transports record to.
+        @param accessLog: where each tunnel reports its end (none by default).
+        @param engines: how Socket.IO sessions are found across nodes
+            (none: this node only).
         """
         self.reactor = reactor
         self.config = config
@@ -451,6 +497,8 @@ class GatewayFactory(Factory):
         self.sessionMap = sessionMap
         self.trustedProxies = trustedProxies
         self.health = health
+        self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
+        self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.tunnels: set[Tunnel] = set()
         self.admission = Admission(config.limits.maxConnections, config.limits.maxConnectionsPerIp)
         self.refusedConnections = 0
@@ -460,6 +508,8 @@ class GatewayFactory(Factory):
         self.origins = RouteOrigins([(r.prefix, r.allowedOrigins) for r in config.routes],
                                     config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
+        self.engineio = EngineIOEdge(self, config.routes, engines)
+        self._transparentRoutes = Router([(r.prefix, r.protocol == "transparent") for r in config.routes])
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
             GatewayResource(self),
@@ -582,6 +632,7 @@ class GatewayFactory(Factory):
         if reason is None:
             return False
         self.clientErrors += 1
+        self.metrics.refused(403, "origin")
         transport.write(errorResponse(403, reason))
         transport.loseConnection()
         return True
@@ -599,6 +650,13 @@ class GatewayFactory(Factory):
         Client connections open now.
         """
         return self.admission.open
+
+    def takesSessions(self, path: bytes) -> bool:
+        """
+        @return: whether the route of C{path} takes the session protocol
+            (its C{protocol} is not C{"transparent"}).
+        """
+        return not self._transparentRoutes.match(path)
 
     @staticmethod
     def peerHost(transport) -> str:

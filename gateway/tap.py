@@ -5,6 +5,7 @@ twistd through the drop-in C{twisted/plugins/gateway_plugin.py}.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from twisted.application.service import IService
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "gatewayArguments"]
 
 
 class Options(usage.Options):
@@ -37,8 +38,10 @@ class Options(usage.Options):
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
         "given the same URL.  --admin serves the admin API (JSON, bearer token "
-        "from --admin-token-file) on its own listener.  With --config, SIGHUP "
-        "reloads the file's backends."
+        "from --admin-token-file) on its own listener.  --metrics serves "
+        "/metrics for Prometheus (no token) on its own listener.  With --config, SIGHUP "
+        "reloads the file's backends.  --workers N runs N worker processes on "
+        "the same listeners, supervised by this one (SIGUSR2: rolling restart)."
     )
     examples = """
 Examples:
@@ -47,6 +50,7 @@ Examples:
   twistd -n gateway --config /etc/txgateway/gateway.toml
   twistd -n gateway --config gateway.toml --redis redis://10.0.0.9:6379/0
   twistd -n gateway --demo
+  twistd -n gateway --config gateway.toml --redis redis://127.0.0.1:6379/0 --workers auto
   twistd -n gateway --config gateway.toml --admin tcp:9090:interface=127.0.0.1 --admin-token-file /etc/txgateway/admin-token
 """
 
@@ -82,6 +86,21 @@ Examples:
             None,
             None,
             "Read the admin API's bearer token from this file.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus, no token) on this Twisted endpoint, "
+            "e.g. tcp:9108:interface=127.0.0.1.",
+        ],
+        [
+            "workers",
+            None,
+            None,
+            "Worker processes accepting on the listeners: a number, or auto "
+            "(one per CPU); default 1, this process alone.  More than one "
+            "needs a shared session map (--redis).",
         ],
     ]
 
@@ -134,12 +153,30 @@ def makeService(options: Options) -> IService:
         redis=options["redis"],
         admin=options["admin"],
         adminTokenFile=options["admin-token-file"],
+        metrics=options["metrics"],
+        workers=options["workers"],
     )
     try:
         config = load()
+        from .workers.child import workerSetup
+
+        setup = workerSetup(dict(os.environ))
+        if setup is None and config.workers > 1:
+            return _supervisor(config, options, load)
         from .service import GatewayService
 
+        if setup is not None:
+            from .workers.child import workerConfig
+
+            load = _asWorker(load, setup)
+            config = workerConfig(config, setup)
         service = GatewayService(config)
+        if setup is not None:
+            from twisted.internet import reactor
+
+            from .workers.child import startWorker
+
+            startWorker(service, setup, reactor)
     except ConfigError as error:
         raise SystemExit(f"gateway: {error}") from None
     # A listener that cannot start (port in use) ends the process.
@@ -150,3 +187,49 @@ def makeService(options: Options) -> IService:
     if options["config"] is not None:
         service.configLoader = load
     return service
+
+
+def _asWorker(load, setup):
+    """
+    @return: C{load}, reading the configuration as worker C{setup} runs it.
+    """
+    from .workers.child import workerConfig
+
+    return lambda: workerConfig(load(), setup)
+
+
+def _supervisor(config, options: Options, load) -> IService:
+    """
+    Build the supervisor of C{config.workers} workers, each started with the
+    gateway options given here.
+
+    @raise ConfigError: as the service would, or for a session map the
+        workers cannot share.
+    """
+    from .workers.supervisor import Supervisor, checkWorkers
+
+    checkWorkers(config)
+    supervisor = Supervisor(config, gatewayArguments(options))
+    supervisor.exitOnListenFailure = True
+    supervisor.processSignals = True
+    if options["config"] is not None:
+        supervisor.configLoader = load
+    return supervisor
+
+
+def gatewayArguments(options: Options) -> list[str]:
+    """
+    @return: the C{twistd gateway} options that give the configuration of
+        C{options} (C{--workers} left out: a worker's set-up says it is one).
+    """
+    arguments: list[str] = []
+    for name in ("config", "balance", "redis", "admin", "admin-token-file"):
+        if options[name] is not None:
+            arguments += [f"--{name}", options[name]]
+    for endpoint in options["listen"]:
+        arguments += ["--listen", endpoint]
+    for url in options["backend"]:
+        arguments += ["--backend", url]
+    if options["demo"]:
+        arguments.append("--demo")
+    return arguments

@@ -23,7 +23,20 @@ attributes; each place says what it reads and why:
   - L{requestLost}: C{Request._disconnected}, whether the connection of a
     request that is not finished is gone (writing to it would raise);
   - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
-    again when the process ends.
+    again when the process ends;
+  - L{V1Parser}, L{V2Parser}, L{InvalidProxyHeader}: Twisted's PROXY
+    protocol parsers, from the private modules of
+    C{twisted.protocols.haproxy} (whose public surface is only
+    C{proxyEndpoint}: its wrapper takes a header from any peer, hands the
+    connection on before the header has come, and puts TLS outside the
+    header), re-exported for L{gateway.wire.proxyheader}.
+  - L{tlsContextFactory}: C{SSL4ServerEndpoint._sslContextFactory}, the TLS
+    settings of an C{ssl:} listener, for a worker process that adopts the
+    listening socket its supervisor bound;
+  - L{leaveSharedSocket}: C{unix.Port._bindPath} and C{_shouldShutdown},
+    so that a worker that stops listening on an adopted Unix socket neither
+    shuts the socket down nor removes its path, which the other workers
+    still accept on (Twisted spares an adopted TCP socket both already).
 
 L{switchProtocol} and L{deliveredTo} read the public attribute that says
 which protocol a transport delivers to (C{wrappedProtocol} under TLS,
@@ -35,6 +48,9 @@ from __future__ import annotations
 from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
@@ -50,6 +66,12 @@ __all__ = [
     "listenFailure",
     "observePortLog",
     "hostAndPort",
+    "V1Parser",
+    "V2Parser",
+    "InvalidProxyHeader",
+    "PassThroughWrapper",
+    "tlsContextFactory",
+    "leaveSharedSocket",
 ]
 
 
@@ -99,6 +121,8 @@ def writeNow(transport, data: bytes) -> None:
     and unregisters it (another C{epoll_ctl}).  When the socket can take the
     data, as it nearly always can, this saves both calls and a turn.
     """
+    if isinstance(transport, PassThroughWrapper):
+        transport = transport.transport
     if (
         isinstance(transport, tcp.Connection)
         and not transport.TLS
@@ -115,6 +139,14 @@ def writeNow(transport, data: bytes) -> None:
             data = data[sent:]
         # A lost connection: the buffered write finds out and closes it.
     transport.write(data)
+
+
+class PassThroughWrapper(ProtocolWrapper):
+    """
+    A protocol wrapper whose writes are its transport's writes, unchanged
+    (the PROXY header reader of L{gateway.edge.proxy}): L{writeNow} writes
+    to the transport beneath it.
+    """
 
 
 def switchProtocol(transport, protocol) -> None:
@@ -193,3 +225,34 @@ def hostAndPort(address) -> tuple[object, object]:
         Unix socket's address has neither, and is shown whole as the host.
     """
     return getattr(address, "host", address), getattr(address, "port", "")
+
+
+def tlsContextFactory(endpoint):
+    """
+    @return: the TLS context factory of an C{ssl:} server endpoint (from
+        C{serverFromString}), or L{None} for an endpoint of another kind.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        return endpoint._sslContextFactory
+    return None
+
+
+def leaveSharedSocket(port) -> None:
+    """
+    A Unix listening C{port} that adopted a socket other processes listen on
+    too would, when it stops, shut the socket down (for every process) and
+    remove its path: make it only close its own descriptor (the supervisor
+    that bound the socket removes the path).  A port of another kind is left
+    as it is.
+    """
+    from twisted.internet import unix
+
+    if isinstance(port, unix.Port):
+        port._shouldShutdown = False
+        path = port._bindPath
+        if isinstance(path, str):
+            path = path.encode("utf-8", "surrogateescape")
+        # Not in the filesystem namespace: connectionLost unlinks nothing.
+        port._bindPath = b"\0" + path

@@ -317,6 +317,7 @@ def respondJSON(request: Request, status: int, payload: object, *, reason: bytes
     request.setResponseCode(status, reason)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
 

@@ -752,3 +752,62 @@ def test_idleConnectionsClosed() -> None:
     with capturedLogs():
         clock.advance(0.01)
     assert transport.disconnecting
+
+
+# -- /metrics
+
+
+def test_metricsBehindTheToken(admin: AdminResource) -> None:
+    """
+    C{GET /metrics} answers the node's metrics in the Prometheus text
+    format with the token, and 401 JSON without it, as every admin path.
+    """
+    status, _, body = call(admin, "GET", "/metrics", token=None)
+    assert status == 401 and body["status"] == 401
+    request = DummyRequest([b"metrics"])
+    request.method = b"GET"
+    request.client = IPv4Address("TCP", "127.0.0.9", 4000)
+    request.requestHeaders.setRawHeaders(b"authorization", [f"Bearer {TOKEN}".encode()])
+    output = admin.render(request)
+    assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain; version=0.0.4")
+    assert b'txgateway_backend_up{backend="b1",pool="chat"} 1.0' in output
+    status, _, body = call(admin, "POST", "/metrics")
+    assert status == 404
+
+
+def test_metricsListenerFromConfig() -> None:
+    """
+    With C{[metrics]}, the service builds the metrics listener as a child;
+    a bad endpoint string is refused naming C{metrics.listen}.
+    """
+    from gateway.config import MetricsConfig
+    from gateway.errors import ConfigError
+    from gateway.metrics.scrape import MetricsService
+
+    service = GatewayService(makeConfig(metrics=MetricsConfig("tcp:0:interface=127.0.0.1")), MemoryReactorClock())
+    assert isinstance(service.metricsListener, MetricsService)
+    assert service.metricsListener.parent is service
+    assert GatewayService(makeConfig(), MemoryReactorClock()).metricsListener is None
+    with pytest.raises(ConfigError) as error:
+        GatewayService(makeConfig(metrics=MetricsConfig("nonsense:1")), MemoryReactorClock())
+    assert str(error.value).startswith("metrics.listen: 'nonsense:1' is not a usable endpoint")
+
+
+@pytest_twisted.ensureDeferred
+async def test_metricsListenerServes() -> None:
+    """
+    The metrics listener, bound on 127.0.0.1, answers C{/metrics} without a
+    token and stops listening with the service.
+    """
+    from gateway.config import MetricsConfig
+
+    service = GatewayService(makeConfig(metrics=MetricsConfig("tcp:0:interface=127.0.0.1"), admin=None),
+                             reactor)
+    listener = service.metricsListener
+    listener.startService()
+    port = await listener.whenListening()
+    answer = await rawExchange(port.getHost().port,
+                               b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"txgateway_sessions" in answer
+    await listener.stopService()
+    assert listener.port is None

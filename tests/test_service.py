@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.service import DEFAULT_BACKLOG, withBacklog
+from gateway.edge.listeners import DEFAULT_BACKLOG, withBacklog
 
 
 @pytest.mark.parametrize(
@@ -45,6 +45,61 @@ def test_serviceListenersUseBacklog() -> None:
     endpoint.listen(service.factory)
     [(port, factory, backlog, interface)] = reactor.tcpServers
     assert backlog == DEFAULT_BACKLOG and interface == "127.0.0.1"
+
+
+def test_proxiedListeners(tmp_path) -> None:
+    """
+    A C{haproxy:} listener is wrapped (with the backlog added to the
+    endpoint it wraps) and its refusals go to the front door's dropped
+    connections; the admin API's listener may not read PROXY headers; a
+    bad endpoint after C{haproxy:} is one line.
+    """
+    from dataclasses import replace
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from gateway.config import AdminConfig, ConfigError, GatewayConfig
+    from gateway.edge.proxy import ProxyHeaderFactory
+    from gateway.service import GatewayService
+
+    reactor = MemoryReactorClock()
+    config = GatewayConfig(listen=("haproxy:tcp:0:interface=127.0.0.1",), proxyProtocolFrom=("10.0.0.0/8",),
+                           demo=True)
+    service = GatewayService(config, reactor)
+    [(_, endpoint)] = service.endpoints
+    endpoint.listen(service.factory)
+    [(_, factory, backlog, _)] = reactor.tcpServers
+    assert isinstance(factory, ProxyHeaderFactory) and backlog == DEFAULT_BACKLOG
+    assert factory.wrappedFactory is service.factory and "10.0.0.1" in factory.trusted
+    factory.dropped("proxy_header_missing")
+    assert service.factory.dropped.total["proxy_header_missing"] == 1
+    service.factory.dropped.stop()
+    with pytest.raises(ConfigError, match="only the gateway's listen endpoints read PROXY headers"):
+        GatewayService(replace(config, admin=AdminConfig(listen="haproxy:tcp:9090", token="t" * 16)), reactor)
+    with pytest.raises(ConfigError, match="is not a usable endpoint"):
+        GatewayService(replace(config, listen=("haproxy:nonsense:1",)), reactor)
+
+
+def test_accessLogWired(tmp_path) -> None:
+    """
+    With C{[access_log]}, one access log is given to the session registry
+    and the front door, and a stop closes it; without, both have the null
+    one.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from gateway.config import AccessLogConfig, GatewayConfig
+    from gateway.edge.accesslog import AccessLog, NoAccessLog
+    from gateway.service import GatewayService
+
+    service = GatewayService(GatewayConfig(demo=True), MemoryReactorClock())
+    assert isinstance(service.accessLog, NoAccessLog)
+    assert service.sessions.accessLog is service.factory.accessLog is service.accessLog
+    config = GatewayConfig(demo=True, accessLog=AccessLogConfig(path=str(tmp_path / "access.log")))
+    service = GatewayService(config, MemoryReactorClock())
+    assert isinstance(service.accessLog, AccessLog)
+    assert service.sessions.accessLog is service.factory.accessLog is service.accessLog
+    assert service.accessLog.stop().called
 
 
 # The operator's surface: drain, enable, weight, reload, signals, stop.

@@ -20,7 +20,7 @@ from gateway.tap import Options, makeService
 ROOT = Path(__file__).resolve().parent.parent
 DROPIN = ROOT / "twisted" / "plugins" / "gateway_plugin.py"
 OPTION_NAMES = ("--listen", "--backend", "--balance", "--config", "--demo", "--redis", "--admin",
-                "--admin-token-file")
+                "--admin-token-file", "--workers")
 
 # twistd itself, run by this interpreter (python -m twisted runs twist), in
 # development mode with warnings as errors: the command line must stay clean.
@@ -75,6 +75,7 @@ def test_optionDefaults() -> None:
     assert options["redis"] is None
     assert options["admin"] is None
     assert options["admin-token-file"] is None
+    assert options["workers"] is None
     assert not options["demo"]
 
 
@@ -368,3 +369,135 @@ def test_makeServiceSignals(tmp_path: Path) -> None:
     assert [(b.name, b.weight) for b in reloaded.pool("chat").backends] == [("a:80", 1), ("b:80", 3)]
     service = makeService(parse("--backend", "ws://a:1"))
     assert service.processSignals is True and service.configLoader is None
+
+
+def test_makeServiceMetrics() -> None:
+    """
+    C{--metrics ENDPOINT} gives the service a metrics listener there; an
+    empty one is refused in one line.
+    """
+    from gateway.config import MetricsConfig
+
+    service = makeService(parse("--backend", "ws://a:1", "--metrics", "tcp:0:interface=127.0.0.1"))
+    assert service.config.metrics == MetricsConfig("tcp:0:interface=127.0.0.1")
+    assert service.metricsListener is not None
+    assert parse()["metrics"] is None
+    with pytest.raises(SystemExit) as error:
+        makeService(parse("--backend", "ws://a:1", "--metrics", ""))
+    assert str(error.value) == "gateway: --metrics: must not be empty"
+def test_makeServiceWorkersNeedSharedMap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    C{--workers 2} with the in-memory session map stops the gateway with
+    one line naming the fix.
+    """
+    monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--listen", "tcp:0", "--backend", "ws://a:1", "--workers", "2"))
+    message = str(caught.value)
+    assert message == (
+        "gateway: workers = 2 needs a session map the workers share, and 'memory' is one"
+        " process's own (a session or an affinity record made on one worker would be unknown"
+        " to the others): give --redis URL or [session_map] type = \"redis\", set protocol ="
+        " \"transparent\" on every route (WebSocket tunnels only), or run one worker"
+    )
+
+
+def test_makeServiceWorkersTransparentOnly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """
+    C{--workers 2} with the in-memory session map is taken when every route
+    is C{protocol = "transparent"} (tunnels need no shared map): the
+    supervisor is made, with a warning for a pool whose affinity records
+    are each worker's own.
+    """
+    from twisted.logger import globalLogPublisher
+
+    monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
+    config = tmp_path / "gateway.toml"
+    config.write_text('listen = ["tcp:0"]\n[[route]]\nprefix = "/"\npool = "p"\nprotocol = "transparent"\n'
+                      '[pool.p]\naffinity = "cookie:sid"\n[[pool.p.backend]]\nurl = "ws://a:1"\n')
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service = makeService(parse("--config", str(config), "--workers", "2"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert service.config.workers == 2
+    warned = [e for e in events if "affinity records are each worker's own" in e.get("log_format", "")]
+    assert len(warned) == 1 and warned[0]["pool"] == "p"
+
+
+def test_makeServiceSupervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    C{--workers 2} with Redis builds a supervisor of two workers, each to be
+    started with the same gateway options (without C{--workers}).
+    """
+    from gateway.workers import Supervisor
+
+    monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
+    service = makeService(parse("--listen", "tcp:0", "--backend", "ws://a:1", "--workers", "2",
+                                "--redis", "redis://127.0.0.1:1/0", "--balance", "hash"))
+    assert isinstance(service, Supervisor)
+    assert service.count == 2
+    assert service.exitOnListenFailure and service.processSignals
+    assert service.configLoader is None
+    assert service.arguments == ["--balance", "hash", "--redis", "redis://127.0.0.1:1/0",
+                                 "--listen", "tcp:0", "--backend", "ws://a:1"]
+
+
+def test_makeServiceWorker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """
+    A process whose environment makes it a worker builds a gateway service
+    that knows its number and listens on the inherited sockets, with its
+    admin API on its private socket, even when the options say
+    C{--workers 2}.
+    """
+    from gateway.service import GatewayService
+    from gateway.workers import WorkerSetup
+
+    token = tmp_path / "token"
+    token.write_text("x" * 20)
+    token.chmod(0o600)
+    setup = WorkerSetup(1, 0, ((4, "inet", "tcp:0"),), admin=str(tmp_path / "w.sock"))
+    monkeypatch.setenv("TXGATEWAY_WORKER_SETUP", setup.encode())
+    service = makeService(parse("--backend", "ws://a:1", "--workers", "2", "--redis",
+                                "redis://127.0.0.1:1/0", "--admin", "tcp:0",
+                                "--admin-token-file", str(token)))
+    assert isinstance(service, GatewayService)
+    assert service.worker == 1
+    assert service.config.workers == 1
+    assert service.config.admin.listen == f"unix:{tmp_path / 'w.sock'}:mode=600"
+    assert [d for d, _ in service.endpoints] == ["tcp:0"]
+
+
+def test_commandLineWorkersNeedRedis() -> None:
+    """
+    C{twistd gateway --workers 2} on the in-memory session map exits with
+    one line naming the fix, before anything listens.
+    """
+    result = run(TWISTD + ["--pidfile=", "gateway", "--listen", "tcp:0", "--backend", "ws://a:1",
+                           "--workers", "2"])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("gateway:")]
+    assert line.startswith("gateway: workers = 2 needs a session map the workers share")
+    assert "--redis URL" in line
+    assert "listening" not in result.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('listen = ["tcp:0"]\n[metrics]\nlisten = "tcp:0"\n',
+     "the metrics listener (tcp:0) is one process's"),
+])
+def test_makeServiceWorkersUnsupported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str,
+                                       expected: str) -> None:
+    """
+    What workers do not support yet (the metrics listener) stops a gateway
+    with C{--workers 2} with one line.
+    """
+    monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as caught:
+        makeService(parse("--config", str(config), "--backend", "ws://a:1", "--workers", "2",
+                          "--redis", "redis://127.0.0.1:1/0"))
+    assert str(caught.value).startswith(f"gateway: workers = 2: {expected}")

@@ -499,7 +499,14 @@ class BackendLinkFactory(WebSocketClientFactory):
 
     def __init__(self, url: str, slot: ConnectionSlot, *, headers: dict[str, str],
                  origin: str | None) -> None:
-        super().__init__(url, headers=headers, origin=origin)
+        # The client's User-Agent, when forwarded, replaces Autobahn's own:
+        # a request with two is refused by strict servers (aiohttp's).
+        headers = dict(headers)
+        agent = headers.pop("User-Agent", None)
+        if agent is None:
+            super().__init__(url, headers=headers, origin=origin)
+        else:
+            super().__init__(url, headers=headers, origin=origin, useragent=agent)
         self.slot = slot
         self.opened: Deferred[BackendLink] = Deferred()
 

@@ -32,7 +32,8 @@ are shared with the JavaScript client::
     react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
 
 Transports (C{transport=} keyword, C{"auto"} by default; the
-C{transport} property and C{detail.transport} name the one in use):
+C{transport} property and C{detail.transport} name the one in use, or the
+one the next attempt uses while reconnecting):
 
   - C{"websocket"}: one WebSocket at a time, offering C{txgateway.v1}.
   - C{"polling"}: HTTP long-polling (docs/protocol.md, "Long-polling"):
@@ -46,7 +47,12 @@ C{transport} property and C{detail.transport} name the one in use):
   - C{"auto"}: WebSocket first.  A WebSocket that fails, brings no
     C{welcome} within C{connectTimeout}, or breaks later, is followed by
     long-polling.  While on long-polling the client tries to upgrade, with
-    backoff: it opens a WebSocket, sends the probing C{hello}, and waits
+    a backoff that remembers the failure (the n-th try waits between half
+    and all of C{min(upgradeDelay * 2**n, maxUpgradeDelay)}, 5 s and 300 s
+    by default, kept across a long-polling reconnect, started again only
+    by a WebSocket that works; C{onUpgradeScheduled(callback(delay, why))}
+    is told each try's delay and why the WebSocket is unavailable): it
+    opens a WebSocket, sends the probing C{hello}, and waits
     up to C{upgradeTimeout} for the gateway's C{{"t":"probe"}}; then it
     stops polling, waits for the outstanding poll (aborting it after
     C{upgradeTimeout}) and any send in flight to end, and resumes on the
@@ -79,8 +85,8 @@ taken over by another client (4001), or, before the first session, an HTTP
 else (a dropped connection, 4503, a silent gateway) makes the client
 reconnect.
 
-The callbacks are registered with C{onMessage}, C{onState} and
-C{onFailover}; C{on_message}, C{on_state} and C{on_failover}, their old
+The callbacks are registered with C{onMessage}, C{onState},
+C{onFailover} and C{onUpgradeScheduled}; C{on_message}, C{on_state} and C{on_failover}, their old
 names, are kept as aliases for compatibility.
 
 Beyond the shared names: C{abort()} closes at once (so does cancelling

@@ -131,6 +131,17 @@ def formatState(state: ClientState, detail: StateDetail, sessionId: str | None) 
     return f"{PROG}: {state.value}" + (": " + "; ".join(parts) if parts else "") + "\n"
 
 
+def formatUpgrade(delay: float, why: str | None) -> str:
+    """
+    @return: the line written to standard error when, on long-polling, the
+        next try to move to a WebSocket is scheduled, such as C{on
+        long-polling: WebSocket unavailable (the gateway answered HTTP 403);
+        next try in 4.2 s}.
+    """
+    return (f"{PROG}: on long-polling: WebSocket unavailable" + (f" ({why})" if why else "")
+            + f"; next try in {delay:.1f} s\n")
+
+
 @implementer(IHalfCloseableProtocol)
 class LineSender(LineReceiver):
     """
@@ -294,6 +305,7 @@ async def run(
             report(formatState(state, detail, client.sessionId))
 
     client.onState(reportState)
+    client.onUpgradeScheduled(lambda delay, why: report(formatUpgrade(delay, why)))
     closed = client.nextState(ClientState.closed)
     client.connect().addErrback(lambda failure: None)  # reported by the closed state
     stdio = StandardIO(sender, stdin=stdin, stdout=stdout, reactor=reactor)

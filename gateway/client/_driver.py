@@ -103,7 +103,8 @@ class SessionDriver:
         self._heartbeat = Heartbeat(engine, clock, self._sendPacket, self._dropConnection)
         self._closeCall: IDelayedCall | None = None
         self._switcher = Switcher(
-            engine, dialer, clock, upgradeTimeout, link=lambda: self._poller, switch=self._switchTo
+            engine, dialer, clock, upgradeTimeout, link=lambda: self._poller, switch=self._switchTo,
+            scheduled=listeners.upgradeScheduled,
         )
 
     @property
@@ -507,7 +508,6 @@ class SessionDriver:
         self._dialer.closePool()
         engine.transport = engine.nextTransport = WEBSOCKET
         engine.upgrading = True
-        engine.upgradeBackoff.reset()
         if proto.state != proto.STATE_OPEN:
             proto.closeWith(1000)
             self._lost(None, None, "the WebSocket closed during the upgrade")

@@ -7,7 +7,9 @@ A L{SessionEngine} keeps the session (its id and secret, the L{Inbox} of
 what was received and the L{Outbox} of what is not acknowledged yet), the
 client's L{ClientState} and the flags that say where the session is (opened
 on this connection, closing, ended by the gateway), which transport the
-next attempt uses, and the two reconnect schedules (L{Backoff}).  It turns
+next attempt uses, the two reconnect schedules (L{Backoff}): between
+connection attempts, and between tries to move from long-polling back to a
+WebSocket (with the reason the WebSocket is unavailable).  It turns
 packets from the gateway into bookkeeping and answers (L{welcome},
 L{dataReceived}, L{ackReceived}, L{closeReceived}), a lost connection into
 a decision (L{lost}: L{Finish} or L{Retry}), and says what to send next
@@ -27,6 +29,7 @@ from ..errors import ProtocolError
 from ..wire.protocol import (
     CLOSE_ENDED,
     CLOSE_EXPIRED,
+    CLOSE_ORIGIN_REFUSED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_REFUSED,
     CLOSE_SUPERSEDED,
@@ -43,6 +46,7 @@ from ..wire.protocol import (
     Welcome,
 )
 from ._state import (
+    UPGRADE_JITTER,
     Backoff,
     ClientState,
     MessageTooLarge,
@@ -147,7 +151,11 @@ class SessionEngine:
         for welcome.
     @ivar closeSent: the close packet went out on the current connection.
     @ivar backoff: the reconnect delays; C{upgradeBackoff} the delays
-        between upgrade attempts.
+        between upgrade attempts (L{UPGRADE_JITTER}: each at least half its
+        bound), which only a WebSocket that works resets.
+    @ivar webSocketError: in auto mode, why a WebSocket is unavailable: the
+        failure of the WebSocket that made the client fall back to
+        long-polling, then of the last upgrade; None once one works.
     """
 
     log = Logger()
@@ -163,6 +171,8 @@ class SessionEngine:
         initialDelay: float,
         maxDelay: float,
         uniform: Callable[[float, float], float],
+        upgradeDelay: float,
+        maxUpgradeDelay: float,
     ) -> None:
         self.mode = mode
         self.maxBufferMessages = maxBufferMessages
@@ -170,7 +180,11 @@ class SessionEngine:
         self.maxMessageBytes = maxMessageBytes
         self.connectTimeout = connectTimeout
         self.backoff = Backoff(initialDelay, maxDelay, uniform)
-        self.upgradeBackoff = Backoff(initialDelay, maxDelay, uniform)
+        self.upgradeBackoff = Backoff(upgradeDelay, maxUpgradeDelay, uniform, UPGRADE_JITTER)
+        self.webSocketError: str | None = None
+        # When the next upgrade is due (the clock's seconds), once drawn: a
+        # long-polling reconnect keeps it rather than draw a longer one.
+        self._upgradeDue: float | None = None
 
         self.state = ClientState.connecting
         self.detail = StateDetail()
@@ -326,7 +340,7 @@ class SessionEngine:
         if polling:
             self._pollingWorked = True
         else:
-            self.upgradeBackoff.reset()
+            self.webSocketWorked()
         reset, self._pendingReset = self._pendingReset, None
         if reset is not None:
             detail = StateDetail(
@@ -422,7 +436,9 @@ class SessionEngine:
         """
         if self.state is ClientState.closed:
             return None
-        self._chooseTransport()
+        self._chooseTransport(
+            error or (closeError(code, reason) if code is not None else "connection closed")
+        )
         dropped = len(self.outbox)
         if self.remoteClose is not None:
             close = self.remoteClose
@@ -452,6 +468,10 @@ class SessionEngine:
             # The backend refused the session: retrying gets the same answer.
             return Finish(StateDetail(dropped=dropped, code=code, reason=reason,
                                       error=reason or "the backend refused the session (4502)"))
+        if code == CLOSE_ORIGIN_REFUSED:
+            # This page's origin may not use the route: nor will it later.
+            return Finish(StateDetail(dropped=dropped, code=code, reason=reason,
+                                      error=reason or "this page's origin may not connect (4003)"))
         if code in RESTART_CODES or code == CLOSE_PROTOCOL_ERROR:
             if self.sid is None:
                 return Retry(StateDetail(code=code, reason=reason, error=closeError(code, reason)))
@@ -473,10 +493,11 @@ class SessionEngine:
             self.log.info("no backend available: trying again")
         return Retry(StateDetail(code=code, reason=reason, error=error))
 
-    def _chooseTransport(self) -> None:
+    def _chooseTransport(self, why: str) -> None:
         """
         In auto mode, after a lost connection: a WebSocket that broke or
-        never opened makes the next attempt use long-polling; a
+        never opened (C{why}, kept as C{webSocketError}) makes the next
+        attempt use long-polling; a
         long-polling attempt that failed before long-polling ever worked
         makes it try WebSocket again (the gateway may not offer polling, or
         the network is down and either will do).
@@ -485,6 +506,7 @@ class SessionEngine:
             return
         if self.transport == WEBSOCKET:
             self.nextTransport = POLLING
+            self.webSocketError = why
         elif not self._pollingWorked:
             self.nextTransport = WEBSOCKET
 
@@ -541,6 +563,38 @@ class SessionEngine:
         if self.heartbeat <= 0:
             return None
         return 2 * self.heartbeat + self.connectTimeout
+
+    def upgradeDelay(self, now: float) -> float:
+        """
+        @param now: the clock's seconds.
+        @return: seconds until the next try to move to a WebSocket: what is
+            left of the delay drawn before (when long-polling reconnected
+            meanwhile), or the upgrade backoff's next delay.
+        """
+        if self._upgradeDue is None:
+            self._upgradeDue = now + self.upgradeBackoff.next()
+        return max(0.0, self._upgradeDue - now)
+
+    def upgradeStarted(self) -> None:
+        """
+        The try that was due has started: the next one gets a new delay.
+        """
+        self._upgradeDue = None
+
+    def upgradeFailed(self, why: str) -> None:
+        """
+        The last try to move to a WebSocket failed (C{why}).
+        """
+        self.webSocketError = why
+
+    def webSocketWorked(self) -> None:
+        """
+        A session is open on a WebSocket: the upgrade schedule starts again
+        from its first delay.
+        """
+        self.upgradeBackoff.reset()
+        self._upgradeDue = None
+        self.webSocketError = None
 
     def upgradeWanted(self) -> bool:
         """

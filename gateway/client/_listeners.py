@@ -1,7 +1,7 @@
 """
 The application's side of a L{SessionClient
 <gateway.client.SessionClient>}: the callbacks it registered (C{onMessage},
-C{onState}, C{onFailover}) and the L{Deferred}s it waits on (C{connect},
+C{onState}, C{onFailover}, C{onUpgradeScheduled}) and the L{Deferred}s it waits on (C{connect},
 C{whenAcknowledged}, C{nextState}, C{close}).
 
 L{Listeners} only keeps and fires them: an exception in a callback is
@@ -18,11 +18,12 @@ from twisted.logger import Logger
 
 from ._state import ClientState, SessionClosed, SessionLost, StateDetail
 
-__all__ = ["Listeners", "MessageCallback", "StateCallback", "FailoverCallback"]
+__all__ = ["Listeners", "MessageCallback", "StateCallback", "FailoverCallback", "UpgradeCallback"]
 
 MessageCallback = Callable[[Any, bool], object]
 StateCallback = Callable[[ClientState, StateDetail], object]
 FailoverCallback = Callable[[int, int], object]
+UpgradeCallback = Callable[[float, "str | None"], object]
 
 
 def _remove(waiters: list[Deferred], d: Deferred) -> None:
@@ -45,6 +46,7 @@ class Listeners:
         self.messageCallbacks: list[MessageCallback] = []
         self.stateCallbacks: list[StateCallback] = []
         self.failoverCallbacks: list[FailoverCallback] = []
+        self.upgradeCallbacks: list[UpgradeCallback] = []
         self._connectWaiters: list[Deferred] = []
         self._ackWaiters: list[tuple[int, Deferred]] = []
         self._stateWaiters: list[tuple[ClientState | None, Deferred]] = []
@@ -73,6 +75,18 @@ class Listeners:
                 callback(first, last)
             except Exception:
                 self.log.failure("on_failover callback {callback!r} failed", callback=callback)
+
+    def upgradeScheduled(self, delay: float, why: str | None) -> None:
+        """
+        Tell every C{onUpgradeScheduled} callback that the next try to move
+        to a WebSocket comes in C{delay} seconds, and why the WebSocket is
+        unavailable.
+        """
+        for callback in list(self.upgradeCallbacks):
+            try:
+                callback(delay, why)
+            except Exception:
+                self.log.failure("onUpgradeScheduled callback {callback!r} failed", callback=callback)
 
     def stateChanged(self, state: ClientState, detail: StateDetail) -> None:
         """

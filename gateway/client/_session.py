@@ -26,9 +26,11 @@ from twisted.internet.defer import Deferred, succeed
 from ._dialer import Dialer
 from ._driver import SessionDriver
 from ._engine import POLLING, TRANSPORTS, WEBSOCKET, SessionEngine
-from ._listeners import FailoverCallback, Listeners, MessageCallback, StateCallback
+from ._listeners import FailoverCallback, Listeners, MessageCallback, StateCallback, UpgradeCallback
 from ._polling import pollingURL
 from ._state import (
+    MAX_UPGRADE_DELAY,
+    UPGRADE_DELAY,
     ClientState,
     MessageTooLarge,
     SendBufferFull,
@@ -80,6 +82,8 @@ class SessionClient:
         maxDelay: float = 10.0,
         connectTimeout: float = 10.0,
         upgradeTimeout: float = 5.0,
+        upgradeDelay: float = UPGRADE_DELAY,
+        maxUpgradeDelay: float = MAX_UPGRADE_DELAY,
         headers: dict[str, str] | None = None,
         uniform: Callable[[float, float], float] | None = None,
     ) -> None:
@@ -112,6 +116,11 @@ class SessionClient:
         @param upgradeTimeout: bound on an upgrade's probe (connect,
             handshake and the probe's round trip), and on the wait for the
             outstanding poll after it.
+        @param upgradeDelay: in auto mode on long-polling, the bound of the
+            delay before the first try to move to a WebSocket (seconds); it
+            doubles with each failed try, each delay drawn between half its
+            bound and its bound, and starts again once a WebSocket works.
+        @param maxUpgradeDelay: the cap of that bound (seconds).
         @param headers: extra HTTP headers for the opening handshake and
             every long-polling request.
         @param uniform: C{random.uniform}-like jitter, for tests.
@@ -133,6 +142,8 @@ class SessionClient:
             raise ValueError(f"maxMessageBytes must be more than {PACKET_OVERHEAD}")
         if not 0 < initialDelay <= maxDelay:
             raise ValueError("0 < initialDelay <= maxDelay is required")
+        if not 0 < upgradeDelay <= maxUpgradeDelay:
+            raise ValueError("0 < upgradeDelay <= maxUpgradeDelay is required")
         if connectTimeout <= 0 or upgradeTimeout <= 0:
             raise ValueError("connectTimeout and upgradeTimeout must be positive")
         if reactor is None:
@@ -149,6 +160,8 @@ class SessionClient:
             initialDelay=initialDelay,
             maxDelay=maxDelay,
             uniform=uniform or random.uniform,
+            upgradeDelay=upgradeDelay,
+            maxUpgradeDelay=maxUpgradeDelay,
         )
         self._listeners = Listeners()
         self._dialer = Dialer(
@@ -193,10 +206,15 @@ class SessionClient:
     @property
     def transport(self) -> str:
         """
-        The transport of the current connection, or of the last one while
-        reconnecting: C{"websocket"} or C{"polling"}.
+        C{"websocket"} or C{"polling"}: the transport of the last state
+        reported (C{detail.transport}): the one the session is open on, the
+        one the next attempt uses while connecting or reconnecting, the last
+        one once closed.  So the transport shown with a state is never one
+        just given up, and a move from long-polling to WebSocket shows once
+        the session is open on the WebSocket.
         """
-        return self._engine.transport
+        engine = self._engine
+        return engine.detail.transport or engine.nextTransport
 
     @property
     def bufferedAmount(self) -> int:
@@ -259,6 +277,22 @@ class SessionClient:
         @return: C{callback}.
         """
         self._listeners.failoverCallbacks.append(callback)
+        return callback
+
+    def onUpgradeScheduled(self, callback: UpgradeCallback) -> UpgradeCallback:
+        """
+        In auto mode, while the session is on long-polling: call
+        C{callback(delay, why)} each time the client schedules its next try
+        to move the session to a WebSocket, C{delay} seconds from now;
+        C{why} says why the WebSocket is unavailable (the failure that made
+        the client fall back, then that of the last try; None if there was
+        none).  The delays grow from C{upgradeDelay} to C{maxUpgradeDelay}
+        (docs/protocol.md, "Switching transports").  A try that works is
+        reported as C{onState(open)} with C{detail.transport} "websocket".
+
+        @return: C{callback}.
+        """
+        self._listeners.upgradeCallbacks.append(callback)
         return callback
 
     def on_message(self, callback: MessageCallback) -> MessageCallback:

@@ -22,8 +22,20 @@ __all__ = [
     "SendBufferFull",
     "MessageTooLarge",
     "Backoff",
+    "UPGRADE_DELAY",
+    "MAX_UPGRADE_DELAY",
+    "UPGRADE_JITTER",
     "shortId",
 ]
+
+#: In auto mode on long-polling, the bound of the delay before the first try
+#: to move back to a WebSocket (seconds); it doubles with every failed try,
+#: up to L{MAX_UPGRADE_DELAY}, and each delay is drawn from the upper
+#: L{UPGRADE_JITTER} of its bound: tries after 2.5-5 s, 5-10 s, 10-20 s, ...,
+#: then every 150-300 s.  A WebSocket that works starts the schedule again.
+UPGRADE_DELAY = 5.0
+MAX_UPGRADE_DELAY = 300.0
+UPGRADE_JITTER = 0.5
 
 
 class ClientState(enum.Enum):
@@ -140,16 +152,26 @@ class MessageTooLarge(LimitExceeded):
 
 class Backoff:
     """
-    Exponential backoff with full jitter: the n-th delay in a row (from 0)
-    is C{uniform(0, min(maxDelay, initialDelay * 2 ** n))}.
+    Exponential backoff with jitter: the n-th delay in a row (from 0) is
+    drawn from C{uniform(bound * (1 - jitter), bound)}, where C{bound} is
+    C{min(maxDelay, initialDelay * 2 ** n)}.  C{jitter=1} is full jitter
+    (reconnects: many clients that lost the same gateway spread out);
+    C{jitter=0.5} keeps each delay at least half its bound, so that delays
+    never shrink from one to the next until the cap (upgrades: a failure is
+    remembered).
     """
 
     def __init__(
-        self, initialDelay: float, maxDelay: float, uniform: Callable[[float, float], float]
+        self,
+        initialDelay: float,
+        maxDelay: float,
+        uniform: Callable[[float, float], float],
+        jitter: float = 1.0,
     ) -> None:
         self.initialDelay = initialDelay
         self.maxDelay = maxDelay
         self.uniform = uniform
+        self.jitter = jitter
         self.failures = 0
 
     def bound(self) -> float:
@@ -162,7 +184,8 @@ class Backoff:
         """
         @return: the next delay, and count one more failure.
         """
-        delay = self.uniform(0, self.bound())
+        bound = self.bound()
+        delay = self.uniform(bound * (1 - self.jitter), bound)
         self.failures += 1
         return delay
 

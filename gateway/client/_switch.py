@@ -9,8 +9,11 @@ probe comes back it pauses the long-polling link and waits (up to
 C{upgradeTimeout}) for its outstanding poll and send to end, aborting a
 held poll but never a send; once the link is quiet it hands the WebSocket
 to the driver.  An upgrade that fails leaves the session on long-polling
-and is tried again after a longer delay.  It is the upgrades'
-L{IUpgradeOwner}.
+and is tried again after a longer delay (the engine's upgrade backoff, from
+C{upgradeDelay} doubling up to C{maxUpgradeDelay}; a long-polling reconnect
+keeps the time drawn).  Each time it schedules a try it tells the
+application (C{onUpgradeScheduled}) when, and why the WebSocket is
+unavailable.  It is the upgrades' L{IUpgradeOwner}.
 """
 
 from __future__ import annotations
@@ -49,11 +52,14 @@ class Switcher:
         *,
         link: Callable[[], PollingLink | None],
         switch: Callable[[ClientProtocol], None],
+        scheduled: Callable[[float, str | None], None],
     ) -> None:
         """
         @param link: the driver's current long-polling link, if any.
         @param switch: hands the probed WebSocket to the driver, which
             leaves long-polling and resumes on it.
+        @param scheduled: told C{(delay, why)} each time a try is scheduled:
+            seconds until it, and why the WebSocket is unavailable.
         """
         self._engine = engine
         self._dialer = dialer
@@ -61,6 +67,7 @@ class Switcher:
         self._upgradeTimeout = upgradeTimeout
         self._link = link
         self._switch = switch
+        self._scheduled = scheduled
         self._upgradeCall: IDelayedCall | None = None
         self._upgrade: Upgrade | None = None
         self._switchCall: IDelayedCall | None = None
@@ -75,7 +82,7 @@ class Switcher:
     def schedule(self) -> None:
         """
         In auto mode, on an open long-polling session: try a WebSocket
-        after the upgrade backoff's next delay.
+        when the upgrade backoff says (L{SessionEngine.upgradeDelay}).
         """
         if (
             not self._engine.upgradeWanted()
@@ -84,8 +91,15 @@ class Switcher:
             or self._upgradeCall is not None
         ):
             return
-        delay = self._engine.upgradeBackoff.next()
+        engine = self._engine
+        delay = engine.upgradeDelay(self._clock.seconds())
         self._upgradeCall = self._clock.callLater(delay, self._start)
+        why = engine.webSocketError
+        self.log.info(
+            "session {sid} on long-polling: WebSocket unavailable ({why}); next try in {delay:.1f} s",
+            sid=shortId(engine.sid), why=why or "not tried", delay=delay,
+        )
+        self._scheduled(delay, why)
 
     def linkIdle(self, link: PollingLink) -> None:
         """
@@ -121,6 +135,7 @@ class Switcher:
     def _start(self) -> None:
         engine = self._engine
         self._upgradeCall = None
+        engine.upgradeStarted()
         if self._link() is None or not engine.welcomed or engine.closing:
             return
         self.log.debug("session {sid}: probing a WebSocket", sid=shortId(engine.sid))
@@ -147,11 +162,7 @@ class Switcher:
         """
         if upgrade is not self._upgrade:
             return
-        self.log.info(
-            "session {sid}: no WebSocket ({why}); staying on long-polling",
-            sid=shortId(self._engine.sid),
-            why=why,
-        )
+        self._engine.upgradeFailed(why)
         self.cancel()
         self.schedule()
 

@@ -82,8 +82,12 @@ class Cluster:
         #: last checked against Redis (L{_revalidate}).
         self._sessionMap = sessionMap
         self._masterSeen = sessionMap.masterChanges
+        #: The live nodes' info at the last heartbeat that read it (L{nodes}).
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._nodesRead: float | None = None
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
+        self._engineListener = None
 
     # Running.
     def start(self) -> Deferred:
@@ -198,6 +202,7 @@ class Cluster:
             self.subscription.check()
             await self._exchangeCounts()
             await self._watchPeers()
+            await self._readNodes()
             now = self.clock.seconds()
             for session, mirror in self._owned():
                 mirror.touch(now)
@@ -275,6 +280,32 @@ class Cluster:
             if mirror.remote and mirror.remote not in alive:
                 session.detachedElsewhere(mirror.remote)
 
+    async def _readNodes(self) -> None:
+        """
+        Read what every live node said at its heartbeat, for L{nodes}: once
+        per heartbeat, however often the status is asked for.
+        """
+        try:
+            self._nodes = await self.shared.liveNodeInfo()
+        except GatewayError:
+            return
+        self._nodesRead = self.clock.seconds()
+
+    def nodes(self) -> dict[str, Any]:
+        """
+        @return: the live nodes as of the last heartbeat (this one first,
+            then by id), each with the sessions it held and those it
+            relayed, and how many seconds ago they were read.
+        """
+        listed = [{"node": self.node, "self": True,
+                   "sessions": len(self.registry.sessions), "relayed": len(self.relays)}]
+        for node, info in sorted(self._nodes.items()):
+            if node != self.node:
+                listed.append({"node": node, "self": False, "sessions": info.get("sessions"),
+                               "relayed": info.get("relayed")})
+        age = None if self._nodesRead is None else max(0.0, self.clock.seconds() - self._nodesRead)
+        return {"shared": True, "node": self.node, "nodes": listed, "age": age}
+
     def _owned(self):
         """
         @return: the sessions owned here, each with its L{Mirror} (every
@@ -301,6 +332,10 @@ class Cluster:
         L{gateway.sessionmap._scripts}).
         """
         kind, _, rest = data.partition(b"|")
+        if kind == b"E":
+            if self._engineListener is not None:
+                self._engineListener(rest)
+            return
         if kind in (b"d", b"u"):
             sid, seq, binary, payload = rest.split(b"|", 3)
             message = Data(int(seq), payload, binary == b"1")
@@ -349,6 +384,13 @@ class Cluster:
             transport = target.transport if target is not None else None
             if transport is not None:
                 transport.release()
+
+    def listenEngines(self, listener) -> None:
+        """
+        Hand the Engine.IO notices on this node's channel (C{E|...},
+        L{gateway.cluster.engines}) to C{listener}.
+        """
+        self._engineListener = listener
 
     def resubscribed(self) -> None:
         """

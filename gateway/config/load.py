@@ -20,18 +20,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..wire.proxyheader import LISTENER_PREFIX, proxiedEndpoint
 from .model import (
     AdminConfig,
     BackendConfig,
     GatewayConfig,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionMapConfig,
 )
 from .reader import Reader, configError, keyPath, show
 from .tables import (
+    readAccessLog,
     readAdmin,
     readLimits,
+    readMetrics,
     readPool,
     readRoutes,
     readSession,
@@ -40,7 +44,7 @@ from .tables import (
     readTokenFile,
     readTrustedProxies,
 )
-from .values import hostPort, parseBackendURL, parseRedisURL
+from .values import hostPort, parseBackendURL, parseRedisURL, parseWorkers
 
 __all__ = ["loadConfig", "restartNeeded"]
 
@@ -58,6 +62,10 @@ _TOP_KEYS = (
     "route",
     "pool",
     "admin",
+    "proxy_protocol_from",
+    "access_log",
+    "metrics",
+    "workers",
 )
 
 
@@ -175,6 +183,8 @@ def loadConfig(
     redis: str | None = None,
     admin: str | None = None,
     adminTokenFile: str | None = None,
+    metrics: str | None = None,
+    workers: str | None = None,
 ) -> GatewayConfig:
     """
     Read a TOML configuration file (or none) and apply the command-line
@@ -196,6 +206,10 @@ def loadConfig(
     @param adminTokenFile: C{--admin-token-file}: the file holding the
         admin API's token; replaces the file's C{admin.token} or
         C{admin.token_file}.
+    @param metrics: C{--metrics}: the metrics listener's endpoint string;
+        replaces the file's C{metrics.listen}.
+    @param workers: C{--workers}: C{"auto"} or a number of worker
+        processes; replaces the file's C{workers}.
     @raise ConfigError: with a one-line message naming the file (or option),
         the key and the reason.  Balancer names, session map types and
         endpoint strings are not checked here but by the service, which
@@ -218,8 +232,11 @@ def loadConfig(
             config,
             listen=tuple(fileListen or _DEFAULT_LISTEN),
             trustedProxies=readTrustedProxies(fileReader, document),
+            proxyProtocolFrom=readTrustedProxies(fileReader, document, "proxy_protocol_from"),
             source=path,
         )
+        if "access_log" in document:
+            config = dataclasses.replace(config, accessLog=readAccessLog(fileReader, document["access_log"]))
         if "timeouts" in document:
             timeouts = readTimeouts(fileReader, document["timeouts"])
             config = dataclasses.replace(config, timeouts=timeouts)
@@ -236,6 +253,14 @@ def loadConfig(
         pools = [readPool(fileReader, name, item) for name, item in poolTables.items()]
         if "route" in document:
             routes = readRoutes(fileReader, document)
+        if "metrics" in document:
+            config = dataclasses.replace(config, metrics=readMetrics(fileReader, document["metrics"]))
+        if "workers" in document:
+            try:
+                count = parseWorkers(document["workers"])
+            except ConfigError as error:
+                fileReader.fail("workers", str(error))
+            config = dataclasses.replace(config, workers=count)
         if "admin" in document:
             adminFromFile = readAdmin(
                 fileReader, document["admin"], os.path.dirname(os.path.abspath(path))
@@ -246,6 +271,16 @@ def loadConfig(
             if not endpoint:
                 Reader("--listen").fail("", "must not be empty")
         config = dataclasses.replace(config, listen=tuple(listen))
+    if metrics is not None:
+        if not metrics:
+            Reader("--metrics").fail("", "must not be empty")
+        config = dataclasses.replace(config, metrics=MetricsConfig(listen=metrics))
+    _checkProxied(config, fileReader, bool(listen))
+    if workers is not None:
+        try:
+            config = dataclasses.replace(config, workers=parseWorkers(workers))
+        except ConfigError as error:
+            Reader("--workers").fail("", str(error))
     if redis is not None:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     config = dataclasses.replace(
@@ -289,6 +324,25 @@ def loadConfig(
     return dataclasses.replace(config, pools=tuple(pools), routes=tuple(routes or ()))
 
 
+def _checkProxied(config: GatewayConfig, fileReader: Reader, fromFlags: bool) -> None:
+    """
+    A C{haproxy:} listener needs C{proxy_protocol_from}: the networks whose
+    PROXY headers it believes.
+    """
+    for index, description in enumerate(config.listen):
+        inner = proxiedEndpoint(description)
+        if inner is None:
+            continue
+        where = Reader("--listen") if fromFlags else fileReader
+        path = "" if fromFlags else f"listen[{index}]"
+        if not inner or proxiedEndpoint(inner) is not None:
+            where.fail(path, f"{description!r}: {LISTENER_PREFIX}: must be followed by an endpoint "
+                             "(once: tcp:, ssl:, unix:...)")
+        if not config.proxyProtocolFrom:
+            where.fail(path, f"{description!r} reads PROXY protocol headers, but proxy_protocol_from "
+                             "(in the --config file) lists no network that may send them")
+
+
 def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
     """
     What a reload from C{running} to C{new} cannot apply: everything but the
@@ -302,11 +356,15 @@ def restartNeeded(running: GatewayConfig, new: GatewayConfig) -> list[str]:
     for key, attribute in (
         ("listen", "listen"),
         ("trusted_proxies", "trustedProxies"),
+        ("proxy_protocol_from", "proxyProtocolFrom"),
+        ("access_log", "accessLog"),
         ("timeouts", "timeouts"),
         ("limits", "limits"),
         ("session", "session"),
         ("session_map", "sessionMap"),
         ("route", "routes"),
+        ("metrics", "metrics"),
+        ("workers", "workers"),
     ):
         if getattr(running, attribute) != getattr(new, attribute):
             paths.append(key)

@@ -21,6 +21,8 @@ __all__ = [
     "SessionMapConfig",
     "SessionConfig",
     "AdminConfig",
+    "MetricsConfig",
+    "AccessLogConfig",
     "GatewayConfig",
     "MAX_WEIGHT",
     "MIN_ADMIN_TOKEN",
@@ -138,11 +140,26 @@ class RouteConfig:
         mode and long-polling then let only the gateway's own origin and
         requests without C{Origin} through, and transparent upgrades are
         not checked).
+    @ivar protocol: what the route's clients speak: C{"websocket"} (plain
+        WebSocket, tunnelled, and the session protocol), C{"transparent"}
+        (plain WebSocket only: every upgrade is tunnelled, whatever
+        subprotocol it offers, and there is no long-polling), or
+        C{"socket.io"} (Engine.IO v4 terminated at the gateway,
+        L{gateway.engineio}).
+    @ivar pingInterval: with C{socket.io}, seconds between the gateway's
+        Engine.IO pings; C{pingTimeout}: seconds a client has to answer;
+        C{maxPayload}: the largest payload a client may send (bytes);
+        C{backendPath}: the Socket.IO server's path.
     """
 
     prefix: str
     pool: str
     allowedOrigins: tuple[str, ...] | None = None
+    protocol: str = "websocket"
+    pingInterval: float = 25.0
+    pingTimeout: float = 20.0
+    maxPayload: int = 1_000_000
+    backendPath: str = "/socket.io/"
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,9 @@ class Timeouts:
         end of its head (and keep to C{limits.minBodyRate} meanwhile);
         later heads on a kept-alive connection get C{handshake} from their
         first byte, as the first one does.
+    @ivar drain: in a rolling restart of workers, how long a worker being
+        replaced serves its open connections, accepting none, before it
+        stops.
     """
 
     connect: float = 5.0
@@ -171,6 +191,7 @@ class Timeouts:
     idle: float = 0.0
     shutdown: float = 5.0
     requestBody: float = 30.0
+    drain: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -294,6 +315,38 @@ class AdminConfig:
     tokenFile: str | None = None
 
 
+#: The access log's default bound on lines waiting to be written, in bytes.
+ACCESS_LOG_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    """
+    The access log: one JSON line per connection or session that ends.
+
+    @ivar path: the file the lines are appended to, or C{"-"} for standard
+        output.
+    @ivar maxBufferBytes: lines waiting to be written are held up to this
+        many bytes; past it a line is dropped (and counted) rather than the
+        reactor waiting on the disk or the pipe.
+    """
+
+    path: str
+    maxBufferBytes: int = ACCESS_LOG_BUFFER
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    C{/metrics} on a listener of its own, without a token (the admin API
+    serves it too, behind its token).
+
+    @ivar listen: a Twisted server endpoint string.
+    """
+
+    listen: str
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """
@@ -301,7 +354,14 @@ class GatewayConfig:
 
     @ivar trustedProxies: CIDR networks whose X-Forwarded-For / Forwarded
         headers are kept and appended to; from anyone else they are replaced.
+    @ivar proxyProtocolFrom: CIDR networks that may (and must) send a PROXY
+        protocol header on a C{haproxy:} listener.
     @ivar admin: the admin API, or L{None} for none.
+    @ivar metrics: the metrics listener, or L{None} for none.
+    @ivar accessLog: the access log, or L{None} for none (the default).
+    @ivar workers: worker processes accepting on the listeners (1: this
+        process serves them itself; more: it supervises that many, see
+        L{gateway.workers}).
     """
 
     listen: tuple[str, ...] = ("tcp:8080",)
@@ -310,10 +370,14 @@ class GatewayConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     trustedProxies: tuple[str, ...] = ()
+    proxyProtocolFrom: tuple[str, ...] = ()
+    accessLog: AccessLogConfig | None = None
     sessionMap: SessionMapConfig = field(default_factory=SessionMapConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     admin: AdminConfig | None = None
+    metrics: MetricsConfig | None = None
     demo: bool = False
+    workers: int = 1
     source: str = "<options>"
 
     def pool(self, name: str) -> PoolConfig:

@@ -21,12 +21,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from .model import (
+    ACCESS_LOG_BUFFER,
+    AccessLogConfig,
     MAX_ADMIN_TOKEN,
     MAX_WEIGHT,
     MIN_ADMIN_TOKEN,
     BackendConfig,
     HealthCheckConfig,
     Limits,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionConfig,
@@ -52,14 +55,20 @@ __all__ = [
     "readPool",
     "readRoutes",
     "readAdmin",
+    "readMetrics",
     "readTokenFile",
+    "readAccessLog",
 ]
 
 _HEALTH_TYPES = ("websocket", "http", "tcp")
 _REQUEST_PATH = re.compile(r"/[\x21-\x7e]*\Z")
 
 _ADMIN_KEYS = ("listen", "token", "token_file")
-_ROUTE_KEYS = ("prefix", "pool", "allowed_origins")
+_METRICS_KEYS = ("listen",)
+_ACCESS_LOG_KEYS = ("path", "max_buffer_bytes")
+#: The keys of a route that only a C{socket.io} route takes.
+_SOCKETIO_KEYS = ("ping_interval", "ping_timeout", "max_payload", "backend_path")
+_ROUTE_KEYS = ("prefix", "pool", "allowed_origins", "protocol", *_SOCKETIO_KEYS)
 _POOL_KEYS = (
     "balance",
     "affinity",
@@ -92,6 +101,7 @@ _TIMEOUT_FIELDS = {
     "idle": "idle",
     "shutdown": "shutdown",
     "request_body": "requestBody",
+    "drain": "drain",
 }
 _TIMEOUTS_OFF_AT_ZERO = frozenset({"idle"})
 
@@ -228,22 +238,36 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
     return SessionMapConfig(type=kind, options=options)
 
 
-def readTrustedProxies(reader: Reader, table: dict[str, Any]) -> tuple[str, ...]:
+def readTrustedProxies(reader: Reader, table: dict[str, Any], key: str = "trusted_proxies") -> tuple[str, ...]:
     """
-    Read C{trusted_proxies}: CIDR networks, returned in normal form.
+    Read C{trusted_proxies} (or another array of networks, C{key}): CIDR
+    networks, returned in normal form.
     """
-    networks = reader.strings(table, "", "trusted_proxies") or []
+    networks = reader.strings(table, "", key) or []
     result = []
     for index, text in enumerate(networks):
         try:
             network = ipaddress.ip_network(text)
         except ValueError as error:
             reader.fail(
-                f"trusted_proxies[{index}]",
+                f"{key}[{index}]",
                 f"must be a network such as '10.0.0.0/8' or '::1/128': {error}",
             )
         result.append(str(network))
     return tuple(result)
+
+
+def readAccessLog(reader: Reader, value: object) -> AccessLogConfig:
+    """
+    Read the C{[access_log]} table: C{path} (required; C{"-"} is standard
+    output) and C{max_buffer_bytes}.
+    """
+    table = reader.table(value, "access_log", _ACCESS_LOG_KEYS)
+    path = reader.string(table, "access_log", "path", None)
+    if path is None:
+        reader.fail("access_log.path", "is required (a file, or \"-\" for standard output)")
+    size = reader.integer(table, "access_log", "max_buffer_bytes", ACCESS_LOG_BUFFER, 4096)
+    return AccessLogConfig(path=path, maxBufferBytes=size)
 
 
 def _checkAffinity(reader: Reader, path: str, spec: str) -> None:
@@ -456,6 +480,18 @@ def readAdmin(
     return listen, token, tokenFile
 
 
+def readMetrics(reader: Reader, value: object) -> MetricsConfig:
+    """
+    Read the C{[metrics]} table: C{listen}, the endpoint of the metrics
+    listener (checked as an endpoint by the service).
+    """
+    table = reader.table(value, "metrics", _METRICS_KEYS)
+    listen = reader.string(table, "metrics", "listen")
+    if not listen:
+        reader.fail("metrics.listen", "must not be empty")
+    return MetricsConfig(listen=listen)
+
+
 def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:
     """
     Read the C{[[route]]} tables (their pools are checked later, once the
@@ -481,8 +517,34 @@ def readRoutes(reader: Reader, table: dict[str, Any]) -> list[RouteConfig]:
             )
         seen[same] = index
         routes.append(RouteConfig(prefix=prefix, pool=reader.string(item, path, "pool"),
-                                  allowedOrigins=_readOrigins(reader, item, path)))
+                                  allowedOrigins=_readOrigins(reader, item, path),
+                                  **_readProtocol(reader, item, path)))
     return routes
+
+
+def _readProtocol(reader: Reader, item: dict[str, Any], path: str) -> dict[str, Any]:
+    """
+    Read a route's C{protocol} and, for C{socket.io}, its Engine.IO
+    settings (the reference server's defaults); those keys on any other
+    route are refused.
+    """
+    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "transparent", "socket.io"))
+    if protocol != "socket.io":
+        for key in _SOCKETIO_KEYS:
+            if key in item:
+                reader.fail(f"{path}.{key}", 'is only for a route with protocol = "socket.io"')
+        return {"protocol": protocol}
+    backendPath = reader.string(item, path, "backend_path", "/socket.io/")
+    if not backendPath.startswith("/") or not backendPath.isascii() or any(
+            c in backendPath for c in " ?#") or not backendPath.isprintable():
+        reader.fail(f"{path}.backend_path", "must be a path: starting with '/', printable ASCII, no space, '?' or '#'")
+    return {
+        "protocol": protocol,
+        "pingInterval": reader.seconds(item, path, "ping_interval", 25.0),
+        "pingTimeout": reader.seconds(item, path, "ping_timeout", 20.0),
+        "maxPayload": reader.integer(item, path, "max_payload", 1_000_000, 1, 64 * 1024 * 1024),
+        "backendPath": backendPath,
+    }
 
 
 def _readOrigins(reader: Reader, item: dict[str, Any], path: str) -> tuple[str, ...] | None:

@@ -13,6 +13,7 @@ disagree.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -37,6 +38,8 @@ __all__ = [
     "SENTINEL_PORT",
     "SentinelAddress",
     "parseRedisURL",
+    "MAX_WORKERS",
+    "parseWorkers",
 ]
 
 _DEFAULT_PORTS = {False: 80, True: 443}
@@ -505,3 +508,37 @@ def _redacted(url: str) -> str:
         return f"{head}://***@{tail.rpartition('@')[2]}"
     return url
 
+
+
+#: The most worker processes one gateway runs (C{workers}, C{--workers}).
+MAX_WORKERS = 64
+
+
+def cpuCount() -> int:
+    """
+    @return: the CPUs this process may run on (its affinity mask, which a
+        container or C{taskset} narrows), at least 1.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parseWorkers(value: object) -> int:
+    """
+    @param value: C{"auto"} (the number of CPUs, see L{cpuCount}), or an
+        integer from 1 to L{MAX_WORKERS} (as an L{int} from the file, or as
+        text from the command line).
+    @return: the number of worker processes.
+    @raise ConfigError: for anything else.
+    """
+    if value == "auto":
+        return min(cpuCount(), MAX_WORKERS)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise configError(
+            f"must be \"auto\" or an integer from 1 to {MAX_WORKERS}, not {value!r}"
+        )
+    return value

@@ -14,15 +14,23 @@ client connection (L{ISessionTransport}) and its backend link
 registry a cluster strategy (L{ISessionCluster}) and an opener
 (L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
 and drives the node through L{IOperator}; the transports use the front door
-through L{IEdge}; connects report to passive health through
-L{IConnectObserver}; the Python client's transports report to their owner
-through L{IWebSocketOwner}, L{IPollingOwner} and L{IUpgradeOwner}.  The
+through L{IEdge}; tunnels and sessions report their end to the access log
+through L{IAccessLog}; the parts record what happens to L{IMetrics} (and a
+plug-in made without it is given it through L{IMeasured}); connects report
+to passive health through L{IConnectObserver}; the Python client's
+transports report to their owner through L{IWebSocketOwner},
+L{IPollingOwner} and L{IUpgradeOwner}; an Engine.IO session drives its
+client transport (L{IEngineTransport}) and its Socket.IO server side
+(L{IEngineUpstream}), and finds sessions across nodes through
+L{IEngineCluster}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
 objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
-from ._edge import IConnectObserver, IEdge, IOperator
+from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator
+from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream
+from ._metrics import IMeasured, IMetrics
 from ._plugins import (
     IBalancer,
     IBalancerFactory,
@@ -53,10 +61,16 @@ __all__ = [
     "ISessionMirror",
     "ISessionCluster",
     "ISessionOpener",
+    "IAccessLog",
     "IConnectObserver",
     "IEdge",
     "IOperator",
+    "IMetrics",
+    "IMeasured",
     "IWebSocketOwner",
     "IPollingOwner",
     "IUpgradeOwner",
+    "IEngineTransport",
+    "IEngineUpstream",
+    "IEngineCluster",
 ]

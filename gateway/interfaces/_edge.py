@@ -11,6 +11,7 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 __all__ = [
+    "IAccessLog",
     "IConnectObserver",
     "IEdge",
     "IOperator",
@@ -47,6 +48,22 @@ class IConnectObserver(Interface):
         """
 
 
+class IAccessLog(Interface):
+    """
+    Where the end of each client connection or session is reported: the
+    tunnels and the session registry each give one record per end
+    (L{gateway.edge.accesslog}).  Called once per end, never per message.
+    """
+
+    def connectionEnded(record):
+        """
+        A tunnel or a session has ended.
+
+        @param record: what to log of it: a L{dict} of JSON values (see
+            docs/operations.md, "Access log", for the fields).
+        """
+
+
 class IEdge(Interface):
     """
     What the client-facing transports (the transparent tunnel, long-polling,
@@ -62,11 +79,13 @@ class IEdge(Interface):
         "The L{gateway.wire.forwarded.TrustedProxies} whose forwarding headers are believed."
     )
     health = Attribute("The L{IConnectObserver} that backend connects report to.")
+    accessLog = Attribute("The L{IAccessLog} each tunnel reports its end to.")
     sessions = Attribute(
         "The node's L{gateway.sessions.registry.SessionRegistry}: transports open, find "
         "and resume sessions through it."
     )
     clientErrors = Attribute("How many requests were refused as malformed; transports add theirs.")
+    metrics = Attribute("The node's L{gateway.interfaces.IMetrics}: what the transports record to.")
     origins = Attribute(
         "The L{gateway.backends.routing.RouteOrigins} every upgrade and long-polling request's "
         "C{Origin} is checked against."
@@ -103,6 +122,7 @@ class IOperator(Interface):
     sessions = Attribute("The node's L{gateway.sessions.session.SessionRegistry}.")
     mover = Attribute("The node's L{gateway.sessions.mover.SessionMover}.")
     exitOnListenFailure = Attribute("Whether a listener that cannot be bound stops the reactor.")
+    metrics = Attribute("The node's L{gateway.metrics.Metrics} (its C{registry} is served at /metrics).")
 
     def pool(name):
         """

@@ -148,8 +148,9 @@ class IBackendLink(Interface):
 
 class ISessionView(Interface):
     """
-    What the admin API reads of a session to count the node's sessions
-    (L{gateway.admin.countSessions}); read-only.
+    What the admin API and the metrics read of a session to count the
+    node's sessions (L{gateway.admin.countSessions},
+    L{gateway.metrics.scrape.StateCollector}); read-only.
     """
 
     state = Attribute("The session's L{gateway.sessions.states.SessionState}.")
@@ -159,6 +160,9 @@ class ISessionView(Interface):
     paused = Attribute("Whether flow control holds either side of it now.")
     failovers = Attribute("How many times its backend connection failed over.")
     moves = Attribute("How many times it was moved to another backend on purpose.")
+    transport = Attribute("The L{ISessionTransport} carrying it now (its C{kind}), or L{None}.")
+    outbox = Attribute("Its replay buffer (L{gateway.wire.protocol.Outbox}): C{len()} and C{pendingBytes}.")
+    inflight = Attribute("C{(messages, bytes)} handed to its backend and not yet confirmed.")
 
 
 class ISessionMirror(Interface):
@@ -274,6 +278,15 @@ class ISessionCluster(Interface):
         """
         @return: this node's view of the cluster, for the health endpoint
             (a JSON-able L{dict}).
+        """
+
+    def nodes():
+        """
+        @return: the nodes serving these sessions, for the admin API's
+            C{GET /nodes}: C{shared}, this C{node}'s id, C{nodes} (each
+            with C{node}, C{self}, C{sessions} and C{relayed}, this one
+            first) and C{age}, the seconds since the other nodes' figures
+            were read (L{None} before the first read, or on one node).
         """
 
     def start():

@@ -7,7 +7,9 @@ txredisapi protocols that authenticate and select their database
 themselves, and the factory both kinds of connection are made by.
 
 A connection reports to its I{watcher} (C{factory.watcher}): an object
-with C{log}, C{reactor}, C{timeout} (seconds a set-up command may take),
+with C{log}, C{reactor}, C{metrics} (the L{gateway.interfaces.IMetrics}
+every command is counted and timed in), C{timeout} (seconds a set-up
+command may take),
 C{setUpCommands()} (the commands a new connection sends first, each with
 a description for errors, and optionally a check of its answer that
 returns why the connection must not be used, or L{None}),
@@ -106,6 +108,24 @@ def setUpProtocol() -> type:
             """
 
             usable = True
+
+            def execute_command(self, *args: Any, **kwargs: Any) -> Deferred:
+                """
+                Send a command, counting it, its failure (an error reply, a
+                lost connection, a timeout) and its latency in the
+                watcher's metrics.
+                """
+                watcher = self.factory.watcher
+                metrics, clock = watcher.metrics, watcher.reactor
+                name = args[0].decode("ascii", "replace") if isinstance(args[0], bytes) else str(args[0])
+                started = clock.seconds()
+
+                def done(result: object) -> object:
+                    failed = isinstance(result, (Failure, Exception))
+                    metrics.redisCommand(name, clock.seconds() - started, failed)
+                    return result
+
+                return super().execute_command(*args, **kwargs).addBoth(done)
 
             def connectionMade(self) -> None:
                 Deferred.fromCoroutine(self._setUp()).addErrback(

@@ -413,6 +413,61 @@ class SharedSessions:
         d = self.map.run(nodes, "ZRANGEBYSCORE", nodes, f"{now:.3f}", "+inf")
         return d.addCallback(lambda reply: sorted(_str(n) for n in reply or ()))
 
+    def liveNodeInfo(self, limit: int = 256) -> Deferred[dict[str, dict[str, Any]]]:
+        """
+        What each live node said of itself at its last heartbeat (its
+        C{alive:} key), for the status of the cluster.
+
+        @param limit: the most nodes read (the C{limit} first by id).
+        @return: L{Deferred} firing with the info by node id (a node whose
+            key expired between the two reads is left out).
+        """
+        return Deferred.fromCoroutine(self._liveNodeInfo(limit))
+
+    async def _liveNodeInfo(self, limit: int) -> dict[str, dict[str, Any]]:
+        nodes = (await self.liveNodes())[:limit]
+        if not nodes:
+            return {}
+        keys = [self._bprefix + b"alive:" + node.encode("utf-8") for node in nodes]
+        replies = await self.map.run(self._bprefix + b"nodes", "MGET", *keys)
+        found = {}
+        for node, reply in zip(nodes, replies or ()):
+            if reply is None:
+                continue
+            try:
+                info = json.loads(_str(reply))
+            except ValueError:
+                info = {}
+            found[node] = info if isinstance(info, dict) else {}
+        return found
+
+    # Engine.IO sessions (gateway.engineio): which node holds each.
+    def _engineKey(self, sid: str) -> bytes:
+        return self._bprefix + b"eio:" + sid.encode("utf-8")
+
+    def ownEngine(self, sid: str, ttl: float) -> Deferred:
+        """
+        Record this node as the holder of Engine.IO session C{sid}, for
+        C{ttl} seconds.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "SET", key, self.node, "PX", str(max(1, int(ttl * 1000))))
+
+    def engineOwner(self, sid: str) -> Deferred[str | None]:
+        """
+        @return: L{Deferred} firing with the node holding Engine.IO session
+            C{sid}, or L{None}.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "GET", key).addCallback(lambda v: None if v is None else _str(v))
+
+    def forgetEngine(self, sid: str) -> Deferred:
+        """
+        Engine.IO session C{sid} has ended.
+        """
+        key = self._engineKey(sid)
+        return self.map.run(key, "DEL", key)
+
     def publish(self, node: str, message: bytes) -> Deferred[int]:
         """
         Publish C{message} to C{node}'s channel.
@@ -457,6 +512,14 @@ class Subscription:
         self._lastError: str | None = None
 
     # What the set-up protocol asks of its watcher.
+    @property
+    def metrics(self) -> Any:
+        """
+        The map's L{gateway.interfaces.IMetrics}, which the subscription's
+        commands are counted in too.
+        """
+        return self.shared.map.metrics
+
     def setUpCommands(self):
         return self.shared.map.setUpCommands()
 

@@ -77,7 +77,8 @@ from zope.interface import implementer
 
 from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, parseRedisURL
 from ..errors import ConfigError, SessionMapUnavailable
-from ..interfaces import ISessionMap, ISessionMapFactory
+from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
+from ..metrics import NoMetrics
 from ._connection import WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
 from ._shared import SharedSessions
 
@@ -98,7 +99,7 @@ MAX_POOL_SIZE = 32
 
 
 
-@implementer(ISessionMap)
+@implementer(ISessionMap, IMeasured)
 class RedisSessionMap:
     """
     Affinity and session records in Redis (see the module docstring for the
@@ -160,6 +161,14 @@ class RedisSessionMap:
         self.masterChanges = 0
         self._endpoint: Any = None
         self._switchWatch: Any = None
+        #: What every command is counted and timed in (L{measureWith}).
+        self.metrics: IMetrics = NoMetrics()
+
+    def measureWith(self, metrics: IMetrics) -> None:
+        """
+        Count and time every Redis command in C{metrics} from now on.
+        """
+        self.metrics = metrics
 
     @property
     def connected(self) -> bool:

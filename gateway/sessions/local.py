@@ -135,6 +135,14 @@ class SingleNode:
         """
         return {"node": self.registry.node}
 
+    def nodes(self) -> dict[str, Any]:
+        """
+        @return: this node alone, with its sessions.
+        """
+        return {"shared": False, "node": self.registry.node, "age": None, "nodes": [
+            {"node": self.registry.node, "self": True,
+             "sessions": len(self.registry.sessions), "relayed": 0}]}
+
     def start(self) -> Deferred:
         """
         @return: a fired L{Deferred}: nothing to join.

@@ -21,7 +21,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..errors import GatewayError, ProtocolError, ResumeRefused, SessionLimit
-from ..interfaces import IBackendLink, ISessionCluster, ISessionOpener
+from ..edge.accesslog import NoAccessLog
+from ..interfaces import IAccessLog, IBackendLink, IMetrics, ISessionCluster, ISessionOpener
+from ..metrics import NoMetrics
 from ..wire.protocol import (
     CLOSE_BAD_SECRET,
     CLOSE_RESUME_FAILED,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from ..config import SessionConfig
 
 __all__ = ["SessionRegistry", "FULL_RETRY_AFTER"]
+
+#: A session transport's C{kind}, as metrics name it.
+_TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
 
 #: The Retry-After (seconds) of a refusal at C{max_sessions} or at
 #: C{max_sessions_per_ip}: sessions end at their own pace, so a short wait
@@ -98,14 +103,18 @@ class SessionRegistry:
         opened here, and sessions end when their backend connection drops.
     @ivar noMirror: the null L{gateway.interfaces.ISessionMirror} of
         sessions no other node knows of.
+    @ivar metrics: the L{IMetrics} the sessions record to.
     """
 
     log = Logger()
 
     def __init__(self, config: SessionConfig, clock, sessionMap, node: str = "local", *,
                  opener: ISessionOpener | None = None,
-                 cluster: Callable[[SessionRegistry], ISessionCluster] = SingleNode) -> None:
+                 cluster: Callable[[SessionRegistry], ISessionCluster] = SingleNode,
+                 accessLog: IAccessLog | None = None,
+                 metrics: IMetrics | None = None) -> None:
         self.config = config
+        self.metrics: IMetrics = metrics if metrics is not None else NoMetrics()
         self.clock = clock
         self.sessionMap = sessionMap
         self.node = node
@@ -117,6 +126,10 @@ class SessionRegistry:
         #: holding none has no entry.
         self.held: dict[str, int] = {}
         self._addressOf: dict[str, str] = {}
+        #: The request path each session held here was opened on.
+        self._pathOf: dict[str, str] = {}
+        #: Where each session's end is reported.
+        self.accessLog: IAccessLog = accessLog if accessLog is not None else NoAccessLog()
         self.opens = _OpenRates(config.maxOpensPerIp, config.openBurstPerIp, config.maxSessions)
         self.opener = opener
         self.noMirror = NoMirror(clock)
@@ -194,9 +207,11 @@ class SessionRegistry:
         session = self.create(sid, route.pool, link)
         if address is not None:
             self._addressOf[sid] = address
+        self._pathOf[sid] = route.head.path.decode("ascii", "replace")
         session.upstream.origin = origin
         link.bind(session, backend)
         await self.cluster.register(session, *origin)
+        self.metrics.sessionEvent("opened", route.pool.name)
         return session
 
     def create(self, sid: str, pool: Pool, link: IBackendLink) -> Session:
@@ -235,6 +250,7 @@ class SessionRegistry:
             session.state = session.state.to(SessionState.ENDING)
         self.sessions[sid] = session
         session.startGrace()
+        self.metrics.sessionEvent("takeover", pool.name)
         return session
 
     async def resume(self, hello: Hello, kind: str) -> Any:
@@ -252,8 +268,10 @@ class SessionRegistry:
         if hello.sid in self.sessions:
             session = self.find(hello)
             await self.cluster.attachHere(session, kind)
-            return session
-        return await self.cluster.resume(hello, kind)
+        else:
+            session = await self.cluster.resume(hello, kind)
+        self.metrics.resumed(_TRANSPORTS.get(kind, kind))
+        return session
 
     def here(self, sid: str | None) -> Any:
         """
@@ -379,12 +397,37 @@ class SessionRegistry:
         """
         if self.sessions.pop(session.sid, None) is None:
             return
-        self._release(self._addressOf.pop(session.sid, None))
+        address = self._addressOf.pop(session.sid, None)
+        self._release(address)
+        self.accessLog.connectionEnded(self._accessRecord(session, address, reason))
         if self.config.maxEnded:
             self._ended[session.sid] = (resumeCode, f"session ended: {reason}")
             while len(self._ended) > self.config.maxEnded:
                 self._ended.popitem(last=False)
         self.cluster.forget(session)
+
+    def _accessRecord(self, session: Session, address: str | None, reason: str) -> dict:
+        """
+        @return: the access log's record of C{session}, which has ended
+            (docs/operations.md, "Access log").
+        """
+        backend = session.backend or session.lastBackend
+        return {
+            "event": "session",
+            "client": address,
+            "path": self._pathOf.pop(session.sid, None),
+            "pool": session.pool.name,
+            "backend": backend.name if backend is not None else None,
+            "mode": "session",
+            "transport": {"ws": "websocket", "poll": "longpoll"}.get(session.transportKind or "", None),
+            "duration": round(self.clock.seconds() - session.created, 3),
+            "bytes_from_client": session.bytesFromClient,
+            "bytes_to_client": session.bytesToClient,
+            "messages_from_client": session.inbox.accepted,
+            "messages_to_client": session.outbox.sent,
+            "close_code": session.closeCode,
+            "reason": reason,
+        }
 
     def recordState(self, session: Session) -> None:
         """

@@ -111,8 +111,19 @@ class Session(PacketDispatch):
         self.lastSent = 0.0
         self.created = registry.clock.seconds()
         self.mirror: ISessionMirror = registry.noMirror
+        #: The node's message counts (L{gateway.metrics.Traffic}), added to per message.
+        self.traffic = registry.metrics.traffic
         self._ackWaiting = False
         self.upstream = Upstream(self, config, registry.clock, registry.opener, link)
+        #: For the access log: the kind of the last transport that carried
+        #: the session (C{"ws"}, C{"poll"}), the payload bytes accepted from
+        #: the client and sent towards it, the close code it ended with, and
+        #: its backend when it last had one.
+        self.transportKind: str | None = None
+        self.lastBackend: Backend | None = None
+        self.bytesFromClient = 0
+        self.bytesToClient = 0
+        self.closeCode: int | None = None
 
     @property
     def link(self) -> IBackendLink | None:
@@ -162,6 +173,15 @@ class Session(PacketDispatch):
         """
         return self.upstream.moves
 
+    @property
+    def inflight(self) -> tuple[int, int]:
+        """
+        The client messages (and their bytes) handed to the backend and not
+        yet confirmed.
+        """
+        upstream = self.upstream
+        return len(upstream.unconfirmed), upstream.unconfirmedBytes
+
     def __repr__(self) -> str:
         return f"<Session {shortId(self.sid)} {self.state.value}>"
 
@@ -188,6 +208,7 @@ class Session(PacketDispatch):
         backend has closed).
         """
         old, self.transport = self.transport, transport
+        self.transportKind = transport.kind
         upstream = self.upstream
         if old is not None and old is not transport:
             upstream.transportDetached(old)
@@ -219,6 +240,7 @@ class Session(PacketDispatch):
         """
         self._cancelGrace()
         self.transport = transport
+        self.transportKind = transport.kind
         self.upstream.transportAttached(transport)
         if self.state.live:
             self.state = self.state.to(SessionState.ATTACHED)
@@ -353,6 +375,10 @@ class Session(PacketDispatch):
                 # nothing more; the client learns from the close packet.
                 return
             self.inbox.accept()
+            traffic = self.traffic
+            traffic.sessionUpMessages += 1
+            traffic.sessionUpBytes += len(message.payload)
+            self.bytesFromClient += len(message.payload)
             upstream.handOn(message)
         self._scheduleAck()
 
@@ -362,6 +388,9 @@ class Session(PacketDispatch):
         next in sequence), and record it.
         """
         self.inbox.accepted = message.seq
+        traffic = self.traffic
+        traffic.sessionUpMessages += 1
+        traffic.sessionUpBytes += len(message.payload)
         upstream = self.upstream
         if upstream.link is not None or upstream.switching is not None:
             upstream.handOn(message)
@@ -432,7 +461,11 @@ class Session(PacketDispatch):
             self.end(1008, "replay buffer limit exceeded", CLOSE_EXPIRED,
                      clientCode=CLOSE_BUFFER_FULL if attached else None)
             return
+        traffic = self.traffic
+        traffic.sessionDownMessages += 1
+        traffic.sessionDownBytes += len(payload)
         self.mirror.down(message)
+        self.bytesToClient += len(payload)
         if self.transport is not None:
             self.transport.pushData(message)
             self.lastSent = self.registry.clock.seconds()
@@ -474,6 +507,7 @@ class Session(PacketDispatch):
         deliver what it sent, then the closing packet; the session ends once
         the client has acknowledged it all.
         """
+        self.lastBackend = self.backend or self.lastBackend
         self.upstream.link = None
         if self.state is SessionState.ENDED:
             return
@@ -498,13 +532,15 @@ class Session(PacketDispatch):
             return
         self.state = self.state.to(SessionState.ENDED)
         self._cancelGrace()
+        self.lastBackend = self.backend or self.lastBackend
         link = self.upstream.stop()
         if link is not None:
             link.closeLink(backendCode, reason)
         transport, self.transport = self.transport, None
         if transport is not None and clientCode is not None:
             transport.closeTransport(clientCode, reason)
-        self.mirror.end(clientCode if clientCode is not None else resumeCode, reason)
+        self.closeCode = clientCode if clientCode is not None else resumeCode
+        self.mirror.end(self.closeCode, reason)
         self.registry.ended(self, resumeCode, reason)
 
     def handOff(self) -> None:

@@ -332,6 +332,7 @@ class Upstream:
                 and code in FAILOVER_CODES and self.opener is not None):
             self.switching = "failover"
             self.failovers += 1
+            session.registry.metrics.sessionEvent("failover", pool.name)
             self._previous = previous
             self._droppedAt = self.clock.seconds()
             self._dropCode, self._dropReason = code, reason or ""
@@ -358,6 +359,8 @@ class Upstream:
             return False
         self.switching = "move"
         self.moves += 1
+        session = self.session
+        session.registry.metrics.sessionEvent("move", session.pool.name if session.pool else None)
         self._moveTarget = target
         self._previous = link.backend
         self._droppedAt = self.clock.seconds()

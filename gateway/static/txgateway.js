@@ -35,6 +35,14 @@
  * opened (or gives no welcome within connectTimeout), and from long-polling
  * trying, now and then, to move the session back to a WebSocket (a probe
  * answered within upgradeTimeout, docs/protocol.md "Switching transports").
+ * Those tries back off: the n-th waits between half and all of
+ * min(upgradeDelay * 2**n, maxUpgradeDelay) seconds (5 s doubling to 300 s by
+ * default: after 2.5-5 s, 5-10 s, 10-20 s, ..., then every 150-300 s); a
+ * long-polling reconnect keeps the time drawn, and only a WebSocket that
+ * works starts the schedule again.  onUpgradeScheduled(callback(delay,
+ * error)) is told each try's delay (seconds from now) and why the WebSocket
+ * is unavailable (the failure that made the client fall back, then that of
+ * the last try).
  *
  * States (ClientState, reported by onState(callback(state, detail))):
  * "connecting" until the first session is open, "open", "reconnecting"
@@ -42,7 +50,10 @@
  * detail.delay), "closed" for good.  "open" is reported again, with
  * detail.resumed, when the session moves to another transport.  detail has
  * resumed, reset, dropped, code, reason, error, delay and transport (the
- * transport of the connection that opened, or of the next attempt).
+ * transport of the connection that opened, or of the next attempt).  The
+ * client's transport property is always that of the last state reported:
+ * never one just given up, and "websocket" after a move from long-polling
+ * only once the session is open on the WebSocket.
  *
  * When a session cannot be resumed (the gateway closes with 4400, 4403, 4404,
  * 4409, 4410 or 4413) the messages it did not acknowledge are lost: onState
@@ -56,9 +67,9 @@
  * Anything else makes the client reconnect.  (Browsers do not show the HTTP
  * status of a refused WebSocket handshake, so that one is retried.)
  *
- * Callbacks are registered with onMessage, onState and onFailover; their old
- * names on_message, on_state and on_failover are kept as aliases for
- * compatibility.
+ * Callbacks are registered with onMessage, onState, onFailover and
+ * onUpgradeScheduled; the old names on_message, on_state and on_failover are
+ * kept as aliases for compatibility.
  *
  * Beyond the shared names: abort() closes at once, bufferedAmount is the
  * unacknowledged payload in bytes, and SessionClient.debug = true logs the
@@ -89,6 +100,7 @@
   const CLOSE_EXPIRED = 4410;
   const CLOSE_UNAVAILABLE = 4503;
   const CLOSE_REFUSED = 4502;
+  const CLOSE_ORIGIN_REFUSED = 4003;
   // Codes after which a client starts a new session instead of resuming.
   const RESTART_CODES = new Set([4008, 4403, 4404, 4409, 4410, 4413]);
   // HTTP answers worth retrying even before the first session.
@@ -375,18 +387,25 @@
   // ------------------------------------------------------------------
   // Sequence arithmetic (gateway/wire/protocol.py's Outbox; the Inbox is a count).
 
-  /** Exponential backoff with full jitter: uniform(0, min(max, initial * 2**n)). */
+  /**
+   * Exponential backoff with jitter: the n-th delay in a row is drawn from
+   * uniform(bound * (1 - jitter), bound), bound = min(max, initial * 2**n).
+   * Full jitter (1) for reconnects, which spreads out clients that lost the
+   * same gateway; UPGRADE_JITTER for upgrades, so that no delay is shorter
+   * than the one before it until the cap (a failure is remembered).
+   */
   class Backoff {
-    constructor(initialDelay, maxDelay) {
+    constructor(initialDelay, maxDelay, jitter) {
       this.initialDelay = initialDelay;
       this.maxDelay = maxDelay;
+      this.jitter = jitter === undefined ? 1 : jitter;
       this.failures = 0;
     }
 
     next() {
       const bound = Math.min(this.maxDelay, this.initialDelay * 2 ** Math.min(this.failures, 64));
       this.failures += 1;
-      return Math.random() * bound;
+      return bound * (1 - this.jitter) + Math.random() * bound * this.jitter;
     }
 
     reset() {
@@ -804,7 +823,12 @@
     maxDelay: 10,
     connectTimeout: 10,
     upgradeTimeout: 5,
+    upgradeDelay: 5,
+    maxUpgradeDelay: 300,
   };
+
+  // Each upgrade delay is drawn from the upper half of its bound.
+  const UPGRADE_JITTER = 0.5;
 
   function detailOf(fields) {
     return Object.freeze(Object.assign({
@@ -829,7 +853,9 @@
      *     and maxDelay (reconnect backoff, seconds), connectTimeout (seconds
      *     for each connection to be welcomed, and for the gateway to end the
      *     session after close()), upgradeTimeout (seconds for a WebSocket
-     *     probe to come back, in "auto" mode).
+     *     probe to come back, in "auto" mode), upgradeDelay and
+     *     maxUpgradeDelay (the backoff of the tries to move from long-polling
+     *     to a WebSocket, seconds, in "auto" mode).
      */
     constructor(url, options) {
       const o = Object.assign({}, DEFAULTS);
@@ -852,6 +878,9 @@
       if (!(o.connectTimeout > 0 && o.upgradeTimeout > 0)) {
         throw new RangeError("connectTimeout and upgradeTimeout must be positive");
       }
+      if (!(o.upgradeDelay > 0 && o.upgradeDelay <= o.maxUpgradeDelay)) {
+        throw new RangeError("0 < upgradeDelay <= maxUpgradeDelay is required");
+      }
       const urls = transportURLs(url);
       this.url = String(url);
       this._wsURL = urls.websocket;
@@ -859,7 +888,8 @@
       this._mode = o.transport;
       this._options = Object.freeze(o);
       this._backoff = new Backoff(o.initialDelay, o.maxDelay);
-      this._upgradeBackoff = new Backoff(Math.max(1, o.initialDelay), Math.max(30, o.maxDelay));
+      this._upgradeBackoff = new Backoff(o.upgradeDelay, o.maxUpgradeDelay, UPGRADE_JITTER);
+      this._upgradeDue = null; // when the next upgrade is due (now()), once drawn
 
       this._state = ClientState.connecting;
       this._detail = detailOf();
@@ -880,6 +910,7 @@
       this._link = null;
       this._transport = null;
       this._wsFailed = false; // auto: the last WebSocket did not get a welcome
+      this._wsError = null; // auto: why a WebSocket is unavailable
       this._welcomed = false;
       this._closeSent = false;
       this._closePacketSent = false;
@@ -898,6 +929,7 @@
       this._messageCallbacks = [];
       this._stateCallbacks = [];
       this._failoverCallbacks = [];
+      this._upgradeCallbacks = [];
       this._connectWaiters = [];
       this._ackWaiters = [];
       this._closeWaiters = [];
@@ -916,9 +948,14 @@
       return this._sid;
     }
 
-    /** "websocket" or "polling": the transport in use (or being tried). */
+    /**
+     * "websocket" or "polling": the transport of the last state reported
+     * (detail.transport): the one the session is open on, the one the next
+     * attempt uses while connecting or reconnecting, the last one once
+     * closed.
+     */
     get transport() {
-      return this._transport;
+      return this._detail.transport || this._nextTransport();
     }
 
     /** Payload bytes sent but not yet acknowledged. */
@@ -951,6 +988,19 @@
      */
     onFailover(callback) {
       this._failoverCallbacks.push(callback);
+      return callback;
+    }
+
+    /**
+     * In "auto" mode, while the session is on long-polling: call
+     * callback(delay, error) each time the client schedules its next try to
+     * move the session to a WebSocket, delay seconds from now; error says
+     * why the WebSocket is unavailable (null if not known).  A try that
+     * works is reported as onState("open") with detail.transport
+     * "websocket".  Returns callback.
+     */
+    onUpgradeScheduled(callback) {
+      this._upgradeCallbacks.push(callback);
       return callback;
     }
 
@@ -1114,8 +1164,9 @@
     _attemptTimedOut(link) {
       this._attemptTimer = null;
       if (link !== this._link) return;
-      if (link.kind === "websocket" && this._mode === "auto") this._wsFailed = true;
-      this._dropConnection(`no welcome within ${this._options.connectTimeout} s`);
+      const why = `no welcome within ${this._options.connectTimeout} s`;
+      if (link.kind === "websocket" && this._mode === "auto") this._webSocketFailed(why);
+      this._dropConnection(why);
     }
 
     // ----------------------------------------------------------------
@@ -1225,8 +1276,11 @@
       clearTimer(this._attemptTimer);
       this._attemptTimer = null;
       if (link.kind === "websocket") {
+        // A WebSocket that works: the upgrade schedule starts again.
         this._wsFailed = false;
+        this._wsError = null;
         this._upgradeBackoff.reset();
+        this._upgradeDue = null;
       }
       debug(`session ${shortId(this._sid)} ${resumed ? "resumed" : "opened"} over ${link.kind}`);
       link.welcomed();
@@ -1276,7 +1330,8 @@
         if (welcomed) {
           this._wsFailed = false; // a working WebSocket broke: resume on one first
         } else if (!(info.code >= 4000 && info.code <= 4999) && info.code !== CLOSE_TOO_BIG) {
-          this._wsFailed = true; // no answer from the gateway: try long-polling
+          // No answer from the gateway: try long-polling.
+          this._webSocketFailed(info.error || closeError(info.code, info.reason));
         }
       }
       if (info.status !== undefined && info.code === null) {
@@ -1357,11 +1412,29 @@
       if (this._upgrade !== null || this._upgradeTimer !== null) return;
       const link = this._link;
       if (link === null || link.kind !== "polling" || !this._welcomed) return;
-      const delay = this._upgradeBackoff.next();
+      // A long-polling reconnect keeps the time drawn before it.
+      const t = now();
+      if (this._upgradeDue === null) this._upgradeDue = t + this._upgradeBackoff.next();
+      const delay = Math.max(0, this._upgradeDue - t);
       this._upgradeTimer = setTimer(() => {
         this._upgradeTimer = null;
+        this._upgradeDue = null;
         this._startUpgrade(link);
       }, delay);
+      const why = this._wsError;
+      debug(`on long-polling: WebSocket unavailable (${why || "not tried"}); next try in ${delay.toFixed(1)} s`);
+      for (const callback of this._upgradeCallbacks.slice()) {
+        try {
+          callback(delay, why);
+        } catch (e) {
+          report("onUpgradeScheduled callback failed", e);
+        }
+      }
+    }
+
+    _webSocketFailed(why) {
+      this._wsFailed = true;
+      this._wsError = why || "the WebSocket did not open";
     }
 
     _startUpgrade(link) {
@@ -1426,6 +1499,7 @@
       clearTimer(upgrade.timer);
       if (upgrade.ws !== null) upgrade.ws.close(1000);
       debug("no upgrade to a WebSocket:", why);
+      if (!this._closing && this._remoteClose === null) this._wsError = why;
       if (upgrade.link === this._link) {
         upgrade.link.resume();
         this._scheduleUpgrade();
@@ -1464,7 +1538,7 @@
     _dropConnection(error, closeCode) {
       const link = this._detach();
       if (link !== null) {
-        if (link.kind === "websocket" && this._mode === "auto" && !link.opened) this._wsFailed = true;
+        if (link.kind === "websocket" && this._mode === "auto" && !link.opened) this._webSocketFailed(error);
         link.close(closeCode);
       }
       this._lost(null, null, error);
@@ -1491,6 +1565,9 @@
       } else if (code === CLOSE_REFUSED) {
         // The backend refused the session: retrying gets the same answer.
         this._finish({ dropped, code, reason, error: reason || "the backend refused the session (4502)" });
+      } else if (code === CLOSE_ORIGIN_REFUSED) {
+        // This page's origin may not use the route: nor will it later.
+        this._finish({ dropped, code, reason, error: reason || "this page's origin may not connect (4003)" });
       } else if (RESTART_CODES.has(code) || code === CLOSE_PROTOCOL_ERROR) {
         if (this._sid === null) {
           this._retry({ code, reason, error: closeError(code, reason) });

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from ..config.values import parseOrigin
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..tcp import requestLost
 from ..wire.forwarded import clientAddress
@@ -34,6 +35,7 @@ from ..wire.protocol import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SUPERSEDED,
     CLOSE_TOO_BIG,
+    CLOSE_ORIGIN_REFUSED,
     CLOSE_REFUSED,
     CLOSE_UNAVAILABLE,
     Ack,
@@ -60,6 +62,7 @@ __all__ = ["PollingTransport", "LongPolling", "HTTP_STATUS"]
 HTTP_STATUS = {
     4400: 400,
     4403: 403,
+    CLOSE_ORIGIN_REFUSED: 403,
     4404: 404,
     4409: 409,
     4410: 410,
@@ -122,6 +125,7 @@ class PollingTransport:
     def __init__(self, polling: LongPolling, session: Session) -> None:
         self.polling = polling
         self.session = session
+        polling.factory.metrics.accepted("session", "longpoll")
         self.welcome: Welcome | None = None
         self.closing: Close | None = None
         self.closed: tuple[int, str] | None = None
@@ -161,6 +165,7 @@ class PollingTransport:
         The gateway is done with this transport: say so in the next answer.
         """
         self.closed = (code, reason)
+        self.polling.factory.metrics.closed("session", code)
         if self.session is not None and self.session.transport is self:
             session, self.session = self.session, None
             session.detach(self, reason)
@@ -349,12 +354,21 @@ class LongPolling:
         self.factory = factory
         self.config = factory.config.session
 
+    def _refuse(self, request: Request, code: int, message: str, extra: dict | None = None) -> None:
+        """
+        Answer C{request} with the session protocol's C{code} and its HTTP
+        status (L{_respondError}), counted as a close code sent.
+        """
+        self.factory.metrics.closed("session", code)
+        _respondError(request, code, message, extra)
+
     def render(self, request: Request, kind: bytes) -> Any:
         """
         Handle one long-polling request.
         """
         if request.method != b"POST":
             request.setHeader(b"allow", b"POST, OPTIONS")
+            self.factory.metrics.refused(405)
             _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
             return NOT_DONE_YET
         headers = request.requestHeaders
@@ -362,16 +376,23 @@ class LongPolling:
                                        headers.getRawHeaders(b"host", []), request.isSecure())
         if refusal is not None:
             self.factory.clientErrors += 1
-            _respondError(request, 4403, refusal)  # 403, the session protocol's "forbidden"
+            origins = headers.getRawHeaders(b"origin", [])
+            if len(origins) == 1 and parseOrigin(origins[0].decode("latin-1")) is not None:
+                # The page may read its refusal (and nothing else): a
+                # refusal it cannot read looks like a network error, which
+                # a client retries for ever.
+                request.setHeader(b"access-control-allow-origin", origins[0])
+                request.setHeader(b"vary", b"Origin")
+            self._refuse(request, CLOSE_ORIGIN_REFUSED, refusal)  # 403, final for the clients
             return NOT_DONE_YET
         try:
             body = loadJSON(request.content.read() or b"null")
         except ProtocolError as e:
             self.factory.clientErrors += 1
-            _respondError(request, CLOSE_PROTOCOL_ERROR, f"the body is not valid JSON: {e}")
+            self._refuse(request, CLOSE_PROTOCOL_ERROR, f"the body is not valid JSON: {e}")
             return NOT_DONE_YET
         if not isinstance(body, dict):
-            _respondError(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
+            self._refuse(request, CLOSE_PROTOCOL_ERROR, "the body must be a JSON object")
             return NOT_DONE_YET
         try:
             if kind == b"open":
@@ -386,35 +407,35 @@ class LongPolling:
         except _OnAnotherConnection:
             self._elsewhere(request)
         except ResumeRefused as e:
-            _respondError(request, e.code, e.reason)
+            self._refuse(request, e.code, e.reason)
         except LimitExceeded as e:  # before ProtocolError, its base
-            _respondError(request, CLOSE_TOO_BIG, str(e))
+            self._refuse(request, CLOSE_TOO_BIG, str(e))
         except ProtocolError as e:
             self.factory.clientErrors += 1
-            _respondError(request, CLOSE_PROTOCOL_ERROR, str(e))
+            self._refuse(request, CLOSE_PROTOCOL_ERROR, str(e))
         return NOT_DONE_YET
 
     def _failed(self, failure, request: Request) -> None:
         if failure.check(_OnAnotherConnection):
             self._elsewhere(request)
         elif failure.check(ResumeRefused):
-            _respondError(request, failure.value.code, failure.value.reason)
+            self._refuse(request, failure.value.code, failure.value.reason)
         elif failure.check(SessionLimit):
             # A session bound (max_sessions, per address): come back later.
-            _respondError(request, CLOSE_UNAVAILABLE, str(failure.value),
+            self._refuse(request, CLOSE_UNAVAILABLE, str(failure.value),
                           {"retry_after": failure.value.retryAfter})
         elif failure.check(LimitExceeded):
-            _respondError(request, CLOSE_TOO_BIG, str(failure.value))
+            self._refuse(request, CLOSE_TOO_BIG, str(failure.value))
         elif failure.check(ProtocolError):
-            _respondError(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
+            self._refuse(request, CLOSE_PROTOCOL_ERROR, str(failure.value))
         elif failure.check(BackendRefused):
-            _respondError(request, CLOSE_REFUSED, str(failure.value),
+            self._refuse(request, CLOSE_REFUSED, str(failure.value),
                           {"backend_status": failure.value.status})
         elif failure.check(NoBackendAvailable, GatewayError):
-            _respondError(request, CLOSE_UNAVAILABLE, str(failure.value))
+            self._refuse(request, CLOSE_UNAVAILABLE, str(failure.value))
         else:
             self.log.failure("a long-polling request failed", failure)
-            _respondError(request, CLOSE_UNAVAILABLE, "the session could not be opened")
+            self._refuse(request, CLOSE_UNAVAILABLE, "the session could not be opened")
 
     async def _open(self, request: Request, body: dict) -> None:
         hello = packetFromJSON(body)
@@ -423,6 +444,7 @@ class LongPolling:
         if hello.probe:
             raise ProtocolError("probes are for WebSocket upgrades")
         factory = self.factory
+        started = factory.reactor.seconds()
         if hello.sid is None:
             route = factory.routeRequest(request)
             address = clientAddress(route.head, route.peer, factory.trustedProxies)
@@ -441,6 +463,7 @@ class LongPolling:
             transport = PollingTransport(self, session)
             session.attach(transport, resumed=True)
         session.lastReceived = factory.reactor.seconds()
+        factory.metrics.handshake("session", "longpoll", session.lastReceived - started)
         _respond(request, 200, {"packets": transport.packets(hello.received)})
 
     @staticmethod
@@ -470,6 +493,7 @@ class LongPolling:
         return session, transport
 
     def _elsewhere(self, request: Request) -> None:
+        self.factory.metrics.closed("session", CLOSE_SUPERSEDED)
         _respond(request, 200, {"packets": [
             {"t": "closed", "code": CLOSE_SUPERSEDED, "reason": "the session is on another connection"}
         ]})

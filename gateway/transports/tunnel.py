@@ -34,7 +34,7 @@ from zope.interface import implementer
 from ..backends.link import backendEndpoint, connectToPool
 from ..backends.pool import NO_SLOT
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
-from ..wire.forwarded import clientHeaders, forwardedHeaders
+from ..wire.forwarded import clientAddress, clientHeaders, forwardedHeaders
 from ..tcp import noDelay, writeNow
 from ..wire.frames import OP_PING, FrameTracker, encodeClose, encodeFrame
 from ..wire.http1 import (
@@ -82,6 +82,9 @@ class _Side(Protocol):
     @ivar closing: a close frame was sent to this side: nothing more is
         forwarded to it.
     @ivar seen: bytes arrived since the last keep-alive sweep.
+    @ivar received: bytes spliced from this side to the other (the access
+        log's count, and the metrics': read at scrape time, and added to the
+        node's totals when the tunnel ends).
     """
 
     masked: bool = False
@@ -97,6 +100,7 @@ class _Side(Protocol):
         self.lastSeen = 0.0
         self.pingSentAt: float | None = None
         self.gone = False
+        self.received = 0
 
     # Splice hot path.
     def splicedDataReceived(self, data: bytes) -> None:
@@ -108,6 +112,7 @@ class _Side(Protocol):
         them.
         """
         self.seen = True
+        self.received += len(data)
         other = self.other
         if other.pending is None and not other.closing:
             self.tracker.feed(data)
@@ -328,6 +333,10 @@ class Tunnel:
         self.backendSide: BackendSide | None = None
         self.backend: Backend | None = None
         self.slot: ConnectionSlot = NO_SLOT
+        #: When the tunnel was made, and the status the client was answered
+        #: (101 once spliced), for the access log.
+        self.opened = self.reactor.seconds()
+        self.status: int | None = None
         self.spliced = False
         self.closed = False
         self._early = [early] if early else []
@@ -338,6 +347,7 @@ class Tunnel:
         self._abortCall = None
         self._dataFrames = 0
         self._lastData = 0.0
+        self._started = 0.0
 
     # Handshake.
     def start(self, deadline: float) -> None:
@@ -345,6 +355,8 @@ class Tunnel:
         Take over the client connection and start the handshake with a
         backend, bounded by C{deadline} seconds.
         """
+        self.factory.metrics.accepted("transparent", "websocket")
+        self._started = self.reactor.seconds()
         self.client.makeConnection(self.clientTransport)
         self._opening = Deferred.fromCoroutine(self._open())
         self._opening.addTimeout(deadline, self.reactor)
@@ -360,7 +372,7 @@ class Tunnel:
         """
         self._earlySize += len(data)
         if self._earlySize > self.limits.maxHeaderBytes:
-            self._fail(400, "data sent before the WebSocket handshake completed")
+            self._fail(400, "data sent before the WebSocket handshake completed", "early_data")
             return
         self._early.append(data)
 
@@ -412,6 +424,7 @@ class Tunnel:
         return serializeRequestHead(head.method, head.target, headers)
 
     def _answer(self, head: ResponseHead, rawHead: bytes) -> None:
+        self.status = head.status
         if head.status == 101 and b"websocket" in head.tokens(b"upgrade"):
             self.client.transport.write(rawHead)
             self._splice()
@@ -459,6 +472,7 @@ class Tunnel:
         client.other, backend.other = backend, client
         now = self.reactor.seconds()
         client.lastSeen = backend.lastSeen = self._lastData = now
+        self.factory.metrics.handshake("transparent", "websocket", now - self._started)
         self.spliced = True
         ctransport, btransport = client.transport, backend.transport
         ctransport.registerProducer(backend, True)
@@ -476,7 +490,7 @@ class Tunnel:
             return None
         if failure.check(NoBackendAvailable):
             self.log.warn("{error}", error=failure.value)
-            self._fail(503, str(failure.value))
+            self._fail(503, str(failure.value), "no_backend")
         elif failure.check(CancelledError, TimeoutError):
             self._fail(504, f"no backend answered the handshake within {self.timeouts.handshake:g}s")
         else:
@@ -484,13 +498,15 @@ class Tunnel:
             self._fail(502, "the backend handshake failed")
         return None
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, reason: str | None = None) -> None:
         if self._opening is not None:
             opening, self._opening = self._opening, None
             opening.cancel()
         if self.backendSide is not None and not self.backendSide.gone:
             self.backendSide.transport.abortConnection()
         if not self.client.gone:
+            self.factory.metrics.refused(status, reason)
+            self.status = status
             self.client.transport.write(errorResponse(status, message))
             self.client.transport.loseConnection()
 
@@ -523,6 +539,7 @@ class Tunnel:
                 if side is self.client:
                     other.inject(encodeClose(CLOSE_GOING_AWAY, "client went away", True), close=True)
                 else:
+                    self.factory.metrics.closed("transparent", CLOSE_BACKEND_GONE)
                     other.inject(encodeClose(CLOSE_BACKEND_GONE, "backend closed the connection"), close=True)
                 other.transport.loseConnection()
             else:
@@ -534,7 +551,12 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
+        self.factory.accessLog.connectionEnded(self.accessRecord())
         self._release()
+        client, backend = self.client, self.backendSide
+        if backend is not None and self.spliced:
+            self.factory.metrics.traffic.tunnelEnded(client.tracker.dataFrames, client.received,
+                                                     backend.tracker.dataFrames, backend.received)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._abortCall = None
@@ -542,6 +564,38 @@ class Tunnel:
         self.onClosed(self)
         if shutdown is not None:
             shutdown.callback(None)
+
+    def accessRecord(self) -> dict:
+        """
+        @return: the access log's record of this tunnel (docs/operations.md,
+            "Access log").
+        """
+        client, backend = self.client, self.backendSide
+        transport = self.clientTransport
+        peer = self.factory.peerHost(transport)
+        closeCode = None
+        for side in (client, backend):
+            if side is not None and side.tracker.closeCode is not None:
+                closeCode = side.tracker.closeCode
+                break
+        return {
+            "event": "tunnel",
+            "client": clientAddress(self.head, peer, self.factory.trustedProxies),
+            "peer": peer,
+            "path": self.head.path.decode("ascii", "replace"),
+            "pool": self.pool.name,
+            "backend": self.backend.name if self.backend is not None else None,
+            "mode": "transparent",
+            "transport": "websocket",
+            "tls": self.factory.secure(transport),
+            "status": self.status,
+            "duration": round(self.reactor.seconds() - self.opened, 3),
+            "bytes_from_client": client.received,
+            "bytes_to_client": backend.received if backend is not None else 0,
+            "messages_from_client": client.tracker.dataFrames,
+            "messages_to_client": backend.tracker.dataFrames if backend is not None else 0,
+            "close_code": closeCode,
+        }
 
     def _release(self) -> None:
         self.backend = None
@@ -595,10 +649,11 @@ class Tunnel:
         if self._shutdown is None:
             self._shutdown = Deferred()
             if not self.spliced:
-                self._fail(503, "the gateway is shutting down")
+                self._fail(503, "the gateway is shutting down", "shutting_down")
                 if self.client.gone:
                     self._finished()
             else:
+                self.factory.metrics.closed("transparent", CLOSE_GOING_AWAY)
                 self.client.inject(encodeClose(CLOSE_GOING_AWAY, reason), close=True)
                 self.backendSide.inject(encodeClose(CLOSE_GOING_AWAY, reason, True), close=True)
             if not self.closed:

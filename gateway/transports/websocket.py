@@ -71,12 +71,23 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         self._opening: Deferred | None = None
         self._helloTimer = None
         self._done = False
+        self._started = 0.0
+
+    def connectionMade(self) -> None:
+        """
+        Count the connection, and start its handshake's clock.
+        """
+        gateway = self.factory.gateway
+        gateway.metrics.accepted("session", "websocket")
+        self._started = gateway.reactor.seconds()
+        super().connectionMade()
 
     def onConnect(self, request):
         """
         Accept the handshake with the session subprotocol.
         """
         if SUBPROTOCOL not in request.protocols:
+            self.factory.gateway.metrics.refused(400, "no_subprotocol")
             raise ConnectionDeny(400, f"the {SUBPROTOCOL} subprotocol is required")
         return SUBPROTOCOL
 
@@ -131,6 +142,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
                 return
             self.session = session
             session.attach(self, resumed=False)
+            self._handshakeDone()
             self.log.debug("session {sid} opened on {backend}", sid=shortId(session.sid),
                            backend=session.backend.name)
         elif hello.probe:
@@ -153,6 +165,11 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
                 return
             self.session = session
             session.attach(self, resumed=True)
+            self._handshakeDone()
+
+    def _handshakeDone(self) -> None:
+        gateway = self.factory.gateway
+        gateway.metrics.handshake("session", "websocket", gateway.reactor.seconds() - self._started)
 
     def _openFailed(self, failure) -> None:
         self._opening = None
@@ -181,8 +198,12 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         """
-        Detach from the session (which waits for a resume).
+        Detach from the session (which waits for a resume).  A close
+        Autobahn sent by itself (a message over the size bound, a frame that
+        breaks RFC 6455) is counted here, those of L{closeTransport} there.
         """
+        if self.failedByMe and not self._done and self.localCloseCode is not None:
+            self.factory.gateway.metrics.closed("session", self.localCloseCode)
         self._cancelHelloTimer()
         session, self.session = self.session, None
         if session is not None:
@@ -217,6 +238,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         detaches when the close completes).
         """
         self._done = True
+        self.factory.gateway.metrics.closed("session", code)
         session, self.session = self.session, None
         if session is not None:
             session.detach(self, reason)

@@ -47,9 +47,12 @@ class FrameTracker:
     @ivar frames: how many whole frames have gone by.
     @ivar dataFrames: how many of them carried data (text, binary or
         continuation), not control.
+    @ivar closeCode: the status code of the first close frame, when its
+        first two payload bytes came in the same read as its header (a
+        close frame is a few bytes: in practice, always); else L{None}.
     """
 
-    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames")
+    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames", "closeCode")
 
     def __init__(self) -> None:
         self._remaining = 0
@@ -58,6 +61,7 @@ class FrameTracker:
         self.closeSeen = False
         self.frames = 0
         self.dataFrames = 0
+        self.closeCode: int | None = None
 
     @property
     def atBoundary(self) -> bool:
@@ -123,6 +127,8 @@ class FrameTracker:
                 if size >= _MAX_PAYLOAD:
                     raise ProtocolError("frame length has its most significant bit set")
             self._opcode = b0 & 0x0F
+            if self._opcode == OP_CLOSE and size >= 2 and self.closeCode is None:
+                self._readCloseCode(buf, start + headerLength, b1 & 0x80)
             if self._partial:
                 pos += headerLength - base
                 self._partial = b""
@@ -135,6 +141,15 @@ class FrameTracker:
                 if stopAtBoundary:
                     return pos
         return n
+
+    def _readCloseCode(self, buf: bytes, at: int, masked: int) -> None:
+        if len(buf) < at + 2:
+            return
+        code = buf[at] << 8 | buf[at + 1]
+        if masked:
+            key = buf[at - 4 : at - 2]
+            code ^= key[0] << 8 | key[1]
+        self.closeCode = code
 
     def _frameDone(self) -> None:
         self.frames += 1

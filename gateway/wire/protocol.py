@@ -55,6 +55,7 @@ __all__ = [
     "CLOSE_BUFFER_FULL",
     "CLOSE_UNAVAILABLE",
     "CLOSE_REFUSED",
+    "CLOSE_ORIGIN_REFUSED",
     "CLOSE_SLOW",
     "RESTART_CODES",
     "Failover",
@@ -89,6 +90,9 @@ CLOSE_UNAVAILABLE = 4503
 #: The backend refused the new session's handshake (its answer was not 101;
 #: the reason carries its status): final, the client does not retry.
 CLOSE_REFUSED = 4502
+#: A page from an origin the route does not allow (C{allowed_origins}):
+#: final, as retrying from the same page gets the same answer.
+CLOSE_ORIGIN_REFUSED = 4003
 #: A slow consumer, under C{slow = "close"}: the client acknowledged too
 #: little, or the backend confirmed too little (as Centrifugo's 3008).
 CLOSE_SLOW = 4008

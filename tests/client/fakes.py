@@ -100,13 +100,17 @@ class Harness:
     A L{SessionClient} on a L{MemoryReactorClock}, whose connection
     attempts the test completes (L{accept}) or fails (L{refuse}).
 
-    @ivar bounds: the upper bounds the client asked the jitter for.
+    @ivar bounds: the upper bounds the client asked the jitter for;
+        C{lows} the lower bounds.
+    @ivar upgrades: the C{(delay, why)} of every upgrade try scheduled.
     """
 
     def __init__(self, jitter: float = 0.5, **options: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.jitter = jitter
         self.bounds: list[float] = []
+        self.lows: list[float] = []
+        self.upgrades: list[tuple[float, str | None]] = []
         options.setdefault("uniform", self.uniform)
         options.setdefault("transport", "websocket")
         self.client = SessionClient(URL, reactor=self.reactor, **options)
@@ -114,6 +118,7 @@ class Harness:
         self.states: list[tuple[ClientState, StateDetail]] = []
         self.client.onMessage(lambda payload, isBinary: self.messages.append((payload, isBinary)))
         self.client.onState(lambda state, detail: self.states.append((state, detail)))
+        self.client.onUpgradeScheduled(lambda delay, why: self.upgrades.append((delay, why)))
         self.pumps: list[iosim.IOPump] = []
         self.handled = 0
         self.serverFactory = WebSocketServerFactory(protocols=[SUBPROTOCOL], reactor=self.reactor)
@@ -127,9 +132,12 @@ class Harness:
         self.client._dialer.agent = self.http  # long-polling requests go to the fake
 
     def uniform(self, low: float, high: float) -> float:
-        assert low == 0
+        """
+        The jitter: C{jitter} of the way from C{low} to C{high}.
+        """
+        self.lows.append(low)
         self.bounds.append(high)
-        return high * self.jitter
+        return low + (high - low) * self.jitter
 
     @property
     def attempts(self) -> int:
@@ -382,7 +390,7 @@ def upgradeToProbe(a: Harness) -> FakeGateway:
     a.refuse()
     a.reactor.advance(a.states[-1][1].delay)
     pollingOpen(a)
-    a.reactor.advance(a.bounds[-1] * a.jitter)  # the upgrade delay
+    a.reactor.advance(a.upgrades[-1][0])  # the upgrade delay
     return a.accept()
 
 

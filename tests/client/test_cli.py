@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 from gateway.client import ClientState, SendBufferFull, StateDetail
-from gateway.client._cli import LineSender, formatMessage, formatState, parseArguments
+from gateway.client._cli import LineSender, formatMessage, formatState, formatUpgrade, parseArguments
 from tests.client.fakes import SID, URL, result
 
 
@@ -89,7 +89,8 @@ def test_cliStopsOnOverlongLine() -> None:
 def test_cliOutput() -> None:
     """
     Received text is printed as it is, binary as hex (and says so); state
-    lines show the truncated session id only.
+    lines show the truncated session id only; on long-polling, a line says
+    why the WebSocket is unavailable and when it is tried next.
     """
     assert formatMessage("hé", False) == "hé\n".encode()
     assert formatMessage(b"\x00\xff", True) == b"[binary, hex] 00ff\n"
@@ -99,6 +100,9 @@ def test_cliOutput() -> None:
     assert "connection lost" in line and "1.50 s" in line
     line = formatState(ClientState.open, StateDetail(resumed=True, transport="polling"), SID)
     assert line.endswith(" resumed over polling\n")
+    line = formatUpgrade(4.2, "the gateway answered HTTP 403")
+    assert line.endswith(": on long-polling: WebSocket unavailable (the gateway answered HTTP 403);"
+                         " next try in 4.2 s\n")
     assert parseArguments([URL, "--max-delay", "3"]).max_delay == 3.0
     with pytest.raises(SystemExit):
         parseArguments([URL, "--max-delay", "0"])

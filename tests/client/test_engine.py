@@ -287,6 +287,20 @@ def test_4000EndsTheSession(h: Harness) -> None:
 
 
 
+def test_4003Closes(h: Harness) -> None:
+    """
+    4003 (this page's origin may not use the route) ends the client: the
+    same page would get the same answer.
+    """
+    gateway = h.open()
+    h.closeWith(gateway, 4003, "pages from this origin may not connect to this path")
+    assert h.client.state is ClientState.closed
+    detail = h.states[-1][1]
+    assert detail.code == 4003 and detail.error == "pages from this origin may not connect to this path"
+    assert h.attempts == 1
+
+
+
 def test_4001Closes(h: Harness) -> None:
     """
     4001 on the client's connection means another connection took the
@@ -318,13 +332,15 @@ def test_autoIsTheDefault() -> None:
 def test_autoFallsBackWhenTheWebSocketFails(a: Harness) -> None:
     """
     A WebSocket that cannot connect makes the next attempt use
-    long-polling (the reconnecting state says so).
+    long-polling: the reconnecting state says so, and so does the client's
+    C{transport} from then on (never the transport just given up).
     """
     a.client.connect()
+    assert a.client.transport == "websocket"  # (the first attempt's)
     a.refuse()
     state, detail = a.states[-1]
     assert state is ClientState.reconnecting and detail.transport == "polling"
-    assert a.client.transport == "websocket"  # (the one that failed, until the next attempt)
+    assert a.client.transport == "polling"
     a.reactor.advance(detail.delay)
     assert a.attempts == 1
     a.http.one("open").answer(welcomed())
@@ -398,7 +414,7 @@ def engine(mode: str = "websocket", **options: Any) -> SessionEngine:
     """
     settings = dict(maxBufferMessages=1000, maxBufferBytes=4 << 20, maxMessageBytes=1 << 20,
                     connectTimeout=10.0, initialDelay=0.1, maxDelay=10.0,
-                    uniform=lambda low, high: high)
+                    uniform=lambda low, high: high, upgradeDelay=5.0, maxUpgradeDelay=300.0)
     settings.update(options)
     return SessionEngine(mode, **settings)
 

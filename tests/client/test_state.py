@@ -68,3 +68,23 @@ def test_stateTransitions() -> None:
         assert all(ClientState.connecting.mayBecome(s) for s in (state, ClientState.closed))
         assert state.mayBecome(ClientState.open) and state.mayBecome(ClientState.reconnecting)
     assert not any(ClientState.closed.mayBecome(s) for s in states)
+
+
+def test_backoffUpgradeJitter() -> None:
+    """
+    The upgrade schedule's backoff (jitter 0.5) draws each delay between
+    half its bound and its bound: 5 s doubling up to 300 s by default, so
+    that no delay is shorter than the one before it until the cap.
+    """
+    from gateway.client._state import MAX_UPGRADE_DELAY, UPGRADE_DELAY, UPGRADE_JITTER
+
+    assert (UPGRADE_DELAY, MAX_UPGRADE_DELAY, UPGRADE_JITTER) == (5.0, 300.0, 0.5)
+    rng = random.Random(11)
+    for _ in range(50):
+        backoff = Backoff(UPGRADE_DELAY, MAX_UPGRADE_DELAY, rng.uniform, UPGRADE_JITTER)
+        delays = [backoff.next() for _ in range(12)]
+        bounds = [min(300.0, 5.0 * 2 ** n) for n in range(12)]
+        assert all(b / 2 <= d <= b for d, b in zip(delays, bounds))
+        assert all(later >= earlier for earlier, later in zip(delays[:6], delays[1:7]))
+    backoff.reset()
+    assert backoff.bound() == 5.0

@@ -31,6 +31,7 @@ handshake = 3
 ping_interval = 30.0
 ping_timeout = 15.0
 shutdown = 2.0
+drain = 7.5
 
 [limits]
 max_header_bytes = 1024

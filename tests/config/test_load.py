@@ -17,6 +17,8 @@ from gateway.config import (
     MIN_ADMIN_TOKEN,
     AdminConfig,
     BackendConfig,
+    ConfigError,
+    MetricsConfig,
     PoolConfig,
     RouteConfig,
     SessionMapConfig,
@@ -507,3 +509,71 @@ def test_restartNeeded(tmp_path: Path) -> None:
         "pool.gone (a pool removed)",
     ]
     assert restartNeeded(old, dataclasses.replace(old, admin=None)) == ["admin"]
+
+
+def test_metricsTableAndFlag(tmp_path: Path) -> None:
+    """
+    C{[metrics] listen} names the metrics listener; C{--metrics} replaces
+    it, or adds one to a file without the table; without either there is
+    none.  An empty value or an unknown key is refused in one line, and a
+    change waits for a restart.
+    """
+    path = writeConfig(tmp_path, POOL + '[metrics]\nlisten = "tcp:9108:interface=127.0.0.1"\n')
+    config = loadConfig(path)
+    assert config.metrics == MetricsConfig(listen="tcp:9108:interface=127.0.0.1")
+    assert loadConfig(path, metrics="unix:/run/m.sock").metrics == MetricsConfig(listen="unix:/run/m.sock")
+    assert loadConfig(None, backends=["ws://127.0.0.1:1"]).metrics is None
+    assert loadConfig(None, backends=["ws://127.0.0.1:1"], metrics="tcp:0").metrics == MetricsConfig("tcp:0")
+    with pytest.raises(ConfigError) as error:
+        loadConfig(None, backends=["ws://127.0.0.1:1"], metrics="")
+    assert str(error.value) == "--metrics: must not be empty"
+    assert restartNeeded(config, loadConfig(path, metrics="tcp:1")) == ["metrics"]
+    wrong = writeConfig(tmp_path, POOL + '[metrics]\nlisten = "tcp:1"\nport = 3\n')
+    assert configError(wrong) == f"{wrong}: metrics.port: unknown key; known keys: listen"
+
+
+def test_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    C{workers} in the file and C{--workers} (which wins) take an integer
+    from 1 to 64 or C{"auto"}, the CPUs this process may run on; the
+    default is 1.
+    """
+    import gateway.config.values
+
+    monkeypatch.setattr(gateway.config.values, "cpuCount", lambda: 3)
+    assert loadConfig(None, backends=["ws://a:1"]).workers == 1
+    path = writeConfig(tmp_path, "workers = 4\n" + POOL)
+    assert loadConfig(path).workers == 4
+    assert loadConfig(path, workers="2").workers == 2
+    assert loadConfig(path, workers="auto").workers == 3
+    auto = writeConfig(tmp_path, 'workers = "auto"\n' + POOL)
+    assert loadConfig(auto).workers == 3
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "", "1.5"])
+def test_workersFlagErrors(value: str) -> None:
+    """
+    A C{--workers} value out of bounds or not a number is one line naming
+    the flag.
+    """
+    message = configError(None, backends=["ws://a:1"], workers=value)
+    assert message.startswith("--workers: must be \"auto\" or an integer from 1 to 64, not ")
+
+
+@pytest.mark.parametrize("value", ["0", "true", "1.0", '"many"', "[2]"])
+def test_workersFileErrors(tmp_path: Path, value: str) -> None:
+    """
+    A C{workers} key that is not C{"auto"} or an integer from 1 to 64 is one
+    line naming the file and the key.
+    """
+    path = writeConfig(tmp_path, f"workers = {value}\n" + POOL)
+    assert configError(path).startswith(f"{path}: workers: must be \"auto\" or an integer from 1")
+
+
+def test_workersNeedRestart(tmp_path: Path) -> None:
+    """
+    A reload cannot change the number of workers.
+    """
+    old = loadConfig(writeConfig(tmp_path, POOL))
+    new = dataclasses.replace(old, workers=2)
+    assert restartNeeded(old, new) == ["workers"]

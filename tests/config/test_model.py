@@ -102,6 +102,7 @@ def test_fullFile(tmp_path: Path) -> None:
             pingInterval=30.0,
             pingTimeout=15.0,
             shutdown=2.0,
+            drain=7.5,
         ),
         limits=Limits(maxHeaderBytes=1024, maxConnections=1, maxErrorBody=0),
         trustedProxies=("127.0.0.1/32", "10.0.0.0/8", "::1/128"),
@@ -202,6 +203,7 @@ def test_exampleInOperatorsGuide() -> None:
         | set(gateway.config.tables._BACKEND_KEYS)
         | set(gateway.config.tables._HEALTH_KEYS)
         | set(gateway.config.tables._ADMIN_KEYS)
+        | set(gateway.config.tables._ACCESS_LOG_KEYS)
         | {"type"}
     ),
 )

@@ -21,19 +21,19 @@ FILE_ERRORS = [
     pytest.param(
         "colour = 1\n" + POOL,
         "colour: unknown key; known keys: listen, trusted_proxies, timeouts, "
-        "limits, session, session_map, route, pool, admin",
+        "limits, session, session_map, route, pool, admin, proxy_protocol_from, access_log, metrics, workers",
         id="unknown-top",
     ),
     pytest.param(
         '"a b" = 1\n' + POOL,
         '"a b": unknown key; known keys: listen, trusted_proxies, timeouts, '
-        "limits, session, session_map, route, pool, admin",
+        "limits, session, session_map, route, pool, admin, proxy_protocol_from, access_log, metrics, workers",
         id="unknown-quoted",
     ),
     pytest.param(
         "[timeouts]\nconect = 1\n" + POOL,
         "timeouts.conect: unknown key; known keys: connect, handshake, "
-        "ping_interval, ping_timeout, idle, shutdown, request_body",
+        "ping_interval, ping_timeout, idle, shutdown, request_body, drain",
         id="unknown-timeouts",
     ),
     pytest.param(
@@ -52,8 +52,24 @@ FILE_ERRORS = [
     ),
     pytest.param(
         '[[route]]\nprefix = "/"\npool = "chat"\nweight = 1\n' + POOL,
-        "route[0].weight: unknown key; known keys: prefix, pool, allowed_origins",
+        "route[0].weight: unknown key; known keys: prefix, pool, allowed_origins, protocol, ping_interval,"
+        " ping_timeout, max_payload, backend_path",
         id="unknown-route",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nprotocol = "mqtt"\n' + POOL,
+        "route[0].protocol: must be one of 'websocket', 'transparent', 'socket.io', not 'mqtt'",
+        id="unknown-protocol",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nping_interval = 5\n' + POOL,
+        'route[0].ping_interval: is only for a route with protocol = "socket.io"',
+        id="socketio-key-elsewhere",
+    ),
+    pytest.param(
+        '[[route]]\nprefix = "/"\npool = "chat"\nprotocol = "socket.io"\nbackend_path = "x?y"\n' + POOL,
+        "route[0].backend_path: must be a path: starting with '/', printable ASCII, no space, '?' or '#'",
+        id="socketio-backend-path",
     ),
     pytest.param(
         '[pool.chat]\nfailover = "retry"\n[[pool.chat.backend]]\nurl = "ws://a"\n',
@@ -651,3 +667,18 @@ def test_sessionLimitsPerAddress(tmp_path) -> None:
     defaults = SessionConfig()
     assert (defaults.maxSessionsPerIp, defaults.maxOpensPerIp, defaults.openBurstPerIp,
             defaults.attachTimeout) == (100, 20, 40, 10.0)
+
+
+def test_socketIORoute(tmp_path: Path) -> None:
+    """
+    A C{socket.io} route takes its Engine.IO settings, with the reference
+    server's defaults; other routes are C{websocket}.
+    """
+    path = writeConfig(tmp_path, (
+        '[[route]]\nprefix = "/socket.io/"\npool = "chat"\nprotocol = "socket.io"\n'
+        'ping_interval = 10\nmax_payload = 5000\nbackend_path = "/io/"\n'
+        '[[route]]\nprefix = "/"\npool = "chat"\n' + POOL))
+    first, second = loadConfig(path).routes
+    assert (first.protocol, first.pingInterval, first.pingTimeout, first.maxPayload, first.backendPath) == (
+        "socket.io", 10.0, 20.0, 5000, "/io/")
+    assert second.protocol == "websocket"

@@ -5,22 +5,26 @@ test module imports another.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
 from gateway.testing import LOCALHOST, RedisServer, rawExchange
+from gateway.wire.frames import OP_TEXT, encodeClose, encodeFrame
 
 TOKEN = "integration-admin-token-0123456789"
 
@@ -325,3 +329,190 @@ class SentinelCluster:
         for server in [*self.sentinels, self.replica, self.master]:
             if server is not None:
                 server.kill()
+
+
+#: Seconds a PROXY test exchange may take.
+PROXY_T = 10.0
+
+#: The signature every PROXY protocol version 2 header begins with.
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxyV1(source: str, port: int = 40000) -> bytes:
+    """
+    @return: a version 1 header from C{source} (TCP4 or TCP6 by its form).
+    """
+    family = "TCP6" if ":" in source else "TCP4"
+    destination = "::1" if family == "TCP6" else "127.0.0.1"
+    return f"PROXY {family} {source} {destination} {port} 8080\r\n".encode()
+
+
+def proxyV2(source: str | None, port: int = 40000) -> bytes:
+    """
+    @return: a version 2 header: C{PROXY} from C{source} over TCP, or
+        C{LOCAL} when C{source} is L{None}.
+    """
+    if source is None:
+        return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    address = ipaddress.ip_address(source)
+    if address.version == 4:
+        body = address.packed + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, 8080)
+        family = 0x11
+    else:
+        body = address.packed + ipaddress.ip_address("::1").packed + struct.pack("!HH", port, 8080)
+        family = 0x21
+    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(body)) + body
+
+
+def markedUpgrade(marker: str, path: str = "/chat") -> bytes:
+    """
+    @return: a transparent WebSocket upgrade with C{X-Marker: marker}, a
+        masked text frame and a close frame.
+    """
+    head = (f"GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Marker: {marker}\r\n\r\n").encode()
+    return head + encodeFrame(OP_TEXT, b"probe", mask=True) + encodeClose(1000, "", mask=True)
+
+
+def pollOpen(port: int) -> bytes:
+    """
+    @return: a long-polling C{open} request.
+    """
+    body = json.dumps({"t": "hello", "v": 1}).encode()
+    return (b"POST /chat?txgw=open HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body))
+
+
+class _Collector(Protocol):
+    def connectionMade(self):
+        self.received = []
+        factory = self.factory
+        if factory.tls is not None:
+            self.transport.write(factory.first)
+            self.transport.startTLS(factory.tls)
+            self.transport.write(factory.rest)
+        else:
+            self.transport.write(factory.first + factory.rest)
+
+    def dataReceived(self, data):
+        self.received.append(data)
+        until = self.factory.until
+        if until is not None and until in b"".join(self.received):
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        self.factory.done.callback(b"".join(self.received))
+
+
+async def sendAndCollect(endpoint, first: bytes, rest: bytes = b"", tls=None, until: bytes | None = None) -> bytes:
+    """
+    Connect, send C{first} then (under TLS, if C{tls} is given) C{rest};
+    @return: everything received until the gateway closes (or until
+        C{until} has been received).
+    """
+    factory = Factory.forProtocol(_Collector)
+    factory.first, factory.rest, factory.tls, factory.done = first, rest, tls, Deferred()
+    factory.until = until
+    proto = await endpoint.connect(factory)
+
+    def onTimeout(result, timeout):
+        proto.transport.abortConnection()
+        return result
+
+    return await factory.done.addTimeout(PROXY_T, reactor, onTimeoutCancel=onTimeout)
+
+
+def localTCP(port: int) -> TCP4ClientEndpoint:
+    """
+    @return: an endpoint to C{port} of 127.0.0.1.
+    """
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=PROXY_T)
+
+
+def haproxyBinary() -> str:
+    """
+    @return: the haproxy binary; C{make test} installs it when missing.
+    """
+    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if path is None:
+        pytest.fail("haproxy is not installed (make test installs it)")
+    return path
+
+
+def freePort() -> int:
+    """
+    @return: a port of 127.0.0.1 free a moment ago (HAProxy cannot listen on
+        port 0 and report it; L{HAProxy.start} retries on a clash).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def accepting(port: int) -> bool:
+    """
+    @return: whether something accepts connections on C{port}.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+    try:
+        protocol = await endpoint.connect(Factory.forProtocol(Protocol))
+    except Exception:
+        return False
+    protocol.transport.loseConnection()
+    return True
+
+
+class HAProxy:
+    """
+    A real HAProxy in TCP mode balancing round robin over gateway nodes,
+    checking them every 100 ms so that a dead node is skipped at once.
+    """
+
+    def __init__(self, directory, ports: list[int], serverOptions: str = "") -> None:
+        """
+        @param serverOptions: added to each C{server} line (C{send-proxy-v2}).
+        """
+        self.directory = directory
+        self.ports = ports
+        self.serverOptions = serverOptions
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def config(self, port: int) -> str:
+        servers = "".join(
+            f"  server node{i} 127.0.0.1:{p} check inter 100ms fall 1 rise 2 {self.serverOptions}\n"
+            for i, p in enumerate(self.ports, 1))
+        return (
+            "global\n  maxconn 4096\n"
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n"
+            "  timeout server 120s\n  retries 3\n  option redispatch\n"
+            f"frontend front\n  bind 127.0.0.1:{port}\n  default_backend nodes\n"
+            f"backend nodes\n  balance roundrobin\n{servers}"
+        )
+
+    async def start(self) -> int:
+        for _ in range(20):
+            port = freePort()
+            path = os.path.join(self.directory, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(self.config(port))
+            process = subprocess.Popen([haproxyBinary(), "-db", "-f", path],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            for _ in range(200):
+                if process.poll() is not None:
+                    break
+                if await accepting(port):
+                    self.process, self.port = process, port
+                    return port
+                await task.deferLater(reactor, 0.02, lambda: None)
+            process.kill()
+            process.wait()
+        raise RuntimeError("haproxy did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

@@ -46,7 +46,7 @@ pid {dir}/nginx.pid;
 error_log stderr notice;
 events {{}}
 http {{
-    log_format browser '$request_method $uri txgw=$arg_txgw $status upgrade="$http_upgrade"';
+    log_format browser '$msec $request_method $uri txgw=$arg_txgw $status upgrade="$http_upgrade"';
     access_log /dev/stderr browser;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
@@ -59,7 +59,7 @@ http {{
             # No Upgrade or Connection headers are passed on: WebSocket
             # handshakes reach the gateway as plain GETs.
             proxy_pass http://{host}:{target};
-            proxy_http_version 1.1;
+            proxy_http_version 1.1;{extra}
         }}
     }}
 }}
@@ -127,7 +127,8 @@ def assertExactlyOnce(done: dict, backend) -> None:
     """
     Every message the page sent reached the backend once, in order, and
     every echo reached the page once, in order; one backend connection
-    carried the whole session.
+    carried the whole session; at every state change the client's
+    C{transport} was the state's (never a transport just given up).
     """
     sent = done["sent"]
     assert sent > 0
@@ -140,6 +141,7 @@ def assertExactlyOnce(done: dict, backend) -> None:
     assert done["finalState"] == "closed"
     assert done["closed"]["error"] is None and done["closed"]["dropped"] == 0
     assert not any(s["reset"] for s in done["states"])
+    assert [s["clientTransport"] for s in done["states"]] == [s["transport"] for s in done["states"]]
 
 
 def opens(done: dict) -> list[dict]:
@@ -245,10 +247,10 @@ class Browser:
         self._listening = await TCP4ServerEndpoint(reactor, 0, interface=LOCALHOST).listen(site)
         self.origin = f"http://{LOCALHOST}:{self._listening.getHost().port}"
 
-    async def open(self, **params) -> None:
+    async def open(self, page: str | None = None, **params) -> None:
         """
         Start Chromium on the page with the query C{params} (see
-        browser_page.html).
+        browser_page.html), or on the URL C{page}.
         """
         profile = self.directory / f"chromium-{len(self.processes)}"
         profile.mkdir()
@@ -273,7 +275,7 @@ class Browser:
             "--enable-logging=stderr",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            f"{self.origin}/page.html?{urlencode(params)}",
+            page or f"{self.origin}/page.html?{urlencode(params)}",
         ]
         process = await startProcess(args, r"DevTools listening on ws://", env=env, timeout=T)
         self.processes.append(process)
@@ -353,22 +355,27 @@ async def make_nginx(tmp_path):
     C{await make_nginx(targetPort)}: a real nginx on a free port of
     127.0.0.1 proxying to C{targetPort} without passing Upgrade or
     Connection headers (so that WebSocket handshakes fail), logging each
-    request on its output.
+    request on its output; with C{passHost=True} it passes the browser's
+    C{Host} on.
 
     @return: (from the call) the running process and its port.
     """
     binary = nginxBinary()
     started = []
 
-    async def start(targetPort: int, attempts: int = 10):
+    async def start(targetPort: int, attempts: int = 10, passHost: bool = False):
         failures = []
         for attempt in range(attempts):
             port = freePort()
             directory = tmp_path / f"nginx-{len(started)}-{attempt}"
             directory.mkdir()
             config = directory / "nginx.conf"
+            # With passHost, the browser's Host is passed on (as a site
+            # serving its own page through nginx does), so that the gateway
+            # sees the page's origin as its own.
+            extra = "\n            proxy_set_header Host $http_host;" if passHost else ""
             config.write_text(NGINX_CONF.format(dir=directory, host=LOCALHOST, port=port,
-                                                target=targetPort))
+                                                target=targetPort, extra=extra))
             try:
                 # Written once the listening socket is bound.
                 process = await startProcess(
@@ -573,6 +580,15 @@ async def test_websocket_messages_both_ways_exactly_once(browser, echo_backends,
     assert done["closed"]["code"] == 4000
 
 
+def webSocketAttempts(log: str) -> list[float]:
+    """
+    @return: when (nginx's C{$msec}) each WebSocket handshake reached nginx,
+        which passed it on as the plain GET the gateway answers with 426.
+    """
+    return [float(line.split()[0]) for line in log.splitlines()
+            if 'GET /echo txgw=- 426 upgrade="websocket"' in line]
+
+
 @pytest_twisted.ensureDeferred
 async def test_falls_back_to_long_polling_behind_a_proxy_that_breaks_websockets(
         browser, echo_backends, make_gateway, make_nginx):
@@ -581,13 +597,19 @@ async def test_falls_back_to_long_polling_behind_a_proxy_that_breaks_websockets(
     handshake fails (the gateway answers the plain GET with 426); a client
     in "auto" mode falls back to long-polling by itself, across origins
     (CORS), and delivers every message exactly once both ways.  Its tries
-    to move back to a WebSocket fail the same way and change nothing.
+    to move back to a WebSocket fail the same way and change nothing, and
+    they back off: the n-th comes between half and all of
+    min(upgradeDelay * 2**n, maxUpgradeDelay) after the failure before it
+    (here 0.5 s doubling to 2 s, over 6 s held on long-polling and the
+    messages after), each told to onUpgradeScheduled with its delay and
+    why ("the WebSocket did not open"); nginx saw exactly those tries.
     """
     backends = await echo_backends(1, record=True)
     gateway = await make_gateway(backends, session=SessionConfig(corsOrigins=(browser.origin,)))
     nginx, port = await make_nginx(gateway.port)
     proxied = f"http://{LOCALHOST}:{port}"
-    await browser.open(**pageParams(proxied, proxied, transport="auto", count=300))
+    await browser.open(**pageParams(proxied, proxied, transport="auto", count=300, idle=6,
+                                    upgradeDelay=0.5, maxUpgradeDelay=2))
     opened = await browser.expect("open")
     assert opened.data["transport"] == "polling"
     done = (await browser.expect("done")).data
@@ -595,6 +617,7 @@ async def test_falls_back_to_long_polling_behind_a_proxy_that_breaks_websockets(
     assert done["transport"] == "polling"
     assert {s["transport"] for s in opens(done)} == {"polling"}
     assert done["states"][0]["state"] == "reconnecting"  # the WebSocket failed first
+    assert done["states"][0]["transport"] == "polling"  # (and the next attempt's is said at once)
     assert done["closed"]["code"] == 4000
     log = nginx.output
     # The browser's handshake went through nginx, which did not pass the
@@ -603,6 +626,24 @@ async def test_falls_back_to_long_polling_behind_a_proxy_that_breaks_websockets(
     assert "POST /echo txgw=open 200" in log
     assert "POST /echo txgw=poll 200" in log
     assert "POST /echo txgw=send 200" in log
+    # The upgrade backoff.
+    upgrades = done["upgrades"]
+    delays = [u["delay"] for u in upgrades]
+    assert all(u["error"] == "the WebSocket did not open" for u in upgrades), upgrades
+    for n, delay in enumerate(delays):
+        bound = min(2.0, 0.5 * 2 ** n)
+        assert bound / 2 - 0.01 <= delay <= bound + 0.01, (n, delays)
+    assert delays[:3] == sorted(delays[:3])  # never shorter than the one before, up to the cap
+    attempts = webSocketAttempts(log)
+    tries = len(attempts) - 1  # after the first, failed, WebSocket
+    assert len(upgrades) - 1 <= tries <= len(upgrades), (attempts, delays)
+    # Each try came at least its delay after the one before.
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    assert all(gap >= delay - 0.05 for gap, delay in zip(gaps[1:], delays[1:])), (gaps, delays)
+    # In the 6 s held on long-polling: at most 7 tries (delays of at least
+    # 0.25, 0.5, 1, 1, ...), at least 3 (at most 0.5, 1, 2, 2, ...).
+    held = [t for t in attempts[1:] if t - attempts[0] <= 6.0]
+    assert 3 <= len(held) <= 7, (attempts, delays)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -711,7 +752,7 @@ async def test_long_polling_session_upgrades_to_websocket(browser, echo_backends
     try:
         await browser.open(**pageParams(f"http://{LOCALHOST}:{port}", gateway.httpURL,
                                         transport="auto", count=100, batch=5, pace=20,
-                                        until="websocket"))
+                                        until="websocket", upgradeDelay=0.5, maxUpgradeDelay=1))
         opened = await browser.expect("open", reply=False)
         assert opened.data["transport"] == "polling"
         assert relay.refused >= 1
@@ -726,3 +767,20 @@ async def test_long_polling_session_upgrades_to_websocket(browser, echo_backends
     assert transports[0] == "polling" and transports[-1] == "websocket"
     assert opens(done)[-1]["resumed"] is True
     assert done["closed"]["code"] == 4000
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_from_a_refused_origin_stops(browser, echo_backends, make_gateway):
+    """
+    A page from an origin the route does not allow (no C{cors_origins}, no
+    C{allowed_origins}): in auto mode its WebSocket handshake gets 403 and
+    its long-polling open 403 with code 4003, and the client stops, its
+    connect() failing with the gateway's reason, instead of retrying for
+    ever; no backend is contacted.
+    """
+    backends = await echo_backends(1, record=True)
+    gateway = await make_gateway(backends)
+    await browser.open(**pageParams(gateway.httpURL, gateway.httpURL))
+    with pytest.raises(AssertionError, match="pages from this origin may not connect"):
+        await browser.expect("open")
+    assert backends[0].factory.opened == 0

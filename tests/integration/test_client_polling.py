@@ -297,7 +297,8 @@ async def test_session_switches_transports_both_ways(echo_backends, make_gateway
     proxy = UpgradeProxy(gateway.port, mode="refuse")
     port = await proxy.start()
     client = SessionClient(f"ws://127.0.0.1:{port}/app", reactor=reactor, initialDelay=0.01,
-                           maxDelay=0.1, upgradeTimeout=0.3, maxBufferMessages=10000)
+                           maxDelay=0.1, upgradeTimeout=0.3, upgradeDelay=0.01,
+                           maxUpgradeDelay=0.1, maxBufferMessages=10000)
     exchange = _Exchange(client, rng)
     switches: list[tuple[str, int]] = []  # (transport, messages received) at each switch
 

@@ -11,110 +11,23 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import socket
-import subprocess
 import uuid
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 
 from gateway.client import ClientState, SessionClient
 from gateway.testing import CuttingRelay, rawExchange, waitUntil
 from tests.helpers import redisCommand
+
+from .helpers import HAProxy
 
 #: Messages each way in each run.
 MESSAGES = 2000
 
 #: Seconds after which a node's heartbeat is taken for dead.
 NODE_TTL = 1.0
-
-
-def haproxyBinary() -> str:
-    """
-    @return: the haproxy binary; C{make test} installs it when missing.
-    """
-    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    if path is None:
-        pytest.fail("haproxy is not installed (make test installs it)")
-    return path
-
-
-def freePort() -> int:
-    """
-    @return: a port of 127.0.0.1 free a moment ago (HAProxy cannot listen on
-        port 0 and report it; L{HAProxy.start} retries on a clash).
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def accepting(port: int) -> bool:
-    """
-    @return: whether something accepts connections on C{port}.
-    """
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
-    try:
-        protocol = await endpoint.connect(Factory.forProtocol(Protocol))
-    except Exception:
-        return False
-    protocol.transport.loseConnection()
-    return True
-
-
-class HAProxy:
-    """
-    A real HAProxy in TCP mode balancing round robin over gateway nodes,
-    checking them every 100 ms so that a dead node is skipped at once.
-    """
-
-    def __init__(self, directory, ports: list[int]) -> None:
-        self.directory = directory
-        self.ports = ports
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-
-    def config(self, port: int) -> str:
-        servers = "".join(
-            f"  server node{i} 127.0.0.1:{p} check inter 100ms fall 1 rise 2\n"
-            for i, p in enumerate(self.ports, 1))
-        return (
-            "global\n  maxconn 4096\n"
-            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n"
-            "  timeout server 120s\n  retries 3\n  option redispatch\n"
-            f"frontend front\n  bind 127.0.0.1:{port}\n  default_backend nodes\n"
-            f"backend nodes\n  balance roundrobin\n{servers}"
-        )
-
-    async def start(self) -> int:
-        for _ in range(20):
-            port = freePort()
-            path = os.path.join(self.directory, "haproxy.cfg")
-            with open(path, "w") as f:
-                f.write(self.config(port))
-            process = subprocess.Popen([haproxyBinary(), "-db", "-f", path],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-            for _ in range(200):
-                if process.poll() is not None:
-                    break
-                if await accepting(port):
-                    self.process, self.port = process, port
-                    return port
-                await task.deferLater(reactor, 0.02, lambda: None)
-            process.kill()
-            process.wait()
-        raise RuntimeError("haproxy did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 def nodeConfig(tmp_path, name: str, redisURL: str, prefix: str, backends) -> str:

@@ -233,7 +233,9 @@ async def test_bad_requests(echo_backends, make_gateway):
 async def test_cors(echo_backends, make_gateway):
     """
     An origin in cors_origins gets Access-Control-Allow-Origin (and Vary),
-    preflights are answered with 204; other origins get no CORS headers.
+    preflights are answered with 204; another origin is refused with 403
+    and code 4003, and gets Access-Control-Allow-Origin on that refusal
+    alone, so that its page can read it.
     """
     backends = await echo_backends(1)
     gateway = await make_gateway(backends, session=SessionConfig(corsOrigins=("http://app.test",)))
@@ -241,8 +243,10 @@ async def test_cors(echo_backends, make_gateway):
     _, _, headers = await poller.post("open", {"t": "hello", "v": 1}, headers={"Origin": "http://app.test"})
     assert headers.getRawHeaders(b"access-control-allow-origin") == [b"http://app.test"]
     assert headers.getRawHeaders(b"vary") == [b"Origin"]
-    _, _, headers = await poller.post("open", {"t": "hello", "v": 1}, headers={"Origin": "http://evil.test"})
-    assert headers.getRawHeaders(b"access-control-allow-origin") is None
+    status, body, headers = await poller.post("open", {"t": "hello", "v": 1},
+                                              headers={"Origin": "http://evil.test"})
+    assert (status, body["code"]) == (403, 4003) and "packets" not in body
+    assert headers.getRawHeaders(b"access-control-allow-origin") == [b"http://evil.test"]
     preflight = await rawExchange(gateway.port, b"OPTIONS /app?txgw=send HTTP/1.1\r\nHost: x\r\n"
                                   b"Origin: http://app.test\r\nConnection: close\r\n\r\n")
     assert preflight.startswith(b"HTTP/1.1 204")

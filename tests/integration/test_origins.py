@@ -85,7 +85,7 @@ async def test_session_upgrades(echo_backends, gateway_process, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_long_polling(echo_backends, gateway_process, tmp_path):
     """
-    A long-polling open from another site's page gets 403 (code 4403);
+    A long-polling open from another site's page gets 403 (code 4003, final for the clients);
     without Origin it opens a session.
     """
     [backend] = await echo_backends(1)
@@ -95,7 +95,7 @@ async def test_long_polling(echo_backends, gateway_process, tmp_path):
     post += b"Content-Length: %d\r\n" % len(hello)
     answer = await rawExchange(port, post + b"Origin: https://evil.example\r\n\r\n" + hello)
     assertForbidden(answer)
-    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == 4403
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == 4003
     assert backend.factory.handshakes == []
     answer = await rawExchange(port, post + b"\r\n" + hello)
     assert answer.startswith(b"HTTP/1.1 200 ") and b'"welcome"' in answer

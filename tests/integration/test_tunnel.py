@@ -18,6 +18,7 @@ from twisted.web.server import Site
 
 from gateway.config import Limits, PoolConfig, RouteConfig, Timeouts
 from gateway.testing import connectClient, rawExchange, waitUntil
+from tests.helpers import selfSignedCertificate
 
 T = 10.0
 
@@ -589,43 +590,6 @@ async def test_stalled_backend_pauses_client(echo_backends, make_gateway):
         payload, _ = await client.receive(30)
         assert len(payload) == FLOOD_SIZE
     await within(client.close())
-
-
-def selfSignedCertificate(directory) -> tuple[str, str, bytes]:
-    """
-    Write a self-signed certificate for "localhost" and its key.
-
-    @return: (key path, certificate path, certificate PEM).
-    """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certPath = directory / "key.pem", directory / "cert.pem"
-    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    certPath.write_bytes(pem)
-    return str(keyPath), str(certPath), pem
 
 
 @pytest_twisted.ensureDeferred

@@ -83,6 +83,35 @@ def capturedLog(sessionMap: RedisSessionMap) -> list[dict]:
     return events
 
 
+@pytest_twisted.ensureDeferred
+async def test_commandsMeasured(redis_server, make_map):
+    """
+    Once given metrics (L{IMeasured}), the map counts and times every
+    command its connections send, set-up commands included, by name; an
+    error reply is counted as an error.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.interfaces import IMeasured
+    from gateway.metrics import Metrics
+
+    sessionMap = make_map(redis_server.url)
+    assert verifyObject(IMeasured, sessionMap)
+    metrics = Metrics(CollectorRegistry(), process=False)
+    sessionMap.measureWith(metrics)
+    await within(sessionMap.start())
+    await within(sessionMap.setAffinity("chat", b"alice", "backend-2", 60))
+    assert await within(sessionMap.getAffinity("chat", b"alice")) == "backend-2"
+    with pytest.raises(GatewayError):
+        await within(sessionMap.run(b"k", "INCR", sessionMap.keyPrefix + "aff:chat:alice"))
+    text = generate_latest(metrics.registry).decode()
+    assert 'txgateway_redis_commands_total{command="GET"} 1.0' in text
+    assert 'txgateway_redis_commands_total{command="INCR"} 1.0' in text
+    assert 'txgateway_redis_errors_total{command="INCR"} 1.0' in text
+    assert 'txgateway_redis_errors_total{command="GET"}' not in text
+    assert 'txgateway_redis_command_duration_seconds_count{command="GET"} 1.0' in text
+
+
 # Plugin and options.
 
 

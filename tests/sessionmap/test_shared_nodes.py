@@ -150,3 +150,23 @@ async def test_scriptCacheFlushed(make_redis_server, make_nodes):
     # One EVAL more: the first call of "down" since the flush; "attach" is
     # known again.
     assert final.get("eval", 0) == after.get("eval", 0) + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_liveNodeInfo(redis_server, make_nodes):
+    """
+    C{liveNodeInfo} answers what each live node wrote at its last
+    heartbeat, by id, at most C{limit} of them (the first by id), and
+    nothing for a node that has left.
+    """
+    a, b, c = make_nodes(redis_server.url, "A", "B", "C")
+    assert await within(a.liveNodeInfo()) == {}
+    await within(a.heartbeat({"sessions": 2, "relayed": 0}))
+    await within(b.heartbeat({"sessions": 5, "relayed": 1}))
+    await within(c.heartbeat({}))
+    assert await within(c.liveNodeInfo()) == {
+        "A": {"sessions": 2, "relayed": 0}, "B": {"sessions": 5, "relayed": 1}, "C": {}}
+    assert await within(c.liveNodeInfo(limit=2)) == {
+        "A": {"sessions": 2, "relayed": 0}, "B": {"sessions": 5, "relayed": 1}}
+    await within(b.leave())
+    assert sorted(await within(a.liveNodeInfo())) == ["A", "C"]

@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from gateway.wire.http1 import parseRequestHead
 from gateway.backends.pool import Pool
 from gateway.config import SessionConfig
 from gateway.errors import LimitExceeded, ResumeRefused
@@ -41,6 +42,7 @@ class _Opener:
 
 class _Route:
     pool = Pool("p", [], None)
+    head = parseRequestHead(b"GET /chat HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
 
 
 def _registry(**config) -> tuple[Clock, SessionRegistry, _Opener]:
@@ -230,3 +232,43 @@ def test_detach_before_first_poll_starts_grace_once():
     assert len(clock.getDelayedCalls()) == 1
     clock.advance(29)
     assert session.state is SessionState.DETACHED
+
+
+class _Ends:
+    """
+    An access log that keeps its records.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def connectionEnded(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def test_access_record():
+    """
+    A session that ends gives the registry's access log one record: the
+    address it was opened from, its path, pool and backend, the transport
+    that last carried it, its duration, payload bytes and messages each way
+    (from the session's own counters) and the close code the client got.
+    """
+    from gateway.wire.protocol import Data
+
+    clock = Clock()
+    ends = _Ends()
+    registry = SessionRegistry(SessionConfig(), clock, MemorySessionMap(clock), opener=_Opener(),
+                               accessLog=ends)
+    session = _open(registry, "203.0.113.7")
+    session.attach(FakeTransport(), False)
+    clock.advance(4.25)
+    session.dataReceived(Data(1, b"hello", False))
+    session.messageFromBackend(b"hi", False)
+    session.messageFromBackend(b"there", False)
+    session.closeReceived(None)
+    assert ends.records == [{
+        "event": "session", "client": "203.0.113.7", "path": "/chat", "pool": "p", "backend": "b1",
+        "mode": "session", "transport": "websocket", "duration": 4.25,
+        "bytes_from_client": 5, "bytes_to_client": 7, "messages_from_client": 1, "messages_to_client": 2,
+        "close_code": 4000, "reason": "client closed the session",
+    }]

@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from gateway.config import SessionConfig
 from gateway.interfaces import ISessionTransport
+from gateway.metrics import NoMetrics
 from gateway.wire.protocol import Ack, Inbox, Outbox
 from gateway.transports.longpoll import PollingTransport, _respond
 from gateway.web import BoundedRequest, BoundedSite
@@ -55,7 +56,7 @@ class FakePolling:
     """
 
     def __init__(self, clock: Clock) -> None:
-        self.factory = SimpleNamespace(reactor=clock)
+        self.factory = SimpleNamespace(reactor=clock, metrics=NoMetrics())
         self.config = SessionConfig()
 
 
@@ -144,6 +145,7 @@ def test_sessionBoundIs503WithRetryAfter():
     from gateway.transports.longpoll import LongPolling
 
     polling = LongPolling.__new__(LongPolling)
+    polling.factory = SimpleNamespace(metrics=NoMetrics())
     site = BoundedSite(Resource(), maxBodyBytes=1024, parseForms=False)
 
     def answer(error):

@@ -16,13 +16,17 @@ from twisted.web.test.requesthelper import DummyRequest
 from gateway.config import SessionConfig
 from gateway.errors import ResumeRefused
 from gateway.backends.routing import RouteOrigins
+from gateway.metrics import NoMetrics
 from gateway.transports.longpoll import LongPolling
 
 
 class _NoSessions:
     """
-    A session registry that knows no session (every lookup is refused).
+    A session registry that knows no session (every lookup is refused),
+    on a single node.
     """
+
+    sharesSessions = False
 
     def _refuse(self, *args, **kwargs):
         raise ResumeRefused(4404, "unknown session")
@@ -41,7 +45,7 @@ class _NoSessions:
 
 def _polling() -> LongPolling:
     factory = SimpleNamespace(config=SimpleNamespace(session=SessionConfig(), routes=()), clientErrors=0,
-                              origins=RouteOrigins([], ()),
+                              metrics=NoMetrics(), origins=RouteOrigins([], ()),
                               sessions=_NoSessions(), reactor=Clock(),
                               routeRequest=lambda request: None)
     return LongPolling(factory)

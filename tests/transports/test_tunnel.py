@@ -17,7 +17,8 @@ from gateway.backends.balancers import RoundRobin
 from gateway.backends.routing import RouteOrigins
 from gateway.backends.pool import Backend, Pool
 from gateway.config import GatewayConfig, Timeouts
-from gateway.interfaces import IConnectObserver, IEdge
+from gateway.interfaces import IAccessLog, IConnectObserver, IEdge
+from gateway.metrics import NoMetrics
 from gateway.sessionmap.memory import MemorySessionMap
 from gateway.transports.tunnel import Tunnel
 from gateway.wire.forwarded import TrustedProxies
@@ -63,11 +64,25 @@ class Health:
         self.heard.append(("answered", backend.name, status))
 
 
+@implementer(IAccessLog)
+class RecordedEnds:
+    """
+    An access log that keeps its records.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def connectionEnded(self, record: dict) -> None:
+        self.records.append(record)
+
+
 @implementer(IEdge)
 class Edge:
     """
     What a tunnel uses of the front door: settings, a clock, the session
-    map, passive health; the client is 192.0.2.7, over plain TCP.
+    map, passive health, an access log; the client is 192.0.2.7, over
+    plain TCP.
     """
 
     def __init__(self, reactor, timeouts: Timeouts) -> None:
@@ -76,8 +91,10 @@ class Edge:
         self.sessionMap = MemorySessionMap(reactor)
         self.trustedProxies = TrustedProxies(())
         self.health = Health()
+        self.accessLog = RecordedEnds()
         self.sessions = None
         self.clientErrors = 0
+        self.metrics = NoMetrics()
         self.origins = RouteOrigins([], ())
 
     def peerHost(self, transport):
@@ -97,10 +114,12 @@ class Harness:
     """
 
     def __init__(self, timeouts: Timeouts | None = None, early: bytes = b"",
-                 request: bytes = UPGRADE) -> None:
+                 request: bytes = UPGRADE, metrics=None) -> None:
         self.reactor = MemoryReactorClock()
         self.timeouts = timeouts or Timeouts(pingInterval=5.0, pingTimeout=5.0, idle=0.0)
         self.edge = Edge(self.reactor, self.timeouts)
+        if metrics is not None:
+            self.edge.metrics = metrics
         self.backend = Backend("b1", "127.0.0.1", 9001)
         self.pool = Pool("chat", [self.backend], RoundRobin())
         head = parseRequestHead(request[:findHeadEnd(request, 16384)])
@@ -304,6 +323,44 @@ def test_idleClose():
     assert harness.server.value()[:2] == b"\x88\x8e"  # masked, 2 + 12 bytes
 
 
+def test_accessRecord():
+    """
+    A tunnel that ends gives the access log one record: the client, path,
+    pool and backend, status 101, bytes and data frames each way (from the
+    counters the splice keeps), and the close code of the first close
+    frame that passed.
+    """
+    harness = Harness()
+    harness.spliced()
+    harness.reactor.advance(2.5)
+    fromClient = encodeFrame(OP_TEXT, b"hello", mask=True) + encodeClose(4001, "bye", mask=True)
+    harness.tunnel.client.dataReceived(fromClient)
+    fromBackend = encodeFrame(OP_TEXT, b"a") + encodeFrame(OP_TEXT, b"b") + encodeClose(4001, "bye")
+    harness.backendSends(fromBackend)
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
+    [record] = harness.edge.accessLog.records
+    assert record == {
+        "event": "tunnel", "client": "192.0.2.7", "peer": "192.0.2.7", "path": "/chat/room",
+        "pool": "chat", "backend": "b1", "mode": "transparent", "transport": "websocket", "tls": False,
+        "status": 101, "duration": 2.5, "bytes_from_client": len(fromClient),
+        "bytes_to_client": len(fromBackend), "messages_from_client": 1, "messages_to_client": 2,
+        "close_code": 4001,
+    }
+
+
+def test_refusedTunnelRecord():
+    """
+    A tunnel refused before any backend answered (503: its only backend
+    never connected) is logged once, with its status and no backend bytes.
+    """
+    harness = Harness()
+    harness.reactor.advance(harness.timeouts.handshake + 0.1)
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    [record] = harness.edge.accessLog.records
+    assert (record["status"], record["bytes_to_client"], record["close_code"]) == (503, 0, None)
+
+
 def test_clientGoneClosesBackend():
     """
     When the client leaves between frames, the backend is sent a 1001
@@ -319,3 +376,62 @@ def test_clientGoneClosesBackend():
     harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
     assert harness.closed == [harness.tunnel]
     assert harness.backend.connections == 0
+
+
+# Metrics.
+
+
+def _samples(metrics) -> dict:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(metrics.registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_metricsOfATunnel():
+    """
+    A tunnel counts itself accepted and its handshake when spliced; its
+    frames and bytes each way are added to the node's traffic once it
+    ends, and a close it sends its client is counted.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), process=False)
+    harness = Harness(metrics=metrics)
+    harness.spliced()
+    frame = encodeFrame(OP_TEXT, b"hello", True)
+    harness.clientSends(frame)
+    harness.backendSends(encodeFrame(OP_TEXT, b"hi"))
+    harness.backendSends(encodeFrame(OP_TEXT, b"again"))
+    assert metrics.traffic.tunnelUpMessages == 0  # read live at scrape time meanwhile
+    harness.tunnel.backendSide.connectionLost(Failure(ConnectionDone()))
+    harness.tunnel.client.connectionLost(Failure(ConnectionDone()))
+    traffic = metrics.traffic
+    assert (traffic.tunnelUpMessages, traffic.tunnelUpBytes) == (1, len(frame))
+    assert (traffic.tunnelDownMessages, traffic.tunnelDownBytes) == (2, 4 + 7)
+    s = _samples(metrics)
+    labels = (("mode", "transparent"), ("transport", "websocket"))
+    assert s[("txgateway_connections_accepted_total", labels)] == 1
+    assert s[("txgateway_handshake_duration_seconds_count", labels)] == 1
+    assert s[("txgateway_closes_total", (("code", "1012"), ("mode", "transparent"),
+                                        ("reason", "backend_gone")))] == 1
+
+
+def test_metricsOfARefusal():
+    """
+    The tunnel's own refusals are counted with their status and reason.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), process=False)
+    harness = Harness(metrics=metrics)
+    _, _, factory, _, _ = harness.reactor.tcpClients[-1]
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert harness.client.value().startswith(b"HTTP/1.1 503 ")
+    assert _samples(metrics)[("txgateway_refusals_total", (("reason", "no_backend"), ("status", "503")))] == 1

@@ -1,0 +1,388 @@
+"""
+What is read at scrape time, and where C{/metrics} is served.
+
+  - L{StateCollector}: a C{prometheus_client} collector that reads the
+    node's live state when scraped, instead of updating gauges on every
+    event: the client connections open, the sessions by pool and state,
+    their replay and in-flight buffers, each backend's state, and the
+    messages and bytes relayed (the L{gateway.metrics.Traffic} counts plus
+    those of the tunnels still open).
+  - L{renderMetrics}: the answer to a C{GET /metrics}, in the text format
+    (or OpenMetrics when the scraper asks for it), for the admin API and
+    for the listener of its own.
+  - L{MetricsService}: that listener (C{[metrics] listen}, C{--metrics}),
+    which serves C{/metrics} only, without a token.
+
+This module sits with the admin API, above the parts it reads; the
+instruments the parts record to are in L{gateway.metrics} below them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ..errors import ConfigError
+from ..sessions.states import SessionState
+from ..tcp import hostAndPort, listenFailure
+from ..web import BoundedSite, respondJSON
+from ..wire.http1 import errorPayload
+from ._instruments import PREFIX, Traffic
+
+if TYPE_CHECKING:
+    from ..backends.pool import Pool
+    from ..config import SessionConfig
+    from ..interfaces import IOperator
+    from ..sessions.registry import SessionRegistry
+
+__all__ = ["StateCollector", "renderMetrics", "MetricsResource", "MetricsService", "MAX_BODY_BYTES",
+           "IDLE_TIMEOUT"]
+
+#: The largest request body the metrics listener reads (a scrape has none).
+MAX_BODY_BYTES = 1024
+#: Seconds a metrics connection may stay idle before it is closed.
+IDLE_TIMEOUT = 60.0
+
+#: A session transport's C{kind}, as the C{transport} label says it.
+_TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
+#: A reason a connection was dropped, as a label: C{max_connections},
+#: C{max_connections_per_ip} or an errno's name (anything else is counted as C{other}).
+_ERRNO = re.compile(r"(max_connections|max_connections_per_ip|E[A-Z]{2,15})\Z")
+#: The states a live session can be counted in.
+_STATES = (SessionState.ATTACHED, SessionState.DETACHED, SessionState.ENDING)
+
+
+class StateCollector(Collector):
+    """
+    Reads the node's state when scraped.  The objects it reads are the
+    composition root's own (the pools mapping, the session registry, the
+    front door), so pools and backends added later are found; nothing
+    here changes them.
+    """
+
+    def __init__(self, *, pools: Mapping[str, Pool], sessions: SessionRegistry, edge: Any,
+                 traffic: Traffic, config: SessionConfig) -> None:
+        """
+        @param edge: the front door (L{gateway.site.GatewayFactory}): its
+            C{openConnections} and live C{tunnels}.
+        @param config: the session settings (the buffers' bounds).
+        """
+        self.pools = pools
+        self.sessions = sessions
+        self.edge = edge
+        self.traffic = traffic
+        self.config = config
+
+    def describe(self) -> list[Metric]:
+        """
+        Nothing to describe ahead (the registry then does not call
+        L{collect} at registration).
+        """
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """
+        @return: every family read from the state, now.
+        """
+        yield from self._connections()
+        yield from self._traffic()
+        yield from self._sessions()
+        yield from self._backends()
+
+    def _connections(self) -> Iterator[Metric]:
+        edge = self.edge
+        total = GaugeMetricFamily(f"{PREFIX}_client_connections_open",
+                                  "Client TCP connections open on the gateway's port (any request; the "
+                                  "number limits.max_connections bounds).")
+        total.add_metric([], edge.openConnections)
+        yield total
+        dropped = CounterMetricFamily(f"{PREFIX}_connections_dropped",
+                                      "Client connections dropped at a bound (also answered 503): "
+                                      "limits.max_connections or max_connections_per_ip, or when one "
+                                      "could not be accepted (the process out of file descriptors: "
+                                      "EMFILE, ...).", labels=["reason"])
+        for reason, n in sorted(edge.dropped.total.items()):
+            dropped.add_metric([reason if _ERRNO.match(reason) else "other"], n)
+        yield dropped
+        open_ = GaugeMetricFamily(f"{PREFIX}_connections_open",
+                                  "Client connections open by mode and transport: tunnels (transparent), "
+                                  "sessions attached over each transport (session).",
+                                  labels=["mode", "transport"])
+        byKind = {"websocket": 0, "longpoll": 0}
+        for session in self.sessions.sessions.values():
+            transport = session.transport
+            if transport is not None and session.state is not SessionState.ENDED:
+                byKind[_TRANSPORTS.get(transport.kind, "websocket")] += 1
+        open_.add_metric(["transparent", "websocket"], sum(1 for t in edge.tunnels if not t.closed))
+        open_.add_metric(["session", "websocket"], byKind["websocket"])
+        open_.add_metric(["session", "longpoll"], byKind["longpoll"])
+        yield open_
+
+    def _traffic(self) -> Iterator[Metric]:
+        t = self.traffic
+        upMessages, upBytes = t.tunnelUpMessages, t.tunnelUpBytes
+        downMessages, downBytes = t.tunnelDownMessages, t.tunnelDownBytes
+        for tunnel in self.edge.tunnels:
+            if tunnel.closed:
+                continue  # its counts are in the totals already
+            up, down = tunnel.client, tunnel.backendSide
+            upMessages += up.tracker.dataFrames
+            upBytes += up.received
+            if down is not None:
+                downMessages += down.tracker.dataFrames
+                downBytes += down.received
+        messages = CounterMetricFamily(
+            f"{PREFIX}_messages", "Messages relayed, by mode and direction (up: client to backend). In "
+            "transparent mode, data frames (each fragment of a fragmented message counts).",
+            labels=["mode", "direction"])
+        size = CounterMetricFamily(
+            f"{PREFIX}_message_bytes", "Bytes relayed, by mode and direction: payloads in session mode, "
+            "whole frames (headers included) in transparent mode.", labels=["mode", "direction"])
+        for mode, direction, count, nbytes in (
+            ("transparent", "up", upMessages, upBytes),
+            ("transparent", "down", downMessages, downBytes),
+            ("session", "up", t.sessionUpMessages, t.sessionUpBytes),
+            ("session", "down", t.sessionDownMessages, t.sessionDownBytes),
+        ):
+            messages.add_metric([mode, direction], count)
+            size.add_metric([mode, direction], nbytes)
+        yield messages
+        yield size
+
+    def _sessions(self) -> Iterator[Metric]:
+        config = self.config
+        counts: dict[tuple[str, str], int] = {}
+        for pool in self.pools:
+            for state in _STATES:
+                counts[(pool, state.value)] = 0
+        replay = replayBytes = inflight = inflightBytes = paused = 0
+        replayFullest = inflightFullest = 0.0
+        for session in self.sessions.sessions.values():
+            if session.state is SessionState.ENDED:
+                continue
+            key = (session.pool.name if session.pool is not None else "", session.state.value)
+            counts[key] = counts.get(key, 0) + 1
+            outbox = session.outbox
+            n, b = len(outbox), outbox.pendingBytes
+            replay += n
+            replayBytes += b
+            replayFullest = max(replayFullest, n / config.maxBufferMessages, b / config.maxBufferBytes)
+            n, b = session.inflight
+            inflight += n
+            inflightBytes += b
+            inflightFullest = max(inflightFullest, n / config.maxInflightMessages,
+                                  b / config.maxInflightBytes)
+            paused += session.paused
+        family = GaugeMetricFamily(f"{PREFIX}_sessions", "Sessions held by this node, by pool and state "
+                                   "(attached, detached, ending).", labels=["pool", "state"])
+        for (pool, state), n in sorted(counts.items()):
+            family.add_metric([pool, state], n)
+        yield family
+        yield _gauge("sessions_paused", "Sessions whose client or backend side flow control holds now.",
+                     paused)
+        yield _gauge("replay_buffer_messages", "Messages in the sessions' replay buffers (sent to the "
+                     "client, not yet acknowledged), summed over sessions.", replay)
+        yield _gauge("replay_buffer_bytes", "Bytes in the sessions' replay buffers, summed.", replayBytes)
+        yield _gauge("replay_buffer_fullest_ratio", "The fullest replay buffer's occupancy, as a share of "
+                     "session.max_buffer_messages or max_buffer_bytes (whichever is nearer); 1 ends it.",
+                     replayFullest)
+        yield _gauge("inflight_messages", "Client messages handed to backends and not yet confirmed, "
+                     "summed over sessions.", inflight)
+        yield _gauge("inflight_bytes", "Bytes of those messages, summed.", inflightBytes)
+        yield _gauge("inflight_fullest_ratio", "The fullest in-flight window's occupancy, as a share of "
+                     "session.max_inflight_messages or max_inflight_bytes; at 1 the client is paused.",
+                     inflightFullest)
+
+    def _backends(self) -> Iterator[Metric]:
+        labels = ["pool", "backend"]
+        up = GaugeMetricFamily(f"{PREFIX}_backend_up", "1 while a backend is healthy, 0 while its health "
+                               "checks hold it down.", labels=labels)
+        draining = GaugeMetricFamily(f"{PREFIX}_backend_draining", "1 while a backend is drained (no "
+                                     "new connections), 0 otherwise.", labels=labels)
+        connections = GaugeMetricFamily(f"{PREFIX}_backend_connections", "Connections this node has "
+                                        "open (or opening) to a backend, tunnels and sessions.",
+                                        labels=labels)
+        weight = GaugeMetricFamily(f"{PREFIX}_backend_weight", "A backend's balancing weight.",
+                                   labels=labels)
+        for pool in list(self.pools.values()):
+            for backend in pool.backends:
+                names = [pool.name, backend.name]
+                up.add_metric(names, 1 if backend.healthy else 0)
+                draining.add_metric(names, 1 if backend.draining else 0)
+                connections.add_metric(names, backend.connections)
+                weight.add_metric(names, backend.weight)
+        yield from (up, draining, connections, weight)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation)
+    family.add_metric([], value)
+    return family
+
+
+def renderMetrics(request: Request, registry: CollectorRegistry) -> bytes:
+    """
+    Answer C{request} with every family of C{registry}: the Prometheus text
+    format, or OpenMetrics when its C{Accept} asks for it
+    (C{prometheus_client}'s own encoders).
+    """
+    encoder, contentType = choose_encoder(request.getHeader(b"accept") and
+                                          request.getHeader(b"accept").decode("latin-1"))
+    body = encoder(registry)
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", contentType.encode("ascii"))
+    request.setHeader(b"cache-control", b"no-store")
+    return body
+
+
+class MetricsResource(Resource):
+    """
+    The metrics listener's only resource: C{GET /metrics} (and C{HEAD});
+    405 for another method, a JSON 404 elsewhere.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render(self, request: Request) -> bytes:
+        """
+        Answer C{/metrics}, refuse the rest.
+        """
+        if request.path != b"/metrics":
+            return respondJSON(request, 404, errorPayload(404, "no such resource; metrics are at /metrics"))
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return respondJSON(request, 405, errorPayload(405, "use GET here"))
+        return renderMetrics(request, self.registry)
+
+
+class _MetricsSite(BoundedSite):
+    """
+    The metrics listener's site: bodies bounded, idle connections closed,
+    no access log (a scrape every few seconds would fill it).
+    """
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        """
+        No access log.
+        """
+
+
+class MetricsService(Service):
+    """
+    The listener of C{/metrics} of its own (C{[metrics] listen}), a child of
+    the gateway service: bound with the gateway's listeners, closed when it
+    stops.  Unlike the admin API it asks for no token, so it belongs on a
+    private interface.
+
+    @ivar port: the listening port, once listening.
+    @ivar failure: one line saying why it could not be bound, or L{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, gateway: IOperator, endpoint: Any, description: str,
+                 registry: CollectorRegistry) -> None:
+        """
+        @param gateway: the node (its C{reactor} and C{exitOnListenFailure}).
+        @param endpoint: the server endpoint to listen on.
+        @param description: the endpoint string, for the log.
+        """
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.description = description
+        self.site = _MetricsSite(MetricsResource(registry), maxBodyBytes=MAX_BODY_BYTES,
+                                 timeout=IDLE_TIMEOUT, reactor=gateway.reactor)
+        self.port: Any = None
+        self.failure: str | None = None
+        self._listening: Deferred | None = None
+        self._waiting: list[Deferred] = []
+
+    def _listen(self) -> None:
+        if self._listening is None:
+            self._listening = self.endpoint.listen(self.site)
+            self._listening.addBoth(self._listened)
+
+    def _listened(self, result: object) -> None:
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, Failure):
+            self.failure = f"cannot listen on {self.description} (metrics): {listenFailure(result.value)}"
+            self.log.critical("gateway: {failure}", failure=self.failure)
+            for d in waiting:
+                d.errback(ConfigError(self.failure))
+            if self.running and self.gateway.exitOnListenFailure:
+                self.gateway.reactor.stop()
+            return None
+        self.port = result
+        host, port = hostAndPort(result.getHost())
+        self.log.info("metrics listening on {host}:{port} ({description})",
+                      host=host, port=port, description=self.description)
+        if host in ("0.0.0.0", "::"):
+            self.log.warn(
+                "metrics: {description} listens on every interface and asks for no token, so anyone "
+                "who can reach port {port} reads the pools, backends and traffic; unless a firewall "
+                "keeps it private, add interface=127.0.0.1 (or a private address)",
+                description=self.description, port=port)
+        for d in waiting:
+            d.callback(result)
+        return None
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listener (before twistd drops privileges).
+
+        @raise SystemExit: under twistd, with one line, when it cannot be
+            bound.
+        """
+        super().privilegedStartService()
+        self._listen()
+        if self.failure is not None and self.gateway.exitOnListenFailure:
+            raise SystemExit(f"gateway: {self.failure}")
+
+    def startService(self) -> None:
+        """
+        Bind the listener, unless already bound.
+        """
+        super().startService()
+        self._listen()
+
+    def whenListening(self) -> Deferred:
+        """
+        @return: L{Deferred} firing with the listening port, or failing with
+            L{ConfigError} when it cannot be bound.
+        """
+        d: Deferred = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        elif self.failure is not None:
+            d.errback(ConfigError(self.failure))
+        else:
+            self._waiting.append(d)
+        return d
+
+    def stopService(self) -> Deferred | None:
+        """
+        Stop listening.
+        """
+        super().stopService()
+        port, self.port = self.port, None
+        self._listening = None
+        if port is not None:
+            return port.stopListening()
+        return None

@@ -1,0 +1,194 @@
+"""
+Socket.IO across several gateway nodes sharing Redis: every request of a
+session may reach any node (polls and sends alternating between nodes, an
+upgrade landing on a node other than the session's), and real Socket.IO
+clients behind a round-robin HAProxy with no stickiness.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet.threads import deferToThread
+
+from .helpers import pause
+from .test_cluster import HAProxy
+from .test_socketio import HERE, assertError, held, node, request, startServer
+
+NODE_TTL = 1
+
+
+async def startNodes(tmp_path, gateway_process, redis, serverPort: int, count: int = 2) -> list[int]:
+    """
+    Start C{count} gateway nodes on C{redis} with a Socket.IO route to the
+    server on C{serverPort}.
+
+    @return: their ports.
+    """
+    prefix = f"s{uuid.uuid4().hex[:6]}:"
+    ports = []
+    for i in range(1, count + 1):
+        path = tmp_path / f"n{i}.toml"
+        path.write_text(
+            f'[session_map]\ntype = "redis"\nurl = "{redis.url}"\nkey_prefix = "{prefix}"\n'
+            f'node_id = "n{i}"\nnode_ttl = {NODE_TTL}\ntimeout = 0.5\n'
+            '[[route]]\nprefix = "/socket.io/"\npool = "app"\nprotocol = "socket.io"\n'
+            f'[pool.app]\n[[pool.app.backend]]\nurl = "ws://127.0.0.1:{serverPort}"\n'
+        )
+        process = await gateway_process("--config", str(path))
+        ports.append(process.port)
+    return ports
+
+
+@pytest_twisted.async_yield_fixture
+async def python_server():
+    """
+    A python-socketio server process; yields its port.
+    """
+    process = await startServer("python")
+    yield int(process.match.group(1))
+    process.signal("KILL")
+    try:
+        await process.wait(10)
+    except Exception:
+        pass
+
+
+async def pollUntil(port: int, target: str, wanted: bytes) -> bytes:
+    """
+    @return: what polls on C{port} received until C{wanted} was among it.
+    """
+    received = b""
+    for _ in range(20):
+        status, _, body = await request(port, "GET", target)
+        assert status == 200, body
+        received += body + b"\x1e"
+        if wanted in received:
+            return received
+    raise AssertionError(f"{wanted!r} never came: {received!r}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_pollingAcrossNodes(tmp_path, redis_server, gateway_process, python_server) -> None:
+    """
+    A session opened on one node is served by the other: its sends and
+    polls alternate between nodes, in order; two polls outstanding on two
+    nodes close it, as on one.
+    """
+    one, two = await startNodes(tmp_path, gateway_process, redis_server, python_server)
+    status, _, body = await request(one, "GET", "/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(body[1:])["sid"]
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert (await request(two, "POST", target, b"40"))[::2] == (200, b"ok")
+    assert (await request(two, "GET", target))[2].startswith(b'40{"sid"')
+    for i in range(4):
+        here, there = (one, two) if i % 2 else (two, one)
+        status, _, body = await request(here, "POST", target, b'42%d["echo",%d]' % (i, i))
+        assert (status, body) == (200, b"ok")
+        received = await pollUntil(there, target, b"43%d[%d]" % (i, i))
+        assert b'42["echo",%d]' % i in received
+    # An unknown sid is unknown on every node.
+    assertError(await request(two, "GET", "/socket.io/?EIO=4&transport=polling&sid=nope"), 400, 1)
+    # Two polls outstanding, on two nodes: the session closes.
+    (first,) = await held(one, target)
+    second = await request(two, "GET", target)
+    answer = await first
+    assert answer.endswith(b"\r\n\r\n1"), answer
+    assert second[0] == 400
+    assertError(await request(two, "GET", target), 400, 1)
+
+
+def upgradeElsewhere(port: int, sid: str) -> list[str]:
+    """
+    (In a thread.)  Upgrade session C{sid} through a WebSocket to C{port}:
+    the probe, then C{5}, then an event with an ack.
+
+    @return: the messages received, in order.
+    """
+    import websocket
+
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&sid={sid}", timeout=10)
+    got = []
+    try:
+        ws.send("2probe")
+        got.append(ws.recv())
+        ws.send("5")
+        ws.send('421["echo","over ws"]')
+        while len(got) < 3:
+            message = ws.recv()
+            if message != "2":
+                got.append(message)
+            else:
+                ws.send("3")
+    finally:
+        ws.close()
+        ws.shutdown()
+    return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgradeOnAnotherNode(tmp_path, redis_server, gateway_process, python_server) -> None:
+    """
+    A polling session opened on one node upgrades through a WebSocket to
+    the other: the probe is answered, the held poll on the first node ends
+    with a noop, and the session goes on over the WebSocket.
+    """
+    one, two = await startNodes(tmp_path, gateway_process, redis_server, python_server)
+    status, _, body = await request(one, "GET", "/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(body[1:])["sid"]
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    await request(one, "POST", target, b"40")
+    assert (await request(one, "GET", target))[2].startswith(b'40{"sid"')
+    (poll,) = await held(one, target)
+    got = await deferToThread(upgradeElsewhere, two, sid)
+    assert got[0] == "3probe"
+    assert sorted(got[1:]) == sorted(['42["echo","over ws"]', '431["over ws"]'])
+    answer = await poll
+    assert answer.endswith(b"\r\n\r\n6"), answer
+    await pause(0.2)
+    assertError(await request(one, "GET", target), 400, 1)  # the WebSocket closed: the session ended
+
+
+@pytest.mark.parametrize("transports", ["polling", "polling,websocket"])
+@pytest.mark.parametrize("peers", ["python", "node"])
+@pytest_twisted.ensureDeferred
+async def test_clientsBehindRoundRobin(tmp_path, redis_server, gateway_process, peers, transports) -> None:
+    """
+    Real Socket.IO clients through HAProxy (round robin, no stickiness) in
+    front of two nodes: the whole exchange works, whichever node each
+    connection lands on.
+    """
+    from twisted.internet import utils
+
+    server = await startServer(peers)
+    proxy = None
+    try:
+        ports = await startNodes(tmp_path, gateway_process, redis_server, int(server.match.group(1)))
+        proxy = HAProxy(str(tmp_path), ports)
+        port = await proxy.start()
+        if peers == "python":
+            command, args = sys.executable, [str(HERE / "client.py")]
+        else:
+            command, args = node(), [str(HERE / "client.mjs")]
+        out, err, code = await utils.getProcessOutputAndValue(
+            command, [*args, f"http://127.0.0.1:{port}", transports], env={"PATH": "/usr/bin:/bin"},
+            path=str(HERE))
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        server.signal("KILL")
+        try:
+            await server.wait(10)
+        except Exception:
+            pass
+    assert code == 0, err.decode()
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert seen["echoAck"] == {"text": "héllo", "n": [1, 2, 3]} == seen["echo"]
+    assert seen["binaryOk"] and seen["answer"] == {"answer": 42}
+    assert seen["ordered"] and seen["serverDisconnected"]
+    assert seen["transport"] == transports.split(",")[-1]
