@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from ..config.values import SentinelAddress, hostPort
 from ..errors import SessionMapUnavailable
+from ..metrics import NoMetrics
 from ._connection import WatchedEndpoint, formatSeconds, redisFactory, setUpProtocol, subscriberProtocol
 
 __all__ = [
@@ -93,8 +94,10 @@ class _Question:
 
     log = Logger()
 
-    def __init__(self, reactor, timeout: float, password: str | None, service: str) -> None:
+    def __init__(self, reactor, timeout: float, password: str | None, service: str,
+                 metrics: Any) -> None:
         self.reactor = reactor
+        self.metrics = metrics
         self.timeout = timeout
         self.password = password
         self.service = service
@@ -137,7 +140,7 @@ class _Question:
 
 
 def askSentinel(sentinel: Address, service: str, password: str | None, reactor,
-                timeout: float) -> Deferred:
+                timeout: float, metrics: Any = None) -> Deferred:
     """
     Ask one Sentinel which server is the master of C{service}, over a
     connection of its own that is closed once answered.
@@ -148,7 +151,7 @@ def askSentinel(sentinel: Address, service: str, password: str | None, reactor,
     """
     from twisted.internet.endpoints import HostnameEndpoint
 
-    question = _Question(reactor, timeout, password, service)
+    question = _Question(reactor, timeout, password, service, metrics or NoMetrics())
     factory = redisFactory(f"sentinel {hostPort(*sentinel)}", 1, question, isLazy=False,
                            protocol=setUpProtocol())
     factory.deferred.addErrback(lambda f: None)
@@ -189,6 +192,7 @@ class SentinelEndpoint:
         onMasterChanged: Callable[[Address, Address], None] = lambda old, new: None,
         ask: Callable[[Address], Deferred] | None = None,
         connectTo: Callable[[Address, Any], Deferred] | None = None,
+        metrics: Callable[[], Any] = NoMetrics,
     ) -> None:
         """
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
@@ -197,13 +201,16 @@ class SentinelEndpoint:
             (L{askSentinel} by default; tests give a fake).
         @param connectTo: C{connectTo(address, protocolFactory)}: a
             connect to the master (a L{HostnameEndpoint} by default).
+        @param metrics: returns the L{gateway.interfaces.IMetrics} the
+            questions to the Sentinels are counted in (the map's).
         """
         self.address = address
         self.reactor = reactor
         self.timeout = timeout
         self.onMasterChanged = onMasterChanged
+        self.metrics = metrics
         self._ask = ask or (lambda sentinel: askSentinel(
-            sentinel, address.service, address.sentinelPassword, reactor, timeout))
+            sentinel, address.service, address.sentinelPassword, reactor, timeout, metrics()))
         self._connectTo = connectTo or self._hostnameConnect
         self.master: Address | None = None
         self.changes = 0
@@ -389,6 +396,10 @@ class _SwitchWatcher:
         self.watch = watch
         self.reactor = watch.endpoint.reactor
         self.timeout = watch.endpoint.timeout
+
+    @property
+    def metrics(self) -> Any:
+        return self.watch.endpoint.metrics()
 
     def setUpCommands(self):
         password = self.watch.endpoint.address.sentinelPassword

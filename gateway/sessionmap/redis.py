@@ -204,7 +204,8 @@ class RedisSessionMap:
                 from ._sentinel import SentinelEndpoint, SwitchWatch
 
                 self._endpoint = SentinelEndpoint(address, self.reactor, self.timeout,
-                                                  onMasterChanged=self._masterChanged)
+                                                  onMasterChanged=self._masterChanged,
+                                                  metrics=lambda: self.metrics)
                 self._switchWatch = SwitchWatch(self._endpoint)
                 self._switchWatch.start()
             else:
