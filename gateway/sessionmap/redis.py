@@ -68,7 +68,7 @@ import math
 import zlib
 from typing import Any, Mapping
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -357,13 +357,14 @@ class RedisSessionMap:
         self._closed = True
         factory, self._factory, self._started = self._factory, None, False
         watch, self._switchWatch = self._switchWatch, None
-        if watch is not None:
-            watch.stop()
+        watching = watch.stop() if watch is not None else succeed(None)
         if factory is None:
-            return succeed(None)
+            return Deferred.fromCoroutine(bounded(watching, self.timeout, self.reactor))
         stopping = factory.disconnect()
         stopping.addErrback(lambda f: self.log.failure("closing Redis connections failed", f))
-        return Deferred.fromCoroutine(bounded(stopping, self.timeout, self.reactor))
+        both = gatherResults([stopping, watching], consumeErrors=True)
+        both.addErrback(lambda f: None)
+        return Deferred.fromCoroutine(bounded(both, self.timeout, self.reactor))
 
     # Commands.
     def _command(self, command: str, key: bytes, *args: bytes | str) -> Deferred:
