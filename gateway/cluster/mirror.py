@@ -133,10 +133,12 @@ class Mirror:
             Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
 
-    async def resync(self) -> None:
+    async def resync(self, why: str = "its record was gone from Redis") -> None:
         """
         Write the whole session again (record and the messages the client
         has not acknowledged), from what this node holds; once at a time.
+
+        @param why: for the log line.
         """
         if self._resyncing:
             return
@@ -145,8 +147,11 @@ class Mirror:
         try:
             if session.state is SessionState.ENDED:
                 return
-            self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
-                                  sid=shortId(self.sid))
+            self.cluster.log.info("session {sid}: {why}; writing it again",
+                                  sid=shortId(self.sid), why=why)
+            # The record says this many were handed on: no more may be
+            # acknowledged on its account (more may be accepted meanwhile).
+            accepted = session.inbox.accepted
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.
@@ -158,7 +163,7 @@ class Mirror:
                 for message in pending:
                     await self.shared.appendDown(self.sid, self.epoch, message)
                     written = message.seq
-            self.upWritten = session.inbox.accepted
+            self.upWritten = max(self.upWritten, accepted)
         finally:
             self._resyncing = False
 
@@ -323,13 +328,16 @@ class Mirror:
             self._heldWaiters.append(d)
         return d
 
-    def catchUp(self) -> Deferred:
+    def catchUp(self, *, owned: bool = False) -> Deferred:
         """
         Hand the backend what the up mailbox holds past what it was given.
 
+        @param owned: this node has just read that it still owns the
+            session (before writing it whole again): go ahead even while
+            its lease is being confirmed.
         @return: L{Deferred} firing when done.
         """
-        if self._catchingUp or not self.cluster.leaseValid():
+        if self._catchingUp or not (owned or self.cluster.leaseValid()):
             return succeed(None)
         self._catchingUp = True
         d = self.shared.readUp(self.sid, self.session.inbox.accepted)

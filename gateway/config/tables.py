@@ -37,7 +37,14 @@ from .model import (
     Timeouts,
 )
 from .reader import Reader, isBareKey, keyPath, show
-from .values import hostPort, parseBackendURL, parseKeySpec, parseOriginPattern, parseRoutePrefix
+from .values import (
+    hostPort,
+    parseBackendURL,
+    parseKeySpec,
+    parseOriginPattern,
+    parseRedisURL,
+    parseRoutePrefix,
+)
 
 __all__ = [
     "readTimeouts",
@@ -219,6 +226,14 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
     """
     table = reader.table(value, "session_map", None)
     kind = reader.string(table, "session_map", "type", SessionMapConfig.type)
+    if kind == "redis":
+        # Checked here too, so that the error names the file.
+        if "url" in table:
+            try:
+                parseRedisURL(table["url"])
+            except ConfigError as error:
+                reader.fail("session_map.url", str(error))
+        reader.string(table, "session_map", "sentinel_password", None)
     options = tuple(sorted((key, item) for key, item in table.items() if key != "type"))
     return SessionMapConfig(type=kind, options=options)
 
