@@ -57,30 +57,39 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 CONFIGS = ("direct", "nginx", "HAProxy", "txgateway", "session WS", "session polling",
-           "socket.io WS", "socket.io polling", "socket.io node WS", "socket.io node polling")
+           "socket.io WS", "socket.io polling", "socket.io node WS", "socket.io node polling",
+           "socket.io via txgateway", "socket.io via txgateway polling")
 #: The table's column headings.
 HEADINGS = {"session WS": "txgateway session, WebSocket",
             "session polling": "txgateway session, long-polling",
             "socket.io WS": "python-socketio, WebSocket",
             "socket.io polling": "python-socketio, polling",
             "socket.io node WS": "Node Socket.IO, WebSocket",
-            "socket.io node polling": "Node Socket.IO, polling"}
+            "socket.io node polling": "Node Socket.IO, polling",
+            "socket.io via txgateway": "Node Socket.IO via txgateway, WebSocket",
+            "socket.io via txgateway polling": "Node Socket.IO via txgateway, polling"}
 REFERENCE = "HAProxy"
 #: Which server each configuration's clients connect to.
 SERVER_OF = {"direct": "echo", "nginx": "nginx", "HAProxy": "HAProxy", "txgateway": "txgateway",
              "session WS": "session", "session polling": "session",
              "socket.io WS": "socketio", "socket.io polling": "socketio",
-             "socket.io node WS": "socketio-node", "socket.io node polling": "socketio-node"}
+             "socket.io node WS": "socketio-node", "socket.io node polling": "socketio-node",
+             "socket.io via txgateway": "socketio-gateway",
+             "socket.io via txgateway polling": "socketio-gateway"}
 #: bench/session_load.mjs's client and transport for the session configurations.
 SESSION_CLIENTS = {"session WS": ("txgw", "websocket"), "session polling": ("txgw", "polling"),
                    "socket.io WS": ("socketio", "websocket"),
                    "socket.io polling": ("socketio", "polling"),
                    "socket.io node WS": ("socketio", "websocket"),
-                   "socket.io node polling": ("socketio", "polling")}
+                   "socket.io node polling": ("socketio", "polling"),
+                   "socket.io via txgateway": ("socketio", "websocket"),
+                   "socket.io via txgateway polling": ("socketio", "polling")}
 #: The python-socketio configuration each session configuration is held against.
 SOCKETIO_OF = {"session WS": "socket.io WS", "session polling": "socket.io polling"}
 #: The Node Socket.IO configuration each session configuration is held against.
-NODE_SOCKETIO_OF = {"session WS": "socket.io node WS", "session polling": "socket.io node polling"}
+NODE_SOCKETIO_OF = {"session WS": "socket.io node WS", "session polling": "socket.io node polling",
+                    "socket.io via txgateway": "socket.io node WS",
+                    "socket.io via txgateway polling": "socket.io node polling"}
 ON_CPU0 = {"split": "the server under test alone", "shared": "the server under test and the echo backend"}
 ON_CPU1 = {"split": "load generator and echo backend", "shared": "the load generator alone"}
 
@@ -168,9 +177,11 @@ class Server:
     """
 
     def __init__(self, name: str, args: list[str], port: int, scratch: str, env=None,
-                 cpu: str = PROXY_CPU) -> None:
+                 cpu: str = PROXY_CPU, companions: tuple["Server", ...] = ()) -> None:
         self.name = name
         self.port = port
+        #: Servers started for this one (a backend of its own), stopped with it.
+        self.companions = companions
         self.log = open(os.path.join(scratch, f"{name}-{port}.log"), "wb")
         self.process = subprocess.Popen(
             ["taskset", "-c", cpu, *args], stdin=subprocess.DEVNULL,
@@ -184,6 +195,8 @@ class Server:
         return [self.process.pid, *childrenOf(self.process.pid)]
 
     def stop(self) -> None:
+        for companion in self.companions:
+            companion.stop()
         if self.process.poll() is None:
             pids = self.pids()
             self.process.terminate()
@@ -299,9 +312,43 @@ def startNodeSocketIO(scratch: str, backendPort: int, options) -> Server:
                                     "--port", str(port)], port, scratch)
 
 
+def startSocketIOGateway(scratch: str, backendPort: int, options) -> Server:
+    """
+    txgateway with one Socket.IO route (Engine.IO v4 ends at the gateway)
+    in front of a Node Socket.IO server of its own, which runs where the
+    echo backend does (CPU 1 in the default placement), as a backend would.
+    """
+    backendCpu = PROXY_CPU if options.placement == "shared" else LOAD_CPU
+    port = freePort()
+    backend = Server("socketio-backend", ["node", os.path.join(BENCH, "socketio_server.mjs"),
+                                          "--port", str(port)], port, scratch, cpu=backendCpu)
+    gatewayPort = freePort()
+    config = os.path.join(scratch, f"socketio-gateway-{gatewayPort}.toml")
+    sessions = max(20000, 3 * options.idle)
+    with open(config, "w") as f:
+        # Every client comes from 127.0.0.1: the per-address bounds are as
+        # wide as the node's.
+        f.write(f"[session]\nmax_sessions = {sessions}\nmax_sessions_per_ip = {sessions}\n"
+                f"max_opens_per_ip = {sessions}\nopen_burst_per_ip = {sessions}\n"
+                f"[limits]\nmax_connections = {max(30000, 5 * options.idle)}\nmax_connections_per_ip = 0\n"
+                '[[route]]\nprefix = "/socket.io/"\npool = "sio"\nprotocol = "socket.io"\n'
+                f'[pool.sio]\n[[pool.sio.backend]]\nurl = "ws://127.0.0.1:{port}"\n')
+    listen = f"tcp:{gatewayPort}:interface=127.0.0.1"
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    try:
+        return Server(
+            "txgateway-socketio",
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "gateway", "--listen", listen, "--config", config],
+            gatewayPort, scratch, env=env, companions=(backend,))
+    except BaseException:
+        backend.stop()
+        raise
+
+
 STARTERS = {"nginx": startNginx, "HAProxy": startHAProxy, "txgateway": startGateway,
             "session": startSessionGateway, "socketio": startSocketIO,
-            "socketio-node": startNodeSocketIO}
+            "socketio-node": startNodeSocketIO, "socketio-gateway": startSocketIOGateway}
 
 
 # --- the load generator -----------------------------------------------------
@@ -639,6 +686,8 @@ def buildTable(results: dict, o) -> list[str]:
     row(f"throughput: round trips/s ({o.connections} conns × {o.inflight} in flight, "
         f"{o.size} B text, {o.duration:g} s)", rate, saturation="throughput")
     socketioRow("　÷ python-socketio's, same transport", rate)
+    socketioRow("　÷ Node Socket.IO's, same transport (via txgateway: the hop's cost)", rate,
+                against=NODE_SOCKETIO_OF)
     row("　server CPU, % of one core", lambda c: percent(c, "throughput", "proxyCpu"),
         withRatio=False, withSpread=False, only=servers)
     row("　round trips/s per server core (rate ÷ server CPU)",

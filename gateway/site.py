@@ -164,7 +164,8 @@ class FrontDoor(Protocol):
                 if self.factory.engineio.openWebSocket(self.transport, head, buffer, self._slot, route):
                     self._slot = None
                 return
-            if SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol"):
+            if (SUBPROTOCOL.encode("ascii") in head.tokens(b"sec-websocket-protocol")
+                    and self.factory.takesSessions(head.path)):
                 buffer, self._buffer = self._buffer, b""
                 if self.factory.openSessionTransport(self.transport, head, buffer, self._slot):
                     self._slot = None
@@ -286,6 +287,9 @@ class GatewayResource(Resource):
                 request.setHeader(b"access-control-max-age", b"600")
                 return b""
             kind = request.args.get(b"txgw")
+            if kind and not self.factory.takesSessions(path):
+                return respondJSON(request, 404, errorPayload(
+                    404, "this path takes WebSocket upgrades only (no sessions)", {"code": 4404}))
             if kind:
                 return self.factory.polling.render(request, kind[0])
         if self.factory.config.demo and request.method in (b"GET", b"HEAD"):
@@ -505,6 +509,7 @@ class GatewayFactory(Factory):
                                     config.session.corsOrigins)
         self.sessionFactory = SessionWebSocketFactory(self)
         self.engineio = EngineIOEdge(self, config.routes, engines)
+        self._transparentRoutes = Router([(r.prefix, r.protocol == "transparent") for r in config.routes])
         self.polling = LongPolling(self)
         self.web = _GatewaySite(
             GatewayResource(self),
@@ -645,6 +650,13 @@ class GatewayFactory(Factory):
         Client connections open now.
         """
         return self.admission.open
+
+    def takesSessions(self, path: bytes) -> bool:
+        """
+        @return: whether the route of C{path} takes the session protocol
+            (its C{protocol} is not C{"transparent"}).
+        """
+        return not self._transparentRoutes.match(path)
 
     @staticmethod
     def peerHost(transport) -> str:

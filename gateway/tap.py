@@ -70,8 +70,9 @@ Examples:
             None,
             None,
             "Keep affinity and session records in Redis, shared by several "
-            "gateway nodes: redis://[:password@]host[:port][/db] or "
-            "unix:///path/to/redis.sock[?db=N].",
+            "gateway nodes: redis://[:password@]host[:port][/db], "
+            "unix:///path/to/redis.sock[?db=N] or "
+            "redis+sentinel://host[:port][,host[:port]...]/service[/db].",
         ],
         [
             "admin",

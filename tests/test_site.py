@@ -578,3 +578,21 @@ def test_bodyDeadlines():
     status, _, body = response(transport)
     assert status == b"HTTP/1.1 408 Request Timeout" and b"request body not received in time" in body
     close(door)
+
+
+def test_transparentRoute():
+    """
+    On a route with C{protocol = "transparent"}, an upgrade offering the
+    session subprotocol is tunnelled like any other (the backend decides),
+    and a long-polling request gets a JSON 404.
+    """
+    routes = (RouteConfig(prefix="/chat", pool="chat", protocol="transparent"),)
+    factory, _ = makeFactory(routes=routes)
+    door, transport = connect(factory)
+    door.dataReceived(UPGRADE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: txgateway.v1\r\n\r\n"))
+    assert len(factory.tunnels) == 1 and isinstance(transport.protocol, ClientSide)
+    door, transport = connect(factory)
+    door.dataReceived(b"POST /chat?txgw=open HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+    status, _, body = response(transport)
+    assert status == b"HTTP/1.1 404 Not Found"
+    assert json.loads(body)["code"] == 4404 and "WebSocket upgrades only" in json.loads(body)["message"]

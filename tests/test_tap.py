@@ -211,8 +211,9 @@ def test_makeServiceRedis(tmp_path: Path) -> None:
     "url, message",
     [
         ("", "gateway: --redis: must be a non-empty string such as 'redis://127.0.0.1:6379/0'"),
-        ("http://u:hunter2@h", "gateway: --redis: must start with redis:// or unix:// (as in "
-         "'redis://127.0.0.1:6379/0' or 'unix:///run/redis/redis.sock?db=0'), not 'http://***@h'"),
+        ("http://u:hunter2@h", "gateway: --redis: must start with redis://, unix:// or redis+sentinel://"
+         " (as in 'redis://127.0.0.1:6379/0', 'unix:///run/redis/redis.sock?db=0' or"
+         " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'), not 'http://***@h'"),
         ("redis://h/x", "gateway: --redis: the database must be a number >= 0, not 'x'"),
     ],
 )
@@ -396,8 +397,33 @@ def test_makeServiceWorkersNeedSharedMap(monkeypatch: pytest.MonkeyPatch) -> Non
     assert message == (
         "gateway: workers = 2 needs a session map the workers share, and 'memory' is one"
         " process's own (a session or an affinity record made on one worker would be unknown"
-        " to the others): give --redis URL or [session_map] type = \"redis\", or run one worker"
+        " to the others): give --redis URL or [session_map] type = \"redis\", set protocol ="
+        " \"transparent\" on every route (WebSocket tunnels only), or run one worker"
     )
+
+
+def test_makeServiceWorkersTransparentOnly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """
+    C{--workers 2} with the in-memory session map is taken when every route
+    is C{protocol = "transparent"} (tunnels need no shared map): the
+    supervisor is made, with a warning for a pool whose affinity records
+    are each worker's own.
+    """
+    from twisted.logger import globalLogPublisher
+
+    monkeypatch.delenv("TXGATEWAY_WORKER_SETUP", raising=False)
+    config = tmp_path / "gateway.toml"
+    config.write_text('listen = ["tcp:0"]\n[[route]]\nprefix = "/"\npool = "p"\nprotocol = "transparent"\n'
+                      '[pool.p]\naffinity = "cookie:sid"\n[[pool.p.backend]]\nurl = "ws://a:1"\n')
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service = makeService(parse("--config", str(config), "--workers", "2"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert service.config.workers == 2
+    warned = [e for e in events if "affinity records are each worker's own" in e.get("log_format", "")]
+    assert len(warned) == 1 and warned[0]["pool"] == "p"
 
 
 def test_makeServiceSupervisor(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,10 +150,12 @@ class Mirror:
             Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
 
-    async def resync(self) -> None:
+    async def resync(self, why: str = "its record was gone from Redis") -> None:
         """
         Write the whole session again (record and the messages the client
         has not acknowledged), from what this node holds; once at a time.
+
+        @param why: for the log line.
         """
         if self._resyncing:
             return
@@ -162,10 +164,14 @@ class Mirror:
         try:
             if session.state is SessionState.ENDED:
                 return
-            self.cluster.log.info("session {sid}: its record was gone from Redis; writing it again",
-                                  sid=shortId(self.sid))
-            self.inRedis = self.deliveredWritten = self.delivered()
+            self.cluster.log.info("session {sid}: {why}; writing it again",
+                                  sid=shortId(self.sid), why=why)
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
+            # The record is written with the count the backend confirmed,
+            # and an empty up mailbox (a count write still on its way went
+            # before it): the client messages after that count go with the
+            # count write below.
+            self.inRedis = self.deliveredWritten = self.delivered()
             # Messages that come meanwhile are not written by down(): write
             # them here, in order, until the mailbox has them all.
             written = 0
@@ -177,7 +183,7 @@ class Mirror:
                     await self.shared.appendDown(self.sid, self.epoch, message)
                     written = message.seq
             # The client messages the backend has not confirmed, into the
-            # up mailbox again.
+            # up mailbox again (acknowledged once written).
             if self._upWrite is None and session.state is not SessionState.ENDED:
                 self._writeUp()
         finally:
@@ -385,13 +391,16 @@ class Mirror:
             self._heldWaiters.append(d)
         return d
 
-    def catchUp(self) -> Deferred:
+    def catchUp(self, *, owned: bool = False) -> Deferred:
         """
         Hand the backend what the up mailbox holds past what it was given.
 
+        @param owned: this node has just read that it still owns the
+            session (before writing it whole again): go ahead even while
+            its lease is being confirmed.
         @return: L{Deferred} firing when done.
         """
-        if self._catchingUp or not self.cluster.leaseValid():
+        if self._catchingUp or not (owned or self.cluster.leaseValid()):
             return succeed(None)
         self._catchingUp = True
         d = self.shared.readUp(self.sid, self.session.inbox.accepted)

@@ -87,6 +87,10 @@ class Cluster:
         #: The other live nodes' connections per backend at the last
         #: heartbeat, by node.
         self._remoteCounts: dict[str, dict[str, int]] = {}
+        #: The map's count of master changes when the owned sessions were
+        #: last checked against Redis (L{_revalidate}).
+        self._sessionMap = sessionMap
+        self._masterSeen = sessionMap.masterChanges
         #: The live nodes' info at the last heartbeat that read it (L{nodes}).
         self._nodes: dict[str, dict[str, Any]] = {}
         self._nodesRead: float | None = None
@@ -243,7 +247,8 @@ class Cluster:
                 self._redisTrouble = str(e)
                 return
             wasValid = self.leaseValid()
-            if self._redisTrouble is not None or not wasValid:
+            moved = self._sessionMap.masterChanges != self._masterSeen
+            if self._redisTrouble is not None or not wasValid or moved:
                 # Not sure yet which sessions are still ours: pump nothing
                 # until each has been checked.
                 if self._redisTrouble is not None:
@@ -317,18 +322,38 @@ class Cluster:
         """
         After Redis trouble or a pause: end here the sessions that another
         node has taken, and read what was missed.
+
+        After the master moved (a Sentinel failover), the new master may
+        hold an older copy of a record than the old one acknowledged
+        (replication is asynchronous): every session still owned here, by
+        an epoch no newer than this node's, is written whole again.  The
+        check is done again at the next heartbeat until it got through.
         """
+        masterChanges = self._sessionMap.masterChanges
+        rewrite = masterChanges != self._masterSeen
         for session, mirror in self._owned():
             try:
                 ownership = await self.shared.ownership(session.sid)
             except GatewayError:
                 return
             if ownership is None:
-                await mirror.resync()
+                try:
+                    await mirror.resync()
+                except GatewayError:
+                    return
+            elif rewrite and ownership[1] <= mirror.epoch:
+                # What other nodes accepted first: writing it whole
+                # empties the up mailbox.
+                try:
+                    await mirror.catchUp(owned=True)
+                    await mirror.resync("the Redis master moved")
+                except GatewayError:
+                    return  # not written: again at the next heartbeat
             elif ownership != (self.node, mirror.epoch):
                 session.fenced(True)
             else:
                 mirror.catchUp()
+        self._masterSeen = masterChanges
 
     async def _watchPeers(self) -> None:
         """
@@ -507,9 +532,10 @@ class Cluster:
         try:
             await self.shared.create(session.sid, fields)
         except GatewayError:
+            if epoch is not None:
+                raise  # written again: the caller tries again later
             self.log.debug("session {sid} not shared: Redis unavailable", sid=shortId(session.sid))
-            if epoch is None:
-                mirror.recorded = False
+            mirror.recorded = False
         else:
             mirror.recorded = True
 

@@ -141,8 +141,11 @@ class RouteConfig:
         requests without C{Origin} through, and transparent upgrades are
         not checked).
     @ivar protocol: what the route's clients speak: C{"websocket"} (plain
-        WebSocket, tunnelled, and the session protocol) or C{"socket.io"}
-        (Engine.IO v4 terminated at the gateway, L{gateway.engineio}).
+        WebSocket, tunnelled, and the session protocol), C{"transparent"}
+        (plain WebSocket only: every upgrade is tunnelled, whatever
+        subprotocol it offers, and there is no long-polling), or
+        C{"socket.io"} (Engine.IO v4 terminated at the gateway,
+        L{gateway.engineio}).
     @ivar pingInterval: with C{socket.io}, seconds between the gateway's
         Engine.IO pings; C{pingTimeout}: seconds a client has to answer;
         C{maxPayload}: the largest payload a client may send (bytes);

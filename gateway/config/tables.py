@@ -37,7 +37,14 @@ from .model import (
     Timeouts,
 )
 from .reader import Reader, isBareKey, keyPath, show
-from .values import hostPort, parseBackendURL, parseKeySpec, parseOriginPattern, parseRoutePrefix
+from .values import (
+    hostPort,
+    parseBackendURL,
+    parseKeySpec,
+    parseOriginPattern,
+    parseRedisURL,
+    parseRoutePrefix,
+)
 
 __all__ = [
     "readTimeouts",
@@ -219,6 +226,14 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
     """
     table = reader.table(value, "session_map", None)
     kind = reader.string(table, "session_map", "type", SessionMapConfig.type)
+    if kind == "redis":
+        # Checked here too, so that the error names the file.
+        if "url" in table:
+            try:
+                parseRedisURL(table["url"])
+            except ConfigError as error:
+                reader.fail("session_map.url", str(error))
+        reader.string(table, "session_map", "sentinel_password", None)
     options = tuple(sorted((key, item) for key, item in table.items() if key != "type"))
     return SessionMapConfig(type=kind, options=options)
 
@@ -513,7 +528,7 @@ def _readProtocol(reader: Reader, item: dict[str, Any], path: str) -> dict[str, 
     settings (the reference server's defaults); those keys on any other
     route are refused.
     """
-    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "socket.io"))
+    protocol = reader.choice(item, path, "protocol", "websocket", ("websocket", "transparent", "socket.io"))
     if protocol != "socket.io":
         for key in _SOCKETIO_KEYS:
             if key in item:

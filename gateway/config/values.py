@@ -35,6 +35,8 @@ __all__ = [
     "parseOriginPattern",
     "DEFAULT_REDIS_URL",
     "RedisAddress",
+    "SENTINEL_PORT",
+    "SentinelAddress",
     "parseRedisURL",
     "MAX_WORKERS",
     "parseWorkers",
@@ -304,17 +306,63 @@ class RedisAddress:
         return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
 
 
-def parseRedisURL(url: object) -> RedisAddress:
+#: The port of a Sentinel that the URL names without one.
+SENTINEL_PORT = 26379
+
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
     """
-    Parse C{redis://[[user]:password@]host[:port][/db]} or
-    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}.  User name and
-    password are percent-decoded.
+    A Redis master found through Redis Sentinel, parsed by
+    L{parseRedisURL} from
+    C{redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]}.
+
+    The Sentinels are asked which server is the master of C{service}
+    before every connection (L{gateway.sessionmap._sentinel}); the user
+    name, password and database are the master's.
+
+    @ivar sentinels: the Sentinels' C{(host, port)}, in the URL's order.
+    @ivar service: the name the Sentinels monitor the master under.
+    @ivar sentinelPassword: the Sentinels' own password (C{requirepass}
+        in their configuration), or L{None}.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    sentinelPassword: str | None = None
+
+    def __str__(self) -> str:
+        """
+        The URL, with the passwords replaced by C{***}.
+        """
+        credentials = ""
+        if self.username is not None or self.password is not None:
+            credentials = f"{self.username or ''}{':***' if self.password is not None else ''}@"
+        hosts = ",".join(hostPort(host, port) for host, port in self.sentinels)
+        query = "?sentinel_password=***" if self.sentinelPassword is not None else ""
+        return f"redis+sentinel://{credentials}{hosts}/{self.service}/{self.db}{query}"
+
+
+def parseRedisURL(url: object) -> RedisAddress | SentinelAddress:
+    """
+    Parse C{redis://[[user]:password@]host[:port][/db]},
+    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]} or
+    C{redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=P]}
+    (L{SentinelAddress}; a Sentinel's port is 26379 by default).  User
+    names and passwords are percent-decoded.
 
     @raise ConfigError: with a one-line reason that does not show the
         password (and does not name the option, which the caller does).
     """
     if not isinstance(url, str) or not url:
         raise ConfigError(f"must be a non-empty string such as {DEFAULT_REDIS_URL!r}")
+    if url.partition("://")[0].lower() == "redis+sentinel":
+        return _parseSentinelURL(url)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -323,8 +371,9 @@ def parseRedisURL(url: object) -> RedisAddress:
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "unix"):
         raise ConfigError(
-            "must start with redis:// or unix:// (as in"
-            f" {DEFAULT_REDIS_URL!r} or 'unix:///run/redis/redis.sock?db=0'),"
+            "must start with redis://, unix:// or redis+sentinel:// (as in"
+            f" {DEFAULT_REDIS_URL!r}, 'unix:///run/redis/redis.sock?db=0' or"
+            " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'),"
             f" not {_redacted(url)!r}"
         )
     if parts.fragment:
@@ -355,6 +404,89 @@ def parseRedisURL(url: object) -> RedisAddress:
     path = parts.path.strip("/")
     db = _database(path or "0")
     return RedisAddress(parts.hostname, port or 6379, None, db, username, password)
+
+
+def _parseSentinelURL(url: str) -> SentinelAddress:
+    """
+    Parse a C{redis+sentinel://} URL (see L{parseRedisURL}); C{urlsplit}
+    cannot, for its several hosts.
+    """
+    rest = url.partition("://")[2]
+    if "#" in rest:
+        raise ConfigError("must not have a #fragment")
+    rest, _, queryText = rest.partition("?")
+    # The user information ends at the last "@" (a service name has none),
+    # so that a "/" in a password never shows in an error.
+    userinfo, at, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon else None
+    if not hosts:
+        raise ConfigError(
+            "a redis+sentinel:// URL needs its Sentinels:"
+            " redis+sentinel://host[:port][,host[:port]...]/service[/db]")
+    sentinels = []
+    for item in hosts.split(","):
+        sentinel = _sentinelHost(item)
+        if sentinel in sentinels:
+            raise ConfigError(f"names the Sentinel {hostPort(*sentinel)} more than once")
+        sentinels.append(sentinel)
+    service, _, dbText = path.partition("/")
+    if not service:
+        raise ConfigError(
+            "a redis+sentinel:// URL needs the service name after its Sentinels:"
+            " redis+sentinel://host[:port][,...]/service[/db]")
+    if not _SERVICE.match(service):
+        raise ConfigError(
+            f"the service name must be 1 to 128 letters, digits, '.', '_' or '-', not {service!r}")
+    if "/" in dbText.rstrip("/"):
+        raise ConfigError("a redis+sentinel:// URL has nothing after /service/db")
+    db = _database(dbText.rstrip("/") or "0")
+    query = parse_qsl(queryText, keep_blank_values=True)
+    unknown = sorted({name for name, _ in query} - {"sentinel_password"})
+    if unknown:
+        raise ConfigError(f"unknown query parameter {unknown[0]!r} (known: sentinel_password)")
+    secrets = [value for name, value in query if name == "sentinel_password"]
+    if len(secrets) > 1:
+        raise ConfigError("gives sentinel_password more than once")
+    return SentinelAddress(tuple(sentinels), service, db, username, password,
+                           secrets[0] if secrets else None)
+
+
+def _sentinelHost(item: str) -> tuple[str, int]:
+    """
+    @return: the C{(host, port)} of one Sentinel, C{host[:port]} (IPv6 in
+        brackets), the port 26379 by default.
+    """
+    if item.startswith("["):
+        host, bracket, afterHost = item[1:].partition("]")
+        if not bracket:
+            raise ConfigError(f"the Sentinel {item!r} has an unclosed '['")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"the Sentinel {item!r} has {host!r} in brackets,"
+                              " which is not an IPv6 address") from None
+        if afterHost and not afterHost.startswith(":"):
+            raise ConfigError(f"the Sentinel {item!r} must have only ':PORT' after its ']'")
+        portText = afterHost[1:] if afterHost else None
+    else:
+        if item.count(":") > 1:
+            raise ConfigError(f"the Sentinel {item!r} must put an IPv6 address in brackets")
+        host, colon, portText = item.partition(":")
+        if not colon:
+            portText = None
+        if not _HOST_NAME.match(host):
+            raise ConfigError(f"the Sentinel {item!r} has a bad host name {host!r}")
+    if portText is None:
+        return host, SENTINEL_PORT
+    if not _PORT.match(portText) or not 1 <= int(portText) <= 65535:
+        raise ConfigError(
+            f"the Sentinel {item!r} has a bad port {portText!r}: it must be a number from 1 to 65535")
+    return host, int(portText)
 
 
 def _database(text: str) -> int:

@@ -11,7 +11,9 @@ with C{log}, C{reactor}, C{metrics} (the L{gateway.interfaces.IMetrics}
 every command is counted and timed in), C{timeout} (seconds a set-up
 command may take),
 C{setUpCommands()} (the commands a new connection sends first, each with
-a description for errors), C{setUpFailed(reason)} and
+a description for errors, and optionally a check of its answer that
+returns why the connection must not be used, or L{None}),
+C{setUpFailed(reason)} and
 C{setUpSucceeded(protocol)}.  A subscriber also calls its watcher's
 C{noticeReceived(message)} and C{lost(protocol)}.
 
@@ -29,6 +31,8 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ..config.values import SentinelAddress
 
 __all__ = [
     "RECONNECT_INITIAL_DELAY",
@@ -130,13 +134,16 @@ def setUpProtocol() -> type:
 
             async def _setUp(self) -> None:
                 watcher = self.factory.watcher
-                for what, command in watcher.setUpCommands():
+                for what, command, *check in watcher.setUpCommands():
                     reply = self.execute_command(*command)
                     reply.addTimeout(watcher.timeout, watcher.reactor)
                     try:
                         answer = await reply
                         if isinstance(answer, Exception):
                             raise answer
+                        refused = check[0](answer) if check else None
+                        if refused is not None:
+                            raise ValueError(refused)
                     except Exception as e:
                         if isinstance(e, DeferredTimeout):
                             e = f"no answer within {formatSeconds(watcher.timeout)}s"
@@ -217,6 +224,12 @@ def redisFactory(address, size: int, watcher: Any, *, isLazy: bool, protocol: ty
     factory.watcher = watcher
     factory.initialDelay = RECONNECT_INITIAL_DELAY
     factory.maxDelay = RECONNECT_MAX_DELAY
+    if isinstance(address, SentinelAddress):
+        # Through Sentinel, a lost connection is made again at once: the
+        # master is asked for anew, and a failover is the likely reason it
+        # was lost (the endpoint itself waits between its questions).
+        backoff = factory.retryDelay
+        factory.retryDelay = lambda attempt: 0.0 if attempt <= 1 else backoff(attempt)
     return factory
 
 

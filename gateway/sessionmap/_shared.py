@@ -637,8 +637,7 @@ class Subscription:
         factory = redisFactory(redisMap.address, 1, self, isLazy=True, protocol=subscriberProtocol())
         factory.deferred.addErrback(lambda f: None)
         self._factory = factory
-        factory.startConnecting(WatchedEndpoint(
-            redisMap.address.endpoint(self.reactor, self.timeout), self.setUpFailed))
+        factory.startConnecting(WatchedEndpoint(redisMap.endpoint(), self.setUpFailed))
 
     def stop(self) -> Deferred:
         """

@@ -20,9 +20,14 @@ dies.  Expiries are set in milliseconds, so fractional seconds are kept.
 
 Options (the C{[session_map]} table, less C{type}):
 
-  - C{url}: C{redis://[[user]:password@]host[:port][/db]} or
-    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]}; by default
+  - C{url}: C{redis://[[user]:password@]host[:port][/db]},
+    C{unix://[[user]:password@]/path/to/redis.sock[?db=N]} or
+    C{redis+sentinel://[[user]:password@]host[:port][,...]/service[/db]}
+    (the master of C{service}, found through those Sentinels and followed
+    through failovers: L{gateway.sessionmap._sentinel}); by default
     C{redis://127.0.0.1:6379/0}.
+  - C{sentinel_password}: the Sentinels' own password (the URL's is the
+    master's), also C{?sentinel_password=} in the URL.
   - C{key_prefix}: prepended to every key (C{"txgw:"}).
   - C{timeout}: seconds any one command (and connecting) may take, 1.0 by
     default.  txredisapi would otherwise wait for ever while Redis is down.
@@ -57,19 +62,20 @@ module is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
 from typing import Any, Mapping
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config.values import DEFAULT_REDIS_URL, RedisAddress, parseRedisURL
+from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, parseRedisURL
 from ..errors import ConfigError, SessionMapUnavailable
 from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
 from ..metrics import NoMetrics
@@ -149,6 +155,12 @@ class RedisSessionMap:
         self._failingSince: float | None = None
         #: Commands (and script calls) issued so far: each is one round trip.
         self.commandsIssued = 0
+        #: How many times the master moved (a C{redis+sentinel://} map's
+        #: failovers; always 0 otherwise): each time, the owners of the
+        #: sessions write them whole again (L{gateway.cluster.node}).
+        self.masterChanges = 0
+        self._endpoint: Any = None
+        self._switchWatch: Any = None
         #: What every command is counted and timed in (L{measureWith}).
         self.metrics: IMetrics = NoMetrics()
 
@@ -178,6 +190,35 @@ class RedisSessionMap:
         return SharedSessions(self, node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
 
     # Connecting.
+    def endpoint(self) -> Any:
+        """
+        @return: the client endpoint every connection of this map (its
+            pool, and its node's subscription) is made through: the server
+            itself, or, for a C{redis+sentinel://} URL, a
+            L{gateway.sessionmap._sentinel.SentinelEndpoint} that asks the
+            Sentinels for the master first and follows failovers.
+        """
+        if self._endpoint is None:
+            address = self.address
+            if isinstance(address, SentinelAddress):
+                from ._sentinel import SentinelEndpoint, SwitchWatch
+
+                self._endpoint = SentinelEndpoint(address, self.reactor, self.timeout,
+                                                  onMasterChanged=self._masterChanged,
+                                                  metrics=lambda: self.metrics)
+                self._switchWatch = SwitchWatch(self._endpoint)
+                self._switchWatch.start()
+            else:
+                self._endpoint = address.endpoint(self.reactor, self.timeout)
+        return self._endpoint
+
+    def _masterChanged(self, old: tuple[str, int], new: tuple[str, int]) -> None:
+        self.masterChanges += 1
+        self.log.warn(
+            "Redis at {address}: the master moved from {old} to {new}; the sessions"
+            " are written to it again", address=str(self.address),
+            old=f"{old[0]}:{old[1]}", new=f"{new[0]}:{new[1]}")
+
     def start(self) -> Deferred[None]:
         """
         Connect C{poolSize} connections (authenticated, database selected),
@@ -229,8 +270,7 @@ class RedisSessionMap:
         factory.deferred.addBoth(settle)
         outcome.addTimeout(self.timeout, self.reactor)
         self._factory = factory
-        factory.startConnecting(WatchedEndpoint(
-            address.endpoint(self.reactor, self.timeout), self._connectFailed))
+        factory.startConnecting(WatchedEndpoint(self.endpoint(), self._connectFailed))
         try:
             await outcome
         except Exception as e:
@@ -263,7 +303,8 @@ class RedisSessionMap:
         @return: what each new connection sends before it is used, with a
             description for errors: AUTH when the URL has a password, and
             SELECT (always, so that a server wanting a password is found
-            out at once).
+            out at once); through Sentinel, ROLE too, so that a connection
+            to a server that is not the master is dropped and made again.
         """
         address = self.address
         commands = []
@@ -271,6 +312,10 @@ class RedisSessionMap:
             credentials = (address.username, address.password) if address.username else (address.password,)
             commands.append(("could not authenticate", ("AUTH", *credentials)))
         commands.append((f"could not select database {address.db}", ("SELECT", str(address.db))))
+        if isinstance(address, SentinelAddress):
+            from ._sentinel import notMaster
+
+            commands.append(("not the master", ("ROLE",), notMaster))
         return commands
 
     def setUpFailed(self, reason: str) -> None:
@@ -311,11 +356,15 @@ class RedisSessionMap:
         """
         self._closed = True
         factory, self._factory, self._started = self._factory, None, False
+        watch, self._switchWatch = self._switchWatch, None
+        watching = watch.stop() if watch is not None else succeed(None)
         if factory is None:
-            return succeed(None)
+            return Deferred.fromCoroutine(bounded(watching, self.timeout, self.reactor))
         stopping = factory.disconnect()
         stopping.addErrback(lambda f: self.log.failure("closing Redis connections failed", f))
-        return Deferred.fromCoroutine(bounded(stopping, self.timeout, self.reactor))
+        both = gatherResults([stopping, watching], consumeErrors=True)
+        both.addErrback(lambda f: None)
+        return Deferred.fromCoroutine(bounded(both, self.timeout, self.reactor))
 
     # Commands.
     def _command(self, command: str, key: bytes, *args: bytes | str) -> Deferred:
@@ -396,6 +445,12 @@ class RedisSessionMap:
             # else runs, and let the pool reconnect.
             connection.drop()
             raise self._noAnswer(command) from None
+        except Exception as e:
+            if "READONLY" in str(e):
+                # A replica now (the old master, demoted by a failover):
+                # the next connection asks the Sentinels again.
+                connection.drop()
+            raise
 
     def _noAnswer(self, command: str) -> SessionMapUnavailable:
         return SessionMapUnavailable(
@@ -507,6 +562,25 @@ class RedisSessionMap:
         return self._command("DEL", self._sessionKey(sid)).addCallback(lambda _: None)
 
 
+def _withSentinelPassword(address: RedisAddress | SentinelAddress,
+                          password: object) -> RedisAddress | SentinelAddress:
+    """
+    @return: C{address} with the C{sentinel_password} option's password
+        (L{None}: the option is not given).
+    @raise ConfigError: for a password that is not a non-empty string, on
+        a URL that is not C{redis+sentinel://}, or given in the URL too.
+    """
+    if password is None:
+        return address
+    if not isinstance(password, str) or not password:
+        raise ConfigError("session map 'redis': sentinel_password must be a non-empty string")
+    if not isinstance(address, SentinelAddress):
+        raise ConfigError("session map 'redis': sentinel_password needs a redis+sentinel:// url")
+    if address.sentinelPassword is not None:
+        raise ConfigError("session map 'redis': sentinel_password is given in the url too; keep one")
+    return dataclasses.replace(address, sentinelPassword=password)
+
+
 def _text(reply: Any) -> str | None:
     """
     @return: a string reply (txredisapi hands over bytes it could not
@@ -530,7 +604,7 @@ class RedisSessionMapFactory:
 
     name = "redis"
     description = "affinity and session records in Redis, shared by several gateway nodes"
-    options = ("url", "key_prefix", "timeout", "pool_size", "node_ttl", "node_id")
+    options = ("url", "key_prefix", "timeout", "pool_size", "node_ttl", "node_id", "sentinel_password")
 
     def __call__(self, options: Mapping[str, object], reactor) -> ISessionMap:
         """
@@ -548,6 +622,7 @@ class RedisSessionMapFactory:
             address = parseRedisURL(options.get("url", DEFAULT_URL))
         except ConfigError as e:
             raise ConfigError(f"session map 'redis': url: {e}") from None
+        address = _withSentinelPassword(address, options.get("sentinel_password"))
         prefix = options.get("key_prefix", "txgw:")
         if not isinstance(prefix, str):
             raise ConfigError(f"session map 'redis': key_prefix must be a string, not {prefix!r}")

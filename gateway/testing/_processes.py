@@ -54,10 +54,17 @@ class RedisServer:
     A real C{redis-server} process on 127.0.0.1, on a port chosen at random
     and retried until one binds (redis cannot listen on port 0 and report
     it), so that it can be killed and restarted on the same port.
+
+    @ivar args: more command-line arguments (C{("--replicaof", host,
+        port)} for a replica).
     """
 
-    def __init__(self, directory: str) -> None:
+    #: The log line that says the server is ready.
+    READY = "Ready to accept connections"
+
+    def __init__(self, directory: str, args: Sequence[str] = ()) -> None:
         self.directory = directory
+        self.args = tuple(args)
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
 
@@ -79,19 +86,25 @@ class RedisServer:
             if os.path.exists(logfile):
                 os.remove(logfile)  # readiness is read from a fresh log
             process = subprocess.Popen(
-                [binary, "--bind", LOCALHOST, "--port", str(port), "--save", "",
-                 "--appendonly", "no", "--dir", self.directory, "--logfile", logfile],
+                self.command(binary, port, logfile),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            if self._waitReady(process, port, logfile):
+            if self._waitReady(process, port, logfile, self.READY):
                 self.process, self.port = process, port
                 return
             process.kill()
             process.wait()
         raise RuntimeError(f"redis-server did not start after {attempts} attempts")
 
+    def command(self, binary: str, port: int, logfile: str) -> list[str]:
+        """
+        @return: the command line that starts the server on C{port}.
+        """
+        return [binary, "--bind", LOCALHOST, "--port", str(port), "--save", "",
+                "--appendonly", "no", "--dir", self.directory, "--logfile", logfile, *self.args]
+
     @staticmethod
-    def _waitReady(process: subprocess.Popen, port: int, logfile: str) -> bool:
+    def _waitReady(process: subprocess.Popen, port: int, logfile: str, ready: str) -> bool:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -101,7 +114,7 @@ class RedisServer:
                     text = f.read()
             except FileNotFoundError:
                 text = ""
-            if "Ready to accept connections" in text:
+            if ready in text:
                 return True
             if "Address already in use" in text or "Could not create server TCP" in text:
                 return False

@@ -36,7 +36,7 @@ from ..backends.pool import NO_SLOT
 from ..errors import BackendUnreachable, NoBackendAvailable, ProtocolError
 from ..wire.forwarded import clientAddress, clientHeaders, forwardedHeaders
 from ..tcp import noDelay, writeNow
-from ..wire.frames import OP_PING, FrameTracker, encodeClose, encodeFrame
+from ..wire.frames import OP_PING, RSV1, FrameTracker, encodeClose, encodeFrame
 from ..wire.http1 import (
     HOP_BY_HOP,
     RequestHead,
@@ -427,7 +427,7 @@ class Tunnel:
         self.status = head.status
         if head.status == 101 and b"websocket" in head.tokens(b"upgrade"):
             self.client.transport.write(rawHead)
-            self._splice()
+            self._splice(head)
             return
         # A refusal: pass its status, headers and (bounded) body on, then close.
         length = head.get(b"content-length")
@@ -467,13 +467,17 @@ class Tunnel:
         self.client.transport.loseConnection()
         self.backendSide.transport.loseConnection()
 
-    def _splice(self) -> None:
+    def _splice(self, head: ResponseHead) -> None:
         client, backend = self.client, self.backendSide
         client.other, backend.other = backend, client
         now = self.reactor.seconds()
         client.lastSeen = backend.lastSeen = self._lastData = now
         self.factory.metrics.handshake("transparent", "websocket", now - self._started)
         self.spliced = True
+        if any(v.split(b";", 1)[0].strip().lower() == b"permessage-deflate"
+               for v in head.tokens(b"sec-websocket-extensions")):
+            # The one extension in use that sets a reserved bit.
+            client.tracker.allowedRsv = backend.tracker.allowedRsv = RSV1
         ctransport, btransport = client.transport, backend.transport
         ctransport.registerProducer(backend, True)
         btransport.registerProducer(client, True)
@@ -534,6 +538,12 @@ class Tunnel:
         if not other.gone:
             if side.tracker.closeSeen or other.closing:
                 # Its close frame has passed (or ours went out): just finish.
+                other.transport.loseConnection()
+            elif other.tracker.closeSeen or other.tracker.violated:
+                # The other peer began the closing handshake, or broke the
+                # protocol, and this one failed the connection in answer
+                # (RFC 6455 7.1.7): pass the failure on as it came, as a
+                # direct connection would show it.
                 other.transport.loseConnection()
             elif other.atBoundaryTowards():
                 if side is self.client:

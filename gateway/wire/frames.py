@@ -19,6 +19,7 @@ from ..errors import ProtocolError
 
 __all__ = [
     "FrameTracker",
+    "RSV1",
     "encodeFrame",
     "encodeClose",
     "OP_CONTINUATION",
@@ -39,6 +40,11 @@ OP_PONG = 0xA
 _MAX_PAYLOAD = 1 << 63
 
 
+#: The reserved bit permessage-deflate sets on a compressed message's first
+#: frame (RFC 7692).
+RSV1 = 0x40
+
+
 class FrameTracker:
     """
     Follows frame boundaries in one direction of a WebSocket byte stream.
@@ -50,9 +56,15 @@ class FrameTracker:
     @ivar closeCode: the status code of the first close frame, when its
         first two payload bytes came in the same read as its header (a
         close frame is a few bytes: in practice, always); else L{None}.
+    @ivar allowedRsv: the reserved bits (of C{0x70}) a frame may set: those
+        of the extensions the handshake agreed on (RSV1 for
+        permessage-deflate), none by default.
+    @ivar violated: whether a frame set a reserved bit not allowed: the
+        stream broke RFC 6455, and its receiver will fail the connection.
     """
 
-    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames", "closeCode")
+    __slots__ = ("_remaining", "_partial", "_opcode", "closeSeen", "frames", "dataFrames", "closeCode",
+                 "allowedRsv", "violated")
 
     def __init__(self) -> None:
         self._remaining = 0
@@ -62,6 +74,8 @@ class FrameTracker:
         self.frames = 0
         self.dataFrames = 0
         self.closeCode: int | None = None
+        self.allowedRsv = 0
+        self.violated = False
 
     @property
     def atBoundary(self) -> bool:
@@ -127,6 +141,8 @@ class FrameTracker:
                 if size >= _MAX_PAYLOAD:
                     raise ProtocolError("frame length has its most significant bit set")
             self._opcode = b0 & 0x0F
+            if b0 & 0x70 & ~self.allowedRsv:
+                self.violated = True
             if self._opcode == OP_CLOSE and size >= 2 and self.closeCode is None:
                 self._readCloseCode(buf, start + headerLength, b1 & 0x80)
             if self._partial:

@@ -494,13 +494,18 @@ class Supervisor(MultiService):
             self.config = replace(self.config, admin=new.admin)
         return True
 
+_log = Logger()
+
+
 def checkWorkers(config: GatewayConfig, reactor=None) -> None:
     """
     Check, once in the supervisor, what each worker would check when it
     builds its service (so that a mistake is one line at start-up, not a
-    crash loop), that the session map is one the workers share, and that
-    nothing is configured that workers do not support yet (the metrics
-    listener).
+    crash loop), that the session map is one the workers share (or that
+    every route is C{protocol = "transparent"}, whose tunnels need none:
+    then a pool's affinity records, each worker's own, are warned of), and
+    that nothing is configured that workers do not support yet (the
+    metrics listener).
 
     @raise ConfigError: naming the reason in one line.
     """
@@ -514,9 +519,19 @@ def checkWorkers(config: GatewayConfig, reactor=None) -> None:
             " [metrics] / --metrics out"
         )
     if not probe.sessionMap.shared:
-        raise ConfigError(
-            f"workers = {config.workers} needs a session map the workers share, and"
-            f" {config.sessionMap.type!r} is one process's own (a session or an affinity"
-            " record made on one worker would be unknown to the others):"
-            " give --redis URL or [session_map] type = \"redis\", or run one worker"
-        )
+        if config.demo or not config.routes or any(r.protocol != "transparent" for r in config.routes):
+            raise ConfigError(
+                f"workers = {config.workers} needs a session map the workers share, and"
+                f" {config.sessionMap.type!r} is one process's own (a session or an affinity"
+                " record made on one worker would be unknown to the others):"
+                " give --redis URL or [session_map] type = \"redis\", set protocol ="
+                " \"transparent\" on every route (WebSocket tunnels only), or run one worker"
+            )
+        for pool in config.pools:
+            if pool.affinity is not None and pool.balance != "hash":
+                _log.warn(
+                    "workers = {n} with the {kind!r} session map: pool {pool}'s {affinity}"
+                    " affinity records are each worker's own (balance = \"hash\" agrees across"
+                    " workers without them)",
+                    n=config.workers, kind=config.sessionMap.type, pool=pool.name,
+                    affinity=pool.affinity)

@@ -115,6 +115,7 @@ class FakeSessionMap(MemorySessionMap):
 
     nodeTtl = 3.0
     nodeId = "A"
+    masterChanges = 0
 
     def sharedSessions(self, node, sessionTtl, nodeTtl):
         return FakeShared()

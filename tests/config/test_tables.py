@@ -58,7 +58,7 @@ FILE_ERRORS = [
     ),
     pytest.param(
         '[[route]]\nprefix = "/"\npool = "chat"\nprotocol = "mqtt"\n' + POOL,
-        "route[0].protocol: must be one of 'websocket', 'socket.io', not 'mqtt'",
+        "route[0].protocol: must be one of 'websocket', 'transparent', 'socket.io', not 'mqtt'",
         id="unknown-protocol",
     ),
     pytest.param(

@@ -8,11 +8,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
-from gateway.testing import rawExchange
+from gateway.testing import LOCALHOST, RedisServer, rawExchange
 from gateway.wire.frames import OP_TEXT, encodeClose, encodeFrame
 
 TOKEN = "integration-admin-token-0123456789"
@@ -173,6 +175,160 @@ async def pause(seconds: float) -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(reactor, seconds)
+
+
+def redisCli(port: int, *command: str, password: str | None = None) -> str:
+    """
+    Run one command with C{redis-cli} (synchronously: for fixtures, outside
+    the reactor).
+
+    @return: what it printed.
+    """
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        pytest.fail("redis-cli is not installed: run the test command from README.md, "
+                    "which installs it with redis-server")
+    auth = ["--no-auth-warning", "-a", password] if password is not None else []
+    done = subprocess.run([binary, "-h", LOCALHOST, "-p", str(port), *auth, *command],
+                          capture_output=True, text=True, timeout=10)
+    return done.stdout
+
+
+def waitFor(check, what: str, timeout: float = 15.0) -> None:
+    """
+    Poll C{check()} until it is true (synchronously, for fixtures).
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # a synchronous fixture, outside the reactor
+
+
+class SentinelServer(RedisServer):
+    """
+    A real C{redis-server --sentinel} watching C{service}, with a generated
+    sentinel.conf: the master is taken for down after 500 ms, and a
+    failover may take 2 s.
+    """
+
+    READY = "+monitor master"
+
+    def __init__(self, directory: str, service: str, masterPort: int, quorum: int = 2,
+                 password: str | None = None, masterPassword: str | None = None) -> None:
+        super().__init__(directory)
+        self.service = service
+        self.masterPort = masterPort
+        self.quorum = quorum
+        self.password = password
+        self.masterPassword = masterPassword
+        self.myid = os.urandom(20).hex()
+        #: Lines added to the configuration (the other Sentinels and the
+        #: replica, so that they need not be discovered first).
+        self.known: list[str] = []
+
+    def command(self, binary: str, port: int, logfile: str) -> list[str]:
+        path = os.path.join(self.directory, f"sentinel-{port}.conf")
+        with open(path, "w") as f:
+            f.write(f"port {port}\nbind {LOCALHOST}\ndir {self.directory}\nlogfile {logfile}\n"
+                    f"sentinel monitor {self.service} {LOCALHOST} {self.masterPort} {self.quorum}\n"
+                    f"sentinel down-after-milliseconds {self.service} 500\n"
+                    f"sentinel failover-timeout {self.service} 2000\n"
+                    f"sentinel myid {self.myid}\n" + "".join(line + "\n" for line in self.known))
+            if self.masterPassword is not None:
+                f.write(f"sentinel auth-pass {self.service} {self.masterPassword}\n")
+            if self.password is not None:
+                f.write(f"requirepass {self.password}\nsentinel sentinel-pass {self.password}\n")
+        return [binary, path, "--sentinel"]
+
+
+class SentinelCluster:
+    """
+    A master, a replica and three Sentinels, real processes on 127.0.0.1;
+    L{start} returns once the replica is in sync and every Sentinel knows
+    the replica and the two other Sentinels (so that a failover can run).
+
+    @ivar password: the master's and the replica's (C{requirepass}).
+    @ivar sentinelPassword: the Sentinels' own.
+    """
+
+    SERVICE = "gwmaster"
+
+    def __init__(self, directory: str, password: str | None = None,
+                 sentinelPassword: str | None = None) -> None:
+        self.directory = directory
+        self.password = password
+        self.sentinelPassword = sentinelPassword
+        self._auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        # A replica syncs at once (not after the 5 s a diskless sync waits
+        # for more replicas by default).
+        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0", *self._auth))
+        self.replica: RedisServer | None = None
+        self.sentinels: list[SentinelServer] = []
+
+    @property
+    def url(self) -> str:
+        """
+        The C{redis+sentinel://} URL of the service.
+        """
+        hosts = ",".join(f"{LOCALHOST}:{s.port}" for s in self.sentinels)
+        credentials = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinelPassword}" if self.sentinelPassword else ""
+        return f"redis+sentinel://{credentials}{hosts}/{self.SERVICE}/0{query}"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port),
+                                                    "--repl-diskless-sync-delay", "0", *self._auth))
+        self.replica.start()
+        waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication",
+                                                             password=self.password),
+                "the replica to sync")
+        # Each Sentinel is told of the replica and of the others up front
+        # (on ports chosen here, below the ephemeral range, chosen again
+        # when one is taken), instead of finding them over a few seconds
+        # of hello messages.
+        for _ in range(10):
+            self.sentinels = [SentinelServer(self.directory, self.SERVICE, self.master.port,
+                                             password=self.sentinelPassword, masterPassword=self.password)
+                              for _ in range(3)]
+            for sentinel, port in zip(self.sentinels, random.sample(range(20000, 32000), 3)):
+                sentinel.port = port
+            for sentinel in self.sentinels:
+                sentinel.known = [f"sentinel known-replica {self.SERVICE} {LOCALHOST} {self.replica.port}"] + [
+                    f"sentinel known-sentinel {self.SERVICE} {LOCALHOST} {other.port} {other.myid}"
+                    for other in self.sentinels if other is not sentinel]
+            try:
+                for sentinel in self.sentinels:
+                    sentinel.start(attempts=1)
+                break
+            except RuntimeError:
+                for sentinel in self.sentinels:
+                    sentinel.kill()
+        else:
+            raise RuntimeError("the Sentinels did not start")
+        for sentinel in self.sentinels:
+            waitFor(lambda: self._ready(sentinel), f"Sentinel {sentinel.port} to see the others")
+
+    def _ready(self, sentinel: SentinelServer) -> bool:
+        fields = redisCli(sentinel.port, "SENTINEL", "master", self.SERVICE,
+                          password=self.sentinelPassword).split()
+        state = dict(zip(fields[::2], fields[1::2]))
+        return state.get("num-slaves") == "1" and state.get("num-other-sentinels") == "2"
+
+    def masterPort(self) -> int | None:
+        """
+        @return: the master's port as the first Sentinel says.
+        """
+        answer = redisCli(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.SERVICE,
+                          password=self.sentinelPassword)
+        lines = answer.split()
+        return int(lines[1]) if len(lines) == 2 else None
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            if server is not None:
+                server.kill()
 
 
 #: Seconds a PROXY test exchange may take.

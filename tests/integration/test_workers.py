@@ -423,3 +423,26 @@ async def test_proxyProtocolListener(tmp_path, redis_server, echo_backends, gate
         assert b"X-Marker: w%d\r\n" % i in seen
         assert b"X-Forwarded-For: 203.0.113.%d\r\n" % (i + 1) in seen
     assert await sendAndCollect(localTCP(process.port), markedUpgrade("none")) == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_transparentOnlyOnTheMemoryMap(tmp_path, echo_backends, gateway_process):
+    """
+    Every route C{protocol = "transparent"}: two workers start on the
+    in-memory map (no Redis) and tunnel WebSocket clients, the pool's
+    cookie affinity warned of as each worker's own; a client offering the
+    session subprotocol is tunnelled too.
+    """
+    backends = await echo_backends(1)
+    text = poolFile(backends).replace(
+        "[pool.chat]\n",
+        '[[route]]\nprefix = "/"\npool = "chat"\nprotocol = "transparent"\n[pool.chat]\naffinity = "cookie:sid"\n', 1)
+    process, _, watcher, _ = await startGateway(gateway_process, tmp_path, text, "--workers", "2")
+    await watcher.wait(r"workers: 2 of 2 ready", 0, timeout=WAIT)
+    assert watcher.matching(r"pool chat's cookie:sid affinity records are each worker's own")
+    for i in range(6):
+        client = await connectClient(process.url, timeout=WAIT,
+                                     protocols=["txgateway.v1"] if i % 2 else [])
+        client.send(f"t{i}")
+        assert (await client.receive(WAIT))[0] == f"t{i}".encode()
+        await client.close().addTimeout(WAIT, reactor)

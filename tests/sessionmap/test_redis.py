@@ -167,9 +167,9 @@ def test_factoryDefaults():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id)"),
+        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id, sentinel_password)"),
         ({"url": 6379}, "session map 'redis': url: must be a non-empty string"),
-        ({"url": "http://x"}, "session map 'redis': url: must start with redis:// or unix://"),
+        ({"url": "http://x"}, "session map 'redis': url: must start with redis://, unix:// or redis+sentinel://"),
         ({"key_prefix": 1}, "session map 'redis': key_prefix must be a string, not 1"),
         ({"timeout": 0}, "session map 'redis': timeout must be a number of seconds > 0, not 0"),
         ({"timeout": True}, "timeout must be a number of seconds > 0, not True"),
@@ -222,8 +222,8 @@ def test_parseRedisURL(url, address, shown):
     "url, message",
     [
         ("", "must be a non-empty string"),
-        ("rediss://h", "must start with redis:// or unix://"),
-        ("localhost:6379", "must start with redis:// or unix://"),
+        ("rediss://h", "must start with redis://, unix:// or redis+sentinel://"),
+        ("localhost:6379", "must start with redis://, unix:// or redis+sentinel://"),
         ("redis://h:99999/0", "not a valid Redis URL"),
         ("redis:///0", "a redis:// URL needs a host"),
         ("redis://h/x", "the database must be a number >= 0, not 'x'"),

@@ -780,6 +780,7 @@ def test_exports():
     assert sorted(frames.__all__) == sorted(
         [
             "FrameTracker",
+            "RSV1",
             "encodeFrame",
             "encodeClose",
             "OP_CONTINUATION",
@@ -798,3 +799,25 @@ def test_exports():
         0x9,
         0xA,
     )
+
+
+def test_reservedBits():
+    """
+    A frame that sets a reserved bit its stream does not allow marks the
+    stream as violated; RSV1 is allowed once permessage-deflate is agreed.
+    """
+    tracker = FrameTracker()
+    tracker.feed(encodeFrame(OP_TEXT, b"fine"))
+    assert not tracker.violated
+    frame = bytearray(encodeFrame(OP_TEXT, b"compressed?"))
+    frame[0] |= frames.RSV1
+    allowed = FrameTracker()
+    allowed.allowedRsv = frames.RSV1
+    allowed.feed(bytes(frame))
+    assert not allowed.violated
+    tracker.feed(bytes(frame))
+    assert tracker.violated
+    rsv3 = bytearray(encodeFrame(OP_TEXT, b"x"))
+    rsv3[0] |= 0x10
+    allowed.feed(bytes(rsv3))
+    assert allowed.violated
