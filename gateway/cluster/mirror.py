@@ -184,7 +184,8 @@ class Mirror:
                     written = message.seq
             # The client messages the backend has not confirmed, into the
             # up mailbox again (acknowledged once written).
-            if self._upWrite is None and session.state is not SessionState.ENDED:
+            if (self._upWrite is None and session.state is not SessionState.ENDED
+                    and session.inbox.accepted > self.inRedis):
                 self._writeUp()
         finally:
             self._resyncing = False
