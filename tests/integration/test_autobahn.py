@@ -34,10 +34,12 @@ async def verdicts(url: str) -> dict[str, list[str]]:
     """
     @return: each case's verdicts against C{url}.
     """
-    out, err, code = await utils.getProcessOutputAndValue(
-        sys.executable, [str(HERE / "autobahn_cases.py"), url, CASES, EXCLUDED],
-        env=dict(os.environ))
-    assert code == 0, err.decode()[-2000:]
+    running = utils.getProcessOutputAndValue(
+        sys.executable, [str(HERE / "autobahn_cases.py"), url, CASES, EXCLUDED], env=dict(os.environ))
+    # A process ended by a signal fails with (out, err, signal), not an exception.
+    running.addErrback(lambda f: (*f.value[:2], f"signal {f.value[2]}") if isinstance(f.value, tuple) else f)
+    out, err, code = await running
+    assert code == 0, f"autobahn_cases.py ended with {code}: {err.decode()[-2000:]}"
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
