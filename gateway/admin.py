@@ -19,10 +19,8 @@ import math
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Any, Iterable
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -34,8 +32,7 @@ from .sessions.states import SessionState
 from .statuspage import StatusPage
 from .backends.pool import BackendRetired, InvalidWeight, PoolError, UnknownBackend, UnknownPool
 from .metrics.scrape import renderMetrics
-from .tcp import hostAndPort, listenFailure
-from .web import BoundedSite, respondJSON
+from .web import BoundedSite, SiteListener, respondJSON
 from .wire.http1 import errorPayload
 from .wire.protocol import loadJSON
 
@@ -527,17 +524,20 @@ class AdminSite(BoundedSite):
         """
 
 
-class AdminService(Service):
+class AdminService(SiteListener):
     """
     The admin API's listener, a child of the gateway service: bound with
     the gateway's listeners, closed when it stops.
-
-    @ivar port: the listening port, once listening.
-    @ivar failure: one line saying why the listener could not be bound, or
-        L{None}.
     """
 
     log = Logger()
+    what = "admin API"
+    everyInterface = (
+        "admin API: {description} listens on every interface, so anyone who can reach"
+        " port {port} can try tokens; unless a firewall keeps it private, add"
+        " interface=127.0.0.1 (or a private address) or use a Unix socket"
+        " (unix:/run/txgateway/admin.sock)"
+    )
 
     def __init__(self, gateway: IOperator, endpoint: Any) -> None:
         """
@@ -545,91 +545,16 @@ class AdminService(Service):
             C{config.admin} and C{exitOnListenFailure}).
         @param endpoint: the server endpoint to listen on.
         """
-        self.gateway = gateway
-        self.endpoint = endpoint
-        self.description = gateway.config.admin.listen if gateway.config.admin else str(endpoint)
         self.resource = AdminResource(gateway, gateway.reactor)
-        self.site = AdminSite(self.resource, gateway.reactor, gateway.config.timeouts,
-                              gateway.config.limits)
-        self.port: Any = None
-        self.failure: str | None = None
-        self._listening: Deferred | None = None
-        self._waiting: list[Deferred] = []
-
-    def _listen(self) -> None:
-        if self._listening is None:
-            self._listening = self.endpoint.listen(self.site)
-            self._listening.addBoth(self._listened)
-
-    def _listened(self, result: object) -> None:
-        waiting, self._waiting = self._waiting, []
-        if isinstance(result, Failure):
-            self.failure = f"cannot listen on {self.description} (admin API): {listenFailure(result.value)}"
-            self.log.critical("gateway: {failure}", failure=self.failure)
-            for d in waiting:
-                d.errback(ConfigError(self.failure))
-            if self.running and self.gateway.exitOnListenFailure:
-                self.gateway.reactor.stop()
-            return None
-        self.port = result
-        host, port = hostAndPort(result.getHost())
-        self.log.info(
-            "admin API listening on {host}:{port} ({description})",
-            host=host, port=port, description=self.description,
+        super().__init__(
+            gateway, endpoint,
+            gateway.config.admin.listen if gateway.config.admin else str(endpoint),
+            AdminSite(self.resource, gateway.reactor, gateway.config.timeouts, gateway.config.limits),
         )
-        if host in ("0.0.0.0", "::"):
-            self.log.warn(
-                "admin API: {description} listens on every interface, so anyone who can reach"
-                " port {port} can try tokens; unless a firewall keeps it private, add"
-                " interface=127.0.0.1 (or a private address) or use a Unix socket"
-                " (unix:/run/txgateway/admin.sock)",
-                description=self.description, port=port,
-            )
-        for d in waiting:
-            d.callback(result)
-        return None
-
-    def privilegedStartService(self) -> None:
-        """
-        Bind the listener (before twistd drops privileges).
-
-        @raise SystemExit: under twistd, with one line, when it cannot be
-            bound.
-        """
-        super().privilegedStartService()
-        self._listen()
-        if self.failure is not None and self.gateway.exitOnListenFailure:
-            raise SystemExit(f"gateway: {self.failure}")
-
-    def startService(self) -> None:
-        """
-        Bind the listener, unless already bound.
-        """
-        super().startService()
-        self._listen()
-
-    def whenListening(self) -> Deferred:
-        """
-        @return: L{Deferred} firing with the listening port, or failing with
-            L{ConfigError} when it cannot be bound.
-        """
-        d: Deferred = Deferred()
-        if self.port is not None:
-            d.callback(self.port)
-        elif self.failure is not None:
-            d.errback(ConfigError(self.failure))
-        else:
-            self._waiting.append(d)
-        return d
 
     def stopService(self) -> Deferred | None:
         """
         Stop listening (admin connections already open are left to finish).
         """
-        super().stopService()
         self.resource.stop()
-        port, self.port = self.port, None
-        self._listening = None
-        if port is not None:
-            return port.stopListening()
-        return None
+        return super().stopService()

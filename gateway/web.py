@@ -15,7 +15,9 @@ What the gateway's two twisted.web sites share: the gateway's own port
   - L{headFromRequest}: a twisted.web request as the L{RequestHead} that
     routing reads;
   - L{StaticFiles}: the package's C{static} folder (the JavaScript client and
-    the demo page), each file read once.
+    the demo page), each file read once;
+  - L{SiteListener}: the listener of an operator's site (the admin API, the
+    metrics of their own), bound with the gateway's listeners.
 """
 
 from __future__ import annotations
@@ -24,9 +26,15 @@ import json
 from importlib import resources as importlib_resources
 from typing import Any, Iterable
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from .errors import ConfigError
+from .tcp import hostAndPort, listenFailure
 from .wire.http1 import RequestHead, errorResponse
 from .wire.protocol import CLOSE_TOO_BIG
 
@@ -38,6 +46,7 @@ __all__ = [
     "corsHeaders",
     "headFromRequest",
     "StaticFiles",
+    "SiteListener",
 ]
 
 
@@ -389,3 +398,107 @@ class StaticFiles:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return self.read(name)
+
+
+class SiteListener(Service):
+    """
+    The listener of one of the operator's sites, a child of the gateway
+    service: bound with the gateway's listeners (before twistd drops
+    privileges), closed when it stops; a listener that cannot be bound ends
+    the gateway with one line under twistd.
+
+    Subclasses say what the site is (C{what}, for the log) and what to warn
+    of when it listens on every interface (C{everyInterface}, a format with
+    C{{description}} and C{{port}}).
+
+    @ivar port: the listening port, once listening.
+    @ivar failure: one line saying why it could not be bound, or L{None}.
+    """
+
+    log = Logger()
+    what = "listener"
+    everyInterface = ""
+
+    def __init__(self, gateway: Any, endpoint: Any, description: str, site: Site) -> None:
+        """
+        @param gateway: the node (its C{reactor} and C{exitOnListenFailure}).
+        @param endpoint: the server endpoint to listen on.
+        @param description: the endpoint string, for the log.
+        """
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.description = description
+        self.site = site
+        self.port: Any = None
+        self.failure: str | None = None
+        self._listening: Deferred | None = None
+        self._waiting: list[Deferred] = []
+
+    def _listen(self) -> None:
+        if self._listening is None:
+            self._listening = self.endpoint.listen(self.site)
+            self._listening.addBoth(self._listened)
+
+    def _listened(self, result: object) -> None:
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, Failure):
+            self.failure = f"cannot listen on {self.description} ({self.what}): {listenFailure(result.value)}"
+            self.log.critical("gateway: {failure}", failure=self.failure)
+            for d in waiting:
+                d.errback(ConfigError(self.failure))
+            if self.running and self.gateway.exitOnListenFailure:
+                self.gateway.reactor.stop()
+            return None
+        self.port = result
+        host, port = hostAndPort(result.getHost())
+        self.log.info("{what} listening on {host}:{port} ({description})",
+                      what=self.what, host=host, port=port, description=self.description)
+        if host in ("0.0.0.0", "::") and self.everyInterface:
+            self.log.warn(self.everyInterface, description=self.description, port=port)
+        for d in waiting:
+            d.callback(result)
+        return None
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listener (before twistd drops privileges).
+
+        @raise SystemExit: under twistd, with one line, when it cannot be
+            bound.
+        """
+        super().privilegedStartService()
+        self._listen()
+        if self.failure is not None and self.gateway.exitOnListenFailure:
+            raise SystemExit(f"gateway: {self.failure}")
+
+    def startService(self) -> None:
+        """
+        Bind the listener, unless already bound.
+        """
+        super().startService()
+        self._listen()
+
+    def whenListening(self) -> Deferred:
+        """
+        @return: L{Deferred} firing with the listening port, or failing with
+            L{ConfigError} when it cannot be bound.
+        """
+        d: Deferred = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        elif self.failure is not None:
+            d.errback(ConfigError(self.failure))
+        else:
+            self._waiting.append(d)
+        return d
+
+    def stopService(self) -> Deferred | None:
+        """
+        Stop listening (connections already open are left to finish).
+        """
+        super().stopService()
+        port, self.port = self.port, None
+        self._listening = None
+        if port is not None:
+            return port.stopListening()
+        return None

@@ -26,17 +26,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ..errors import ConfigError
 from ..sessions.states import SessionState
-from ..tcp import hostAndPort, listenFailure
-from ..web import BoundedSite, respondJSON
+from ..web import BoundedSite, SiteListener, respondJSON
 from ..wire.http1 import errorPayload
 from ._instruments import PREFIX, Traffic
 
@@ -284,18 +279,21 @@ class _MetricsSite(BoundedSite):
         """
 
 
-class MetricsService(Service):
+class MetricsService(SiteListener):
     """
     The listener of C{/metrics} of its own (C{[metrics] listen}), a child of
     the gateway service: bound with the gateway's listeners, closed when it
     stops.  Unlike the admin API it asks for no token, so it belongs on a
     private interface.
-
-    @ivar port: the listening port, once listening.
-    @ivar failure: one line saying why it could not be bound, or L{None}.
     """
 
     log = Logger()
+    what = "metrics"
+    everyInterface = (
+        "metrics: {description} listens on every interface and asks for no token, so anyone "
+        "who can reach port {port} reads the pools, backends and traffic; unless a firewall "
+        "keeps it private, add interface=127.0.0.1 (or a private address)"
+    )
 
     def __init__(self, gateway: IOperator, endpoint: Any, description: str,
                  registry: CollectorRegistry) -> None:
@@ -304,85 +302,6 @@ class MetricsService(Service):
         @param endpoint: the server endpoint to listen on.
         @param description: the endpoint string, for the log.
         """
-        self.gateway = gateway
-        self.endpoint = endpoint
-        self.description = description
-        self.site = _MetricsSite(MetricsResource(registry), maxBodyBytes=MAX_BODY_BYTES,
-                                 timeout=IDLE_TIMEOUT, reactor=gateway.reactor)
-        self.port: Any = None
-        self.failure: str | None = None
-        self._listening: Deferred | None = None
-        self._waiting: list[Deferred] = []
-
-    def _listen(self) -> None:
-        if self._listening is None:
-            self._listening = self.endpoint.listen(self.site)
-            self._listening.addBoth(self._listened)
-
-    def _listened(self, result: object) -> None:
-        waiting, self._waiting = self._waiting, []
-        if isinstance(result, Failure):
-            self.failure = f"cannot listen on {self.description} (metrics): {listenFailure(result.value)}"
-            self.log.critical("gateway: {failure}", failure=self.failure)
-            for d in waiting:
-                d.errback(ConfigError(self.failure))
-            if self.running and self.gateway.exitOnListenFailure:
-                self.gateway.reactor.stop()
-            return None
-        self.port = result
-        host, port = hostAndPort(result.getHost())
-        self.log.info("metrics listening on {host}:{port} ({description})",
-                      host=host, port=port, description=self.description)
-        if host in ("0.0.0.0", "::"):
-            self.log.warn(
-                "metrics: {description} listens on every interface and asks for no token, so anyone "
-                "who can reach port {port} reads the pools, backends and traffic; unless a firewall "
-                "keeps it private, add interface=127.0.0.1 (or a private address)",
-                description=self.description, port=port)
-        for d in waiting:
-            d.callback(result)
-        return None
-
-    def privilegedStartService(self) -> None:
-        """
-        Bind the listener (before twistd drops privileges).
-
-        @raise SystemExit: under twistd, with one line, when it cannot be
-            bound.
-        """
-        super().privilegedStartService()
-        self._listen()
-        if self.failure is not None and self.gateway.exitOnListenFailure:
-            raise SystemExit(f"gateway: {self.failure}")
-
-    def startService(self) -> None:
-        """
-        Bind the listener, unless already bound.
-        """
-        super().startService()
-        self._listen()
-
-    def whenListening(self) -> Deferred:
-        """
-        @return: L{Deferred} firing with the listening port, or failing with
-            L{ConfigError} when it cannot be bound.
-        """
-        d: Deferred = Deferred()
-        if self.port is not None:
-            d.callback(self.port)
-        elif self.failure is not None:
-            d.errback(ConfigError(self.failure))
-        else:
-            self._waiting.append(d)
-        return d
-
-    def stopService(self) -> Deferred | None:
-        """
-        Stop listening.
-        """
-        super().stopService()
-        port, self.port = self.port, None
-        self._listening = None
-        if port is not None:
-            return port.stopListening()
-        return None
+        super().__init__(gateway, endpoint, description,
+                         _MetricsSite(MetricsResource(registry), maxBodyBytes=MAX_BODY_BYTES,
+                                      timeout=IDLE_TIMEOUT, reactor=gateway.reactor))
