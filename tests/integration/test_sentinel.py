@@ -176,7 +176,9 @@ async def test_takeover_after_failover(tmp_path, sentinels, echo_backends, gatew
     whole to the new master; then n1 is SIGKILLed too, and the client
     resumes through n2, which takes the session over from the new
     master's copy: every message once each way, in order, on the same
-    backend.
+    backend.  The client stays on WebSocket: in auto mode, a fall back to
+    long-polling during the takeover can have its resume answered "closed
+    4001" and end the client (a fault of its own, not of the failover).
     """
     backends = await echo_backends(1, record=True)
     nodes, watchers = {}, {}
@@ -190,7 +192,7 @@ async def test_takeover_after_failover(tmp_path, sentinels, echo_backends, gatew
     relay = CuttingRelay(nodes["n1"].port)
     await relay.start()
     client = SessionClient(f"ws://127.0.0.1:{relay.port}/chat", reactor=reactor, initialDelay=0.02,
-                           maxDelay=0.2, maxBufferMessages=MESSAGES)
+                           maxDelay=0.2, maxBufferMessages=MESSAGES, transport="websocket")
     received: list[str] = []
     client.on_message(lambda payload, isBinary: received.append(payload))
     resets = []
