@@ -234,3 +234,23 @@ def test_everyPackageInstalled() -> None:
     listed = set(parser["options"]["packages"].split())
     packages = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert packages - listed == set()
+
+
+def test_testModulesImportNoTestModule():
+    """
+    No test module imports another: what tests share lives in helpers,
+    fakes and conftest modules, so that a test module can be read, run and
+    changed alone.
+    """
+    offenders = []
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names if node.module is None]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n.rsplit(".", 1)[-1].startswith("test_") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

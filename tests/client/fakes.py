@@ -24,6 +24,7 @@ from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceiv
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from gateway.client._engine import SessionEngine
 from gateway.client import (
     ClientState,
     SessionClient,
@@ -419,3 +420,13 @@ def failure(d: Deferred) -> Failure:
 def hasNotFired(d: Deferred) -> bool:
     return not d.called
 
+
+def engine(mode: str = "websocket", **options: Any) -> SessionEngine:
+    """
+    @return: a L{SessionEngine} with the client's default bounds.
+    """
+    settings = dict(maxBufferMessages=1000, maxBufferBytes=4 << 20, maxMessageBytes=1 << 20,
+                    connectTimeout=10.0, initialDelay=0.1, maxDelay=10.0,
+                    uniform=lambda low, high: high, upgradeDelay=5.0, maxUpgradeDelay=300.0)
+    settings.update(options)
+    return SessionEngine(mode, **settings)

@@ -7,7 +7,6 @@ driven through a SessionClient against the fake gateway.
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -21,7 +20,7 @@ from gateway.client import (
     SessionLost,
     StateDetail,
 )
-from gateway.client._engine import CloseStep, Finish, Retry, SessionEngine
+from gateway.client._engine import CloseStep, Finish, Retry
 from gateway.wire.protocol import Ack, Data, Hello, controlToJSON
 from tests.client.fakes import (
     NEW_SID,
@@ -29,6 +28,7 @@ from tests.client.fakes import (
     SID,
     URL,
     Harness,
+    engine,
     failure,
     result,
     welcomed,
@@ -406,17 +406,6 @@ def test_autoPollingThatNeverWorkedTriesWebSocketAgain(a: Harness) -> None:
 
 # ----------------------------------------------------------------------
 # The engine alone: no reactor, no connection.
-
-
-def engine(mode: str = "websocket", **options: Any) -> SessionEngine:
-    """
-    @return: a L{SessionEngine} with the client's default bounds.
-    """
-    settings = dict(maxBufferMessages=1000, maxBufferBytes=4 << 20, maxMessageBytes=1 << 20,
-                    connectTimeout=10.0, initialDelay=0.1, maxDelay=10.0,
-                    uniform=lambda low, high: high, upgradeDelay=5.0, maxUpgradeDelay=300.0)
-    settings.update(options)
-    return SessionEngine(mode, **settings)
 
 
 def test_engineDecidesWhatALostConnectionMeans() -> None:

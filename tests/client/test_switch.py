@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 from gateway.client import ClientState, StateDetail
 from gateway.interfaces import IUpgradeOwner
 from gateway.wire.protocol import Ack, Close, Data, Hello, controlToJSON
-from tests.client.fakes import SECRET, SID, Harness, pollingOpen, upgradeToProbe, welcomed
+from tests.client.fakes import SECRET, SID, Harness, engine, pollingOpen, upgradeToProbe, welcomed
 
 
 def test_autoUpgrade(a: Harness) -> None:
@@ -243,8 +243,6 @@ def test_upgradeSchedule() -> None:
     try starts, the next is longer, and a WebSocket that works starts again
     from the first (and forgets why the WebSocket was unavailable).
     """
-    from tests.client.test_engine import engine
-
     e = engine("auto")
     assert e.upgradeDelay(100.0) == 5.0
     assert e.upgradeDelay(103.0) == 2.0

@@ -13,7 +13,7 @@ from gateway.cluster.node import Cluster
 from gateway.config import SessionConfig
 from gateway.errors import GatewayError
 from gateway.sessions.registry import SessionRegistry
-from tests.cluster.test_node import FakeSessionMap
+from .fakes import FakeSessionMap
 
 
 def test_nodesAsOfTheLastRead() -> None:

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.engineio.edge import EngineIOEdge
@@ -18,6 +17,8 @@ from gateway.engineio.packets import BAD_REQUEST, UNKNOWN_SID, Packet, PacketTyp
 from gateway.engineio.polling import PollingTransport
 from gateway.engineio.upstream import SocketIOUpstream, backendTarget
 from gateway.interfaces import IEngineTransport, IEngineUpstream
+
+from .fakes import FakeTransport, FakeUpstream
 
 PING = Packet(PacketType.PING)
 PONG = Packet(PacketType.PONG)
@@ -30,51 +31,6 @@ def message(data) -> Packet:
     @return: a message packet.
     """
     return Packet(PacketType.MESSAGE, data)
-
-
-@implementer(IEngineTransport)
-class FakeTransport:
-    """
-    Records what the session delivers.
-    """
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.delivered: list[list[Packet]] = []
-        self.closed = False
-
-    def deliver(self, packets):
-        self.delivered.append(list(packets))
-
-    def closeTransport(self):
-        self.closed = True
-
-
-@implementer(IEngineUpstream)
-class FakeUpstream:
-    """
-    Records what the session hands the server side.
-    """
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.closed: str | None = None
-        self.paused = False
-
-    def messageFromClient(self, data):
-        self.messages.append(data)
-
-    def closeUpstream(self, reason):
-        self.closed = reason
-
-    def pauseReading(self):
-        self.paused = True
-
-    def resumeReading(self):
-        self.paused = False
-
-    def registerFlow(self, producer):
-        pass
 
 
 def makeSession(kind: str = "polling", **settings):

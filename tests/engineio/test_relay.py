@@ -16,7 +16,7 @@ from gateway.engineio.polling import EnginePolling, PollingTransport
 from gateway.engineio.relay import EngineRelay, LocalEngines, RelayedEngine, _Sequence
 from gateway.interfaces import IEngineCluster
 
-from .test_engine import FakeTransport, FakeUpstream
+from .fakes import FakeTransport, FakeUpstream
 
 
 class FakeNode:

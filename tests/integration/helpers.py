@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
-from gateway.testing import LOCALHOST, RedisServer, rawExchange
+from gateway.testing import LOCALHOST, RedisServer, rawExchange, startProcess
 from gateway.wire.frames import OP_TEXT, encodeClose, encodeFrame
 
 TOKEN = "integration-admin-token-0123456789"
@@ -516,3 +517,76 @@ class HAProxy:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+# Socket.IO peers.
+
+#: The Socket.IO peers the tests run (their npm packages installed there by
+#: C{make test}).
+SOCKETIO_DIR = Path(__file__).resolve().parent / "socketio"
+
+
+def node() -> str:
+    """
+    @return: Node's executable, once the npm packages are there (C{make
+        test} installs both; missing, the test fails rather than skips).
+    """
+    executable = shutil.which("node")
+    assert executable, "node is needed: make test installs it"
+    assert (SOCKETIO_DIR / "node_modules" / "socket.io-client").is_dir(), (
+        "the npm packages are needed: make test installs them (npm ci in tests/integration/socketio)")
+    return executable
+
+
+async def startSocketIOServer(kind: str):
+    """
+    @return: a running Socket.IO server process: python-socketio's
+        (C{"python"}) or Node's (C{"node"}).
+    """
+    if kind == "python":
+        command = [sys.executable, str(SOCKETIO_DIR / "server.py")]
+    else:
+        command = [node(), str(SOCKETIO_DIR / "server.mjs")]
+    return await startProcess(command, r"listening on (\d+)")
+
+
+async def request(port: int, method: str, target: str, body: bytes = b"",
+                  headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """
+    @return: the status, headers (lower-case names) and body of one HTTP
+        request to the gateway.
+    """
+    raw = (f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+           f"Content-Length: {len(body)}\r\n{headers}\r\n").encode("latin-1") + body
+    answer = await rawExchange(port, raw, timeout=30)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return status, fields, payload
+
+
+async def held(port: int, target: str) -> tuple[Deferred]:
+    """
+    Send a GET that the gateway is to hold, and give it a moment to arrive
+    (nothing outside the gateway can tell when a poll is held).
+
+    @return: a L{Deferred} firing with the whole answer.
+    """
+    raw = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    answer = Deferred.fromCoroutine(rawExchange(port, raw, timeout=30))
+    await pause(0.2)
+    return (answer,)
+
+
+def assertError(answer, status: int, code: int) -> None:
+    """
+    C{answer} is an error with C{status} and the reference server's body.
+    """
+    got, headers, body = answer
+    assert got == status, body
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["code"] == code

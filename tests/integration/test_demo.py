@@ -17,15 +17,10 @@ from twisted.internet import reactor
 
 from gateway.client import SessionClient
 from gateway.testing import connectClient, rawExchange, waitUntil
-from tests.integration import test_browser
-from tests.integration.test_browser import LOCALHOST, Browser, webSocketAttempts
+from .browser import LOCALHOST, Browser, webSocketAttempts
 
 T = 30.0
 
-#: The browser tests' fixtures: headless Chromium, and nginx that breaks
-#: WebSockets.
-browser = test_browser.browser
-make_nginx = test_browser.make_nginx
 
 
 def status(response: bytes) -> int:

@@ -17,57 +17,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 
 from gateway.testing import rawExchange, startProcess
 
-from .helpers import pause
+from .helpers import SOCKETIO_DIR, assertError, held, node, pause, request, startSocketIOServer
 
-HERE = Path(__file__).resolve().parent / "socketio"
-
-
-def node() -> str:
-    """
-    @return: Node's executable, once the npm packages are there (C{make
-        test} installs both; missing, the test fails rather than skips).
-    """
-    executable = shutil.which("node")
-    assert executable, "node is needed: make test installs it"
-    assert (HERE / "node_modules" / "socket.io-client").is_dir(), (
-        "the npm packages are needed: make test installs them (npm ci in tests/integration/socketio)")
-    return executable
-
-
-async def startServer(kind: str):
-    """
-    @return: a running Socket.IO server process: python-socketio's
-        (C{"python"}) or Node's (C{"node"}).
-    """
-    if kind == "python":
-        command = [sys.executable, str(HERE / "server.py")]
-    else:
-        command = [node(), str(HERE / "server.mjs")]
-    return await startProcess(command, r"listening on (\d+)")
-
-
-@pytest_twisted.async_yield_fixture
-async def socketio_server():
-    """
-    A python-socketio server process; yields its port.
-    """
-    process = await startServer("python")
-    yield int(process.match.group(1))
-    process.signal("KILL")
-    try:
-        await process.wait(10)
-    except Exception:
-        pass
+HERE = SOCKETIO_DIR
 
 
 async def startGateway(gateway_process, tmp_path: Path, port: int, extra: str = "") -> int:
@@ -87,25 +47,6 @@ async def startGateway(gateway_process, tmp_path: Path, port: int, extra: str = 
     return process.port
 
 
-async def request(port: int, method: str, target: str, body: bytes = b"",
-                  headers: str = "") -> tuple[int, dict[str, str], bytes]:
-    """
-    @return: the status, headers (lower-case names) and body of one HTTP
-        request to the gateway.
-    """
-    raw = (f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-           f"Content-Length: {len(body)}\r\n{headers}\r\n").encode("latin-1") + body
-    answer = await rawExchange(port, raw, timeout=30)
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    fields = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return status, fields, payload
-
-
 async def handshake(port: int) -> tuple[str, dict]:
     """
     @return: a new polling session's sid and open packet.
@@ -117,29 +58,6 @@ async def handshake(port: int) -> tuple[str, dict]:
     assert body[:1] == b"0"
     opened = json.loads(body[1:])
     return opened["sid"], opened
-
-
-async def held(port: int, target: str) -> tuple[Deferred]:
-    """
-    Send a GET that the gateway is to hold, and give it a moment to arrive
-    (nothing outside the gateway can tell when a poll is held).
-
-    @return: a L{Deferred} firing with the whole answer.
-    """
-    raw = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    answer = Deferred.fromCoroutine(rawExchange(port, raw, timeout=30))
-    await pause(0.2)
-    return (answer,)
-
-
-def assertError(answer, status: int, code: int) -> None:
-    """
-    C{answer} is an error with C{status} and the reference server's body.
-    """
-    got, headers, body = answer
-    assert got == status, body
-    assert headers["content-type"] == "application/json"
-    assert json.loads(body)["code"] == code
 
 
 @pytest_twisted.ensureDeferred
@@ -272,7 +190,7 @@ async def test_socketIOPeers(gateway_process, tmp_path, peers, transports) -> No
     """
     from twisted.internet import utils
 
-    server = await startServer(peers)
+    server = await startSocketIOServer(peers)
     try:
         port = await startGateway(gateway_process, tmp_path, int(server.match.group(1)))
         if peers == "python":

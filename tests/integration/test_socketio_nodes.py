@@ -15,9 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from .helpers import pause
-from .test_cluster import HAProxy
-from .test_socketio import HERE, assertError, held, node, request, startServer
+from .helpers import SOCKETIO_DIR as HERE, HAProxy, assertError, held, node, pause, request, startSocketIOServer
 
 NODE_TTL = 1
 
@@ -44,20 +42,6 @@ async def startNodes(tmp_path, gateway_process, redis, serverPort: int, count: i
     return ports
 
 
-@pytest_twisted.async_yield_fixture
-async def python_server():
-    """
-    A python-socketio server process; yields its port.
-    """
-    process = await startServer("python")
-    yield int(process.match.group(1))
-    process.signal("KILL")
-    try:
-        await process.wait(10)
-    except Exception:
-        pass
-
-
 async def pollUntil(port: int, target: str, wanted: bytes) -> bytes:
     """
     @return: what polls on C{port} received until C{wanted} was among it.
@@ -73,13 +57,13 @@ async def pollUntil(port: int, target: str, wanted: bytes) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_pollingAcrossNodes(tmp_path, redis_server, gateway_process, python_server) -> None:
+async def test_pollingAcrossNodes(tmp_path, redis_server, gateway_process, socketio_server) -> None:
     """
     A session opened on one node is served by the other: its sends and
     polls alternate between nodes, in order; two polls outstanding on two
     nodes close it, as on one.
     """
-    one, two = await startNodes(tmp_path, gateway_process, redis_server, python_server)
+    one, two = await startNodes(tmp_path, gateway_process, redis_server, socketio_server)
     status, _, body = await request(one, "GET", "/socket.io/?EIO=4&transport=polling")
     sid = json.loads(body[1:])["sid"]
     target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
@@ -132,13 +116,13 @@ def upgradeElsewhere(port: int, sid: str) -> list[str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_upgradeOnAnotherNode(tmp_path, redis_server, gateway_process, python_server) -> None:
+async def test_upgradeOnAnotherNode(tmp_path, redis_server, gateway_process, socketio_server) -> None:
     """
     A polling session opened on one node upgrades through a WebSocket to
     the other: the probe is answered, the held poll on the first node ends
     with a noop, and the session goes on over the WebSocket.
     """
-    one, two = await startNodes(tmp_path, gateway_process, redis_server, python_server)
+    one, two = await startNodes(tmp_path, gateway_process, redis_server, socketio_server)
     status, _, body = await request(one, "GET", "/socket.io/?EIO=4&transport=polling")
     sid = json.loads(body[1:])["sid"]
     target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
@@ -165,7 +149,7 @@ async def test_clientsBehindRoundRobin(tmp_path, redis_server, gateway_process, 
     """
     from twisted.internet import utils
 
-    server = await startServer(peers)
+    server = await startSocketIOServer(peers)
     proxy = None
     try:
         ports = await startNodes(tmp_path, gateway_process, redis_server, int(server.match.group(1)))
