@@ -76,6 +76,9 @@ class Mirror:
         self._upWaiters: list[Deferred] = []
         self._ackWrite: Deferred | None = None
         self._acked = session.outbox.acked
+        #: The client's count last written (L{acked}): a heartbeat ack that
+        #: adds nothing costs no Redis call.
+        self._ackWritten = session.outbox.acked
         self.lastWrite = cluster.clock.seconds()
         self._catchingUp = False
         self._held: dict[int, Data] = {}
@@ -283,7 +286,7 @@ class Mirror:
         The client received C{count} messages.
         """
         self._acked = max(self._acked, count)
-        if self._ackWrite is not None:
+        if self._ackWrite is not None or self._acked <= self._ackWritten:
             return
         written = self._acked
         d = self.shared.acked(self.sid, written)
@@ -291,6 +294,8 @@ class Mirror:
 
         def done(result):
             self._ackWrite = None
+            if result == 1:
+                self._ackWritten = max(self._ackWritten, written)
             if self._acked > written:
                 self.acked(self._acked)
             return result

@@ -56,6 +56,9 @@ class FakeShared:
     def end(self, sid, epoch, code, reason, tombstone=None):
         return self._write("end", code, tombstone)
 
+    def liveNodeInfo(self, limit=256):
+        return succeed({})
+
     def readUp(self, sid, after):
         return succeed([])
 

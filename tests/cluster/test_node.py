@@ -682,3 +682,29 @@ def test_rebalanceTurnsTakenAtTheHeartbeat():
     heartbeats = len(calls)
     Deferred.fromCoroutine(cluster._heartbeat())
     assert len(calls) == heartbeats  # no Redis: nothing asked
+
+
+def test_mirrorWritesOnlyAcksThatAddSomething():
+    """
+    A client's ack is written to Redis only when it acknowledges more than
+    was last written: the acks an idle client sends as its heartbeat cost
+    no Redis call (its keys are kept alive by the heartbeat's touch).  An
+    ack whose write Redis refused is written again with the next one.
+    """
+    from twisted.internet.defer import fail
+
+    from gateway.errors import SessionMapUnavailable
+
+    clock, cluster, session, transport = mirrored()
+    shared = cluster.shared
+    mirror = session.mirror
+    mirror.acked(0)
+    assert [w for w in shared.writes if w[0] == "acked"] == []
+    shared.acked = lambda sid, count: fail(SessionMapUnavailable("away"))
+    mirror.acked(2)
+    del shared.acked
+    mirror.acked(2)
+    mirror.acked(2)
+    assert [w for w in shared.writes if w[0] == "acked"] == [("acked", 2)]
+    mirror.acked(3)
+    assert [w for w in shared.writes if w[0] == "acked"] == [("acked", 2), ("acked", 3)]
