@@ -29,7 +29,7 @@ from ..interfaces import IEngineTransport
 from .engine import UNAVAILABLE_RETRY_AFTER, EngineRefusal, openRefusal
 from .packets import BAD_REQUEST, Packet, decodeFrame, encodeFrame, errorResponse
 
-__all__ = ["EngineWebSocket", "EngineWebSocketFactory", "GOING_AWAY"]
+__all__ = ["GOING_AWAY", "EngineWebSocket", "EngineWebSocketFactory"]
 
 #: The close code of a client WebSocket closed because the gateway stops
 #: (going away), so that the client reconnects at once.
