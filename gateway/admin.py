@@ -17,7 +17,7 @@ import hmac
 import json
 import math
 from collections import Counter, OrderedDict
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -27,6 +27,7 @@ from twisted.web.server import Request
 
 from .config import Limits, Timeouts
 from .errors import ConfigError, NothingToReload, ProtocolError
+from .engineio.views import LIST_LIMIT, byBackend, countEngines, listEngines
 from .interfaces import ISessionView
 from .sessions.states import SessionState
 from .statuspage import StatusPage
@@ -75,12 +76,14 @@ AUTH_BLOCK_TIME = 60.0
 #: address that failed least recently is forgotten.
 AUTH_TABLE_SIZE = 4096
 
-def describeBackend(backend: Backend) -> dict[str, Any]:
+def describeBackend(backend: Backend, socketio: int = 0) -> dict[str, Any]:
     """
+    @param socketio: the Socket.IO sessions this node has on it.
     @return: the JSON form of a backend: C{name}, C{url}, C{state}
         (C{"healthy"} or C{"down"}), C{draining}, C{removed} (taken out of
         the file, leaving once its connections end), C{available} (may get a
-        new connection now), C{weight}, C{connections} and C{limit} (its
+        new connection now), C{weight}, C{connections}, C{socketio} (of
+        those, the Socket.IO sessions' server connections) and C{limit} (its
         C{max_connections}, L{None} for no limit).
     """
     return {
@@ -92,16 +95,21 @@ def describeBackend(backend: Backend) -> dict[str, Any]:
         "available": backend.available(),
         "weight": backend.weight,
         "connections": backend.connections,
+        "socketio": socketio,
         "other_nodes": backend.remote,
         "limit": backend.maxConnections or None,
     }
 
 
-def describePool(pool: Pool) -> dict[str, Any]:
+def describePool(pool: Pool, socketio: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any]:
     """
+    @param socketio: the node's Socket.IO sessions by pool and backend name
+        (L{gateway.engineio.views.byBackend}).
     @return: the JSON form of a pool: C{name} and C{backends}.
     """
-    return {"name": pool.name, "backends": [describeBackend(b) for b in pool.backends]}
+    counts = socketio or {}
+    return {"name": pool.name,
+            "backends": [describeBackend(b, counts.get((pool.name, b.name), 0)) for b in pool.backends]}
 
 
 def _counts(counter: Counter) -> dict[str, int]:
@@ -365,6 +373,14 @@ class AdminResource(Resource):
                 self._refusalTimer.cancel()
             self._refusalTimer = None
 
+    def _backend(self, pool: str, backend: Backend) -> dict[str, Any]:
+        """
+        @return: C{backend} of C{pool} described, with its Socket.IO
+            sessions counted.
+        """
+        engines = byBackend(self.gateway.engines.sessions.values())
+        return describeBackend(backend, engines.get((pool, backend.name), 0))
+
     def _dispatch(self, request: Request) -> tuple[int, Any]:
         method = request.method
         path = _segments(request.postpath)
@@ -373,29 +389,36 @@ class AdminResource(Resource):
             match path:
                 case ["pools"]:
                     _allow(method, b"GET")
-                    return 200, {"pools": [describePool(p) for p in gateway.pools.values()]}
+                    engines = byBackend(gateway.engines.sessions.values())
+                    return 200, {"pools": [describePool(p, engines) for p in gateway.pools.values()]}
                 case ["pools", pool]:
                     _allow(method, b"GET")
-                    return 200, describePool(gateway.pool(pool))
+                    return 200, describePool(gateway.pool(pool), byBackend(gateway.engines.sessions.values()))
                 case ["pools", pool, "backends", name]:
                     _allow(method, b"GET")
-                    return 200, describeBackend(gateway.pool(pool).get(name))
+                    return 200, self._backend(pool, gateway.pool(pool).get(name))
                 case ["pools", pool, "backends", name, "drain"]:
                     _allow(method, b"POST")
-                    return 200, describeBackend(gateway.drainBackend(pool, name))
+                    return 200, self._backend(pool, gateway.drainBackend(pool, name))
                 case ["pools", pool, "backends", name, "enable"]:
                     _allow(method, b"POST")
-                    return 200, describeBackend(gateway.enableBackend(pool, name))
+                    return 200, self._backend(pool, gateway.enableBackend(pool, name))
                 case ["pools", pool, "backends", name, "weight"]:
                     _allow(method, b"POST")
                     gateway.pool(pool).get(name)  # 404 before 400
                     weight = _weightFrom(request)
-                    return 200, describeBackend(gateway.setWeight(pool, name, weight))
+                    return 200, self._backend(pool, gateway.setWeight(pool, name, weight))
                 case ["sessions"]:
                     _allow(method, b"GET")
                     counts = countSessions(list(gateway.sessions.sessions.values()))
                     counts["mover"] = gateway.mover.state()
+                    counts["socketio"] = countEngines(list(gateway.engines.sessions.values()))
                     return 200, counts
+                case ["sessions", "socketio"]:
+                    _allow(method, b"GET")
+                    return 200, listEngines(list(gateway.engines.sessions.values()),
+                                            gateway.reactor.seconds(), gateway.engines.cluster.node,
+                                            **_listing(request))
                 case ["nodes"]:
                     _allow(method, b"GET")
                     return 200, gateway.sessions.cluster.nodes()
@@ -456,6 +479,33 @@ def _allow(method: bytes, allowed: bytes) -> None:
             f"use {allowed.decode('ascii')} here, not {method.decode('latin-1')}",
             ((b"Allow", allowed),),
         )
+
+
+def _listing(request: Request) -> dict[str, Any]:
+    """
+    @return: the C{pool}, C{backend} and C{limit} a listing's query asks
+        for (each at most once).
+    @raise _BadRequest: 400 for another parameter, one given twice, or a
+        limit that is not a whole number from 1 to L{LIST_LIMIT}.
+    """
+    args = request.args or {}
+    asked: dict[str, Any] = {}
+    for name, values in args.items():
+        key = name.decode("latin-1")
+        if key not in ("pool", "backend", "limit"):
+            raise _BadRequest(400, f"unknown query parameter {key!r}; use pool, backend or limit")
+        if len(values) != 1:
+            raise _BadRequest(400, f"give {key} once")
+        try:
+            asked[key] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadRequest(400, f"{key} must be UTF-8 (percent-encoded)") from None
+    if "limit" in asked:
+        limit = asked["limit"]
+        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= LIST_LIMIT):
+            raise _BadRequest(400, f"limit must be a whole number from 1 to {LIST_LIMIT}, not {limit!r}")
+        asked["limit"] = int(limit)
+    return asked
 
 
 def _weightFrom(request: Request) -> object:

@@ -138,6 +138,8 @@ class GatewayService(MultiService):
             sessionMap=self.sessionMap, trustedProxies=self.trustedProxies, health=self.health,
             reactor=reactor, accessLog=self.accessLog, metrics=self.metrics, engines=engines,
         )
+        #: The node's Socket.IO sessions (the admin API lists them).
+        self.engines = self.factory.engineio
         self.metrics.registry.register(StateCollector(
             pools=self.pools, sessions=self.sessions, edge=self.factory, traffic=self.metrics.traffic,
             config=config.session))
@@ -330,8 +332,10 @@ class GatewayService(MultiService):
     def stopService(self) -> Deferred:
         """
         Stop listening, close every tunnel with 1001 at a frame boundary
-        (aborting what is still open after C{timeouts.shutdown}), stop the
-        health monitors and release the session map; give up waiting
+        and every Socket.IO session (a close packet to a held poll, 1001 to
+        a WebSocket), aborting what is still open after
+        C{timeouts.shutdown}; stop the health monitors and release the
+        session map; give up waiting
         L{STOP_MARGIN} seconds after that (see L{stoppedCleanly}).
         """
         self._removeHangup()
@@ -354,11 +358,11 @@ class GatewayService(MultiService):
         # over.
         await self.sessions.cluster.stop()
         self.sessions.shutDown()
-        self.factory.engineio.shutDown()
+        engines = self.engines.shutDown(deadline)
         tunnels = list(self.factory.tunnels)
         if tunnels:
             self.log.info("closing {n} tunnels", n=len(tunnels))
-        await DeferredList([t.shutDown(deadline) for t in tunnels])
+        await DeferredList([engines, *[t.shutDown(deadline) for t in tunnels]])
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         await super().stopService()

@@ -46,6 +46,7 @@ C{protocol} on TCP), which only some transports have.
 from __future__ import annotations
 
 from twisted.internet import tcp
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
@@ -60,6 +61,7 @@ __all__ = [
     "writeNow",
     "switchProtocol",
     "deliveredTo",
+    "connectionOpen",
     "unreadBytes",
     "requestLost",
     "forgetExitSignal",
@@ -168,6 +170,18 @@ def deliveredTo(transport):
     if isinstance(transport, ProtocolWrapper):
         return transport.wrappedProtocol
     return getattr(transport, "protocol", None)
+
+
+def connectionOpen(transport) -> bool:
+    """
+    @return: whether the TCP connection beneath C{transport} (through the
+        TLS and PROXY wrappers, whose own flag is not cleared when the
+        connection ends) is still open: what tells, once a connection has
+        been asked to close after its last write, that the write is out.
+    """
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return isinstance(transport, FileDescriptor) and bool(transport.connected)
 
 
 def unreadBytes(channel) -> bytes:

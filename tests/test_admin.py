@@ -38,9 +38,12 @@ from gateway.admin import (
 )
 from gateway.config import AdminConfig, BackendConfig, GatewayConfig, PoolConfig, RouteConfig
 from gateway.backends.pool import MAX_WEIGHT
+from gateway.engineio.engine import EngineSession, EngineSettings
 from gateway.service import GatewayService
 from gateway.sessions.states import SessionState
 from gateway.testing import rawExchange
+
+from .engineio.fakes import FakeTransport
 
 TOKEN = "s3cret-admin-token-0123456789"
 
@@ -306,10 +309,10 @@ def test_pools(admin: AdminResource, service: GatewayService) -> None:
                 "backends": [
                     {"name": "b1", "url": "ws://127.0.0.1:1", "state": "down", "draining": False,
                      "removed": False, "available": False, "weight": 1, "connections": 0,
-                     "other_nodes": 0, "limit": None},
+                     "socketio": 0, "other_nodes": 0, "limit": None},
                     {"name": "b2", "url": "ws://127.0.0.1:2", "state": "healthy",
                      "draining": False, "removed": False, "available": True, "weight": 2,
-                     "connections": 3, "other_nodes": 0, "limit": 5},
+                     "connections": 3, "socketio": 0, "other_nodes": 0, "limit": 5},
                 ],
             }
         ]
@@ -519,9 +522,11 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
     all and by pool and backend; a session without a backend connection is
     counted in its pool only, and ended ones not at all.
     """
+    noEngines = {"sessions": 0, "polling": 0, "websocket": 0, "upgrading": 0, "pools": {}}
     assert call(admin, "GET", "/sessions")[2] == {"sessions": 0, "attached": 0, "detached": 0,
                                                   "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {},
-                                                  "mover": {"drained": 0, "rebalanced": 0, "moving": 0}}
+                                                  "mover": {"drained": 0, "rebalanced": 0, "moving": 0},
+                                                  "socketio": noEngines}
     sessions = [
         fakeSession("attached", "chat", "b1"),
         fakeSession("attached", "chat", "b1"),
@@ -547,6 +552,7 @@ def test_sessions(admin: AdminResource, service: GatewayService) -> None:
             }},
         },
         "mover": {"drained": 0, "rebalanced": 0, "moving": 0},
+        "socketio": noEngines,
     }
     assert countSessions([]) == {"sessions": 0, "attached": 0, "detached": 0, "switching": 0, "paused": 0, "failovers": 0, "moves": 0, "pools": {}}
 
@@ -811,3 +817,64 @@ async def test_metricsListenerServes() -> None:
     assert answer.startswith(b"HTTP/1.1 200 ") and b"txgateway_sessions" in answer
     await listener.stopService()
     assert listener.port is None
+
+
+def test_socketIOSessions(admin: AdminResource, service: GatewayService) -> None:
+    """
+    C{GET /sessions} counts the node's Socket.IO sessions by pool, backend
+    and transport under C{socketio}, the pools' and backends' views count
+    each backend's; C{GET /sessions/socketio} lists them,
+    the oldest first, filtered by C{pool} and C{backend} and cut at
+    C{limit}; a bad query gets 400 and another method 405.
+    """
+    backends = {b.name: b for b in service.pools["chat"].backends}
+    clock = service.reactor
+    for n, (kind, backend) in enumerate([("polling", "b1"), ("websocket", "b2"), ("websocket", "b2")]):
+        sid = f"sid{n}-abcdefghijklmnop"
+        service.engines.sessions[sid] = EngineSession(
+            sid, EngineSettings(), clock, FakeTransport(kind), lambda e: None, pool="chat",
+            backend=backends[backend], address="10.1.1.1")
+        clock.advance(1)
+    status, _, body = call(admin, "GET", "/sessions")
+    assert (status, body["sessions"]) == (200, 0)
+    assert body["socketio"] == {
+        "sessions": 3, "polling": 1, "websocket": 2, "upgrading": 0,
+        "pools": {"chat": {"sessions": 3, "polling": 1, "websocket": 2, "backends": {
+            "b1": {"sessions": 1, "polling": 1, "websocket": 0},
+            "b2": {"sessions": 2, "polling": 0, "websocket": 2}}}},
+    }
+    [pool] = call(admin, "GET", "/pools")[2]["pools"]
+    assert [b["socketio"] for b in pool["backends"]] == [1, 2]
+    assert [b["socketio"] for b in call(admin, "GET", "/pools/chat")[2]["backends"]] == [1, 2]
+    assert call(admin, "GET", "/pools/chat/backends/b2")[2]["socketio"] == 2
+    assert call(admin, "POST", "/pools/chat/backends/b2/drain")[2]["socketio"] == 2
+
+    def listing(**args):
+        segments = [b"sessions", b"socketio"]
+        request = DummyRequest(segments)
+        request.method = b"GET"
+        request.client = IPv4Address("TCP", "127.0.0.9", 4000)
+        request.args = {k.encode(): [v.encode()] if isinstance(v, str) else v for k, v in args.items()}
+        request.requestHeaders.setRawHeaders(b"authorization", [f"Bearer {TOKEN}".encode()])
+        body = json.loads(admin.render(request))
+        return request.responseCode, body
+
+    status, body = listing()
+    assert (status, body["count"], body["listed"]) == (200, 3, 3)
+    assert body["sessions"][0] == {"sid": "sid0-abc\N{HORIZONTAL ELLIPSIS}", "transport": "polling",
+                                   "upgrading": False, "address": "10.1.1.1", "pool": "chat",
+                                   "backend": "b1", "age": 3.0, "waiting": 0, "node": "local"}
+    assert [e["backend"] for e in listing(backend="b2")[1]["sessions"]] == ["b2", "b2"]
+    assert listing(pool="game")[1]["count"] == 0
+    assert listing(limit="1")[1]["listed"] == 1
+    for args, message in [
+        ({"limit": "0"}, "limit must be a whole number from 1 to 1000, not '0'"),
+        ({"limit": "1001"}, "limit must be a whole number from 1 to 1000, not '1001'"),
+        ({"limit": "x"}, "limit must be a whole number from 1 to 1000, not 'x'"),
+        ({"sid": "x"}, "unknown query parameter 'sid'; use pool, backend or limit"),
+        ({"pool": [b"a", b"b"]}, "give pool once"),
+        ({"pool": [b"\xff"]}, "pool must be UTF-8 (percent-encoded)"),
+    ]:
+        assert listing(**args) == (400, {"error": "Bad Request", "status": 400, "message": message})
+    status, request, _ = call(admin, "POST", "/sessions/socketio")
+    assert (status, request.responseHeaders.getRawHeaders(b"allow")) == (405, [b"GET"])

@@ -22,6 +22,8 @@ MODULES = [
     "gateway.config.values",
     "gateway.demo",
     "gateway.edge.accesslog",
+    "gateway.engineio",
+    "gateway.engineio.views",
     "gateway.edge.proxy",
     "gateway.errors",
     "gateway.metrics",

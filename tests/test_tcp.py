@@ -1,6 +1,7 @@
 """
 Tests for L{gateway.tcp.writeNow}: a write sent at once when the transport
-has nothing buffered, and buffered, in order, otherwise.
+has nothing buffered, and buffered, in order, otherwise; and for
+L{gateway.tcp.connectionOpen}, through wrappers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from gateway.tcp import writeNow
+from gateway.tcp import connectionOpen, writeNow
 
 
 @pytest.fixture
@@ -99,3 +100,20 @@ def test_disconnectingTransportBuffers(pair):
     peer.setblocking(False)
     with pytest.raises(BlockingIOError):
         peer.recv(100)
+
+
+def test_connectionOpen(pair):
+    """
+    L{connectionOpen} reads the TCP connection's state through the
+    wrappers over it (TLS, PROXY), whose own flag outlives the connection;
+    a transport that is no TCP connection is never waited for.
+    """
+    from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+    _, transport, _ = pair
+    wrapper = ProtocolWrapper(WrappingFactory(None), Protocol())
+    wrapper.makeConnection(transport)
+    assert connectionOpen(transport) and connectionOpen(wrapper)
+    transport.connected = False
+    assert wrapper.connected and not connectionOpen(wrapper)
+    assert not connectionOpen(StringTransport())

@@ -24,14 +24,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import parse_qsl
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..backends.routing import Router
-from ..errors import GatewayError
-from ..tcp import switchProtocol
+from ..errors import GatewayError, NoBackendAvailable
+from ..tcp import connectionOpen, switchProtocol
 from ..wire.forwarded import clientAddress
-from ..wire.http1 import REASONS, RequestHead, serializeResponseHead
+from ..wire.http1 import RequestHead
 from .engine import EngineRefusal, EngineSession, EngineSettings, EngineState
 from .packets import (
     BAD_REQUEST,
@@ -40,7 +41,7 @@ from .packets import (
     UNKNOWN_TRANSPORT,
     UNSUPPORTED_PROTOCOL_VERSION,
     Packet,
-    errorBody,
+    errorResponse,
     openPacket,
 )
 from .polling import EnginePolling
@@ -62,19 +63,9 @@ PROTOCOL = "socket.io"
 #: by its liveness key).
 OWNER_TTL = 86400.0
 
-
-def _httpError(status: int, code: int, message: str | None = None) -> bytes:
-    """
-    @return: a whole response closing the connection, with the reference
-        server's JSON error body (for a refused WebSocket handshake).
-    """
-    body = errorBody(code, message)
-    return serializeResponseHead(status, REASONS.get(status, b"Error"), [
-        (b"Content-Type", b"application/json"),
-        (b"Content-Length", b"%d" % len(body)),
-        (b"Cache-Control", b"no-store"),
-        (b"Connection", b"close"),
-    ]) + body
+#: Seconds between looks, while the gateway stops, at whether the polls
+#: answered then have been sent.
+POLL_SENT = 0.01
 
 
 class EngineIOEdge:
@@ -82,7 +73,8 @@ class EngineIOEdge:
     The Engine.IO sessions of one gateway node.
 
     @ivar gateway: the front door (L{IEdge}).
-    @ivar sessions: the live sessions by id.
+    @ivar sessions: the live sessions by id (each an L{IEngineView} for the
+        admin API and the metrics).
     """
 
     log = Logger()
@@ -98,7 +90,12 @@ class EngineIOEdge:
         self.relay = EngineRelay(self, self.cluster, gateway.reactor)
         self.sessions: dict[str, EngineSession] = {}
         self.router: Router[RouteConfig] = Router([(r.prefix, r) for r in routes])
+        #: The routes whose protocol is C{socket.io}.
+        self.routes: list[RouteConfig] = [r for r in routes if r.protocol == PROTOCOL]
         self.polling = EnginePolling(self)
+        #: Set when the gateway stops: no new session, WebSockets closed
+        #: with 1001.
+        self.stopping = False
         self._settings: dict[str, EngineSettings] = {}
         self._factories: dict[str, EngineWebSocketFactory] = {}
 
@@ -180,6 +177,8 @@ class EngineIOEdge:
         """
         gateway = self.gateway
         registry = gateway.sessions
+        if self.stopping:
+            raise NoBackendAvailable("the gateway is shutting down")
         address = clientAddress(route.head, route.peer, gateway.trustedProxies)
         registry.reserve(address)
         try:
@@ -190,11 +189,16 @@ class EngineIOEdge:
         except BaseException:
             registry.unreserve(address)
             raise
+        if self.stopping:
+            link.closeLink(1001, "the gateway is shutting down")
+            registry.unreserve(address)
+            raise NoBackendAvailable("the gateway is shutting down")
         sid = secrets.token_urlsafe(15)
         settings = self.settings(config)
-        engine = EngineSession(sid, settings, gateway.reactor, transport, partial(self._ended, address))
+        engine = EngineSession(sid, settings, gateway.reactor, transport, partial(self._ended, address),
+                               pool=route.pool.name, backend=backend, address=address)
         self.sessions[sid] = engine
-        upstream = SocketIOUpstream(engine, link)
+        upstream = SocketIOUpstream(engine, link, gateway.metrics.traffic)
         engine.start(upstream)
         link.bind(upstream, backend)
         if self.cluster.sharesSessions:
@@ -276,7 +280,7 @@ class EngineIOEdge:
         except EngineRefusal as e:
             gateway.clientErrors += 1
             gateway.metrics.refused(e.status, "origin" if e.code == FORBIDDEN else None)
-            transport.write(_httpError(e.status, e.code, str(e)))
+            transport.write(errorResponse(e.status, e.code, str(e), e.headers))
             transport.loseConnection()
             return False
         protocol.route = route
@@ -294,9 +298,50 @@ class EngineIOEdge:
             self._factories[config.prefix] = factory
         return factory
 
-    def shutDown(self) -> None:
+    def shutDown(self, deadline: float) -> Deferred:
         """
-        Close every session (the gateway stops).
+        The gateway stops: close every session and every client connection
+        of one, so that Socket.IO clients reconnect at once rather than
+        after a ping timeout.  A held poll is answered with the close packet
+        (C{1}), a WebSocket closed with 1001 (going away), the Socket.IO
+        server connections closed; a poll held here for a session of another
+        node is answered with a noop (its client polls again, through
+        another node), and a WebSocket held here for one is closed (its node
+        is told).
+
+        @param deadline: the most seconds to wait for the WebSockets'
+            closing handshakes and the polls' answers to be sent.
+        @return: L{Deferred} firing once every client WebSocket has closed
+            and every poll answered here has been sent (its connection
+            closed after it), or after C{deadline}.
         """
+        self.stopping = True
         for engine in list(self.sessions.values()):
             engine.close("the gateway is shutting down")
+        self.polling.shutDown()
+        for websocket, relayed in list(self.relay.sockets.values()):
+            relayed.transportClosed(websocket)  # tells the session's node
+            websocket.closeTransport()
+        open_ = [websocket for factory in self._factories.values() for websocket in factory.open]
+        for websocket in open_:
+            websocket.closeTransport()  # those still in their handshake
+        reactor = self.gateway.reactor
+        leaving = self.polling.leaving
+
+        def sentYet() -> None:
+            # A connection closed after its answer says so only by being
+            # gone: looked at every POLL_SENT seconds.
+            if not any(connectionOpen(transport) for transport in leaving):
+                sent.stop()
+
+        sent = LoopingCall(sentYet)
+        sent.clock = reactor
+        closing = DeferredList([sent.start(POLL_SENT), *[websocket.whenLost() for websocket in open_]],
+                               consumeErrors=True)
+
+        def late(result, timeout) -> None:
+            if sent.running:
+                sent.stop()
+
+        closing.addTimeout(deadline, reactor, onTimeoutCancel=late)
+        return closing.addBoth(lambda _: None)

@@ -35,24 +35,63 @@ from enum import Enum
 from typing import Callable
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from ..errors import ProtocolError
-from ..interfaces import IEngineTransport, IEngineUpstream
+from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
+from ..interfaces import IEngineTransport, IEngineUpstream, IEngineView
 from .packets import BAD_REQUEST, UNKNOWN_SID, Packet, PacketType
 
-__all__ = ["EngineSession", "EngineSettings", "EngineState", "EngineRefusal"]
+__all__ = ["EngineSession", "EngineSettings", "EngineState", "EngineRefusal", "openRefusal",
+           "UNAVAILABLE_RETRY_AFTER"]
+
+#: The C{Retry-After} (seconds) of a handshake refused because no Socket.IO
+#: server could be had (every one down, draining or full, or none answered).
+UNAVAILABLE_RETRY_AFTER = 1
 
 
 class EngineRefusal(ProtocolError):
     """
     A request the session refuses: answered with the reference server's
     error C{code} (L{gateway.engineio.packets.ERRORS}) and HTTP C{status}.
+
+    @ivar retryAfter: the answer's C{Retry-After} (seconds), if any.
+    @ivar reason: the word C{txgateway_refusals_total} counts it under, when
+        not its status's own.
     """
 
-    def __init__(self, code: int, message: str, status: int = 400) -> None:
+    def __init__(self, code: int, message: str, status: int = 400, *, retryAfter: int | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.retryAfter = retryAfter
+        self.reason = reason
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """
+        The answer's extra headers (C{Retry-After}).
+        """
+        return [] if self.retryAfter is None else [(b"Retry-After", b"%d" % self.retryAfter)]
+
+
+def openRefusal(error: GatewayError) -> EngineRefusal:
+    """
+    The answer to a handshake whose session could not be opened, the same
+    over long-polling and WebSocket: 503 with C{Retry-After} at a session
+    bound (its own) or when no Socket.IO server could be had
+    (L{UNAVAILABLE_RETRY_AFTER}), 502 when the server refused; the body is
+    the reference server's C{{"code":3,"message":...}}.
+
+    @param error: why L{gateway.engineio.edge.EngineIOEdge.open} failed.
+    """
+    if isinstance(error, SessionLimit):
+        return EngineRefusal(BAD_REQUEST, str(error), 503, retryAfter=error.retryAfter,
+                             reason="session_limit")
+    if isinstance(error, BackendRefused):
+        return EngineRefusal(BAD_REQUEST, str(error), 502, reason="backend_refused")
+    return EngineRefusal(BAD_REQUEST, str(error) or "no Socket.IO server could be had", 503,
+                         retryAfter=UNAVAILABLE_RETRY_AFTER, reason="no_backend")
 
 
 @dataclass(frozen=True)
@@ -89,6 +128,7 @@ class EngineState(Enum):
     CLOSED = "closed"
 
 
+@implementer(IEngineView)
 class EngineSession:
     """
     One Engine.IO session (see the module docstring for its rules).
@@ -97,16 +137,27 @@ class EngineSession:
     @ivar upstream: its L{IEngineUpstream}, set once the server side is
         connected.
     @ivar closeReason: why it closed, once it has.
+    @ivar pool: the name of the pool its Socket.IO server is in.
+    @ivar backend: that server (a L{gateway.backends.pool.Backend}); a
+        session never changes server, so it is set once.
+    @ivar address: the client's address (as the forwarding headers of
+        trusted proxies tell it).
+    @ivar opened: when it opened (the clock's seconds).
     """
 
     log = Logger()
 
     def __init__(self, sid: str, settings: EngineSettings, clock, transport: IEngineTransport,
-                 onClosed: Callable[[EngineSession], None]) -> None:
+                 onClosed: Callable[[EngineSession], None], *, pool: str | None = None,
+                 backend=None, address: str | None = None) -> None:
         self.sid = sid
         self.settings = settings
         self.clock = clock
         self.transport = transport
+        self.pool = pool
+        self.backend = backend
+        self.address = address
+        self.opened = clock.seconds()
         self.upstream: IEngineUpstream | None = None
         self.state = EngineState.OPEN
         self.closeReason: str | None = None

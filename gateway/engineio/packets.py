@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from ..errors import ProtocolError
+from ..wire.http1 import REASONS, serializeResponseHead
 
 __all__ = [
     "PacketType",
@@ -41,6 +42,7 @@ __all__ = [
     "FORBIDDEN",
     "UNSUPPORTED_PROTOCOL_VERSION",
     "errorBody",
+    "errorResponse",
 ]
 
 #: What separates the packets of a long-polling payload.
@@ -203,3 +205,21 @@ def errorBody(code: int, message: str | None = None) -> bytes:
     """
     text = ERRORS[code] if message is None else message
     return json.dumps({"code": code, "message": text}, separators=(",", ":")).encode("utf-8")
+
+
+def errorResponse(status: int, code: int, message: str | None = None,
+                  headers: list[tuple[bytes, bytes]] = ()) -> bytes:
+    """
+    @return: a whole HTTP response closing the connection, with the
+        reference server's JSON error body (L{errorBody}) and C{headers}
+        (C{Retry-After}): what a refused WebSocket handshake is answered
+        with, as a refused polling request is.
+    """
+    body = errorBody(code, message)
+    return serializeResponseHead(status, REASONS.get(status, b"Error"), [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Cache-Control", b"no-store"),
+        (b"Connection", b"close"),
+        *headers,
+    ]) + body

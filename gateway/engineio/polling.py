@@ -20,16 +20,17 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
+from ..errors import GatewayError, ProtocolError
 from ..interfaces import IEngineTransport
 from ..tcp import requestLost
-from .engine import EngineRefusal
+from .engine import UNAVAILABLE_RETRY_AFTER, EngineRefusal, openRefusal
 from .packets import (
     BAD_HANDSHAKE_METHOD,
     BAD_REQUEST,
     FORBIDDEN,
     UNKNOWN_SID,
     Packet,
+    PacketType,
     decodePayload,
     encodePayload,
     errorBody,
@@ -46,6 +47,10 @@ __all__ = ["PollingTransport", "EnginePolling"]
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _NO_CACHE = b"no-store"
+
+#: The content type of Engine.IO 3's binary payloads, which the reference
+#: server refuses with C{EIO=4} (v4 sends every payload as text).
+_BINARY = b"application/octet-stream"
 
 
 def _finish(request: Request, status: int, body: bytes, contentType: bytes,
@@ -80,6 +85,14 @@ def answerPackets(request: Request, packets: list[Packet]) -> None:
     Finish C{request} with a payload of C{packets}.
     """
     _finish(request, 200, encodePayload(packets), b"text/plain; charset=UTF-8")
+
+
+def _isBinary(contentTypes: list[bytes]) -> bool:
+    """
+    @return: whether a POST's C{Content-Type} is C{application/octet-stream}
+        (its media type, in any case, whatever its parameters).
+    """
+    return any(value.partition(b";")[0].strip().lower() == _BINARY for value in contentTypes)
 
 
 @implementer(IEngineTransport)
@@ -137,6 +150,11 @@ class EnginePolling:
         @param edge: the node's L{gateway.engineio.edge.EngineIOEdge}.
         """
         self.edge = edge
+        #: Polls held here for sessions of other nodes, by relay request id.
+        self.relayedPolls: dict[str, Request] = {}
+        #: The connections of the polls answered once the gateway stops
+        #: (closed after their answer; the stop waits for them).
+        self.leaving: list = []
 
     def render(self, request: Request, route: RouteConfig) -> Any:
         """
@@ -177,6 +195,9 @@ class EnginePolling:
                 d = Deferred.fromCoroutine(self._open(request, route))
                 d.addErrback(self._openFailed, request)
                 return NOT_DONE_YET
+            if request.method == b"POST" and _isBinary(headers.getRawHeaders(b"content-type", [])):
+                raise EngineRefusal(BAD_REQUEST, "a binary payload (application/octet-stream) is"
+                                    " Engine.IO 3's; with EIO=4 payloads are text")
             if sid not in edge.sessions and edge.cluster.sharesSessions:
                 d = Deferred.fromCoroutine(self._relay(request, sid, route))
                 d.addErrback(self._relayFailed, request)
@@ -206,29 +227,25 @@ class EnginePolling:
         gateway.metrics.handshake("socketio", "longpoll", gateway.reactor.seconds() - started)
 
     def _openFailed(self, failure, request: Request) -> None:
-        metrics = self.edge.gateway.metrics
-        if failure.check(SessionLimit):
-            metrics.refused(503, "session_limit")
-            answerError(request, BAD_REQUEST, str(failure.value), 503,
-                        [(b"retry-after", b"%d" % failure.value.retryAfter)])
-        elif failure.check(BackendRefused):
-            metrics.refused(502, "backend_refused")
-            answerError(request, BAD_REQUEST, str(failure.value), 502)
-        elif failure.check(GatewayError):
-            metrics.refused(503, "no_backend")
-            answerError(request, BAD_REQUEST, str(failure.value), 503)
+        if failure.check(GatewayError):
+            refusal = openRefusal(failure.value)
         else:
             self.log.failure("opening a Socket.IO session failed", failure)
-            answerError(request, BAD_REQUEST, "the session could not be opened", 503)
+            refusal = EngineRefusal(BAD_REQUEST, "the session could not be opened", 503,
+                                    retryAfter=UNAVAILABLE_RETRY_AFTER)
+        self.edge.gateway.metrics.refused(refusal.status, refusal.reason)
+        answerError(request, refusal.code, str(refusal), refusal.status, refusal.headers)
 
     def _poll(self, request: Request, engine: EngineSession) -> None:
         transport = engine.transport
         packets = engine.poll()
         if packets is not None:
+            self._lastAnswer(request)
             answerPackets(request, packets)
             return
 
         def answer(packets: list[Packet]) -> None:
+            self._lastAnswer(request)
             answerPackets(request, packets)
 
         transport.hold(answer)
@@ -278,10 +295,16 @@ class EnginePolling:
 
         relay = edge.relay
         if request.method == b"GET":
+            def polled(status: int, contentType: bytes, body: bytes) -> None:
+                self.relayedPolls.pop(reqid, None)
+                answered(status, contentType, body)
+
             reqid = relay.request(owner, lambda i: b"p|" + head + b"|" + i,
-                                  settings.pingInterval + settings.pingTimeout, answered)
+                                  settings.pingInterval + settings.pingTimeout, polled)
+            self.relayedPolls[reqid] = request
 
             def gone(_):
+                self.relayedPolls.pop(reqid, None)
                 if relay.forget(reqid):
                     relay.send(owner, b"g|%s|%s" % (sid.encode(), reqid.encode()))
 
@@ -292,6 +315,29 @@ class EnginePolling:
                           answered)
         else:
             answerError(request, BAD_REQUEST)
+
+    def shutDown(self) -> None:
+        """
+        The node stops: each poll it holds for a session of another node is
+        answered with a noop (and that node told it is gone), so that its
+        client polls again, through another node, and its session goes on.
+        """
+        for request in list(self.relayedPolls.values()):
+            self._lastAnswer(request)
+            answerPackets(request, [Packet(PacketType.NOOP)])
+        self.relayedPolls.clear()
+
+    def _lastAnswer(self, request: Request) -> None:
+        """
+        Once the gateway stops, a held poll's answer is the last of its
+        connection: it is closed once the answer is written, and the stop
+        waits for that (L{leaving}), so that the answer is not lost with
+        the process.
+        """
+        if self.edge.stopping and not (request.finished or requestLost(request)):
+            request.setHeader(b"connection", b"close")
+            request.channel.persistent = False
+            self.leaving.append(request.transport)
 
     def _relayFailed(self, failure, request: Request) -> None:
         if failure.check(GatewayError):

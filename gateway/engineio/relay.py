@@ -14,7 +14,8 @@ The messages, each C{kind|fields...} (the cluster prefixes C{E|}):
  - C{u|sid|node|ws}: a WebSocket upgrading the session from C{node},
    answered C{a|ws|...}; then C{w|sid|ws|n|payload} (its packets, in
    order C{n}) and C{c|sid|ws|n} (it closed) to the owner,
-   C{W|ws|n|payload} (packets for it) and C{C|ws|n} (close it) from it.
+   C{W|ws|n|payload} (packets for it) and C{C|ws|n} (close it; C{C|ws|n|1001}
+   when the owner is stopping) from it.
 
 The channels are published to over a pool of connections, so messages of
 one WebSocket carry a number and are put back in order on arrival.  A
@@ -146,11 +147,13 @@ class RemoteWebSocket:
 
     def closeTransport(self) -> None:
         """
-        Have that node close it.
+        Have that node close it (with 1001, going away, when this node
+        stops).
         """
         if not self.closed:
             self.closed = True
-            self.relay.send(self.node, b"C|%s|%s" % (self.wsid.encode(), self._next()))
+            going = b"|1001" if self.relay.edge.stopping else b""
+            self.relay.send(self.node, b"C|%s|%s%s" % (self.wsid.encode(), self._next(), going))
             self.relay.remote.pop(self.wsid, None)
 
 
@@ -380,7 +383,7 @@ class EngineRelay:
         for kind, payload in ready:
             if kind == b"C":
                 self.sockets.pop(relayed.wsid, None)
-                websocket.closeTransport()
+                websocket.closeTransport(int(payload) if payload else None)
                 return
             websocket.deliver(decodePayload(payload, 1_000_000))
 

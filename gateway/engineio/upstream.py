@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from ..errors import ProtocolError
 from ..interfaces import IEngineUpstream
+from ..metrics import Traffic
 from .packets import PacketType, decodeFrame
 
 if TYPE_CHECKING:
@@ -56,13 +57,18 @@ class SocketIOUpstream:
     It is also the push producer a client's WebSocket registers (flow
     control): while that connection's write buffer is full, the server is
     not read.
+
+    It counts the messages it passes each way, and their bytes (characters
+    of text), on the node's L{Traffic} (C{txgateway_messages_total} with
+    C{mode="socketio"}).
     """
 
     log = Logger()
 
-    def __init__(self, engine: EngineSession, link) -> None:
+    def __init__(self, engine: EngineSession, link, traffic: Traffic | None = None) -> None:
         self.engine = engine
         self.link = link
+        self.traffic = Traffic() if traffic is None else traffic
         self.closed = False
 
     # IEngineUpstream
@@ -70,6 +76,9 @@ class SocketIOUpstream:
         """
         A client message, to the server as a message packet.
         """
+        traffic = self.traffic
+        traffic.socketioUpMessages += 1
+        traffic.socketioUpBytes += len(data)
         if isinstance(data, bytes):
             self.link.sendMessage(data, True)
         else:
@@ -133,6 +142,9 @@ class SocketIOUpstream:
             return
         kind = packet.type
         if kind is PacketType.MESSAGE:
+            traffic = self.traffic
+            traffic.socketioDownMessages += 1
+            traffic.socketioDownBytes += len(packet.data)
             self.engine.send(packet.data)
         elif kind is PacketType.PING:
             self.link.sendMessage(b"3" + payload[1:], False)

@@ -6,24 +6,34 @@ The front door has already checked the handshake's query and Origin
 (L{gateway.engineio.edge.EngineIOEdge.openWebSocket}); a new session's
 Socket.IO server connection is opened while the handshake waits, so that a
 client the gateway cannot serve gets an HTTP status, not an open socket
-that closes.
+that closes.  Every refused handshake, whether this module refused it or
+Autobahn did (a bad header), is answered as a refused poll is: the status,
+the reference server's JSON body, C{Retry-After} on a 503
+(L{EngineWebSocket.failHandshake}).
 """
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from ..backends.link import DirectMessages, sendCloseCode
-from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
+from ..errors import GatewayError, ProtocolError
 from ..interfaces import IEngineTransport
-from .engine import EngineRefusal
-from .packets import Packet, decodeFrame, encodeFrame
+from .engine import UNAVAILABLE_RETRY_AFTER, EngineRefusal, openRefusal
+from .packets import BAD_REQUEST, Packet, decodeFrame, encodeFrame, errorResponse
 
-__all__ = ["EngineWebSocket", "EngineWebSocketFactory"]
+__all__ = ["GOING_AWAY", "EngineWebSocket", "EngineWebSocketFactory"]
+
+#: The close code of a client WebSocket closed because the gateway stops
+#: (going away), so that the client reconnects at once.
+GOING_AWAY = 1001
 
 
 def _nothing() -> None:
@@ -85,6 +95,9 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         self.relayedSid: str | None = None
         #: Its session already has a WebSocket: close this one once open.
         self.superfluous = False
+        #: Why the handshake is refused (for L{failHandshake}).
+        self._refusal: EngineRefusal | None = None
+        self._lost: list[Deferred] | None = []
 
     async def onConnect(self, request):
         """
@@ -99,9 +112,10 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
                 self.engine = await edge.relayUpgrade(self.relayedSid, self)
                 self.superfluous = self.engine is None
             except EngineRefusal as e:
-                raise ConnectionDeny(e.status, str(e)) from None
+                self._deny(e)
             except GatewayError:
-                raise ConnectionDeny(503, "Service Unavailable") from None
+                self._deny(EngineRefusal(BAD_REQUEST, "the session's node could not be asked", 503,
+                                         retryAfter=UNAVAILABLE_RETRY_AFTER, reason="no_backend"))
             self._leftMeanwhile()
             return None
         gateway = edge.gateway
@@ -109,19 +123,46 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         gateway.metrics.accepted("socketio", "websocket")
         try:
             self.engine = await edge.open(self.factory.routeConfig, self.route, self)
-            gateway.metrics.handshake("socketio", "websocket", gateway.reactor.seconds() - started)
-        except SessionLimit as e:
-            raise ConnectionDeny(503, f"Service Unavailable (retry after {e.retryAfter}s)") from None
-        except BackendRefused:
-            raise ConnectionDeny(502, "Bad Gateway") from None
-        except GatewayError:
-            raise ConnectionDeny(503, "Service Unavailable") from None
+        except GatewayError as e:
+            self._deny(openRefusal(e))
         except Exception:
             self.log.failure("opening a Socket.IO session failed")
-            raise ConnectionDeny(503, "Service Unavailable") from None
+            self._deny(EngineRefusal(BAD_REQUEST, "the session could not be opened", 503,
+                                     retryAfter=UNAVAILABLE_RETRY_AFTER))
+        gateway.metrics.handshake("socketio", "websocket", gateway.reactor.seconds() - started)
         self._new = True
         self._leftMeanwhile()
         return None
+
+    def _deny(self, refusal: EngineRefusal) -> NoReturn:
+        """
+        Refuse the handshake with C{refusal} (L{failHandshake} answers it).
+
+        @raise ConnectionDeny: always.
+        """
+        self._refusal = refusal
+        raise ConnectionDeny(refusal.status, str(refusal))
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        """
+        Answer a refused handshake as a refused poll is answered: its
+        status, C{Content-Type: application/json} and the reference
+        server's body (C{{"code":3,"message":...}} for one Autobahn refused
+        by itself), C{Retry-After} on a 503; never Autobahn's bare status
+        line.  The connection is closed once it is written.
+        """
+        refusal, self._refusal = self._refusal, None
+        if self.state == self.STATE_CLOSED:
+            return  # dropped meanwhile (the gateway stopped, or the client left)
+        if refusal is None:
+            refusal = EngineRefusal(BAD_REQUEST, reason, code)
+        gateway = self.factory.edge.gateway
+        if refusal.status < 500:
+            gateway.clientErrors += 1
+        gateway.metrics.refused(refusal.status, refusal.reason)
+        self.wasNotCleanReason = reason
+        self.sendData(errorResponse(refusal.status, refusal.code, str(refusal), refusal.headers))
+        self.dropConnection(abort=False)
 
     def _leftMeanwhile(self) -> None:
         """
@@ -180,13 +221,36 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
         if engine is not None:
             engine.transportClosed(self)
 
+    def connectionMade(self) -> None:
+        """
+        Count the WebSocket among its route's open ones (the gateway waits
+        for them when it stops).
+        """
+        self.factory.open.add(self)
+        super().connectionMade()
+
     def connectionLost(self, reason) -> None:
         """
-        Release the client connection's place (C{onLost}).
+        Release the client connection's place (C{onLost}), and tell those
+        waiting for it to end.
         """
         super().connectionLost(reason)
+        self.factory.open.discard(self)
         onLost, self.onLost = self.onLost, _nothing
         onLost()
+        waiting, self._lost = self._lost, None
+        for d in waiting or ():
+            d.callback(None)
+
+    def whenLost(self) -> Deferred:
+        """
+        @return: L{Deferred} firing once the connection has ended.
+        """
+        if self._lost is None:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._lost.append(d)
+        return d
 
     # IEngineTransport
     def deliver(self, packets: list[Packet]) -> None:
@@ -202,23 +266,27 @@ class EngineWebSocket(DirectMessages, WebSocketServerProtocol):
             payload, isBinary = encodeFrame(packet)
             self.sendMessage(payload, isBinary)
 
-    def closeTransport(self) -> None:
+    def closeTransport(self, code: int | None = None) -> None:
         """
-        Close the WebSocket (normal closure).
+        Close the WebSocket with C{code}: by default normal closure (1000),
+        or going away (1001) once the gateway is stopping.  One still in its
+        handshake is dropped; one already closing is left to finish.
         """
         engine, self.engine = self.engine, None
         if engine is not None and engine.transport is not self:
             engine.upgradeFailed(self)
         if self.state == self.STATE_OPEN:
-            sendCloseCode(self, 1000, "")
-        elif self.state != self.STATE_CLOSED:
+            if code is None:
+                code = GOING_AWAY if self.factory.edge.stopping else 1000
+            sendCloseCode(self, code, "")
+        elif self.state == self.STATE_CONNECTING:
             self.dropConnection(abort=True)
 
 
 class EngineWebSocketFactory(WebSocketServerFactory):
     """
     Builds the L{EngineWebSocket}s of one C{socket.io} route (its
-    C{maxPayload} bounds each message).
+    C{maxPayload} bounds each message), and knows those open.
     """
 
     protocol = EngineWebSocket
@@ -228,6 +296,8 @@ class EngineWebSocketFactory(WebSocketServerFactory):
         super().__init__(server="txgateway")
         self.edge = edge
         self.routeConfig = routeConfig
+        #: The route's client WebSockets whose connection is open.
+        self.open: set[EngineWebSocket] = set()
         timeouts = edge.gateway.config.timeouts
         self.setProtocolOptions(
             maxMessagePayloadSize=maxPayload,

@@ -21,15 +21,16 @@ to passive health through L{IConnectObserver}; the Python client's
 transports report to their owner through L{IWebSocketOwner},
 L{IPollingOwner} and L{IUpgradeOwner}; an Engine.IO session drives its
 client transport (L{IEngineTransport}) and its Socket.IO server side
-(L{IEngineUpstream}), and finds sessions across nodes through
-L{IEngineCluster}.  The
+(L{IEngineUpstream}), finds sessions across nodes through
+L{IEngineCluster}, and is read by the admin API and the metrics through
+L{IEngineView}.  The
 composition root, L{gateway.service}, builds the parts and hands each the
 objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
 from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator
-from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream
+from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream, IEngineView
 from ._metrics import IMeasured, IMetrics
 from ._plugins import (
     IBalancer,
@@ -73,4 +74,5 @@ __all__ = [
     "IEngineTransport",
     "IEngineUpstream",
     "IEngineCluster",
+    "IEngineView",
 ]

@@ -121,6 +121,8 @@ class IOperator(Interface):
     pools = Attribute("The pools (L{gateway.backends.pool.Pool}) by name.")
     sessions = Attribute("The node's L{gateway.sessions.session.SessionRegistry}.")
     mover = Attribute("The node's L{gateway.sessions.mover.SessionMover}.")
+    engines = Attribute("The node's Socket.IO sessions (L{gateway.engineio.EngineIOEdge}): its "
+                        "C{sessions} by id, each an L{IEngineView}.")
     exitOnListenFailure = Attribute("Whether a listener that cannot be bound stops the reactor.")
     metrics = Attribute("The node's L{gateway.metrics.Metrics} (its C{registry} is served at /metrics).")
 

@@ -1,6 +1,8 @@
 """
 The contracts of an Engine.IO session (L{gateway.engineio}): the client
-transport carrying it now, and its side facing the Socket.IO server.
+transport carrying it now, its side facing the Socket.IO server, how
+sessions are found across nodes, and what the admin API and the metrics
+read of one.
 """
 
 from __future__ import annotations
@@ -98,3 +100,22 @@ class IEngineCluster(Interface):
         """
         Hand every message sent to this node to C{listener(message)}.
         """
+
+
+class IEngineView(Interface):
+    """
+    What the admin API and the metrics read of an Engine.IO session to
+    count and list the node's Socket.IO sessions
+    (L{gateway.admin.countEngines}, L{gateway.metrics.scrape.StateCollector});
+    read-only.
+    """
+
+    sid = Attribute("The session's id (the admin API shows its first characters only).")
+    state = Attribute("Its L{gateway.engineio.engine.EngineState}.")
+    kind = Attribute('The kind of the transport carrying it now: "polling" or "websocket".')
+    upgrading = Attribute("Whether a WebSocket is upgrading it (it is still polling).")
+    waiting = Attribute("Characters (bytes of binary messages) waiting for the client.")
+    pool = Attribute("The name of the pool its Socket.IO server is in, or L{None}.")
+    backend = Attribute("That server, a L{gateway.backends.pool.Backend}, or L{None}.")
+    address = Attribute("The client's address (after trusted proxies' forwarding headers), or L{None}.")
+    opened = Attribute("When it opened, in the seconds of the node's clock.")

@@ -52,13 +52,15 @@ __all__ = [
 PREFIX = "txgateway"
 
 #: The client modes and their transports, each counted from the start (so
-#: that every series exists, at zero, before the first connection).  A
-#: Socket.IO edge adds C{("socketio", "websocket")} and
-#: C{("socketio", "longpoll")}.
+#: that every series exists, at zero, before the first connection):
+#: C{socketio} is a Socket.IO client's Engine.IO session, over WebSocket or
+#: long-polling.
 MODES = (
     ("transparent", "websocket"),
     ("session", "websocket"),
     ("session", "longpoll"),
+    ("socketio", "websocket"),
+    ("socketio", "longpoll"),
 )
 
 #: The close codes the gateway sends, by the word that is their C{reason}
@@ -115,9 +117,10 @@ _COMMAND_LENGTH = 24
 class Traffic:
     """
     Messages and bytes relayed each way, as plain integers: the session
-    layer adds to them per message, tunnels add their totals when they end
-    (a live tunnel's counts are read from it at scrape time).  "Up" is
-    client to backend, "down" backend to client.  One reactor thread writes
+    layer and the Socket.IO sessions' server sides add to them per message,
+    tunnels add their totals when they end (a live tunnel's counts are read
+    from it at scrape time).  "Up" is client to backend, "down" backend to
+    client.  One reactor thread writes
     them, so no lock is needed, and an addition costs what an attribute
     update costs.
     """
@@ -125,6 +128,7 @@ class Traffic:
     __slots__ = (
         "sessionUpMessages", "sessionUpBytes", "sessionDownMessages", "sessionDownBytes",
         "tunnelUpMessages", "tunnelUpBytes", "tunnelDownMessages", "tunnelDownBytes",
+        "socketioUpMessages", "socketioUpBytes", "socketioDownMessages", "socketioDownBytes",
     )
 
     def __init__(self) -> None:
@@ -132,6 +136,8 @@ class Traffic:
         self.sessionDownMessages = self.sessionDownBytes = 0
         self.tunnelUpMessages = self.tunnelUpBytes = 0
         self.tunnelDownMessages = self.tunnelDownBytes = 0
+        self.socketioUpMessages = self.socketioUpBytes = 0
+        self.socketioDownMessages = self.socketioDownBytes = 0
 
     def tunnelEnded(self, upMessages: int, upBytes: int, downMessages: int, downBytes: int) -> None:
         """

@@ -4,9 +4,10 @@ What is read at scrape time, and where C{/metrics} is served.
   - L{StateCollector}: a C{prometheus_client} collector that reads the
     node's live state when scraped, instead of updating gauges on every
     event: the client connections open, the sessions by pool and state,
-    their replay and in-flight buffers, each backend's state, and the
-    messages and bytes relayed (the L{gateway.metrics.Traffic} counts plus
-    those of the tunnels still open).
+    their replay and in-flight buffers, the Socket.IO sessions by pool,
+    backend and transport, each backend's state, and the messages and bytes
+    relayed (the L{gateway.metrics.Traffic} counts plus those of the tunnels
+    still open).
   - L{renderMetrics}: the answer to a C{GET /metrics}, in the text format
     (or OpenMetrics when the scraper asks for it), for the admin API and
     for the listener of its own.
@@ -30,6 +31,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ..engineio.engine import EngineState
 from ..sessions.states import SessionState
 from ..web import BoundedSite, SiteListener, respondJSON
 from ..wire.http1 import errorPayload
@@ -38,7 +40,7 @@ from ._instruments import PREFIX, Traffic
 if TYPE_CHECKING:
     from ..backends.pool import Pool
     from ..config import SessionConfig
-    from ..interfaces import IOperator
+    from ..interfaces import IEngineView, IOperator
     from ..sessions.registry import SessionRegistry
 
 __all__ = ["StateCollector", "renderMetrics", "MetricsResource", "MetricsService", "MAX_BODY_BYTES",
@@ -51,6 +53,8 @@ IDLE_TIMEOUT = 60.0
 
 #: A session transport's C{kind}, as the C{transport} label says it.
 _TRANSPORTS = {"ws": "websocket", "poll": "longpoll"}
+#: An Engine.IO transport's C{kind}, as the C{transport} label says it.
+_ENGINE_TRANSPORTS = {"websocket": "websocket", "polling": "longpoll"}
 #: A reason a connection was dropped, as a label: C{max_connections},
 #: C{max_connections_per_ip} or an errno's name (anything else is counted as C{other}).
 _ERRNO = re.compile(r"(max_connections|max_connections_per_ip|E[A-Z]{2,15})\Z")
@@ -70,7 +74,8 @@ class StateCollector(Collector):
                  traffic: Traffic, config: SessionConfig) -> None:
         """
         @param edge: the front door (L{gateway.site.GatewayFactory}): its
-            C{openConnections} and live C{tunnels}.
+            C{openConnections}, live C{tunnels} and Socket.IO sessions
+            (C{engineio.sessions}, each an L{IEngineView}).
         @param config: the session settings (the buffers' bounds).
         """
         self.pools = pools
@@ -93,6 +98,7 @@ class StateCollector(Collector):
         yield from self._connections()
         yield from self._traffic()
         yield from self._sessions()
+        yield from self._engines()
         yield from self._backends()
 
     def _connections(self) -> Iterator[Metric]:
@@ -122,7 +128,20 @@ class StateCollector(Collector):
         open_.add_metric(["transparent", "websocket"], sum(1 for t in edge.tunnels if not t.closed))
         open_.add_metric(["session", "websocket"], byKind["websocket"])
         open_.add_metric(["session", "longpoll"], byKind["longpoll"])
+        engines = {"websocket": 0, "longpoll": 0}
+        for engine in self._liveEngines():
+            engines[_ENGINE_TRANSPORTS[engine.kind]] += 1
+        open_.add_metric(["socketio", "websocket"], engines["websocket"])
+        open_.add_metric(["socketio", "longpoll"], engines["longpoll"])
         yield open_
+
+    def _liveEngines(self) -> Iterator[IEngineView]:
+        """
+        @return: the node's Socket.IO sessions that have not closed.
+        """
+        for engine in self.edge.engineio.sessions.values():
+            if engine.state is not EngineState.CLOSED:
+                yield engine
 
     def _traffic(self) -> Iterator[Metric]:
         t = self.traffic
@@ -149,6 +168,8 @@ class StateCollector(Collector):
             ("transparent", "down", downMessages, downBytes),
             ("session", "up", t.sessionUpMessages, t.sessionUpBytes),
             ("session", "down", t.sessionDownMessages, t.sessionDownBytes),
+            ("socketio", "up", t.socketioUpMessages, t.socketioUpBytes),
+            ("socketio", "down", t.socketioDownMessages, t.socketioDownBytes),
         ):
             messages.add_metric([mode, direction], count)
             size.add_metric([mode, direction], nbytes)
@@ -198,6 +219,32 @@ class StateCollector(Collector):
         yield _gauge("inflight_fullest_ratio", "The fullest in-flight window's occupancy, as a share of "
                      "session.max_inflight_messages or max_inflight_bytes; at 1 the client is paused.",
                      inflightFullest)
+
+    def _engines(self) -> Iterator[Metric]:
+        """
+        @return: C{txgateway_socketio_sessions}: the node's Socket.IO
+            sessions by pool, backend and transport, every backend of the
+            pools of C{socket.io} routes counted from zero.
+        """
+        counts: dict[tuple[str, str, str], int] = {}
+        engineio = self.edge.engineio
+        for pool in {route.pool for route in engineio.routes}:
+            if pool in self.pools:
+                for backend in self.pools[pool].backends:
+                    for transport in ("websocket", "longpoll"):
+                        counts[(pool, backend.name, transport)] = 0
+        for engine in self._liveEngines():
+            backend = engine.backend
+            key = (engine.pool or "", backend.name if backend is not None else "",
+                   _ENGINE_TRANSPORTS[engine.kind])
+            counts[key] = counts.get(key, 0) + 1
+        family = GaugeMetricFamily(f"{PREFIX}_socketio_sessions", "Socket.IO (Engine.IO) sessions held by "
+                                   "this node, by pool, backend (their Socket.IO server) and the transport "
+                                   "carrying them now (websocket, longpoll).",
+                                   labels=["pool", "backend", "transport"])
+        for labels, n in sorted(counts.items()):
+            family.add_metric(list(labels), n)
+        yield family
 
     def _backends(self) -> Iterator[Metric]:
         labels = ["pool", "backend"]

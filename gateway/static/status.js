@@ -1,5 +1,6 @@
 // txgateway's status page: reads the admin API of the listener that served
-// it (GET pools, sessions, nodes, metrics) with the token the operator typed,
+// it (GET pools, sessions, sessions/socketio, nodes, metrics) with the token
+// the operator typed,
 // computes rates from successive scrapes of /metrics, and draws them.
 //
 // Rules kept here (docs/operations.md, "Status page"):
@@ -15,6 +16,7 @@
   var HISTORY = 90;          // points kept per chart series
   var TIMEOUT = 8000;        // ms a request may take
   var ACTIONS_KEPT = 20;     // lines of the actions log
+  var SOCKETIO_LISTED = 50;  // Socket.IO sessions listed (the oldest)
   var SVG = "http://www.w3.org/2000/svg";
 
   var state = {
@@ -364,11 +366,15 @@
           if (error.status === 404) return null;   // a gateway without GET /nodes
           throw error;
         }),
-        api("metrics")
+        api("metrics"),
+        api("sessions/socketio?limit=" + SOCKETIO_LISTED).catch(function (error) {
+          if (error.status === 404) return null;   // a gateway without Socket.IO listing
+          throw error;
+        })
       ]);
     }).then(function (answers) {
       var scrape = { t: started, metrics: parseMetrics(answers[3]) };
-      render(answers[0], answers[1], answers[2], scrape);
+      render(answers[0], answers[1], answers[2], scrape, answers[4]);
       state.previous = scrape;
       state.updates++;
       document.body.dataset.updates = String(state.updates);
@@ -400,7 +406,7 @@
     setText("state", "error: " + error.message);
   }
 
-  function render(pools, sessions, nodes, scrape) {
+  function render(pools, sessions, nodes, scrape, socketio) {
     var m = scrape.metrics, before = state.previous ? state.previous.metrics : null;
     var dt = state.previous ? (scrape.t - state.previous.t) / 1000 : null;
     function rate(name, filter) {
@@ -418,12 +424,15 @@
     var overPoll = sum(m, "txgateway_connections_open", function (l) {
       return l.mode === "session" && l.transport === "longpoll";
     });
+    var engines = sessions.socketio || { sessions: 0, polling: 0, websocket: 0, upgrading: 0, pools: {} };
     setText("fig-connections", fmt(open));
     setText("fig-connections-detail", fmt(tunnels) + " tunnels · " + fmt(overWs) + " ws · " +
-            fmt(overPoll) + " polling");
+            fmt(overPoll) + " polling · " + fmt(engines.sessions) + " socket.io");
     setText("fig-sessions", fmt(sessions.sessions));
     setText("fig-sessions-detail", fmt(sessions.attached) + " attached · " +
             fmt(sessions.detached) + " detached");
+    setText("fig-socketio", fmt(engines.sessions));
+    setText("fig-socketio-detail", fmt(engines.polling) + " polling · " + fmt(engines.websocket) + " ws");
     var up = rate("txgateway_messages_total", is("direction", "up"));
     var down = rate("txgateway_messages_total", is("direction", "down"));
     var upBytes = rate("txgateway_message_bytes_total", is("direction", "up"));
@@ -454,7 +463,7 @@
     remember(h.messages, { up: up, down: down });
     remember(h.handshake, { p50: p50 === null ? null : p50 * 1000, p95: p95 === null ? null : p95 * 1000 });
     remember(h.sessions, { attached: sessions.attached, detached: sessions.detached });
-    remember(h.transports, { tunnels: tunnels, ws: overWs, poll: overPoll });
+    remember(h.transports, { tunnels: tunnels, ws: overWs, poll: overPoll, sio: engines.sessions });
     drawChart("chart-messages", [{ key: "up", label: "up" }, { key: "down", label: "down" }],
               h.messages, function (v) { return fmt(v); });
     drawChart("chart-handshake", [{ key: "p50", label: "p50" }, { key: "p95", label: "p95" }],
@@ -464,11 +473,13 @@
               h.sessions, function (v) { return fmt(v); });
     drawChart("chart-transports", [{ key: "tunnels", label: "tunnels" },
                                    { key: "ws", label: "session ws" },
-                                   { key: "poll", label: "session polling" }],
+                                   { key: "poll", label: "session polling" },
+                                   { key: "sio", label: "socket.io" }],
               h.transports, function (v) { return fmt(v); });
 
     renderPools(pools, sessions);
     renderSessions(sessions, overWs, overPoll, tunnels);
+    renderEngines(engines, socketio);
     renderNodes(nodes);
   }
 
@@ -556,8 +567,10 @@
   function renderPools(answer, sessions) {
     var generation = state.updates + 1;
     var byPool = sessions.pools || {};
+    var enginesByPool = (sessions.socketio || {}).pools || {};
     (answer.pools || []).forEach(function (pool) {
       var counts = (byPool[pool.name] || {}).backends || {};
+      var engineCounts = (enginesByPool[pool.name] || {}).backends || {};
       var most = 1;
       pool.backends.forEach(function (b) { most = Math.max(most, b.connections); });
       pool.backends.forEach(function (b) {
@@ -581,8 +594,9 @@
         setText(row.loadText, (b.limit ? total + " / " + b.limit : String(b.connections)) +
                 (b.available ? "" : " (not available)"));
         setText(c.others, String(b.other_nodes || 0));
-        var s = counts[b.name];
-        setText(c.sessions, s ? s.attached + " + " + s.detached + " detached" : "0");
+        var s = counts[b.name], e = engineCounts[b.name];
+        setText(c.sessions, (s ? s.attached + " + " + s.detached + " detached" : "0") +
+                (e && e.sessions ? " · " + e.sessions + " socket.io" : ""));
         row.toggle.dataset.action = b.draining ? "enable" : "drain";
         setText(row.toggle, b.draining ? "Enable" : "Drain");
         row.toggle.disabled = b.removed;
@@ -619,6 +633,37 @@
     setText("sessions-drained", fmt(mover.drained));
     setText("sessions-rebalanced", fmt(mover.rebalanced));
     setText("sessions-moving", fmt(mover.moving));
+  }
+
+  function renderEngines(counts, listing) {
+    setText("socketio-polling", fmt(counts.polling));
+    setText("socketio-websocket", fmt(counts.websocket));
+    setText("socketio-upgrading", fmt(counts.upgrading));
+    var body = $("socketio").tBodies[0];
+    while (body.firstChild) body.removeChild(body.firstChild);
+    if (!listing) {
+      setText("socketio-summary", "This gateway does not list its Socket.IO sessions.");
+      return;
+    }
+    setText("socketio-summary", listing.count
+      ? (listing.listed < listing.count ? "The oldest " + listing.listed + " of " : "") +
+        listing.count + " Socket.IO session(s) on this gateway."
+      : "No Socket.IO session on this gateway.");
+    (listing.sessions || []).forEach(function (e) {
+      var tr = make("tr");
+      tr.dataset.transport = e.transport;
+      tr.dataset.backend = e.backend || "";
+      var sid = make("td");
+      sid.appendChild(make("code", "", e.sid));
+      tr.appendChild(sid);
+      tr.appendChild(make("td", "", e.transport + (e.upgrading ? " (upgrading)" : "")));
+      tr.appendChild(make("td", "", e.address || "-"));
+      tr.appendChild(make("td", "", (e.pool || "-") + " / " + (e.backend || "-")));
+      tr.appendChild(make("td", "num", fmt(e.age) + " s"));
+      tr.appendChild(make("td", "num", fmtBytes(e.waiting)));
+      tr.appendChild(make("td", "", e.node || "-"));
+      body.appendChild(tr);
+    });
   }
 
   function renderNodes(answer) {

@@ -15,8 +15,9 @@ admin API does (L{gateway.admin.AdminResource}), then:
   - C{GET /metrics}: every ready worker's metrics in one Prometheus answer,
     each series labelled with its C{worker} (L{mergeMetrics});
   - any other request: sent to every ready worker, and answered with their
-    answers merged (L{mergeAnswers}: counts summed, everything else as the
-    first worker says) when they all gave the same status, else 502 with
+    answers merged (L{mergeAnswers}: counts summed, the lists of Socket.IO
+    sessions joined, everything else as the first worker says) when they
+    all gave the same status, else 502 with
     each worker's answer.  So a drain, an enable, a weight or a reload is
     applied by every worker, and C{GET /pools} counts every worker's
     connections.
@@ -50,12 +51,18 @@ from ..tcp import hostAndPort, listenFailure, requestLost
 from ..web import respondJSON
 
 __all__ = ["SupervisorAdmin", "FanOutResource", "mergeAnswers", "mergeMetrics", "SUMMED",
-           "WORKER_TIMEOUT"]
+           "JOINED", "WORKER_TIMEOUT"]
 
 #: Keys whose numbers are added up across workers (connections and session
-#: counts); any other value is the first worker's.
+#: counts, Socket.IO's by transport and the listing's); any other value is
+#: the first worker's.
 SUMMED = frozenset({"connections", "sessions", "attached", "detached", "switching", "paused",
-                    "failovers", "moves"})
+                    "failovers", "moves", "socketio", "polling", "websocket", "upgrading", "count",
+                    "listed"})
+
+#: Keys whose arrays are joined across workers, one worker's after another
+#: (C{GET /sessions/socketio}'s C{sessions}: each worker lists its own).
+JOINED = frozenset({"sessions"})
 
 #: Seconds a worker has to answer a request the supervisor passes on.
 WORKER_TIMEOUT = 10.0
@@ -64,13 +71,20 @@ WORKER_TIMEOUT = 10.0
 def mergeAnswers(answers: list[Any], key: str | None = None) -> Any:
     """
     @param answers: the JSON answers of every worker to one request.
-    @return: one answer: objects merged key by key (the first worker's
-        keys), arrays element by element (when all are as long), numbers
-        under a key of L{SUMMED} added up, anything else the first worker's.
+    @return: one answer: objects merged key by key (every worker's keys,
+        the first worker's first: a pool only one worker has sessions of is
+        kept), arrays under a key of L{JOINED} joined, other arrays element by
+        element (when all are as long), numbers under a key of L{SUMMED}
+        added up, anything else the first worker's.
     """
     first = answers[0]
     if isinstance(first, dict) and all(isinstance(a, dict) for a in answers):
-        return {k: mergeAnswers([a[k] for a in answers if k in a], k) for k in first}
+        keys = list(first)
+        for answer in answers[1:]:
+            keys += [k for k in answer if k not in first and k not in keys]
+        return {k: mergeAnswers([a[k] for a in answers if k in a], k) for k in keys}
+    if key in JOINED and all(isinstance(a, list) for a in answers):
+        return [item for answer in answers for item in answer]
     if isinstance(first, list) and all(isinstance(a, list) and len(a) == len(first) for a in answers):
         return [mergeAnswers([a[i] for a in answers], key) for i in range(len(first))]
     if key in SUMMED and all(isinstance(a, int) and not isinstance(a, bool) for a in answers):
@@ -290,8 +304,9 @@ class FanOutResource(AdminResource):
             if status == 200 and isinstance(answer, dict):
                 connections = sum(b.get("connections", 0) for p in answer.get("pools", [])
                                   for b in p.get("backends", []))
-            counts[worker.number] = (connections,
-                                     answer2.get("sessions") if status2 == 200 and answer2 else None)
+            ok = status2 == 200 and isinstance(answer2, dict)
+            counts[worker.number] = (connections, answer2.get("sessions") if ok else None,
+                                     (answer2.get("socketio") or {}).get("sessions") if ok else None)
         now = supervisor.reactor.seconds()
         return {
             "workers": [
@@ -302,8 +317,9 @@ class FanOutResource(AdminResource):
                     "generation": w.generation if w is not None else None,
                     "restarts": supervisor.restarts[number],
                     "uptime": round(now - w.started, 3) if w is not None else None,
-                    "connections": counts.get(number, (None, None))[0],
-                    "sessions": counts.get(number, (None, None))[1],
+                    "connections": counts.get(number, (None, None, None))[0],
+                    "sessions": counts.get(number, (None, None, None))[1],
+                    "socketio": counts.get(number, (None, None, None))[2],
                 }
                 for number, w in enumerate(supervisor.workers)
             ],

@@ -25,8 +25,9 @@ class FakeTransport:
     def deliver(self, packets):
         self.delivered.append(list(packets))
 
-    def closeTransport(self):
+    def closeTransport(self, code=None):
         self.closed = True
+        self.closeCode = code
 
 
 @implementer(IEngineUpstream)

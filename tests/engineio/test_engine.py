@@ -12,10 +12,18 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from gateway.engineio.edge import EngineIOEdge
-from gateway.engineio.engine import EngineRefusal, EngineSession, EngineSettings, EngineState
+from gateway.engineio.engine import (
+    UNAVAILABLE_RETRY_AFTER,
+    EngineRefusal,
+    EngineSession,
+    EngineSettings,
+    EngineState,
+    openRefusal,
+)
 from gateway.engineio.packets import BAD_REQUEST, UNKNOWN_SID, Packet, PacketType
 from gateway.engineio.polling import PollingTransport
 from gateway.engineio.upstream import SocketIOUpstream, backendTarget
+from gateway.errors import BackendRefused, BackendUnreachable, NoBackendAvailable, SessionLimit
 from gateway.interfaces import IEngineTransport, IEngineUpstream
 
 from .fakes import FakeTransport, FakeUpstream
@@ -406,3 +414,28 @@ def test_checkQuerySid() -> None:
     """
     assert EngineIOEdge.checkQuery(b"EIO=4&transport=polling&sid=a%2Db", False) == "a-b"
     assert EngineIOEdge.checkQuery(b"EIO=4&transport=websocket", True) is None
+
+
+def test_openRefusals() -> None:
+    """
+    A handshake whose session cannot be opened is answered the same over
+    either transport: 503 with the bound's C{Retry-After} at a session
+    bound, 502 when the server refused, 503 with
+    L{UNAVAILABLE_RETRY_AFTER} when no server could be had; the reference
+    server's code 3 each time, and the reason the refusals are counted
+    under.
+    """
+    cases = [
+        (SessionLimit("too many sessions from 10.0.0.1", 7), 503, [(b"Retry-After", b"7")], "session_limit"),
+        (BackendRefused(404, "Not Found"), 502, [], "backend_refused"),
+        (NoBackendAvailable("every backend of pool 'app' is draining"), 503,
+         [(b"Retry-After", b"%d" % UNAVAILABLE_RETRY_AFTER)], "no_backend"),
+        (BackendUnreachable("connection refused"), 503,
+         [(b"Retry-After", b"%d" % UNAVAILABLE_RETRY_AFTER)], "no_backend"),
+    ]
+    for error, status, headers, reason in cases:
+        refusal = openRefusal(error)
+        assert (refusal.code, refusal.status, refusal.headers, refusal.reason) == (
+            BAD_REQUEST, status, headers, reason)
+        assert str(refusal) == str(error)
+    assert EngineRefusal(UNKNOWN_SID, "Session ID unknown").headers == []

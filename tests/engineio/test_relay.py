@@ -99,6 +99,8 @@ class Edge:
     What the relay needs of an edge.
     """
 
+    stopping = False
+
     def __init__(self) -> None:
         self.sessions: dict[str, EngineSession] = {}
         self.polling = EnginePolling(self)
@@ -179,3 +181,23 @@ def test_relayedUpgradeInOrder() -> None:
     assert engine.upstream.messages == ["one", "two"]
     relayed.transportClosed(socket)
     assert engine.closeReason == "transport close"
+
+
+def test_stoppingOwnerClosesRelayedWebSocketGoingAway() -> None:
+    """
+    A session upgraded through the other node, closed while its owner
+    stops: the other node closes the client's WebSocket with 1001 (going
+    away); closed otherwise, with its default code.
+    """
+    for stopping, code in ((True, 1001), (False, None)):
+        _, edge, engine, relay, _, _ = relays()
+        wsid = relay.request("a", lambda i: b"u|sid|b|" + i, 5, lambda *a: None)
+        socket = FakeTransport("websocket")
+        relayed = RelayedEngine(relay, "a", "sid", wsid)
+        relay.sockets[wsid] = (socket, relayed)
+        relayed.fromWebSocket(socket, Packet(PacketType.PING, "probe"))
+        relayed.fromWebSocket(socket, Packet(PacketType.UPGRADE))
+        edge.stopping = stopping
+        engine.close("the gateway is shutting down")
+        assert (socket.closed, socket.closeCode) == (True, code)
+        assert wsid not in relay.sockets

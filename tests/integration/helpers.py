@@ -136,11 +136,11 @@ async def whichBackend(client) -> str:
     return payload.split(b":", 1)[0].decode()
 
 
-def backendsByName(pools: dict) -> dict[str, dict]:
+def backendsByName(pools: dict, name: str = "chat") -> dict[str, dict]:
     """
-    @return: the backends of pool C{chat} in a C{GET /pools} answer, by name.
+    @return: the backends of pool C{name} in a C{GET /pools} answer, by name.
     """
-    [pool] = [p for p in pools["pools"] if p["name"] == "chat"]
+    [pool] = [p for p in pools["pools"] if p["name"] == name]
     return {b["name"]: b for b in pool["backends"]}
 
 
@@ -590,3 +590,108 @@ def assertError(answer, status: int, code: int) -> None:
     assert got == status, body
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["code"] == code
+
+
+def socketIOFile(ports: list[int], extra: str = "", route: str = "", top: str = "") -> str:
+    """
+    @return: a configuration with the Socket.IO route C{/socket.io/} (and
+        C{route}'s keys) to pool C{app} of the Socket.IO servers on C{ports}
+        (named C{sio-1}, C{sio-2}, ...), after C{top} and before C{extra}
+        (more tables).
+    """
+    text = top + '[[route]]\nprefix = "/socket.io/"\npool = "app"\nprotocol = "socket.io"\n' + route
+    text += extra + "[pool.app]\n"
+    for number, port in enumerate(ports, 1):
+        text += f'[[pool.app.backend]]\nurl = "ws://127.0.0.1:{port}"\nname = "sio-{number}"\n'
+    return text
+
+
+async def engineHandshake(port: int, path: str = "/socket.io/") -> tuple[str, dict]:
+    """
+    Open a polling Engine.IO session and connect it to the Socket.IO
+    server's default namespace (a raw C{40}, its answer polled).
+
+    @return: its sid and open packet.
+    """
+    status, _, body = await request(port, "GET", f"{path}?EIO=4&transport=polling")
+    assert status == 200 and body[:1] == b"0", body
+    opened = json.loads(body[1:])
+    target = f"{path}?EIO=4&transport=polling&sid={opened['sid']}"
+    assert (await request(port, "POST", target, b"40"))[0] == 200
+    status, _, body = await request(port, "GET", target)
+    assert status == 200 and body.startswith(b'40{"sid"'), body
+    return opened["sid"], opened
+
+
+async def engineWebSocket(port: int, path: str = "/socket.io/"):
+    """
+    Open an Engine.IO session over WebSocket and connect it to the Socket.IO
+    server's default namespace.
+
+    @return: C{(client, sid)}: the open L{gateway.testing.TestClient} and
+        the session's id.
+    """
+    from gateway.testing import connectClient
+
+    client = await connectClient(f"ws://127.0.0.1:{port}", path=f"{path}?EIO=4&transport=websocket",
+                                 timeout=30)
+    payload, _ = await client.receive(30)
+    assert payload[:1] == b"0", payload
+    sid = json.loads(payload[1:])["sid"]
+    client.send("40")
+    payload, _ = await client.receive(30)
+    assert payload.startswith(b'40{"sid"'), payload
+    return client, sid
+
+
+#: The headers of a WebSocket opening handshake, after its request line.
+UPGRADE_HEADERS = ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+async def upgradeAnswer(port: int, target: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """
+    @return: the status, headers (lower-case names) and body of the answer
+        to a WebSocket opening handshake for C{target} the gateway refuses
+        (it closes the connection after its answer).
+    """
+    raw = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{UPGRADE_HEADERS}{headers}\r\n".encode()
+    answer = await rawExchange(port, raw, timeout=30)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), fields, body
+
+
+async def scrapeMetrics(port: int) -> dict[tuple[str, tuple], float]:
+    """
+    @return: every sample of C{GET /metrics} on the admin API of C{port},
+        by name and sorted labels.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    raw = (f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+           f"Authorization: Bearer {TOKEN}\r\n\r\n").encode()
+    answer = await rawExchange(port, raw)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+
+
+async def pollUntil(port: int, sid: str, needle: bytes, path: str = "/socket.io/") -> bytes:
+    """
+    Poll Engine.IO session C{sid} until C{needle} has come.
+
+    @return: what the polls brought, joined by the record separator.
+    """
+    target = f"{path}?EIO=4&transport=polling&sid={sid}"
+    received = b""
+    while needle not in received:
+        status, _, body = await request(port, "GET", target)
+        assert status == 200, body
+        received += body + b"\x1e"
+    return received

@@ -1,8 +1,9 @@
 """
 C{/metrics} of a real C{twistd -n gateway} process: on the admin API behind
 its token, and on a listener of its own without one; counters that move
-when a transparent connection and a session pass through; and the Grafana
-dashboard shipped in docs/ built on names a real answer has.
+when a transparent connection, a session and Socket.IO sessions pass
+through; and the Grafana dashboard shipped in docs/ built on names a real
+answer has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from .helpers import TOKEN, poolFile, startGateway
+from .helpers import (
+    TOKEN,
+    admin,
+    engineHandshake,
+    engineWebSocket,
+    poolFile,
+    request,
+    scrapeMetrics,
+    socketIOFile,
+    startGateway,
+)
 from gateway.client import SessionClient
 from gateway.testing import connectClient, rawExchange
 from gateway.wire.protocol import SUBPROTOCOL
@@ -187,5 +198,47 @@ async def test_dashboardNamesExist(tmp_path, echo_backends, gateway_process):
               if not f.name.startswith("txgateway_process_") and not f.name.endswith("_created")
               and not used & {f.name + suffix for suffix in _SUFFIXES.get(f.type, ("",))}}
     assert unused == set()
+    process.signal("TERM")
+    assert await process.wait() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_socketIOCounted(tmp_path, socketio_server, gateway_process):
+    """
+    Socket.IO sessions of a real server are counted by pool, backend and
+    transport (C{txgateway_socketio_sessions}) and among the connections
+    open by mode; their handshakes, messages each way and a refused
+    handshake (no backend available: the only one drained) move the
+    counters, with C{mode="socketio"}.
+    """
+    process, adminPort, _, _ = await startGateway(
+        gateway_process, tmp_path, socketIOFile([socketio_server], route="ping_interval = 60\n"))
+    old = await scrapeMetrics(adminPort)
+    await engineHandshake(process.port)
+    client, _ = await engineWebSocket(process.port)
+    client.send('421["echo","hi"]')
+    while not (await client.receive(30))[0].startswith(b"431"):
+        pass
+    status, _ = await admin(adminPort, "POST", "/pools/app/backends/sio-1/drain")
+    assert status == 200
+    status, _, _ = await request(process.port, "GET", "/socket.io/?EIO=4&transport=polling")
+    assert status == 503
+    new = await scrapeMetrics(adminPort)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return new[key] - old.get(key, 0)
+
+    for transport in ("longpoll", "websocket"):
+        assert new[("txgateway_socketio_sessions",
+                    (("backend", "sio-1"), ("pool", "app"), ("transport", transport)))] == 1
+        assert new[("txgateway_connections_open", (("mode", "socketio"), ("transport", transport)))] == 1
+        assert moved("txgateway_handshake_duration_seconds_count", mode="socketio", transport=transport) == 1
+    assert moved("txgateway_connections_accepted_total", mode="socketio", transport="longpoll") == 2
+    assert moved("txgateway_refusals_total", status="503", reason="no_backend") == 1
+    assert moved("txgateway_messages_total", mode="socketio", direction="up") >= 3  # 40, 40, 42
+    assert moved("txgateway_messages_total", mode="socketio", direction="down") >= 4
+    assert moved("txgateway_message_bytes_total", mode="socketio", direction="up") >= len('21["echo","hi"]')
+    client.protocol.dropConnection(abort=True)
     process.signal("TERM")
     assert await process.wait() == 0

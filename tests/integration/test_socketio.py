@@ -22,10 +22,24 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
 from gateway.testing import rawExchange, startProcess
 
-from .helpers import SOCKETIO_DIR, assertError, held, node, pause, request, startSocketIOServer
+from .helpers import (
+    SOCKETIO_DIR,
+    assertError,
+    engineHandshake,
+    engineWebSocket,
+    held,
+    node,
+    pause,
+    pollUntil,
+    request,
+    socketIOFile,
+    startSocketIOServer,
+    upgradeAnswer,
+)
 
 HERE = SOCKETIO_DIR
 
@@ -288,3 +302,70 @@ async def test_oneWebSocketPerSession(socketio_server, gateway_process, tmp_path
     got, closed, probe = await deferToThread(secondWebSocket, port, sid)
     assert got == "" and closed
     assert probe == "3probe"
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusalsAreJSON(socketio_server, gateway_process, tmp_path) -> None:
+    """
+    A handshake the Socket.IO server refuses gets 502 over either
+    transport, with the reference server's JSON body, never HTML; a
+    WebSocket handshake Autobahn itself refuses (no key) gets a JSON 400; a
+    POST of C{application/octet-stream} (Engine.IO 3's binary payloads) is
+    refused 400 with code 3, as the reference server refuses it with
+    C{EIO=4}, and the session goes on.
+    """
+    config = tmp_path / "gateway.toml"
+    config.write_text(socketIOFile([socketio_server], route="ping_interval = 60\n",
+                                   extra='[[route]]\nprefix = "/refused/"\npool = "app"\n'
+                                         'protocol = "socket.io"\nbackend_path = "/nope/"\n'))
+    port = (await gateway_process("--config", str(config))).port
+    for status, headers, body in (
+        await request(port, "GET", "/refused/?EIO=4&transport=polling"),
+        await upgradeAnswer(port, "/refused/?EIO=4&transport=websocket"),
+    ):
+        assert (status, headers["content-type"]) == (502, "application/json"), body
+        assert json.loads(body)["code"] == 3 and "refused" in json.loads(body)["message"]
+    raw = (f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    head, _, body = (await rawExchange(port, raw, timeout=30)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head, head
+    assert json.loads(body)["code"] == 3
+
+    sid, _ = await engineHandshake(port)
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    for contentType in ("application/octet-stream", "Application/Octet-Stream; x=1"):
+        answer = await request(port, "POST", target, b"\x04binary", headers=f"Content-Type: {contentType}\r\n")
+        assertError(answer, 400, 3)
+        assert "octet-stream" in json.loads(answer[2])["message"]
+    status, _, body = await request(port, "POST", target, b'421["echo","x"]',
+                                    headers="Content-Type: text/plain;charset=UTF-8\r\n")
+    assert (status, body) == (200, b"ok")
+    await pollUntil(port, sid, b'431["x"]')
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_shutdownClosesSessions(socketio_server, gateway_process, tmp_path, websocket) -> None:
+    """
+    SIGTERM ends every Socket.IO session at once, so that clients reconnect
+    without waiting for a ping timeout: a held poll is answered with the
+    close packet (also when no WebSocket's closing makes the stop wait), a
+    WebSocket is closed with 1001 (going away), and the gateway exits with
+    status 0.
+    """
+    config = tmp_path / "gateway.toml"
+    config.write_text(socketIOFile([socketio_server], route="ping_interval = 60\nping_timeout = 60\n",
+                                   top="[timeouts]\nshutdown = 5\n"))
+    process = await gateway_process("--config", str(config))
+    sid, _ = await engineHandshake(process.port)
+    client = (await engineWebSocket(process.port))[0] if websocket else None
+    (poll,) = await held(process.port, f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+    started = reactor.seconds()
+    process.signal("TERM")
+    answer = await poll
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n1"), answer
+    if client is not None:
+        _, code, _ = await client.closed.addTimeout(30, reactor)
+        assert code == 1001
+    assert await process.wait() == 0
+    print(f"\nshutdown: poll answered and WebSocket closed within {reactor.seconds() - started:.2f}s")

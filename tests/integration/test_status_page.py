@@ -5,7 +5,9 @@ two real C{twistd -n gateway} nodes sharing one redis-server, in front of two
 echo backends: the page loads without a token and shows nothing, takes the
 token, shows live figures that change under load (sessions over each
 transport, message rates, handshake latency, the two nodes), and its
-buttons drain a backend and set a weight, as C{GET /pools} then says.
+buttons drain a backend and set a weight, as C{GET /pools} then says; and
+in front of a python-socketio server, it counts and lists Socket.IO
+sessions.
 
 The browser fails the test, never skips it, when it is missing (C{make
 test} installs it).
@@ -24,7 +26,16 @@ from twisted.internet.task import LoopingCall
 from gateway.client import SessionClient
 from gateway.testing._browser import Chromium, chromiumBinary
 
-from .helpers import TOKEN, admin, backendsByName, poolFile, startGateway
+from .helpers import (
+    TOKEN,
+    admin,
+    backendsByName,
+    engineHandshake,
+    engineWebSocket,
+    poolFile,
+    socketIOFile,
+    startGateway,
+)
 
 #: The bound of every wait in the page, in seconds (they only catch hangs).
 WAIT = 60.0
@@ -214,3 +225,47 @@ async def test_statusPageLiveFiguresAndActions(tmp_path, redis_server, echo_back
     for process in (nodeA, nodeB):
         process.signal("TERM")
         assert await process.wait() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_statusPageShowsSocketIOSessions(tmp_path, socketio_server, gateway_process):
+    """
+    The page counts a real server's Socket.IO sessions (in all, over each
+    transport, on their backend's row) and lists them with their short
+    sid, transport, client, backend and node; the list follows them as
+    they come and go.
+    """
+    process, adminPort, _, _ = await startGateway(
+        gateway_process, tmp_path, socketIOFile([socketio_server], route="ping_interval = 60\n"))
+    sid, _ = await engineHandshake(process.port)
+    client, _ = await engineWebSocket(process.port)
+    browser = Chromium(browserBinary(), tmp_path / "chromium", width=1280, height=1000)
+    try:
+        await browser.start(f"http://127.0.0.1:{adminPort}/status")
+        await browser.waitFor("document.body.dataset.state === 'signed-out'"
+                              " && document.activeElement.id === 'token'", WAIT)
+        await browser.type(TOKEN)
+        await browser.press("Enter")
+        rows = await browser.waitFor(
+            f"{text('fig-socketio')} === '2' && document.querySelectorAll('#socketio tbody tr').length === 2"
+            " && [...document.querySelectorAll('#socketio tbody tr')].map(r => [...r.cells].map(c =>"
+            " c.textContent))", WAIT)
+        assert [row[0] for row in rows] == [sid[:8] + "\N{HORIZONTAL ELLIPSIS}", rows[1][0]]
+        assert [(row[1], row[2], row[3], row[6]) for row in rows] == [
+            ("polling", "127.0.0.1", "app / sio-1", "local"), ("websocket", "127.0.0.1", "app / sio-1", "local")]
+        assert await browser.evaluate(text("socketio-polling")) == "1"
+        assert await browser.evaluate(text("socketio-websocket")) == "1"
+        assert await browser.evaluate(text("fig-socketio-detail")) == "1 polling · 1 ws"
+        assert "2 socket.io" in await browser.evaluate(
+            "document.querySelector('tr[data-backend=\"sio-1\"]').cells[6].textContent")
+        assert "2 Socket.IO session(s)" in await browser.evaluate(text("socketio-summary"))
+        # The WebSocket's session ends: the page follows.
+        await client.close().addTimeout(10, reactor)
+        await browser.waitFor(f"{text('fig-socketio')} === '1'"
+                              " && document.querySelectorAll('#socketio tbody tr').length === 1", WAIT)
+        errors = [m for m in browser.messages if m["level"] == "error"]
+        assert errors == [], errors
+    finally:
+        await browser.stop()
+    process.signal("TERM")
+    assert await process.wait() == 0

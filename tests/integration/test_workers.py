@@ -3,7 +3,8 @@ Real C{twistd gateway --workers 2} processes, with a real Redis session
 map and real echo backends: both workers accept on the shared listener, a
 killed worker is started again, SIGTERM stops them all cleanly, SIGHUP
 reloads every worker, the admin API answers for all of them, and a rolling
-restart under load refuses no connection and loses no session message.
+restart under load refuses no connection and loses no session message,
+and ends Socket.IO sessions promptly as their workers are replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
@@ -24,7 +25,17 @@ from gateway.testing import connectClient, rawExchange, waitUntil
 
 from tests.helpers import selfSignedCertificate
 
-from .helpers import TOKEN, admin, poolFile, startGateway
+from .helpers import (
+    TOKEN,
+    admin,
+    engineHandshake,
+    engineWebSocket,
+    pause,
+    poolFile,
+    request,
+    socketIOFile,
+    startGateway,
+)
 
 #: The bound of every wait, in seconds.
 WAIT = 30.0
@@ -446,3 +457,71 @@ async def test_transparentOnlyOnTheMemoryMap(tmp_path, echo_backends, gateway_pr
         client.send(f"t{i}")
         assert (await client.receive(WAIT))[0] == f"t{i}".encode()
         await client.close().addTimeout(WAIT, reactor)
+
+
+async def followPolls(port: int, sid: str) -> list[bytes]:
+    """
+    Poll Engine.IO session C{sid} (each poll over a new connection, so
+    through either worker) until it ends: a close packet, or a 400 (the
+    session gone).
+
+    @return: the answers, the last one ending the session.
+    """
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    seen = []
+    while True:
+        status, _, body = await request(port, "GET", target)
+        seen.append(body if status == 200 else b"%d %s" % (status, body))
+        if status != 200 or b"1" in body.split(b"\x1e"):
+            return seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_rollingRestartEndsSocketIOSessions(tmp_path, redis_server, socketio_server,
+                                                  gateway_process):
+    """
+    A rolling restart of two workers ends each Socket.IO session as the
+    worker holding it is replaced, long before a ping could time out: a
+    poll held for it (by either worker) is answered with the close packet;
+    a poll the replaced worker held for a session of the other one is
+    answered with a noop, and the client's next poll goes on through
+    another worker; a WebSocket is closed with 1001 (going away).  After
+    the restart each client reconnects to a new session at once.  The admin
+    API counts and lists every worker's sessions.
+    """
+    text = socketIOFile([socketio_server], route="ping_interval = 300\nping_timeout = 300\n",
+                        top="[timeouts]\ndrain = 0.5\nshutdown = 2\n", extra=redisTable(redis_server.url))
+    process, port, watcher, _ = await startGateway(gateway_process, tmp_path, text, "--workers", "2")
+    await watcher.wait(r"workers: 2 of 2 ready", 0, timeout=WAIT)
+    sids = [(await engineHandshake(process.port))[0] for _ in range(6)]
+    sockets = [(await engineWebSocket(process.port))[0] for _ in range(2)]
+    status, counts = await admin(port, "GET", "/sessions")
+    assert (status, counts["socketio"]["sessions"], counts["socketio"]["polling"]) == (200, 8, 6)
+    status, listing = await admin(port, "GET", "/sessions/socketio")
+    assert (listing["count"], len(listing["sessions"])) == (8, 8)
+    nodes = {entry["node"] for entry in listing["sessions"]}
+    listed = await workers(port)
+    assert sum(w["socketio"] for w in listed) == 8
+    assert len(nodes) == sum(1 for w in listed if w["socketio"])  # each worker is a node of its own
+    print("\nSocket.IO sessions per worker:", [(w["worker"], w["socketio"]) for w in listed])
+    followers = [Deferred.fromCoroutine(followPolls(process.port, sid)) for sid in sids]
+    await pause(0.5)  # the polls are held
+    mark = watcher.mark()
+    started = reactor.seconds()
+    status, _ = await admin(port, "POST", "/workers/restart")
+    assert status == 202
+    ended = await gatherResults(followers).addTimeout(WAIT, reactor)
+    closes = [await client.closed.addTimeout(WAIT, reactor) for client in sockets]
+    took = reactor.seconds() - started
+    await watcher.wait(r"rolling restart done: 2 of 2 workers replaced", mark, timeout=90)
+    last = [answers[-1] for answers in ended]
+    noops = sum(answers.count(b"6") for answers in ended)
+    print(f"rolling restart: {len(sids)} polling sessions ended within {took:.1f}s"
+          f" ({sum(a == b'1' for a in last)} by a close packet, {noops} noop(s) before),"
+          f" WebSockets closed with {[code for _, code, _ in closes]}; nodes {sorted(nodes)}")
+    assert [code for _, code, _ in closes] == [1001, 1001]
+    assert all(a.endswith(b"1") or a.startswith(b"400 ") for a in last), last
+    assert any(a.endswith(b"1") for a in last), last
+    await engineHandshake(process.port)  # a client's reconnection
+    process.signal("TERM")
+    assert await process.wait() == 0

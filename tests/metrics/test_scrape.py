@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 from gateway.backends.balancers import RoundRobin
 from gateway.backends.pool import Backend, Pool
 from gateway.config import SessionConfig
+from gateway.engineio.engine import EngineState
 from gateway.errors import HealthCheckFailed
 from gateway.interfaces import IConnectObserver, IHealthCheck
 from gateway.metrics import Metrics
@@ -38,6 +39,13 @@ def fakeSession(pool, state, kind=None, replay=0, inflight=(0, 0), paused=False)
     transport = SimpleNamespace(kind=kind) if kind else None
     return SimpleNamespace(pool=pool, state=state, transport=transport, outbox=outbox, inflight=inflight,
                            paused=paused)
+
+
+def fakeEngine(pool, backend, kind, state=EngineState.OPEN):
+    """
+    @return: what the collector reads of a Socket.IO session (L{IEngineView}).
+    """
+    return SimpleNamespace(pool=pool, backend=backend, kind=kind, state=state)
 
 
 def fakeTunnel(up=(0, 0), down=(0, 0), closed=False):
@@ -77,12 +85,21 @@ def makeNode():
         "d": fakeSession(pool, SessionState.ENDED, "ws", replay=9),
     }
     tunnels = [fakeTunnel((2, 20), (3, 30)), fakeTunnel((7, 70), (7, 70), closed=True)]
-    edge = SimpleNamespace(openConnections=4, tunnels=tunnels,
+    engines = {
+        "e1": fakeEngine("chat", one, "polling"),
+        "e2": fakeEngine("chat", one, "websocket"),
+        "e3": fakeEngine("chat", one, "websocket"),
+        "e4": fakeEngine("chat", two, "websocket", EngineState.CLOSED),
+    }
+    engineio = SimpleNamespace(sessions=engines, routes=[SimpleNamespace(pool="chat"),
+                                                         SimpleNamespace(pool="gone")])
+    edge = SimpleNamespace(openConnections=4, tunnels=tunnels, engineio=engineio,
                            dropped=SimpleNamespace(total={"max_connections": 2, "EMFILE": 1,
                                                           "[Errno 24] odd text": 1}))
     metrics = Metrics(CollectorRegistry(), process=False)
     metrics.traffic.tunnelEnded(1, 10, 1, 11)
     metrics.traffic.sessionUpMessages, metrics.traffic.sessionDownBytes = 5, 99
+    metrics.traffic.socketioUpMessages, metrics.traffic.socketioDownBytes = 6, 77
     config = SessionConfig(maxBufferMessages=10, maxBufferBytes=1000, maxInflightMessages=10,
                            maxInflightBytes=1000)
     metrics.registry.register(StateCollector(pools={"chat": pool}, sessions=SimpleNamespace(sessions=sessions),
@@ -92,9 +109,10 @@ def makeNode():
 
 def test_stateReadAtScrapeTime() -> None:
     """
-    Connections, sessions by pool and state, buffers and backends are read
-    from the node's objects when scraped; ended sessions and closed
-    tunnels are not counted as open.
+    Connections, sessions by pool and state, Socket.IO sessions by pool,
+    backend and transport (every backend of a Socket.IO route's pool from
+    zero), buffers and backends are read from the node's objects when
+    scraped; ended sessions and closed tunnels are not counted as open.
     """
     s = scrape(makeNode().registry)
     assert s[("txgateway_client_connections_open", ())] == 4
@@ -106,6 +124,15 @@ def test_stateReadAtScrapeTime() -> None:
         (("mode", "transparent"), ("transport", "websocket")): 1,
         (("mode", "session"), ("transport", "websocket")): 1,
         (("mode", "session"), ("transport", "longpoll")): 1,
+        (("mode", "socketio"), ("transport", "websocket")): 2,
+        (("mode", "socketio"), ("transport", "longpoll")): 1,
+    }
+    engines = {labels: v for (name, labels), v in s.items() if name == "txgateway_socketio_sessions"}
+    assert engines == {
+        (("backend", "b1"), ("pool", "chat"), ("transport", "longpoll")): 1,
+        (("backend", "b1"), ("pool", "chat"), ("transport", "websocket")): 2,
+        (("backend", "b2"), ("pool", "chat"), ("transport", "longpoll")): 0,
+        (("backend", "b2"), ("pool", "chat"), ("transport", "websocket")): 0,
     }
     assert s[("txgateway_sessions", (("pool", "chat"), ("state", "attached")))] == 2
     assert s[("txgateway_sessions", (("pool", "chat"), ("state", "detached")))] == 1
@@ -128,7 +155,8 @@ def test_trafficLiveAndEnded() -> None:
     """
     Messages and bytes of transparent mode are those of tunnels that ended
     plus those of the tunnels open now (a closed one left in the set is
-    already in the totals); session mode's are the plain counts.
+    already in the totals); session mode's and Socket.IO's are the plain
+    counts.
     """
     s = scrape(makeNode().registry)
     def get(name, mode, direction):
@@ -139,6 +167,8 @@ def test_trafficLiveAndEnded() -> None:
     assert get("txgateway_message_bytes_total", "transparent", "down") == 41
     assert get("txgateway_messages_total", "session", "up") == 5
     assert get("txgateway_message_bytes_total", "session", "down") == 99
+    assert get("txgateway_messages_total", "socketio", "up") == 6
+    assert get("txgateway_message_bytes_total", "socketio", "down") == 77
 
 
 def test_renderMetricsNegotiates() -> None:

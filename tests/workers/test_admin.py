@@ -26,6 +26,31 @@ def test_countsSummed() -> None:
     ]}], "sessions": 5, "attached": 2, "mover": {"moving": 0}}
 
 
+def test_socketIOMerged() -> None:
+    """
+    Socket.IO counts are added up, a pool or backend only one worker has
+    sessions of is kept (every worker's keys, the first worker's first),
+    and the listings are joined, one worker's after the other.
+    """
+    one = {"sessions": 0, "socketio": {"sessions": 1, "polling": 1, "websocket": 0, "upgrading": 0,
+                                       "pools": {"app": {"sessions": 1, "polling": 1, "websocket": 0,
+                                                         "backends": {"a": {"sessions": 1}}}}}}
+    two = {"sessions": 2, "socketio": {"sessions": 2, "polling": 0, "websocket": 2, "upgrading": 1,
+                                       "pools": {"app": {"sessions": 1, "polling": 0, "websocket": 1,
+                                                         "backends": {"b": {"sessions": 1}}},
+                                                 "game": {"sessions": 1, "polling": 0, "websocket": 1,
+                                                          "backends": {}}}}}
+    assert mergeAnswers([one, two]) == {"sessions": 2, "socketio": {
+        "sessions": 3, "polling": 1, "websocket": 2, "upgrading": 1,
+        "pools": {"app": {"sessions": 2, "polling": 1, "websocket": 1,
+                          "backends": {"a": {"sessions": 1}, "b": {"sessions": 1}}},
+                  "game": {"sessions": 1, "polling": 0, "websocket": 1, "backends": {}}}}}
+    first = {"count": 2, "listed": 1, "sessions": [{"sid": "a", "node": "w0"}]}
+    second = {"count": 1, "listed": 1, "sessions": [{"sid": "b", "node": "w1"}]}
+    assert mergeAnswers([first, second]) == {"count": 3, "listed": 2, "sessions": [
+        {"sid": "a", "node": "w0"}, {"sid": "b", "node": "w1"}]}
+
+
 def test_unlikeShapes() -> None:
     """
     Arrays of different lengths, and values of different types, are the
