@@ -31,6 +31,7 @@ MODULES = [
     "gateway.wire.forwarded",
     "gateway.wire.frames",
     "gateway.wire.proxyheader",
+    "gateway.wire.wsclient",
     "gateway.backends.health",
     "gateway.wire.http1",
     "gateway.interfaces",
