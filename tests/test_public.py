@@ -59,6 +59,7 @@ MODULES = [
     "gateway.site",
     "gateway.tap",
     "gateway.testing",
+    "gateway.transports.lean",
     "gateway.transports.tunnel",
     "gateway.transports.websocket",
     "gateway.web",

@@ -17,7 +17,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ..backends.link import DirectMessages, sendCloseCode
+from ..transports.lean import DirectMessages, sendCloseCode
 from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
 from ..interfaces import IEngineTransport
 from .engine import EngineRefusal

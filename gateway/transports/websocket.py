@@ -15,7 +15,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ..backends.link import DirectMessages, sendCloseCode
+from .lean import DirectMessages, sendCloseCode
 from ..wire.forwarded import clientAddress
 from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..wire.protocol import (
