@@ -1,6 +1,8 @@
 """
 Tests for L{gateway.transports.lean}: the client-facing WebSockets' direct
-sending of whole messages, and what is left to Autobahn.
+sending of whole messages, what is left to Autobahn, and what a connection
+keeps (its options on its class, no handshake once open, a light send
+queue), against the project's own WebSocket client.
 """
 
 from __future__ import annotations
@@ -8,9 +10,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.testing import StringTransport
 
-from gateway.transports.lean import DirectMessages
+from gateway.transports.lean import DirectMessages, withOptions
+from gateway.wire.wsclient import Accepted, MessageReceived, WebSocketClient
 from tests.helpers import unframe
 
 
@@ -115,3 +119,100 @@ def test_messageEnd():
     protocol.onMessageEnd()
     assert protocol.received == [(b"hello", False)]
     assert protocol.message_data is None
+
+
+# -- a connection's own state
+
+
+class Echo(DirectMessages, WebSocketServerProtocol):
+    """
+    An Autobahn server on L{DirectMessages} that echoes, and forgets its
+    handshake once open as the gateway's WebSockets do.
+    """
+
+    def onOpen(self):
+        self.forgetHandshake()
+
+    def onMessage(self, payload, isBinary):
+        self.sendMessage(payload, isBinary)
+
+
+def leanEcho(**options):
+    """
+    @return: an open L{Echo} over a string transport, its factory given its
+        options by L{withOptions}, and a client engine talking to it.
+    """
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    factory.setProtocolOptions(failByDrop=False, **options)
+    withOptions(factory)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    client = WebSocketClient(1 << 20)
+    protocol.dataReceived(client.handshake(b"localhost", b"/chat", [(b"Origin", b"http://localhost")]))
+    assert client.receiveData(transport.value()) == [Accepted()]
+    transport.clear()
+    return protocol, transport, client
+
+
+def test_optionsAreClassAttributes():
+    """
+    With L{withOptions}, a connection reads its factory's options from its
+    class: none is copied into its C{__dict__}, which stays under the 85
+    entries past which a dict's table doubles; an option that is a function
+    is still called as one; a connection may still set its own.
+    """
+    protocol, transport, client = leanEcho(maxMessagePayloadSize=10, autoPingInterval=0)
+    assert isinstance(protocol, Echo) and type(protocol) is not Echo
+    own = vars(protocol)
+    assert not set(own) & set(Echo.CONFIG_ATTRS)
+    assert len(own) <= 85
+    assert protocol.maxMessagePayloadSize == 10
+    assert protocol.perMessageCompressionAccept([]) is None
+    protocol.dataReceived(client.sendMessage(b"x" * 11, True))
+    [close] = client.receiveData(transport.value())
+    assert close.code == 1009  # the class's bound applies
+    other = protocol.factory.buildProtocol(None)
+    other.maxMessagePayloadSize = 20
+    assert (other.maxMessagePayloadSize, protocol.maxMessagePayloadSize) == (20, 10)
+
+
+def test_withOptionsAgain():
+    """
+    L{withOptions} called again (the options changed) subclasses the
+    original protocol, not its own subclass.
+    """
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    withOptions(factory)
+    factory.setProtocolOptions(maxMessagePayloadSize=7)
+    withOptions(factory)
+    assert factory.protocol.__mro__[1] is Echo
+    assert factory.protocol.maxMessagePayloadSize == 7
+
+
+def test_handshakeForgotten():
+    """
+    Once open, what Autobahn kept of the opening handshake is gone, and
+    the connection works on: a message is echoed.
+    """
+    protocol, transport, client = leanEcho()
+    assert protocol.http_headers is None and protocol.http_request_data is None
+    assert protocol.http_response_data is None and protocol.websocket_origin is None
+    protocol.dataReceived(client.sendMessage(b"hello", False))
+    assert client.receiveData(transport.value()) == [MessageReceived(b"hello", False)]
+
+
+def test_sendQueueIsAList():
+    """
+    A connection's send queue is a list (an empty deque costs its first
+    block) that does what Autobahn asks of it: append, length, pop from the
+    left.
+    """
+    protocol, _, _ = leanEcho()
+    queue = protocol.send_queue
+    assert isinstance(queue, list) and len(queue) == 0
+    queue.append((b"a", True))
+    queue.append((b"b", True))
+    assert (queue.popleft(), len(queue)) == ((b"a", True), 1)
