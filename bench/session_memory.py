@@ -56,7 +56,10 @@ async def main(reactor, sessions: int):
     config = os.path.join(ROOT, "bench", "session_memory.toml")
     with open(config, "w") as f:
         most = 2 * sessions + 10  # every client comes from 127.0.0.1
-        f.write(f'[session]\ngrace = 600.0\nmax_sessions = {most}\n'
+        # The clients send nothing: a heartbeat timeout longer than the run
+        # keeps them attached until they are dropped.
+        f.write(f'[session]\ngrace = 600.0\nheartbeat = 300.0\nheartbeat_timeout = 600.0\n'
+                f'max_sessions = {most}\n'
                 f'max_sessions_per_ip = {most}\nmax_opens_per_ip = {most}\nopen_burst_per_ip = {most}\n'
                 f'[limits]\nmax_connections = {sessions * 4 + 10}\nmax_connections_per_ip = 0\n'
                 f'[pool.p]\n[[pool.p.backend]]\nurl = "{backendURL}"\n')
@@ -90,6 +93,21 @@ async def main(reactor, sessions: int):
           f"{detached[1]:>13} KiB {perAttached:>9.1f} KiB {perDetached:>9.1f} KiB")
 
 
+async def welcomed(client) -> None:
+    """
+    Wait (120 s at most) for C{client}'s welcome.
+
+    @raise RuntimeError: when the gateway closed the connection instead.
+    """
+    from twisted.internet import reactor
+
+    first = defer.DeferredList([client.messages.get(), client.closed], fireOnOneCallback=True,
+                               consumeErrors=True)
+    result, index = await first.addTimeout(120, reactor)
+    if index == 1:
+        raise RuntimeError(f"the gateway closed a session's connection instead of welcoming it: {result}")
+
+
 async def openSessions(url: str, sessions: int) -> list:
     """
     Open C{sessions} sessions, 100 handshakes at a time.
@@ -102,7 +120,7 @@ async def openSessions(url: str, sessions: int) -> list:
         for client in opened:
             client.send(json.dumps({"t": "hello", "v": 1}))
         for client in opened:
-            await client.receive(30)
+            await welcomed(client)
         clients.extend(opened)
     return clients
 

@@ -5,6 +5,7 @@ test module imports another.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from typing import Any
 
@@ -394,3 +395,24 @@ def selfSignedCertificate(directory) -> tuple[str, str, bytes]:
     pem = cert.public_bytes(serialization.Encoding.PEM)
     certPath.write_bytes(pem)
     return str(keyPath), str(certPath), pem
+
+
+def unframe(frame: bytes) -> tuple[int, int, bytes | None, bytes]:
+    """
+    Read one frame: (first byte, payload length, masking key or None,
+    unmasked payload); the whole frame must be used.
+    """
+    first, second = frame[0], frame[1]
+    n, at = second & 0x7F, 2
+    if n == 126:
+        n, at = struct.unpack("!H", frame[2:4])[0], 4
+    elif n == 127:
+        n, at = struct.unpack("!Q", frame[2:10])[0], 10
+    key = None
+    if second & 0x80:
+        key, at = frame[at:at + 4], at + 4
+    payload = frame[at:]
+    assert len(payload) == n
+    if key is not None:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return first, n, key, payload

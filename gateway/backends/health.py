@@ -8,7 +8,6 @@ and C{fall} counts of consecutive results).
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 from functools import partial
@@ -34,6 +33,7 @@ from ..config import HealthCheckConfig
 from ..errors import ConfigError, HealthCheckFailed, LimitExceeded, ProtocolError
 from ..wire.frames import encodeClose
 from ..wire.http1 import ResponseHead, findHeadEnd, parseResponseHead, serializeRequestHead
+from ..wire.wsclient import acceptKey
 from ..interfaces import IConnectObserver, IHealthCheck
 from .pool import Backend, Pool
 
@@ -94,7 +94,6 @@ class PassiveHealth:
 #: The largest response head a check reads, in bytes.
 MAX_RESPONSE_HEAD = 16384
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _USER_AGENT = b"txgateway-health"
 _PATH = re.compile(r"^/[\x21-\x7e]*$")
 
@@ -306,13 +305,6 @@ class HTTPCheck(_PathProbe):
             raise HealthCheckFailed(f"status {head.status}")
 
 
-def _acceptFor(key: bytes) -> bytes:
-    """
-    @return: the C{Sec-WebSocket-Accept} value for C{key} (RFC 6455 4.2.2).
-    """
-    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
-
-
 @implementer(IHealthCheck)
 class WebSocketCheck(_PathProbe):
     """
@@ -346,7 +338,7 @@ class WebSocketCheck(_PathProbe):
         ):
             transport.abortConnection()
             raise HealthCheckFailed("101 without Upgrade: websocket")
-        if head.get(b"sec-websocket-accept") != _acceptFor(key):
+        if head.get(b"sec-websocket-accept") != acceptKey(key):
             transport.abortConnection()
             raise HealthCheckFailed("bad Sec-WebSocket-Accept")
         transport.write(encodeClose(1000, "", mask=True))

@@ -4,16 +4,13 @@ by L{openBackendLink}), and connecting to a pool: choosing a backend and
 connecting to it with retries, each attempt holding a connection slot
 (L{connectToPool}), through the one place that turns a L{Backend} into a
 client endpoint (L{backendEndpoint}: plain TCP for C{ws://}, TLS for
-C{wss://}).  L{DirectMessages} is the message fast path both WebSockets of a
-session (the client's and this link) share.
+C{wss://}).
 """
 
 from __future__ import annotations
 
-from random import getrandbits
 from typing import TYPE_CHECKING, Awaitable, Callable, Collection, Protocol, TypeVar
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
@@ -22,14 +19,24 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .. import __version__
 from ..errors import BackendRefused, BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
 from ..interfaces import IBackendLink
 from ..tcp import noDelay
-from ..wire.frames import encodeFrame
+from ..wire.wsclient import (
+    Accepted,
+    ClientState,
+    CloseReceived,
+    Failed,
+    MessageReceived,
+    PongReceived,
+    Refused,
+    WebSocketClient,
+)
 from .pool import NO_SLOT
 
 if TYPE_CHECKING:
@@ -42,15 +49,16 @@ __all__ = [
     "connectToPool",
     "ConnectObserver",
     "BackendLink",
-    "BackendLinkFactory",
     "openBackendLink",
-    "sendCloseCode",
-    "DirectMessages",
 ]
 
 T = TypeVar("T")
 
 log = Logger()
+
+#: The C{User-Agent} of a session's backend handshake when its client sent
+#: none.
+_USER_AGENT = f"txgateway/{__version__}".encode("ascii")
 
 
 class ConnectObserver(Protocol):
@@ -219,91 +227,310 @@ def hostHeader(backend: Backend) -> bytes:
     return f"{host}:{backend.port}".encode("idna")
 
 
-def sendCloseCode(protocol, code: int, reason: str) -> None:
+@implementer(IBackendLink, IProtocol)
+class BackendLink:
     """
-    Start an Autobahn protocol's closing handshake with any code RFC 6455
-    lets an endpoint send (Autobahn's C{sendClose} refuses 1001-1015, which
-    the gateway sends on behalf of peers that went away).
-    """
-    raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-    protocol.sendCloseFrame(code=code, reasonUtf8=raw, isReply=False)
+    A session's WebSocket to its backend: one ordinary WebSocket per
+    session, opened with the session id in C{X-Session-Id}.
 
+    It speaks through the project's own sans-IO client
+    (L{gateway.wire.wsclient.WebSocketClient}) on the TCP (or TLS)
+    connection of its endpoint.  A gateway holds one per session for the
+    session's whole life, attached or detached, so it keeps a dozen slots
+    and nothing else: not a full Autobahn protocol (a hundred attributes,
+    a factory of its own, a traffic counter, a send queue), nor a
+    L{twisted.internet.protocol.Protocol} base, whose lack of C{__slots__}
+    would give every link a C{__dict__}.
 
-class DirectMessages:
-    """
-    Autobahn's per-message work cut to what the session protocol uses, for
-    the two WebSockets of a session (the client's and the backend link).
+    Messages that arrive before the session is bound are held and handed
+    over by L{bind}.
 
-    A whole message is written as one frame straight to the transport
-    (masked with a random key by a client), without Autobahn's per-frame
-    masker objects, traffic counters and debug-log arguments, whenever
-    nothing else is in play (no compression, fragmentation, queued or
-    synchronous sends, frame logging or timing); otherwise Autobahn sends
-    it.  A message received is handed to C{onMessage} without firing
-    Autobahn's "message" observers (a Deferred per message; the gateway
-    never observes them).  Both connections also take the session's flow
-    control (L{pauseReading}, L{resumeReading}, L{registerFlow}).
+    It holds its connection's slot from the moment it connects, and
+    releases it when it closes after being bound, or when it is closed
+    (L{closeLink}), bound or not.
 
+    The timeouts, all C{timeout} seconds: the opening handshake (from the
+    TCP connection to the C{101}); a closing handshake it started (its
+    close frame to the backend's); and the backend's closing of the TCP
+    connection once the closing handshake is done, which a server does
+    (RFC 6455 section 7.1.1).  Each drops the connection.
+
+    @ivar slot: the connection's slot on its backend (L{NO_SLOT} until
+        connected).
+    @ivar session: what the backend's messages, receipts and close go to
+        (L{None} until bound, and once closed).
     @ivar transportGone: whether the connection has been lost (its
         transport takes no producer any more).
     """
 
-    transportGone = False
+    __slots__ = ("transport", "session", "slot", "transportGone", "_ws", "_reactor", "_timeout",
+                 "_request", "_pendingSlot", "_opened", "_early", "_timer", "_closeCode", "_closeReason")
 
-    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize=None,
-                    sync: bool = False, doNotCompress: bool = False) -> None:
+    confirmsReceipts = True
+    log = Logger()
+
+    def __init__(self, reactor, slot: ConnectionSlot = NO_SLOT, *, maxMessageBytes: int = 1 << 20,
+                 maxHeadBytes: int = 16384, timeout: float = 10.0) -> None:
         """
-        Send one message (see L{DirectMessages}).
+        @param reactor: times the handshakes (L{IReactorTime}).
+        @param slot: the connection slot it holds once connected.
+        @param maxMessageBytes: the largest message taken from the backend.
+        @param maxHeadBytes: the largest handshake answer taken from it.
+        @param timeout: seconds each handshake may take.
         """
-        if (
-            self.state == self.STATE_OPEN
-            and fragmentSize is None
-            and not sync
-            and self._perMessageCompress is None
-            and not self.autoFragmentSize
-            and not self.send_queue
-            and not self.logFrames
-            and not self.logOctets
-            and not self.trackedTimings
-            and not 0 < self.maxMessagePayloadSize < len(payload)
-        ):
-            opcode = 2 if isBinary else 1
-            if self.maskServerFrames if self.factory.isServer else self.maskClientFrames:
-                self.transport.write(encodeFrame(opcode, payload, True, getrandbits(32).to_bytes(4, "big")))
-            else:
-                self.transport.write(encodeFrame(opcode, payload))
+        self.transport = None
+        self.session = None
+        self.slot: ConnectionSlot = NO_SLOT
+        self.transportGone = False
+        self._ws = WebSocketClient(maxMessageBytes, maxHeadBytes)
+        self._reactor = reactor
+        self._timeout = timeout
+        self._request = b""
+        self._pendingSlot = slot
+        #: Fires with the link once the backend accepted the handshake;
+        #: L{None} once fired.
+        self._opened: Deferred[BackendLink] | None = Deferred(self._cancelOpening)
+        #: Messages received before the link was bound (L{None} once bound
+        #: or closed).
+        self._early: list[tuple[bytes, bool]] | None = []
+        self._timer = None
+        self._closeCode: int | None = None
+        self._closeReason: str | None = None
+
+    def __repr__(self) -> str:
+        backend = self.slot.backend
+        return f"<BackendLink {backend.name if backend else '-'} {self._ws.state.value}>"
+
+    @property
+    def backend(self) -> Backend | None:
+        """
+        The backend it is connected to (L{None} before it connects).
+        """
+        return self.slot.backend
+
+    @property
+    def opened(self) -> Deferred[BackendLink]:
+        """
+        L{Deferred} firing with the link once the backend accepted the
+        handshake; failing with L{BackendRefused} when it answered with
+        another status, or with L{BackendUnreachable} when the handshake
+        failed (cancelling it drops the connection).  Ask once.
+        """
+        opened = self._opened
+        assert opened is not None, "already opened"
+        return opened
+
+    def handshake(self, host: bytes, target: bytes, headers: dict[str, str], origin: str | None) -> None:
+        """
+        Prepare the opening handshake, written once connected: C{Host},
+        C{headers} (C{User-Agent} among them, else the gateway's own), and
+        C{Origin} when given.
+
+        @raise ValueError: for a header that would break the request.
+        """
+        lines = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        if "User-Agent" not in headers:
+            lines.append((b"User-Agent", _USER_AGENT))
+        if origin is not None:
+            lines.append((b"Origin", origin.encode("latin-1")))
+        self._request = self._ws.handshake(host, target, lines)
+
+    # IProtocol
+    def makeConnection(self, transport) -> None:
+        """
+        Connected: take the connection's slot, turn Nagle's algorithm off,
+        send the handshake and start its clock.
+        """
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        """
+        See L{makeConnection}.
+        """
+        self.slot, self._pendingSlot = self._pendingSlot, NO_SLOT
+        noDelay(self.transport)
+        request, self._request = self._request, b""
+        self.transport.write(request)
+        self._timer = self._reactor.callLater(self._timeout, self._handshakeTimedOut)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Bytes from the backend: to the client engine, and what it makes of
+        them to the session.
+        """
+        ws = self._ws
+        events = ws.receiveData(data)
+        out = ws.dataToSend()
+        if out:
+            self.transport.write(out)
+        for event in events:
+            kind = type(event)
+            if kind is MessageReceived:
+                session = self.session
+                if session is not None:
+                    session.messageFromBackend(event.payload, event.isBinary)
+                elif self._early is not None:
+                    self._early.append((event.payload, event.isBinary))
+            elif kind is PongReceived:
+                session = self.session
+                if session is not None and event.payload.isdigit():
+                    session.backendReceipt(self, int(event.payload))
+            elif kind is Accepted:
+                self._cancelTimer()
+                opened, self._opened = self._opened, None
+                opened.callback(self)
+            elif kind is CloseReceived:
+                self._closeCode, self._closeReason = event.code, event.reason
+                self._startTimer()  # for the backend to close the connection
+            elif kind is Refused:
+                self._cancelTimer()
+                self._openFailed(BackendRefused(event.status, event.reason))
+                self.transport.loseConnection()
+            elif kind is Failed:
+                self._failed(event)
+
+    def _failed(self, event: Failed) -> None:
+        self._cancelTimer()
+        if self._opened is not None:
+            self._openFailed(BackendUnreachable(f"backend handshake failed: {event.reason}"))
+            self.transport.abortConnection()
             return
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        backend = self.slot.backend
+        self.log.info("backend {backend} broke the WebSocket protocol ({reason}): closing its"
+                      " connection with {code}", backend=backend.name if backend else "-",
+                      reason=event.reason, code=event.code)
+        self._closeCode, self._closeReason = event.code, event.reason
+        self.transport.loseConnection()  # after the close frame, if one was written
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason=None) -> None:
         """
-        The connection is gone: no flow control registers on it any more.
+        The connection is gone: tell the session (or, before the handshake
+        was done, the opener).
         """
         self.transportGone = True
-        super().connectionLost(reason)
+        self._cancelTimer()
+        if self._opened is not None:
+            self._openFailed(BackendUnreachable("backend handshake failed: connection lost"))
+            return
+        if self.session is not None:
+            self._closed()
 
-    def onMessageEnd(self) -> None:
+    def _openFailed(self, error: Exception) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.errback(error)
+
+    def _cancelOpening(self, opened: Deferred) -> None:
+        # The opener gave up (its session ended meanwhile): drop the
+        # connection, whose slot the opener releases.  (Deferred.cancel
+        # fails the Deferred with CancelledError.)
+        self._opened = None
+        self._cancelTimer()
+        if self.transport is not None and not self.transportGone:
+            self.transport.abortConnection()
+
+    def _handshakeTimedOut(self) -> None:
+        self._timer = None
+        self._openFailed(BackendUnreachable(f"backend handshake timed out after {self._timeout:g}s"))
+        self.transport.abortConnection()
+
+    def _startTimer(self) -> None:
+        self._cancelTimer()
+        if not self.transportGone:
+            self._timer = self._reactor.callLater(self._timeout, self._closeTimedOut)
+
+    def _closeTimedOut(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # IBackendLink
+    def bind(self, session, backend: Backend) -> None:
         """
-        A whole message has arrived: to C{onMessage}.
+        From now on, messages go to C{session}, which is told (its
+        C{linkBound}) once the early messages are handed over.
+
+        @param backend: the backend the link is connected to (that of its
+            slot, which it releases when it closes).
         """
-        if not self.failedByMe:
-            self._onMessage(b"".join(self.message_data), self.message_is_binary)
-        self.message_data = None
+        self.session = session
+        early, self._early = self._early or (), None
+        for payload, isBinary in early:
+            session.messageFromBackend(payload, isBinary)
+        if self.transportGone:
+            self._closed()
+            return
+        session.linkBound(self)
+
+    def _closed(self) -> None:
+        self.slot.release()
+        session, self.session = self.session, None
+        if session is not None:
+            session.backendClosed(self._closeCode, self._closeReason, self, self._ws.clean)
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:
+        """
+        A client message to the backend, as one masked frame; nothing once
+        the WebSocket is closing (the session keeps what the backend has not
+        confirmed).
+        """
+        frame = self._ws.sendMessage(payload, isBinary)
+        if frame:
+            self.transport.write(frame)
+
+    def requestReceipt(self, seq: int) -> None:
+        """
+        Ask the backend to confirm the client messages up to C{seq} (the
+        last one written): a ping, which it answers after reading them.
+        """
+        frame = self._ws.ping(b"%d" % seq)
+        if frame:
+            self.transport.write(frame)
+
+    def finishLink(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with C{code}, still handing the session
+        what the backend sends until its close arrives (a move).
+        """
+        self._close(code, reason)
+
+    def closeLink(self, code: int, reason: str) -> None:
+        """
+        Close the backend WebSocket with C{code} and C{reason}, and release
+        its connection slot (bound to a session or not).
+        """
+        self.session = None
+        self._early = None
+        self._close(code, reason)
+        self.slot.release()
+
+    def _close(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws.state is ClientState.OPEN:
+            self.transport.write(ws.close(code, reason))
+            self._startTimer()  # for the backend's close frame
+        elif ws.state is ClientState.CONNECTING and self.transport is not None and not self.transportGone:
+            self.transport.abortConnection()
 
     # Flow control: a session pauses reading from one of its two
     # connections while the other cannot keep up (gateway/sessions/upstream.py).
     def pauseReading(self) -> None:
         """
-        Stop reading from the peer.
+        Stop reading from the backend.
         """
-        if self.transport is not None:
+        if self.transport is not None and not self.transportGone:
             self.transport.pauseProducing()
 
     def resumeReading(self) -> None:
         """
-        Read from the peer again.
+        Read from the backend again.
         """
-        if self.transport is not None and self.state != self.STATE_CLOSED:
+        if self.transport is not None and not self.transportGone:
             self.transport.resumeProducing()
 
     def registerFlow(self, producer) -> None:
@@ -321,194 +548,35 @@ class DirectMessages:
             transport.registerProducer(producer, True)
 
 
-@implementer(IBackendLink)
-class BackendLink(DirectMessages, WebSocketClientProtocol):
+@implementer(IProtocolFactory)
+class _OneLink:
     """
-    A session's WebSocket to its backend: one ordinary WebSocket per
-    session, opened with the session id in C{X-Session-Id}.
-
-    Messages that arrive before the session is bound are held and handed
-    over by L{bind}.
-
-    It holds its connection's slot (its factory's, L{BackendLinkFactory})
-    from the moment it connects, and releases it when it closes after being
-    bound, or when it is closed (L{closeLink}), bound or not.
-
-    Its C{log} is Autobahn's own (txaio's), which drops debug events where
-    they are emitted: Autobahn logs at debug level twice per frame, and a
-    plain L{Logger} here would format and write every one of them.
-
-    @ivar slot: the connection's slot on its backend (L{NO_SLOT} until
-        connected).
+    The factory an endpoint connects with: it builds the one link it was
+    given, and then holds nothing (the endpoint's connector keeps it for
+    the connection's life).
     """
 
-    factory: BackendLinkFactory
-    confirmsReceipts = True
+    __slots__ = ("link",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.session = None
-        self.slot: ConnectionSlot = NO_SLOT
-        self._early: list[tuple[bytes, bool]] = []
-        self._clean = False
+    def __init__(self, link: BackendLink) -> None:
+        self.link: BackendLink | None = link
 
-    @property
-    def backend(self) -> Backend | None:
+    def buildProtocol(self, addr) -> BackendLink | None:
         """
-        The backend it is connected to (L{None} before it connects).
+        @return: the link, the first time.
         """
-        return self.slot.backend
+        link, self.link = self.link, None
+        return link
 
-    def connectionMade(self) -> None:
+    def doStart(self) -> None:
         """
-        Take the connection's slot, turn Nagle's algorithm off, then start
-        the handshake.
+        Nothing to start.
         """
-        self.slot = self.factory.slot
-        noDelay(self.transport)
-        super().connectionMade()
 
-    def onOpen(self) -> None:
+    def doStop(self) -> None:
         """
-        The backend accepted the handshake.
+        Nothing to stop.
         """
-        self.factory.opened.callback(self)
-
-    def bind(self, session, backend: Backend) -> None:
-        """
-        From now on, messages go to C{session}, which is told (its
-        C{linkBound}) once the early messages are handed over.
-
-        @param backend: the backend the link is connected to (that of its
-            slot, which it releases when it closes).
-        """
-        self.session = session
-        early, self._early = self._early, []
-        for payload, isBinary in early:
-            session.messageFromBackend(payload, isBinary)
-        if self.state == self.STATE_CLOSED:
-            self._closed()
-            return
-        session.linkBound(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """
-        A backend message: to the session.
-        """
-        if self.session is None:
-            self._early.append((payload, isBinary))
-        else:
-            self.session.messageFromBackend(payload, isBinary)
-
-    def onClose(self, wasClean: bool, code, reason) -> None:
-        """
-        The backend WebSocket closed (or never opened).
-        """
-        opened = self.factory.opened
-        if not opened.called:
-            status = _refusalStatus(getattr(self, "http_status_line", None))
-            if status is not None:
-                opened.errback(BackendRefused(*status))
-            else:
-                opened.errback(BackendUnreachable(f"backend handshake failed: {reason or code}"))
-            return
-        self._clean = wasClean
-        if self.session is not None:
-            self._closed()
-
-    def _closed(self) -> None:
-        self.slot.release()
-        session, self.session = self.session, None
-        if session is not None:
-            session.backendClosed(self.remoteCloseCode, self.remoteCloseReason, self, self._clean)
-
-    def onPong(self, payload: bytes) -> None:
-        """
-        The backend answered a ping of L{requestReceipt}: it has read every
-        message before it.
-        """
-        session = self.session
-        if session is not None and payload.isdigit():
-            session.backendReceipt(self, int(payload))
-
-    def requestReceipt(self, seq: int) -> None:
-        """
-        Ask the backend to confirm the client messages up to C{seq} (the
-        last one written): a ping, which it answers after reading them.
-        """
-        if self.state == self.STATE_OPEN:
-            self.sendPing(b"%d" % seq)
-
-    def finishLink(self, code: int, reason: str) -> None:
-        """
-        Start the closing handshake with C{code}, still handing the session
-        what the backend sends until its close arrives (a move).
-        """
-        if self.state == self.STATE_OPEN:
-            sendCloseCode(self, code, reason)
-        elif self.state != self.STATE_CLOSED:
-            self.dropConnection(abort=True)
-
-    def closeLink(self, code: int, reason: str) -> None:
-        """
-        Close the backend WebSocket with C{code} and C{reason}, and release
-        its connection slot (bound to a session or not).
-        """
-        self.session = None
-        if self.state == self.STATE_OPEN:
-            sendCloseCode(self, code, reason)
-        elif self.state != self.STATE_CLOSED:
-            self.dropConnection(abort=True)
-        self.slot.release()
-
-
-def _refusalStatus(line: str | None) -> tuple[int, str] | None:
-    """
-    @param line: the status line of the backend's answer to the opening
-        handshake, as Autobahn read it (L{None} when none arrived).
-    @return: the status and reason phrase of an answer that is a refusal (a
-        well-formed HTTP/1.1 status line with a status other than 101), or
-        L{None} for anything else (no answer, a malformed one, or a 101
-        whose headers were wrong: those are failures of the backend).
-    """
-    if not line:
-        return None
-    parts = line.split(None, 2)
-    if len(parts) < 2 or parts[0] != "HTTP/1.1" or not (len(parts[1]) == 3 and parts[1].isdigit()):
-        return None
-    status = int(parts[1])
-    if status == 101 or not 100 <= status <= 599:
-        return None
-    phrase = parts[2].strip() if len(parts) > 2 else ""
-    if not phrase.isascii() or not phrase.isprintable():
-        phrase = ""
-    return status, phrase[:60]
-
-
-class BackendLinkFactory(WebSocketClientFactory):
-    """
-    Opens one L{BackendLink}.
-
-    @ivar slot: the connection slot the link holds once connected.
-    @ivar opened: fires with the link once the backend accepted the
-        handshake, or fails with L{BackendUnreachable} when it did not.
-    """
-
-    protocol = BackendLink
-    noisy = False
-
-    def __init__(self, url: str, slot: ConnectionSlot, *, headers: dict[str, str],
-                 origin: str | None) -> None:
-        # The client's User-Agent, when forwarded, replaces Autobahn's own:
-        # a request with two is refused by strict servers (aiohttp's).
-        headers = dict(headers)
-        agent = headers.pop("User-Agent", None)
-        if agent is None:
-            super().__init__(url, headers=headers, origin=origin)
-        else:
-            super().__init__(url, headers=headers, origin=origin, useragent=agent)
-        self.slot = slot
-        self.opened: Deferred[BackendLink] = Deferred()
 
 
 async def openBackendLink(
@@ -520,32 +588,33 @@ async def openBackendLink(
     connectTimeout: float,
     maxMessageBytes: int,
     origin: str | None = None,
+    maxHeadBytes: int = 16384,
 ) -> BackendLink:
     """
     Open a session's WebSocket to C{slot.backend} for request target
-    C{target}; once connected, the link holds C{slot}.
+    C{target}; once connected, the link holds C{slot}.  The TCP connect and
+    then the opening handshake each have C{connectTimeout} seconds.
 
+    @param maxMessageBytes: the largest message taken from the backend
+        (past it, the link closes with 1009).
+    @param maxHeadBytes: the largest handshake answer taken from it.
     @raise BackendUnreachable: when the connection or the handshake fails.
     @raise BackendRefused: when the backend answers the handshake with a
         status other than 101.
     """
     backend = slot.backend
-    scheme = "wss" if backend.secure else "ws"
-    url = f"{scheme}://{hostHeader(backend).decode('ascii')}{target.decode('ascii')}"
-    factory = BackendLinkFactory(url, slot, headers=headers, origin=origin)
-    factory.setProtocolOptions(
-        maxMessagePayloadSize=maxMessageBytes,
-        maxFramePayloadSize=maxMessageBytes,
-        autoPingInterval=0,
-        failByDrop=False,
-        openHandshakeTimeout=connectTimeout,
-        closeHandshakeTimeout=connectTimeout,
-    )
-    endpoint = backendEndpoint(reactor, backend, connectTimeout)
+    link = BackendLink(reactor, slot, maxMessageBytes=maxMessageBytes, maxHeadBytes=maxHeadBytes,
+                       timeout=connectTimeout)
     try:
-        await endpoint.connect(factory)
+        link.handshake(hostHeader(backend), target, headers, origin)
+    except (ValueError, UnicodeEncodeError) as e:
+        raise BackendUnreachable(f"{backend.name}: cannot send the handshake: {e}") from None
+    endpoint = backendEndpoint(reactor, backend, connectTimeout)
+    opened = link.opened
+    try:
+        await endpoint.connect(_OneLink(link))
     except CancelledError:
         raise
     except Exception as e:
         raise BackendUnreachable(f"{backend.name}: {str(e).strip() or type(e).__name__}") from None
-    return await factory.opened
+    return await opened

@@ -23,9 +23,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ..backends.link import DirectMessages, sendCloseCode
 from ..errors import GatewayError, ProtocolError
 from ..interfaces import IEngineTransport
+from ..transports.lean import DirectMessages, sendCloseCode
 from .engine import UNAVAILABLE_RETRY_AFTER, EngineRefusal, openRefusal
 from .packets import BAD_REQUEST, Packet, decodeFrame, encodeFrame, errorResponse
 

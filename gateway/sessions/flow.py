@@ -19,20 +19,27 @@ from zope.interface import implementer
 
 __all__ = ["Valve"]
 
+_OPEN: frozenset[str] = frozenset()
+
 
 @implementer(IPushProducer)
 class Valve:
     """
     Pauses one side of a session while any reason to holds.
 
+    Every session has two, for its whole life, and they are nearly always
+    open: the reasons are a frozenset, the empty one shared by all.
+
     @ivar reasons: why it is closed (empty when open).
     @ivar pauses: how many times it closed.
     """
 
+    __slots__ = ("_pause", "_resume", "reasons", "pauses")
+
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         self._pause = pause
         self._resume = resume
-        self.reasons: set[str] = set()
+        self.reasons: frozenset[str] = _OPEN
         self.pauses = 0
 
     @property
@@ -46,9 +53,11 @@ class Valve:
         """
         Pause, for C{reason}.
         """
-        wasOpen = not self.reasons
-        self.reasons.add(reason)
-        if wasOpen:
+        reasons = self.reasons
+        if reason in reasons:
+            return
+        self.reasons = reasons | {reason}
+        if not reasons:
             self.pauses += 1
             self._pause()
 
@@ -57,7 +66,7 @@ class Valve:
         C{reason} no longer holds: resume when no other does.
         """
         if reason in self.reasons:
-            self.reasons.discard(reason)
+            self.reasons = self.reasons - {reason} or _OPEN
             if not self.reasons:
                 self._resume()
 
@@ -75,6 +84,8 @@ class _BufferFull:
     """
     A consumer's full write buffer, as a reason for a L{Valve} to close.
     """
+
+    __slots__ = ("valve", "reason")
 
     def __init__(self, valve: Valve, reason: str) -> None:
         self.valve = valve

@@ -53,6 +53,8 @@ class PacketDispatch:
     node): data, acks and the close packet, each to its method.
     """
 
+    __slots__ = ()
+
     def packetReceived(self, packet) -> None:
         """
         A packet from the client, whatever carried it.
@@ -86,6 +88,11 @@ class Session(PacketDispatch):
         several nodes share sessions, the registry's null mirror otherwise
         (and once the session is no longer written to Redis).
     """
+
+    __slots__ = ("registry", "sid", "secret", "pool", "inbox", "outbox", "transport", "state", "closing",
+                 "_graceTimer", "lastReceived", "lastSent", "created", "mirror", "suspended", "traffic",
+                 "_ackWaiting", "upstream", "transportKind", "lastBackend", "bytesFromClient",
+                 "bytesToClient", "closeCode")
 
     log = Logger()
 

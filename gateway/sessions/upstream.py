@@ -32,7 +32,8 @@ that faces its backend:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
@@ -63,6 +64,9 @@ RECEIPT_DELAY = 0.05
 #: Seconds between attempts to reconnect a session's backend.
 RETRY_DELAY = 0.25
 
+#: The origin of a session until its first backend connection's is known.
+_NO_ORIGIN: tuple[bytes, Mapping[str, str], str | None] = (b"/", MappingProxyType({}), None)
+
 class Upstream:
     """
     The backend side of one L{gateway.sessions.session.Session}, which owns
@@ -79,7 +83,8 @@ class Upstream:
     @ivar link: the L{IBackendLink} carrying the session now, or L{None}
         (between backends, or gone).
     @ivar unconfirmed: client messages accepted and not yet confirmed by the
-        backend, oldest first (sent again by a C{replay} failover).
+        backend, oldest first (sent again by a C{replay} failover): a deque,
+        or an empty tuple when there are none.
     @ivar written: the last client message written to the current backend
         connection.
     @ivar lost: client messages reported to the client as possibly lost
@@ -89,9 +94,12 @@ class Upstream:
         L{None}.
     @ivar origin: the request target, backend headers and origin of the
         session's first backend connection, for the next ones.
-    @ivar pendingNotices: C{Failover} packets for a client that is not
-        attached now, sent by its next attach.
     """
+
+    __slots__ = ("session", "config", "clock", "opener", "link", "_unconfirmed", "unconfirmedBytes",
+                 "written", "confirmed", "switching", "failovers", "moves", "lost", "origin", "_notices",
+                 "_moveTarget", "_previous", "_droppedAt", "_dropCode", "_dropReason", "_receiptCall",
+                 "_receiptFor", "_switchTask", "backendValve", "clientValve")
 
     log = Logger()
 
@@ -104,7 +112,10 @@ class Upstream:
         #: ends when its backend connection drops.
         self.opener = opener
         self.link = link
-        self.unconfirmed: deque[Data] = deque()
+        #: L{unconfirmed}'s deque, L{None} while it would be empty (an empty
+        #: deque costs its first block, 760 bytes, and most sessions are
+        #: idle most of the time).
+        self._unconfirmed: deque[Data] | None = None
         self.unconfirmedBytes = 0
         self.written = 0
         self.confirmed = 0
@@ -112,8 +123,9 @@ class Upstream:
         self.failovers = 0
         self.moves = 0
         self.lost = 0
-        self.origin: tuple[bytes, dict[str, str], str | None] = (b"/", {}, None)
-        self.pendingNotices: list[Failover] = []
+        self.origin: tuple[bytes, Mapping[str, str], str | None] = _NO_ORIGIN
+        #: L{pendingNotices}' list, L{None} while empty.
+        self._notices: list[Failover] | None = None
         self._moveTarget: Backend | None = None
         self._previous: Backend | None = None
         self._droppedAt = 0.0
@@ -146,6 +158,21 @@ class Upstream:
             transport.resumeReading()
 
     @property
+    def unconfirmed(self) -> deque[Data] | tuple[()]:
+        """
+        See the class's docstring.
+        """
+        return self._unconfirmed or ()
+
+    @property
+    def pendingNotices(self) -> list[Failover]:
+        """
+        C{Failover} packets for a client that is not attached now, sent by
+        its next attach.
+        """
+        return self._notices or []
+
+    @property
     def paused(self) -> bool:
         """
         Whether flow control holds either side of the session now.
@@ -158,7 +185,10 @@ class Upstream:
         An accepted client message: to the backend now, or after the switch
         when the session is between backends; kept until confirmed.
         """
-        self.unconfirmed.append(message)
+        unconfirmed = self._unconfirmed
+        if unconfirmed is None:
+            unconfirmed = self._unconfirmed = deque()
+        unconfirmed.append(message)
         self.unconfirmedBytes += len(message.payload)
         link = self.link
         if link is not None and self.switching is None:
@@ -218,14 +248,17 @@ class Upstream:
             self._wantReceipt()
 
     def _confirm(self, seq: int) -> None:
-        unconfirmed = self.unconfirmed
-        while unconfirmed and unconfirmed[0].seq <= seq:
-            self.unconfirmedBytes -= len(unconfirmed.popleft().payload)
+        unconfirmed = self._unconfirmed
+        if unconfirmed is not None:
+            while unconfirmed and unconfirmed[0].seq <= seq:
+                self.unconfirmedBytes -= len(unconfirmed.popleft().payload)
+            if not unconfirmed:
+                self._unconfirmed = None
         if seq > self.confirmed:
             self.confirmed = seq
         config = self.config
         if ("inflight" in self.clientValve.reasons
-                and len(unconfirmed) <= config.maxInflightMessages * 0.5
+                and len(self.unconfirmed) <= config.maxInflightMessages * 0.5
                 and self.unconfirmedBytes <= config.maxInflightBytes * 0.5):
             self.clientValve.open("inflight")
 
@@ -297,8 +330,8 @@ class Upstream:
         @return: the notices kept for the client while it was away (and
             forget them: an attach sends them).
         """
-        notices, self.pendingNotices = self.pendingNotices, []
-        return notices
+        notices, self._notices = self._notices, None
+        return notices or []
 
     # Backend connections ending, and the next one.
     def backendClosed(self, code: int | None, reason: str | None, link: IBackendLink | None = None,
@@ -493,4 +526,6 @@ class Upstream:
         if transport is not None:
             transport.pushControl(packet)
         else:
-            self.pendingNotices.append(packet)  # sent by the next attach
+            if self._notices is None:
+                self._notices = []
+            self._notices.append(packet)  # sent by the next attach

@@ -15,7 +15,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ..backends.link import DirectMessages, sendCloseCode
+from .lean import DirectMessages, sendCloseCode, withOptions
 from ..wire.forwarded import clientAddress
 from ..errors import BackendRefused, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..wire.protocol import (
@@ -50,9 +50,14 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
 
     Set by the front door before any byte is fed: C{route} (what
     L{gateway.sessions.registry.SessionRegistry.open} needs to open a
-    session), and C{onLost}, called once when the connection ends (it
-    releases the connection's place among the gateway's client
-    connections).
+    session; let go of at the first hello), and C{onLost}, called once
+    when the connection ends (it releases the connection's place among the
+    gateway's client connections).
+
+    Its factory's options are class attributes (L{withOptions}), and what
+    Autobahn kept of the handshake is let go of once open
+    (L{DirectMessages.forgetHandshake}): a gateway holds one of these per
+    attached session.
     """
 
     kind = "ws"
@@ -95,6 +100,7 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
         """
         Wait (bounded) for the client's hello.
         """
+        self.forgetHandshake()
         gateway = self.factory.gateway
         self._helloTimer = gateway.reactor.callLater(
             gateway.config.timeouts.handshake, self._noHello
@@ -118,8 +124,12 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
                 if opening or not isinstance(packet, Hello):
                     raise ProtocolError(f"expected hello, not {type(packet).__name__.lower()}")
                 self._cancelHelloTimer()
-                self._opening = Deferred.fromCoroutine(self._open(packet))
-                self._opening.addErrback(self._openFailed)
+                # Only a new session's opening needs the route (and the
+                # request head it holds): let go of it at the first hello.
+                route, self.route = self.route, None
+                self._opening = opening = Deferred.fromCoroutine(self._open(packet, route))
+                opening.addErrback(self._openFailed)
+                opening.addBoth(self._opened)
                 return
             session.lastReceived = self.factory.gateway.reactor.seconds()
             session.packetReceived(packet)
@@ -130,10 +140,12 @@ class SessionWebSocket(DirectMessages, WebSocketServerProtocol):
             self.log.debug("session protocol error: {error}", error=e)
             self.closeTransport(CLOSE_PROTOCOL_ERROR, str(e)[:120])
 
-    async def _open(self, hello: Hello) -> None:
+    def _opened(self, _) -> None:
+        self._opening = None
+
+    async def _open(self, hello: Hello, route) -> None:
         gateway = self.factory.gateway
         if hello.sid is None:
-            route = self.route
             session = await gateway.sessions.open(
                 route, clientAddress(route.head, route.peer, gateway.trustedProxies))
             if self.state != self.STATE_OPEN:
@@ -290,3 +302,4 @@ class SessionWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=gateway.config.timeouts.handshake,
             closeHandshakeTimeout=gateway.config.timeouts.shutdown,
         )
+        withOptions(self)

@@ -534,13 +534,17 @@ class Outbox:
     def __init__(self, maxMessages: int, maxBytes: int) -> None:
         self.sent = 0
         self.acked = 0
-        self._pending: deque[Data] = deque()
+        #: The unacknowledged messages; L{None} while there are none (a
+        #: gateway holds an outbox per session, and most are empty most of
+        #: the time: an empty deque costs its first block, 760 bytes).
+        self._pending: deque[Data] | None = None
         self._bytes = 0
         self.maxMessages = maxMessages
         self.maxBytes = maxBytes
 
     def __len__(self) -> int:
-        return len(self._pending)
+        pending = self._pending
+        return 0 if pending is None else len(pending)
 
     @property
     def pendingBytes(self) -> int:
@@ -553,7 +557,7 @@ class Outbox:
         """
         @return: whether a message of C{size} bytes fits within the bounds.
         """
-        return len(self._pending) < self.maxMessages and self._bytes + size <= self.maxBytes
+        return len(self) < self.maxMessages and self._bytes + size <= self.maxBytes
 
     def add(self, payload: bytes, isBinary: bool) -> Data:
         """
@@ -568,7 +572,10 @@ class Outbox:
             )
         self.sent += 1
         message = Data(self.sent, payload, isBinary)
-        self._pending.append(message)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        pending.append(message)
         self._bytes += len(payload)
         return message
 
@@ -587,6 +594,8 @@ class Outbox:
         pending = self._pending
         for _ in range(newly):
             self._bytes -= len(pending.popleft().payload)
+        if not pending:
+            self._pending = None
         self.acked = count
         return newly
 
@@ -594,4 +603,4 @@ class Outbox:
         """
         @return: the messages not yet acknowledged, in order.
         """
-        return iter(self._pending)
+        return iter(self._pending or ())

@@ -2,8 +2,9 @@
 Tests for L{gateway.backends.link}: L{connectToPool} (affinity through the
 session map, a failing session map never failing a client's connection,
 and each attempt's connection slot), L{backendEndpoint} (IP addresses
-connected to directly), the session WebSockets' direct sending of messages,
-and a L{BackendLink}'s connection slot.
+connected to directly), and a L{BackendLink}: its connection slot, its handshake, its closing
+handshake and its timeouts, over a string transport (its WebSocket client
+engine has tests of its own, tests/wire/test_wsclient.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
@@ -25,18 +25,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from gateway.backends.link import (
-    BackendLink,
-    BackendLinkFactory,
-    DirectMessages,
-    backendEndpoint,
-    connectToPool,
-)
+from gateway.backends.link import BackendLink, backendEndpoint, connectToPool
 from gateway.backends.balancers import LeastConnections
 from gateway.errors import BackendUnreachable, GatewayError
 from gateway.backends.pool import Backend, Pool
 from gateway.sessionmap.memory import MemorySessionMap
 from gateway.wire.frames import encodeClose, encodeFrame
+from tests.helpers import unframe
 
 
 class Observer:
@@ -239,44 +234,6 @@ def test_backendEndpointTLS():
     assert (host, port) == ("127.0.0.1", 9443)
 
 
-def test_backendLinkDropsDebugEvents():
-    """
-    A backend link logs through Autobahn's own (txaio) logger, which drops
-    debug events where they are emitted (Autobahn emits two per frame), and
-    passes warnings on.
-    """
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        link = BackendLink()
-        link.log.debug("{n} bytes", n=1)
-        link.log.warn("a warning")
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    assert [e["log_format"] for e in events] == ["a warning"]
-
-
-def unframe(frame: bytes) -> tuple[int, int, bytes | None, bytes]:
-    """
-    Read one frame: (first byte, payload length, masking key or None,
-    unmasked payload); the whole frame must be used.
-    """
-    first, second = frame[0], frame[1]
-    n, at = second & 0x7F, 2
-    if n == 126:
-        n, at = struct.unpack("!H", frame[2:4])[0], 4
-    elif n == 127:
-        n, at = struct.unpack("!Q", frame[2:10])[0], 10
-    key = None
-    if second & 0x80:
-        key, at = frame[at:at + 4], at + 4
-    payload = frame[at:]
-    assert len(payload) == n
-    if key is not None:
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return first, n, key, payload
-
-
 @pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 1000, 65535, 65536, 70001])
 def test_frames(size):
     """
@@ -288,109 +245,6 @@ def test_frames(size):
     key = b"\x01\x80\xfe\x37"
     assert unframe(encodeFrame(1, payload, True, key)) == (0x81, size, key, payload)
     assert unframe(encodeFrame(2, payload)) == (0x82, size, None, payload)
-
-
-class Recorded:
-    """
-    Stands for Autobahn's protocol under L{DirectMessages}: records the
-    messages it is asked to send itself.
-    """
-
-    STATE_OPEN = 3
-
-    def __init__(self, isServer: bool) -> None:
-        self.factory = SimpleNamespace(isServer=isServer)
-        self.state = self.STATE_OPEN
-        self._perMessageCompress = None
-        self.autoFragmentSize = 0
-        self.send_queue: list = []
-        self.logFrames = self.logOctets = False
-        self.trackedTimings = None
-        self.maxMessagePayloadSize = 0
-        self.maskServerFrames, self.maskClientFrames = False, True
-        self.transport = StringTransport()
-        self.autobahn: list = []
-        self.received: list = []
-
-    def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False):
-        self.autobahn.append((payload, isBinary, fragmentSize, sync))
-
-    def _onMessage(self, payload, isBinary):
-        self.received.append((payload, isBinary))
-
-
-class Direct(DirectMessages, Recorded):
-    """
-    L{DirectMessages} over the recorder.
-    """
-
-
-@pytest.mark.parametrize("isServer, masked", [(True, False), (False, True)])
-def test_directMessage(isServer, masked):
-    """
-    A message is written as one frame, masked by a client and not by a
-    server, without Autobahn's sending code.
-    """
-    protocol = Direct(isServer)
-    protocol.sendMessage(b"7:hello", False)
-    protocol.sendMessage(b"\x00\x01", True)
-    written = protocol.transport.value()
-    head = 2 + (4 if masked else 0)
-    first, _, key, text = unframe(written[: head + 7])
-    assert (first, text, key is not None) == (0x81, b"7:hello", masked)
-    second, _, key, data = unframe(written[head + 7:])
-    assert (second, data, key is not None) == (0x82, b"\x00\x01", masked)
-    assert protocol.autobahn == []
-
-
-@pytest.mark.parametrize(
-    "setting",
-    [
-        {"_perMessageCompress": object()},
-        {"autoFragmentSize": 10},
-        {"send_queue": [(b"x", False)]},
-        {"logFrames": True},
-        {"maxMessagePayloadSize": 3},
-        {"state": 2},
-    ],
-)
-def test_autobahnSendsOtherwise(setting):
-    """
-    With compression, fragmentation, a send queue, frame logging, a message
-    over the size limit, or a WebSocket not open, Autobahn sends the message
-    itself (and does what it does in those cases).
-    """
-    protocol = Direct(False)
-    vars(protocol).update(setting)
-    protocol.sendMessage(b"hello", False)
-    assert protocol.autobahn == [(b"hello", False, None, False)]
-    assert protocol.transport.value() == b""
-
-
-def test_autobahnSendsFragmentedOrSync():
-    """
-    A fragmented or synchronous send is Autobahn's.
-    """
-    protocol = Direct(True)
-    protocol.sendMessage(b"hello", True, fragmentSize=2)
-    protocol.sendMessage(b"hello", True, sync=True)
-    assert protocol.autobahn == [(b"hello", True, 2, False), (b"hello", True, None, True)]
-
-
-def test_messageEnd():
-    """
-    A whole message goes to C{onMessage} (through Autobahn's C{_onMessage}),
-    its fragments joined, unless the protocol failed the connection itself.
-    """
-    protocol = Direct(True)
-    protocol.failedByMe = False
-    protocol.message_data, protocol.message_is_binary = [b"he", b"llo"], False
-    protocol.onMessageEnd()
-    protocol.failedByMe = True
-    protocol.message_data = [b"late"]
-    protocol.onMessageEnd()
-    assert protocol.received == [(b"hello", False)]
-    assert protocol.message_data is None
 
 
 # -- the backend link's connection slot
@@ -415,6 +269,9 @@ class RecordingSession:
     def backendClosed(self, code, reason, link, clean):
         self.calls.append(("closed", code, reason, clean))
 
+    def backendReceipt(self, link, seq):
+        self.calls.append(("receipt", seq))
+
 
 class LinkTransport(StringTransport):
     """
@@ -427,17 +284,24 @@ class LinkTransport(StringTransport):
         self.producer = None
 
 
-def connectLink(backend: Backend, accept: bool = True):
+#: What the C{opened} of the last link L{connectLink} made fired with.
+outcomes: list = []
+
+
+def connectLink(backend: Backend, accept: bool = True, clock: Clock | None = None):
     """
     Connect a L{BackendLink} to C{backend} over a L{LinkTransport}, with
     a slot reserved for it, and answer its handshake with a 101 when
     C{accept}.
 
-    @return: the link, its factory and its transport (cleared).
+    @return: the link, its slot and its transport (cleared); the link's
+        C{opened} outcome is in C{link.outcome}.
     """
-    factory = BackendLinkFactory("ws://127.0.0.1:9001/chat", backend.reserve(),
-                                 headers={"X-Session-Id": "s"}, origin=None)
-    link = factory.buildProtocol(None)
+    slot = backend.reserve()
+    link = BackendLink(clock or Clock(), slot, timeout=5.0)
+    link.handshake(b"127.0.0.1:9001", b"/chat", {"X-Session-Id": "s"}, None)
+    outcomes.clear()
+    link.opened.addBoth(outcomes.append)
     transport = LinkTransport()
     link.makeConnection(transport)
     request = transport.value()
@@ -448,24 +312,208 @@ def connectLink(backend: Backend, accept: bool = True):
         answer = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         link.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                           b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + answer + b"\r\n\r\n")
-    return link, factory, transport
+    return link, slot, transport
 
 
-def test_linkHoldsItsFactorySlot():
+def test_linkHoldsItsSlot():
     """
-    A link has no slot nor backend until it connects; then it holds its
-    factory's slot, and its factory's C{opened} fires with it once the
-    backend accepts.
+    A link has no slot nor backend until it connects; then it holds the
+    slot it was given, and its C{opened} fires with it once the backend
+    accepts.
     """
     backend = Backend("b", "127.0.0.1", 9001)
-    assert (BackendLink().backend, BackendLink().slot.held) == (None, False)
-    link, factory, _ = connectLink(backend)
-    assert link.slot is factory.slot
+    assert (BackendLink(Clock()).backend, BackendLink(Clock()).slot.held) == (None, False)
+    link, slot, _ = connectLink(backend)
+    assert link.slot is slot
     assert (link.backend, backend.connections) == (backend, 1)
-    assert factory.opened.called
-    opened = []
-    factory.opened.addCallback(opened.append)
-    assert opened == [link]
+    assert outcomes == [link]
+
+
+def test_linkHandshake():
+    """
+    The opening handshake names the target and C{Host}, asks for a
+    WebSocket upgrade with a fresh key, and carries the headers given, a
+    C{User-Agent} of the gateway's own when none is, and C{Origin} when
+    given.
+    """
+    link = BackendLink(Clock(), Backend("b", "127.0.0.1", 9001).reserve())
+    link.handshake(b"b:9001", b"/chat?x=1", {"X-Session-Id": "s1", "Cookie": "a=1; b=2"}, "https://app")
+    transport = LinkTransport()
+    link.makeConnection(transport)
+    lines = transport.value().split(b"\r\n")
+    assert lines[0] == b"GET /chat?x=1 HTTP/1.1"
+    headers = dict(line.split(b": ", 1) for line in lines[1:] if line)
+    assert headers[b"Host"] == b"b:9001"
+    assert (headers[b"Upgrade"], headers[b"Connection"]) == (b"websocket", b"Upgrade")
+    assert len(base64.b64decode(headers[b"Sec-WebSocket-Key"])) == 16
+    assert headers[b"Sec-WebSocket-Version"] == b"13"
+    assert (headers[b"X-Session-Id"], headers[b"Cookie"]) == (b"s1", b"a=1; b=2")
+    assert headers[b"User-Agent"].startswith(b"txgateway/")
+    assert headers[b"Origin"] == b"https://app"
+    forwarded = BackendLink(Clock())
+    forwarded.handshake(b"b", b"/", {"User-Agent": "browser"}, None)
+    forwarded.makeConnection(transport)
+    assert transport.value().count(b"User-Agent") == 2  # the first link's and this one's
+    assert b"User-Agent: browser\r\n" in transport.value()
+
+
+def test_linkRefused():
+    """
+    A handshake answered with another status fails C{opened} with
+    L{BackendRefused} (status and phrase) and closes the connection.
+    """
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), accept=False)
+    link.dataReceived(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    [failure] = outcomes
+    assert (failure.value.status, failure.value.phrase) == (403, "Forbidden")
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("answer", [
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Accept: wrong=\r\n\r\n"),
+    b"garbage\r\n\r\n",
+])
+def test_linkHandshakeFailed(answer):
+    """
+    A 101 with the wrong accept key, or an answer that is not HTTP, fails
+    C{opened} with L{BackendUnreachable} and drops the connection.
+    """
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), accept=False)
+    link.dataReceived(answer)
+    assert outcomes[0].check(BackendUnreachable)
+    assert "backend handshake failed" in str(outcomes[0].value)
+    assert transport.disconnecting
+
+
+def test_linkHandshakeTimeout():
+    """
+    A backend that does not answer the handshake within the timeout fails
+    C{opened} with L{BackendUnreachable}, and the connection is dropped.
+    """
+    clock = Clock()
+    _, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), accept=False, clock=clock)
+    clock.advance(4.9)
+    assert outcomes == []
+    clock.advance(0.2)
+    assert outcomes[0].check(BackendUnreachable)
+    assert "timed out" in str(outcomes[0].value)
+    assert transport.disconnecting
+
+
+def test_linkOpeningCancelled():
+    """
+    Cancelling C{opened} (the session ended while its link was opening)
+    drops the connection, and its loss reports nothing more.
+    """
+    slot = Backend("b", "127.0.0.1", 9001).reserve()
+    link = BackendLink(Clock(), slot)
+    link.handshake(b"b", b"/", {}, None)
+    failures = []
+    opened = link.opened
+    opened.addErrback(failures.append)
+    transport = LinkTransport()
+    link.makeConnection(transport)
+    opened.cancel()
+    assert failures[0].check(CancelledError)
+    assert transport.disconnecting
+    link.connectionLost(Failure(ConnectionDone()))
+    assert len(failures) == 1
+
+
+def test_linkPingsAndPongs():
+    """
+    The backend's pings are answered with pongs; a pong to a receipt's ping
+    is the session's receipt; the receipt's ping carries the sequence
+    number, masked.
+    """
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001))
+    session = RecordingSession()
+    link.bind(session, link.backend)
+    link.dataReceived(encodeFrame(0x9, b"hi"))
+    first, _, key, payload = unframe(transport.value())
+    assert (first, payload, key is not None) == (0x8A, b"hi", True)
+    transport.clear()
+    link.requestReceipt(12)
+    first, _, key, payload = unframe(transport.value())
+    assert (first, payload, key is not None) == (0x89, b"12", True)
+    link.dataReceived(encodeFrame(0xA, b"12") + encodeFrame(0xA, b"not a number"))
+    assert session.calls[-1] == ("receipt", 12)
+
+
+def test_linkFinishWaitsForTheBackendsClose():
+    """
+    L{BackendLink.finishLink} sends a close frame and still hands the
+    session what the backend sends until its close frame arrives; then the
+    backend's code is reported, clean, once the connection is lost.  A
+    backend that does not close the connection is dropped after the
+    timeout.
+    """
+    clock = Clock()
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), clock=clock)
+    session = RecordingSession()
+    link.bind(session, link.backend)
+    link.finishLink(1001, "moving")
+    first, _, key, payload = unframe(transport.value())
+    assert (first, payload[:2], payload[2:], key is not None) == (0x88, b"\x03\xe9", b"moving", True)
+    link.sendMessage(b"too late", False)
+    assert unframe(transport.value())[3] == payload  # nothing more written
+    link.dataReceived(encodeFrame(1, b"last") + encodeClose(1000, "ok"))
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    link.connectionLost(Failure(ConnectionDone()))
+    assert session.calls[1:] == [("message", b"last"), ("closed", 1000, "ok", True)]
+
+
+def test_linkCloseTimeout():
+    """
+    A closing handshake the backend does not answer within the timeout
+    drops the connection; the session then hears of a close that was not
+    clean, without a code.
+    """
+    clock = Clock()
+    link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), clock=clock)
+    session = RecordingSession()
+    link.bind(session, link.backend)
+    link.finishLink(1001, "moving")
+    clock.advance(5.1)
+    assert transport.disconnecting
+    link.connectionLost(Failure(ConnectionDone()))
+    assert session.calls[-1] == ("closed", None, None, False)
+
+
+@pytest.mark.parametrize("frames, code", [
+    (encodeFrame(1, b"x" * 101), 1009),
+    (encodeFrame(1, b"\xff"), 1007),
+    (b"\x81\x81abcdx", 1002),
+])
+def test_linkFailsABrokenBackend(frames, code):
+    """
+    A backend that sends a message over the limit, text that is not UTF-8
+    or a masked frame gets a close frame with the RFC's code and the
+    connection is closed; the session is told of that code, not clean.
+    """
+    link = BackendLink(Clock(), Backend("b", "127.0.0.1", 9001).reserve(), maxMessageBytes=100)
+    link.handshake(b"b", b"/", {}, None)
+    transport = LinkTransport()
+    link.makeConnection(transport)
+    [key] = [line.split(b": ", 1)[1] for line in transport.value().split(b"\r\n")
+             if line.startswith(b"Sec-WebSocket-Key:")]
+    answer = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    link.dataReceived(b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+                      b"Sec-WebSocket-Accept: " + answer + b"\r\n\r\n")
+    session = RecordingSession()
+    link.bind(session, link.backend)
+    transport.clear()
+    link.dataReceived(frames)
+    first, _, _, payload = unframe(transport.value())
+    assert (first, struct.unpack("!H", payload[:2])[0]) == (0x88, code)
+    assert transport.disconnecting
+    link.connectionLost(Failure(ConnectionDone()))
+    assert session.calls[-1][:2] == ("closed", code)
+    assert session.calls[-1][3] is False
 
 
 def test_closeLinkReleasesUnbound():
@@ -523,17 +571,15 @@ def test_bindClosedLink():
 
 def test_handshakeFailedKeepsSlot():
     """
-    A link whose handshake fails fails its factory's C{opened} with
+    A link whose handshake fails fails its C{opened} with
     L{BackendUnreachable} and leaves the slot to the connect attempt that
     holds it (L{connectToPool} releases it).
     """
     backend = Backend("b", "127.0.0.1", 9001)
-    link, factory, _ = connectLink(backend, accept=False)
+    link, slot, _ = connectLink(backend, accept=False)
     link.connectionLost(Failure(ConnectionDone()))
-    failures = []
-    factory.opened.addErrback(failures.append)
-    assert failures[0].check(BackendUnreachable)
-    assert (factory.slot.held, backend.connections) == (True, 1)
+    assert outcomes[0].check(BackendUnreachable)
+    assert (slot.held, backend.connections) == (True, 1)
 
 
 def test_registerFlowAfterConnectionLost():

@@ -103,7 +103,7 @@ def test_implementationsProvideTheirInterfaces():
     sessionMap = FakeSessionMap(clock)
     verifyObject(ISessionCluster, Cluster(registry, sessionMap, clock, nodeTtl=3.0, node="A"))
     verifyObject(ISessionOpener, SessionOpener(clock, GatewayConfig(), {}, sessionMap, None, {}))
-    verifyObject(IBackendLink, BackendLink())
+    verifyObject(IBackendLink, BackendLink(clock))
     verifyObject(ISessionTransport, SessionWebSocket())
     verifyObject(ISessionTransport, FakeTransport())
     verifyObject(IBackendLink, FakeLink())

@@ -153,6 +153,27 @@ async def test_resume_same_backend_connection_redelivers_and_dedupes(echo_backen
 
 
 @pytest_twisted.ensureDeferred
+async def test_attached_connection_keeps_little(echo_backends, make_gateway):
+    """
+    An attached session's client WebSocket keeps neither its route (the
+    request head) nor what Autobahn kept of its handshake, and reads its
+    options from its class; its backend link is the project's own, with
+    slots only.  (What a session costs in memory rests on these.)
+    """
+    backends = await echo_backends(1)
+    gateway = await make_gateway(backends)
+    raw, welcome = await Raw.open(gateway.url)
+    session = gateway.service.sessions.sessions[welcome.sid]
+    protocol = session.transport
+    assert protocol.route is None and protocol.http_headers is None and protocol.http_request_data is None
+    assert "maxMessagePayloadSize" not in vars(protocol)
+    assert protocol.maxMessagePayloadSize == gateway.service.config.session.maxMessageBytes + 21
+    assert not hasattr(session.link, "__dict__") and not hasattr(session, "__dict__")
+    raw.data(1, "still works")
+    assert await raw.nextData() == Data(1, b"still works", False)
+
+
+@pytest_twisted.ensureDeferred
 async def test_refused_resumes_have_distinct_codes(echo_backends, make_gateway):
     """
     A wrong secret gets 4403, an unknown id 4404, and a received count the

@@ -1,0 +1,218 @@
+"""
+Tests for L{gateway.transports.lean}: the client-facing WebSockets' direct
+sending of whole messages, what is left to Autobahn, and what a connection
+keeps (its options on its class, no handshake once open, a light send
+queue), against the project's own WebSocket client.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.testing import StringTransport
+
+from gateway.transports.lean import DirectMessages, withOptions
+from gateway.wire.wsclient import Accepted, MessageReceived, WebSocketClient
+from tests.helpers import unframe
+
+
+class Recorded:
+    """
+    Stands for Autobahn's protocol under L{DirectMessages}: records the
+    messages it is asked to send itself.
+    """
+
+    STATE_OPEN = 3
+
+    def __init__(self, isServer: bool) -> None:
+        self.factory = SimpleNamespace(isServer=isServer)
+        self.state = self.STATE_OPEN
+        self._perMessageCompress = None
+        self.autoFragmentSize = 0
+        self.send_queue: list = []
+        self.logFrames = self.logOctets = False
+        self.trackedTimings = None
+        self.maxMessagePayloadSize = 0
+        self.maskServerFrames, self.maskClientFrames = False, True
+        self.transport = StringTransport()
+        self.autobahn: list = []
+        self.received: list = []
+
+    def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False):
+        self.autobahn.append((payload, isBinary, fragmentSize, sync))
+
+    def _onMessage(self, payload, isBinary):
+        self.received.append((payload, isBinary))
+
+
+class Direct(DirectMessages, Recorded):
+    """
+    L{DirectMessages} over the recorder.
+    """
+
+
+@pytest.mark.parametrize("isServer, masked", [(True, False), (False, True)])
+def test_directMessage(isServer, masked):
+    """
+    A message is written as one frame, masked by a client and not by a
+    server, without Autobahn's sending code.
+    """
+    protocol = Direct(isServer)
+    protocol.sendMessage(b"7:hello", False)
+    protocol.sendMessage(b"\x00\x01", True)
+    written = protocol.transport.value()
+    head = 2 + (4 if masked else 0)
+    first, _, key, text = unframe(written[: head + 7])
+    assert (first, text, key is not None) == (0x81, b"7:hello", masked)
+    second, _, key, data = unframe(written[head + 7:])
+    assert (second, data, key is not None) == (0x82, b"\x00\x01", masked)
+    assert protocol.autobahn == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"_perMessageCompress": object()},
+        {"autoFragmentSize": 10},
+        {"send_queue": [(b"x", False)]},
+        {"logFrames": True},
+        {"maxMessagePayloadSize": 3},
+        {"state": 2},
+    ],
+)
+def test_autobahnSendsOtherwise(setting):
+    """
+    With compression, fragmentation, a send queue, frame logging, a message
+    over the size limit, or a WebSocket not open, Autobahn sends the message
+    itself (and does what it does in those cases).
+    """
+    protocol = Direct(False)
+    vars(protocol).update(setting)
+    protocol.sendMessage(b"hello", False)
+    assert protocol.autobahn == [(b"hello", False, None, False)]
+    assert protocol.transport.value() == b""
+
+
+def test_autobahnSendsFragmentedOrSync():
+    """
+    A fragmented or synchronous send is Autobahn's.
+    """
+    protocol = Direct(True)
+    protocol.sendMessage(b"hello", True, fragmentSize=2)
+    protocol.sendMessage(b"hello", True, sync=True)
+    assert protocol.autobahn == [(b"hello", True, 2, False), (b"hello", True, None, True)]
+
+
+def test_messageEnd():
+    """
+    A whole message goes to C{onMessage} (through Autobahn's C{_onMessage}),
+    its fragments joined, unless the protocol failed the connection itself.
+    """
+    protocol = Direct(True)
+    protocol.failedByMe = False
+    protocol.message_data, protocol.message_is_binary = [b"he", b"llo"], False
+    protocol.onMessageEnd()
+    protocol.failedByMe = True
+    protocol.message_data = [b"late"]
+    protocol.onMessageEnd()
+    assert protocol.received == [(b"hello", False)]
+    assert protocol.message_data is None
+
+
+# -- a connection's own state
+
+
+class Echo(DirectMessages, WebSocketServerProtocol):
+    """
+    An Autobahn server on L{DirectMessages} that echoes, and forgets its
+    handshake once open as the gateway's WebSockets do.
+    """
+
+    def onOpen(self):
+        self.forgetHandshake()
+
+    def onMessage(self, payload, isBinary):
+        self.sendMessage(payload, isBinary)
+
+
+def leanEcho(**options):
+    """
+    @return: an open L{Echo} over a string transport, its factory given its
+        options by L{withOptions}, and a client engine talking to it.
+    """
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    factory.setProtocolOptions(failByDrop=False, **options)
+    withOptions(factory)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    client = WebSocketClient(1 << 20)
+    protocol.dataReceived(client.handshake(b"localhost", b"/chat", [(b"Origin", b"http://localhost")]))
+    assert client.receiveData(transport.value()) == [Accepted()]
+    transport.clear()
+    return protocol, transport, client
+
+
+def test_optionsAreClassAttributes():
+    """
+    With L{withOptions}, a connection reads its factory's options from its
+    class: none is copied into its C{__dict__}, which stays under the 85
+    entries past which a dict's table doubles; an option that is a function
+    is still called as one; a connection may still set its own.
+    """
+    protocol, transport, client = leanEcho(maxMessagePayloadSize=10, autoPingInterval=0)
+    assert isinstance(protocol, Echo) and type(protocol) is not Echo
+    own = vars(protocol)
+    assert not set(own) & set(Echo.CONFIG_ATTRS)
+    assert len(own) <= 85
+    assert protocol.maxMessagePayloadSize == 10
+    assert protocol.perMessageCompressionAccept([]) is None
+    protocol.dataReceived(client.sendMessage(b"x" * 11, True))
+    [close] = client.receiveData(transport.value())
+    assert close.code == 1009  # the class's bound applies
+    other = protocol.factory.buildProtocol(None)
+    other.maxMessagePayloadSize = 20
+    assert (other.maxMessagePayloadSize, protocol.maxMessagePayloadSize) == (20, 10)
+
+
+def test_withOptionsAgain():
+    """
+    L{withOptions} called again (the options changed) subclasses the
+    original protocol, not its own subclass.
+    """
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    withOptions(factory)
+    factory.setProtocolOptions(maxMessagePayloadSize=7)
+    withOptions(factory)
+    assert factory.protocol.__mro__[1] is Echo
+    assert factory.protocol.maxMessagePayloadSize == 7
+
+
+def test_handshakeForgotten():
+    """
+    Once open, what Autobahn kept of the opening handshake is gone, and
+    the connection works on: a message is echoed.
+    """
+    protocol, transport, client = leanEcho()
+    assert protocol.http_headers is None and protocol.http_request_data is None
+    assert protocol.http_response_data is None and protocol.websocket_origin is None
+    protocol.dataReceived(client.sendMessage(b"hello", False))
+    assert client.receiveData(transport.value()) == [MessageReceived(b"hello", False)]
+
+
+def test_sendQueueIsAList():
+    """
+    A connection's send queue is a list (an empty deque costs its first
+    block) that does what Autobahn asks of it: append, length, pop from the
+    left.
+    """
+    protocol, _, _ = leanEcho()
+    queue = protocol.send_queue
+    assert isinstance(queue, list) and len(queue) == 0
+    queue.append((b"a", True))
+    queue.append((b"b", True))
+    assert (queue.popleft(), len(queue)) == ((b"a", True), 1)
