@@ -50,11 +50,16 @@ __all__ = [
     "ConnectObserver",
     "BackendLink",
     "openBackendLink",
+    "SERVER_DROP_TIMEOUT",
 ]
 
 T = TypeVar("T")
 
 log = Logger()
+
+#: Seconds a backend link waits, once the closing handshake is done, for the
+#: backend to close the TCP connection before closing it itself.
+SERVER_DROP_TIMEOUT = 1.0
 
 #: The C{User-Agent} of a session's backend handshake when its client sent
 #: none.
@@ -249,11 +254,12 @@ class BackendLink:
     releases it when it closes after being bound, or when it is closed
     (L{closeLink}), bound or not.
 
-    The timeouts, all C{timeout} seconds: the opening handshake (from the
-    TCP connection to the C{101}); a closing handshake it started (its
-    close frame to the backend's); and the backend's closing of the TCP
-    connection once the closing handshake is done, which a server does
-    (RFC 6455 section 7.1.1).  Each drops the connection.
+    The timeouts: C{timeout} seconds for the opening handshake (from the
+    TCP connection to the C{101}) and for a closing handshake it started
+    (its close frame to the backend's); then L{SERVER_DROP_TIMEOUT} for the
+    backend to close the TCP connection once the closing handshake is done,
+    as a server does (RFC 6455 section 7.1.1), after which the link closes
+    it (as Autobahn's client did).  The first two drop the connection.
 
     @ivar slot: the connection's slot on its backend (L{NO_SLOT} until
         connected).
@@ -382,7 +388,7 @@ class BackendLink:
                 opened.callback(self)
             elif kind is CloseReceived:
                 self._closeCode, self._closeReason = event.code, event.reason
-                self._startTimer()  # for the backend to close the connection
+                self._startTimer(SERVER_DROP_TIMEOUT)  # for the backend to close the connection
             elif kind is Refused:
                 self._cancelTimer()
                 self._openFailed(BackendRefused(event.status, event.reason))
@@ -435,14 +441,18 @@ class BackendLink:
         self._openFailed(BackendUnreachable(f"backend handshake timed out after {self._timeout:g}s"))
         self.transport.abortConnection()
 
-    def _startTimer(self) -> None:
+    def _startTimer(self, timeout: float | None = None) -> None:
         self._cancelTimer()
         if not self.transportGone:
-            self._timer = self._reactor.callLater(self._timeout, self._closeTimedOut)
+            self._timer = self._reactor.callLater(self._timeout if timeout is None else timeout,
+                                                  self._closeTimedOut)
 
     def _closeTimedOut(self) -> None:
         self._timer = None
-        self.transport.abortConnection()
+        if self._ws.state is ClientState.CLOSED:
+            self.transport.loseConnection()  # the closing handshake is done
+        else:
+            self.transport.abortConnection()
 
     def _cancelTimer(self) -> None:
         timer, self._timer = self._timer, None

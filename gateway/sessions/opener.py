@@ -88,6 +88,7 @@ class SessionOpener:
                 connectTimeout=timeout or self.config.timeouts.connect,
                 maxMessageBytes=self.config.session.maxMessageBytes,
                 origin=origin,
+                maxHeadBytes=self.config.limits.maxHeaderBytes,
             )
 
         return connect

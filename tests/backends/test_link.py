@@ -25,7 +25,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from gateway.backends.link import BackendLink, backendEndpoint, connectToPool
+from gateway.backends.link import SERVER_DROP_TIMEOUT, BackendLink, backendEndpoint, connectToPool
 from gateway.backends.balancers import LeastConnections
 from gateway.errors import BackendUnreachable, GatewayError
 from gateway.backends.pool import Backend, Pool
@@ -446,8 +446,8 @@ def test_linkFinishWaitsForTheBackendsClose():
     L{BackendLink.finishLink} sends a close frame and still hands the
     session what the backend sends until its close frame arrives; then the
     backend's code is reported, clean, once the connection is lost.  A
-    backend that does not close the connection is dropped after the
-    timeout.
+    backend that does not close the connection then has it closed after
+    L{SERVER_DROP_TIMEOUT}.
     """
     clock = Clock()
     link, _, transport = connectLink(Backend("b", "127.0.0.1", 9001), clock=clock)
@@ -459,7 +459,7 @@ def test_linkFinishWaitsForTheBackendsClose():
     link.sendMessage(b"too late", False)
     assert unframe(transport.value())[3] == payload  # nothing more written
     link.dataReceived(encodeFrame(1, b"last") + encodeClose(1000, "ok"))
-    clock.advance(4.9)
+    clock.advance(SERVER_DROP_TIMEOUT - 0.1)
     assert not transport.disconnecting
     clock.advance(0.2)
     assert transport.disconnecting
