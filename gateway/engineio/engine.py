@@ -20,6 +20,9 @@ The rules (the Engine.IO v4 protocol document):
    C{5} moves the session to the WebSocket; only one WebSocket may upgrade
    a session, and only a polling one.
  - A client's close packet, or its WebSocket closing, ends the session.
+ - A session its server side ends sends the client what waited, then
+   its close packet: over long-polling alone, on the poll after the one
+   that took the rest (as the reference server does).
 
 Bounds: what waits for the client (the outbox) is bounded by
 C{maxBufferBytes}; past C{maxPayload} waiting, the server side is paused
@@ -251,9 +254,29 @@ class EngineSession:
             self.transport.deliver(self._take())
         elif self._pollHeld:
             self._pollHeld = False
-            self.transport.deliver(self._take())
-            if self.state is EngineState.CLOSING:
-                self._closed()
+            self.transport.deliver(self._takeForPoll())
+
+    def _takeForPoll(self) -> list[Packet]:
+        """
+        What one poll's answer carries: everything waiting, except that a
+        closing session's close packet never shares a payload with the
+        packets before it; it answers the next poll, as the reference
+        server sends it.  socket.io-client handles the Socket.IO packets of
+        a payload a tick after its Engine.IO ones, so a close packet beside
+        the server's DISCONNECT closed the transport first: the client
+        reported "transport close" and reconnected, instead of "io server
+        disconnect".  The session ends once the close is taken.
+        """
+        if self.state is EngineState.CLOSING and len(self._outbox) > 1:
+            close = self._outbox.pop()  # while closing, the last packet is the close
+            packets = self._take()
+            self._outbox.append(close)
+            self._outBytes = close.size
+            return packets
+        packets = self._take()
+        if self.state is EngineState.CLOSING:
+            self._closed()
+        return packets
 
     # From the client: long-polling.
     def poll(self) -> list[Packet] | None:
@@ -276,10 +299,7 @@ class EngineSession:
             self.close("overlapping polls", notify=False)
             raise EngineRefusal(BAD_REQUEST, "Bad request")
         if self._outbox:
-            packets = self._take()
-            if self.state is EngineState.CLOSING:
-                self._closed()
-            return packets
+            return self._takeForPoll()
         if self._probed:
             return [Packet(PacketType.NOOP)]  # an upgrade is under way: end polls at once
         self._pollHeld = True
@@ -302,7 +322,7 @@ class EngineSession:
         if self.transport.kind != "polling" and not self.upgrading:
             raise EngineRefusal(BAD_REQUEST, "Bad request")
         for packet in packets:
-            if self.state is not EngineState.OPEN:
+            if self.state is EngineState.CLOSED:
                 break
             self.received(packet)
 
@@ -313,9 +333,14 @@ class EngineSession:
     # From the client: any transport.
     def received(self, packet: Packet) -> None:
         """
-        A packet from the client on its current transport.
+        A packet from the client on its current transport.  While the
+        session is closing, only the client's own close counts: it ends
+        the session at once (its close packet need not wait for a poll
+        that will not come).
         """
         if self.state is not EngineState.OPEN:
+            if self.state is EngineState.CLOSING and packet.type is PacketType.CLOSE:
+                self._closed()
             return
         kind = packet.type
         if kind is PacketType.MESSAGE:

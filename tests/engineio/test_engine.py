@@ -178,15 +178,47 @@ def test_clientPingRefused() -> None:
 
 def test_serverCloseOverPolling() -> None:
     """
-    When the server side ends, the client gets what waited, then a close
-    packet, on its next GET; the session then ends.
+    When the server side ends, the client's next GET gets what waited
+    (the server's Socket.IO DISCONNECT), and the close packet comes alone
+    on the GET after, as the reference server sends it: in one payload,
+    socket.io-client would see the transport close before the DISCONNECT
+    and reconnect.  The session ends once the close is taken.
     """
     engine, _, _, upstream, ended = makeSession()
-    engine.send("last")
+    engine.send("1")
     engine.close("the Socket.IO server connection closed")
     assert engine.state is EngineState.CLOSING and ended == []
-    assert engine.poll() == [message("last"), CLOSE]
+    assert engine.poll() == [message("1")]
+    assert engine.state is EngineState.CLOSING and ended == [] and engine.waiting == CLOSE.size
+    assert engine.poll() == [CLOSE]
     assert ended == [engine] and upstream.closed is not None
+
+
+def test_serverCloseWithPollHeld() -> None:
+    """
+    The same with a GET held when the server side's last message and its
+    end arrive: the held GET carries the message, the next one the close.
+    """
+    engine, _, transport, _, ended = makeSession()
+    assert engine.poll() is None
+    engine.send("1")
+    engine.close("the Socket.IO server connection closed")
+    assert transport.delivered == [[message("1")]]
+    assert engine.poll() == [CLOSE] and ended == [engine]
+
+
+def test_clientCloseWhileClosing() -> None:
+    """
+    A client that closes while its session's close waits for a GET (it
+    took the server's DISCONNECT and left) ends the session at once, not
+    after C{pingTimeout}.
+    """
+    engine, _, _, _, ended = makeSession()
+    engine.send("1")
+    engine.close("the Socket.IO server connection closed")
+    assert engine.poll() == [message("1")]
+    engine.post([CLOSE])
+    assert ended == [engine] and engine.state is EngineState.CLOSED
 
 
 def test_serverCloseWithoutPollExpires() -> None:

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gateway.cluster.engines import SharedEngines
-from gateway.engineio.engine import EngineSession, EngineSettings
+from gateway.engineio.engine import EngineSession, EngineSettings, EngineState
 from gateway.engineio.packets import Packet, PacketType
 from gateway.engineio.polling import EnginePolling, PollingTransport
 from gateway.engineio.relay import EngineRelay, LocalEngines, RelayedEngine, _Sequence
@@ -143,6 +143,24 @@ def test_relayedPollAndSend() -> None:
     assert len(answers) == 1  # held
     engine.send("back")
     assert answers[1] == (200, b"text/plain; charset=UTF-8", b"4back")
+
+
+def test_relayedPollsAfterServerClose() -> None:
+    """
+    The server's DISCONNECT and its end reach the owner while the client's
+    next poll is on its way from the other node: that poll is answered with
+    the DISCONNECT alone, the one after it with the close packet, and the
+    session ends.
+    """
+    _, _, engine, relay, _, _ = relays()
+    engine.send("1")
+    engine.close("the Socket.IO server connection closed")
+    answers = []
+    relay.request("a", lambda i: b"p|sid|b|" + i, 5, lambda *a: answers.append(a))
+    assert answers == [(200, b"text/plain; charset=UTF-8", b"41")]
+    relay.request("a", lambda i: b"p|sid|b|" + i, 5, lambda *a: answers.append(a))
+    assert answers[1] == (200, b"text/plain; charset=UTF-8", b"1")
+    assert engine.state is EngineState.CLOSED
 
 
 def test_relayedRefusalAndTimeout() -> None:

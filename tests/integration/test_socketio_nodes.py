@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from .helpers import SOCKETIO_DIR as HERE, HAProxy, assertError, held, node, pause, request, startSocketIOServer
 
-NODE_TTL = 1
+NODE_TTL = 3
 
 
 async def startNodes(tmp_path, gateway_process, redis, serverPort: int, count: int = 2) -> list[int]:
