@@ -37,7 +37,7 @@ class Options(usage.Options):
         "--config (see docs/operations.md and examples/gateway.toml).  "
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
-        "given the same URL.  --admin serves the admin API (JSON, bearer token "
+        "given the same URL (given again: shards the sessions are spread over).  --admin serves the admin API (JSON, bearer token "
         "from --admin-token-file) on its own listener.  --metrics serves "
         "/metrics for Prometheus (no token) on its own listener.  With --config, SIGHUP "
         "reloads the file's backends.  --workers N runs N worker processes on "
@@ -49,6 +49,7 @@ Examples:
   twistd -n gateway --listen tcp:8080 --backend ws://10.0.0.5:8765 --balance hash
   twistd -n gateway --config /etc/txgateway/gateway.toml
   twistd -n gateway --config gateway.toml --redis redis://10.0.0.9:6379/0
+  twistd -n gateway --config gateway.toml --redis redis://10.0.0.9:6379/0 --redis redis://10.0.0.10:6379/0
   twistd -n gateway --demo
   twistd -n gateway --config gateway.toml --redis redis://127.0.0.1:6379/0 --workers auto
   twistd -n gateway --config gateway.toml --admin tcp:9090:interface=127.0.0.1 --admin-token-file /etc/txgateway/admin-token
@@ -64,15 +65,6 @@ Examples:
             None,
             None,
             "Balancer of the --backend pool (e.g. least_conn, round_robin, hash).",
-        ],
-        [
-            "redis",
-            None,
-            None,
-            "Keep affinity and session records in Redis, shared by several "
-            "gateway nodes: redis://[:password@]host[:port][/db], "
-            "unix:///path/to/redis.sock[?db=N] or "
-            "redis+sentinel://host[:port][,host[:port]...]/service[/db].",
         ],
         [
             "admin",
@@ -111,6 +103,7 @@ Examples:
         super().__init__()
         self["listen"] = []
         self["backend"] = []
+        self["redis"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this Twisted endpoint, e.g. tcp:8080 (repeatable)."""
@@ -119,6 +112,13 @@ Examples:
     def opt_backend(self, url: str) -> None:
         """Forward to this backend, ws://host[:port] or wss://host[:port] (repeatable)."""
         self["backend"].append(url)
+
+    def opt_redis(self, url: str) -> None:
+        """Keep affinity and session records in Redis, shared by several gateway nodes:
+        redis://[:password@]host[:port][/db], unix:///path/to/redis.sock[?db=N] or
+        redis+sentinel://host[:port][,host[:port]...]/service[/db]. Given again, each
+        is a shard the sessions are spread over (the first holds the node registry)."""
+        self["redis"].append(url)
 
     def getUsage(self, width: int | None = None) -> str:
         """
@@ -133,6 +133,7 @@ Examples:
         """
         self["listen"] = tuple(self["listen"])
         self["backend"] = tuple(self["backend"])
+        self["redis"] = tuple(self["redis"])
 
 
 def makeService(options: Options) -> IService:
@@ -223,9 +224,11 @@ def gatewayArguments(options: Options) -> list[str]:
         C{options} (C{--workers} left out: a worker's set-up says it is one).
     """
     arguments: list[str] = []
-    for name in ("config", "balance", "redis", "admin", "admin-token-file"):
+    for name in ("config", "balance", "admin", "admin-token-file"):
         if options[name] is not None:
             arguments += [f"--{name}", options[name]]
+    for url in options["redis"]:
+        arguments += ["--redis", url]
     for endpoint in options["listen"]:
         arguments += ["--listen", endpoint]
     for url in options["backend"]:

@@ -72,7 +72,7 @@ def test_optionDefaults() -> None:
     assert options["backend"] == ()
     assert options["balance"] is None
     assert options["config"] is None
-    assert options["redis"] is None
+    assert options["redis"] == ()
     assert options["admin"] is None
     assert options["admin-token-file"] is None
     assert options["workers"] is None
@@ -205,6 +205,26 @@ def test_makeServiceRedis(tmp_path: Path) -> None:
     service = makeService(parse("--config", str(path), "--redis", "unix:///run/redis.sock?db=1"))
     assert service.sessionMap.timeout == 0.25
     assert str(service.sessionMap.address) == "unix:///run/redis.sock?db=1"
+
+
+def test_makeServiceRedisShards() -> None:
+    """
+    C{--redis} given twice spreads the sessions over two shards, the first
+    the home one; the options given to C{gatewayArguments} (what a worker
+    is started with) keep both, in order.
+    """
+    from gateway.sessionmap._shards import ShardedSessionMap
+    from gateway.tap import gatewayArguments
+
+    options = parse("--listen", "tcp:0", "--backend", "ws://a:1", "--redis", "redis://10.0.0.9:6380/2",
+                    "--redis", "redis+sentinel://s1,s2/b/0")
+    service = makeService(options)
+    assert isinstance(service.sessionMap, ShardedSessionMap)
+    assert [m.name for m in service.sessionMap.shards] == ["10.0.0.9:6380/2", "sentinel:b/0"]
+    assert [m.required for m in service.sessionMap.shards] == [True, False]
+    arguments = gatewayArguments(options)
+    given = [arguments[i + 1] for i, name in enumerate(arguments) if name == "--redis"]
+    assert given == ["redis://10.0.0.9:6380/2", "redis+sentinel://s1,s2/b/0"]
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ class SharedEngines:
         node = await shared.engineOwner(sid)
         if node is None or node == self.node:
             return node
-        return node if await shared.nodeAlive(node) else None
+        return node if await shared.nodeAlive(node, near=sid) else None
 
     def owner(self, sid: str) -> Deferred:
         """

@@ -126,7 +126,7 @@ class Mirror:
         return False
 
     def _mayPump(self) -> bool:
-        return self.cluster.mayPump() or not self.recorded
+        return self.cluster.mayPump(self.sid) or not self.recorded
 
     def attachedTo(self, node: str | None) -> None:
         """
@@ -342,7 +342,7 @@ class Mirror:
         A client message accepted by another node: hand it to the backend
         in order, or read the up mailbox after a gap.
         """
-        if not self.cluster.leaseValid():
+        if not self.cluster.leaseValid(self.sid):
             return  # read from the mailbox once this node is sure it owns it
         accepted = self.session.inbox.accepted
         if message.seq == accepted + 1:
@@ -406,7 +406,7 @@ class Mirror:
             its lease is being confirmed.
         @return: L{Deferred} firing when done.
         """
-        if self._catchingUp or not (owned or self.cluster.leaseValid()):
+        if self._catchingUp or not (owned or self.cluster.leaseValid(self.sid)):
             return succeed(None)
         self._catchingUp = True
         d = self.shared.readUp(self.sid, self.session.inbox.accepted)

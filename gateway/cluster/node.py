@@ -3,8 +3,10 @@ Several gateway nodes sharing sessions through Redis (docs/architecture.md,
 "Several nodes").
 
 A L{Cluster} is one node's part, and the session registry's
-L{ISessionCluster} strategy when nodes share sessions: its id and
-heartbeat, its subscription to its own channel, the
+L{ISessionCluster} strategy when nodes share sessions: its id, its
+heartbeat and leases on each shard of the map (its
+L{gateway.cluster.liveness.Liveness} component), its subscription to its
+own channel on each shard, the
 L{gateway.cluster.mirror.Mirror} of each session it owns (which writes the
 session's state to Redis as it changes), and the L{RelaySession}s of the
 sessions it serves for other owners.  It resumes a session that another
@@ -17,8 +19,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -31,7 +32,7 @@ from ..wire.protocol import (
     shortId,
 )
 from ..interfaces import ISessionCluster, ISessionOpener
-from ..sessions.states import SessionState
+from .liveness import Liveness
 from .mirror import Mirror
 from .relay import RelaySession
 from .takeover import Takeover, secretHash
@@ -63,7 +64,7 @@ class Cluster:
 
     def __init__(self, registry: SessionRegistry, sessionMap, clock, *, nodeTtl: float,
                  node: str | None = None, opener: ISessionOpener | None = None) -> None:
-        from ..sessionmap._shared import Subscription
+        from ..sessionmap._subscription import Subscription
 
         self.registry = registry
         self.clock = clock
@@ -72,28 +73,23 @@ class Cluster:
         sessionTtl = max(config.grace * 2, config.heartbeatTimeout * 2, nodeTtl * 3)
         self.shared = sessionMap.sharedSessions(self.node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
         self.nodeTtl = nodeTtl
-        self.subscription = Subscription(self.shared, self.noticeReceived, self.resubscribed)
+        #: This node's subscription to its channel on each shard.
+        self.subscriptions = [
+            Subscription(self.shared, self.noticeReceived, lambda i=i: self.resubscribed(i), shard=i)
+            for i in range(len(self.shared.maps))]
         self.relays: dict[str, RelaySession] = {}
         self.opener = opener
-        self._leaseUntil = 0.0
-        self._revalidating = False
-        self._heartbeats: LoopingCall | None = None
-        self._beating = False
-        self._redisTrouble: str | None = None
-        self._leaseTimer = None
-        #: Whether the sessions owned here were suspended (L{_leaseExpired}).
-        self._suspended = False
-        self._recoveredAt = float("-inf")
+        #: The heartbeat, and the lease on each shard.
+        self.liveness = Liveness(self)
         #: The other live nodes' connections per backend at the last
         #: heartbeat, by node.
         self._remoteCounts: dict[str, dict[str, int]] = {}
-        #: The map's count of master changes when the owned sessions were
-        #: last checked against Redis (L{_revalidate}).
-        self._sessionMap = sessionMap
-        self._masterSeen = sessionMap.masterChanges
         #: The live nodes' info at the last heartbeat that read it (L{nodes}).
         self._nodes: dict[str, dict[str, Any]] = {}
         self._nodesRead: float | None = None
+        #: The live nodes whose shard list differs from this node's, with
+        #: their ring's fingerprint (L{readNodes}).
+        self.shardListDiffers: dict[str, str] = {}
         #: Resumes of sessions this node does not hold, and takeovers.
         self.takeover = Takeover(self)
         self._engineListener = None
@@ -103,183 +99,108 @@ class Cluster:
     # Running.
     def start(self) -> Deferred:
         """
-        Announce this node, subscribe to its channel and start the
-        heartbeat.
+        Announce this node, subscribe to its channel on every shard and
+        start the heartbeat.
         """
-        self.subscription.start()
-        self._heartbeats = LoopingCall(self.heartbeat)
-        self._heartbeats.clock = self.clock
-        self._heartbeats.start(self.nodeTtl / 3, now=False).addErrback(
-            lambda f: self.log.failure("cluster heartbeat failed", f))
+        for subscription in self.subscriptions:
+            subscription.start()
         self.log.info("gateway node {node} shares its sessions through Redis", node=self.node)
-        return self._beat()
+        return self.liveness.start()
 
     def stop(self) -> Deferred:
         """
         Stop the heartbeat and say that this node is gone, so that its
         sessions are taken over at once.
         """
-        if self._heartbeats is not None and self._heartbeats.running:
-            self._heartbeats.stop()
-        if self._leaseTimer is not None and self._leaseTimer.active():
-            self._leaseTimer.cancel()
-        self._leaseTimer = None
-        self._leaseUntil = 0.0  # forward nothing more from Redis
+        self.liveness.stop()
         d = self.shared.leave()
         d.addErrback(lambda f: None)
-        d.addBoth(lambda _: self.subscription.stop())
+        d.addBoth(lambda _: gatherResults([s.stop() for s in self.subscriptions], consumeErrors=True))
         return d
 
-    def leaseValid(self) -> bool:
+    def leaseValid(self, sid: str | None = None) -> bool:
         """
-        Whether this node's liveness in Redis is certain (its last heartbeat
-        was written less than C{nodeTtl} ago): while it is not, another node
-        may have taken its sessions, and it forwards nothing read from
-        Redis.
+        Whether this node's liveness is certain on the shard holding session
+        C{sid} (the home shard by default): its last heartbeat there was
+        written less than C{nodeTtl} ago.  While it is not, another node
+        may have taken the shard's sessions, and this node forwards nothing
+        of them read from Redis.
         """
-        return not self._revalidating and self.clock.seconds() < self._leaseUntil
+        return self.liveness.of(sid).valid()
 
-    def mayPump(self) -> bool:
+    def mayPump(self, sid: str | None = None) -> bool:
         """
-        Whether this node may hand its own clients' messages to backends:
-        while its lease holds (its liveness is certain), Redis reachable or
-        not.  Once the lease has run out another node may have taken its
-        sessions over and be pumping them: then this node stops
-        (L{_leaseExpired}) until a heartbeat has confirmed which sessions
-        it still owns.
+        Whether this node may hand session C{sid}'s client messages to its
+        backend: while its lease on the session's shard holds (its
+        liveness is certain), Redis reachable or not.  Once the lease has
+        run out another node may have taken the session over and be
+        pumping it: then this node stops (L{Liveness}) until a heartbeat
+        has confirmed which sessions it still owns there.
         """
-        return self.leaseValid()
+        return self.leaseValid(sid)
 
-    def justRecovered(self) -> bool:
+    def justRecovered(self, sid: str | None = None) -> bool:
         """
-        Whether this node lost touch with Redis less than C{nodeTtl} ago
-        (or has not heard from it since):
-        an owner may not have written its sessions again yet (Redis came
-        back empty), so a session that Redis does not know may still be
-        one, and a resume of it is told to try again (4503), not that it is
-        unknown.
+        Whether this node lost touch with the shard holding session C{sid}
+        less than C{nodeTtl} ago (or has not heard from it since): an owner
+        may not have written its sessions again yet (Redis came back
+        empty), so a session that Redis does not know may still be one, and
+        a resume of it is told to try again (4503), not that it is unknown.
         """
-        return self._redisTrouble is not None or self.clock.seconds() - self._recoveredAt < self.nodeTtl
-
-    def _armLease(self) -> None:
-        """
-        Watch the lease just renewed: L{_leaseExpired} runs when it ends,
-        unless a heartbeat renews it first.
-        """
-        timer = self._leaseTimer
-        delay = max(0.0, self._leaseUntil - self.clock.seconds())
-        if timer is not None and timer.active():
-            timer.reset(delay)
-        else:
-            self._leaseTimer = self.clock.callLater(delay, self._leaseExpired)
-
-    def _leaseExpired(self) -> None:
-        """
-        The lease ran out (Redis did not answer the heartbeats, or this
-        node was paused): another node may take the sessions owned here
-        over now, and only it may pump them.  Each client is closed with
-        4503 (it resumes through another node, which takes the session
-        over, or here once this node is sure again); reading from the
-        backend pauses, and client messages wait, unacknowledged.  A
-        session never written to Redis cannot be taken and keeps flowing.
-        """
-        self._leaseTimer = None
-        if self.leaseValid():
-            self._armLease()
-            return
-        if not self._suspended:
-            self.log.warn("node {node}: lease expired ({error}): its clients are told to resume"
-                          " elsewhere, and its sessions wait", node=self.node,
-                          error=self._redisTrouble or "no heartbeat")
-        self._suspended = True
-        self.turns.lost()
-        for session, mirror in self._owned():
-            if mirror.recorded:
-                session.suspend()
+        return self.liveness.of(sid).justRecovered()
 
     @property
     def healthy(self) -> bool:
         """
-        Whether Redis answers and the subscription works.
+        Whether the home shard answers and the subscription there works
+        (another shard's trouble touches only its own sessions, and shows
+        in L{health}).
         """
-        return self._redisTrouble is None and self.subscription.healthy
+        return self.liveness.home.trouble is None and self.subscriptions[0].healthy
 
     def health(self) -> dict[str, Any]:
         """
-        @return: this node's view of the cluster, for the health endpoint.
+        @return: this node's view of the cluster, for the health endpoint:
+            with several shards, each shard's state too, and the nodes that
+            were given another list of shards.
         """
-        return {
+        def state(subscription) -> str:
+            return "ok" if subscription.healthy else "wedged" if subscription.wedged else "down"
+
+        leases = self.liveness.leases
+        home = leases[0]
+        health: dict[str, Any] = {
             "node": self.node,
-            "redis": "ok" if self._redisTrouble is None else self._redisTrouble,
-            "subscription": "ok" if self.subscription.healthy else (
-                "wedged" if self.subscription.wedged else "down"),
+            "redis": "ok" if home.trouble is None else home.trouble,
+            "subscription": state(self.subscriptions[0]),
             "relayed": len(self.relays),
             "takeovers": self.takeover.count,
-            "redis_commands": self.shared.map.commandsIssued,
+            "redis_commands": sum(m.commandsIssued for m in self.shared.maps),
         }
-
-    def heartbeat(self) -> None:
-        """
-        Every C{nodeTtl / 3}: write this node's liveness, check the
-        subscription, and look after the sessions that depend on other
-        nodes.
-        """
-        self._beat().addErrback(lambda f: self.log.failure("cluster heartbeat failed", f))
-
-    def _beat(self) -> Deferred:
-        return Deferred.fromCoroutine(self._heartbeat())
+        if len(leases) > 1:
+            health["shards"] = {
+                lease.name: {"home": lease is home, "redis": "ok" if lease.trouble is None else lease.trouble,
+                             "subscription": state(self.subscriptions[lease.index]),
+                             "redis_commands": lease.map.commandsIssued}
+                for lease in leases}
+        if self.shardListDiffers:
+            health["shard_list_differs"] = sorted(self.shardListDiffers)
+        return health
 
     async def _heartbeat(self) -> None:
-        if self._beating:
-            return
-        self._beating = True
-        try:
-            sent = self.clock.seconds()
-            try:
-                await self.shared.heartbeat({"sessions": len(self.registry.sessions),
-                                             "relayed": len(self.relays)})
-            except GatewayError as e:
-                if self._redisTrouble is None:
-                    self.log.warn("node {node}: cannot reach Redis ({error}): attached sessions"
-                                  " keep flowing while its lease holds; resumes on other nodes and"
-                                  " takeovers wait",
-                                  node=self.node, error=str(e))
-                self._redisTrouble = str(e)
-                return
-            wasValid = self.leaseValid()
-            moved = self._sessionMap.masterChanges != self._masterSeen
-            if self._redisTrouble is not None or not wasValid or moved:
-                # Not sure yet which sessions are still ours: pump nothing
-                # until each has been checked.
-                if self._redisTrouble is not None:
-                    self._recoveredAt = self.clock.seconds()
-                self._revalidating = True
-                self._leaseUntil = sent + self.nodeTtl
-                self._redisTrouble = None
-                try:
-                    await self._revalidate()
-                finally:
-                    self._revalidating = False
-                suspended, self._suspended = self._suspended, False
-                for session, mirror in self._owned():
-                    if session.state is not SessionState.ENDED:
-                        if suspended:
-                            session.unsuspend()
-                        mirror.catchUp()
-            self._leaseUntil = sent + self.nodeTtl
-            self._armLease()
-            self.subscription.check()
-            await self._exchangeCounts()
-            await self.turns.renew()
-            await self._watchPeers()
-            await self._readNodes()
-            now = self.clock.seconds()
-            for session, mirror in self._owned():
-                mirror.touch(now)
-        finally:
-            self._beating = False
+        """
+        One heartbeat now (L{Liveness.beat}).
+        """
+        await self.liveness.beat()
 
-    async def _exchangeCounts(self) -> None:
+    async def _revalidate(self, shard: int = 0) -> None:
+        """
+        Check the sessions owned here on shard C{shard} against Redis
+        (L{Liveness.revalidate}).
+        """
+        await self.liveness.revalidate(self.liveness.leases[shard])
+
+    async def exchangeCounts(self) -> None:
         """
         Publish this node's connections per backend and learn the others',
         so that least-connections and connection limits count the whole
@@ -318,73 +239,32 @@ class Cluster:
         if node != self.node and self._remoteCounts.pop(node, None) is not None:
             self._countRemote()
 
-    async def _revalidate(self) -> None:
-        """
-        After Redis trouble or a pause: end here the sessions that another
-        node has taken, and read what was missed.
-
-        After the master moved (a Sentinel failover), the new master may
-        hold an older copy of a record than the old one acknowledged
-        (replication is asynchronous): every session still owned here, by
-        an epoch no newer than this node's, is written whole again.  The
-        check is done again at the next heartbeat until it got through.
-        """
-        masterChanges = self._sessionMap.masterChanges
-        rewrite = masterChanges != self._masterSeen
-        for session, mirror in self._owned():
-            try:
-                ownership = await self.shared.ownership(session.sid)
-            except GatewayError:
-                return
-            if ownership is None:
-                try:
-                    await mirror.resync()
-                except GatewayError:
-                    return
-            elif rewrite and ownership[1] <= mirror.epoch:
-                # What other nodes accepted first: writing it whole
-                # empties the up mailbox.
-                try:
-                    await mirror.catchUp(owned=True)
-                    await mirror.resync("the Redis master moved")
-                except GatewayError:
-                    return  # not written: again at the next heartbeat
-            elif ownership != (self.node, mirror.epoch):
-                session.fenced(True)
-            else:
-                mirror.catchUp()
-        self._masterSeen = masterChanges
-
-    async def _watchPeers(self) -> None:
-        """
-        Take over the relayed sessions whose owner died; treat as detached
-        the owned sessions whose client's node died.
-        """
-        nodes = {r.owner for r in self.relays.values() if r.attached}
-        nodes |= {m.remote for _, m in self._owned() if m.remote}
-        if not nodes:
-            return
-        alive = set(await self.shared.liveNodes())
-        for node in nodes - alive:
-            self.nodeDied(node)
-        for relay in list(self.relays.values()):
-            if relay.attached and relay.owner not in alive and relay.transport is not None:
-                Deferred.fromCoroutine(self.takeover.adoptRelay(relay)).addErrback(
-                    lambda f: self.log.failure("taking a session over failed", f))
-        for session, mirror in self._owned():
-            if mirror.remote and mirror.remote not in alive:
-                session.detachedElsewhere(mirror.remote)
-
-    async def _readNodes(self) -> None:
+    async def readNodes(self) -> None:
         """
         Read what every live node said at its heartbeat, for L{nodes}: once
-        per heartbeat, however often the status is asked for.
+        per heartbeat, however often the status is asked for.  A node whose
+        ring of shards differs from this one's is logged (once, and again
+        if it changes): the two place sessions on different shards.
         """
         try:
             self._nodes = await self.shared.liveNodeInfo()
         except GatewayError:
             return
         self._nodesRead = self.clock.seconds()
+        mine = self.shared.ring.fingerprint()
+        differs = {}
+        for node, info in self._nodes.items():
+            theirs = info.get("ring")
+            if node != self.node and isinstance(theirs, str) and theirs != mine:
+                differs[node] = theirs
+                if self.shardListDiffers.get(node) != theirs:
+                    self.log.error(
+                        "node {other} was given other Redis shards than node {node} (their ring"
+                        " {theirs}, this one's {mine}): the two look for sessions on different"
+                        " shards, so a session resumed through the other is lost; give every"
+                        " node the same shard list (the same names, the same first one)",
+                        other=node, node=self.node, theirs=theirs, mine=mine)
+        self.shardListDiffers = differs
 
     def nodes(self) -> dict[str, Any]:
         """
@@ -401,15 +281,17 @@ class Cluster:
         age = None if self._nodesRead is None else max(0.0, self.clock.seconds() - self._nodesRead)
         return {"shared": True, "node": self.node, "nodes": listed, "age": age}
 
-    def _owned(self):
+    def owned(self, shard: int | None = None):
         """
+        @param shard: only those on this shard (by its index), or all.
         @return: the sessions owned here, each with its L{Mirror} (every
             one held but those ending here after Redis refused a write or
             while this node shuts down, which are written no more).
         """
+        several = shard is not None and len(self.shared.maps) > 1
         for session in list(self.registry.sessions.values()):
             mirror = session.mirror
-            if isinstance(mirror, Mirror):
+            if isinstance(mirror, Mirror) and not (several and self.shared.shardOf(session.sid) != shard):
                 yield session, mirror
 
     def writeFailed(self, failure) -> None:
@@ -487,16 +369,19 @@ class Cluster:
         """
         self._engineListener = listener
 
-    def resubscribed(self) -> None:
+    def resubscribed(self, shard: int = 0) -> None:
         """
-        The subscription is (back) up: check the sessions owned here (Redis
-        may have restarted empty, or another node taken some) and read what
-        may have been missed.
+        The subscription on shard C{shard} is (back) up: check the sessions
+        owned here on it (Redis may have restarted empty, or another node
+        taken some) and read what the relays of its sessions may have
+        missed.
         """
-        Deferred.fromCoroutine(self._revalidate()).addErrback(
+        Deferred.fromCoroutine(self._revalidate(shard)).addErrback(
             lambda f: self.log.failure("checking sessions after resubscribing failed", f))
+        several = len(self.shared.maps) > 1
         for relay in list(self.relays.values()):
-            relay.catchUp()
+            if not several or self.shared.shardOf(relay.sid) == shard:
+                relay.catchUp()
 
     # Sessions.
     async def register(self, session: Session, target: bytes, headers: dict[str, str],
@@ -550,7 +435,7 @@ class Cluster:
         mirror = session.mirror
         if not isinstance(mirror, Mirror):
             return  # no longer written to Redis: it is ending here
-        if mirror.recorded and not self.leaseValid():
+        if mirror.recorded and not self.leaseValid(session.sid):
             # Another node may own it by now: the client tries again,
             # elsewhere or here once this node knows.
             raise ResumeRefused(CLOSE_UNAVAILABLE, "this gateway node is not sure it still holds the"

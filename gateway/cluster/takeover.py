@@ -68,18 +68,19 @@ class Takeover:
         self.cluster = cluster
         self.count = 0
 
-    def _refuseGone(self, status: tuple) -> None:
+    def _refuseGone(self, sid: str, status: tuple) -> None:
         """
         @raise ResumeRefused: unless C{status} is an C{"ok"} answer of the
             store: with what the node that ended the session left for a
             resume (4410 for an expired one, as that node itself answers);
-            4503 (try again) just after Redis came back, when its owner may
-            not have written it again yet; else 4404.
+            4503 (try again) just after the shard holding session C{sid}
+            came back, when its owner may not have written it again yet;
+            else 4404.
         """
         if status[0] == "ended":
             raise ResumeRefused(status[1], status[2])
         if status[0] != "ok":
-            if self.cluster.justRecovered():
+            if self.cluster.justRecovered(sid):
                 raise ResumeRefused(CLOSE_UNAVAILABLE, "the session store was unavailable until just"
                                     " now; resume again")
             raise ResumeRefused(CLOSE_UNKNOWN_SESSION, "unknown session")
@@ -100,7 +101,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "elsewhere":
             raise Elsewhere("the session is on a WebSocket on another node")
-        self._refuseGone(status)
+        self._refuseGone(sid, status)
         _, alive, record = status
         _checkSecret(record.secret, secretHash(hello.secret or ""))
         if hello.received < record.downAcked:
@@ -139,7 +140,7 @@ class Takeover:
         except GatewayError as e:
             raise _storeUnavailable(e) from None
         if record is None:
-            self._refuseGone(("ended", *answer) if answer is not None else ("gone",))
+            self._refuseGone(sid, ("ended", *answer) if answer is not None else ("gone",))
         _checkSecret(record.secret, secretHash(secret))
         relay = RelaySession(self.cluster, sid, secret, record)
         relay.outbox.sent = record.downSent
@@ -161,7 +162,7 @@ class Takeover:
             raise _storeUnavailable(e) from None
         if status[0] == "alive":
             raise ResumeRefused(CLOSE_UNAVAILABLE, "the session's node is alive again; resume again")
-        self._refuseGone(status)
+        self._refuseGone(sid, status)
         record, previous = status[1], status[2]
         registry = self.cluster.registry
         existing = registry.sessions.get(sid)

@@ -44,7 +44,13 @@ from .tables import (
     readTokenFile,
     readTrustedProxies,
 )
-from .values import hostPort, parseBackendURL, parseRedisURL, parseWorkers
+from .values import (
+    hostPort,
+    parseBackendURL,
+    parseRedisShards,
+    parseRedisURL,
+    parseWorkers,
+)
 
 __all__ = ["loadConfig", "restartNeeded"]
 
@@ -159,17 +165,33 @@ def _flagPool(backends: Sequence[str], balance: str | None) -> PoolConfig:
     return pool
 
 
-def _flagSessionMap(url: str, fromFile: SessionMapConfig) -> SessionMapConfig:
+def _flagSessionMap(urls: Sequence[str], fromFile: SessionMapConfig) -> SessionMapConfig:
     """
-    Apply C{--redis URL} to the file's C{[session_map]}: type C{redis} on
-    C{url}, keeping the file's other options when it named C{redis} too.
+    Apply C{--redis URL} (given once or more) to the file's
+    C{[session_map]}: type C{redis} on C{url}, or on C{shards} when given
+    several times (the first is the home shard), keeping the file's other
+    options when it named C{redis} too.
     """
-    try:
-        parseRedisURL(url)
-    except ConfigError as error:
-        Reader("--redis").fail("", str(error))
+    reader = Reader("--redis")
+    for url in urls:
+        try:
+            parseRedisURL(url)
+        except ConfigError as error:
+            reader.fail("", str(error))
     options = dict(fromFile.options) if fromFile.type == "redis" else {}
-    options["url"] = url
+    options.pop("url", None)
+    options.pop("shards", None)
+    if len(urls) == 1:
+        options["url"] = urls[0]
+    else:
+        try:
+            parseRedisShards(list(urls))
+        except ConfigError as error:
+            reader.fail("", str(error))
+        if "sentinel_password" in options:
+            reader.fail("", "given several times (shards), it cannot use the file's sentinel_password:"
+                        " put ?sentinel_password= in each redis+sentinel:// URL")
+        options["shards"] = list(urls)
     return SessionMapConfig(type="redis", options=tuple(sorted(options.items())))
 
 
@@ -180,7 +202,7 @@ def loadConfig(
     backends: Sequence[str] = (),
     balance: str | None = None,
     demo: bool = False,
-    redis: str | None = None,
+    redis: str | Sequence[str] | None = None,
     admin: str | None = None,
     adminTokenFile: str | None = None,
     metrics: str | None = None,
@@ -198,9 +220,11 @@ def loadConfig(
     @param balance: C{--balance}: the balancer of that C{default} pool.
     @param demo: C{--demo}: the service adds demo echo backends, so no pool is
         required.
-    @param redis: C{--redis}: a Redis URL; the session map becomes C{redis}
-        on it.  The file's other C{[session_map]} options are kept when its
-        type is C{redis} too, and dropped otherwise.
+    @param redis: C{--redis}: a Redis URL, or several (the option given
+        again): the session map becomes C{redis} on it, or on those shards
+        (the first is the home shard).  The file's other C{[session_map]}
+        options are kept when its type is C{redis} too, and dropped
+        otherwise.
     @param admin: C{--admin}: the admin API's endpoint string; replaces the
         file's C{admin.listen}.
     @param adminTokenFile: C{--admin-token-file}: the file holding the
@@ -281,7 +305,9 @@ def loadConfig(
             config = dataclasses.replace(config, workers=parseWorkers(workers))
         except ConfigError as error:
             Reader("--workers").fail("", str(error))
-    if redis is not None:
+    if isinstance(redis, str):
+        redis = (redis,)
+    if redis:
         config = dataclasses.replace(config, sessionMap=_flagSessionMap(redis, config.sessionMap))
     config = dataclasses.replace(
         config, admin=_admin(fileReader, adminFromFile, admin, adminTokenFile)

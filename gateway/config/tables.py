@@ -42,6 +42,7 @@ from .values import (
     parseBackendURL,
     parseKeySpec,
     parseOriginPattern,
+    parseRedisShards,
     parseRedisURL,
     parseRoutePrefix,
 )
@@ -233,6 +234,17 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
                 parseRedisURL(table["url"])
             except ConfigError as error:
                 reader.fail("session_map.url", str(error))
+        if "shards" in table:
+            if "url" in table:
+                reader.fail("session_map.shards", "give url (one server) or shards (several), not both")
+            try:
+                parseRedisShards(table["shards"])
+            except ConfigError as error:
+                where, _, reason = str(error).partition(": ")
+                reader.fail(f"session_map.{where}", reason)
+            if "sentinel_password" in table:
+                reader.fail("session_map.sentinel_password",
+                            "with shards, give it per shard ({url = ..., sentinel_password = ...})")
         reader.string(table, "session_map", "sentinel_password", None)
     options = tuple(sorted((key, item) for key, item in table.items() if key != "type"))
     return SessionMapConfig(type=kind, options=options)

@@ -38,6 +38,10 @@ __all__ = [
     "SENTINEL_PORT",
     "SentinelAddress",
     "parseRedisURL",
+    "MAX_SHARDS",
+    "RedisShard",
+    "parseRedisShards",
+    "shardName",
     "MAX_WORKERS",
     "parseWorkers",
 ]
@@ -509,6 +513,92 @@ def _redacted(url: str) -> str:
     return url
 
 
+
+#: The most Redis shards one session map spreads its sessions over.
+MAX_SHARDS = 32
+
+_SHARD_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+@dataclass(frozen=True)
+class RedisShard:
+    """
+    One Redis server (or Sentinel service) of a sharded session map.
+
+    @ivar name: what the consistent-hash ring keys the shard by (so that
+        placement does not depend on the list's order): given, or made
+        from the address by L{shardName}.
+    """
+
+    name: str
+    address: RedisAddress | SentinelAddress
+
+
+def shardName(address: RedisAddress | SentinelAddress) -> str:
+    """
+    @return: the name of a shard given without one: C{host:port/db}, or
+        C{unix:path/db}, or for Sentinel C{sentinel:service/db} (the
+        service, not its Sentinels, which may change).  No credentials.
+    """
+    if isinstance(address, SentinelAddress):
+        return f"sentinel:{address.service}/{address.db}"
+    if address.path is not None:
+        return f"unix:{address.path}/{address.db}"
+    return f"{hostPort(address.host or '', address.port)}/{address.db}"
+
+
+def parseRedisShards(value: object) -> tuple[RedisShard, ...]:
+    """
+    Parse the C{shards} of a Redis session map: an array of 1 to
+    L{MAX_SHARDS} Redis URLs (L{parseRedisURL}), each a string or a table
+    C{{url = "...", name = "...", sentinel_password = "..."}} (C{name} and
+    C{sentinel_password} optional).  Names differ; so do the servers.
+
+    @raise ConfigError: one line, C{"shards[2]: why"} (or C{"shards: why"}
+        for the array itself).
+    """
+    if not isinstance(value, list) or not value:
+        raise ConfigError("shards: must be a non-empty array of Redis URLs")
+    if len(value) > MAX_SHARDS:
+        raise ConfigError(f"shards: lists {len(value)} servers, more than {MAX_SHARDS}")
+    shards: list[RedisShard] = []
+    for index, item in enumerate(value):
+        where = f"shards[{index}]"
+        name = password = None
+        if isinstance(item, dict):
+            unknown = sorted(set(item) - {"url", "name", "sentinel_password"})
+            if unknown:
+                raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: url, name, sentinel_password)")
+            if "url" not in item:
+                raise ConfigError(f"{where}: a table needs its url")
+            url, name, password = item["url"], item.get("name"), item.get("sentinel_password")
+            if name is not None and (not isinstance(name, str) or not _SHARD_NAME.match(name)):
+                raise ConfigError(f"{where}: name must be 1 to 64 letters, digits, '-', '_' or '.',"
+                                  f" not {name!r}")
+        else:
+            url = item
+        try:
+            address = parseRedisURL(url)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if password is not None:
+            if not isinstance(password, str) or not password:
+                raise ConfigError(f"{where}: sentinel_password must be a non-empty string")
+            if not isinstance(address, SentinelAddress):
+                raise ConfigError(f"{where}: sentinel_password needs a redis+sentinel:// url")
+            if address.sentinelPassword is not None:
+                raise ConfigError(f"{where}: sentinel_password is given in the url too; keep one")
+            address = SentinelAddress(address.sentinels, address.service, address.db,
+                                      address.username, address.password, password)
+        shard = RedisShard(name or shardName(address), address)
+        for earlier in shards:
+            if earlier.name == shard.name:
+                raise ConfigError(f"{where}: the shard name {shard.name!r} is taken by an earlier shard"
+                                  " (give each a name of its own)")
+            if shardName(earlier.address) == shardName(address) and not isinstance(address, SentinelAddress):
+                raise ConfigError(f"{where}: {address} is an earlier shard's server too")
+        shards.append(shard)
+    return tuple(shards)
 
 #: The most worker processes one gateway runs (C{workers}, C{--workers}).
 MAX_WORKERS = 64

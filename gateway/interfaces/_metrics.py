@@ -85,10 +85,18 @@ class IMetrics(Interface):
         after C{seconds}.
         """
 
-    def redisCommand(command, seconds, failed):
+    def redisCommand(command, seconds, failed, shard):
         """
         The Redis command C{command} (its name) was answered, or failed,
-        after C{seconds}.
+        after C{seconds}, by the session map's shard C{shard} (its name:
+        the one server's, without several shards).
+        """
+
+    def redisMessages(shard, count):
+        """
+        C{count} session messages (client or backend messages of shared
+        sessions) were written to the mailboxes of shard C{shard}: with the
+        commands counted, what each message costs in Redis.
         """
 
 

@@ -183,7 +183,10 @@ class NoMetrics:
     def healthChecked(self, pool: str, backend: str, passed: bool, seconds: float) -> None:
         """Nothing."""
 
-    def redisCommand(self, command: str, seconds: float, failed: bool) -> None:
+    def redisCommand(self, command: str, seconds: float, failed: bool, shard: str = "") -> None:
+        """Nothing."""
+
+    def redisMessages(self, shard: str, count: int) -> None:
         """Nothing."""
 
 
@@ -249,11 +252,15 @@ class Metrics:
         self._checkTime = Histogram(
             f"{PREFIX}_health_check_duration_seconds", "Time active health checks took, by pool and backend.",
             ["pool", "backend"], buckets=LATENCY_BUCKETS, registry=registry)
-        self._redis = Counter(f"{PREFIX}_redis_commands", "Redis commands answered or failed, by command.",
-                              ["command"], registry=registry)
+        self._redis = Counter(f"{PREFIX}_redis_commands", "Redis commands answered or failed, by command "
+                              "and shard.", ["command", "shard"], registry=registry)
         self._redisErrors = Counter(
             f"{PREFIX}_redis_errors", "Redis commands that failed (error reply, lost connection, timeout), "
-            "by command.", ["command"], registry=registry)
+            "by command and shard.", ["command", "shard"], registry=registry)
+        self._redisMessages = Counter(
+            f"{PREFIX}_redis_messages", "Session messages written to Redis mailboxes (client and backend "
+            "messages of shared sessions), by shard: the commands divided by these are what a message "
+            "costs.", ["shard"], registry=registry)
         self._redisTime = Histogram(
             f"{PREFIX}_redis_command_duration_seconds", "Time Redis commands took, by command.",
             ["command"], buckets=REDIS_BUCKETS, registry=registry)
@@ -324,12 +331,18 @@ class Metrics:
         self._checks.labels(pool, backend, "pass" if passed else "fail").inc()
         self._checkTime.labels(pool, backend).observe(seconds)
 
-    def redisCommand(self, command: str, seconds: float, failed: bool) -> None:
+    def redisCommand(self, command: str, seconds: float, failed: bool, shard: str = "") -> None:
         """
-        Count a Redis command and observe how long it took.
+        Count a Redis command of C{shard} and observe how long it took.
         """
         name = command.upper()[:_COMMAND_LENGTH]
-        self._redis.labels(name).inc()
+        self._redis.labels(name, shard).inc()
         if failed:
-            self._redisErrors.labels(name).inc()
+            self._redisErrors.labels(name, shard).inc()
         self._redisTime.labels(name).observe(seconds)
+
+    def redisMessages(self, shard: str, count: int) -> None:
+        """
+        Count session messages written to C{shard}'s mailboxes.
+        """
+        self._redisMessages.labels(shard).inc(count)

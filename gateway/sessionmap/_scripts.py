@@ -318,6 +318,17 @@ end
 return held
 """
 
+_BEAT = """
+-- ARGV: prefix, me, info, ttl, expiry, forget before.  The home shard's
+-- heartbeat: this node lives (its alive key, holding INFO, for TTL ms;
+-- its entry in the nodes set, scored by when that expires), and nodes
+-- whose liveness ended before FORGET are dropped from the set.
+redis.call('SET', ARGV[1] .. 'alive:' .. ARGV[2], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', ARGV[1] .. 'nodes', ARGV[5], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', ARGV[1] .. 'nodes', '-inf', ARGV[6])
+return 1
+"""
+
 _TOUCH = _EXPIRE + """
 -- KEYS: record, up, down.  ARGV: ttl.  Keep an idle session's keys.
 expire(ARGV[1])
@@ -349,6 +360,7 @@ SCRIPTS: dict[str, Script] = {
         Script("notify", _NOTIFY),
         Script("counts", _COUNTS),
         Script("rebalance", _REBALANCE),
+        Script("beat", _BEAT),
         Script("touch", _TOUCH),
     )
 }

@@ -40,18 +40,18 @@ L{gateway.sessionmap._connection}.
 from __future__ import annotations
 
 import json
-import secrets
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from ..wire.protocol import Data
-from ._connection import WatchedEndpoint, redisFactory, subscriberProtocol
+from ._ring import HashRing
 from ._scripts import SCRIPTS
 
-__all__ = ["SessionRecord", "SharedSessions", "Subscription"]
+__all__ = ["SessionRecord", "SharedSessions"]
 
 
 def _bytes(value: Any) -> bytes:
@@ -154,14 +154,36 @@ class SharedSessions:
 
     log = Logger()
 
-    def __init__(self, redisMap, node: str, *, sessionTtl: float, nodeTtl: float) -> None:
-        self.map = redisMap
+    def __init__(self, maps: Sequence[Any], node: str, *, sessionTtl: float, nodeTtl: float,
+                 ring: HashRing | None = None) -> None:
+        """
+        @param maps: the shards' L{gateway.sessionmap.redis.RedisSessionMap}s,
+            the home shard first (one for a single server).
+        @param ring: where each session lives among C{maps} (by their
+            names unless given).
+        """
+        self.maps = tuple(maps)
+        self.home = self.maps[0]
+        self.ring = ring if ring is not None else HashRing([m.name for m in self.maps])
         self.node = node
         self.sessionTtl = sessionTtl
         self.nodeTtl = nodeTtl
-        self._prefix = redisMap.keyPrefix
+        self._prefix = self.home.keyPrefix
         self._bprefix = self._prefix.encode("utf-8")
         self._ttl = str(max(1, int(sessionTtl * 1000)))
+
+    def shardOf(self, sid: str) -> int:
+        """
+        @return: the index (in L{maps}) of the shard holding session (or
+            Engine.IO session) C{sid}.
+        """
+        return self.ring.shardFor(sid.encode("utf-8"))
+
+    def mapOf(self, sid: str) -> Any:
+        """
+        @return: the map of the shard holding C{sid}.
+        """
+        return self.maps[self.ring.shardFor(sid.encode("utf-8"))]
 
     def keys(self, sid: str) -> tuple[bytes, bytes, bytes]:
         """
@@ -177,7 +199,7 @@ class SharedSessions:
         return f"{self._prefix}node:{node or self.node}"
 
     def _script(self, name: str, sid: str, args: tuple, keys: int = 3) -> Deferred:
-        return self.map.runScript(SCRIPTS[name], self.keys(sid)[:keys], args)
+        return self.mapOf(sid).runScript(SCRIPTS[name], self.keys(sid)[:keys], args)
 
     # The owner's writes.
     def create(self, sid: str, fields: dict[str, Any]) -> Deferred:
@@ -203,6 +225,7 @@ class SharedSessions:
 
         @return: L{Deferred} firing with 1, or L{FENCED} / L{GONE}.
         """
+        self.mapOf(sid).metrics.redisMessages(1)
         return self._script("down", sid, (
             str(epoch), str(message.seq), "1" if message.isBinary else "0", message.payload,
             self._ttl, self._prefix, sid, self.node,
@@ -219,6 +242,8 @@ class SharedSessions:
         args: list[Any] = [str(epoch), str(count), self._ttl, str(count if delivered is None else delivered)]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
+        if messages:
+            self.mapOf(sid).metrics.redisMessages(len(messages))
         return self._script("forwarded", sid, tuple(args))
 
     def relinked(self, sid: str, epoch: int, backend: str) -> Deferred[int]:
@@ -254,7 +279,7 @@ class SharedSessions:
             session of that id is remembered.
         """
         key = self.keys(sid)[0] + b":ended"
-        return self.map.run(self.keys(sid)[0], "GET", key).addCallback(
+        return self.mapOf(sid).run(self.keys(sid)[0], "GET", key).addCallback(
             lambda reply: None if reply is None else _tombstone(reply))
 
     # Any node's writes.
@@ -271,6 +296,7 @@ class SharedSessions:
         args: list[Any] = [self._ttl, self._prefix, sid]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
+        self.mapOf(sid).metrics.redisMessages(len(messages))
         d = self._script("up", sid, tuple(args))
         return d.addCallback(lambda reply: (int(reply[0]), int(reply[1])))
 
@@ -344,7 +370,7 @@ class SharedSessions:
             when there is none.
         """
         key = self.keys(sid)[0]
-        d = self.map.run(key, "HGETALL", key)
+        d = self.mapOf(sid).run(key, "HGETALL", key)
         return d.addCallback(lambda reply: SessionRecord.fromPairs(sid, reply) if reply else None)
 
     def ownership(self, sid: str) -> Deferred[tuple[str, int] | None]:
@@ -353,7 +379,7 @@ class SharedSessions:
             L{None} when there is no record.
         """
         key = self.keys(sid)[0]
-        d = self.map.run(key, "HMGET", key, "owner", "epoch")
+        d = self.mapOf(sid).run(key, "HMGET", key, "owner", "epoch")
         return d.addCallback(lambda r: None if r[0] is None else (_str(r[0]), int(r[1])))
 
     def touch(self, sid: str) -> Deferred:
@@ -378,7 +404,7 @@ class SharedSessions:
         return self._read(self.keys(sid)[1], sid, after)
 
     def _read(self, key: bytes, sid: str, after: int) -> Deferred[list[Data]]:
-        d = self.map.run(self.keys(sid)[0], "XRANGE", key, f"(0-{after}", "+")
+        d = self.mapOf(sid).run(self.keys(sid)[0], "XRANGE", key, f"(0-{after}", "+")
 
         def parse(reply) -> list[Data]:
             out = []
@@ -392,36 +418,41 @@ class SharedSessions:
         return d.addCallback(parse)
 
     # Nodes.
-    def heartbeat(self, info: dict[str, Any]) -> Deferred:
-        """
-        Say that this node lives, for C{nodeTtl} seconds.
-        """
-        return Deferred.fromCoroutine(self._heartbeat(info))
+    def _aliveKey(self, node: str) -> bytes:
+        return self._bprefix + b"alive:" + node.encode("utf-8")
 
-    async def _heartbeat(self, info) -> None:
-        key = self._bprefix + b"alive:" + self.node.encode("utf-8")
+    def heartbeat(self, info: dict[str, Any], shard: int = 0) -> Deferred:
+        """
+        Say that this node lives, for C{nodeTtl} seconds, on shard C{shard}:
+        on the home shard, in the registry of nodes (its C{alive:} key
+        holding C{info}, and the C{nodes} set), one script call; on another
+        shard, its C{alive:} key alone, which that shard's scripts check
+        before letting another node take a session over.
+        """
         ms = str(max(1, int(self.nodeTtl * 1000)))
-        await self.map.run(key, "SET", key, json.dumps(info, separators=(",", ":")), "PX", ms)
-        now = self.map.reactor.seconds()
-        nodes = self._bprefix + b"nodes"
-        await self.map.run(key, "ZADD", nodes, f"{now + self.nodeTtl:.3f}", self.node)
-        # Forget nodes dead for a minute, so that the set stays small.
-        await self.map.run(key, "ZREMRANGEBYSCORE", nodes, "-inf", f"({now - 60:.3f}")
+        key = self._aliveKey(self.node)
+        if shard:
+            return self.maps[shard].run(key, "SET", key, "1", "PX", ms)
+        now = self.home.reactor.seconds()
+        # Nodes dead for a minute are forgotten, so that the set stays small.
+        return self.home.runScript(SCRIPTS["beat"], (), (
+            self._prefix, self.node, json.dumps(info, separators=(",", ":")), ms,
+            f"{now + self.nodeTtl:.3f}", f"({now - 60:.3f}"), route=key)
 
     def exchangeCounts(self, counts: dict[str, int]) -> Deferred[dict[str, dict[str, int]]]:
         """
         Publish this node's connections per backend (C{"pool/backend"}
-        keys), for C{nodeTtl}.
+        keys), for C{nodeTtl}, on the home shard.
 
         @return: L{Deferred} firing with the other live nodes' (those whose
             liveness has not expired), by node.
         """
-        now = self.map.reactor.seconds()
+        now = self.home.reactor.seconds()
         args: list[str] = [self._prefix, self.node, str(max(1, int(self.nodeTtl * 1000))), f"{now:.3f}"]
         for key, count in counts.items():
             args += [key, str(count)]
         key = self._bprefix + b"conns:" + self.node.encode("utf-8")
-        d = self.map.runScript(SCRIPTS["counts"], (), tuple(args), route=key)
+        d = self.home.runScript(SCRIPTS["counts"], (), tuple(args), route=key)
 
         def parse(reply) -> dict[str, dict[str, int]]:
             reply = reply or []
@@ -435,45 +466,65 @@ class SharedSessions:
     def rebalanceTurns(self, wanted: set[str], release: set[str]) -> Deferred[set[str]]:
         """
         Take (or keep, for C{nodeTtl}) the turn to rebalance each pool in
-        C{wanted} that no other node has, and give up those in C{release}.
+        C{wanted} that no other node has, and give up those in C{release}
+        (on the home shard).
 
         @return: L{Deferred} firing with the pools whose turn this node has.
         """
         ms = str(max(1, int(self.nodeTtl * 1000)))
         args = (self._prefix, self.node, ms, str(len(wanted)), *sorted(wanted), *sorted(release))
         key = self._bprefix + b"rebalance"
-        d = self.map.runScript(SCRIPTS["rebalance"], (), args, route=key)
+        d = self.home.runScript(SCRIPTS["rebalance"], (), args, route=key)
         return d.addCallback(lambda reply: {_str(p) for p in reply or ()})
 
     def leave(self) -> Deferred:
         """
-        Say that this node is gone (its sessions can be taken over at once).
+        Say that this node is gone (its sessions can be taken over at once),
+        on every shard.
         """
-        key = self._bprefix + b"alive:" + self.node.encode("utf-8")
-        d = self.map.run(key, "DEL", key)
-        d.addCallback(lambda _: self.map.run(key, "ZREM", self._bprefix + b"nodes", self.node))
-        return d
+        key = self._aliveKey(self.node)
+        d = self.home.run(key, "DEL", key)
+        d.addCallback(lambda _: self.home.run(key, "ZREM", self._bprefix + b"nodes", self.node))
+        others = [m.run(key, "DEL", key) for m in self.maps[1:]]
+        return gatherResults([d, *others], consumeErrors=True)
 
-    def nodeAlive(self, node: str) -> Deferred[bool]:
+    def nodeAlive(self, node: str, near: str | None = None) -> Deferred[bool]:
         """
+        @param near: a session id: ask the shard holding it (the one whose
+            scripts would let its session be taken), rather than the home
+            shard.
         @return: L{Deferred} firing with whether C{node} lives.
         """
-        key = self._bprefix + b"alive:" + node.encode("utf-8")
-        return self.map.run(key, "EXISTS", key).addCallback(lambda n: bool(int(n)))
+        key = self._aliveKey(node)
+        shard = self.home if near is None else self.mapOf(near)
+        return shard.run(key, "EXISTS", key).addCallback(lambda n: bool(int(n)))
+
+    def aliveOn(self, shard: int, nodes: Collection[str]) -> Deferred[set[str]]:
+        """
+        @return: L{Deferred} firing with those of C{nodes} whose liveness
+            shard C{shard} holds (what its takeovers would find).
+        """
+        names = sorted(nodes)
+        if not names:
+            return succeed(set())
+        keys = [self._aliveKey(node) for node in names]
+        d = self.maps[shard].run(keys[0], "MGET", *keys)
+        return d.addCallback(lambda replies: {n for n, r in zip(names, replies or ()) if r is not None})
 
     def liveNodes(self) -> Deferred[list[str]]:
         """
-        @return: L{Deferred} firing with the ids of the nodes alive now.
+        @return: L{Deferred} firing with the ids of the nodes alive now, in
+            the home shard's registry.
         """
         nodes = self._bprefix + b"nodes"
-        now = self.map.reactor.seconds()
-        d = self.map.run(nodes, "ZRANGEBYSCORE", nodes, f"{now:.3f}", "+inf")
+        now = self.home.reactor.seconds()
+        d = self.home.run(nodes, "ZRANGEBYSCORE", nodes, f"{now:.3f}", "+inf")
         return d.addCallback(lambda reply: sorted(_str(n) for n in reply or ()))
 
     def liveNodeInfo(self, limit: int = 256) -> Deferred[dict[str, dict[str, Any]]]:
         """
         What each live node said of itself at its last heartbeat (its
-        C{alive:} key), for the status of the cluster.
+        C{alive:} key on the home shard), for the status of the cluster.
 
         @param limit: the most nodes read (the C{limit} first by id).
         @return: L{Deferred} firing with the info by node id (a node whose
@@ -485,8 +536,8 @@ class SharedSessions:
         nodes = (await self.liveNodes())[:limit]
         if not nodes:
             return {}
-        keys = [self._bprefix + b"alive:" + node.encode("utf-8") for node in nodes]
-        replies = await self.map.run(self._bprefix + b"nodes", "MGET", *keys)
+        keys = [self._aliveKey(node) for node in nodes]
+        replies = await self.home.run(self._bprefix + b"nodes", "MGET", *keys)
         found = {}
         for node, reply in zip(nodes, replies or ()):
             if reply is None:
@@ -498,7 +549,8 @@ class SharedSessions:
             found[node] = info if isinstance(info, dict) else {}
         return found
 
-    # Engine.IO sessions (gateway.engineio): which node holds each.
+    # Engine.IO sessions (gateway.engineio): which node holds each, on the
+    # shard of the Engine.IO session's id.
     def _engineKey(self, sid: str) -> bytes:
         return self._bprefix + b"eio:" + sid.encode("utf-8")
 
@@ -508,7 +560,7 @@ class SharedSessions:
         C{ttl} seconds.
         """
         key = self._engineKey(sid)
-        return self.map.run(key, "SET", key, self.node, "PX", str(max(1, int(ttl * 1000))))
+        return self.mapOf(sid).run(key, "SET", key, self.node, "PX", str(max(1, int(ttl * 1000))))
 
     def engineOwner(self, sid: str) -> Deferred[str | None]:
         """
@@ -516,159 +568,22 @@ class SharedSessions:
             C{sid}, or L{None}.
         """
         key = self._engineKey(sid)
-        return self.map.run(key, "GET", key).addCallback(lambda v: None if v is None else _str(v))
+        return self.mapOf(sid).run(key, "GET", key).addCallback(lambda v: None if v is None else _str(v))
 
     def forgetEngine(self, sid: str) -> Deferred:
         """
         Engine.IO session C{sid} has ended.
         """
         key = self._engineKey(sid)
-        return self.map.run(key, "DEL", key)
+        return self.mapOf(sid).run(key, "DEL", key)
 
-    def publish(self, node: str, message: bytes) -> Deferred[int]:
+    def publish(self, node: str, message: bytes, shard: int = 0) -> Deferred[int]:
         """
-        Publish C{message} to C{node}'s channel.
+        Publish C{message} to C{node}'s channel on shard C{shard} (every
+        node subscribes to its channel on every shard; the home shard by
+        default).
 
         @return: L{Deferred} firing with how many subscribers got it.
         """
         channel = self.channel(node)
-        return self.map.run(channel.encode("utf-8"), "PUBLISH", channel, message)
-
-
-class Subscription:
-    """
-    A node's subscription to its own channel: one dedicated Redis
-    connection, reconnected by itself (with the map's backoff) and
-    subscribed again on every connection.
-
-    It checks itself: L{check} publishes a nonce to the channel, and a
-    subscription that has not heard its last nonce within the map's
-    timeout is I{wedged}: the connection is dropped and made again.
-
-    @ivar listener: called with each notification's bytes.
-    @ivar onSubscribed: called each time the subscription (re)starts, so
-        that what was missed while it was down is read from the mailboxes.
-    """
-
-    log = Logger()
-
-    def __init__(self, shared: SharedSessions, listener: Callable[[bytes], None],
-                 onSubscribed: Callable[[], None]) -> None:
-        self.shared = shared
-        self.listener = listener
-        self.onSubscribed = onSubscribed
-        redisMap = shared.map
-        self.reactor = redisMap.reactor
-        self.timeout = redisMap.timeout
-        self._factory: Any = None
-        self._protocol: Any = None
-        self.subscribed = False
-        self._nonce: bytes | None = None
-        self._nonceSent = 0.0
-        self.wedged = False
-        self._lastError: str | None = None
-
-    # What the set-up protocol asks of its watcher.
-    @property
-    def metrics(self) -> Any:
-        """
-        The map's L{gateway.interfaces.IMetrics}, which the subscription's
-        commands are counted in too.
-        """
-        return self.shared.map.metrics
-
-    def setUpCommands(self):
-        return self.shared.map.setUpCommands()
-
-    def setUpFailed(self, reason: str) -> None:
-        self._lastError = reason
-
-    def setUpSucceeded(self, protocol=None) -> None:
-        if protocol is None:
-            return
-        self._protocol = protocol
-        d = protocol.subscribe(self.shared.channel())
-        d.addTimeout(self.timeout, self.reactor)
-
-        def subscribed(_):
-            self.subscribed = True
-            self.wedged = False
-            self._nonce = None
-            self.onSubscribed()
-
-        def failed(failure):
-            self.log.warn("subscribing to {channel} failed: {why}", channel=self.shared.channel(),
-                          why=str(failure.value) or failure.type.__name__)
-            protocol.drop()
-
-        d.addCallbacks(subscribed, failed)
-
-    def noticeReceived(self, message: Any) -> None:
-        """
-        A message on the channel.
-        """
-        data = _bytes(message)
-        if data[:2] == b"p|":
-            if data[2:] == self._nonce:
-                self._nonce = None
-            return
-        try:
-            self.listener(data)
-        except Exception:
-            self.log.failure("handling a notification failed")
-
-    def lost(self, protocol) -> None:
-        if protocol is self._protocol:
-            self._protocol = None
-            self.subscribed = False
-
-    @property
-    def healthy(self) -> bool:
-        """
-        Whether the subscription is up and not wedged.
-        """
-        return self.subscribed and not self.wedged
-
-    def start(self) -> None:
-        """
-        Connect and subscribe (and keep doing so).
-        """
-        redisMap = self.shared.map
-        factory = redisFactory(redisMap.address, 1, self, isLazy=True, protocol=subscriberProtocol())
-        factory.deferred.addErrback(lambda f: None)
-        self._factory = factory
-        factory.startConnecting(WatchedEndpoint(redisMap.endpoint(), self.setUpFailed))
-
-    def stop(self) -> Deferred:
-        """
-        Unsubscribe and disconnect.
-        """
-        factory, self._factory = self._factory, None
-        self.subscribed = False
-        if factory is None:
-            return succeed(None)
-        d = factory.disconnect()
-        d.addErrback(lambda f: None)
-        return d
-
-    def check(self) -> None:
-        """
-        Publish a nonce to the channel; one still unheard from the previous
-        check marks the subscription wedged, and drops its connection.
-        """
-        now = self.reactor.seconds()
-        if self._nonce is not None and now - self._nonceSent >= self.timeout:
-            if self.subscribed and not self.wedged:
-                self.log.warn("the subscription to {channel} is wedged (its check went unheard"
-                              " for {s:.1f}s): reconnecting", channel=self.shared.channel(),
-                              s=now - self._nonceSent)
-            self.wedged = True
-            if self._protocol is not None:
-                self._protocol.drop()
-            self._nonce = None
-        if not self.subscribed or self._nonce is not None:
-            return
-        self._nonce = secrets.token_hex(8).encode("ascii")
-        self._nonceSent = now
-        d = self.shared.publish(self.shared.node, b"p|" + self._nonce)
-        d.addErrback(lambda f: None)
+        return self.maps[shard].run(channel.encode("utf-8"), "PUBLISH", channel, message)

@@ -62,7 +62,6 @@ module is.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import zlib
@@ -75,11 +74,12 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, parseRedisURL
-from ..errors import ConfigError, SessionMapUnavailable
+from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, parseRedisURL, shardName
+from ..errors import SessionMapUnavailable
 from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
 from ..metrics import NoMetrics
 from ._connection import WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
+from ._options import OPTIONS, readOptions
 from ._shared import SharedSessions
 
 __all__ = [
@@ -93,10 +93,32 @@ __all__ = [
 #: The server used when the options name none.
 DEFAULT_URL = DEFAULT_REDIS_URL
 
-#: The most connections C{pool_size} may ask for.
-MAX_POOL_SIZE = 32
 
 
+
+
+class ShardMeter:
+    """
+    What one shard's connections count their commands in: the node's
+    L{IMetrics}, each count labelled with the shard's name.  (The
+    connections' watchers hand it on as their C{metrics}.)
+    """
+
+    def __init__(self, metrics: IMetrics, shard: str) -> None:
+        self.node = metrics
+        self.shard = shard
+
+    def redisCommand(self, command: str, seconds: float, failed: bool) -> None:
+        """
+        Count a command of this shard.
+        """
+        self.node.redisCommand(command, seconds, failed, self.shard)
+
+    def redisMessages(self, count: int) -> None:
+        """
+        Count session messages written to this shard's mailboxes.
+        """
+        self.node.redisMessages(self.shard, count)
 
 
 @implementer(ISessionMap, IMeasured)
@@ -130,6 +152,8 @@ class RedisSessionMap:
         poolSize: int = 2,
         nodeTtl: float = 3.0,
         nodeId: str | None = None,
+        name: str | None = None,
+        required: bool = True,
     ) -> None:
         """
         Nothing is connected here (see L{start}), so that building the
@@ -137,8 +161,17 @@ class RedisSessionMap:
 
         @param reactor: provides L{IReactorTime} and L{IReactorTCP} (or
             L{IReactorUNIX}).
+        @param name: the shard's name (in the metrics' C{shard} label and
+            on the hash ring); by default made from the address.
+        @param required: whether a start that cannot connect fails (the
+            one server, or a sharded map's home shard); a shard that is not
+            required starts anyway, logs why it cannot be used, and keeps
+            connecting in the background, its commands failing at once
+            meanwhile, as in an outage.
         """
         self.address = address
+        self.name = name or shardName(address)
+        self.required = required
         self.keyPrefix = keyPrefix
         self.timeout = timeout
         self.poolSize = poolSize
@@ -161,14 +194,16 @@ class RedisSessionMap:
         self.masterChanges = 0
         self._endpoint: Any = None
         self._switchWatch: Any = None
-        #: What every command is counted and timed in (L{measureWith}).
-        self.metrics: IMetrics = NoMetrics()
+        #: What every command is counted and timed in (L{measureWith}),
+        #: with this shard's name.
+        self.metrics = ShardMeter(NoMetrics(), self.name)
 
     def measureWith(self, metrics: IMetrics) -> None:
         """
-        Count and time every Redis command in C{metrics} from now on.
+        Count and time every Redis command in C{metrics} from now on, by
+        command and shard.
         """
-        self.metrics = metrics
+        self.metrics = ShardMeter(metrics, self.name)
 
     @property
     def connected(self) -> bool:
@@ -185,9 +220,10 @@ class RedisSessionMap:
     def sharedSessions(self, node: str, *, sessionTtl: float, nodeTtl: float):
         """
         @return: a L{gateway.sessionmap._shared.SharedSessions} for node
-            C{node}: the sessions that several gateway nodes share.
+            C{node}: the sessions that several gateway nodes share, all on
+            this server.
         """
-        return SharedSessions(self, node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
+        return SharedSessions([self], node, sessionTtl=sessionTtl, nodeTtl=nodeTtl)
 
     # Connecting.
     def endpoint(self) -> Any:
@@ -281,6 +317,16 @@ class RedisSessionMap:
                 reason = f"no answer within {formatSeconds(self.timeout)}s"
             else:
                 reason = str(e).strip() or type(e).__name__
+            if not self.required:
+                # Keep the pool connecting (it retries with its backoff):
+                # meanwhile commands fail at once, as in an outage.
+                self._started = True
+                self._lastError = reason
+                self._failingSince = self.reactor.seconds()
+                self.log.warn("cannot use Redis at {address} (shard {shard}) yet: {reason}; the"
+                              " sessions it holds wait for it while it is reconnected",
+                              address=str(address), shard=self.name, reason=reason)
+                return None
             stopping = factory.disconnect()
             stopping.addErrback(lambda f: None)
             await bounded(stopping, self.timeout, self.reactor)
@@ -562,25 +608,6 @@ class RedisSessionMap:
         return self._command("DEL", self._sessionKey(sid)).addCallback(lambda _: None)
 
 
-def _withSentinelPassword(address: RedisAddress | SentinelAddress,
-                          password: object) -> RedisAddress | SentinelAddress:
-    """
-    @return: C{address} with the C{sentinel_password} option's password
-        (L{None}: the option is not given).
-    @raise ConfigError: for a password that is not a non-empty string, on
-        a URL that is not C{redis+sentinel://}, or given in the URL too.
-    """
-    if password is None:
-        return address
-    if not isinstance(password, str) or not password:
-        raise ConfigError("session map 'redis': sentinel_password must be a non-empty string")
-    if not isinstance(address, SentinelAddress):
-        raise ConfigError("session map 'redis': sentinel_password needs a redis+sentinel:// url")
-    if address.sentinelPassword is not None:
-        raise ConfigError("session map 'redis': sentinel_password is given in the url too; keep one")
-    return dataclasses.replace(address, sentinelPassword=password)
-
-
 def _text(reply: Any) -> str | None:
     """
     @return: a string reply (txredisapi hands over bytes it could not
@@ -596,15 +623,17 @@ def _text(reply: Any) -> str | None:
 @implementer(IPlugin, ISessionMapFactory)
 class RedisSessionMapFactory:
     """
-    Makes L{RedisSessionMap}s.  Options: C{url} (L{parseRedisURL};
-    C{redis://127.0.0.1:6379/0} by default), C{key_prefix} (a string,
-    C{"txgw:"}), C{timeout} (seconds > 0, 1.0) and C{pool_size} (1 to
-    L{MAX_POOL_SIZE}, 2).
+    Makes L{RedisSessionMap}s, or a L{gateway.sessionmap._shards.ShardedSessionMap}
+    over several of them (C{shards}).  The options are checked by
+    L{gateway.sessionmap._options.readOptions}: C{url} (L{parseRedisURL};
+    C{redis://127.0.0.1:6379/0} by default) or C{shards}, C{key_prefix} (a
+    string, C{"txgw:"}), C{timeout} (seconds > 0, 1.0), C{pool_size} (1 to
+    L{gateway.sessionmap._options.MAX_POOL_SIZE}, 2), C{node_ttl}, C{node_id} and C{sentinel_password}.
     """
 
     name = "redis"
     description = "affinity and session records in Redis, shared by several gateway nodes"
-    options = ("url", "key_prefix", "timeout", "pool_size", "node_ttl", "node_id", "sentinel_password")
+    options = OPTIONS
 
     def __call__(self, options: Mapping[str, object], reactor) -> ISessionMap:
         """
@@ -612,55 +641,17 @@ class RedisSessionMapFactory:
 
         @raise ConfigError: one line naming the option and the reason.
         """
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise ConfigError(
-                f"unknown option {unknown[0]!r} for session map 'redis'"
-                f" (known: {', '.join(self.options)})"
+        read = readOptions(options)
+        maps = [
+            RedisSessionMap(
+                shard.address, reactor, keyPrefix=read.keyPrefix, timeout=read.timeout,
+                poolSize=read.poolSize, nodeTtl=read.nodeTtl, nodeId=read.nodeId,
+                name=shard.name, required=index == 0,
             )
-        try:
-            address = parseRedisURL(options.get("url", DEFAULT_URL))
-        except ConfigError as e:
-            raise ConfigError(f"session map 'redis': url: {e}") from None
-        address = _withSentinelPassword(address, options.get("sentinel_password"))
-        prefix = options.get("key_prefix", "txgw:")
-        if not isinstance(prefix, str):
-            raise ConfigError(f"session map 'redis': key_prefix must be a string, not {prefix!r}")
-        timeout = options.get("timeout", 1.0)
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigError(
-                f"session map 'redis': timeout must be a number of seconds > 0, not {timeout!r}"
-            )
-        size = options.get("pool_size", 2)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_POOL_SIZE:
-            raise ConfigError(
-                f"session map 'redis': pool_size must be an integer from 1 to {MAX_POOL_SIZE},"
-                f" not {size!r}"
-            )
-        nodeTtl = options.get("node_ttl", 3.0)
-        if (
-            isinstance(nodeTtl, bool)
-            or not isinstance(nodeTtl, (int, float))
-            or not math.isfinite(nodeTtl)
-            or not 0.3 <= nodeTtl <= 600
-        ):
-            raise ConfigError(
-                f"session map 'redis': node_ttl must be a number of seconds from 0.3 to 600, not {nodeTtl!r}"
-            )
-        nodeId = options.get("node_id")
-        if nodeId is not None and (
-            not isinstance(nodeId, str) or not nodeId or len(nodeId) > 64
-            or not all(c.isalnum() or c in "-_." for c in nodeId)
-        ):
-            raise ConfigError(
-                f"session map 'redis': node_id must be 1 to 64 letters, digits, '-', '_' or '.', not {nodeId!r}"
-            )
-        return RedisSessionMap(
-            address, reactor, keyPrefix=prefix, timeout=float(timeout), poolSize=size,
-            nodeTtl=float(nodeTtl), nodeId=nodeId,
-        )
+            for index, shard in enumerate(read.shards)
+        ]
+        if not read.sharded:
+            return maps[0]
+        from ._shards import ShardedSessionMap
+
+        return ShardedSessionMap(maps, reactor)

@@ -10,7 +10,16 @@ from types import SimpleNamespace
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from gateway.sessionmap._ring import HashRing
 from gateway.sessionmap.memory import MemorySessionMap
+
+
+def fakeShard(name: str = "fake") -> SimpleNamespace:
+    """
+    What the cluster reads of one shard's map: its name, clock, timeout,
+    counts of commands and master changes.
+    """
+    return SimpleNamespace(name=name, reactor=Clock(), timeout=1.0, commandsIssued=0, masterChanges=0)
 
 
 class FakeShared:
@@ -24,8 +33,12 @@ class FakeShared:
         #: Each count write: (accepted, delivered, seqs of the messages written with it).
         self.counts = []
         self.pending: list[Deferred] = []
-        self.map = SimpleNamespace(reactor=Clock(), timeout=1.0, commandsIssued=0)
+        self.maps = (fakeShard(),)
+        self.ring = HashRing(["fake"])
         self.sessionTtl = 30.0
+
+    def shardOf(self, sid):
+        return 0
 
     def _write(self, *call):
         self.writes.append(call)
@@ -61,6 +74,9 @@ class FakeShared:
 
     def readUp(self, sid, after):
         return succeed([])
+
+    def liveNodeInfo(self, limit=256):
+        return succeed({})
 
 
 class FakeSessionMap(MemorySessionMap):

@@ -34,7 +34,11 @@ class Store:
     def __init__(self):
         self.owner: tuple[str, int] | None | Exception = ("A", 3)
         self.writes = []
-        self.map = SimpleNamespace(reactor=Clock(), timeout=1.0, commandsIssued=0)
+        self.maps = (SimpleNamespace(name="fake", reactor=Clock(), timeout=1.0, commandsIssued=0,
+                                     masterChanges=0),)
+
+    def shardOf(self, sid):
+        return 0
 
     def ownership(self, sid):
         if isinstance(self.owner, Exception):
@@ -63,12 +67,20 @@ class Map(MemorySessionMap):
     nodeTtl = 3.0
     nodeId = "A"
     masterChanges = 0
+    name = "fake"
+    commandsIssued = 0
+    timeout = 1.0
+
+    @property
+    def reactor(self):
+        return self._clock
 
     def __init__(self, clock, store):
         super().__init__(clock)
         self.store = store
 
     def sharedSessions(self, node, sessionTtl, nodeTtl):
+        self.store.maps = (self,)  # its master changes are the shard's
         return self.store
 
 

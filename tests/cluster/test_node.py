@@ -53,10 +53,10 @@ class FakeCluster:
         self.shared = FakeShared()
         self.pumping = True
 
-    def leaseValid(self):
+    def leaseValid(self, sid=None):
         return self.pumping
 
-    def mayPump(self):
+    def mayPump(self, sid=None):
         return self.pumping
 
     def writeFailed(self, failure):
@@ -436,7 +436,7 @@ def test_takeOverForgetsTheDeadOwnersConnections():
     cluster = registry.cluster
     shared = cluster.shared
     shared.exchangeCounts = lambda counts: succeed({"A": {"p/b1": 1}, "C": {"p/b1": 2, "p/b2": 1}})
-    Deferred.fromCoroutine(cluster._exchangeCounts())
+    Deferred.fromCoroutine(cluster.exchangeCounts())
     assert [b.remote for b in pool.backends] == [3, 1]
     record = SessionRecord(
         sid="s1", secret="h", pool="p", backend="b1", target=b"/", headers={}, origin=None,
@@ -556,7 +556,7 @@ def cutOffCluster():
     shared = cluster.shared
     shared.down = False
 
-    def heartbeat(info):
+    def heartbeat(info, shard=0):
         if shared.down:
             from twisted.internet.defer import fail
             return fail(SessionMapUnavailable("Redis is away"))
@@ -564,10 +564,10 @@ def cutOffCluster():
 
     shared.heartbeat = heartbeat
     shared.exchangeCounts = lambda counts: succeed({})
-    shared.liveNodes = lambda: succeed(["B"])
+    shared.aliveOn = lambda shard, nodes: succeed(set(nodes) & {"B"})
     shared.ownership = lambda sid: succeed(("B", 1))
     shared.attach = lambda sid, kind: succeed(("ok", True, None))
-    cluster.subscription.check = lambda: None
+    cluster.subscriptions[0].check = lambda: None
     pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
     registry.reserve()
     session = registry.create("s1", pool, FakeLink())

@@ -39,7 +39,7 @@ def test_nodesAsOfTheLastRead() -> None:
 
     cluster.shared.liveNodeInfo = liveNodeInfo
     clock.advance(10)
-    Deferred.fromCoroutine(cluster._readNodes())
+    Deferred.fromCoroutine(cluster.readNodes())
     clock.advance(1.5)
     assert cluster.nodes() == {"shared": True, "node": "B", "age": 1.5, "nodes": [
         me,
@@ -49,7 +49,7 @@ def test_nodesAsOfTheLastRead() -> None:
     assert asked == [256]
 
     cluster.shared.liveNodeInfo = lambda limit=256: fail(GatewayError("Redis is away"))
-    Deferred.fromCoroutine(cluster._readNodes())
+    Deferred.fromCoroutine(cluster.readNodes())
     clock.advance(1)
     view = cluster.nodes()
     assert view["age"] == 2.5 and [n["node"] for n in view["nodes"]] == ["B", "A", "C"]

@@ -88,6 +88,31 @@ def test_redisFlag(tmp_path: Path) -> None:
     )
 
 
+def test_redisFlagRepeated(tmp_path: Path) -> None:
+    """
+    C{--redis} given several times makes the map's C{shards}, in order (the
+    first is home), replacing the file's C{url} or C{shards} and keeping
+    its other options; a Sentinel URL's commas stay inside its item.
+    """
+    urls = ["redis://10.0.0.9:6379/0", "redis+sentinel://s1:26379,s2:26379/b/0"]
+    assert loadConfig(None, backends=["ws://a:1"], redis=urls).sessionMap == SessionMapConfig(
+        type="redis", options=(("shards", urls),))
+    redis = writeConfig(
+        tmp_path, '[session_map]\ntype = "redis"\nurl = "redis://x"\ntimeout = 2\n' + POOL)
+    assert loadConfig(redis, redis=urls).sessionMap == SessionMapConfig(
+        type="redis", options=(("shards", urls), ("timeout", 2)))
+    sharded = writeConfig(
+        tmp_path, '[session_map]\ntype = "redis"\nshards = ["redis://x", "redis://y"]\n' + POOL)
+    assert loadConfig(sharded, redis=urls[:1]).sessionMap == SessionMapConfig(
+        type="redis", options=(("url", urls[0]),))
+    assert configError(None, backends=["ws://a:1"], redis=[urls[0], urls[0]]) == (
+        "--redis: shards[1]: the shard name '10.0.0.9:6379/0' is taken by an earlier shard"
+        " (give each a name of its own)")
+    withPassword = writeConfig(
+        tmp_path, '[session_map]\ntype = "redis"\nsentinel_password = "p"\n' + POOL)
+    assert "cannot use the file's sentinel_password" in configError(withPassword, redis=urls)
+
+
 def test_listenFlagReplacesFile(tmp_path: Path) -> None:
     """
     C{--listen} values replace the file's C{listen} list, in order.

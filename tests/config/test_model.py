@@ -29,6 +29,7 @@ from gateway.config import (
     Timeouts,
     loadConfig,
 )
+from gateway.sessionmap.redis import RedisSessionMapFactory
 
 from .helpers import FULL, POOL, configError, writeConfig
 
@@ -204,12 +205,15 @@ def test_exampleInOperatorsGuide() -> None:
         | set(gateway.config.tables._HEALTH_KEYS)
         | set(gateway.config.tables._ADMIN_KEYS)
         | set(gateway.config.tables._ACCESS_LOG_KEYS)
+        | set(RedisSessionMapFactory.options)
+        | {"url", "name", "sentinel_password"}  # a shard's table
         | {"type"}
     ),
 )
 def test_everyKeyDocumented(key: str) -> None:
     """
-    Every key the loader accepts is described in docs/operations.md.
+    Every key the loader accepts is described in docs/operations.md, the
+    C{redis} session map's options and a shard's keys too.
     """
     text = OPERATIONS.read_text(encoding="utf-8")
     heading = re.compile(rf"^#### `\[{{1,2}}([\w.]+\.)?{key}\]{{1,2}}`$", re.M)

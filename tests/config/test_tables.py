@@ -336,6 +336,62 @@ FILE_ERRORS = [
         "session_map.type: must be a string, not 1",
         id="session-map-type",
     ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nurl = "redis://a"\nshards = ["redis://b"]\n' + POOL,
+        "session_map.shards: give url (one server) or shards (several), not both",
+        id="session-map-url-and-shards",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = []\n' + POOL,
+        "session_map.shards: must be a non-empty array of Redis URLs",
+        id="session-map-no-shards",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = ["redis://a", "http://b"]\n' + POOL,
+        "session_map.shards[1]: must start with redis://, unix:// or redis+sentinel:// (as in"
+        " 'redis://127.0.0.1:6379/0', 'unix:///run/redis/redis.sock?db=0' or"
+        " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'), not 'http://b'",
+        id="session-map-shard-url",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = ["redis://a:1/0", "redis://a:1"]\n' + POOL,
+        "session_map.shards[1]: the shard name 'a:1/0' is taken by an earlier shard"
+        " (give each a name of its own)",
+        id="session-map-shard-twice",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = [{url = "redis://a", name = "x"},'
+        ' {url = "redis://b", name = "x"}]\n' + POOL,
+        "session_map.shards[1]: the shard name 'x' is taken by an earlier shard"
+        " (give each a name of its own)",
+        id="session-map-shard-name-twice",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = [{url = "redis://a", name = "x y"}]\n' + POOL,
+        "session_map.shards[0]: name must be 1 to 64 letters, digits, '-', '_' or '.', not 'x y'",
+        id="session-map-shard-name",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = [{name = "x"}]\n' + POOL,
+        "session_map.shards[0]: a table needs its url",
+        id="session-map-shard-no-url",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = [{url = "redis://a", db = 1}]\n' + POOL,
+        "session_map.shards[0]: unknown key 'db' (known: url, name, sentinel_password)",
+        id="session-map-shard-key",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = [{url = "redis://a", sentinel_password = "p"}]\n' + POOL,
+        "session_map.shards[0]: sentinel_password needs a redis+sentinel:// url",
+        id="session-map-shard-sentinel-password",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nshards = ["redis://a"]\nsentinel_password = "p"\n' + POOL,
+        "session_map.sentinel_password: with shards, give it per shard"
+        " ({url = ..., sentinel_password = ...})",
+        id="session-map-shards-sentinel-password",
+    ),
     # routes.
     pytest.param(
         '[route]\nprefix = "/"\npool = "chat"\n' + POOL,

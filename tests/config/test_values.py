@@ -209,3 +209,26 @@ def test_parseOriginPattern() -> None:
         with pytest.raises(ConfigError) as caught:
             parseOriginPattern(bad)
         assert "\n" not in str(caught.value)
+
+
+def test_parseRedisShards() -> None:
+    """
+    C{shards}: URLs as strings or tables; a shard given without a name is
+    named after its address (without credentials; a Sentinel service by
+    its name, not its Sentinels), and a table's C{sentinel_password} is
+    the Sentinels'.
+    """
+    from gateway.config.values import RedisShard, parseRedisShards, parseRedisURL
+
+    shards = parseRedisShards([
+        "redis://:pw@10.0.0.1:6380/2",
+        {"url": "redis://10.0.0.2"},
+        {"url": "redis+sentinel://s1,s2/main/1", "sentinel_password": "sp"},
+        {"url": "unix:///run/redis.sock?db=3", "name": "local"},
+    ])
+    assert [s.name for s in shards] == ["10.0.0.1:6380/2", "10.0.0.2:6379/0", "sentinel:main/1", "local"]
+    assert shards[0] == RedisShard("10.0.0.1:6380/2", parseRedisURL("redis://:pw@10.0.0.1:6380/2"))
+    assert shards[2].address.sentinelPassword == "sp"
+    with pytest.raises(ConfigError) as caught:
+        parseRedisShards(["redis://a"] * 33)
+    assert str(caught.value) == "shards: lists 33 servers, more than 32"

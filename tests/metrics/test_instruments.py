@@ -120,17 +120,22 @@ def test_closeCodesBounded() -> None:
 def test_redisCommands() -> None:
     """
     Redis commands are counted by their upper-cased name (bounded in
-    length), failures apart, with their latency.
+    length) and shard, failures apart, with their latency (by command);
+    session messages written to Redis by shard.
     """
     metrics = Metrics(CollectorRegistry(), process=False)
-    metrics.redisCommand("evalsha", 0.001, False)
-    metrics.redisCommand("EVALSHA", 0.5, True)
-    metrics.redisCommand("X" * 100, 0.001, False)
+    metrics.redisCommand("evalsha", 0.001, False, "a")
+    metrics.redisCommand("EVALSHA", 0.5, True, "a")
+    metrics.redisCommand("EVALSHA", 0.5, False, "b")
+    metrics.redisCommand("X" * 100, 0.001, False, "a")
+    metrics.redisMessages("b", 3)
     s = samples(metrics.registry)
-    assert s[("txgateway_redis_commands_total", (("command", "EVALSHA"),))] == 2
-    assert s[("txgateway_redis_errors_total", (("command", "EVALSHA"),))] == 1
-    assert s[("txgateway_redis_command_duration_seconds_count", (("command", "EVALSHA"),))] == 2
-    assert s[("txgateway_redis_commands_total", (("command", "X" * 24),))] == 1
+    assert s[("txgateway_redis_commands_total", (("command", "EVALSHA"), ("shard", "a")))] == 2
+    assert s[("txgateway_redis_commands_total", (("command", "EVALSHA"), ("shard", "b")))] == 1
+    assert s[("txgateway_redis_errors_total", (("command", "EVALSHA"), ("shard", "a")))] == 1
+    assert s[("txgateway_redis_command_duration_seconds_count", (("command", "EVALSHA"),))] == 3
+    assert s[("txgateway_redis_commands_total", (("command", "X" * 24), ("shard", "a")))] == 1
+    assert s[("txgateway_redis_messages_total", (("shard", "b"),))] == 3
 
 
 def test_processFamiliesPrefixed() -> None:

@@ -11,7 +11,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 
-from gateway.sessionmap._shared import SharedSessions, Subscription
+from gateway.sessionmap._shared import SharedSessions
+from gateway.sessionmap._subscription import Subscription
 from gateway.sessionmap.redis import RedisSessionMap, parseRedisURL
 from tests.helpers import MAP_TIMEOUT, SESSION_TTL, WAIT, RawSubscriber, newPrefix, within
 

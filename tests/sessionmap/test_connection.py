@@ -41,8 +41,10 @@ def test_connectionImportsNoSibling() -> None:
 
 def test_sharedDoesNotImportRedis() -> None:
     """
-    C{_shared} (the subscription included) takes the connection plumbing
-    from C{_connection}, not from C{redis}, which imports C{_shared}.
+    C{_shared}, C{_subscription} and C{_shards} do not import C{redis},
+    which imports them; the subscription takes the connection plumbing
+    from C{_connection}.
     """
-    assert "redis" not in importedSiblings("_shared")
-    assert "_connection" in importedSiblings("_shared")
+    for name in ("_shared", "_subscription", "_shards"):
+        assert "redis" not in importedSiblings(name), name
+    assert "_connection" in importedSiblings("_subscription")

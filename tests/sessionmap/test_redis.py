@@ -105,10 +105,11 @@ async def test_commandsMeasured(redis_server, make_map):
     with pytest.raises(GatewayError):
         await within(sessionMap.run(b"k", "INCR", sessionMap.keyPrefix + "aff:chat:alice"))
     text = generate_latest(metrics.registry).decode()
-    assert 'txgateway_redis_commands_total{command="GET"} 1.0' in text
-    assert 'txgateway_redis_commands_total{command="INCR"} 1.0' in text
-    assert 'txgateway_redis_errors_total{command="INCR"} 1.0' in text
-    assert 'txgateway_redis_errors_total{command="GET"}' not in text
+    shard = f'shard="127.0.0.1:{redis_server.port}/0"'
+    assert f'txgateway_redis_commands_total{{command="GET",{shard}}} 1.0' in text
+    assert f'txgateway_redis_commands_total{{command="INCR",{shard}}} 1.0' in text
+    assert f'txgateway_redis_errors_total{{command="INCR",{shard}}} 1.0' in text
+    assert 'txgateway_redis_errors_total{command="GET"' not in text
     assert 'txgateway_redis_command_duration_seconds_count{command="GET"} 1.0' in text
 
 
@@ -167,7 +168,7 @@ def test_factoryDefaults():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id, sentinel_password)"),
+        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id, sentinel_password, shards)"),
         ({"url": 6379}, "session map 'redis': url: must be a non-empty string"),
         ({"url": "http://x"}, "session map 'redis': url: must start with redis://, unix:// or redis+sentinel://"),
         ({"key_prefix": 1}, "session map 'redis': key_prefix must be a string, not 1"),

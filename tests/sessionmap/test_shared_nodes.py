@@ -27,7 +27,7 @@ async def test_nodes(redis_server, make_nodes):
     """
     a, b = make_nodes(redis_server.url, "A", "B")
     port = redis_server.port
-    prefix = a.map.keyPrefix
+    prefix = a.home.keyPrefix
     assert await within(a.nodeAlive("A")) is False
     assert await within(a.liveNodes()) == []
 
@@ -168,7 +168,7 @@ async def test_exchangeCountsPerLiveNode(redis_server, make_nodes):
     assert await within(b.exchangeCounts({"p/b1": 1, "p/b2": 3})) == {"A": {"p/b1": 2}}
     assert await within(c.exchangeCounts({})) == {"A": {"p/b1": 2}, "B": {"p/b1": 1, "p/b2": 3}}
     # A dies: its alive key is gone (as when it expires), its entry in the set stays.
-    await query(redis_server.port, "DEL", f"{a.map.keyPrefix}alive:A")
+    await query(redis_server.port, "DEL", f"{a.home.keyPrefix}alive:A")
     assert await within(c.exchangeCounts({})) == {"B": {"p/b1": 1, "p/b2": 3}}
 
 
@@ -183,7 +183,7 @@ async def test_rebalanceTurns(redis_server, make_nodes):
     a, b = make_nodes(redis_server.url, "A", "B", nodeTtl=0.3)
     port = redis_server.port
     assert await within(a.rebalanceTurns({"p", "q"}, set())) == {"p", "q"}
-    assert 0 < await query(port, "PTTL", f"{a.map.keyPrefix}rebalance:p") <= 300
+    assert 0 < await query(port, "PTTL", f"{a.home.keyPrefix}rebalance:p") <= 300
     assert await within(b.rebalanceTurns({"p", "q"}, set())) == set()
     assert await within(a.rebalanceTurns({"q"}, {"p"})) == {"q"}  # renewed q, gave up p
     assert await within(b.rebalanceTurns({"p", "q"}, set())) == {"p"}

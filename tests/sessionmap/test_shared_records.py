@@ -28,10 +28,10 @@ async def test_keyNames(redis_server, make_nodes):
     default.
     """
     (a,) = make_nodes(redis_server.url, "A")
-    prefix = a.map.keyPrefix.encode()
+    prefix = a.home.keyPrefix.encode()
     assert a.keys("s1") == (prefix + b"s:s1", prefix + b"s:s1:up", prefix + b"s:s1:down")
-    assert a.channel() == f"{a.map.keyPrefix}node:A"
-    assert a.channel("B") == f"{a.map.keyPrefix}node:B"
+    assert a.channel() == f"{a.home.keyPrefix}node:A"
+    assert a.channel("B") == f"{a.home.keyPrefix}node:B"
 
 
 @pytest_twisted.ensureDeferred

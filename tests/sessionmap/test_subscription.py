@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import reactor
 
-from gateway.sessionmap._shared import Subscription
+from gateway.sessionmap._subscription import Subscription
 from gateway.testing import waitUntil
 from tests.helpers import WAIT, within
 
