@@ -17,9 +17,9 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ..transports.lean import DirectMessages, sendCloseCode
 from ..errors import BackendRefused, GatewayError, ProtocolError, SessionLimit
 from ..interfaces import IEngineTransport
+from ..transports.lean import DirectMessages, sendCloseCode
 from .engine import EngineRefusal
 from .packets import Packet, decodeFrame, encodeFrame
 
