@@ -22,9 +22,9 @@ dozen bytes more than it held).  It misses what Python objects do not own:
 the allocator's overhead and fragmentation, C libraries' own buffers, and
 the kernel's socket buffers (not in the RSS either).  With
 C{--trace}, C{tracemalloc} runs from the start, and the Python allocations
-are also grouped by the file that made them (slower, and the RSS figure
-then includes tracemalloc's own records: read RSS from
-C{bench/session_memory.py}).
+are also grouped by the file (or line) that made them, which is slower.
+RSS is not read here: C{bench/session_memory.py} measures it, with the
+gateway in a process of its own.
 
 A census holds the reactor for seconds, so the gateway is configured with
 a heartbeat timeout longer than the run, and the backend sends no pings.
@@ -53,22 +53,21 @@ def typeName(t: type) -> str:
     return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
 
 
-def census() -> tuple[Counter, Counter]:
+def census(*keep: Counter) -> tuple[Counter, Counter]:
     """
-    Count every live object once, by type.
+    Count every live object once, by type: all but the census's own (its
+    working sets, and the earlier results in C{keep}).
 
     @return: the counts and the bytes (C{sys.getsizeof}) by type name.
     """
     gc.collect()
+    skip = {id(o) for o in keep}
+    tracked = [o for o in gc.get_objects() if id(o) not in skip]
+    seen = {id(o) for o in tracked} | skip
+    seen.add(id(tracked))
+    owned: dict[int, str] = {}
     counts: Counter = Counter()
     sizes: Counter = Counter()
-    seen: set[int] = set()
-    tracked = gc.get_objects()
-    owned: dict[int, str] = {}
-    for o in tracked:
-        seen.add(id(o))
-    seen.add(id(tracked))
-    seen.add(id(seen))
     # Instance dicts count under their owner's type.
     for o in tracked:
         t = type(o)
@@ -107,15 +106,18 @@ def census() -> tuple[Counter, Counter]:
 def traced(byLine: bool) -> Counter:
     """
     @return: the bytes tracemalloc holds by the file (or, C{byLine}, the
-        line) that allocated them.
+        line) that allocated them, but this file's.
     """
     import tracemalloc
 
     gc.collect()
     by: Counter = Counter()
     key = "lineno" if byLine else "filename"
+    here = os.path.abspath(__file__)
     for stat in tracemalloc.take_snapshot().statistics(key):
         name = stat.traceback[0].filename
+        if name == here:
+            continue  # the census's own records, and the dicts it made
         if byLine:
             name += f":{stat.traceback[0].lineno}"
         for prefix in (ROOT + os.sep, sys.prefix + os.sep):
@@ -174,7 +176,6 @@ async def gatewayMain(reactor, sessions: int, top: int, trace: bool, byLine: boo
     Run the gateway here, the backend and the clients as processes, and
     print the censuses.
     """
-    from bench.session_memory import rss
     from gateway.config import loadConfig
     from gateway.service import GatewayService
 
@@ -189,25 +190,20 @@ async def gatewayMain(reactor, sessions: int, top: int, trace: bool, byLine: boo
         service.startService()
         port = (await service.whenListening())[0].getHost().port
         await peers.ask(b"gateway ws://127.0.0.1:%d\n" % port, 10)
-        pid = os.getpid()
         await peers.ask(b"open 100\n", 120)  # warm-up: every code path run once
         await peers.ask(b"drop\n", 60)
         await task.deferLater(reactor, 1.0)
         base = census()
         baseTrace = traced(byLine) if trace else None
-        baseRSS = rss(pid)
         await peers.ask(b"open %d\n" % sessions, 600)
         await task.deferLater(reactor, 1.0)
-        attachedRSS = rss(pid)
-        attached = census()
+        attached = census(*base, *([baseTrace] if trace else []))
         attachedTrace = traced(byLine) if trace else None
         await peers.ask(b"drop\n", 120)
         await task.deferLater(reactor, 2.0)
-        detached = census()
+        detached = census(*base, *attached, *([baseTrace, attachedTrace] if trace else []))
         detachedTrace = traced(byLine) if trace else None
-        print(f"{sessions} sessions; RSS {baseRSS} KiB at the start,"
-              f" {(attachedRSS - baseRSS) / sessions:.1f} KiB per attached session"
-              + (" (tracemalloc's records included)" if trace else ""))
+        print(f"{sessions} sessions (for the RSS they cost, run bench/session_memory.py)")
         printDiff("attached", base, attached, sessions, top)
         printDiff("detached", base, detached, sessions, top)
         if trace:

@@ -88,7 +88,7 @@ def feed(client: WebSocketClient, data: bytes, cuts: list[int] = ()) -> list:
     """
     events = []
     at = 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]:
+    for cut in sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]:
         events += client.receiveData(data[at:cut])
         at = cut
     return events
@@ -207,8 +207,8 @@ def test_badAccept(extra, why):
 
 
 @pytest.mark.parametrize("answer, why", [
-    (b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", "Sec-WebSocket-Accept"),
+    ((b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"), "Sec-WebSocket-Accept"),
     (b"HTTP/1.1 101 OK\r\nConnection: Upgrade\r\n\r\n", "Upgrade"),
     (b"HTTP/1.0 404 Not Found\r\n\r\n", "HTTP/1.0 404"),
     (b"HTTP/1.0 101 Switching\r\n\r\n", "HTTP/1.0"),
