@@ -23,7 +23,37 @@ from .relay import GAP_PATIENCE, GAP_RETRY
 if TYPE_CHECKING:
     from ..sessions.session import Session
 
-__all__ = ["Mirror"]
+__all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "DELIVERED_DELAY", "Mirror"]
+
+#: The most backend messages written in one script call: a reactor turn's
+#: messages beyond it go in further calls, at once.
+BATCH_MESSAGES = 64
+
+#: The most payload bytes written in one script call (past it, as above;
+#: a single larger message goes alone).
+BATCH_BYTES = 256 * 1024
+
+#: Seconds the count of client messages the backend confirmed may wait for
+#: a write to ride on (a batch of backend messages), when those messages
+#: were accepted by another node and are in Redis already.
+DELIVERED_DELAY = 0.05
+
+
+def _chunks(messages: list[Data]):
+    """
+    @return: C{messages} in runs of at most L{BATCH_MESSAGES} messages and
+        L{BATCH_BYTES} bytes (one message at least), in order.
+    """
+    chunk: list[Data] = []
+    size = 0
+    for message in messages:
+        if chunk and (len(chunk) >= BATCH_MESSAGES or size + len(message.payload) > BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(message)
+        size += len(message.payload)
+    if chunk:
+        yield chunk
 
 
 @implementer(ISessionMirror)
@@ -32,7 +62,11 @@ class Mirror:
     The owner's writes of one session's state to Redis.
 
     Backend messages are written as they come (the client gets them at
-    once, without waiting).  The count of client messages accepted is
+    once, without waiting), those of one reactor turn in one script call
+    (in runs of L{BATCH_MESSAGES}), with the client's acknowledgement of
+    that turn folded in.  Every other write first writes what the turn has
+    gathered, so that Redis sees the session's writes in the order they
+    happened.  The count of client messages accepted is
     written before they are acknowledged, one write at a time, so that a
     resume on any node never hears of fewer messages than the client was
     told; with it goes the count the backend has confirmed, and the
@@ -40,8 +74,11 @@ class Mirror:
     to a backend connection whose receipt has not come back yet, and those
     accepted while the session is between backends), which stay in the up
     mailbox until confirmed: if this node dies, the node that takes the
-    session over hands them to the backend.  Acknowledgements from the client are written one at
-    a time, the newest winning.
+    session over hands them to the backend.  Acknowledgements from the client that no backend
+    message carries are written one at a time, the newest winning.  Client
+    messages accepted by another node are in Redis already: the count the
+    backend confirmed of them rides on the next backend messages' write,
+    or is written within L{DELIVERED_DELAY}.
 
     A write refused because another node took the session over (its epoch
     is newer) ends the session here at once, quietly: the other node pumps
@@ -76,9 +113,13 @@ class Mirror:
         self._upWaiters: list[Deferred] = []
         self._ackWrite: Deferred | None = None
         self._acked = session.outbox.acked
-        #: The client's count last written (L{acked}): a heartbeat ack that
-        #: adds nothing costs no Redis call.
-        self._ackWritten = session.outbox.acked
+        #: The client's acknowledgement last sent to Redis.
+        self._ackSent = session.outbox.acked
+        #: The backend messages of this reactor turn, and its timer.
+        self._downQueue: list[Data] = []
+        self._turn: Any = None
+        #: The timer of a confirmed count waiting for a write (L{forwarded}).
+        self._deliveredCall: Any = None
         self.lastWrite = cluster.clock.seconds()
         self._catchingUp = False
         self._held: dict[int, Data] = {}
@@ -169,6 +210,7 @@ class Mirror:
                 return
             self.cluster.log.info("session {sid}: {why}; writing it again",
                                   sid=shortId(self.sid), why=why)
+            self._downQueue = []  # written below with the others
             await self.cluster.register(session, *self.origin, epoch=self.epoch)
             # The record is written with the count the backend confirmed,
             # and an empty up mailbox (a count write still on its way went
@@ -182,9 +224,9 @@ class Mirror:
                 pending = [m for m in session.outbox.unacknowledged() if m.seq > written]
                 if not pending:
                     break
-                for message in pending:
-                    await self.shared.appendDown(self.sid, self.epoch, message)
-                    written = message.seq
+                for chunk in _chunks(pending):
+                    await self.shared.appendDown(self.sid, self.epoch, *chunk)
+                    written = chunk[-1].seq
             # The client messages the backend has not confirmed, into the
             # up mailbox again (acknowledged once written).
             if (self._upWrite is None and session.state is not SessionState.ENDED
@@ -198,12 +240,69 @@ class Mirror:
 
     def down(self, message: Data) -> None:
         """
-        A backend message was numbered: into the down mailbox (unless the
-        session is being written again, which writes it in turn).
+        A backend message was numbered: into the down mailbox with the
+        others of this reactor turn (L{_flush}), unless the session is
+        being written again, which writes it in turn.
         """
         if self._resyncing:
             return
-        self._write(self.shared.appendDown(self.sid, self.epoch, message))
+        self._downQueue.append(message)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._turn is None:
+            self._turn = self.cluster.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """
+        Write what this reactor turn gathered: its backend messages (the
+        client's acknowledgement folded into the last call), or the
+        acknowledgement alone (L{_writeAck}).
+        """
+        turn, self._turn = self._turn, None
+        if turn is not None and turn.active():
+            turn.cancel()
+        batch, self._downQueue = self._downQueue, []
+        if self.session.mirror is not self:
+            return  # fenced or ended: written no more
+        ack = self._acked if self._acked > self._ackSent else None
+        if not batch:
+            if ack is not None:
+                self._writeAck()
+            return
+        delivered = self.delivered()
+        fold = delivered if delivered > self.deliveredWritten and self._upWrite is None else None
+        chunks = list(_chunks(batch))
+        for chunk in chunks[:-1]:
+            self._write(self.shared.appendDown(self.sid, self.epoch, *chunk))
+        d = self.shared.appendDown(self.sid, self.epoch, *chunks[-1], acked=ack, delivered=fold)
+        if fold is not None:
+            d.addCallback(self._deliveredWritten, fold)
+        self._write(d)
+        if ack is not None:
+            self._ackSent = ack
+
+    def _deliveredWritten(self, reply: Any, delivered: int) -> Any:
+        if reply is not None and not isinstance(reply, list) and int(reply) == 1:
+            self.deliveredWritten = max(self.deliveredWritten, delivered)
+        return reply
+
+    def _deliveredDue(self) -> None:
+        """
+        L{DELIVERED_DELAY} after a message accepted elsewhere was handed
+        on: write the confirmed count if no batch carried it, and look
+        again while some are unconfirmed.
+        """
+        self._deliveredCall = None
+        if self.session.mirror is not self or self.session.state is SessionState.ENDED:
+            return
+        delivered = self.delivered()
+        if self._upWrite is None and delivered > self.deliveredWritten:
+            self._writeUp()
+        if delivered < self.session.inbox.accepted:
+            # Some are not confirmed yet: look again (at most every
+            # DELIVERED_DELAY while they are not).
+            self._deliveredCall = self.cluster.clock.callLater(DELIVERED_DELAY, self._deliveredDue)
 
     def forwarded(self, tried: bool = False) -> Deferred:
         """
@@ -218,7 +317,14 @@ class Mirror:
         @return: L{Deferred} firing with the count written so far.
         """
         waiter: Deferred = Deferred()
-        if self.upWritten >= self.session.inbox.accepted:
+        accepted = self.session.inbox.accepted
+        if self.upWritten < accepted <= self.inRedis:
+            # Accepted by another node: its count is in Redis already; only
+            # what the backend confirms remains to be written.
+            self.upWritten = accepted
+            if self._deliveredCall is None:
+                self._deliveredCall = self.cluster.clock.callLater(DELIVERED_DELAY, self._deliveredDue)
+        if self.upWritten >= accepted:
             waiter.callback(self.upWritten)
             return waiter
         self._upWaiters.append((waiter, tried))
@@ -243,6 +349,7 @@ class Mirror:
         return unconfirmed[0].seq - 1 if unconfirmed else session.inbox.accepted
 
     def _writeUp(self) -> None:
+        self._flush()
         session = self.session
         count = session.inbox.accepted
         delivered = self.delivered()
@@ -279,25 +386,33 @@ class Mirror:
         """
         The client left this node.
         """
+        self._flush()
         self._write(self.shared.detach(self.sid))
 
     def acked(self, count: int) -> None:
         """
-        The client received C{count} messages.
+        The client received C{count} messages: written with this turn's
+        backend messages, or alone (L{_flush}).
         """
         self._acked = max(self._acked, count)
-        if self._ackWrite is not None or self._acked <= self._ackWritten:
-            return
+        self._schedule()
+
+    def _writeAck(self) -> None:
+        """
+        Write the client's acknowledgement alone, one write at a time, the
+        newest winning.
+        """
+        if self._ackWrite is not None:
+            return  # what came meanwhile is written once it is done
         written = self._acked
+        self._ackSent = max(self._ackSent, written)
         d = self.shared.acked(self.sid, written)
         self._ackWrite = d
 
         def done(result):
             self._ackWrite = None
-            if result == 1:
-                self._ackWritten = max(self._ackWritten, written)
-            if self._acked > written:
-                self.acked(self._acked)
+            if self._acked > self._ackSent:
+                self._schedule()
             return result
 
         self._write(d).addBoth(done)
@@ -307,12 +422,14 @@ class Mirror:
         The session went on with backend C{backend} (a failover or a move):
         a takeover reconnects there.
         """
+        self._flush()
         self._write(self.shared.relinked(self.sid, self.epoch, backend))
 
     def closing(self, code: int, reason: str) -> None:
         """
         The backend closed.
         """
+        self._flush()
         self._write(self.shared.closing(self.sid, self.epoch, code, reason))
 
     def end(self, code: int, reason: str, answer: tuple[int, str] | None) -> None:
@@ -321,6 +438,7 @@ class Mirror:
         through any node; its client, if on another node, is closed with
         C{code}.
         """
+        self._flush()
         d = self.shared.end(self.sid, self.epoch, code, reason, answer)
         d.addErrback(self.cluster.writeFailed)
 

@@ -77,6 +77,8 @@ class RelaySession(PacketDispatch):
         self._pending: Deferred | None = None
         self._gapSince: float | None = None
         self._ackWrite: Deferred | None = None
+        #: The client's acknowledgement last sent to Redis.
+        self._ackSent = record.downAcked
         self._ackCall = None
         self._catchingUp = False
         #: The attachment (counted in Redis) this relay made.
@@ -215,7 +217,11 @@ class RelaySession(PacketDispatch):
         if not batch:
             self._settle()
             return
-        d = self.cluster.shared.appendUp(self.sid, batch)
+        # The client's acknowledgement rides along, unless one is on its way.
+        ack = None
+        if self._ackWrite is None and self.outbox.acked > self._ackSent:
+            ack = self._ackSent = self.outbox.acked
+        d = self.cluster.shared.appendUp(self.sid, batch, acked=ack)
         d.addCallbacks(self._appended, self._appendFailed)
 
     def _settle(self) -> None:
@@ -223,6 +229,8 @@ class RelaySession(PacketDispatch):
         self._gapSince = None
         if pending is not None:
             pending.callback(None)
+        if self.outbox.acked > self._ackSent and self.transport is not None:
+            self.writeAck()  # none of the appends carried it
 
     def _appended(self, reply: tuple[int, int]) -> None:
         status, accepted = reply
@@ -279,16 +287,17 @@ class RelaySession(PacketDispatch):
     def writeAck(self) -> None:
         """
         Write the client's acknowledgements to Redis, one write at a time,
-        the newest winning.
+        the newest winning; while client messages are on their way to the
+        up mailbox, with them (L{_append}, or after them: L{_settle}).
         """
-        if self._ackWrite is not None:
+        if self._ackWrite is not None or self._pending is not None:
             return
-        count = self.outbox.acked
+        count = self._ackSent = self.outbox.acked
         self._ackWrite = self.cluster.shared.acked(self.sid, count)
 
         def done(result):
             self._ackWrite = None
-            if self.outbox.acked > count and self.transport is not None:
+            if self.outbox.acked > self._ackSent and self.transport is not None:
                 self.writeAck()
             return result
 

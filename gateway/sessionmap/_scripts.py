@@ -86,31 +86,55 @@ return 1
 
 _DOWN = _EXPIRE + """
 -- KEYS: record, up, down.
--- ARGV: epoch, seq, binary, payload, ttl, prefix, sid, me.
-local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached')
+-- ARGV: epoch, ttl, prefix, sid, me, acked ('' or the count of backend
+-- messages the client has received, folded in: as the acked script, for
+-- a client on the owner), delivered ('' or the count of client messages
+-- the backend has confirmed: upFwd, the up mailbox trimmed to it, as the
+-- forwarded script does), then seq, binary, payload of each backend
+-- message, in order.  Each is sent to the node the client is on, if not
+-- the owner.
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached', 'downAcked', 'downSent', 'upFwd')
 if f[1] == false then return -3 end
 if f[1] ~= ARGV[1] then return -1 end
-redis.call('XADD', KEYS[3], '0-' .. ARGV[2], 'b', ARGV[3], 'p', ARGV[4])
-redis.call('HSET', KEYS[1], 'downSent', ARGV[2])
-expire(ARGV[5])
 local att = f[2]
-if att and att ~= '' and att ~= ARGV[8] then
-  redis.call('PUBLISH', ARGV[6] .. 'node:' .. att,
-             'd|' .. ARGV[7] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+local notify = att and att ~= '' and att ~= ARGV[5]
+local sent = tonumber(f[4])
+for i = 8, #ARGV, 3 do
+  redis.call('XADD', KEYS[3], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+  if notify then
+    redis.call('PUBLISH', ARGV[3] .. 'node:' .. att,
+               'd|' .. ARGV[4] .. '|' .. ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
+  end
+  sent = tonumber(ARGV[i])
 end
+if #ARGV >= 8 then redis.call('HSET', KEYS[1], 'downSent', sent) end
+if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(f[5] or 0) then
+  redis.call('HSET', KEYS[1], 'upFwd', ARGV[7])
+  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (tonumber(ARGV[7]) + 1))
+end
+if ARGV[6] ~= '' then
+  local count = math.min(tonumber(ARGV[6]), sent)
+  if count > tonumber(f[3]) then
+    redis.call('HSET', KEYS[1], 'downAcked', count)
+    redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
+  end
+end
+expire(ARGV[2])
 return 1
 """
 
 _UP = _EXPIRE + """
--- KEYS: record, up, down.  ARGV: ttl, prefix, sid, then seq, binary,
--- payload for each message, in order.  Appends those that follow the last
--- accepted one; returns {status, accepted}: status 1, or -2 when a
--- message is missing before one of them (the rest are not appended).
-local f = redis.call('HMGET', KEYS[1], 'upRecv', 'owner')
+-- KEYS: record, up, down.  ARGV: ttl, prefix, sid, me, acked ('' or the
+-- count of backend messages the client has received, folded in: as the
+-- acked script), then seq, binary, payload for each message, in order.
+-- Appends those that follow the last accepted one; returns {status,
+-- accepted}: status 1, or -2 when a message is missing before one of them
+-- (the rest are not appended).
+local f = redis.call('HMGET', KEYS[1], 'upRecv', 'owner', 'downAcked', 'downSent')
 if f[1] == false then return {-3, 0} end
 local recv = tonumber(f[1])
 local status = 1
-for i = 4, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local seq = tonumber(ARGV[i])
   if seq > recv then
     if seq ~= recv + 1 then status = -2; break end
@@ -121,6 +145,16 @@ for i = 4, #ARGV, 3 do
   end
 end
 redis.call('HSET', KEYS[1], 'upRecv', recv)
+if ARGV[5] ~= '' then
+  local count = math.min(tonumber(ARGV[5]), tonumber(f[4]))
+  if count > tonumber(f[3]) then
+    redis.call('HSET', KEYS[1], 'downAcked', count)
+    redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
+    if f[2] ~= ARGV[4] then
+      redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2], 'a|' .. ARGV[3] .. '|' .. count)
+    end
+  end
+end
 expire(ARGV[1])
 return {status, recv}
 """

@@ -218,18 +218,27 @@ class SharedSessions:
             args += [key, value if isinstance(value, bytes) else str(value)]
         return self._script("create", sid, tuple(args))
 
-    def appendDown(self, sid: str, epoch: int, message: Data) -> Deferred[int]:
+    def appendDown(self, sid: str, epoch: int, *messages: Data, acked: int | None = None,
+                   delivered: int | None = None) -> Deferred[int]:
         """
-        Put backend message C{message} in the down mailbox, and send it to
-        the node the client is on, if not this one.
+        Put backend messages C{messages} (in order) in the down mailbox, in
+        one script call, and send each to the node the client is on, if not
+        this one.
 
+        @param acked: also record that the client (attached here) has
+            received this many, as L{acked} would.
+        @param delivered: also record that the backend has confirmed this
+            many client messages (the up mailbox trimmed to them), as
+            L{forwarded} would.
         @return: L{Deferred} firing with 1, or L{FENCED} / L{GONE}.
         """
-        self.mapOf(sid).metrics.redisMessages(1)
-        return self._script("down", sid, (
-            str(epoch), str(message.seq), "1" if message.isBinary else "0", message.payload,
-            self._ttl, self._prefix, sid, self.node,
-        ))
+        args: list[Any] = [str(epoch), self._ttl, self._prefix, sid, self.node,
+                           "" if acked is None else str(acked), "" if delivered is None else str(delivered)]
+        for message in messages:
+            args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
+        if messages:
+            self.mapOf(sid).metrics.redisMessages(len(messages))
+        return self._script("down", sid, tuple(args))
 
     def forwarded(self, sid: str, epoch: int, count: int, delivered: int | None = None,
                   messages: list[Data] | tuple = ()) -> Deferred[int]:
@@ -283,17 +292,19 @@ class SharedSessions:
             lambda reply: None if reply is None else _tombstone(reply))
 
     # Any node's writes.
-    def appendUp(self, sid: str, messages: list[Data]) -> Deferred[tuple[int, int]]:
+    def appendUp(self, sid: str, messages: list[Data], acked: int | None = None) -> Deferred[tuple[int, int]]:
         """
         Accept client messages into the up mailbox, in order, and send them
-        to the owner; duplicates are skipped.
+        to the owner; duplicates are skipped.  With C{acked}, also record
+        that the client has received that many backend messages, as
+        L{acked} would, in the same script call.
 
         @return: L{Deferred} firing with C{(status, accepted)}: status 1, or
             L{GAP} (a message before one of them is missing: those after
             the gap are not appended) or L{GONE}; C{accepted} is how many
             client messages are accepted now.
         """
-        args: list[Any] = [self._ttl, self._prefix, sid]
+        args: list[Any] = [self._ttl, self._prefix, sid, self.node, "" if acked is None else str(acked)]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
         self.mapOf(sid).metrics.redisMessages(len(messages))

@@ -49,8 +49,8 @@ class Store:
         self.writes.append(("create", fields.get("epoch")))
         return succeed(1)
 
-    def appendDown(self, sid, epoch, message):
-        self.writes.append(("down", message.seq))
+    def appendDown(self, sid, epoch, *messages, acked=None, delivered=None):
+        self.writes.append(("down", *[m.seq for m in messages]))
         return succeed(1)
 
     def readUp(self, sid, after):
@@ -133,7 +133,7 @@ def test_masterMovedRewrites():
         store.owner = owner
         revalidate(cluster)
         assert store.writes[0][0] == "readUp"
-        assert store.writes[1:] == [("create", 3), ("down", 1), ("down", 2)], owner
+        assert store.writes[1:] == [("create", 3), ("down", 1, 2)], owner
         del store.writes[:]
         revalidate(cluster)
         assert ("create", 3) not in store.writes

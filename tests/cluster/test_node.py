@@ -38,54 +38,7 @@ from gateway.transports.websocket import SessionWebSocket
 from gateway.wire.protocol import CLOSE_UNKNOWN_SESSION, Data, Hello
 from tests.helpers import FakeLink, FakeTransport
 
-from .fakes import FakeSessionMap, FakeShared
-
-
-class FakeCluster:
-    """
-    What a L{Mirror} asks of its cluster: the store, the clock, whether
-    the node's lease holds, the registry's bounds.
-    """
-
-    def __init__(self, registry, clock):
-        self.registry = registry
-        self.clock = clock
-        self.shared = FakeShared()
-        self.pumping = True
-
-    def leaseValid(self, sid=None):
-        return self.pumping
-
-    def mayPump(self, sid=None):
-        return self.pumping
-
-    def writeFailed(self, failure):
-        return None
-
-
-def makeSession(**config):
-    """
-    A registry on a Clock (single node) and one attached session on b1.
-    """
-    clock = Clock()
-    registry = SessionRegistry(SessionConfig(**config), clock, MemorySessionMap(clock))
-    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
-    registry.reserve()
-    session = registry.create(registry.newId(), pool, FakeLink())
-    transport = FakeTransport()
-    session.attach(transport, resumed=False)
-    return clock, registry, session, transport
-
-
-def mirrored(**config):
-    """
-    As L{makeSession}, with the session's state written by a L{Mirror} of
-    a fake cluster.
-    """
-    clock, registry, session, transport = makeSession(**config)
-    cluster = FakeCluster(registry, clock)
-    session.mirror = Mirror(cluster, session, 3)
-    return clock, cluster, session, transport
+from .fakes import FakeCluster, FakeSessionMap, makeSession, mirrored
 
 
 # verifyObject on every implementation.
@@ -511,14 +464,32 @@ def test_mirrorKeepsMessagesAcceptedBetweenBackendsUndelivered():
 def test_mirrorDoesNotWriteAgainWhatCameFromTheMailbox():
     """
     Messages handed on from the up mailbox (accepted by another node) are
-    in Redis already: the count write does not carry them again.
+    in Redis already, their count too: nothing is written for them at
+    once.  What the backend confirms of them rides on the next backend
+    messages' write, or is written alone L{DELIVERED_DELAY} later.
     """
+    from gateway.cluster.mirror import DELIVERED_DELAY
+
     clock, registry, session, transport = makeSession()
-    session.upstream.link = ReceiptLink()
+    link = session.upstream.link = ReceiptLink()
     cluster = FakeCluster(registry, clock)
     session.mirror = Mirror(cluster, session, 3)
     session.mirror.upNotice(Data(1, b"a", False))
-    assert cluster.shared.counts == [(1, 0, [])]
+    assert cluster.shared.counts == [] and session.mirror.upWritten == 1
+    clock.advance(0.05)  # the receipt is asked for 50 ms after the message
+    session.backendReceipt(link, link.receipts[-1])
+    session.messageFromBackend(b"echo", False)
+    clock.advance(0)
+    assert cluster.shared.writes[-1] == ("down", 1)
+    assert session.mirror.deliveredWritten == 1
+    clock.advance(DELIVERED_DELAY)
+    assert cluster.shared.counts == []  # carried: nothing more to write
+
+    session.mirror.upNotice(Data(2, b"b", False))
+    clock.advance(0.05)
+    session.backendReceipt(link, link.receipts[-1])
+    clock.advance(DELIVERED_DELAY)
+    assert cluster.shared.counts == [(2, 2, [])]
 
 
 def test_mirrorWritesConfirmationsWithTheHeartbeat():
@@ -683,28 +654,3 @@ def test_rebalanceTurnsTakenAtTheHeartbeat():
     Deferred.fromCoroutine(cluster._heartbeat())
     assert len(calls) == heartbeats  # no Redis: nothing asked
 
-
-def test_mirrorWritesOnlyAcksThatAddSomething():
-    """
-    A client's ack is written to Redis only when it acknowledges more than
-    was last written: the acks an idle client sends as its heartbeat cost
-    no Redis call (its keys are kept alive by the heartbeat's touch).  An
-    ack whose write Redis refused is written again with the next one.
-    """
-    from twisted.internet.defer import fail
-
-    from gateway.errors import SessionMapUnavailable
-
-    clock, cluster, session, transport = mirrored()
-    shared = cluster.shared
-    mirror = session.mirror
-    mirror.acked(0)
-    assert [w for w in shared.writes if w[0] == "acked"] == []
-    shared.acked = lambda sid, count: fail(SessionMapUnavailable("away"))
-    mirror.acked(2)
-    del shared.acked
-    mirror.acked(2)
-    mirror.acked(2)
-    assert [w for w in shared.writes if w[0] == "acked"] == [("acked", 2)]
-    mirror.acked(3)
-    assert [w for w in shared.writes if w[0] == "acked"] == [("acked", 2), ("acked", 3)]

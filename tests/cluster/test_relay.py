@@ -29,16 +29,22 @@ class FakeShared:
 
     def __init__(self):
         self.appends: list[list[int]] = []
+        #: The acknowledgements written: alone (C{("alone", n)}) or with
+        #: an append (C{("append", n)}).
+        self.acks: list[tuple[str, int]] = []
         self.answer = None
         self.detached = 0
 
-    def appendUp(self, sid, messages):
+    def appendUp(self, sid, messages, acked=None):
         self.appends.append([m.seq for m in messages])
+        if acked is not None:
+            self.acks.append(("append", acked))
         if self.answer is None:
             return Deferred()  # Redis is slow: never answers
         return succeed(self.answer(messages))
 
     def acked(self, sid, count):
+        self.acks.append(("alone", count))
         return succeed(1)
 
     def detach(self, sid):
@@ -148,3 +154,22 @@ def test_gapFilledInTime():
     assert transport.closed is None
     assert relay.inbox.accepted == 2
     assert transport.sent[0].__class__ is Welcome and transport.sent[-1] == Ack(2)
+
+
+def test_relayFoldsTheAcknowledgement():
+    """
+    A relay's client acknowledgement rides on the append of the client
+    messages of the same turn; one while an append is on its way goes
+    with the next append, or alone once the appends are done.
+    """
+    clock, cluster, relay, _ = makeRelay()
+    cluster.shared.answer = lambda messages: (1, messages[-1].seq)
+    relay.downReceived(Data(1, b"d1", False))
+    relay.downReceived(Data(2, b"d2", False))
+    relay.packetReceived(Data(1, b"u1", False))
+    relay.packetReceived(Ack(1))
+    clock.advance(0)
+    assert cluster.shared.appends == [[1]]
+    assert cluster.shared.acks == [("append", 1)]
+    relay.packetReceived(Ack(2))
+    assert cluster.shared.acks == [("append", 1), ("alone", 2)]

@@ -191,6 +191,47 @@ async def test_appendDownAndAcked(redis_server, make_nodes, subscribe):
         await within(subscriber.nothingMoreOn(port, channel))
 
 
+@pytest_twisted.ensureDeferred
+async def test_batchesAndFoldedAcks(redis_server, make_nodes, subscribe):
+    """
+    C{appendDown} writes several backend messages in one call, in order,
+    each published to the client's node; with C{acked} (the owner's own
+    client) it also records C{downAcked} and trims the mailbox, clamped to
+    what was sent, telling no one.  C{appendUp} with C{acked} records the
+    client's acknowledgement as C{acked} would, and tells the owner.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    subscriber = await subscribe(port, a.channel(), b.channel())
+    record = a.keys("s1")[0]
+    await within(a.create("s1", SESSION_FIELDS))
+    await within(b.attach("s1", "ws"))
+    assert await within(subscriber.nextMessage()) == (a.channel().encode(), b"t|s1|B|1")
+    down = [Data(1, b"one", False), Data(2, b"\xff|two", True), Data(3, b"3", False)]
+    assert await within(a.appendDown("s1", 1, *down)) == 1
+    for message in down:
+        expected = b"d|s1|%d|%s|%s" % (message.seq, b"1" if message.isBinary else b"0", message.payload)
+        assert await within(subscriber.nextMessage()) == (b.channel().encode(), expected)
+    assert await within(b.readDown("s1", 0)) == down
+    assert (await readHash(port, record))["downSent"] == b"3"
+
+    assert await within(b.appendUp("s1", [Data(1, b"u", False)], acked=2)) == (1, 1)
+    assert await within(subscriber.nextMessage()) == (a.channel().encode(), b"u|s1|1|0|u")
+    assert await within(subscriber.nextMessage()) == (a.channel().encode(), b"a|s1|2")
+    assert (await readHash(port, record))["downAcked"] == b"2"
+    assert await within(b.readDown("s1", 0)) == down[2:]
+
+    await within(a.attach("s1", "ws"))  # the client is on its owner now
+    await within(subscriber.nextMessage())
+    assert await within(a.appendDown("s1", 1, Data(4, b"four", False), acked=9)) == 1
+    fields = await readHash(port, record)
+    assert (fields["downSent"], fields["downAcked"]) == (b"4", b"4")
+    assert await within(b.readDown("s1", 0)) == []
+    assert await within(a.appendDown("s1", 1, acked=4)) == 1  # an acknowledgement alone
+    for channel in (a.channel(), b.channel()):
+        await within(subscriber.nothingMoreOn(port, channel))
+
+
 # Closing and ending.
 
 
