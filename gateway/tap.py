@@ -37,7 +37,8 @@ class Options(usage.Options):
         "--config (see docs/operations.md and examples/gateway.toml).  "
         "--listen replaces the file's listen list (default tcp:8080).  "
         "--redis keeps affinity records in Redis, shared by every gateway node "
-        "given the same URL (given again: shards the sessions are spread over).  --admin serves the admin API (JSON, bearer token "
+        "given the same URL (given again: shards the sessions are spread over).  "
+        "--admin serves the admin API (JSON, bearer token "
         "from --admin-token-file) on its own listener.  --metrics serves "
         "/metrics for Prometheus (no token) on its own listener.  With --config, SIGHUP "
         "reloads the file's backends.  --workers N runs N worker processes on "
@@ -114,10 +115,7 @@ Examples:
         self["backend"].append(url)
 
     def opt_redis(self, url: str) -> None:
-        """Keep affinity and session records in Redis, shared by several gateway nodes:
-        redis://[:password@]host[:port][/db], unix:///path/to/redis.sock[?db=N] or
-        redis+sentinel://host[:port][,host[:port]...]/service[/db]. Given again, each
-        is a shard the sessions are spread over (the first holds the node registry)."""
+        """Keep affinity and session records in Redis, shared by several gateway nodes: redis://[:password@]host[:port][/db], unix:///path/to/redis.sock[?db=N] or redis+sentinel://host[:port][,host[:port]...]/service[/db] (repeatable: each is a shard the sessions are spread over, the first holding the node registry)."""
         self["redis"].append(url)
 
     def getUsage(self, width: int | None = None) -> str:

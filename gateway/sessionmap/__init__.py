@@ -10,8 +10,12 @@ lives in L{gateway.sessionmap.memory}; it is local to one gateway node.
 The C{redis} map (L{gateway.sessionmap.redis}) is shared by several nodes,
 which also share their sessions through it: the session records, mailboxes
 and node registry in L{gateway.sessionmap._shared}, the Lua scripts that
-write them in L{gateway.sessionmap._scripts}, and the connection plumbing
-both use in L{gateway.sessionmap._connection}.  None of them is imported
+write them in L{gateway.sessionmap._scripts}, a node's subscription to its
+channel in L{gateway.sessionmap._subscription}, and the connection plumbing
+they use in L{gateway.sessionmap._connection}.  Its options are checked by
+L{gateway.sessionmap._options}; with several servers (C{shards}) it is a
+L{gateway.sessionmap._shards.ShardedSessionMap}, which places keys on them
+with the hash ring of L{gateway.sessionmap._ring}.  None of them is imported
 here, and C{txredisapi} (which installs the reactor) only once a Redis map
 connects.
 """

@@ -27,14 +27,22 @@ Keys (C{P} is the map's key prefix):
     (C{pool/backend}), written every heartbeat, expiring after
     C{node_ttl}: every node's balancer counts the others' connections.
 
+With several shards (L{gateway.sessionmap._shards}) a session's keys (and
+an Engine.IO session's C{P eio:{sid}}) are on the shard of its id, the
+node registry (C{alive:} with the node's info, C{nodes}, C{conns:},
+C{rebalance:}) on the home shard, and each node's C{alive:} key (C{1}) and
+channel on every shard too, since a script checks liveness and publishes
+on the server it runs on.
+
 The three keys of a session expire C{session_ttl} after their last write;
 the owner writes (or refreshes) them at least every heartbeat, and deletes
 them when the session ends.
 
 L{SharedSessions} runs its commands and scripts through the
-L{gateway.sessionmap.redis.RedisSessionMap} it is given; L{Subscription}
-keeps a connection of its own, made (like the map's) by
-L{gateway.sessionmap._connection}.
+L{gateway.sessionmap.redis.RedisSessionMap}s it is given (one per shard);
+a node's subscription to its channel on each
+(L{gateway.sessionmap._subscription.Subscription}) keeps a connection of
+its own.
 """
 
 from __future__ import annotations
@@ -139,8 +147,8 @@ class SessionRecord:
 class SharedSessions:
     """
     One node's use of the shared session state: the scripts, the reads of
-    the mailboxes, the node's heartbeat, and its subscription to its own
-    channel (L{Subscription}).
+    the mailboxes, the node's heartbeat, and what its subscriptions
+    publish, each on the shard it concerns.
 
     Every method returns a L{Deferred} that fails with
     L{gateway.errors.SessionMapUnavailable} within the map's timeout when Redis cannot be

@@ -26,6 +26,9 @@ Options (the C{[session_map]} table, less C{type}):
     (the master of C{service}, found through those Sentinels and followed
     through failovers: L{gateway.sessionmap._sentinel}); by default
     C{redis://127.0.0.1:6379/0}.
+  - C{shards}: instead of C{url}, several servers the keys are spread over
+    (L{gateway.sessionmap._shards}): each shard is one L{RedisSessionMap}
+    with the other options.
   - C{sentinel_password}: the Sentinels' own password (the URL's is the
     master's), also C{?sentinel_password=} in the URL.
   - C{key_prefix}: prepended to every key (C{"txgw:"}).

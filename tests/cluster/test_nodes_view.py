@@ -53,3 +53,30 @@ def test_nodesAsOfTheLastRead() -> None:
     clock.advance(1)
     view = cluster.nodes()
     assert view["age"] == 2.5 and [n["node"] for n in view["nodes"]] == ["B", "A", "C"]
+
+
+def test_otherShardListLogged() -> None:
+    """
+    A live node whose heartbeat carries another ring fingerprint (another
+    list of shards) is logged once, as an error, and named in the health
+    document while it differs; a node saying nothing of its ring (an older
+    version) is not.
+    """
+    from twisted.logger import LogLevel, capturedLogs
+
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, FakeSessionMap(clock),
+                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    cluster = registry.cluster
+    mine = cluster.shared.ring.fingerprint()
+    nodes = {"A": {"ring": "0123456789ab"}, "C": {"ring": mine}, "D": {}}
+    cluster.shared.liveNodeInfo = lambda limit=256: succeed(nodes)
+    with capturedLogs() as events:
+        Deferred.fromCoroutine(cluster.readNodes())
+        Deferred.fromCoroutine(cluster.readNodes())
+    errors = [e for e in events if e["log_level"] is LogLevel.error]
+    assert len(errors) == 1 and errors[0]["other"] == "A"
+    assert cluster.health()["shard_list_differs"] == ["A"]
+    nodes["A"] = {"ring": mine}
+    Deferred.fromCoroutine(cluster.readNodes())
+    assert "shard_list_differs" not in cluster.health()

@@ -1,0 +1,114 @@
+"""
+A node's lease on each shard (L{gateway.cluster.liveness}), with a fake
+store of two shards on a Clock: a shard that stops answering suspends only
+the sessions it holds, and the node stays healthy while the home shard
+answers.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from gateway.backends.balancers import LeastConnections
+from gateway.backends.pool import Backend, Pool
+from gateway.cluster.mirror import Mirror
+from gateway.cluster.node import Cluster
+from gateway.config import SessionConfig
+from gateway.errors import SessionMapUnavailable
+from gateway.sessionmap._ring import HashRing
+from gateway.sessions.registry import SessionRegistry
+from tests.helpers import FakeLink, FakeTransport
+
+from .fakes import FakeSessionMap, FakeShared, fakeShard
+
+
+class TwoShards(FakeShared):
+    """
+    The fake store over shards C{a} (home) and C{b}; C{down} holds the
+    indexes of the shards that do not answer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.maps = (fakeShard("a"), fakeShard("b"))
+        self.ring = HashRing(["a", "b"])
+        self.down: set[int] = set()
+
+    def shardOf(self, sid):
+        return self.ring.shardFor(sid.encode())
+
+    def heartbeat(self, info, shard=0):
+        return fail(SessionMapUnavailable("away")) if shard in self.down else succeed(None)
+
+    def exchangeCounts(self, counts):
+        return succeed({})
+
+    def aliveOn(self, shard, nodes):
+        return succeed(set(nodes))
+
+    def ownership(self, sid):
+        return succeed(("B", 1))
+
+
+class TwoShardMap(FakeSessionMap):
+    def sharedSessions(self, node, sessionTtl, nodeTtl):
+        return TwoShards()
+
+
+def sidOn(ring, shard):
+    return next(f"s{i}" for i in range(1000) if ring.shardFor(f"s{i}".encode()) == shard)
+
+
+def test_shardAwaySuspendsOnlyItsSessions():
+    """
+    Node B owns a session on each shard.  Shard C{b} stops answering: once
+    the lease there runs out, its session is suspended (its client told to
+    resume) and may not pump; the home shard's session keeps flowing, and
+    the node stays healthy, the shard's trouble in its health document.
+    A resume of a session unknown on C{b} just after it is back hears 4503.
+    Once C{b} answers, its session goes on.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, TwoShardMap(clock),
+                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    cluster = registry.cluster
+    shared = cluster.shared
+    for subscription in cluster.subscriptions:
+        subscription.check = lambda: None
+        subscription.subscribed = True
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    sessions = []
+    for shard in (0, 1):
+        registry.reserve()
+        session = registry.create(sidOn(shared.ring, shard), pool, FakeLink())
+        session.mirror = Mirror(cluster, session, 1)
+        transport = FakeTransport()
+        session.attach(transport, resumed=False)
+        sessions.append((session, transport))
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert all(cluster.mayPump(s.sid) for s, _ in sessions)
+
+    shared.down = {1}
+    clock.advance(1.0)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    clock.advance(2.5)
+    (home, homeTransport), (other, otherTransport) = sessions
+    assert cluster.mayPump(home.sid) and homeTransport.closed is None
+    assert not cluster.mayPump(other.sid) and otherTransport.closed[0] == 4503
+    assert cluster.justRecovered(other.sid) and not cluster.justRecovered(home.sid)
+    assert cluster.healthy
+    health = cluster.health()
+    assert health["redis"] == "ok" and health["shards"]["b"]["redis"] == "away"
+
+    shared.down = set()
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert cluster.mayPump(other.sid) and not other.upstream.backendValve.closed
+    assert cluster.justRecovered(other.sid)  # for node_ttl: its owner may not have written it yet
+    clock.advance(3.5)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert not cluster.justRecovered(other.sid)
+
+    shared.down = {0}
+    Deferred.fromCoroutine(cluster._heartbeat())
+    assert not cluster.healthy  # the home shard: as a whole-Redis outage
