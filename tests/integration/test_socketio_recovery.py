@@ -150,7 +150,9 @@ async def test_clientDrops(tmp_path, gateway_process, recovery, transports) -> N
         server.signal("KILL")
     assert report["disconnected"]["reason"] == "forced close"
     checkTicks(report, recovery)
-    checkUpstream(report)
+    lost = checkUpstream(report)
+    print(f"\n{transports} recovery={recovery}: reconnected "
+          f"{report['connections'][1]['at'] - report['disconnected']['at']:.0f} ms after the drop, {len(lost)} lost up")
 
 
 async def startNodes(tmp_path, gateway_process, redis, serverPort: int) -> tuple[str, dict]:
