@@ -322,6 +322,22 @@ async def test_passwords(tmp_path):
             await sessionMap.start()
             await sessionMap.setAffinity("p", b"k", "b1", 60)
             await task.deferLater(reactor, 0.3)  # the Sentinels' subscriptions are up
+            # Replication is asynchronous: fail over only once the replica
+            # holds the record, or the new master may rightly not have it.
+            replicated = []
+
+            async def readReplica():
+                out = await getProcessOutput(shutil.which("redis-cli"), [
+                    "-h", "127.0.0.1", "-p", str(cluster.replica.port), "--no-auth-warning",
+                    "-a", "m-secret", "DBSIZE"], env=os.environ)
+                replicated[:] = [int(out.strip() or 0) > 0]
+
+            for _ in range(100):
+                await readReplica()
+                if replicated[0]:
+                    break
+                await task.deferLater(reactor, 0.1)
+            assert replicated == [True]
             answer = await getProcessOutput(shutil.which("redis-cli"), [
                 "-h", "127.0.0.1", "-p", str(cluster.sentinels[0].port), "--no-auth-warning",
                 "-a", "s-secret", "SENTINEL", "FAILOVER", SentinelCluster.SERVICE], env=os.environ)
