@@ -60,6 +60,7 @@ __all__ = [
     "NoDelayEndpoint",
     "writeNow",
     "switchProtocol",
+    "replaceProducer",
     "deliveredTo",
     "connectionOpen",
     "unreadBytes",
@@ -160,6 +161,18 @@ def switchProtocol(transport, protocol) -> None:
         transport.wrappedProtocol = protocol
     else:
         transport.protocol = protocol
+
+
+def replaceProducer(transport, producer) -> None:
+    """
+    Register C{producer} (streaming) on C{transport}, replacing any earlier
+    one: Twisted refuses a second registration with C{RuntimeError}.
+    """
+    try:
+        transport.registerProducer(producer, True)
+    except RuntimeError:
+        transport.unregisterProducer()
+        transport.registerProducer(producer, True)
 
 
 def deliveredTo(transport):

@@ -26,7 +26,7 @@ from zope.interface import implementer
 from .. import __version__
 from ..errors import BackendRefused, BackendUnreachable, GatewayError, NoBackendAvailable, ProtocolError
 from ..interfaces import IBackendLink
-from ..tcp import noDelay
+from ..tcp import noDelay, replaceProducer
 from ..wire.wsclient import (
     Accepted,
     ClientState,
@@ -551,11 +551,7 @@ class BackendLink:
         transport = self.transport
         if transport is None or self.transportGone:
             return
-        try:
-            transport.registerProducer(producer, True)
-        except RuntimeError:
-            transport.unregisterProducer()
-            transport.registerProducer(producer, True)
+        replaceProducer(transport, producer)
 
 
 @implementer(IProtocolFactory)

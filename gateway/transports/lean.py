@@ -19,6 +19,7 @@ connection is open.
 
 from __future__ import annotations
 
+from ..tcp import replaceProducer
 from ..wire.frames import encodeFrame
 
 __all__ = ["DirectMessages", "sendCloseCode", "withOptions"]
@@ -185,8 +186,4 @@ class DirectMessages:
         transport = self.transport
         if transport is None or self.transportGone:
             return
-        try:
-            transport.registerProducer(producer, True)
-        except RuntimeError:
-            transport.unregisterProducer()
-            transport.registerProducer(producer, True)
+        replaceProducer(transport, producer)
