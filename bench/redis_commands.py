@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench._harness import startBackend, startGateway  # noqa: E402
+from bench.session_roundtrip import Echoes  # noqa: E402
 from gateway.client import ClientState, SessionClient  # noqa: E402
 from gateway.testing import CuttingRelay, RedisServer, rawExchange  # noqa: E402
 
@@ -83,26 +84,6 @@ class Snapshot:
                            if name not in ("info",) and n - then.get(name, 0)})
         return {"shards": shards, "trips": sum(self.trips) - sum(earlier.trips),
                 "seconds": self.at - earlier.at}
-
-
-class Echoes:
-    def __init__(self) -> None:
-        self.count = 0
-        self.waiting: tuple[int, defer.Deferred] | None = None
-
-    def received(self, payload, isBinary) -> None:
-        self.count += 1
-        if self.waiting is not None and self.count >= self.waiting[0]:
-            _, d = self.waiting
-            self.waiting = None
-            d.callback(None)
-
-    def until(self, n: int) -> defer.Deferred:
-        if self.count >= n:
-            return defer.succeed(None)
-        d: defer.Deferred = defer.Deferred()
-        self.waiting = (n, d)
-        return d
 
 
 async def run(reactor, case: str, nodes: list[int], servers, options) -> dict:
