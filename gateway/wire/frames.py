@@ -8,6 +8,12 @@ peer goes away or the gateway shuts down) the gateway must put it between
 two frames of the stream, never inside one.  L{FrameTracker} follows the
 frame headers of one direction of a stream and skips over payloads without
 reading them.  Sans-IO.
+
+L{readClientMessage} reads the one kind of frame that makes up nearly all
+of a session's traffic from its client (a whole, unfragmented, masked text
+or binary message) without a full parser's per-frame machinery; anything
+else is left to the full parser (Autobahn's, for the client WebSockets:
+L{gateway.transports.lean}).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ __all__ = [
     "RSV1",
     "encodeFrame",
     "encodeClose",
+    "readClientMessage",
+    "isUTF8",
     "OP_CONTINUATION",
     "OP_TEXT",
     "OP_BINARY",
@@ -224,3 +232,64 @@ def encodeClose(code: int, reason: str, mask: bool = False) -> bytes:
     raw = reason.encode("utf-8")[:123]
     raw = raw.decode("utf-8", "ignore").encode("utf-8")
     return encodeFrame(OP_CLOSE, struct.pack("!H", code) + raw, mask)
+
+
+def isUTF8(payload: bytes) -> bool:
+    """
+    @return: whether C{payload} is valid UTF-8 (ASCII checked first: no
+        copy).
+    """
+    if payload.isascii():
+        return True
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def readClientMessage(data: bytes, pos: int, limit: int) -> tuple[bool, bytes, int] | None:
+    """
+    Read the frame at C{data[pos:]} when it is a whole message of the
+    common kind: final (FIN set), no reserved bit, text or binary, masked
+    (as a client's must be), at most C{limit} bytes of payload (and under
+    64 KiB: a 64-bit length is left to the full parser), all of it in
+    C{data}, and for text, valid UTF-8.
+
+    Anything else (a control frame, a fragment, a frame not all here yet,
+    one that breaks a rule) gives L{None}, and the caller hands the bytes
+    from C{pos} on to a full parser, which reads it (or fails the
+    connection) as RFC 6455 says; so this function never judges a frame,
+    it only recognises the ones that need no judging.
+
+    @return: C{(isBinary, payload, end)}, the payload unmasked and C{end}
+        the position after the frame; or L{None}.
+    """
+    if len(data) - pos < 6:
+        return None
+    b0 = data[pos]
+    b1 = data[pos + 1]
+    if (b0 != 0x81 and b0 != 0x82) or b1 < 0x80:
+        return None
+    size = b1 & 0x7F
+    at = pos + 2
+    if size == 126:
+        size = data[at] << 8 | data[at + 1]
+        at += 2
+    elif size == 127:
+        return None
+    end = at + 4 + size
+    if size > limit or end > len(data):
+        return None
+    if size:
+        key = data[at : at + 4]
+        # As in encodeFrame: the payload XORed with the key repeated, as one
+        # integer operation.
+        stream = (key * ((size + 3) >> 2))[:size]
+        payload = (int.from_bytes(data[at + 4 : end], "little") ^ int.from_bytes(stream, "little")).to_bytes(
+            size, "little")
+    else:
+        payload = b""
+    if b0 == 0x81 and not isUTF8(payload):
+        return None
+    return b0 == 0x82, payload, end

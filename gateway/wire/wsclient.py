@@ -40,7 +40,8 @@ import struct
 from typing import Iterable
 
 from ..errors import LimitExceeded, ProtocolError
-from .frames import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, encodeClose, encodeFrame
+from .frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, encodeClose, encodeFrame,
+                     isUTF8)
 from .http1 import findHeadEnd, parseResponseHead, serializeRequestHead
 
 __all__ = [
@@ -223,20 +224,6 @@ class _Fail(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         self.code = code
         self.reason = reason
-
-
-def _text(payload: bytes) -> bool:
-    """
-    @return: whether C{payload} is valid UTF-8 (ASCII checked first: no
-        copy).
-    """
-    if payload.isascii():
-        return True
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class WebSocketClient:
@@ -468,7 +455,7 @@ class WebSocketClient:
                     self._fragmentSize = 0
                 else:
                     isBinary = opcode == OP_BINARY
-                if not isBinary and not _text(payload):
+                if not isBinary and not isUTF8(payload):
                     raise _Fail(1007, "a text message that is not UTF-8")
                 events.append(MessageReceived(payload, isBinary))
             elif opcode == OP_CONTINUATION:
@@ -503,7 +490,7 @@ class WebSocketClient:
             if not validCloseCode(code):
                 raise _Fail(1002, f"a close frame with the code {code}")
             raw = payload[2:]
-            if not _text(raw):
+            if not isUTF8(raw):
                 raise _Fail(1007, "a close reason that is not UTF-8")
             reason = raw.decode("utf-8")
         if self.state is ClientState.OPEN:

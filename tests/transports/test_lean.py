@@ -10,11 +10,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.testing import StringTransport
 
 from gateway.transports.lean import DirectMessages, withOptions
-from gateway.wire.wsclient import Accepted, MessageReceived, WebSocketClient
+from gateway.wire.frames import encodeFrame
+from gateway.wire.wsclient import Accepted, CloseReceived, Failed, MessageReceived, PongReceived, WebSocketClient
 from tests.helpers import unframe
 
 
@@ -137,17 +140,38 @@ class Echo(DirectMessages, WebSocketServerProtocol):
         self.sendMessage(payload, isBinary)
 
 
-def leanEcho(**options):
+class _Transport(StringTransport):
+    """
+    A string transport that, as a TCP one, lets a producer be unregistered
+    when none is (Autobahn does so when it drops a connection).
+    """
+
+    def unregisterProducer(self):
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
+class AutobahnReads(Echo):
+    """
+    L{Echo} with every byte read by Autobahn's own parser: the reference
+    the fast path is checked against.
+    """
+
+    def dataReceived(self, data):
+        self._dataReceived(data)
+
+
+def leanEcho(protocolClass=None, **options):
     """
     @return: an open L{Echo} over a string transport, its factory given its
         options by L{withOptions}, and a client engine talking to it.
     """
     factory = WebSocketServerFactory()
-    factory.protocol = Echo
+    factory.protocol = protocolClass or Echo
     factory.setProtocolOptions(failByDrop=False, **options)
     withOptions(factory)
     protocol = factory.buildProtocol(None)
-    transport = StringTransport()
+    transport = _Transport()
     protocol.makeConnection(transport)
     client = WebSocketClient(1 << 20)
     protocol.dataReceived(client.handshake(b"localhost", b"/chat", [(b"Origin", b"http://localhost")]))
@@ -216,3 +240,124 @@ def test_sendQueueIsAList():
     queue.append((b"a", True))
     queue.append((b"b", True))
     assert (queue.popleft(), len(queue)) == ((b"a", True), 1)
+
+
+# -- reading: the fast path against Autobahn's parser
+
+
+def _fragmented(payload: bytes, opcode: int, key: bytes) -> bytes:
+    """
+    A message in two fragments (a first frame, then a final continuation).
+    """
+    half = len(payload) // 2
+    first = bytearray(encodeFrame(opcode, payload[:half], key=key))
+    first[0] &= 0x7F  # not final
+    return bytes(first) + encodeFrame(0, payload[half:], key=key)
+
+
+_KEY = b"\x11\x22\x33\x44"
+
+#: What a client may send: whole messages (the fast path's), and every
+#: other kind of frame, good or bad, that must reach Autobahn's parser.
+_FRAMES = st.one_of(
+    st.binary(max_size=200).map(lambda p: encodeFrame(2, p, key=_KEY)),
+    st.text(max_size=80).map(lambda t: encodeFrame(1, t.encode(), key=_KEY)),
+    st.binary(min_size=126, max_size=70000).map(lambda p: encodeFrame(2, p, key=_KEY)),
+    st.binary(max_size=100).map(lambda p: encodeFrame(9, p, key=_KEY)),  # a ping
+    st.binary(max_size=20).map(lambda p: encodeFrame(10, p, key=_KEY)),  # a pong
+    st.binary(min_size=2, max_size=200).map(lambda p: _fragmented(p, 2, _KEY)),
+    st.text(min_size=2, max_size=50).map(lambda t: _fragmented(t.encode(), 1, _KEY)),
+    st.sampled_from([
+        encodeFrame(1, b"\xff\xfe", key=_KEY),  # text that is not UTF-8
+        encodeFrame(2, b"x", mask=False),  # unmasked
+        encodeFrame(3, b"x", key=_KEY),  # a reserved opcode
+        bytes([0xC2]) + encodeFrame(2, b"x", key=_KEY)[1:],  # RSV1 without compression
+        encodeFrame(2, b"y" * 2000, key=_KEY),  # over the bound of 1000
+        encodeFrame(8, b"\x03\xe8bye", key=_KEY),  # a close
+    ]),
+)
+
+
+def _afterHandshake(protocolClass):
+    # No closing-handshake timer: it would outlive the test.
+    protocol, transport, client = leanEcho(protocolClass, maxMessagePayloadSize=1000,
+                                           maxFramePayloadSize=1000, closeHandshakeTimeout=0)
+    return protocol, transport, client
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(_FRAMES, max_size=8), st.lists(st.integers(1, 300), max_size=10))
+def test_fastPathReadsAsAutobahn(frames, cuts):
+    """
+    Whatever a client sends (whole messages, pings, pongs, fragments, a
+    close, frames that break the protocol or the size bound), cut into
+    reads anywhere, a connection with the fast path answers exactly as
+    one whose every byte Autobahn reads: the same echoes, pongs and close,
+    in the same order.
+    """
+    stream = b"".join(frames)
+    reads, at = [], 0
+    for cut in cuts:
+        if at >= len(stream):
+            break
+        reads.append(stream[at:at + cut])
+        at += cut
+    reads.append(stream[at:])
+    answers = []
+    for protocolClass in (Echo, AutobahnReads):
+        protocol, transport, client = _afterHandshake(protocolClass)
+        for data in reads:
+            if data:
+                protocol.dataReceived(data)
+        answers.append((client.receiveData(transport.value()), protocol.state, protocol.wasClean))
+    assert answers[0] == answers[1]
+
+
+def test_fastPathThenAutobahn():
+    """
+    Whole messages around a ping and a fragmented message, in one read:
+    the messages on the fast path, the ping answered and the fragments
+    joined by Autobahn, and the fast path back once Autobahn is done.
+    """
+    protocol, transport, client = _afterHandshake(Echo)
+    stream = (encodeFrame(1, b"one", key=_KEY) + encodeFrame(9, b"hi", key=_KEY)
+              + _fragmented(b"fragmented", 2, _KEY) + encodeFrame(2, b"two", key=_KEY))
+    protocol.dataReceived(stream)
+    protocol.dataReceived(encodeFrame(1, b"three", key=_KEY))
+    assert client.receiveData(transport.value()) == [
+        MessageReceived(b"one", False), PongReceived(b"hi"), MessageReceived(b"fragmented", True),
+        MessageReceived(b"two", True), MessageReceived(b"three", False)]
+
+
+@pytest.mark.parametrize("frame, code", [
+    (encodeFrame(1, b"caf\xc3", key=_KEY), 1007),
+    (encodeFrame(2, b"z" * 1001, key=_KEY), 1009),
+    (encodeFrame(2, b"z", mask=False), 1002),
+])
+def test_fastPathLeavesFailuresToAutobahn(frame, code):
+    """
+    A frame the fast path does not take because it breaks a rule fails
+    the connection with Autobahn's code, after the messages before it.
+    """
+    protocol, transport, client = _afterHandshake(Echo)
+    protocol.dataReceived(encodeFrame(1, b"ok", key=_KEY) + frame)
+    events = client.receiveData(transport.value())
+    assert events[0] == MessageReceived(b"ok", False)
+    assert isinstance(events[1], CloseReceived) and events[1].code == code
+
+
+def test_fastPathStopsWhenClosed():
+    """
+    A message whose handling closes the connection ends the fast path:
+    the frames after it go to Autobahn, which reads them as a closing
+    connection does.
+    """
+    class Closing(Echo):
+        def onMessage(self, payload, isBinary):
+            self.sendClose(1000)
+
+    protocol, transport, client = _afterHandshake(Closing)
+    protocol.dataReceived(encodeFrame(1, b"bye", key=_KEY) + encodeFrame(1, b"late", key=_KEY))
+    assert protocol.state == protocol.STATE_CLOSING
+    assert client.receiveData(transport.value()) == [CloseReceived(1000, "")]

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.wire import frames
+from tests.helpers import unframe
 from gateway.errors import GatewayError, ProtocolError
 from gateway.wire.frames import (
     OP_BINARY,
@@ -31,6 +32,7 @@ from gateway.wire.frames import (
     FrameTracker,
     encodeClose,
     encodeFrame,
+    readClientMessage,
 )
 
 #: No example database: a test run leaves nothing behind in the checkout.
@@ -783,6 +785,8 @@ def test_exports():
             "RSV1",
             "encodeFrame",
             "encodeClose",
+            "readClientMessage",
+            "isUTF8",
             "OP_CONTINUATION",
             "OP_TEXT",
             "OP_BINARY",
@@ -821,3 +825,93 @@ def test_reservedBits():
     rsv3[0] |= 0x10
     allowed.feed(bytes(rsv3))
     assert allowed.violated
+
+
+# -- readClientMessage: the common frame, read without a full parser
+
+
+def _rawFrame(first: int, payload: bytes, key: bytes | None, length: int | None = None) -> bytes:
+    """
+    A frame with any first byte, masked with C{key} (or not), its length
+    field C{length} (by default the payload's, encoded minimally).
+    """
+    n = len(payload) if length is None else length
+    maskBit = 0x80 if key is not None else 0
+    if n < 126:
+        header = bytes((first, maskBit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, maskBit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, maskBit | 127, n)
+    if key is None:
+        return header + payload
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 127, 4096, 65535])
+@pytest.mark.parametrize("isBinary", [False, True])
+def test_readClientMessage(size, isBinary):
+    """
+    A whole masked text or binary frame is read and unmasked, whatever its
+    length up to 65535, and the position after it is given.
+    """
+    payload = (bytes(range(256)) * 256)[:size] if isBinary else (b"abc\xc3\xa9" * 20000)[:size]
+    if not isBinary:
+        payload = payload.decode("utf-8", "ignore").encode("utf-8")
+    frame = encodeFrame(OP_BINARY if isBinary else OP_TEXT, payload, mask=True)
+    before, after = b"\x00junk", b"\x81\x80more"
+    assert readClientMessage(before + frame + after, len(before), 65535) == (
+        isBinary, payload, len(before) + len(frame))
+
+
+@pytest.mark.parametrize("frame, why", [
+    (_rawFrame(0x01, b"abc", b"kkkk"), "not final: the first fragment"),
+    (_rawFrame(0x80, b"abc", b"kkkk"), "a continuation"),
+    (_rawFrame(0x89, b"abc", b"kkkk"), "a ping"),
+    (_rawFrame(0x8A, b"abc", b"kkkk"), "a pong"),
+    (_rawFrame(0x88, b"\x03\xe8", b"kkkk"), "a close"),
+    (_rawFrame(0xC1, b"abc", b"kkkk"), "RSV1 (compressed)"),
+    (_rawFrame(0x91, b"abc", b"kkkk"), "RSV3"),
+    (_rawFrame(0x83, b"abc", b"kkkk"), "a reserved opcode"),
+    (_rawFrame(0x81, b"abc", None), "unmasked"),
+    (_rawFrame(0x81, b"\xff\xfe", b"kkkk"), "text that is not UTF-8"),
+    (_rawFrame(0x81, b"caf\xc3", b"kkkk"), "text cut inside a character"),
+    (_rawFrame(0x82, b"x" * 65536, b"kkkk"), "a 64-bit length"),
+    (_rawFrame(0x82, b"x" * 11, b"kkkk"), "over the bound"),
+    (_rawFrame(0x82, b"x" * 300, b"kkkk")[:-1], "not all here"),
+    (_rawFrame(0x82, b"x" * 300, b"kkkk")[:3], "its length not all here"),
+    (b"\x82\x80kkk", "its key not all here"),
+])
+def test_readClientMessageLeavesTheRest(frame, why):
+    """
+    Anything but a whole, final, masked text (UTF-8) or binary frame within
+    the bound is not read: the full parser gets it.
+    """
+    assert readClientMessage(frame, 0, 10 if why == "over the bound" else 65535) is None, why
+
+
+@SETTINGS
+@given(st.integers(0, 255), st.binary(max_size=300) | st.text(max_size=100).map(str.encode),
+       st.none() | st.binary(min_size=4, max_size=4), st.integers(0, 300), st.integers(0, 8))
+def test_readClientMessageAnyFrame(first, payload, key, limit, cut):
+    """
+    Any frame (any first byte, masked or not, any payload) is read exactly
+    when it is a whole, final, masked text (UTF-8) or binary frame within
+    the bound, and then as a parser reads it.
+    """
+    frame = _rawFrame(first, payload, key)
+    whole = readClientMessage(frame, 0, limit)
+    text = first == 0x81
+    try:
+        payload.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    expected = first in (0x81, 0x82) and key is not None and len(payload) <= limit and (utf8 or not text)
+    assert (whole is not None) == expected
+    if whole is not None:
+        assert whole == (not text, payload, len(frame))
+        _, _, key_, unmasked = unframe(frame)
+        assert (unmasked, key_) == (payload, key)
+    if cut:
+        assert readClientMessage(frame[:-cut], 0, limit) is None
