@@ -196,6 +196,9 @@ Packet = Data | Hello | Welcome | Ack | Close | Probe | Failover
 _COLON = ord(":")
 _MAX_SEQ_DIGITS = 19
 
+#: How an ack begins as the project's clients (and L{encodeMessage}) write it.
+_ACK_PREFIX = b'{"t":"ack","n":'
+
 
 def encodeData(seq: int, payload: bytes) -> bytes:
     """
@@ -383,6 +386,13 @@ def decodeMessage(payload: bytes, isBinary: bool) -> Packet:
     @raise ProtocolError: for anything that is not a packet.
     """
     if not isBinary and payload[:1] == b"{":
+        if payload[:15] == _ACK_PREFIX and payload[-1:] == b"}":
+            # An ack as every client of the project writes it, read without
+            # JSON's machinery (a message a turn per session); any other
+            # spelling is JSON's to read.
+            digits = payload[15:-1]
+            if digits.isdigit() and len(digits) <= _MAX_SEQ_DIGITS and (digits[:1] != b"0" or digits == b"0"):
+                return Ack(int(digits))
         try:
             obj = loadJSON(payload)
         except ProtocolError as error:

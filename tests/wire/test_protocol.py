@@ -179,3 +179,28 @@ def test_shortId():
     """
     assert shortId("abcdefghijklmnop") == "abcdefgh…"
     assert shortId(None) == "-"
+
+
+@pytest.mark.parametrize("text", [
+    b'{"t":"ack","n":0}', b'{"t":"ack","n":7}', b'{"t":"ack","n":9223372036854775807}',
+    b'{"t":"ack","n":12345678901234567890123}', b'{"t":"ack","n":01}', b'{"t":"ack","n":-1}',
+    b'{"t":"ack","n":1.5}', b'{"t":"ack","n":1e3}', b'{"t":"ack","n":"7"}', b'{"t":"ack","n":7,"x":1}',
+    b'{"t":"ack","n":}', b'{"t":"ack","n":7}}', b'{"t":"ack","n": 7}', b'{"t":"ack","n":\xd9\xa3}',
+    b'{"t":"ack","n":7 }', b'{"n":7,"t":"ack"}',
+])
+def test_ackAsJSONReadsIt(text):
+    """
+    An ack is read as JSON would read it, whatever its spelling (the
+    common one is read without JSON's machinery): the same packet, or the
+    same refusal.
+    """
+    try:
+        obj = json.loads(text)
+        expected = packetFromJSON(obj)
+    except (ValueError, ProtocolError):
+        expected = ProtocolError
+    try:
+        got = decodeMessage(text, False)
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected
