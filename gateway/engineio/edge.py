@@ -230,7 +230,7 @@ class EngineIOEdge:
             raise EngineRefusal(UNKNOWN_SID, "Session ID unknown")
         answer: Deferred = Deferred()
         node = self.cluster.node.encode()
-        wsid = self.relay.request(owner, lambda i: b"u|%s|%s|%s" % (sid.encode(), node, i),
+        wsid = self.relay.request(owner, sid, lambda i: b"u|%s|%s|%s" % (sid.encode(), node, i),
                                   self.gateway.config.timeouts.handshake,
                                   lambda status, kind, body: answer.callback((status, body)))
         status, body = await answer
@@ -239,7 +239,7 @@ class EngineIOEdge:
                 return None  # a second WebSocket: accepted, then closed
             raise EngineRefusal(BAD_REQUEST, "Bad request", status)
         relayed = RelayedEngine(self.relay, owner, sid, wsid)
-        self.relay.sockets[wsid] = (websocket, relayed)
+        self.relay.carry(websocket, relayed)
         return relayed
 
     def openWebSocket(self, transport, head: RequestHead, data: bytes, slot, route) -> bool:

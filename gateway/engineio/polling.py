@@ -299,7 +299,7 @@ class EnginePolling:
                 self.relayedPolls.pop(reqid, None)
                 answered(status, contentType, body)
 
-            reqid = relay.request(owner, lambda i: b"p|" + head + b"|" + i,
+            reqid = relay.request(owner, sid, lambda i: b"p|" + head + b"|" + i,
                                   settings.pingInterval + settings.pingTimeout, polled)
             self.relayedPolls[reqid] = request
 
@@ -311,8 +311,8 @@ class EnginePolling:
             request.notifyFinish().addBoth(gone)
         elif request.method == b"POST":
             body = request.content.read()
-            relay.request(owner, lambda i: b"s|" + head + b"|" + i + b"|" + body, settings.pingTimeout,
-                          answered)
+            relay.request(owner, sid, lambda i: b"s|" + head + b"|" + i + b"|" + body,
+                          settings.pingTimeout, answered)
         else:
             answerError(request, BAD_REQUEST)
 

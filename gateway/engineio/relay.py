@@ -18,10 +18,23 @@ The messages, each C{kind|fields...} (the cluster prefixes C{E|}):
    when the owner is stopping) from it.
 
 The channels are published to over a pool of connections, so messages of
-one WebSocket carry a number and are put back in order on arrival.  A
-request relayed and not answered within the route's C{pingInterval +
-pingTimeout} is answered "Session ID unknown": its owner is gone, and the
-client starts again.
+one WebSocket carry a number and are put back in order on arrival.
+
+An owner that dies (killed, its machine gone) answers nothing more, and
+its death is not announced: while anything relayed waits on another node
+(a request, or a WebSocket carried for one of its sessions), the relaying
+node looks at those nodes' liveness once per heartbeat (C{node_ttl / 3}),
+one call per Redis shard however many wait (L{IEngineCluster.deadOwners}).
+Once an owner's liveness key has expired (C{node_ttl} after its last
+heartbeat), each request waiting on it is answered "Session ID unknown"
+(400) and each WebSocket carried for it is closed with 1001 (going away),
+so that the client starts again at once: within C{node_ttl} plus a
+heartbeat of the death (2 to 4 s with the default C{node_ttl} of 3 s),
+not a ping timeout later.  While Redis cannot be asked no owner is taken
+for dead, and a request relayed and not answered within its wait (the
+route's C{pingInterval + pingTimeout} for a poll, C{pingTimeout} for a
+send, the handshake timeout for an upgrade) is answered "Session ID
+unknown" all the same.
 
 On one node L{LocalEngines} is the null strategy: every session is here.
 """
@@ -43,13 +56,20 @@ from .packets import UNKNOWN_SID, Packet, decodePayload, encodePayload, errorBod
 if TYPE_CHECKING:
     from .engine import EngineSession
 
-__all__ = ["LocalEngines", "EngineRelay", "RelayedEngine", "RemoteWebSocket"]
+__all__ = ["LocalEngines", "EngineRelay", "OWNER_DIED", "RelayedEngine", "RemoteWebSocket"]
 
 #: The content type of each kind of relayed answer.
 _KINDS = {b"p": b"text/plain; charset=UTF-8", b"o": b"text/html", b"j": b"application/json"}
 
 #: Messages of one relayed WebSocket that may arrive ahead of their turn.
 MAX_OUT_OF_ORDER = 256
+
+#: The close code of a WebSocket carried for a session whose owner died:
+#: going away, as when the owner stops (see L{EngineRelay.ownersDied}).
+OWNER_DIED = 1001
+
+#: Dead owners remembered, so that each is logged once.
+MAX_DEAD_REMEMBERED = 256
 
 
 @implementer(IEngineCluster)
@@ -60,6 +80,8 @@ class LocalEngines:
 
     node = "local"
     sharesSessions = False
+    #: Nothing is relayed, so nothing is ever looked at.
+    heartbeat = 1.0
 
     def own(self, sid: str, ttl: float) -> Deferred:
         """
@@ -89,6 +111,12 @@ class LocalEngines:
         """
         Nothing arrives.
         """
+
+    def deadOwners(self, owners) -> Deferred:
+        """
+        @return: L{Deferred} firing with an empty set: no other node to die.
+        """
+        return succeed(set())
 
 
 class _Sequence:
@@ -206,8 +234,22 @@ class RelayedEngine:
         """
         The WebSocket closed: tell the owner.
         """
-        if self.relay.sockets.pop(self.wsid, None) is not None:
+        if self.relay.release(self.wsid) is not None:
             self._send(b"c")
+
+
+class _Pending:
+    """
+    A request relayed to C{owner} for session C{sid}, not answered yet.
+    """
+
+    __slots__ = ("owner", "sid", "answered", "timer")
+
+    def __init__(self, owner: str, sid: str, answered: Callable[[int, bytes, bytes], None], timer) -> None:
+        self.owner = owner
+        self.sid = sid
+        self.answered = answered
+        self.timer = timer
 
 
 class EngineRelay:
@@ -216,7 +258,8 @@ class EngineRelay:
     docstring).
 
     @ivar sockets: on a node holding WebSockets of sessions held elsewhere,
-        those WebSockets by id (with their L{RelayedEngine}).
+        those WebSockets by id (with their L{RelayedEngine}); added with
+        L{carry}, removed with L{release}.
     @ivar remote: on an owner, the L{RemoteWebSocket}s of its sessions.
     """
 
@@ -225,14 +268,22 @@ class EngineRelay:
     def __init__(self, edge, cluster: IEngineCluster, clock) -> None:
         """
         @param edge: the node's L{gateway.engineio.edge.EngineIOEdge}.
+        @param clock: the L{IReactorTime} of the requests' waits and of
+            the looks at their owners' liveness.
         """
         self.edge = edge
         self.cluster = cluster
         self.clock = clock
         self.sockets: dict[str, tuple] = {}
         self.remote: dict[str, RemoteWebSocket] = {}
-        self._waiting: dict[str, tuple[Callable, object]] = {}
+        self._waiting: dict[str, _Pending] = {}
         self._polls: dict[str, tuple[Callable, EngineSession]] = {}
+        #: The next look at the owners' liveness, while something waits.
+        self._watch = None
+        #: Whether a look is under way.
+        self._looking = False
+        #: The owners found dead and logged, the oldest first.
+        self._dead: dict[str, None] = {}
         cluster.listen(self.received)
 
     def send(self, node: str, message: bytes) -> None:
@@ -243,19 +294,21 @@ class EngineRelay:
         self.cluster.send(node, message).addErrback(lambda f: None)
 
     # The node the client reached.
-    def request(self, owner: str, build: Callable[[bytes], bytes], wait: float,
+    def request(self, owner: str, sid: str, build: Callable[[bytes], bytes], wait: float,
                 answered: Callable[[int, bytes, bytes], None]) -> str:
         """
-        Send a request to C{owner}; C{answered(status, contentType, body)}
-        is called with its answer, or after C{wait} seconds with a 400
-        "Session ID unknown".
+        Send a request of session C{sid} to its owner C{owner};
+        C{answered(status, contentType, body)} is called with its answer,
+        or with a 400 "Session ID unknown" after C{wait} seconds or once
+        C{owner} is found dead, whichever comes first.
 
         @param build: makes the request's message, given its id.
         @return: the request's id.
         """
         reqid = secrets.token_hex(8)
         timer = self.clock.callLater(wait, self._expired, reqid)
-        self._waiting[reqid] = (answered, timer)
+        self._waiting[reqid] = _Pending(owner, sid, answered, timer)
+        self._watchOwners()
         self.send(owner, build(reqid.encode()))
         return reqid
 
@@ -268,24 +321,131 @@ class EngineRelay:
         entry = self._waiting.pop(reqid, None)
         if entry is None:
             return False
-        if entry[1].active():
-            entry[1].cancel()
+        if entry.timer.active():
+            entry.timer.cancel()
+        self._settle()
         return True
+
+    def carry(self, websocket, relayed: RelayedEngine) -> None:
+        """
+        Carry C{websocket}, upgrading a session of another node, for
+        C{relayed} (until L{release}d).
+        """
+        self.sockets[relayed.wsid] = (websocket, relayed)
+        self._watchOwners()
+
+    def release(self, wsid: str) -> tuple | None:
+        """
+        Carry WebSocket C{wsid} no more.
+
+        @return: its C{(websocket, relayed)}, or L{None} when not carried.
+        """
+        entry = self.sockets.pop(wsid, None)
+        self._settle()
+        return entry
 
     def _expired(self, reqid: str) -> None:
         entry = self._waiting.pop(reqid, None)
         if entry is not None:
-            entry[0](400, _KINDS[b"j"], errorBody(UNKNOWN_SID))
+            if entry.timer.active():
+                entry.timer.cancel()
+            self._settle()
+            entry.answered(400, _KINDS[b"j"], errorBody(UNKNOWN_SID))
 
     def _answered(self, rest: bytes) -> None:
         reqid, status, kind, body = rest.split(b"|", 3)
         entry = self._waiting.pop(reqid.decode(), None)
         if entry is None:
             return
-        answered, timer = entry
-        if timer.active():
-            timer.cancel()
-        answered(int(status), _KINDS.get(kind, _KINDS[b"j"]), body)
+        if entry.timer.active():
+            entry.timer.cancel()
+        if self._dead:
+            self._dead.pop(entry.owner, None)  # it answers: it lives (again)
+        self._settle()
+        entry.answered(int(status), _KINDS.get(kind, _KINDS[b"j"]), body)
+
+    # The owners' liveness, seen from the node the client reached.
+    def _watchOwners(self) -> None:
+        """
+        Something waits on another node: look at its liveness one
+        heartbeat from now, unless a look is already due or under way.
+        """
+        if self._watch is None and not self._looking:
+            self._watch = self.clock.callLater(self.cluster.heartbeat, self._look)
+
+    def _settle(self) -> None:
+        """
+        Once nothing waits on another node, no timer runs for it.
+        """
+        if self._watch is not None and not self._waiting and not self.sockets:
+            if self._watch.active():
+                self._watch.cancel()
+            self._watch = None
+
+    def _look(self) -> None:
+        """
+        Ask the cluster which of the owners waited on are dead (one call),
+        then look again a heartbeat later while something still waits.
+        """
+        self._watch = None
+        owners = {entry.sid: entry.owner for entry in self._waiting.values()}
+        owners.update((relayed.sid, relayed.owner) for _, relayed in self.sockets.values())
+        if not owners:
+            return
+        self._looking = True
+
+        def looked(result) -> None:
+            self._looking = False
+            if self._waiting or self.sockets:
+                self._watchOwners()
+
+        d = self.cluster.deadOwners(owners)
+        d.addCallback(self.ownersDied, owners)
+        d.addErrback(lambda f: self.log.failure("looking at Socket.IO sessions' nodes failed", f))
+        d.addBoth(looked)
+
+    def ownersDied(self, dead: set[str], owners: dict[str, str]) -> None:
+        """
+        The owners of sessions C{dead} (of C{owners}, session id to node)
+        have died: each request waiting on one is answered as its wait's
+        end would be (400, "Session ID unknown"), and each WebSocket
+        carried for one of their sessions is closed with L{OWNER_DIED}, so
+        that the client starts a new session now.
+
+        Why 1001 and a closing handshake: engine.io-client takes any close
+        of its WebSocket for "transport close" (its C{onclose} handler,
+        whatever the code), and socket.io-client's Manager then reconnects
+        after its first reconnection delay (1 s +- 50%).  A Socket.IO
+        C{DISCONNECT} would be "io server disconnect", after which the
+        client does not reconnect by itself, and an Engine.IO close packet
+        is read by engine.io-client over polling only (over WebSocket it is
+        ignored), so neither is sent.  1001 is also what the client gets
+        when the owner stops (C{C|ws|n|1001}): it sees the same whether its
+        session's node stopped or died, and the clean close reports that
+        code rather than an abnormal 1006.
+        """
+        gone = {(sid, owners[sid]) for sid in dead if sid in owners}
+        if not gone:
+            return
+        counts: dict[str, list[int]] = {}
+        for reqid, entry in list(self._waiting.items()):
+            if (entry.sid, entry.owner) in gone and reqid in self._waiting:
+                counts.setdefault(entry.owner, [0, 0])[0] += 1
+                self._expired(reqid)
+        for wsid, (websocket, relayed) in list(self.sockets.items()):
+            if (relayed.sid, relayed.owner) in gone and self.release(wsid) is not None:
+                counts.setdefault(relayed.owner, [0, 0])[1] += 1
+                websocket.closeTransport(OWNER_DIED)
+        for node, (requests, websockets) in sorted(counts.items()):
+            if node in self._dead:
+                continue
+            self._dead[node] = None
+            if len(self._dead) > MAX_DEAD_REMEMBERED:
+                del self._dead[next(iter(self._dead))]
+            self.log.warn("node {node}, holding Socket.IO sessions relayed here, is dead:"
+                          " {requests} relayed requests answered \"Session ID unknown\","
+                          " {websockets} relayed WebSockets closed", node=node, requests=requests,
+                          websockets=websockets)
 
     # The owner.
     def _reply(self, node: str, reqid: bytes, status: int, kind: bytes, body: bytes) -> None:
@@ -376,13 +536,16 @@ class EngineRelay:
         if entry is None:
             return
         websocket, relayed = entry
+        if self._dead:
+            self._dead.pop(relayed.owner, None)  # it speaks: it lives (again)
         ready = relayed.sequence.arrived(int(n), (kind, payload[0] if payload else b""))
         if ready is None:
+            relayed.transportClosed(websocket)  # carried no more; its owner told
             websocket.closeTransport()
             return
         for kind, payload in ready:
             if kind == b"C":
-                self.sockets.pop(relayed.wsid, None)
+                self.release(relayed.wsid)
                 websocket.closeTransport(int(payload) if payload else None)
                 return
             websocket.deliver(decodePayload(payload, 1_000_000))

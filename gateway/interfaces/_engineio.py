@@ -74,6 +74,8 @@ class IEngineCluster(Interface):
 
     node = Attribute("This node's id.")
     sharesSessions = Attribute("Whether other nodes serve these sessions' requests.")
+    heartbeat = Attribute("Seconds between two heartbeats of a node: how often a node's liveness"
+                          " is renewed, so how often it is worth looking at again.")
 
     def own(sid, ttl):
         """
@@ -99,6 +101,19 @@ class IEngineCluster(Interface):
     def listen(listener):
         """
         Hand every message sent to this node to C{listener(message)}.
+        """
+
+    def deadOwners(owners):
+        """
+        Which sessions' nodes are dead: C{owners} maps session ids to the
+        node said to hold each.  A node is dead for a session once its
+        liveness has expired on the shard holding that session (what
+        L{owner} checks), looked at with one call per shard whatever the
+        number of sessions; a shard that cannot be asked says nothing, and
+        none of its sessions' nodes is taken for dead.
+
+        @return: L{Deferred} firing with the set of those session ids
+            whose node is dead.
         """
 
 

@@ -3,7 +3,8 @@ Socket.IO's connection state recovery through the gateway, with real peers:
 Node's socket.io-client (C{socketio/recovery.mjs}) against a Node Socket.IO
 4 server (C{socketio/server.mjs}) with C{connectionStateRecovery} on and
 off, after the client drops its connection, and after the gateway node
-holding its session is killed (SIGKILL) behind a round-robin HAProxy.
+holding its session is killed (SIGKILL) behind a round-robin HAProxy, or
+while the other node relays every request of the session.
 
 Recovery needs nothing of the gateway but to stay out of the way: the
 client's new session gets a new server WebSocket, whose Socket.IO
@@ -36,11 +37,18 @@ from .helpers import SOCKETIO_DIR, HAProxy, LineWatcher, node, redisCli
 #: liveness key).
 NODE_TTL = 3
 
-#: The route's Engine.IO heartbeat in the node-kill tests: a request or a
-#: WebSocket relayed to a node that died waits for it (see docs/socketio.md).
+#: The route's Engine.IO heartbeat in L{test_nodeKilled}: short, so that it
+#: bounds the wait of what a survivor relays to the dead node even when the
+#: survivor cannot see the death (see docs/socketio.md, "Several nodes").
 PING = 'ping_interval = 2.0\nping_timeout = 2.0\n'
 
 ROUTE = '[[route]]\nprefix = "/socket.io/"\npool = "app"\nprotocol = "socket.io"\n'
+
+#: The most seconds from the death of a session's node to its client's
+#: disconnect when every request of the session was relayed by the other
+#: node: C{NODE_TTL} and a heartbeat (C{NODE_TTL / 3}) are the bound, the
+#: rest a margin for a loaded machine.
+DEATH_SEEN = 10.0
 
 
 async def startServer(recovery: bool):
@@ -155,11 +163,13 @@ async def test_clientDrops(tmp_path, gateway_process, recovery, transports) -> N
           f"{report['connections'][1]['at'] - report['disconnected']['at']:.0f} ms after the drop, {len(lost)} lost up")
 
 
-async def startNodes(tmp_path, gateway_process, redis, serverPort: int) -> tuple[str, dict]:
+async def startNodes(tmp_path, gateway_process, redis, serverPort: int, ping: str = PING) -> tuple[str, dict]:
     """
     Start two gateway nodes, C{n1} and C{n2}, on C{redis} with a Socket.IO
     route to the server on C{serverPort}.
 
+    @param ping: the route's Engine.IO heartbeat keys (L{PING}; empty for
+        the reference server's 25 s and 20 s).
     @return: their key prefix in Redis, and the processes by node id.
     """
     prefix = f"r{uuid.uuid4().hex[:6]}:"
@@ -168,7 +178,7 @@ async def startNodes(tmp_path, gateway_process, redis, serverPort: int) -> tuple
         path = tmp_path / f"{name}.toml"
         path.write_text(
             f'[session_map]\ntype = "redis"\nurl = "{redis.url}"\nkey_prefix = "{prefix}"\n'
-            f'node_id = "{name}"\nnode_ttl = {NODE_TTL}\ntimeout = 0.5\n' + ROUTE + PING +
+            f'node_id = "{name}"\nnode_ttl = {NODE_TTL}\ntimeout = 0.5\n' + ROUTE + ping +
             f'[pool.app]\n[[pool.app.backend]]\nurl = "ws://127.0.0.1:{serverPort}"\n')
         nodes[name] = await gateway_process("--config", str(path))
     return prefix, nodes
@@ -207,3 +217,74 @@ async def test_nodeKilled(tmp_path, redis_server, gateway_process, recovery, tra
     reconnected = report["connections"][1]["at"] - killed
     print(f"\n{transports} recovery={recovery}: disconnect after {report['disconnected']['at'] - killed:.0f} ms "
           f"({report['disconnected']['reason']}), reconnected after {reconnected:.0f} ms, {len(lost)} lost up")
+
+
+class RelayingProxy(HAProxy):
+    """
+    HAProxy in HTTP mode in front of two nodes: each handshake (a request
+    with no C{sid}) to the first, the I{owner} (to the second once the
+    first is down), every other request of a session (its polls, its
+    sends, its upgrade: C{sid} in the query) to the second, which relays
+    them all to the owner.
+    """
+
+    def config(self, port: int) -> str:
+        """
+        @return: HAProxy's configuration, listening on C{port}.
+        """
+        owner, relaying = self.ports
+        check = "check inter 100ms fall 1 rise 2"
+        return (
+            "global\n  maxconn 4096\n"
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n"
+            "  timeout server 120s\n  timeout tunnel 120s\n  retries 3\n  option redispatch\n"
+            f"frontend front\n  bind 127.0.0.1:{port}\n  acl session urlp(sid) -m found\n"
+            "  use_backend relaying if session\n  default_backend owning\n"
+            f"backend owning\n  server owner 127.0.0.1:{owner} {check}\n"
+            f"  server relaying 127.0.0.1:{relaying} {check} backup\n"
+            f"backend relaying\n  server relaying 127.0.0.1:{relaying}\n"
+        )
+
+
+@pytest.mark.parametrize("transports", ["polling", "polling,websocket"])
+@pytest_twisted.ensureDeferred
+async def test_ownerKilledWhileRelayed(tmp_path, redis_server, gateway_process, transports) -> None:
+    """
+    With the reference server's heartbeat (25 s, 20 s), every request of
+    a client's session but its handshake goes through the node that does
+    not hold it (L{RelayingProxy}), and the node holding it is killed
+    (SIGKILL).  The relaying node sees the death within C{node_ttl} and a
+    heartbeat: the client is disconnected within L{DEATH_SEEN} of the kill
+    (its relayed poll and send answered "Session ID unknown", or its
+    relayed WebSocket closed), not after the 20 s of a send's wait or its
+    own ping timeout, and reconnects through the survivor, back on its
+    Socket.IO session (the server's recovery is on) with nothing missed
+    and nothing twice.
+    """
+    server = await startServer(True)
+    proxy = None
+    try:
+        prefix, nodes = await startNodes(tmp_path, gateway_process, redis_server, int(server.match.group(1)),
+                                         ping="")
+        proxy = RelayingProxy(str(tmp_path), [nodes["n1"].port, nodes["n2"].port])
+        port = await proxy.start()
+        process, watcher, ready = await startClient(f"http://127.0.0.1:{port}", transports, "wait")
+        owner = (await deferToThread(redisCli, redis_server.port, "GET", f"{prefix}eio:{ready['ready']}")).strip()
+        assert owner == "n1", (owner, ready)
+        killed = time.time() * 1000
+        nodes["n1"].signal("KILL")
+        report = await finished(process, watcher)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        server.signal("KILL")
+    disconnected = report["disconnected"]["at"] - killed
+    reconnected = report["connections"][1]["at"] - killed
+    lost = checkUpstream(report)
+    print(f"\n{transports}: disconnect after {disconnected:.0f} ms ({report['disconnected']['reason']}), "
+          f"reconnected after {reconnected:.0f} ms, {len(lost)} lost up")
+    assert disconnected < DEATH_SEEN * 1000, report["disconnected"]
+    assert report["disconnected"]["reason"] == ("transport close" if "websocket" in transports
+                                                else "transport error"), report["disconnected"]
+    checkTicks(report, True)
+    assert "is dead" in nodes["n2"].output
