@@ -342,3 +342,28 @@ def test_settingsAreFrozen():
     """
     with pytest.raises(dataclasses.FrozenInstanceError):
         TLSSettings().verify = False
+
+
+def test_sentinelSubscriptionLogsTLSOnce():
+    """
+    A Sentinel subscription whose handshake fails logs it once (an error)
+    until it is made again, and not before the map first connected (the
+    start's error says it then); other failures are not logged.
+    """
+    from twisted.logger import capturedLogs
+
+    from gateway.config.values import parseRedisURL
+    from gateway.sessionmap._sentinel import SentinelEndpoint, SwitchWatch, _SwitchWatcher
+
+    endpoint = SentinelEndpoint(parseRedisURL("rediss+sentinel://s1:26380/m"), Clock(), 0.5)
+    watcher = _SwitchWatcher(SwitchWatch(endpoint), ("s1", 26380))
+    failed = TLSFailure("TLS handshake with s1:26380 failed: certificate verify failed")
+    with capturedLogs() as events:
+        watcher.setUpFailed(failed)
+        endpoint.connectedOnce = True
+        watcher.setUpFailed("could not connect: refused")
+        watcher.setUpFailed(failed)
+        watcher.setUpFailed(failed)
+    errors = [e for e in events if e["log_level"].name == "error"]
+    assert len(errors) == 1
+    assert errors[0]["reason"] == failed and errors[0]["sentinel"] == "s1:26380"
