@@ -115,7 +115,7 @@ Examples:
         self["backend"].append(url)
 
     def opt_redis(self, url: str) -> None:
-        """Keep affinity and session records in Redis, shared by several gateway nodes: redis://[:password@]host[:port][/db], unix:///path/to/redis.sock[?db=N] or redis+sentinel://host[:port][,host[:port]...]/service[/db] (repeatable: each is a shard the sessions are spread over, the first holding the node registry)."""
+        """Keep affinity and session records in Redis, shared by several gateway nodes: redis://[:password@]host[:port][/db], unix:///path/to/redis.sock[?db=N] or redis+sentinel://host[:port][,host[:port]...]/service[/db], rediss:// and rediss+sentinel:// over TLS (repeatable: each is a shard the sessions are spread over, the first holding the node registry)."""
         self["redis"].append(url)
 
     def getUsage(self, width: int | None = None) -> str:

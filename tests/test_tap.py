@@ -231,8 +231,9 @@ def test_makeServiceRedisShards() -> None:
     "url, message",
     [
         ("", "gateway: --redis: must be a non-empty string such as 'redis://127.0.0.1:6379/0'"),
-        ("http://u:hunter2@h", "gateway: --redis: must start with redis://, unix:// or redis+sentinel://"
-         " (as in 'redis://127.0.0.1:6379/0', 'unix:///run/redis/redis.sock?db=0' or"
+        ("http://u:hunter2@h", "gateway: --redis: must start with redis://, rediss:// (TLS), unix://,"
+         " redis+sentinel:// or rediss+sentinel:// (as in 'redis://127.0.0.1:6379/0',"
+         " 'unix:///run/redis/redis.sock?db=0' or"
          " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'), not 'http://***@h'"),
         ("redis://h/x", "gateway: --redis: the database must be a number >= 0, not 'x'"),
     ],

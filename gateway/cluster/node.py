@@ -95,6 +95,7 @@ class Cluster:
         self._engineListener = None
         #: Which pools this node may rebalance now.
         self.turns = RebalanceTurns(self.shared)
+        self._announced = False
 
     # Running.
     def start(self) -> Deferred:
@@ -102,6 +103,7 @@ class Cluster:
         Announce this node, subscribe to its channel on every shard and
         start the heartbeat.
         """
+        self._announced = True
         for subscription in self.subscriptions:
             subscription.start()
         self.log.info("gateway node {node} shares its sessions through Redis", node=self.node)
@@ -110,9 +112,13 @@ class Cluster:
     def stop(self) -> Deferred:
         """
         Stop the heartbeat and say that this node is gone, so that its
-        sessions are taken over at once.
+        sessions are taken over at once.  A node that never started (its
+        session map could not) says nothing: that would only connect to
+        Redis once more, and log the failure the start reported again.
         """
         self.liveness.stop()
+        if not self._announced:
+            return gatherResults([s.stop() for s in self.subscriptions], consumeErrors=True)
         d = self.shared.leave()
         d.addErrback(lambda f: None)
         d.addBoth(lambda _: gatherResults([s.stop() for s in self.subscriptions], consumeErrors=True))

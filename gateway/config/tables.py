@@ -246,6 +246,10 @@ def readSessionMap(reader: Reader, value: object) -> SessionMapConfig:
                 reader.fail("session_map.sentinel_password",
                             "with shards, give it per shard ({url = ..., sentinel_password = ...})")
         reader.string(table, "session_map", "sentinel_password", None)
+        for key in ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name"):
+            reader.string(table, "session_map", key, None)
+        if not isinstance(table.get("tls_verify", True), bool):
+            reader.fail("session_map.tls_verify", f"must be true or false, not {show(table['tls_verify'])}")
     options = tuple(sorted((key, item) for key, item in table.items() if key != "type"))
     return SessionMapConfig(type=kind, options=options)
 

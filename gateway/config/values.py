@@ -12,6 +12,7 @@ disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -275,6 +276,8 @@ class RedisAddress:
         socket.
     @ivar path: the Unix socket's path, or L{None} for TCP.
     @ivar db: the database number, selected on every connection.
+    @ivar tls: whether the connections are TLS (C{rediss://}), with the
+        session map's C{tls_*} options.
     """
 
     host: str | None
@@ -283,6 +286,7 @@ class RedisAddress:
     db: int
     username: str | None
     password: str | None
+    tls: bool = False
 
     def __str__(self) -> str:
         """
@@ -295,13 +299,14 @@ class RedisAddress:
             query = f"?db={self.db}" if self.db else ""
             return f"unix://{credentials}{self.path}{query}"
         host = f"[{self.host}]" if ":" in (self.host or "") else self.host
-        return f"redis://{credentials}{host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{credentials}{host}:{self.port}/{self.db}"
 
     def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
         """
         @param reactor: provides L{IReactorTCP} or L{IReactorUNIX}.
         @param timeout: seconds a connect may take.
-        @return: a client endpoint for the server.
+        @return: a client endpoint for the server, over TCP (the session
+            map adds TLS on top for a C{rediss://} address).
         """
         from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 
@@ -321,7 +326,8 @@ class SentinelAddress:
     """
     A Redis master found through Redis Sentinel, parsed by
     L{parseRedisURL} from
-    C{redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]}.
+    C{redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]}
+    (or C{rediss+sentinel://}, the same over TLS).
 
     The Sentinels are asked which server is the master of C{service}
     before every connection (L{gateway.sessionmap._sentinel}); the user
@@ -331,6 +337,9 @@ class SentinelAddress:
     @ivar service: the name the Sentinels monitor the master under.
     @ivar sentinelPassword: the Sentinels' own password (C{requirepass}
         in their configuration), or L{None}.
+    @ivar tls: whether the connections to the Sentinels and to the master
+        are TLS (C{rediss+sentinel://}; both or neither, as a Redis set up
+        with C{tls-port} and C{tls-replication yes} serves them).
     """
 
     sentinels: tuple[tuple[str, int], ...]
@@ -339,6 +348,7 @@ class SentinelAddress:
     username: str | None
     password: str | None
     sentinelPassword: str | None = None
+    tls: bool = False
 
     def __str__(self) -> str:
         """
@@ -349,7 +359,8 @@ class SentinelAddress:
             credentials = f"{self.username or ''}{':***' if self.password is not None else ''}@"
         hosts = ",".join(hostPort(host, port) for host, port in self.sentinels)
         query = "?sentinel_password=***" if self.sentinelPassword is not None else ""
-        return f"redis+sentinel://{credentials}{hosts}/{self.service}/{self.db}{query}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{credentials}{hosts}/{self.service}/{self.db}{query}"
 
 
 def parseRedisURL(url: object) -> RedisAddress | SentinelAddress:
@@ -358,14 +369,17 @@ def parseRedisURL(url: object) -> RedisAddress | SentinelAddress:
     C{unix://[[user]:password@]/path/to/redis.sock[?db=N]} or
     C{redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=P]}
     (L{SentinelAddress}; a Sentinel's port is 26379 by default).  User
-    names and passwords are percent-decoded.
+    names and passwords are percent-decoded.  C{rediss://} and
+    C{rediss+sentinel://} are the same over TLS (as redis-py and most
+    clients spell a TLS Redis URL; a TLS port has no default, since
+    deployments differ), with the session map's C{tls_*} options.
 
     @raise ConfigError: with a one-line reason that does not show the
         password (and does not name the option, which the caller does).
     """
     if not isinstance(url, str) or not url:
         raise ConfigError(f"must be a non-empty string such as {DEFAULT_REDIS_URL!r}")
-    if url.partition("://")[0].lower() == "redis+sentinel":
+    if url.partition("://")[0].lower() in ("redis+sentinel", "rediss+sentinel"):
         return _parseSentinelURL(url)
     try:
         parts = urlsplit(url)
@@ -373,11 +387,11 @@ def parseRedisURL(url: object) -> RedisAddress | SentinelAddress:
     except ValueError as e:
         raise ConfigError(f"not a valid Redis URL: {e}") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("redis", "unix"):
+    if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            "must start with redis://, unix:// or redis+sentinel:// (as in"
-            f" {DEFAULT_REDIS_URL!r}, 'unix:///run/redis/redis.sock?db=0' or"
-            " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'),"
+            "must start with redis://, rediss:// (TLS), unix://, redis+sentinel:// or"
+            f" rediss+sentinel:// (as in {DEFAULT_REDIS_URL!r}, 'unix:///run/redis/redis.sock?db=0'"
+            " or 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'),"
             f" not {_redacted(url)!r}"
         )
     if parts.fragment:
@@ -402,20 +416,22 @@ def parseRedisURL(url: object) -> RedisAddress | SentinelAddress:
         db = _database(queryDb[0] if queryDb else "0")
         return RedisAddress(None, 0, unquote(parts.path), db, username, password)
     if not parts.hostname:
-        raise ConfigError("a redis:// URL needs a host: redis://host[:port][/db]")
+        raise ConfigError(f"a {scheme}:// URL needs a host: {scheme}://host[:port][/db]")
     if queryDb:
-        raise ConfigError("a redis:// URL gives the database as its path: redis://host:port/db")
+        raise ConfigError(f"a {scheme}:// URL gives the database as its path: {scheme}://host:port/db")
     path = parts.path.strip("/")
     db = _database(path or "0")
-    return RedisAddress(parts.hostname, port or 6379, None, db, username, password)
+    return RedisAddress(parts.hostname, port or 6379, None, db, username, password,
+                        tls=scheme == "rediss")
 
 
 def _parseSentinelURL(url: str) -> SentinelAddress:
     """
-    Parse a C{redis+sentinel://} URL (see L{parseRedisURL}); C{urlsplit}
-    cannot, for its several hosts.
+    Parse a C{redis+sentinel://} or C{rediss+sentinel://} URL (see
+    L{parseRedisURL}); C{urlsplit} cannot, for its several hosts.
     """
-    rest = url.partition("://")[2]
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
     if "#" in rest:
         raise ConfigError("must not have a #fragment")
     rest, _, queryText = rest.partition("?")
@@ -430,8 +446,8 @@ def _parseSentinelURL(url: str) -> SentinelAddress:
         password = unquote(secret) if colon else None
     if not hosts:
         raise ConfigError(
-            "a redis+sentinel:// URL needs its Sentinels:"
-            " redis+sentinel://host[:port][,host[:port]...]/service[/db]")
+            f"a {scheme}:// URL needs its Sentinels:"
+            f" {scheme}://host[:port][,host[:port]...]/service[/db]")
     sentinels = []
     for item in hosts.split(","):
         sentinel = _sentinelHost(item)
@@ -441,13 +457,13 @@ def _parseSentinelURL(url: str) -> SentinelAddress:
     service, _, dbText = path.partition("/")
     if not service:
         raise ConfigError(
-            "a redis+sentinel:// URL needs the service name after its Sentinels:"
-            " redis+sentinel://host[:port][,...]/service[/db]")
+            f"a {scheme}:// URL needs the service name after its Sentinels:"
+            f" {scheme}://host[:port][,...]/service[/db]")
     if not _SERVICE.match(service):
         raise ConfigError(
             f"the service name must be 1 to 128 letters, digits, '.', '_' or '-', not {service!r}")
     if "/" in dbText.rstrip("/"):
-        raise ConfigError("a redis+sentinel:// URL has nothing after /service/db")
+        raise ConfigError(f"a {scheme}:// URL has nothing after /service/db")
     db = _database(dbText.rstrip("/") or "0")
     query = parse_qsl(queryText, keep_blank_values=True)
     unknown = sorted({name for name, _ in query} - {"sentinel_password"})
@@ -457,7 +473,7 @@ def _parseSentinelURL(url: str) -> SentinelAddress:
     if len(secrets) > 1:
         raise ConfigError("gives sentinel_password more than once")
     return SentinelAddress(tuple(sentinels), service, db, username, password,
-                           secrets[0] if secrets else None)
+                           secrets[0] if secrets else None, tls=scheme == "rediss+sentinel")
 
 
 def _sentinelHost(item: str) -> tuple[str, int]:
@@ -588,8 +604,7 @@ def parseRedisShards(value: object) -> tuple[RedisShard, ...]:
                 raise ConfigError(f"{where}: sentinel_password needs a redis+sentinel:// url")
             if address.sentinelPassword is not None:
                 raise ConfigError(f"{where}: sentinel_password is given in the url too; keep one")
-            address = SentinelAddress(address.sentinels, address.service, address.db,
-                                      address.username, address.password, password)
+            address = dataclasses.replace(address, sentinelPassword=password)
         shard = RedisShard(name or shardName(address), address)
         for earlier in shards:
             if earlier.name == shard.name:

@@ -17,6 +17,13 @@ C{setUpFailed(reason)} and
 C{setUpSucceeded(protocol)}.  A subscriber also calls its watcher's
 C{noticeReceived(message)} and C{lost(protocol)}.
 
+Over TLS (C{rediss://}, L{gateway.sessionmap._tls}), a connection is set
+up once its handshake is done, and a handshake that fails (a certificate
+that does not verify, a server that wants a client certificate, a port
+that does not speak TLS) is reported to C{setUpFailed} as a
+L{TLSFailure}: one line saying what failed and what to check, never
+a traceback.
+
 C{txredisapi} installs the default reactor when imported, so it is imported
 only when a connection is made (the functions below), never when this
 module is.
@@ -28,21 +35,23 @@ from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config.values import SentinelAddress
+from ..config.values import SentinelAddress, hostPort
 
 __all__ = [
     "RECONNECT_INITIAL_DELAY",
     "RECONNECT_MAX_DELAY",
+    "TLSFailure",
     "WatchedEndpoint",
     "bounded",
     "formatSeconds",
     "redisFactory",
     "setUpProtocol",
     "subscriberProtocol",
+    "tlsFailure",
 ]
 
 #: Seconds before the first reconnection attempt after a connection is lost.
@@ -77,6 +86,60 @@ class WatchedEndpoint:
         return failure
 
 
+class TLSFailure(str):
+    """
+    Why a connection's TLS handshake failed (a reason, as C{setUpFailed}
+    is given): the map logs these once, since, unlike a refused password,
+    they do not mend by themselves.
+    """
+
+
+def tlsFailure(reason: Failure, peer: str, handshaking: bool) -> TLSFailure | None:
+    """
+    Say why a TLS connection to C{peer} was lost before it was set up.
+
+    @param handshaking: whether its handshake was still going on.
+    @return: one line saying what failed and what to check, or L{None}
+        when the loss was not TLS's doing.
+    """
+    from OpenSSL.SSL import Error
+    from service_identity import VerificationError
+
+    where = f"TLS handshake with {peer} failed"
+    if reason.check(VerificationError):
+        names = []
+        for mismatch in reason.value.errors:
+            for part in ("hostname", "ip"):
+                value = getattr(mismatch.mismatched_id, part, None)
+                if value is not None:
+                    names.append(value.decode("ascii", "replace") if isinstance(value, bytes) else str(value))
+        said = f" {', '.join(repr(n) for n in names)}" if names else " the name verified"
+        return TLSFailure(f"{where}: the server's certificate is not for{said} (give tls_server_name"
+                          " the name the certificate holds)")
+    if reason.check(Error):
+        details = reason.value.args[0] if reason.value.args else None
+        reasons = [item[-1] for item in details if isinstance(item, tuple) and item and item[-1]] \
+            if isinstance(details, list) else []
+        said = "; ".join(reasons) or str(reason.value) or "an OpenSSL error"
+        if "certificate verify failed" in said:
+            hint = ("the server's certificate is not signed by an authority in tls_ca_file (or, without"
+                    " it, in the system's), or has expired")
+        elif "certificate required" in said:
+            hint = "the server requires a client certificate (tls_cert_file and tls_key_file)"
+        elif "alert unknown ca" in said or "bad certificate" in said or "certificate unknown" in said:
+            hint = "the server does not accept the client certificate (tls_cert_file)"
+        elif any(text in said for text in ("wrong version number", "packet length too long",
+                                           "record layer failure", "http request")):
+            hint = "is the port a TLS port? (a plain port answers this way: use redis://)"
+        else:
+            hint = None
+        return TLSFailure(f"{where}: {hint} ({said})" if hint else f"{where}: {said}")
+    if handshaking:
+        return TLSFailure(f"{where}: the connection was closed during the handshake"
+                          f" ({reason.getErrorMessage()}): is the port a TLS port?")
+    return None
+
+
 _setUpProtocolClass: type | None = None
 _subscriberProtocolClass: type | None = None
 
@@ -90,6 +153,7 @@ def setUpProtocol() -> type:
     if _setUpProtocolClass is None:
         import txredisapi
 
+        @implementer(IHandshakeListener)
         class SetUpProtocol(txredisapi.RedisProtocol):
             """
             A txredisapi connection that authenticates and selects its
@@ -102,12 +166,22 @@ def setUpProtocol() -> type:
             lets the pool try again with its backoff.  The failure is
             reported to C{factory.watcher}, which fails a start in progress.
 
+            Over TLS, the set-up waits for the handshake
+            (L{handshakeCompleted}), which may take the watcher's
+            C{timeout} (a port that is not TLS may never answer), and a
+            connection lost to TLS before its set-up is done is reported
+            as a L{TLSFailure}.  The factory's C{handshaking} holds the
+            connections whose handshake is not done yet.
+
             @ivar usable: false once L{drop} was called (the connection is
                 then closing, though txredisapi still counts it until its
                 C{connectionLost}).
             """
 
             usable = True
+            _handshaking = False
+            _handshakeTimer: Any = None
+            _settled = False
 
             def execute_command(self, *args: Any, **kwargs: Any) -> Deferred:
                 """
@@ -128,9 +202,56 @@ def setUpProtocol() -> type:
                 return super().execute_command(*args, **kwargs).addBoth(done)
 
             def connectionMade(self) -> None:
+                if ISSLTransport.providedBy(self.transport):
+                    # Set up in handshakeCompleted.
+                    watcher = self.factory.watcher
+                    self._handshaking = True
+                    self.factory.handshaking.add(self)
+                    self._handshakeTimer = watcher.reactor.callLater(watcher.timeout, self._handshakeLate)
+                    return
+                self._startSetUp()
+
+            def handshakeCompleted(self) -> None:
+                """
+                The TLS handshake is done (the server's certificate
+                verified): set the connection up.
+                """
+                self._handshakeOver()
+                self._startSetUp()
+
+            def _handshakeOver(self) -> None:
+                self._handshaking = False
+                self.factory.handshaking.discard(self)
+                if self._handshakeTimer is not None and self._handshakeTimer.active():
+                    self._handshakeTimer.cancel()
+                self._handshakeTimer = None
+
+            def _handshakeLate(self) -> None:
+                self._handshakeTimer = None
+                if self._handshaking and not self._settled:
+                    self._settled = True
+                    peer = self.transport.getPeer()
+                    self.factory.watcher.setUpFailed(TLSFailure(
+                        f"TLS handshake with {hostPort(peer.host, peer.port)} failed: no answer within"
+                        f" {formatSeconds(self.factory.watcher.timeout)}s: is the port a TLS port?"))
+                    self.drop()
+
+            def _startSetUp(self) -> None:
                 Deferred.fromCoroutine(self._setUp()).addErrback(
                     lambda f: self.factory.watcher.log.failure("setting up a Redis connection", f)
                 )
+
+            def connectionLost(self, why) -> None:
+                if not self._settled and ISSLTransport.providedBy(self.transport):
+                    peer = self.transport.getPeer()
+                    failed = tlsFailure(why, hostPort(peer.host, peer.port), self._handshaking)
+                    if failed is not None:
+                        # Before txredisapi fails the set-up's pending
+                        # command, which would say only "Lost connection".
+                        self._settled = True
+                        self.factory.watcher.setUpFailed(failed)
+                self._handshakeOver()
+                super().connectionLost(why)
 
             async def _setUp(self) -> None:
                 watcher = self.factory.watcher
@@ -147,9 +268,15 @@ def setUpProtocol() -> type:
                     except Exception as e:
                         if isinstance(e, DeferredTimeout):
                             e = f"no answer within {formatSeconds(watcher.timeout)}s"
-                        watcher.setUpFailed(f"{what}: {e}")
+                        elif isinstance(e, txredisapi.ConnectionError) and not ISSLTransport.providedBy(
+                                self.transport):
+                            e = f"{e} (if the port is a TLS port, use rediss://)"
+                        if not self._settled:
+                            self._settled = True
+                            watcher.setUpFailed(f"{what}: {e}")
                         self.drop()
                         return
+                self._settled = True
                 # The protocol itself has no password or database to set.
                 txredisapi.RedisProtocol.connectionMade(self)
                 watcher.setUpSucceeded(self)
@@ -222,6 +349,7 @@ def redisFactory(address, size: int, watcher: Any, *, isLazy: bool, protocol: ty
     )
     factory.protocol = protocol
     factory.watcher = watcher
+    factory.handshaking = set()
     factory.initialDelay = RECONNECT_INITIAL_DELAY
     factory.maxDelay = RECONNECT_MAX_DELAY
     if isinstance(address, SentinelAddress):

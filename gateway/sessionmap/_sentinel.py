@@ -20,6 +20,11 @@ called: the map counts it, and every owner of a session writes its
 sessions whole to the new master, whose copy may be older than what the
 old one acknowledged (replication is asynchronous).
 
+For a C{rediss+sentinel://} URL every one of these connections is TLS:
+the questions, the subscriptions and the master's, each verified against
+the host it connects to (the Sentinel's, the master's address as the
+Sentinels name it), or C{tls_server_name}.
+
 C{txredisapi.Sentinel} is not used: its discovery times out on the global
 reactor (no L{IReactorTime}, so no C{Clock} in tests), and its connections
 to the Sentinels are lazy ones that queue every question without bound
@@ -42,7 +47,15 @@ from zope.interface import implementer
 from ..config.values import SentinelAddress, hostPort
 from ..errors import SessionMapUnavailable
 from ..metrics import NoMetrics
-from ._connection import WatchedEndpoint, formatSeconds, redisFactory, setUpProtocol, subscriberProtocol
+from ._connection import (
+    TLSFailure,
+    WatchedEndpoint,
+    formatSeconds,
+    redisFactory,
+    setUpProtocol,
+    subscriberProtocol,
+)
+from ._tls import PLAIN
 
 __all__ = [
     "RETRY_PATIENCE",
@@ -140,10 +153,12 @@ class _Question:
 
 
 def askSentinel(sentinel: Address, service: str, password: str | None, reactor,
-                timeout: float, metrics: Any = None) -> Deferred:
+                timeout: float, metrics: Any = None, tls: Any = PLAIN) -> Deferred:
     """
     Ask one Sentinel which server is the master of C{service}, over a
-    connection of its own that is closed once answered.
+    connection of its own (through C{tls}, a
+    L{gateway.sessionmap._tls.ClientTLS} or L{PLAIN}) that is closed once
+    answered.
 
     @return: L{Deferred} firing with C{(host, port)}, or L{None} when the
         Sentinel does not know the service, or failing (unreachable,
@@ -155,8 +170,8 @@ def askSentinel(sentinel: Address, service: str, password: str | None, reactor,
     factory = redisFactory(f"sentinel {hostPort(*sentinel)}", 1, question, isLazy=False,
                            protocol=setUpProtocol())
     factory.deferred.addErrback(lambda f: None)
-    factory.startConnecting(WatchedEndpoint(
-        HostnameEndpoint(reactor, sentinel[0], sentinel[1], timeout=timeout), question.connectFailed))
+    endpoint = tls.wrap(HostnameEndpoint(reactor, sentinel[0], sentinel[1], timeout=timeout), sentinel[0])
+    factory.startConnecting(WatchedEndpoint(endpoint, question.connectFailed))
     answer = question.answer
     answer.addTimeout(timeout, reactor)
 
@@ -193,6 +208,7 @@ class SentinelEndpoint:
         ask: Callable[[Address], Deferred] | None = None,
         connectTo: Callable[[Address, Any], Deferred] | None = None,
         metrics: Callable[[], Any] = NoMetrics,
+        tls: Any = PLAIN,
     ) -> None:
         """
         @param reactor: provides L{IReactorTime} and L{IReactorTCP}.
@@ -203,14 +219,18 @@ class SentinelEndpoint:
             connect to the master (a L{HostnameEndpoint} by default).
         @param metrics: returns the L{gateway.interfaces.IMetrics} the
             questions to the Sentinels are counted in (the map's).
+        @param tls: what every connection, to the Sentinels and to the
+            master, goes through: a L{gateway.sessionmap._tls.ClientTLS}
+            for C{rediss+sentinel://}, else L{PLAIN}.
         """
         self.address = address
         self.reactor = reactor
         self.timeout = timeout
         self.onMasterChanged = onMasterChanged
         self.metrics = metrics
+        self.tls = tls
         self._ask = ask or (lambda sentinel: askSentinel(
-            sentinel, address.service, address.sentinelPassword, reactor, timeout, metrics()))
+            sentinel, address.service, address.sentinelPassword, reactor, timeout, metrics(), tls))
         self._connectTo = connectTo or self._hostnameConnect
         self.master: Address | None = None
         self.changes = 0
@@ -223,8 +243,8 @@ class SentinelEndpoint:
     def _hostnameConnect(self, master: Address, protocolFactory) -> Deferred:
         from twisted.internet.endpoints import HostnameEndpoint
 
-        return HostnameEndpoint(self.reactor, master[0], master[1], timeout=self.timeout).connect(
-            protocolFactory)
+        endpoint = HostnameEndpoint(self.reactor, master[0], master[1], timeout=self.timeout)
+        return self.tls.wrap(endpoint, master[0]).connect(protocolFactory)
 
     # Finding the master.
     def discover(self) -> Deferred:
@@ -392,10 +412,12 @@ class _SwitchWatcher:
 
     log = Logger()
 
-    def __init__(self, watch: SwitchWatch) -> None:
+    def __init__(self, watch: SwitchWatch, sentinel: Address) -> None:
         self.watch = watch
+        self.sentinel = sentinel
         self.reactor = watch.endpoint.reactor
         self.timeout = watch.endpoint.timeout
+        self._tlsLogged: str | None = None
 
     @property
     def metrics(self) -> Any:
@@ -408,11 +430,22 @@ class _SwitchWatcher:
         return [("could not authenticate to the Sentinel", ("AUTH", password))]
 
     def setUpFailed(self, reason: str) -> None:
-        pass
+        """
+        Reconnected with the backoff; a TLS failure is logged, once until
+        the subscription is made again (the questions, which fail alike,
+        say it only in the map's errors), unless the map has not started
+        yet (its start's error says it).
+        """
+        if isinstance(reason, TLSFailure) and reason != self._tlsLogged and self.watch.endpoint.connectedOnce:
+            self._tlsLogged = reason
+            self.log.error("Sentinel {sentinel} of {service!r}: {reason}; reconnecting",
+                           sentinel=hostPort(*self.sentinel), service=self.watch.endpoint.address.service,
+                           reason=reason)
 
     def setUpSucceeded(self, protocol=None) -> None:
         if protocol is None:
             return
+        self._tlsLogged = None
         d = protocol.subscribe("+switch-master")
         d.addTimeout(self.timeout, self.reactor)
         d.addErrback(lambda f: protocol.drop())
@@ -445,13 +478,12 @@ class SwitchWatch:
 
         endpoint = self.endpoint
         for sentinel in endpoint.address.sentinels:
-            watcher = _SwitchWatcher(self)
+            watcher = _SwitchWatcher(self, sentinel)
             factory = redisFactory(f"sentinel {hostPort(*sentinel)}", 1, watcher, isLazy=True,
                                    protocol=subscriberProtocol())
             factory.deferred.addErrback(lambda f: None)
-            factory.startConnecting(WatchedEndpoint(
-                HostnameEndpoint(endpoint.reactor, sentinel[0], sentinel[1], timeout=endpoint.timeout),
-                watcher.setUpFailed))
+            tcp = HostnameEndpoint(endpoint.reactor, sentinel[0], sentinel[1], timeout=endpoint.timeout)
+            factory.startConnecting(WatchedEndpoint(endpoint.tls.wrap(tcp, sentinel[0]), watcher.setUpFailed))
             self._factories.append(factory)
 
     def stop(self) -> Deferred:

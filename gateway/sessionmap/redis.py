@@ -31,6 +31,9 @@ Options (the C{[session_map]} table, less C{type}):
     with the other options.
   - C{sentinel_password}: the Sentinels' own password (the URL's is the
     master's), also C{?sentinel_password=} in the URL.
+  - C{tls_ca_file}, C{tls_cert_file}, C{tls_key_file}, C{tls_server_name},
+    C{tls_verify}: for C{rediss://} and C{rediss+sentinel://} URLs (TLS to
+    the server, or to the Sentinels and the master), L{gateway.sessionmap._tls}.
   - C{key_prefix}: prepended to every key (C{"txgw:"}).
   - C{timeout}: seconds any one command (and connecting) may take, 1.0 by
     default.  txredisapi would otherwise wait for ever while Redis is down.
@@ -81,9 +84,10 @@ from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, pa
 from ..errors import SessionMapUnavailable
 from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
 from ..metrics import NoMetrics
-from ._connection import WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
-from ._options import OPTIONS, readOptions
+from ._connection import TLSFailure, WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
+from ._options import OPTIONS, TLSSettings, readOptions
 from ._shared import SharedSessions
+from ._tls import PLAIN, loadClientTLS
 
 __all__ = [
     "RedisAddress",
@@ -95,9 +99,6 @@ __all__ = [
 
 #: The server used when the options name none.
 DEFAULT_URL = DEFAULT_REDIS_URL
-
-
-
 
 
 class ShardMeter:
@@ -157,6 +158,7 @@ class RedisSessionMap:
         nodeId: str | None = None,
         name: str | None = None,
         required: bool = True,
+        tls: Any = None,
     ) -> None:
         """
         Nothing is connected here (see L{start}), so that building the
@@ -171,8 +173,14 @@ class RedisSessionMap:
             required starts anyway, logs why it cannot be used, and keeps
             connecting in the background, its commands failing at once
             meanwhile, as in an outage.
+        @param tls: for a TLS address, its L{gateway.sessionmap._tls.ClientTLS}
+            (by default, verifying against the system's authorities).
         """
         self.address = address
+        if tls is None:
+            tls = loadClientTLS(TLSSettings()) if address.tls else PLAIN
+        self.tls = tls
+        self._tlsLogged: str | None = None
         self.name = name or shardName(address)
         self.required = required
         self.keyPrefix = keyPrefix
@@ -244,11 +252,11 @@ class RedisSessionMap:
 
                 self._endpoint = SentinelEndpoint(address, self.reactor, self.timeout,
                                                   onMasterChanged=self._masterChanged,
-                                                  metrics=lambda: self.metrics)
+                                                  metrics=lambda: self.metrics, tls=self.tls)
                 self._switchWatch = SwitchWatch(self._endpoint)
                 self._switchWatch.start()
             else:
-                self._endpoint = address.endpoint(self.reactor, self.timeout)
+                self._endpoint = self.tls.wrap(address.endpoint(self.reactor, self.timeout), address.host)
         return self._endpoint
 
     def _masterChanged(self, old: tuple[str, int], new: tuple[str, int]) -> None:
@@ -318,13 +326,15 @@ class RedisSessionMap:
                 return SessionMapUnavailable(f"the session map for Redis at {address} is closed")
             if isinstance(e, DeferredTimeout):
                 reason = f"no answer within {formatSeconds(self.timeout)}s"
+                if factory.handshaking:
+                    reason += " (the TLS handshake did not finish: is the port a TLS port?)"
             else:
                 reason = str(e).strip() or type(e).__name__
             if not self.required:
                 # Keep the pool connecting (it retries with its backoff):
                 # meanwhile commands fail at once, as in an outage.
                 self._started = True
-                self._lastError = reason
+                self._lastError = self._tlsLogged = reason
                 self._failingSince = self.reactor.seconds()
                 self.log.warn("cannot use Redis at {address} (shard {shard}) yet: {reason}; the"
                               " sessions it holds wait for it while it is reconnected",
@@ -344,6 +354,10 @@ class RedisSessionMap:
             "session map: Redis at {address}, {n} connections, key prefix {prefix!r}",
             address=str(address), n=self.poolSize, prefix=self.keyPrefix,
         )
+        if self.tls.secure and not self.tls.settings.verify:
+            self.log.warn("Redis at {address}: its TLS certificates are not verified (tls_verify ="
+                          " false): whoever is on the path can read and change the sessions",
+                          address=str(address))
         return None
 
     # Told by the connections (the set-up protocol and WatchedEndpoint).
@@ -370,9 +384,15 @@ class RedisSessionMap:
     def setUpFailed(self, reason: str) -> None:
         """
         A new connection could not be set up: fail a start in progress, or
-        remember why reconnecting fails.
+        remember why reconnecting fails.  A TLS failure once started (a
+        certificate that no longer verifies) is logged too, once until a
+        connection is set up again: it does not mend by itself.
         """
         self._lastError = reason
+        if isinstance(reason, TLSFailure) and self._started and reason != self._tlsLogged:
+            self._tlsLogged = reason
+            self.log.error("Redis at {address}: {reason}; reconnecting", address=str(self.address),
+                           reason=reason)
         self._settleStart(reason)
 
     def setUpSucceeded(self, protocol=None) -> None:
@@ -381,7 +401,7 @@ class RedisSessionMap:
         dead connections txredisapi's idle queue (which the map does not
         use) still holds.
         """
-        self._lastError = None
+        self._lastError = self._tlsLogged = None
         if self._factory is not None:
             queue = self._factory.connectionQueue
             queue.pending[:] = [c for c in queue.pending if c.connected]
@@ -631,7 +651,8 @@ class RedisSessionMapFactory:
     L{gateway.sessionmap._options.readOptions}: C{url} (L{parseRedisURL};
     C{redis://127.0.0.1:6379/0} by default) or C{shards}, C{key_prefix} (a
     string, C{"txgw:"}), C{timeout} (seconds > 0, 1.0), C{pool_size} (1 to
-    L{gateway.sessionmap._options.MAX_POOL_SIZE}, 2), C{node_ttl}, C{node_id} and C{sentinel_password}.
+    L{gateway.sessionmap._options.MAX_POOL_SIZE}, 2), C{node_ttl}, C{node_id}, C{sentinel_password}
+    and the C{tls_*} options (whose files are read here).
     """
 
     name = "redis"
@@ -640,16 +661,18 @@ class RedisSessionMapFactory:
 
     def __call__(self, options: Mapping[str, object], reactor) -> ISessionMap:
         """
-        Check the options; nothing is connected until the map's C{start}.
+        Check the options, and read the TLS files they name; nothing is
+        connected until the map's C{start}.
 
         @raise ConfigError: one line naming the option and the reason.
         """
         read = readOptions(options)
+        tls = loadClientTLS(read.tls) if read.tls is not None else PLAIN
         maps = [
             RedisSessionMap(
                 shard.address, reactor, keyPrefix=read.keyPrefix, timeout=read.timeout,
                 poolSize=read.poolSize, nodeTtl=read.nodeTtl, nodeId=read.nodeId,
-                name=shard.name, required=index == 0,
+                name=shard.name, required=index == 0, tls=tls if shard.address.tls else PLAIN,
             )
             for index, shard in enumerate(read.shards)
         ]

@@ -20,13 +20,15 @@ L{startProcess} and L{CuttingRelay}.
 
 This package is the stable name; the implementation lives by job in
 L{gateway.testing._fixtures} (the fixtures), L{gateway.testing._processes}
-(child processes, redis-server among them) and L{gateway.testing._network}
-(clients, raw exchanges and the relay).
+(child processes, redis-server among them), L{gateway.testing._network}
+(clients, raw exchanges and the relay) and L{gateway.testing._certificates}
+(a test authority and the certificates it signs).
 
 Nothing here imports the reactor or txredisapi at import time: pytest-twisted
 chooses the reactor.
 """
 
+from ._certificates import CertificateFiles, makeCertificates
 from ._fixtures import (
     EchoBackend,
     RunningGateway,
@@ -55,6 +57,7 @@ from ._processes import (
     projectEnvironment,
     redisServerBinary,
     startProcess,
+    tlsArguments,
 )
 
 __all__ = [
@@ -74,4 +77,7 @@ __all__ = [
     "HandshakeFailed",
     "LOCALHOST",
     "projectEnvironment",
+    "CertificateFiles",
+    "makeCertificates",
+    "tlsArguments",
 ]

@@ -24,6 +24,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
+from ._certificates import CertificateFiles
 from ._network import LOCALHOST
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "projectEnvironment",
     "redisServerBinary",
     "startProcess",
+    "tlsArguments",
 ]
 
 
@@ -49,6 +51,20 @@ def redisServerBinary() -> str:
     return path
 
 
+def tlsArguments(tls: CertificateFiles) -> list[str]:
+    """
+    @return: the C{redis-server} arguments (or, without their C{--},
+        configuration lines) that make it speak TLS with C{tls}'s server
+        certificate: client certificates are checked when given and not
+        required (C{tls-auth-clients optional}; a later C{yes} requires
+        them), and the connections it makes itself (a replica's to its
+        master, a Sentinel's to the servers and the other Sentinels) are
+        TLS too (C{tls-replication yes}), presenting the same certificate.
+    """
+    return ["--tls-cert-file", tls.cert, "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca,
+            "--tls-auth-clients", "optional", "--tls-replication", "yes"]
+
+
 class RedisServer:
     """
     A real C{redis-server} process on 127.0.0.1, on a port chosen at random
@@ -56,24 +72,28 @@ class RedisServer:
     it), so that it can be killed and restarted on the same port.
 
     @ivar args: more command-line arguments (C{("--replicaof", host,
-        port)} for a replica).
+        port)} for a replica), after those that set the port and TLS.
+    @ivar tls: with certificates, the server speaks TLS only, on its port
+        (C{--tls-port}, and C{--port 0}; see L{tlsArguments}).
     """
 
     #: The log line that says the server is ready.
     READY = "Ready to accept connections"
 
-    def __init__(self, directory: str, args: Sequence[str] = ()) -> None:
+    def __init__(self, directory: str, args: Sequence[str] = (),
+                 tls: CertificateFiles | None = None) -> None:
         self.directory = directory
         self.args = tuple(args)
+        self.tls = tls
         self.port: int | None = None
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         """
-        The C{redis://} URL of the server.
+        The C{redis://} (or, with TLS, C{rediss://}) URL of the server.
         """
-        return f"redis://{LOCALHOST}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{LOCALHOST}:{self.port}/0"
 
     def start(self, attempts: int = 20) -> None:
         """
@@ -100,7 +120,10 @@ class RedisServer:
         """
         @return: the command line that starts the server on C{port}.
         """
-        return [binary, "--bind", LOCALHOST, "--port", str(port), "--save", "",
+        listen = ["--port", str(port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(port), *tlsArguments(self.tls)]
+        return [binary, "--bind", LOCALHOST, *listen, "--save", "",
                 "--appendonly", "no", "--dir", self.directory, "--logfile", logfile, *self.args]
 
     @staticmethod

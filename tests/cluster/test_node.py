@@ -654,3 +654,20 @@ def test_rebalanceTurnsTakenAtTheHeartbeat():
     Deferred.fromCoroutine(cluster._heartbeat())
     assert len(calls) == heartbeats  # no Redis: nothing asked
 
+
+
+def test_unstartedNodeStopsQuietly():
+    """
+    A node that never started (its session map could not) says nothing to
+    Redis when it stops, where a started one says that it is gone.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, FakeSessionMap(clock))
+    cluster = Cluster(registry, registry.sessionMap, clock, nodeTtl=3.0, node="A")
+    left = []
+    cluster.shared.leave = lambda: left.append("A") or succeed(None)
+    stopped = cluster.stop()
+    assert stopped.called and left == []
+    cluster._announced = True
+    cluster.stop()
+    assert left == ["A"]

@@ -88,6 +88,19 @@ def test_redisFlag(tmp_path: Path) -> None:
     )
 
 
+def test_redisFlagKeepsTLS(tmp_path: Path) -> None:
+    """
+    C{--redis rediss://...} keeps the file's C{tls_*} keys, as its other
+    C{[session_map]} keys.
+    """
+    redis = writeConfig(
+        tmp_path, '[session_map]\ntype = "redis"\nurl = "redis://x"\ntls_ca_file = "/ca.pem"\n'
+        'tls_verify = true\n' + POOL)
+    url = "rediss+sentinel://s1:26380,s2:26380/m/0"
+    assert loadConfig(redis, redis=url).sessionMap == SessionMapConfig(
+        type="redis", options=(("tls_ca_file", "/ca.pem"), ("tls_verify", True), ("url", url)))
+
+
 def test_redisFlagRepeated(tmp_path: Path) -> None:
     """
     C{--redis} given several times makes the map's C{shards}, in order (the

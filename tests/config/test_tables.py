@@ -348,9 +348,9 @@ FILE_ERRORS = [
     ),
     pytest.param(
         '[session_map]\ntype = "redis"\nshards = ["redis://a", "http://b"]\n' + POOL,
-        "session_map.shards[1]: must start with redis://, unix:// or redis+sentinel:// (as in"
-        " 'redis://127.0.0.1:6379/0', 'unix:///run/redis/redis.sock?db=0' or"
-        " 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'), not 'http://b'",
+        "session_map.shards[1]: must start with redis://, rediss:// (TLS), unix://, redis+sentinel://"
+        " or rediss+sentinel:// (as in 'redis://127.0.0.1:6379/0', 'unix:///run/redis/redis.sock?db=0'"
+        " or 'redis+sentinel://10.0.0.1,10.0.0.2,10.0.0.3/mymaster/0'), not 'http://b'",
         id="session-map-shard-url",
     ),
     pytest.param(
@@ -391,6 +391,21 @@ FILE_ERRORS = [
         "session_map.sentinel_password: with shards, give it per shard"
         " ({url = ..., sentinel_password = ...})",
         id="session-map-shards-sentinel-password",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nurl = "rediss://a"\ntls_ca_file = 1\n' + POOL,
+        "session_map.tls_ca_file: must be a string, not 1",
+        id="session-map-tls-ca-file",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nurl = "rediss://a"\ntls_server_name = ""\n' + POOL,
+        "session_map.tls_server_name: must not be empty",
+        id="session-map-tls-server-name",
+    ),
+    pytest.param(
+        '[session_map]\ntype = "redis"\nurl = "rediss://a"\ntls_verify = "no"\n' + POOL,
+        "session_map.tls_verify: must be true or false, not 'no'",
+        id="session-map-tls-verify",
     ),
     # routes.
     pytest.param(

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 
-from gateway.testing import LOCALHOST, RedisServer, rawExchange, startProcess
+from gateway.testing import LOCALHOST, CertificateFiles, RedisServer, rawExchange, startProcess, tlsArguments
 from gateway.wire.frames import OP_TEXT, encodeClose, encodeFrame
 
 TOKEN = "integration-admin-token-0123456789"
@@ -178,19 +178,31 @@ async def pause(seconds: float) -> None:
     await deferLater(reactor, seconds)
 
 
-def redisCli(port: int, *command: str, password: str | None = None) -> str:
+def redisCliArguments(port: int, password: str | None = None,
+                      tls: CertificateFiles | None = None) -> list[str]:
     """
-    Run one command with C{redis-cli} (synchronously: for fixtures, outside
-    the reactor).
-
-    @return: what it printed.
+    @return: the C{redis-cli} command line, less the command, for the
+        server at C{port} (over TLS with C{tls}'s authority and client
+        certificate).
     """
     binary = shutil.which("redis-cli")
     if binary is None:
         pytest.fail("redis-cli is not installed: run the test command from README.md, "
                     "which installs it with redis-server")
     auth = ["--no-auth-warning", "-a", password] if password is not None else []
-    done = subprocess.run([binary, "-h", LOCALHOST, "-p", str(port), *auth, *command],
+    secure = ["--tls", "--cacert", tls.ca, "--cert", tls.clientCert, "--key", tls.clientKey] if tls else []
+    return [binary, "-h", LOCALHOST, "-p", str(port), *secure, *auth]
+
+
+def redisCli(port: int, *command: str, password: str | None = None,
+             tls: CertificateFiles | None = None) -> str:
+    """
+    Run one command with C{redis-cli} (synchronously: for fixtures, outside
+    the reactor).
+
+    @return: what it printed.
+    """
+    done = subprocess.run([*redisCliArguments(port, password, tls), *command],
                           capture_output=True, text=True, timeout=10)
     return done.stdout
 
@@ -210,14 +222,16 @@ class SentinelServer(RedisServer):
     """
     A real C{redis-server --sentinel} watching C{service}, with a generated
     sentinel.conf: the master is taken for down after 500 ms, and a
-    failover may take 2 s.
+    failover may take 2 s.  With C{tls}, it listens on TLS only and
+    reaches the servers and the other Sentinels over TLS.
     """
 
     READY = "+monitor master"
 
     def __init__(self, directory: str, service: str, masterPort: int, quorum: int = 2,
-                 password: str | None = None, masterPassword: str | None = None) -> None:
-        super().__init__(directory)
+                 password: str | None = None, masterPassword: str | None = None,
+                 tls: CertificateFiles | None = None) -> None:
+        super().__init__(directory, tls=tls)
         self.service = service
         self.masterPort = masterPort
         self.quorum = quorum
@@ -230,8 +244,14 @@ class SentinelServer(RedisServer):
 
     def command(self, binary: str, port: int, logfile: str) -> list[str]:
         path = os.path.join(self.directory, f"sentinel-{port}.conf")
+        if self.tls is None:
+            listen = f"port {port}\n"
+        else:
+            arguments = tlsArguments(self.tls)
+            listen = f"port 0\ntls-port {port}\n" + "".join(
+                f"{name[2:]} {value}\n" for name, value in zip(arguments[::2], arguments[1::2]))
         with open(path, "w") as f:
-            f.write(f"port {port}\nbind {LOCALHOST}\ndir {self.directory}\nlogfile {logfile}\n"
+            f.write(f"{listen}bind {LOCALHOST}\ndir {self.directory}\nlogfile {logfile}\n"
                     f"sentinel monitor {self.service} {LOCALHOST} {self.masterPort} {self.quorum}\n"
                     f"sentinel down-after-milliseconds {self.service} 500\n"
                     f"sentinel failover-timeout {self.service} 2000\n"
@@ -251,19 +271,23 @@ class SentinelCluster:
 
     @ivar password: the master's and the replica's (C{requirepass}).
     @ivar sentinelPassword: the Sentinels' own.
+    @ivar tls: with certificates, every server and Sentinel speaks TLS
+        only, replication and the Sentinels' own connections included
+        (C{tls-replication yes}), and L{url} is C{rediss+sentinel://}.
     """
 
     SERVICE = "gwmaster"
 
     def __init__(self, directory: str, password: str | None = None,
-                 sentinelPassword: str | None = None) -> None:
+                 sentinelPassword: str | None = None, tls: CertificateFiles | None = None) -> None:
         self.directory = directory
         self.password = password
         self.sentinelPassword = sentinelPassword
+        self.tls = tls
         self._auth = ("--requirepass", password, "--masterauth", password) if password else ()
         # A replica syncs at once (not after the 5 s a diskless sync waits
         # for more replicas by default).
-        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0", *self._auth))
+        self.master = RedisServer(directory, ("--repl-diskless-sync-delay", "0", *self._auth), tls=tls)
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
 
@@ -275,15 +299,17 @@ class SentinelCluster:
         hosts = ",".join(f"{LOCALHOST}:{s.port}" for s in self.sentinels)
         credentials = f":{self.password}@" if self.password else ""
         query = f"?sentinel_password={self.sentinelPassword}" if self.sentinelPassword else ""
-        return f"redis+sentinel://{credentials}{hosts}/{self.SERVICE}/0{query}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{credentials}{hosts}/{self.SERVICE}/0{query}"
 
     def start(self) -> None:
         self.master.start()
         self.replica = RedisServer(self.directory, ("--replicaof", LOCALHOST, str(self.master.port),
-                                                    "--repl-diskless-sync-delay", "0", *self._auth))
+                                                    "--repl-diskless-sync-delay", "0", *self._auth),
+                                   tls=self.tls)
         self.replica.start()
         waitFor(lambda: "master_link_status:up" in redisCli(self.replica.port, "INFO", "replication",
-                                                             password=self.password),
+                                                             password=self.password, tls=self.tls),
                 "the replica to sync")
         # Each Sentinel is told of the replica and of the others up front
         # (on ports chosen here, below the ephemeral range, chosen again
@@ -291,7 +317,8 @@ class SentinelCluster:
         # of hello messages.
         for _ in range(10):
             self.sentinels = [SentinelServer(self.directory, self.SERVICE, self.master.port,
-                                             password=self.sentinelPassword, masterPassword=self.password)
+                                             password=self.sentinelPassword, masterPassword=self.password,
+                                             tls=self.tls)
                               for _ in range(3)]
             for sentinel, port in zip(self.sentinels, random.sample(range(20000, 32000), 3)):
                 sentinel.port = port
@@ -313,7 +340,7 @@ class SentinelCluster:
 
     def _ready(self, sentinel: SentinelServer) -> bool:
         fields = redisCli(sentinel.port, "SENTINEL", "master", self.SERVICE,
-                          password=self.sentinelPassword).split()
+                          password=self.sentinelPassword, tls=self.tls).split()
         state = dict(zip(fields[::2], fields[1::2]))
         return state.get("num-slaves") == "1" and state.get("num-other-sentinels") == "2"
 
@@ -322,7 +349,7 @@ class SentinelCluster:
         @return: the master's port as the first Sentinel says.
         """
         answer = redisCli(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.SERVICE,
-                          password=self.sentinelPassword)
+                          password=self.sentinelPassword, tls=self.tls)
         lines = answer.split()
         return int(lines[1]) if len(lines) == 2 else None
 

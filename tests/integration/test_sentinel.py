@@ -5,7 +5,9 @@ ports of 127.0.0.1, a real gateway on the C{redis+sentinel://} URL, a real
 echo backend and the Python session client.  The master is SIGKILLed under
 traffic: the Sentinels promote the replica, the gateway finds the new
 master, and every message comes through once each way, in order, on the
-same backend connection.
+same backend connection.  The same runs over TLS (C{rediss+sentinel://},
+every server and Sentinel on TLS only, with certificates made for the
+test), and a wrong authority fails the start with one line per Sentinel.
 
 Each test prints what it measured (the time from the master's death to
 resumed traffic).
@@ -24,7 +26,8 @@ from twisted.internet.utils import getProcessOutput
 
 from gateway.client import ClientState, SessionClient
 from gateway.config import SessionMapConfig
-from gateway.testing import CuttingRelay, waitUntil
+from gateway.errors import SessionMapUnavailable
+from gateway.testing import CuttingRelay, makeCertificates, waitUntil
 
 from tests.helpers import redisCommand
 
@@ -39,11 +42,13 @@ MESSAGES = 600
 
 
 @pytest.fixture
-def sentinels(tmp_path):
+def sentinels(tmp_path, request):
     """
-    A started L{SentinelCluster}, killed at the end of the test.
+    A started L{SentinelCluster}, killed at the end of the test; over TLS
+    when the test is parametrized with C{sentinels} true (indirectly).
     """
-    cluster = SentinelCluster(str(tmp_path))
+    tls = makeCertificates(str(tmp_path)) if getattr(request, "param", False) else None
+    cluster = SentinelCluster(str(tmp_path), tls=tls)
     try:
         cluster.start()
         yield cluster
@@ -51,24 +56,49 @@ def sentinels(tmp_path):
         cluster.stop()
 
 
-def sentinelMap(url: str, prefix: str = "sentinel:") -> SessionMapConfig:
+def tlsOptions(cluster: SentinelCluster, ca: str | None = None) -> dict:
     """
-    @return: a C{[session_map]} of type C{redis} on a Sentinel URL.
+    @return: the C{tls_*} options for C{cluster}: its authority (or
+        C{ca}) and the client certificate; none for a plain cluster.
     """
-    return SessionMapConfig(
-        type="redis", options=(("key_prefix", prefix), ("timeout", TIMEOUT), ("url", url)))
+    if cluster.tls is None:
+        return {}
+    return {"tls_ca_file": ca or cluster.tls.ca, "tls_cert_file": cluster.tls.clientCert,
+            "tls_key_file": cluster.tls.clientKey}
 
 
+def sentinelMap(cluster: SentinelCluster, prefix: str = "sentinel:") -> SessionMapConfig:
+    """
+    @return: a C{[session_map]} of type C{redis} on the cluster's Sentinel
+        URL (with its TLS options).
+    """
+    options = {"key_prefix": prefix, "timeout": TIMEOUT, "url": cluster.url, **tlsOptions(cluster)}
+    return SessionMapConfig(type="redis", options=tuple(sorted(options.items())))
+
+
+def clusterMap(cluster: SentinelCluster, **options):
+    """
+    @return: a session map on C{cluster}, made by the plugin factory from
+        the options a gateway would give it.
+    """
+    from gateway.sessionmap.redis import RedisSessionMapFactory
+
+    return RedisSessionMapFactory()(
+        {"url": cluster.url, "timeout": TIMEOUT, **tlsOptions(cluster), **options}, reactor)
+
+
+@pytest.mark.parametrize("sentinels", [False, True], indirect=True, ids=["plain", "tls"])
 @pytest_twisted.ensureDeferred
 async def test_map_follows_failover(sentinels):
     """
     The map asks the Sentinels for the master, and after the master is
     SIGKILLed, connects to the promoted replica (found again through the
-    Sentinels), counting one master change; writes work again.
+    Sentinels), counting one master change; writes work again.  Over TLS,
+    every connection to the new master is TLS.
     """
-    from gateway.sessionmap.redis import RedisSessionMap, parseRedisURL
+    from twisted.internet.interfaces import ISSLTransport
 
-    sessionMap = RedisSessionMap(parseRedisURL(sentinels.url), reactor, timeout=TIMEOUT)
+    sessionMap = clusterMap(sentinels)
     try:
         await sessionMap.start()
         await sessionMap.setAffinity("p", b"k", "b1", 60)
@@ -95,11 +125,17 @@ async def test_map_follows_failover(sentinels):
         assert sessionMap.masterChanges == 1
         assert sessionMap.endpoint().master != ("127.0.0.1", old)
         assert await sessionMap.getAffinity("p", b"k2") == "b2"
+        for connection in sessionMap._factory.pool:
+            if connection.connected:
+                assert connection.transport.getPeer().port == sentinels.replica.port
+                assert ISSLTransport.providedBy(connection.transport) == (sentinels.tls is not None)
     finally:
         await sessionMap.close()
 
 
-@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest.mark.parametrize("transport, sentinels", [("websocket", False), ("polling", False),
+                                                   ("websocket", True)],
+                         indirect=["sentinels"], ids=["websocket", "polling", "websocket-tls"])
 @pytest_twisted.ensureDeferred
 async def test_exactly_once_across_failover(transport, sentinels, echo_backends, make_gateway):
     """
@@ -108,10 +144,11 @@ async def test_exactly_once_across_failover(transport, sentinels, echo_backends,
     each client message once, in order, and the client each echo once, in
     order, over one backend connection; the gateway counts one master
     change and writes the session to the new master (its record there has
-    every message the client has not acknowledged).
+    every message the client has not acknowledged).  Over TLS too
+    (C{rediss+sentinel://}: to the Sentinels and to both masters).
     """
     backends = await echo_backends(1, record=True)
-    gateway = await make_gateway(backends, sessionMap=sentinelMap(sentinels.url))
+    gateway = await make_gateway(backends, sessionMap=sentinelMap(sentinels))
     client = SessionClient(f"ws://127.0.0.1:{gateway.port}/app", reactor=reactor, initialDelay=0.02,
                            maxDelay=0.2, maxBufferMessages=MESSAGES, transport=transport)
     received: list[str] = []
@@ -154,7 +191,8 @@ async def test_exactly_once_across_failover(transport, sentinels, echo_backends,
     gaps = [b - a for a, b in zip([killed, *after], after)]
     expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
     atBackend = [m.decode() for m in backends[0].factory.received]
-    print(f"\nSentinel failover under {transport} traffic: master change seen after "
+    print(f"\nSentinel failover under {transport} traffic{' over TLS' if sentinels.tls else ''}:"
+          f" master change seen after "
           f"{switched - killed:.2f} s; longest pause in the echoes {max(gaps):.2f} s; "
           f"to the backend {len(atBackend) - len(set(atBackend))} duplicated, "
           f"{len(set(expected) - set(atBackend))} lost; to the client "
@@ -350,3 +388,33 @@ async def test_passwords(tmp_path):
             await sessionMap.close()
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("sentinels", [True], indirect=True, ids=["tls"])
+@pytest_twisted.ensureDeferred
+async def test_tls_wrong_authority(sentinels):
+    """
+    Through TLS Sentinels, a C{tls_ca_file} that did not sign their
+    certificates fails the start at once, with one line saying for each
+    Sentinel that its certificate did not verify; nothing logs a
+    traceback.
+    """
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    sessionMap = clusterMap(sentinels, tls_ca_file=sentinels.tls.otherCa)
+    try:
+        with pytest.raises(SessionMapUnavailable) as caught:
+            await sessionMap.start().addTimeout(10, reactor)
+    finally:
+        await sessionMap.close()
+        globalLogPublisher.removeObserver(events.append)
+    message = str(caught.value)
+    assert message.startswith(f"cannot use Redis at {sentinels.url}: could not connect: no Sentinel"
+                              f" named the master of {SentinelCluster.SERVICE!r} ("), message
+    for sentinel in sentinels.sentinels:
+        assert (f"127.0.0.1:{sentinel.port}: TLS handshake with 127.0.0.1:{sentinel.port} failed: the"
+                " server's certificate is not signed by an authority in tls_ca_file") in message
+    assert "\n" not in message
+    assert [e for e in events if "log_failure" in e] == []

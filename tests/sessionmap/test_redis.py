@@ -168,9 +168,11 @@ def test_factoryDefaults():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout, pool_size, node_ttl, node_id, sentinel_password, shards)"),
+        ({"nope": 1}, "unknown option 'nope' for session map 'redis' (known: url, key_prefix, timeout,"
+                      " pool_size, node_ttl, node_id, sentinel_password, shards, tls_ca_file, tls_cert_file,"
+                      " tls_key_file, tls_server_name, tls_verify)"),
         ({"url": 6379}, "session map 'redis': url: must be a non-empty string"),
-        ({"url": "http://x"}, "session map 'redis': url: must start with redis://, unix:// or redis+sentinel://"),
+        ({"url": "http://x"}, "session map 'redis': url: must start with redis://, rediss:// (TLS), unix://"),
         ({"key_prefix": 1}, "session map 'redis': key_prefix must be a string, not 1"),
         ({"timeout": 0}, "session map 'redis': timeout must be a number of seconds > 0, not 0"),
         ({"timeout": True}, "timeout must be a number of seconds > 0, not True"),
@@ -208,12 +210,17 @@ def test_factoryRefusesBadOptions(options, message):
          "unix:///run/redis.sock"),
         ("unix://:pw@/run/redis.sock?db=4", RedisAddress(None, 0, "/run/redis.sock", 4, None, "pw"),
          "unix://:***@/run/redis.sock?db=4"),
+        ("rediss://:pw@redis.example:6380/1",
+         RedisAddress("redis.example", 6380, None, 1, None, "pw", tls=True),
+         "rediss://:***@redis.example:6380/1"),
+        ("REDISS://h", RedisAddress("h", 6379, None, 0, None, None, tls=True), "rediss://h:6379/0"),
     ],
 )
 def test_parseRedisURL(url, address, shown):
     """
-    C{redis://} and C{unix://} URLs give host, port, path, database and
-    credentials; the address is shown with its password hidden.
+    C{redis://}, C{rediss://} (TLS) and C{unix://} URLs give host, port,
+    path, database and credentials; the address is shown with its
+    password hidden.
     """
     assert parseRedisURL(url) == address
     assert str(address) == shown
@@ -223,8 +230,9 @@ def test_parseRedisURL(url, address, shown):
     "url, message",
     [
         ("", "must be a non-empty string"),
-        ("rediss://h", "must start with redis://, unix:// or redis+sentinel://"),
-        ("localhost:6379", "must start with redis://, unix:// or redis+sentinel://"),
+        ("rediss://", "a rediss:// URL needs a host: rediss://host[:port][/db]"),
+        ("rediss://h/0?db=1", "a rediss:// URL gives the database as its path"),
+        ("localhost:6379", "must start with redis://, rediss:// (TLS), unix://, redis+sentinel://"),
         ("redis://h:99999/0", "not a valid Redis URL"),
         ("redis:///0", "a redis:// URL needs a host"),
         ("redis://h/x", "the database must be a number >= 0, not 'x'"),

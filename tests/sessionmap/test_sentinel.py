@@ -40,6 +40,9 @@ URL = "redis+sentinel://10.0.0.1:26379,10.0.0.2,[::1]:5000/mymaster/2"
          "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,[::1]:5000/mymaster/2"),
         ("redis+sentinel://h/m", SentinelAddress((("h", 26379),), "m", 0, None, None),
          "redis+sentinel://h:26379/m/0"),
+        ("rediss+sentinel://:pw@h1:26380,h2:26380/m/1?sentinel_password=s",
+         SentinelAddress((("h1", 26380), ("h2", 26380)), "m", 1, None, "pw", "s", tls=True),
+         "rediss+sentinel://:***@h1:26380,h2:26380/m/1?sentinel_password=***"),
         ("redis+sentinel://bob:p%40ss@h:1/m/", SentinelAddress((("h", 1),), "m", 0, "bob", "p@ss"),
          "redis+sentinel://bob:***@h:1/m/0"),
         ("redis+sentinel://:a/b@h:1/m?sentinel_password=s%26t",
@@ -52,7 +55,7 @@ def test_parseSentinelURL(url, address, shown):
     A C{redis+sentinel://} URL names its Sentinels (port 26379 by default,
     IPv6 in brackets), the service and the database; the user information
     is the master's, C{sentinel_password} the Sentinels'.  Shown, both
-    passwords are hidden.
+    passwords are hidden.  C{rediss+sentinel://} is the same over TLS.
     """
     parsed = parseRedisURL(url)
     assert parsed == address
@@ -77,7 +80,9 @@ def test_parseSentinelURL(url, address, shown):
         ("redis+sentinel://h/m?db=1", "unknown query parameter 'db' (known: sentinel_password)"),
         ("redis+sentinel://h/m?sentinel_password=a&sentinel_password=b", "more than once"),
         ("redis+sentinel://h/m#x", "must not have a #fragment"),
-        ("rediss+sentinel://h/m", "must start with redis://, unix:// or redis+sentinel://"),
+        ("rediss+sentinel:///m", "a rediss+sentinel:// URL needs its Sentinels"),
+        ("rediss+sentinel://h/", "a rediss+sentinel:// URL needs the service name"),
+        ("sentinel://h/m", "must start with redis://, rediss:// (TLS), unix://, redis+sentinel://"),
     ],
 )
 def test_parseSentinelURLRefuses(url, message):
