@@ -192,22 +192,23 @@ async def test_webSocketHandshakeRefusals(socketio_server, gateway_process, tmp_
 
 
 @pytest.mark.parametrize("transports", ["polling", "websocket", "polling,websocket"])
-@pytest.mark.parametrize("peers", ["python", "node"])
+@pytest.mark.parametrize("serverKind", ["python", "node"])
+@pytest.mark.parametrize("clientKind", ["python", "node"])
 @pytest_twisted.ensureDeferred
-async def test_socketIOPeers(gateway_process, tmp_path, peers, transports) -> None:
+async def test_socketIOPeers(gateway_process, tmp_path, clientKind, serverKind, transports) -> None:
     """
-    A Socket.IO client through the gateway to a Socket.IO server of the same
-    kind (python-socketio's, or Node's socket.io-client and socket.io 4):
-    events, binary attachments, acks both ways, order, the server's
-    disconnect; the server sees the client's query, cookies, Authorization
-    and the forwarding headers.
+    Each Socket.IO client (python-socketio's, Node's socket.io-client)
+    through the gateway to each Socket.IO server (python-socketio's,
+    Node's socket.io 4), over each transport: events, binary attachments,
+    acks both ways, order, the server's disconnect; the server sees the
+    client's query, cookies, Authorization and the forwarding headers.
     """
     from twisted.internet import utils
 
-    server = await startSocketIOServer(peers)
+    server = await startSocketIOServer(serverKind)
     try:
         port = await startGateway(gateway_process, tmp_path, int(server.match.group(1)))
-        if peers == "python":
+        if clientKind == "python":
             command, args = sys.executable, [str(HERE / "client.py")]
         else:
             command, args = node(), [str(HERE / "client.mjs")]
