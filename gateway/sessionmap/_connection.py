@@ -4,7 +4,8 @@ pool (L{gateway.sessionmap.redis.RedisSessionMap}) and by a node's
 subscription to its channel (L{gateway.sessionmap._shared.Subscription}):
 the reconnection backoff, an endpoint that reports failed connects, the
 txredisapi protocols that authenticate and select their database
-themselves, and the factory both kinds of connection are made by.
+themselves (and parse every reply as soon as it is read), and the factory
+both kinds of connection are made by.
 
 A connection reports to its I{watcher} (C{factory.watcher}): an object
 with C{log}, C{reactor}, C{metrics} (the L{gateway.interfaces.IMetrics}
@@ -108,6 +109,46 @@ def setUpProtocol() -> type:
             """
 
             usable = True
+            _parsing = False
+            _rest: bytes | None = None
+
+            def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+                """
+                Parse every reply in C{data} now.
+
+                txredisapi's parser stops after each bulk string that has
+                more data behind it, pauses the transport, and parses the
+                rest in a call with no delay (its C{setLineMode}): one
+                reactor iteration per bulk string.  A backlog of replies
+                (after the process was starved of CPU) then takes as many
+                iterations to read as it holds bulk strings, while the
+                timeouts of the commands behind them run out, and nothing
+                more is read from the socket meanwhile.  Here the rest
+                comes back to this loop (L{setLineMode}) instead, which
+                needs no recursion.
+                """
+                self._parsing = True
+                try:
+                    why = super().dataReceived(data, unpause)
+                    while self._rest is not None and why is None and not self.transport.disconnecting:
+                        rest, self._rest = self._rest, None
+                        why = super().dataReceived(rest)
+                    return why
+                finally:
+                    self._parsing = False
+                    self._rest = None
+
+            def setLineMode(self, extra: bytes = b"") -> None:
+                """
+                Back to lines after a bulk string: what follows it is
+                parsed by L{dataReceived}'s loop at once.
+                """
+                if not self._parsing:
+                    super().setLineMode(extra)
+                    return
+                self.line_mode = 1
+                if extra:
+                    self._rest = extra
 
             def execute_command(self, *args: Any, **kwargs: Any) -> Deferred:
                 """
