@@ -4,8 +4,9 @@ pool (L{gateway.sessionmap.redis.RedisSessionMap}) and by a node's
 subscription to its channel (L{gateway.sessionmap._shared.Subscription}):
 the reconnection backoff, an endpoint that reports failed connects, the
 txredisapi protocols that authenticate and select their database
-themselves (and parse every reply as soon as it is read), and the factory
-both kinds of connection are made by.
+themselves (and parse every reply as soon as it is read), the factory both
+kinds of connection are made by, and the bound of a reply
+(L{addReplyTimeout}), judged on the time the process had to read it.
 
 A connection reports to its I{watcher} (C{factory.watcher}): an object
 with C{log}, C{reactor}, C{metrics} (the L{gateway.interfaces.IMetrics}
@@ -29,7 +30,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,6 +40,7 @@ __all__ = [
     "RECONNECT_INITIAL_DELAY",
     "RECONNECT_MAX_DELAY",
     "WatchedEndpoint",
+    "addReplyTimeout",
     "bounded",
     "formatSeconds",
     "redisFactory",
@@ -177,7 +179,7 @@ def setUpProtocol() -> type:
                 watcher = self.factory.watcher
                 for what, command, *check in watcher.setUpCommands():
                     reply = self.execute_command(*command)
-                    reply.addTimeout(watcher.timeout, watcher.reactor)
+                    addReplyTimeout(reply, watcher.timeout, watcher.reactor)
                     try:
                         answer = await reply
                         if isinstance(answer, Exception):
@@ -279,6 +281,69 @@ def formatSeconds(value: float) -> str:
     @return: C{value} written briefly (C{1}, C{0.5}).
     """
     return f"{value:g}"
+
+
+def addReplyTimeout(d: Deferred, timeout: float, clock: IReactorTime) -> Deferred:
+    """
+    Fail C{d} with L{twisted.internet.defer.TimeoutError} (as
+    L{Deferred.addTimeout} does) if Redis has not answered within
+    C{timeout}: judged on the time this process had to send the command and
+    read the reply, not on the wall clock alone.
+
+    A reactor runs the timed calls that are due before it reads from its
+    sockets (Twisted's C{runUntilCurrent}, then C{doIteration}).  A process
+    starved of CPU (or paused) past a deadline therefore finds, when it
+    runs again, its commands timed out although Redis answered them and
+    the replies wait, unread, in the socket; or although it never had the
+    chance to write them (a transport writes in the reactor's next
+    iteration).  Judged unanswered, each would fail, and the connection
+    would be dropped with every reply on it.  So:
+
+      - when the timeout is due, it looks once more after the reactor has
+        polled its sockets: a call with no delay made during
+        C{runUntilCurrent} waits for the next one, and that poll does not
+        sleep while the call is due;
+      - when its timer ran late (the reactor was held up, by a pause or a
+        long iteration, and wrote or read nothing meanwhile), the wait is
+        extended, once, by that delay (at most C{timeout} again), so that
+        a command written only when the process ran again gets its
+        answer.
+
+    A Redis that really does not answer still fails C{d} within C{timeout}
+    plus one reactor iteration (plus twice any delay with which the
+    reactor ran the timer, a few milliseconds when the process is not
+    starved).
+
+    @return: C{d}.
+    """
+    timedOut = False
+    extended = False
+
+    def look() -> None:
+        nonlocal call, extended
+        late = clock.seconds() - call.getTime()
+        if late > 0 and not extended:
+            extended = True
+            call = clock.callLater(min(late, timeout), look)
+        else:
+            call = clock.callLater(0, judge)
+
+    def judge() -> None:
+        nonlocal timedOut
+        if not d.called:
+            timedOut = True
+            d.cancel()
+
+    call = clock.callLater(timeout, look)
+
+    def settled(result: object) -> object:
+        if call.active():
+            call.cancel()
+        if timedOut and isinstance(result, Failure) and result.check(CancelledError):
+            raise DeferredTimeout(timeout, "Deferred")
+        return result
+
+    return d.addBoth(settled)
 
 
 async def bounded(d: Deferred, timeout: float, reactor) -> None:

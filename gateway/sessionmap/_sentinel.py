@@ -42,7 +42,14 @@ from zope.interface import implementer
 from ..config.values import SentinelAddress, hostPort
 from ..errors import SessionMapUnavailable
 from ..metrics import NoMetrics
-from ._connection import WatchedEndpoint, formatSeconds, redisFactory, setUpProtocol, subscriberProtocol
+from ._connection import (
+    WatchedEndpoint,
+    addReplyTimeout,
+    formatSeconds,
+    redisFactory,
+    setUpProtocol,
+    subscriberProtocol,
+)
 
 __all__ = [
     "RETRY_PATIENCE",
@@ -123,7 +130,7 @@ class _Question:
 
     def setUpSucceeded(self, protocol=None) -> None:
         reply = protocol.execute_command("SENTINEL", "get-master-addr-by-name", self.service)
-        reply.addTimeout(self.timeout, self.reactor)
+        addReplyTimeout(reply, self.timeout, self.reactor)
 
         def answered(value):
             if isinstance(value, Exception):
@@ -414,7 +421,7 @@ class _SwitchWatcher:
         if protocol is None:
             return
         d = protocol.subscribe("+switch-master")
-        d.addTimeout(self.timeout, self.reactor)
+        addReplyTimeout(d, self.timeout, self.reactor)
         d.addErrback(lambda f: protocol.drop())
 
     def noticeReceived(self, message: Any) -> None:
