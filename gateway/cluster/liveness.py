@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -41,6 +41,8 @@ class ShardLease:
     @ivar revalidating: while the owned sessions there are being checked.
     @ivar masterSeen: the shard's count of master changes when its
         sessions were last checked.
+    @ivar renewing: while a heartbeat there is under way (with the check
+        of the sessions it may lead to).
     """
 
     def __init__(self, index: int, redisMap: Any, clock, nodeTtl: float) -> None:
@@ -54,6 +56,7 @@ class ShardLease:
         self.suspended = False
         self.revalidating = False
         self.masterSeen = redisMap.masterChanges
+        self.renewing = False
         self.timer: Any = None
 
     @property
@@ -143,24 +146,31 @@ class Liveness:
     def beat(self) -> Deferred:
         """
         Write this node's liveness to every shard at once (renewing each
-        lease that answers), check the subscriptions, exchange the counts
-        and turns on the home shard, and look after the sessions that
-        depend on other nodes.
+        lease that answers); then, unless an earlier beat's upkeep is still
+        under way, check the subscriptions, exchange the counts and turns
+        on the home shard, and look after the sessions that depend on
+        other nodes.
         """
         return Deferred.fromCoroutine(self._beat())
 
     async def _beat(self) -> None:
+        cluster = self.cluster
+        sent = cluster.clock.seconds()
+        info = {"sessions": len(cluster.registry.sessions), "relayed": len(cluster.relays),
+                "ring": cluster.shared.ring.fingerprint()}
+        renewals = gatherResults([self._renew(lease, sent, info) for lease in self.leases],
+                                 consumeErrors=True)
         if self._beating:
+            # The upkeep of an earlier beat (several round trips, one after
+            # the other, on a node that may be busy) is still under way: the
+            # leases are renewed all the same, on time.  Renewed only once
+            # the upkeep was done, a lease would run out on a starved node
+            # although Redis answers every heartbeat.
+            await renewals
             return
         self._beating = True
-        cluster = self.cluster
         try:
-            sent = cluster.clock.seconds()
-            info = {"sessions": len(cluster.registry.sessions), "relayed": len(cluster.relays),
-                    "ring": cluster.shared.ring.fingerprint()}
-            answered = await gatherResults(
-                [Deferred.fromCoroutine(self._beatShard(lease, sent, info)) for lease in self.leases],
-                consumeErrors=True)
+            answered = await renewals
             if answered[0]:
                 await cluster.exchangeCounts()
                 await cluster.turns.renew()
@@ -173,6 +183,25 @@ class Liveness:
                     mirror.touch(now)
         finally:
             self._beating = False
+
+    def _renew(self, lease: ShardLease, sent: float, info: dict[str, Any]) -> Deferred[bool]:
+        """
+        The heartbeat on one shard (L{_beatShard}), unless the previous one
+        there is still under way (waiting for its answer, within the
+        map's C{timeout}, or checking the shard's sessions).
+
+        @return: L{Deferred} firing with whether the shard answered this
+            heartbeat.
+        """
+        if lease.renewing:
+            return succeed(False)
+        lease.renewing = True
+
+        def done(result: object) -> object:
+            lease.renewing = False
+            return result
+
+        return Deferred.fromCoroutine(self._beatShard(lease, sent, info)).addBoth(done)
 
     async def _beatShard(self, lease: ShardLease, sent: float, info: dict[str, Any]) -> bool:
         """

@@ -4,7 +4,9 @@ pool (L{gateway.sessionmap.redis.RedisSessionMap}) and by a node's
 subscription to its channel (L{gateway.sessionmap._shared.Subscription}):
 the reconnection backoff, an endpoint that reports failed connects, the
 txredisapi protocols that authenticate and select their database
-themselves, and the factory both kinds of connection are made by.
+themselves (and parse every reply as soon as it is read), the factory both
+kinds of connection are made by, and the bound of a reply
+(L{addReplyTimeout}), judged on the time the process had to read it.
 
 A connection reports to its I{watcher} (C{factory.watcher}): an object
 with C{log}, C{reactor}, C{metrics} (the L{gateway.interfaces.IMetrics}
@@ -35,7 +37,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport, IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -46,6 +48,7 @@ __all__ = [
     "RECONNECT_MAX_DELAY",
     "TLSFailure",
     "WatchedEndpoint",
+    "addReplyTimeout",
     "bounded",
     "formatSeconds",
     "redisFactory",
@@ -182,6 +185,46 @@ def setUpProtocol() -> type:
             _handshaking = False
             _handshakeTimer: Any = None
             _settled = False
+            _parsing = False
+            _rest: bytes | None = None
+
+            def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+                """
+                Parse every reply in C{data} now.
+
+                txredisapi's parser stops after each bulk string that has
+                more data behind it, pauses the transport, and parses the
+                rest in a call with no delay (its C{setLineMode}): one
+                reactor iteration per bulk string.  A backlog of replies
+                (after the process was starved of CPU) then takes as many
+                iterations to read as it holds bulk strings, while the
+                timeouts of the commands behind them run out, and nothing
+                more is read from the socket meanwhile.  Here the rest
+                comes back to this loop (L{setLineMode}) instead, which
+                needs no recursion.
+                """
+                self._parsing = True
+                try:
+                    why = super().dataReceived(data, unpause)
+                    while self._rest is not None and why is None and not self.transport.disconnecting:
+                        rest, self._rest = self._rest, None
+                        why = super().dataReceived(rest)
+                    return why
+                finally:
+                    self._parsing = False
+                    self._rest = None
+
+            def setLineMode(self, extra: bytes = b"") -> None:
+                """
+                Back to lines after a bulk string: what follows it is
+                parsed by L{dataReceived}'s loop at once.
+                """
+                if not self._parsing:
+                    super().setLineMode(extra)
+                    return
+                self.line_mode = 1
+                if extra:
+                    self._rest = extra
 
             def execute_command(self, *args: Any, **kwargs: Any) -> Deferred:
                 """
@@ -257,7 +300,7 @@ def setUpProtocol() -> type:
                 watcher = self.factory.watcher
                 for what, command, *check in watcher.setUpCommands():
                     reply = self.execute_command(*command)
-                    reply.addTimeout(watcher.timeout, watcher.reactor)
+                    addReplyTimeout(reply, watcher.timeout, watcher.reactor)
                     try:
                         answer = await reply
                         if isinstance(answer, Exception):
@@ -366,6 +409,69 @@ def formatSeconds(value: float) -> str:
     @return: C{value} written briefly (C{1}, C{0.5}).
     """
     return f"{value:g}"
+
+
+def addReplyTimeout(d: Deferred, timeout: float, clock: IReactorTime) -> Deferred:
+    """
+    Fail C{d} with L{twisted.internet.defer.TimeoutError} (as
+    L{Deferred.addTimeout} does) if Redis has not answered within
+    C{timeout}: judged on the time this process had to send the command and
+    read the reply, not on the wall clock alone.
+
+    A reactor runs the timed calls that are due before it reads from its
+    sockets (Twisted's C{runUntilCurrent}, then C{doIteration}).  A process
+    starved of CPU (or paused) past a deadline therefore finds, when it
+    runs again, its commands timed out although Redis answered them and
+    the replies wait, unread, in the socket; or although it never had the
+    chance to write them (a transport writes in the reactor's next
+    iteration).  Judged unanswered, each would fail, and the connection
+    would be dropped with every reply on it.  So:
+
+      - when the timeout is due, it looks once more after the reactor has
+        polled its sockets: a call with no delay made during
+        C{runUntilCurrent} waits for the next one, and that poll does not
+        sleep while the call is due;
+      - when its timer ran late (the reactor was held up, by a pause or a
+        long iteration, and wrote or read nothing meanwhile), the wait is
+        extended, once, by that delay (at most C{timeout} again), so that
+        a command written only when the process ran again gets its
+        answer.
+
+    A Redis that really does not answer still fails C{d} within C{timeout}
+    plus one reactor iteration (plus twice any delay with which the
+    reactor ran the timer, a few milliseconds when the process is not
+    starved).
+
+    @return: C{d}.
+    """
+    timedOut = False
+    extended = False
+
+    def look() -> None:
+        nonlocal call, extended
+        late = clock.seconds() - call.getTime()
+        if late > 0 and not extended:
+            extended = True
+            call = clock.callLater(min(late, timeout), look)
+        else:
+            call = clock.callLater(0, judge)
+
+    def judge() -> None:
+        nonlocal timedOut
+        if not d.called:
+            timedOut = True
+            d.cancel()
+
+    call = clock.callLater(timeout, look)
+
+    def settled(result: object) -> object:
+        if call.active():
+            call.cancel()
+        if timedOut and isinstance(result, Failure) and result.check(CancelledError):
+            raise DeferredTimeout(timeout, "Deferred")
+        return result
+
+    return d.addBoth(settled)
 
 
 async def bounded(d: Deferred, timeout: float, reactor) -> None:

@@ -50,6 +50,7 @@ from ..metrics import NoMetrics
 from ._connection import (
     TLSFailure,
     WatchedEndpoint,
+    addReplyTimeout,
     formatSeconds,
     redisFactory,
     setUpProtocol,
@@ -136,7 +137,7 @@ class _Question:
 
     def setUpSucceeded(self, protocol=None) -> None:
         reply = protocol.execute_command("SENTINEL", "get-master-addr-by-name", self.service)
-        reply.addTimeout(self.timeout, self.reactor)
+        addReplyTimeout(reply, self.timeout, self.reactor)
 
         def answered(value):
             if isinstance(value, Exception):
@@ -447,7 +448,7 @@ class _SwitchWatcher:
             return
         self._tlsLogged = None
         d = protocol.subscribe("+switch-master")
-        d.addTimeout(self.timeout, self.reactor)
+        addReplyTimeout(d, self.timeout, self.reactor)
         d.addErrback(lambda f: protocol.drop())
 
     def noticeReceived(self, message: Any) -> None:

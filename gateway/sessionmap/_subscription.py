@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from ._connection import WatchedEndpoint, redisFactory, subscriberProtocol
+from ._connection import WatchedEndpoint, addReplyTimeout, redisFactory, subscriberProtocol
 
 __all__ = ["Subscription"]
 
@@ -89,7 +89,7 @@ class Subscription:
             return
         self._protocol = protocol
         d = protocol.subscribe(self.shared.channel())
-        d.addTimeout(self.timeout, self.reactor)
+        addReplyTimeout(d, self.timeout, self.reactor)
 
         def subscribed(_):
             self.subscribed = True

@@ -46,9 +46,13 @@ unreachable, silent, or refuses the password.  A method called before
 C{start} starts the map itself.
 
 Redis trouble never waits unbounded and never raises out of a method: the
-returned L{Deferred} fails with L{SessionMapUnavailable} within C{timeout}.
-A command issued while no connection is up fails at once; a connection
-that lets a command time out (Redis hung, or the network) is dropped on the
+returned L{Deferred} fails with L{SessionMapUnavailable} within C{timeout}
+(plus one turn of the reactor: a reply is judged missing only once the
+node has read what arrived, and a timer the reactor ran late, in a starved
+or paused process, waits as long again, once; see
+L{gateway.sessionmap._connection.addReplyTimeout}).  A command issued
+while no connection is up fails at once; a connection that lets a command
+time out (Redis hung, or the network) is dropped on the
 spot.  The pool reconnects by itself (after 0.5 s, then backing off to one
 attempt every 5 s; a refused AUTH or SELECT is retried too, where
 txredisapi alone would give up for good), and commands succeed again as
@@ -84,7 +88,15 @@ from ..config.values import DEFAULT_REDIS_URL, RedisAddress, SentinelAddress, pa
 from ..errors import SessionMapUnavailable
 from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
 from ..metrics import NoMetrics
-from ._connection import TLSFailure, WatchedEndpoint, bounded, formatSeconds, redisFactory, setUpProtocol
+from ._connection import (
+    TLSFailure,
+    WatchedEndpoint,
+    addReplyTimeout,
+    bounded,
+    formatSeconds,
+    redisFactory,
+    setUpProtocol,
+)
 from ._options import OPTIONS, TLSSettings, readOptions
 from ._shared import SharedSessions
 from ._tls import PLAIN, loadClientTLS
@@ -496,7 +508,7 @@ class RedisSessionMap:
             )
         connection = connections[zlib.crc32(key) % len(connections)]
         reply = connection.execute_command(command, *args)
-        reply.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
+        addReplyTimeout(reply, max(0.0, deadline - self.reactor.seconds()), self.reactor)
         try:
             try:
                 return await reply
@@ -507,7 +519,7 @@ class RedisSessionMap:
             from ._scripts import BY_SHA
 
             reply = connection.execute_command("EVAL", BY_SHA[args[0]].text, *args[1:])
-            reply.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
+            addReplyTimeout(reply, max(0.0, deadline - self.reactor.seconds()), self.reactor)
             return await reply
         except DeferredTimeout:
             # Silent (hung, or half-open): stop using it before anything

@@ -112,3 +112,74 @@ def test_shardAwaySuspendsOnlyItsSessions():
     shared.down = {0}
     Deferred.fromCoroutine(cluster._heartbeat())
     assert not cluster.healthy  # the home shard: as a whole-Redis outage
+
+
+class SlowUpkeep(FakeShared):
+    """
+    The fake store of one shard, whose heartbeats are answered at once
+    (or held, while C{holdBeats}) and whose count exchange, the first
+    step of the upkeep after a heartbeat, is never answered.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.beats = 0
+        self.holdBeats = False
+        self.held: list[Deferred] = []
+
+    def heartbeat(self, info, shard=0):
+        self.beats += 1
+        if self.holdBeats:
+            self.held.append(Deferred())
+            return self.held[-1]
+        return succeed(None)
+
+    def exchangeCounts(self, counts):
+        return Deferred()
+
+    def ownership(self, sid):
+        return succeed(("B", 1))
+
+
+class SlowUpkeepMap(FakeSessionMap):
+    def sharedSessions(self, node, sessionTtl, nodeTtl):
+        return SlowUpkeep()
+
+
+def test_heartbeatNotHeldByUpkeep():
+    """
+    The upkeep after a heartbeat (counts, turns, the watch on other nodes)
+    waits for Redis longer than the lease: the heartbeat goes on at every
+    tick all the same, so the lease holds and the session flows.  A
+    heartbeat still waiting for its answer is not sent again; once it is
+    answered, the next tick sends one.
+    """
+    clock = Clock()
+    registry = SessionRegistry(SessionConfig(), clock, SlowUpkeepMap(clock),
+                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    cluster = registry.cluster
+    shared = cluster.shared
+    for subscription in cluster.subscriptions:
+        subscription.check = lambda: None
+        subscription.subscribed = True
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    registry.reserve()
+    session = registry.create("s1", pool, FakeLink())
+    session.mirror = Mirror(cluster, session, 1)
+    transport = FakeTransport()
+    session.attach(transport, resumed=False)
+    cluster.liveness.start()
+    for _ in range(10):
+        clock.advance(1.0)
+    assert shared.beats == 11
+    assert cluster.mayPump(session.sid) and transport.closed is None
+
+    shared.holdBeats = True
+    clock.advance(1.0)
+    clock.advance(1.0)
+    assert shared.beats == 12 and len(shared.held) == 1
+    shared.held[0].callback(None)
+    clock.advance(1.0)
+    assert shared.beats == 13
+    assert cluster.mayPump(session.sid) and transport.closed is None
+    cluster.liveness.stop()
