@@ -49,6 +49,7 @@ MODULES = [
     "gateway.sessions.registry",
     "gateway.sessions.session",
     "gateway.sessions.upstream",
+    "gateway.cluster.expiry",
     "gateway.cluster.mirror",
     "gateway.cluster.node",
     "gateway.cluster.relay",

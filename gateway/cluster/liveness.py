@@ -289,7 +289,8 @@ class Liveness:
     async def revalidate(self, lease: ShardLease) -> None:
         """
         After trouble on a shard or a pause: end here the sessions on it
-        that another node has taken, and read what was missed.
+        that another node has taken, and read what was missed; the expiry
+        of every one's keys is refreshed with its next write or heartbeat.
 
         After the shard's master moved (a Sentinel failover), the new
         master may hold an older copy of a record than the old one
@@ -301,6 +302,10 @@ class Liveness:
         cluster = self.cluster
         masterChanges = lease.map.masterChanges
         rewrite = masterChanges != lease.masterSeen
+        for _, mirror in cluster.owned(lease.index):
+            # What Redis holds now may not have this node's last refreshes
+            # of the keys' expiry: the next write or heartbeat refreshes.
+            mirror.expiryInDoubt()
         for session, mirror in cluster.owned(lease.index):
             try:
                 ownership = await cluster.shared.ownership(session.sid)

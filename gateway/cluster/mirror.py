@@ -18,6 +18,7 @@ from ..interfaces import ISessionMirror
 from ..sessionmap._scripts import FENCED, GONE
 from ..sessions.states import SessionState
 from ..wire.protocol import CLOSE_UNAVAILABLE, Data, shortId
+from .expiry import Expiry
 from .relay import GAP_PATIENCE, GAP_RETRY
 
 if TYPE_CHECKING:
@@ -84,13 +85,20 @@ class Mirror:
     is newer) ends the session here at once, quietly: the other node pumps
     it now.
 
+    The writes refresh the expiry of the session's keys only when it is
+    due (L{expiry}), and the heartbeat refreshes an idle session's
+    (L{touch}).
+
     @ivar epoch: the session's epoch when this node took it.
     @ivar remote: the node the client is attached to, when not this one.
+    @ivar expiry: this node's last refresh of the session's keys.
     """
 
-    def __init__(self, cluster: Any, session: Session, epoch: int) -> None:
+    def __init__(self, cluster: Any, session: Session, epoch: int, refreshed: float | None = None) -> None:
         """
         @param cluster: this node's L{gateway.cluster.node.Cluster}.
+        @param refreshed: when the write that took the session over (and
+            refreshed its keys) was sent, if it was.
         """
         self.cluster = cluster
         self.shared = cluster.shared
@@ -120,7 +128,7 @@ class Mirror:
         self._turn: Any = None
         #: The timer of a confirmed count waiting for a write (L{forwarded}).
         self._deliveredCall: Any = None
-        self.lastWrite = cluster.clock.seconds()
+        self.expiry = Expiry(cluster.clock, self.shared.sessionTtl, refreshed)
         self._catchingUp = False
         self._held: dict[int, Data] = {}
         self._heldSince = 0.0
@@ -183,7 +191,6 @@ class Mirror:
         headers["X-Session-Epoch"] = str(self.epoch)
 
     def _check(self, reply: Any) -> Any:
-        self.lastWrite = self.cluster.clock.seconds()
         if reply is None or isinstance(reply, list):
             return reply
         if int(reply) == FENCED:
@@ -191,8 +198,17 @@ class Mirror:
         elif int(reply) == GONE:
             # Redis lost the record (restarted empty, or it expired while
             # Redis was away): this node has all of it; write it again.
+            self.expiry.doubt()
             Deferred.fromCoroutine(self.resync()).addErrback(self.cluster.writeFailed)
         return reply
+
+    def _failed(self, failure) -> None:
+        """
+        A write failed: whatever Redis made of it, its refresh of the
+        keys' expiry is in doubt, and the next write refreshes.
+        """
+        self.expiry.doubt()
+        self.cluster.writeFailed(failure)
 
     async def resync(self, why: str = "its record was gone from Redis") -> None:
         """
@@ -205,6 +221,10 @@ class Mirror:
             return
         self._resyncing = True
         session = self.session
+        # Writes meanwhile refresh the keys' expiry, until the record is
+        # written (which refreshes it: L{Cluster.register}); the messages
+        # written again below refresh it too.
+        self.expiry.doubt()
         try:
             if session.state is SessionState.ENDED:
                 return
@@ -236,7 +256,7 @@ class Mirror:
             self._resyncing = False
 
     def _write(self, d: Deferred) -> Deferred:
-        return d.addCallback(self._check).addErrback(self.cluster.writeFailed)
+        return d.addCallback(self._check).addErrback(self._failed)
 
     def down(self, message: Data) -> None:
         """
@@ -274,8 +294,9 @@ class Mirror:
         fold = delivered if delivered > self.deliveredWritten and self._upWrite is None else None
         chunks = list(_chunks(batch))
         for chunk in chunks[:-1]:
-            self._write(self.shared.appendDown(self.sid, self.epoch, *chunk))
-        d = self.shared.appendDown(self.sid, self.epoch, *chunks[-1], acked=ack, delivered=fold)
+            self._write(self.shared.appendDown(self.sid, self.epoch, *chunk, refresh=self.expiry.due()))
+        d = self.shared.appendDown(self.sid, self.epoch, *chunks[-1], acked=ack, delivered=fold,
+                                   refresh=self.expiry.due())
         if fold is not None:
             d.addCallback(self._deliveredWritten, fold)
         self._write(d)
@@ -378,7 +399,8 @@ class Mirror:
             if self._upWaiters:
                 self._writeUp()
 
-        d = self.shared.forwarded(self.sid, self.epoch, count, delivered, messages)
+        d = self.shared.forwarded(self.sid, self.epoch, count, delivered, messages,
+                                  refresh=self.expiry.due())
         self._upWrite = d
         self._write(d).addCallback(done)
 
@@ -406,7 +428,7 @@ class Mirror:
             return  # what came meanwhile is written once it is done
         written = self._acked
         self._ackSent = max(self._ackSent, written)
-        d = self.shared.acked(self.sid, written)
+        d = self.shared.acked(self.sid, written, refresh=self.expiry.due())
         self._ackWrite = d
 
         def done(result):
@@ -445,15 +467,23 @@ class Mirror:
     def touch(self, now: float) -> None:
         """
         With the heartbeat: write the confirmations that came since the
-        last write (the up mailbox is trimmed to them), or keep the
-        session's keys alive when nothing was written lately.
+        last write (the up mailbox is trimmed to them), or refresh the
+        expiry of the session's keys when it is due (no write refreshed it
+        lately, or it is in doubt: L{expiry}).
         """
         if self._upWrite is None and (self._upWaiters or self.delivered() > self.deliveredWritten):
             self._writeUp()
             return
-        if now - self.lastWrite >= self.shared.sessionTtl / 3:
-            self.lastWrite = now
-            self.shared.touch(self.sid).addErrback(self.cluster.writeFailed)
+        if self.expiry.due(now):
+            self._write(self.shared.touch(self.sid))
+
+    def expiryInDoubt(self) -> None:
+        """
+        Redis may have lost or rolled back this node's refreshes of the
+        session's keys (it came back, or changed master, or this node was
+        paused): the next write, or heartbeat, refreshes them.
+        """
+        self.expiry.doubt()
 
     def upNotice(self, message: Data) -> None:
         """

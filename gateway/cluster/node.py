@@ -396,6 +396,9 @@ class Cluster:
         Write a session's record, so that any node can serve it: a new one
         (epoch 1), or again (L{Mirror.resync}).  When Redis is unavailable
         the session works on this node only until it is written again.
+
+        The write refreshes the expiry of the session's keys: the record's
+        (its mailboxes, emptied, get theirs when made again).
         """
         mirror = session.mirror
         if not isinstance(mirror, Mirror):
@@ -420,6 +423,7 @@ class Cluster:
             )
             if session.closing is not None:
                 fields["closing"] = f"{session.closing.code}|{session.closing.reason}"
+        sent = self.clock.seconds()
         try:
             await self.shared.create(session.sid, fields)
         except GatewayError:
@@ -429,6 +433,7 @@ class Cluster:
             mirror.recorded = False
         else:
             mirror.recorded = True
+            mirror.expiry.refreshed(sent)
 
     async def attachHere(self, session: Session, kind: str) -> None:
         """

@@ -34,6 +34,7 @@ from ..wire.protocol import (
 from ..sessions.session import PacketDispatch
 from ..sessions.states import SessionState
 from ..sessionmap._scripts import GAP, GONE
+from .expiry import Expiry
 
 __all__ = ["RelaySession", "GAP_RETRY", "GAP_PATIENCE"]
 
@@ -51,6 +52,10 @@ class RelaySession(PacketDispatch):
     @ivar owner: the owning node's id.
     @ivar attached: whether this node holds the client's attachment (a
         relay made for a long-polling C{send} does not take it).
+    @ivar expiry: this node's last refresh of the session's keys: its
+        writes refresh them when due, as the owner's do (the owner's
+        heartbeat keeps an idle session's), so that they outlive an owner
+        that dies until this node takes the session over.
     """
 
     log = Logger()
@@ -83,6 +88,7 @@ class RelaySession(PacketDispatch):
         self._catchingUp = False
         #: The attachment (counted in Redis) this relay made.
         self.attachSeq = 0
+        self.expiry = Expiry(registry.clock, cluster.shared.sessionTtl)
 
     def __repr__(self) -> str:
         return f"<RelaySession {shortId(self.sid)} owner={self.owner}>"
@@ -221,7 +227,7 @@ class RelaySession(PacketDispatch):
         ack = None
         if self._ackWrite is None and self.outbox.acked > self._ackSent:
             ack = self._ackSent = self.outbox.acked
-        d = self.cluster.shared.appendUp(self.sid, batch, acked=ack)
+        d = self.cluster.shared.appendUp(self.sid, batch, acked=ack, refresh=self.expiry.due())
         d.addCallbacks(self._appended, self._appendFailed)
 
     def _settle(self) -> None:
@@ -263,6 +269,7 @@ class RelaySession(PacketDispatch):
             self._settle()
 
     def _appendFailed(self, failure) -> None:
+        self.expiry.doubt()
         if not failure.check(GatewayError):
             self.log.failure("appending to the up mailbox failed", failure)
         self._queue = []
@@ -293,7 +300,7 @@ class RelaySession(PacketDispatch):
         if self._ackWrite is not None or self._pending is not None:
             return
         count = self._ackSent = self.outbox.acked
-        self._ackWrite = self.cluster.shared.acked(self.sid, count)
+        self._ackWrite = self.cluster.shared.acked(self.sid, count, refresh=self.expiry.due())
 
         def done(result):
             self._ackWrite = None
@@ -301,7 +308,11 @@ class RelaySession(PacketDispatch):
                 self.writeAck()
             return result
 
-        self._ackWrite.addBoth(done).addErrback(self.cluster.writeFailed)
+        def failed(failure):
+            self.expiry.doubt()
+            return failure
+
+        self._ackWrite.addErrback(failed).addBoth(done).addErrback(self.cluster.writeFailed)
 
     def closeReceived(self, close: Close) -> None:
         """

@@ -156,6 +156,7 @@ class Takeover:
         @raise ResumeRefused: when it cannot be taken (gone, or its backend
             cannot be reached).
         """
+        sent = self.cluster.clock.seconds()  # the takeover refreshes the keys' expiry
         try:
             status = await self.cluster.shared.takeOver(sid)
         except GatewayError as e:
@@ -199,7 +200,7 @@ class Takeover:
                 link.closeLink(1001, "session taken over twice")
             return existing
         session = registry.adopt(sid, secret, pool, link, record, down, received)
-        session.mirror = Mirror(self.cluster, session, record.epoch)
+        session.mirror = Mirror(self.cluster, session, record.epoch, refreshed=sent)
         session.mirror.origin = session.upstream.origin = (record.target, record.headers, record.origin)
         session.mirror.attachSeq = record.attachSeq
         session.mirror.inRedis = record.upRecv

@@ -69,17 +69,40 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.text.encode("utf-8")).hexdigest())
 
 
-# Shared by the scripts: refresh the three keys' expiry.
+# Shared by the scripts that write a session's mailboxes.  The keys' expiry
+# is refreshed only when the writer asks (REFRESH '1': its last refresh is
+# older than a third of the keys' lifetime TTL, or in doubt; '' otherwise,
+# and the keys keep theirs).  A mailbox is made by its first entry: made by
+# a write that does not refresh (its first XADD, told not to make one,
+# made none), it gets the keys' lifetime at once, so that no key of a
+# session ever lives without an expiry, and no mailbox expires before its
+# record.
 _EXPIRE = """
-local function expire(ttl)
+local function expire(refresh, ttl)
+  if refresh == '' then return end
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+local known = {}
+local function append(key, refresh, ttl, seq, binary, payload)
+  local id = '0-' .. seq
+  if refresh ~= '' or known[key] then
+    redis.call('XADD', key, id, 'b', binary, 'p', payload)
+    return
+  end
+  known[key] = true
+  if not redis.call('XADD', key, 'NOMKSTREAM', id, 'b', binary, 'p', payload) then
+    redis.call('XADD', key, id, 'b', binary, 'p', payload)
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 """
 
-_CREATE = _EXPIRE + """
+_CREATE = """
 -- KEYS: record, up, down.  ARGV: ttl, field, value, ...
+-- The record, written in one HSET, with its expiry; its mailboxes emptied
+-- (deleted: see append).
 redis.call('DEL', KEYS[2], KEYS[3])
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
@@ -90,79 +113,94 @@ _DOWN = _EXPIRE + """
 -- messages the client has received, folded in: as the acked script, for
 -- a client on the owner), delivered ('' or the count of client messages
 -- the backend has confirmed: upFwd, the up mailbox trimmed to it, as the
--- forwarded script does), then seq, binary, payload of each backend
--- message, in order.  Each is sent to the node the client is on, if not
--- the owner.
+-- forwarded script does), refresh ('1' or '': see expire), then seq,
+-- binary, payload of each backend message, in order.  Each is sent to the
+-- node the client is on, if not the owner.  The record's fields that
+-- change are written in one HSET.
 local f = redis.call('HMGET', KEYS[1], 'epoch', 'attached', 'downAcked', 'downSent', 'upFwd')
 if f[1] == false then return -3 end
 if f[1] ~= ARGV[1] then return -1 end
 local att = f[2]
 local notify = att and att ~= '' and att ~= ARGV[5]
 local sent = tonumber(f[4])
-for i = 8, #ARGV, 3 do
-  redis.call('XADD', KEYS[3], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+for i = 9, #ARGV, 3 do
+  append(KEYS[3], ARGV[8], ARGV[2], ARGV[i], ARGV[i + 1], ARGV[i + 2])
   if notify then
     redis.call('PUBLISH', ARGV[3] .. 'node:' .. att,
                'd|' .. ARGV[4] .. '|' .. ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
   end
   sent = tonumber(ARGV[i])
 end
-if #ARGV >= 8 then redis.call('HSET', KEYS[1], 'downSent', sent) end
+local set = {}
+if sent ~= tonumber(f[4]) then set[#set + 1] = 'downSent'; set[#set + 1] = sent end
+local upTo = false
 if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(f[5] or 0) then
-  redis.call('HSET', KEYS[1], 'upFwd', ARGV[7])
-  redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (tonumber(ARGV[7]) + 1))
+  upTo = tonumber(ARGV[7])
+  set[#set + 1] = 'upFwd'; set[#set + 1] = ARGV[7]
 end
+local downTo = false
 if ARGV[6] ~= '' then
   local count = math.min(tonumber(ARGV[6]), sent)
   if count > tonumber(f[3]) then
-    redis.call('HSET', KEYS[1], 'downAcked', count)
-    redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
+    downTo = count
+    set[#set + 1] = 'downAcked'; set[#set + 1] = count
   end
 end
-expire(ARGV[2])
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if upTo then redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (upTo + 1)) end
+if downTo then redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (downTo + 1)) end
+expire(ARGV[8], ARGV[2])
 return 1
 """
 
 _UP = _EXPIRE + """
 -- KEYS: record, up, down.  ARGV: ttl, prefix, sid, me, acked ('' or the
 -- count of backend messages the client has received, folded in: as the
--- acked script), then seq, binary, payload for each message, in order.
+-- acked script), refresh ('1' or '': see expire), then seq, binary,
+-- payload for each message, in order.
 -- Appends those that follow the last accepted one; returns {status,
 -- accepted}: status 1, or -2 when a message is missing before one of them
--- (the rest are not appended).
+-- (the rest are not appended).  The record's fields that change are
+-- written in one HSET (none for messages all accepted before).
 local f = redis.call('HMGET', KEYS[1], 'upRecv', 'owner', 'downAcked', 'downSent')
 if f[1] == false then return {-3, 0} end
 local recv = tonumber(f[1])
 local status = 1
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local seq = tonumber(ARGV[i])
   if seq > recv then
     if seq ~= recv + 1 then status = -2; break end
-    redis.call('XADD', KEYS[2], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+    append(KEYS[2], ARGV[6], ARGV[1], ARGV[i], ARGV[i + 1], ARGV[i + 2])
     redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2],
                'u|' .. ARGV[3] .. '|' .. ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
     recv = seq
   end
 end
-redis.call('HSET', KEYS[1], 'upRecv', recv)
+local set = {}
+if recv > tonumber(f[1]) then set[#set + 1] = 'upRecv'; set[#set + 1] = recv end
+local downTo = false
 if ARGV[5] ~= '' then
   local count = math.min(tonumber(ARGV[5]), tonumber(f[4]))
   if count > tonumber(f[3]) then
-    redis.call('HSET', KEYS[1], 'downAcked', count)
-    redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (count + 1))
-    if f[2] ~= ARGV[4] then
-      redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2], 'a|' .. ARGV[3] .. '|' .. count)
-    end
+    downTo = count
+    set[#set + 1] = 'downAcked'; set[#set + 1] = count
   end
 end
-expire(ARGV[1])
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if downTo then
+  redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (downTo + 1))
+  if f[2] ~= ARGV[4] then
+    redis.call('PUBLISH', ARGV[2] .. 'node:' .. f[2], 'a|' .. ARGV[3] .. '|' .. downTo)
+  end
+end
+expire(ARGV[6], ARGV[1])
 return {status, recv}
 """
 
 _FORWARDED = _EXPIRE + """
--- KEYS: record, up, down.  ARGV: epoch, count, ttl, delivered, then seq,
--- binary, payload of each message the owner accepted itself and its
--- backend has not confirmed, in order.
+-- KEYS: record, up, down.  ARGV: epoch, count, ttl, delivered, refresh
+-- ('1' or '': see expire), then seq, binary, payload of each message the
+-- owner accepted itself and its backend has not confirmed, in order.
 -- The owner has accepted client messages up to COUNT, and its backend has
 -- confirmed those up to DELIVERED: the messages in between stay in the up
 -- mailbox (those given are appended after the last one there), so that a
@@ -173,23 +211,29 @@ if f[1] ~= ARGV[1] then return -1 end
 -- (Those before the first one given that are not in the mailbox are
 -- confirmed: no later than DELIVERED.)
 local recv = tonumber(f[2])
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   if tonumber(ARGV[i]) > recv then
-    redis.call('XADD', KEYS[2], '0-' .. ARGV[i], 'b', ARGV[i + 1], 'p', ARGV[i + 2])
+    append(KEYS[2], ARGV[5], ARGV[3], ARGV[i], ARGV[i + 1], ARGV[i + 2])
     recv = tonumber(ARGV[i])
   end
 end
 if recv < tonumber(ARGV[2]) then recv = tonumber(ARGV[2]) end
-redis.call('HSET', KEYS[1], 'upRecv', recv)
-local delivered = math.max(tonumber(ARGV[4]), tonumber(f[3] or 0))
-redis.call('HSET', KEYS[1], 'upFwd', delivered)
-redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (delivered + 1))
-expire(ARGV[3])
+-- Only what changes is written: the up mailbox holds nothing up to upFwd
+-- (trimmed when it was raised), so it is trimmed only when upFwd rises.
+local set = {}
+if recv > tonumber(f[2]) then set[#set + 1] = 'upRecv'; set[#set + 1] = recv end
+local delivered = tonumber(ARGV[4])
+local raised = f[3] == false or delivered > tonumber(f[3])
+if raised then set[#set + 1] = 'upFwd'; set[#set + 1] = delivered end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if raised then redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (delivered + 1)) end
+expire(ARGV[5], ARGV[3])
 return 1
 """
 
 _ACKED = _EXPIRE + """
--- KEYS: record, up, down.  ARGV: count, me, ttl, prefix, sid.
+-- KEYS: record, up, down.  ARGV: count, me, ttl, prefix, sid, refresh
+-- ('1' or '': see expire).
 -- The client has received COUNT messages.
 local f = redis.call('HMGET', KEYS[1], 'downAcked', 'owner', 'downSent')
 if f[1] == false then return -3 end
@@ -201,7 +245,7 @@ if count > tonumber(f[1]) then
     redis.call('PUBLISH', ARGV[4] .. 'node:' .. f[2], 'a|' .. ARGV[5] .. '|' .. count)
   end
 end
-expire(ARGV[3])
+expire(ARGV[6], ARGV[3])
 return 1
 """
 
@@ -248,11 +292,12 @@ end
 return 1
 """
 
-_TAKEOVER = """
--- KEYS: record.  ARGV: me, prefix.
+_TAKEOVER = _EXPIRE + """
+-- KEYS: record, up, down.  ARGV: me, prefix, ttl.
 -- Take the session over if its owner is dead: a new epoch fences the old
--- owner's writes.  Returns {'alive', owner} or {'ok', previous owner,
--- field, value, ...}.
+-- owner's writes, and the keys' expiry is refreshed (the new owner's
+-- writes refresh it from then on).  Returns {'alive', owner} or {'ok',
+-- previous owner, field, value, ...}.
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner == false then
   local ended = redis.call('GET', KEYS[1] .. ':ended')
@@ -264,6 +309,7 @@ if owner ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 end
+expire('1', ARGV[3])
 local reply = {'ok', owner}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all do reply[#reply + 1] = all[i] end
@@ -365,7 +411,7 @@ return 1
 
 _TOUCH = _EXPIRE + """
 -- KEYS: record, up, down.  ARGV: ttl.  Keep an idle session's keys.
-expire(ARGV[1])
+expire('1', ARGV[1])
 return 1
 """
 

@@ -34,9 +34,15 @@ C{rebalance:}) on the home shard, and each node's C{alive:} key (C{1}) and
 channel on every shard too, since a script checks liveness and publishes
 on the server it runs on.
 
-The three keys of a session expire C{session_ttl} after their last write;
-the owner writes (or refreshes) them at least every heartbeat, and deletes
-them when the session ends.
+The three keys of a session expire C{session_ttl} after their last
+refresh, and the owner deletes them when the session ends.  A script that
+writes a mailbox refreshes them only when its writer asks (C{refresh}):
+each writer (the owner, and a node serving the client for another owner)
+asks when its own last refresh of the session is older than a third of
+C{session_ttl}, or in doubt (L{gateway.cluster.expiry}); the owner's
+heartbeat refreshes an idle session's, and a takeover refreshes them.  A
+mailbox made by a write that does not refresh gets its expiry at once,
+so that no key of a session lives without one.
 
 L{SharedSessions} runs its commands and scripts through the
 L{gateway.sessionmap.redis.RedisSessionMap}s it is given (one per shard);
@@ -155,7 +161,8 @@ class SharedSessions:
     used.
 
     @ivar node: this node's id.
-    @ivar sessionTtl: seconds a session's keys live after their last write.
+    @ivar sessionTtl: seconds a session's keys live after their last
+        refresh.
     @ivar nodeTtl: seconds a node is taken for alive after its last
         heartbeat.
     """
@@ -209,6 +216,14 @@ class SharedSessions:
     def _script(self, name: str, sid: str, args: tuple, keys: int = 3) -> Deferred:
         return self.mapOf(sid).runScript(SCRIPTS[name], self.keys(sid)[:keys], args)
 
+    @staticmethod
+    def _refresh(refresh: bool) -> str:
+        """
+        @return: a script's C{refresh} argument: C{'1'} when its write is
+            to refresh the keys' expiry, C{''} when not.
+        """
+        return "1" if refresh else ""
+
     # The owner's writes.
     def create(self, sid: str, fields: dict[str, Any]) -> Deferred:
         """
@@ -227,7 +242,7 @@ class SharedSessions:
         return self._script("create", sid, tuple(args))
 
     def appendDown(self, sid: str, epoch: int, *messages: Data, acked: int | None = None,
-                   delivered: int | None = None) -> Deferred[int]:
+                   delivered: int | None = None, refresh: bool = True) -> Deferred[int]:
         """
         Put backend messages C{messages} (in order) in the down mailbox, in
         one script call, and send each to the node the client is on, if not
@@ -238,10 +253,13 @@ class SharedSessions:
         @param delivered: also record that the backend has confirmed this
             many client messages (the up mailbox trimmed to them), as
             L{forwarded} would.
+        @param refresh: whether to refresh the expiry of the session's
+            keys (as every write of a mailbox takes this argument).
         @return: L{Deferred} firing with 1, or L{FENCED} / L{GONE}.
         """
         args: list[Any] = [str(epoch), self._ttl, self._prefix, sid, self.node,
-                           "" if acked is None else str(acked), "" if delivered is None else str(delivered)]
+                           "" if acked is None else str(acked), "" if delivered is None else str(delivered),
+                           self._refresh(refresh)]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
         if messages:
@@ -249,14 +267,15 @@ class SharedSessions:
         return self._script("down", sid, tuple(args))
 
     def forwarded(self, sid: str, epoch: int, count: int, delivered: int | None = None,
-                  messages: list[Data] | tuple = ()) -> Deferred[int]:
+                  messages: list[Data] | tuple = (), refresh: bool = True) -> Deferred[int]:
         """
         Record that client messages up to C{count} are accepted, and that
         the backend confirmed those up to C{delivered} (C{count} unless
         given): the up mailbox keeps the ones in between, C{messages}
         (those this node accepted itself, in order) appended to it.
         """
-        args: list[Any] = [str(epoch), str(count), self._ttl, str(count if delivered is None else delivered)]
+        args: list[Any] = [str(epoch), str(count), self._ttl,
+                           str(count if delivered is None else delivered), self._refresh(refresh)]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
         if messages:
@@ -300,7 +319,8 @@ class SharedSessions:
             lambda reply: None if reply is None else _tombstone(reply))
 
     # Any node's writes.
-    def appendUp(self, sid: str, messages: list[Data], acked: int | None = None) -> Deferred[tuple[int, int]]:
+    def appendUp(self, sid: str, messages: list[Data], acked: int | None = None,
+                 refresh: bool = True) -> Deferred[tuple[int, int]]:
         """
         Accept client messages into the up mailbox, in order, and send them
         to the owner; duplicates are skipped.  With C{acked}, also record
@@ -312,19 +332,21 @@ class SharedSessions:
             the gap are not appended) or L{GONE}; C{accepted} is how many
             client messages are accepted now.
         """
-        args: list[Any] = [self._ttl, self._prefix, sid, self.node, "" if acked is None else str(acked)]
+        args: list[Any] = [self._ttl, self._prefix, sid, self.node,
+                           "" if acked is None else str(acked), self._refresh(refresh)]
         for message in messages:
             args += [str(message.seq), "1" if message.isBinary else "0", message.payload]
         self.mapOf(sid).metrics.redisMessages(len(messages))
         d = self._script("up", sid, tuple(args))
         return d.addCallback(lambda reply: (int(reply[0]), int(reply[1])))
 
-    def acked(self, sid: str, count: int) -> Deferred[int]:
+    def acked(self, sid: str, count: int, refresh: bool = True) -> Deferred[int]:
         """
         Record that the client received C{count} messages (the down mailbox
         is trimmed), and tell the owner.
         """
-        return self._script("acked", sid, (str(count), self.node, self._ttl, self._prefix, sid))
+        return self._script("acked", sid, (str(count), self.node, self._ttl, self._prefix, sid,
+                                           self._refresh(refresh)))
 
     def attach(self, sid: str, kind: str) -> Deferred[tuple]:
         """
@@ -355,7 +377,8 @@ class SharedSessions:
 
     def takeOver(self, sid: str) -> Deferred[tuple]:
         """
-        Become the session's owner if its owner is dead.
+        Become the session's owner if its owner is dead (its keys' expiry
+        refreshed).
 
         @return: L{Deferred} firing with C{("ok", record, previous)} (owned
             here now, at a new epoch unless it already was; C{previous} is
@@ -363,7 +386,7 @@ class SharedSessions:
             it), C{("alive", owner)}, C{("ended", code, reason)} (see
             L{ended}) or C{("gone",)}.
         """
-        d = self._script("takeover", sid, (self.node, self._prefix), 1)
+        d = self._script("takeover", sid, (self.node, self._prefix, self._ttl))
 
         def parse(reply):
             what = _str(reply[0])

@@ -44,7 +44,7 @@ def test_acknowledgementAlone():
     clock.advance(0)
     pending: list[tuple[int, Deferred]] = []
 
-    def acked(sid, count):
+    def acked(sid, count, refresh=True):
         d: Deferred = Deferred()
         pending.append((count, d))
         return d

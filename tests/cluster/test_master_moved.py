@@ -36,6 +36,7 @@ class Store:
         self.writes = []
         self.maps = (SimpleNamespace(name="fake", reactor=Clock(), timeout=1.0, commandsIssued=0,
                                      masterChanges=0),)
+        self.sessionTtl = 30.0
 
     def shardOf(self, sid):
         return 0
@@ -49,7 +50,7 @@ class Store:
         self.writes.append(("create", fields.get("epoch")))
         return succeed(1)
 
-    def appendDown(self, sid, epoch, *messages, acked=None, delivered=None):
+    def appendDown(self, sid, epoch, *messages, acked=None, delivered=None, refresh=True):
         self.writes.append(("down", *[m.seq for m in messages]))
         return succeed(1)
 

@@ -38,7 +38,7 @@ from gateway.transports.websocket import SessionWebSocket
 from gateway.wire.protocol import CLOSE_UNKNOWN_SESSION, Data, Hello
 from tests.helpers import FakeLink, FakeTransport
 
-from .fakes import FakeCluster, FakeSessionMap, makeSession, mirrored
+from .fakes import FakeCluster, FakeSessionMap, cutOffCluster, makeSession, mirrored
 
 
 # verifyObject on every implementation.
@@ -509,45 +509,6 @@ def test_mirrorWritesConfirmationsWithTheHeartbeat():
     assert len(shared.counts) == 1
     session.mirror.touch(clock.seconds())
     assert shared.counts[1] == (1, 1, [])
-
-
-def cutOffCluster():
-    """
-    A node (B) owning one attached, recorded session, its heartbeat answered
-    by a fake store until the test makes Redis unreachable
-    (C{shared.down = True}).
-    """
-    from gateway.errors import SessionMapUnavailable
-
-    clock = Clock()
-    registry = SessionRegistry(
-        SessionConfig(), clock, FakeSessionMap(clock),
-        cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
-    cluster = registry.cluster
-    shared = cluster.shared
-    shared.down = False
-
-    def heartbeat(info, shard=0):
-        if shared.down:
-            from twisted.internet.defer import fail
-            return fail(SessionMapUnavailable("Redis is away"))
-        return succeed(None)
-
-    shared.heartbeat = heartbeat
-    shared.exchangeCounts = lambda counts: succeed({})
-    shared.aliveOn = lambda shard, nodes: succeed(set(nodes) & {"B"})
-    shared.ownership = lambda sid: succeed(("B", 1))
-    shared.attach = lambda sid, kind: succeed(("ok", True, None))
-    cluster.subscriptions[0].check = lambda: None
-    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
-    registry.reserve()
-    session = registry.create("s1", pool, FakeLink())
-    session.mirror = Mirror(cluster, session, 1)
-    transport = FakeTransport()
-    session.attach(transport, resumed=False)
-    Deferred.fromCoroutine(cluster._heartbeat())
-    assert cluster.leaseValid()
-    return clock, registry, cluster, session, transport
 
 
 def test_cutOffNodeStopsOnceItsLeaseExpires():

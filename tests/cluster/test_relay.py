@@ -34,8 +34,12 @@ class FakeShared:
         self.acks: list[tuple[str, int]] = []
         self.answer = None
         self.detached = 0
+        self.sessionTtl = 30.0
+        #: Whether each append or acknowledgement refreshed the keys' expiry.
+        self.refreshes: list[bool] = []
 
-    def appendUp(self, sid, messages, acked=None):
+    def appendUp(self, sid, messages, acked=None, refresh=True):
+        self.refreshes.append(refresh)
         self.appends.append([m.seq for m in messages])
         if acked is not None:
             self.acks.append(("append", acked))
@@ -43,7 +47,8 @@ class FakeShared:
             return Deferred()  # Redis is slow: never answers
         return succeed(self.answer(messages))
 
-    def acked(self, sid, count):
+    def acked(self, sid, count, refresh=True):
+        self.refreshes.append(refresh)
         self.acks.append(("alone", count))
         return succeed(1)
 
@@ -173,3 +178,39 @@ def test_relayFoldsTheAcknowledgement():
     assert cluster.shared.acks == [("append", 1)]
     relay.packetReceived(Ack(2))
     assert cluster.shared.acks == [("append", 1), ("alone", 2)]
+
+
+def test_relayRefreshesTheExpiryWhenDue():
+    """
+    A relay keeps its own last refresh of the session's keys: its first
+    write refreshes their expiry, the next ones not until a third of
+    C{session_ttl} has passed; after an append that failed, the next
+    write refreshes.
+    """
+    from gateway.cluster.expiry import REFRESH_EVERY
+    from gateway.errors import SessionMapUnavailable
+    from twisted.internet.defer import fail
+
+    clock, cluster, relay, _ = makeRelay()
+    shared = cluster.shared
+    every = shared.sessionTtl * REFRESH_EVERY
+    shared.answer = lambda messages: (1, messages[-1].seq)
+    seq = 0
+    for step in range(6):
+        seq += 1
+        relay.downReceived(Data(seq, b"d", False))
+        relay.packetReceived(Data(seq, b"u", False))
+        clock.advance(0)
+        relay.packetReceived(Ack(seq))
+        clock.advance(every / 2)
+    assert shared.refreshes == [True, False, False, False, True, False, False, False, True,
+                                False, False, False]
+
+    appendUp = shared.appendUp
+    shared.appendUp = lambda *args, **kwargs: fail(SessionMapUnavailable("away"))
+    relay.packetReceived(Data(seq + 1, b"u", False))
+    clock.advance(0)
+    shared.appendUp = appendUp
+    relay.downReceived(Data(seq + 1, b"d", False))
+    relay.packetReceived(Ack(seq + 1))
+    assert shared.refreshes[-1] is True

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from gateway.wire.protocol import Data
-from tests.helpers import SESSION_FIELDS, SESSION_TTL, commandCounts, query, within
+from tests.helpers import SESSION_FIELDS, SESSION_TTL, commandCounts, query, readHash, within
 
 
 # Nodes and expiries.
@@ -103,11 +103,16 @@ async def test_writesSetExpiry(redis_server, make_nodes):
         await within(write())
         assert all(ttl - 5000 < t <= ttl for t in await expiries())
 
-    # Attaching, detaching, closing and taking over keep the expiry.
+    # Attaching, detaching and closing keep the expiry; taking over
+    # refreshes it.
     for write in (lambda: b.attach("s1", "ws"), lambda: b.detach("s1"),
-                  lambda: a.closing("s1", 1, 1000, "x"), lambda: a.takeOver("s1")):
+                  lambda: a.closing("s1", 1, 1000, "x")):
+        await shorten()
         await within(write())
-        assert all(0 < t <= ttl for t in await expiries())
+        assert all(0 < t <= 5000 for t in await expiries())
+    await shorten()
+    await within(a.takeOver("s1"))
+    assert all(ttl - 5000 < t <= ttl for t in await expiries())
 
     (short,) = make_nodes(redis_server.url, "A", sessionTtl=0.3)
     await within(short.create("s2", SESSION_FIELDS))
@@ -119,6 +124,131 @@ async def test_writesSetExpiry(redis_server, make_nodes):
             pass
 
     await within(gone(), 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_writesRefreshOnlyWhenAsked(redis_server, make_nodes):
+    """
+    A write of a mailbox given C{refresh=False} leaves the keys' expiry as
+    it is (C{forwarded}, C{acked}, C{appendUp}, C{appendDown}, alone or
+    with what they fold in); with C{refresh=True} (the default) it
+    refreshes all three.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    keys = a.keys("s1")
+    ttl = SESSION_TTL * 1000
+    await within(a.create("s1", SESSION_FIELDS))
+    await within(a.appendDown("s1", 1, Data(1, b"d", False)))
+    await within(b.appendUp("s1", [Data(1, b"u", False)]))
+    for key in keys:
+        await query(port, "PEXPIRE", key, "5000")
+
+    writes = (lambda refresh: a.forwarded("s1", 1, 2, 1, [Data(2, b"u", False)], refresh=refresh),
+              lambda refresh: b.acked("s1", 1, refresh=refresh),
+              lambda refresh: b.appendUp("s1", [Data(3, b"u", False)], acked=1, refresh=refresh),
+              lambda refresh: a.appendDown("s1", 1, Data(2, b"d", False), Data(3, b"d", False),
+                                           acked=2, delivered=3, refresh=refresh))
+    for write in writes:
+        await within(write(False))
+        assert all(0 < t <= 5000 for t in [await query(port, "PTTL", key) for key in keys])
+    record = await readHash(port, keys[0])
+    assert (record["upRecv"], record["upFwd"], record["downSent"], record["downAcked"]) == (
+        b"3", b"3", b"3", b"2")
+    assert await query(port, "XLEN", keys[1]) == 0 and await query(port, "XLEN", keys[2]) == 1
+    await within(b.acked("s1", 3))
+    assert all(ttl - 5000 < t <= ttl for t in [await query(port, "PTTL", key) for key in keys])
+
+
+@pytest_twisted.ensureDeferred
+async def test_mailboxMadeWithoutRefreshGetsAnExpiry(redis_server, make_nodes):
+    """
+    A mailbox made by a write that does not refresh (its first message)
+    gets the keys' lifetime at once, never less than its record's: no key
+    of a session ever lives without an expiry, and a session whose record
+    is not refreshed leaves nothing behind.  Emptied, a mailbox stays
+    made; written again (C{create}), it is made anew.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+    ttl = SESSION_TTL * 1000
+    record, up, down = a.keys("s1")
+    await within(a.create("s1", SESSION_FIELDS))
+    await query(port, "PEXPIRE", record, "5000")
+    await within(a.appendDown("s1", 1, Data(1, b"d", False), Data(2, b"e", False), refresh=False))
+    await within(b.appendUp("s1", [Data(1, b"u", False), Data(2, b"v", False)], refresh=False))
+    for key in (up, down):
+        assert ttl - 5000 < await query(port, "PTTL", key) <= ttl
+        assert await query(port, "XLEN", key) == 2
+    assert 0 < await query(port, "PTTL", record) <= 5000
+    await within(a.forwarded("s1", 1, 2, 2, refresh=False))
+    assert await query(port, "XLEN", up) == 0
+    await query(port, "PEXPIRE", up, "5000")
+    await within(a.forwarded("s1", 1, 3, 2, [Data(3, b"w", False)], refresh=False))
+    assert 0 < await query(port, "PTTL", up) <= 5000 and await query(port, "XLEN", up) == 1
+
+    await within(a.create("s1", SESSION_FIELDS))
+    assert await query(port, "EXISTS", up, down) == 0
+    await within(a.appendDown("s1", 1, Data(1, b"d", False), refresh=False))
+    assert ttl - 5000 < await query(port, "PTTL", down) <= ttl
+
+    (short,) = make_nodes(redis_server.url, "A", sessionTtl=0.3)
+    await within(short.create("s2", SESSION_FIELDS))
+    await within(short.forwarded("s2", 1, 1, 0, [Data(1, b"u", False)], refresh=False))
+    await within(short.appendDown("s2", 1, Data(1, b"d", False), refresh=False))
+
+    async def gone() -> None:
+        while await query(port, "EXISTS", *short.keys("s2")):
+            pass
+
+    await within(gone(), 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_scriptsWriteOnlyWhatChanges(redis_server, make_nodes):
+    """
+    A message's writes run only the commands that change something: a
+    count write that raises nothing reads the record and stops (no HSET
+    of an unchanged count, no XTRIM of an up mailbox already trimmed), the
+    fields a write changes go in one HSET (a new record's too), nothing
+    refreshes the expiry unless asked, and a mailbox made by a write that
+    does not refresh costs an XADD and a PEXPIRE of its own.
+    """
+    a, b = make_nodes(redis_server.url, "A", "B")
+    port = redis_server.port
+
+    async def ran(write) -> dict[str, int]:
+        before = await commandCounts(port)
+        await within(write())
+        after = await commandCounts(port)
+        return {name: n - before.get(name, 0) for name, n in after.items()
+                if n != before.get(name, 0) and name not in ("info", "quit", "select")}
+
+    assert await ran(lambda: a.create("s1", SESSION_FIELDS)) == {
+        "evalsha": 1, "del": 1, "hset": 1, "pexpire": 1}
+    # The first message makes the up mailbox (its first XADD was told not
+    # to), with its expiry.
+    assert await ran(lambda: a.forwarded("s1", 1, 1, 0, [Data(1, b"u", False)], refresh=False)) == {
+        "evalsha": 1, "hmget": 1, "xadd": 2, "pexpire": 1, "hset": 1}
+
+    # Accepted 2, the backend confirmed none more: upRecv alone changes.
+    assert await ran(lambda: a.forwarded("s1", 1, 2, 0, [Data(2, b"v", False)], refresh=False)) == {
+        "evalsha": 1, "hmget": 1, "xadd": 1, "hset": 1}
+    # Nothing new: the record is read, nothing written.
+    assert await ran(lambda: a.forwarded("s1", 1, 2, 0, refresh=False)) == {"evalsha": 1, "hmget": 1}
+    # A backend message with the confirmed count and the client's ack.
+    await within(a.appendDown("s1", 1, Data(1, b"d", False)))
+    assert await ran(lambda: a.appendDown("s1", 1, Data(2, b"e", False), acked=1, delivered=2,
+                                  refresh=False)) == {
+        "evalsha": 1, "hmget": 1, "xadd": 1, "hset": 1, "xtrim": 2}
+    assert await ran(lambda: b.appendUp("s1", [Data(1, b"u", False)], refresh=False)) == {
+        "evalsha": 1, "hmget": 1}
+    assert await ran(lambda: b.acked("s1", 1, refresh=False)) == {"evalsha": 1, "hmget": 1}
+    assert await ran(lambda: b.acked("s1", 2)) == {"evalsha": 1, "hmget": 1, "hset": 1, "xtrim": 1,
+                                           "pexpire": 3, "publish": 1}
+    record = await readHash(port, a.keys("s1")[0])
+    assert (record["upRecv"], record["upFwd"], record["downSent"], record["downAcked"]) == (
+        b"2", b"2", b"2", b"2")
 
 
 # The script cache.
