@@ -20,27 +20,41 @@ class Watch(ProcessProtocol):
     Waits for a line matching a pattern on a child's output.
     """
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, log: str | None = None) -> None:
+        """
+        @param log: a file to which all the child's output goes, if given
+            (the child's log, for a look after a run).
+        """
         self.pattern = re.compile(pattern)
         self.ready: defer.Deferred = defer.Deferred()
         self.buffer = b""
+        self.log = open(log, "ab") if log else None
 
     def outReceived(self, data: bytes) -> None:
+        if self.log is not None:
+            self.log.write(data)
+        if self.ready.called:
+            return  # ready: nothing more to look for, or to keep
         self.buffer += data
         match = self.pattern.search(self.buffer.decode("utf-8", "replace"))
-        if match and not self.ready.called:
+        if match:
             self.ready.callback(match)
+
+    def processEnded(self, reason) -> None:
+        if self.log is not None:
+            self.log.close()
 
     errReceived = outReceived
 
 
-async def spawn(reactor, args: list[str], pattern: str):
+async def spawn(reactor, args: list[str], pattern: str, log: str | None = None):
     """
     Start a child and wait (30 s at most) for its readiness line.
 
+    @param log: a file for all the child's output.
     @return: (process transport, the line's match).
     """
-    watch = Watch(pattern)
+    watch = Watch(pattern, log)
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
     transport = reactor.spawnProcess(watch, args[0], args, env=env, path=ROOT)
     match = await watch.ready.addTimeout(30, reactor)

@@ -143,17 +143,20 @@ async def load(reactor, options) -> None:
 
     host, port = options.load.rsplit(":", 1)
     factory = Load(f"ws://{options.load}/", options.sessions)
-    seconds = await factory.open(reactor, host, int(port))
-    print(json.dumps({"opened": len(factory.sessions), "seconds": round(seconds, 2)}), flush=True)
 
     def beat():
         now = time.monotonic()
         for session in factory.sessions:
             session.beat(now)
 
+    # Beating from the start: the sessions opened first must keep theirs
+    # while the rest open (9,000 take longer than the gateway's heartbeat
+    # timeout), or the gateway detaches them as silent.
     beating = task.LoopingCall(beat)
     beating.clock = reactor
     beating.start(1.0, now=False)
+    seconds = await factory.open(reactor, host, int(port))
+    print(json.dumps({"opened": len(factory.sessions), "seconds": round(seconds, 2)}), flush=True)
 
     lines: defer.DeferredQueue = defer.DeferredQueue()
 
@@ -362,7 +365,8 @@ async def orchestrate(reactor, options) -> None:
                 [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
                  "--pidfile=", "gateway", "--listen", "tcp:0:interface=127.0.0.1", "--config", config],
                 r"(?s)metrics listening on [^:]+:(\d+).*gateway listening on [^:]+:(\d+)"
-                r"|gateway listening on [^:]+:(\d+).*metrics listening on [^:]+:(\d+)")
+                r"|gateway listening on [^:]+:(\d+).*metrics listening on [^:]+:(\d+)",
+                log=os.path.join(directory, f"node{i}.log"))
             processes.append(node)
             groups = match.groups()
             metrics, port = (groups[0], groups[1]) if groups[0] else (groups[3], groups[2])
