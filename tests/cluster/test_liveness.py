@@ -60,6 +60,19 @@ def sidOn(ring, shard):
     return next(f"s{i}" for i in range(1000) if ring.shardFor(f"s{i}".encode()) == shard)
 
 
+
+def nodeB(clock, sessionMap) -> SessionRegistry:
+    """
+    @return: the registry of node B on C{sessionMap}, its subscriptions
+        taken as up (no self-check).
+    """
+    registry = SessionRegistry(SessionConfig(), clock, sessionMap,
+                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    for subscription in registry.cluster.subscriptions:
+        subscription.check = lambda: None
+        subscription.subscribed = True
+    return registry
+
 def test_shardAwaySuspendsOnlyItsSessions():
     """
     Node B owns a session on each shard.  Shard C{b} stops answering: once
@@ -70,13 +83,9 @@ def test_shardAwaySuspendsOnlyItsSessions():
     Once C{b} answers, its session goes on.
     """
     clock = Clock()
-    registry = SessionRegistry(SessionConfig(), clock, TwoShardMap(clock),
-                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    registry = nodeB(clock, TwoShardMap(clock))
     cluster = registry.cluster
     shared = cluster.shared
-    for subscription in cluster.subscriptions:
-        subscription.check = lambda: None
-        subscription.subscribed = True
     pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
     sessions = []
     for shard in (0, 1):
@@ -155,13 +164,9 @@ def test_heartbeatNotHeldByUpkeep():
     answered, the next tick sends one.
     """
     clock = Clock()
-    registry = SessionRegistry(SessionConfig(), clock, SlowUpkeepMap(clock),
-                               cluster=lambda r: Cluster(r, r.sessionMap, clock, nodeTtl=3.0, node="B"))
+    registry = nodeB(clock, SlowUpkeepMap(clock))
     cluster = registry.cluster
     shared = cluster.shared
-    for subscription in cluster.subscriptions:
-        subscription.check = lambda: None
-        subscription.subscribed = True
     pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
     registry.reserve()
     session = registry.create("s1", pool, FakeLink())
