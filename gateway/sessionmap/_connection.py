@@ -42,10 +42,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..config.values import SentinelAddress, hostPort
+from ..interfaces import IMetrics
 
 __all__ = [
     "RECONNECT_INITIAL_DELAY",
     "RECONNECT_MAX_DELAY",
+    "ShardMeter",
     "TLSFailure",
     "WatchedEndpoint",
     "addReplyTimeout",
@@ -62,6 +64,30 @@ RECONNECT_INITIAL_DELAY = 0.5
 
 #: The longest wait between reconnection attempts, in seconds.
 RECONNECT_MAX_DELAY = 5.0
+
+
+class ShardMeter:
+    """
+    What one shard's connections count their commands in: the node's
+    L{IMetrics}, each count labelled with the shard's name.  (The
+    connections' watchers hand it on as their C{metrics}.)
+    """
+
+    def __init__(self, metrics: IMetrics, shard: str) -> None:
+        self.node = metrics
+        self.shard = shard
+
+    def redisCommand(self, command: str, seconds: float, failed: bool) -> None:
+        """
+        Count a command of this shard.
+        """
+        self.node.redisCommand(command, seconds, failed, self.shard)
+
+    def redisMessages(self, count: int) -> None:
+        """
+        Count session messages written to this shard's mailboxes.
+        """
+        self.node.redisMessages(self.shard, count)
 
 
 @implementer(IStreamClientEndpoint)

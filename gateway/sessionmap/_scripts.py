@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-__all__ = ["Script", "SCRIPTS", "BY_SHA", "FENCED", "GAP", "GONE"]
+__all__ = ["BATCH", "Script", "SCRIPTS", "BY_SHA", "FENCED", "GAP", "GONE"]
 
 #: A fenced write's answer: the record's epoch is not the writer's.
 FENCED = -1
@@ -445,5 +445,46 @@ SCRIPTS: dict[str, Script] = {
     )
 }
 
+
+
+def _batch(scripts: dict[str, Script]) -> Script:
+    """
+    @return: the script that runs several calls of C{scripts} in one
+        C{EVALSHA} (L{gateway.sessionmap._batch}), each script's text the
+        body of a function of its own C{KEYS} and C{ARGV}.
+    """
+    functions = "".join(
+        f"scripts[{name!r}] = function(KEYS, ARGV)\n{script.text}\nend\n"
+        for name, script in scripts.items())
+    return Script("batch", """
+-- KEYS: every call's keys, in turn.  ARGV: for each call, its script's
+-- name, how many keys and arguments it has, then its arguments.  Returns
+-- each call's answer in turn: an error (a call that failed, caught, so
+-- that it fails alone), or what the script returns (false for nothing).
+local scripts = {}
+""" + functions + """
+local out, k, i = {}, 0, 1
+while i <= #ARGV do
+  local run = scripts[ARGV[i]]
+  local nk, na = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local keys, argv = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k + j] end
+  for j = 1, na do argv[j] = ARGV[i + 2 + j] end
+  k, i = k + nk, i + 3 + na
+  local ok, answer = pcall(run, keys, argv)
+  if not ok then
+    answer = {err = type(answer) == 'table' and answer.err or tostring(answer)}
+  elseif answer == nil then
+    answer = false
+  end
+  out[#out + 1] = answer
+end
+return out
+""")
+
+
+#: Several calls of L{SCRIPTS} in one.
+BATCH = _batch(SCRIPTS)
+
 #: The scripts by their SHA-1, for running one again with C{EVAL}.
-BY_SHA: dict[str, Script] = {s.sha: s for s in SCRIPTS.values()}
+BY_SHA: dict[str, Script] = {s.sha: s for s in (*SCRIPTS.values(), BATCH)}

@@ -89,6 +89,7 @@ from ..errors import SessionMapUnavailable
 from ..interfaces import IMeasured, IMetrics, ISessionMap, ISessionMapFactory
 from ..metrics import NoMetrics
 from ._connection import (
+    ShardMeter,
     TLSFailure,
     WatchedEndpoint,
     addReplyTimeout,
@@ -97,6 +98,7 @@ from ._connection import (
     redisFactory,
     setUpProtocol,
 )
+from ._batch import ScriptBatches
 from ._options import OPTIONS, TLSSettings, readOptions
 from ._shared import SharedSessions
 from ._tls import PLAIN, loadClientTLS
@@ -111,30 +113,6 @@ __all__ = [
 
 #: The server used when the options name none.
 DEFAULT_URL = DEFAULT_REDIS_URL
-
-
-class ShardMeter:
-    """
-    What one shard's connections count their commands in: the node's
-    L{IMetrics}, each count labelled with the shard's name.  (The
-    connections' watchers hand it on as their C{metrics}.)
-    """
-
-    def __init__(self, metrics: IMetrics, shard: str) -> None:
-        self.node = metrics
-        self.shard = shard
-
-    def redisCommand(self, command: str, seconds: float, failed: bool) -> None:
-        """
-        Count a command of this shard.
-        """
-        self.node.redisCommand(command, seconds, failed, self.shard)
-
-    def redisMessages(self, count: int) -> None:
-        """
-        Count session messages written to this shard's mailboxes.
-        """
-        self.node.redisMessages(self.shard, count)
 
 
 @implementer(ISessionMap, IMeasured)
@@ -209,8 +187,11 @@ class RedisSessionMap:
         self._lastError: str | None = None
         self._closed = False
         self._failingSince: float | None = None
-        #: Commands (and script calls) issued so far: each is one round trip.
+        #: Commands sent so far (a batch of script calls is one): each is
+        #: one round trip.
         self.commandsIssued = 0
+        #: The script calls of this reactor turn, per connection.
+        self._batches = ScriptBatches(reactor, self._sendBatch)
         #: How many times the master moved (a C{redis+sentinel://} map's
         #: failovers; always 0 otherwise): each time, the owners of the
         #: sessions write them whole again (L{gateway.cluster.node}).
@@ -436,6 +417,7 @@ class RedisSessionMap:
             closed (or after C{timeout}, whichever comes first).
         """
         self._closed = True
+        self._batches.cancel()
         factory, self._factory, self._started = self._factory, None, False
         watch, self._switchWatch = self._switchWatch, None
         watching = watch.stop() if watch is not None else succeed(None)
@@ -462,25 +444,42 @@ class RedisSessionMap:
         """
         Run one Redis command, bounded by C{timeout} from the call (waiting
         for L{start} included), on the connection that every command
-        routed by C{route} takes (so that they apply in order).
+        routed by C{route} takes (so that they apply in order), after the
+        script calls queued on it (L{runScript}).
 
         @return: L{Deferred} firing with the reply, or failing with
             L{SessionMapUnavailable}.
         """
-        self.commandsIssued += 1
         d = Deferred.fromCoroutine(self._execute(command, route, args))
         d.addCallbacks(self._succeeded, self._failed, errbackArgs=(command,))
         return d
 
     def runScript(self, script, keys: tuple[bytes, ...], args: tuple, route: bytes | None = None) -> Deferred:
         """
-        Run a L{gateway.sessionmap._scripts.Script} with C{EVALSHA}, routed
-        by its first key (or C{route}); after a Redis restart emptied the
-        script cache, once more with C{EVAL}.
+        Run a L{gateway.sessionmap._scripts.Script}, routed by its first key
+        (or C{route}), with the other calls of this reactor turn on its
+        connection (L{gateway.sessionmap._batch}); after a Redis restart
+        emptied the script cache, once more with C{EVAL}.
 
         @return: L{Deferred} firing with the script's reply.
         """
-        return self.run(route or keys[0], "EVALSHA", script.sha, str(len(keys)), *keys, *args)
+        route = route or keys[0]
+        connection = self._connectionFor(route) if self._started and not self._closed else None
+        if connection is None:
+            # Not started, closed or not connected: the plain path waits
+            # for the start, or says why it cannot.
+            return self.run(route, "EVALSHA", script.sha, str(len(keys)), *keys, *args)
+        d = self._batches.queue(connection, script, keys, args)
+        d.addCallbacks(self._succeeded, self._failed, errbackArgs=("EVALSHA",))
+        return d
+
+    def _connectionFor(self, key: bytes) -> Any:
+        # Commands on one key always take the same connection, so that they
+        # run in the order they were issued (txredisapi would pick one at
+        # random): a session's "attached" then "detached" records, or a
+        # record then its deletion, are never swapped.
+        connections = [c for c in self._factory.pool if c.connected and c.usable]
+        return connections[zlib.crc32(key) % len(connections)] if connections else None
 
     async def _execute(self, command: str, key: bytes, args: tuple) -> Any:
         if self._closed:
@@ -496,17 +495,20 @@ class RedisSessionMap:
             if self._closed:
                 raise SessionMapUnavailable(
                     f"the session map for Redis at {self.address} is closed")
-        # Commands on one key always take the same connection, so that they
-        # run in the order they were issued (txredisapi would pick one at
-        # random): a session's "attached" then "detached" records, or a
-        # record then its deletion, are never swapped.
-        connections = [c for c in self._factory.pool if c.connected and c.usable]
-        if not connections:
+        connection = self._connectionFor(key)
+        if connection is None:
             why = f"; last attempt: {self._lastError}" if self._lastError else ""
             raise SessionMapUnavailable(
                 f"not connected to Redis at {self.address} (reconnecting{why})"
             )
-        connection = connections[zlib.crc32(key) % len(connections)]
+        self._batches.sendNow(connection)
+        return await self._send(connection, command, args, deadline)
+
+    def _sendBatch(self, connection: Any, command: str, args: tuple) -> Deferred:
+        return Deferred.fromCoroutine(self._send(connection, command, args, self.reactor.seconds() + self.timeout))
+
+    async def _send(self, connection: Any, command: str, args: tuple, deadline: float) -> Any:
+        self.commandsIssued += 1
         reply = connection.execute_command(command, *args)
         addReplyTimeout(reply, max(0.0, deadline - self.reactor.seconds()), self.reactor)
         try:

@@ -108,9 +108,6 @@ class FakeShared:
     def readUp(self, sid, after):
         return succeed([])
 
-    def liveNodeInfo(self, limit=256):
-        return succeed({})
-
 
 class FakeSessionMap(MemorySessionMap):
     """

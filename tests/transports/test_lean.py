@@ -17,7 +17,7 @@ from twisted.internet.testing import StringTransport
 
 from gateway.transports.lean import DirectMessages, withOptions
 from gateway.wire.frames import encodeFrame
-from gateway.wire.wsclient import Accepted, CloseReceived, Failed, MessageReceived, PongReceived, WebSocketClient
+from gateway.wire.wsclient import Accepted, CloseReceived, MessageReceived, PongReceived, WebSocketClient
 from tests.helpers import unframe
 
 
