@@ -18,14 +18,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..errors import GatewayError
 from ..sessions.states import SessionState
 
-__all__ = ["Liveness", "ShardLease"]
+__all__ = ["REVALIDATE_AT_ONCE", "Liveness", "ShardLease"]
+
+#: The most sessions whose ownership is read at once after trouble on a
+#: shard (L{Liveness.revalidate}): their reads go out together (pipelined
+#: on the map's connections), so that checking thousands of sessions takes
+#: a few round trips, not one each, well within a lease.
+REVALIDATE_AT_ONCE = 512
 
 
 class ShardLease:
@@ -306,29 +312,48 @@ class Liveness:
             # What Redis holds now may not have this node's last refreshes
             # of the keys' expiry: the next write or heartbeat refreshes.
             mirror.expiryInDoubt()
-        for session, mirror in cluster.owned(lease.index):
+        owned = list(cluster.owned(lease.index))
+        for start in range(0, len(owned), REVALIDATE_AT_ONCE):
+            chunk = owned[start:start + REVALIDATE_AT_ONCE]
             try:
-                ownership = await cluster.shared.ownership(session.sid)
-            except GatewayError:
-                return
-            if ownership is None:
-                try:
-                    await mirror.resync()
-                except GatewayError:
+                answers = await gatherResults([cluster.shared.ownership(s.sid) for s, _ in chunk],
+                                              consumeErrors=True)
+            except FirstError as e:
+                if e.subFailure.check(GatewayError):
                     return
-            elif rewrite and ownership[1] <= mirror.epoch:
-                # What other nodes accepted first: writing it whole
-                # empties the up mailbox.
-                try:
-                    await mirror.catchUp(owned=True)
-                    await mirror.resync("the Redis master moved")
-                except GatewayError:
-                    return  # not written: again at the next heartbeat
-            elif ownership != (cluster.node, mirror.epoch):
-                session.fenced(True)
-            else:
-                mirror.catchUp()
+                e.subFailure.raiseException()
+            for (session, mirror), ownership in zip(chunk, answers):
+                if session.mirror is mirror and not await self._settle(session, mirror, ownership, rewrite):
+                    return
         lease.masterSeen = masterChanges
+
+    async def _settle(self, session: Any, mirror: Any, ownership: tuple[str, int] | None,
+                      rewrite: bool) -> bool:
+        """
+        Act on what Redis says of a session owned here (L{revalidate}).
+
+        @return: whether Redis could be written as needed (if not, the
+            check is done again at the next heartbeat).
+        """
+        cluster = self.cluster
+        if ownership is None:
+            try:
+                await mirror.resync()
+            except GatewayError:
+                return False
+        elif rewrite and ownership[1] <= mirror.epoch:
+            # What other nodes accepted first: writing it whole
+            # empties the up mailbox.
+            try:
+                await mirror.catchUp(owned=True)
+                await mirror.resync("the Redis master moved")
+            except GatewayError:
+                return False  # not written: again at the next heartbeat
+        elif ownership != (cluster.node, mirror.epoch):
+            session.fenced(True)
+        else:
+            mirror.catchUp()
+        return True
 
     async def watchPeers(self) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from gateway.backends.balancers import LeastConnections
 from gateway.backends.pool import Backend, Pool
+from gateway.cluster.liveness import REVALIDATE_AT_ONCE
 from gateway.cluster.mirror import Mirror
 from gateway.cluster.node import Cluster
 from gateway.config import SessionConfig
@@ -188,3 +189,67 @@ def test_heartbeatNotHeldByUpkeep():
     assert shared.beats == 13
     assert cluster.mayPump(session.sid) and transport.closed is None
     cluster.liveness.stop()
+
+
+class HeldOwnership(FakeShared):
+    """
+    The fake store of one shard, whose heartbeat fails while C{away} and
+    whose ownership reads wait for the test (C{reads}).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.away = False
+        self.reads: list[tuple[str, Deferred]] = []
+
+    def heartbeat(self, info, shard=0):
+        return fail(SessionMapUnavailable("away")) if self.away else succeed(None)
+
+    def exchangeCounts(self, counts):
+        return succeed({})
+
+    def ownership(self, sid):
+        d: Deferred = Deferred()
+        self.reads.append((sid, d))
+        return d
+
+
+class HeldOwnershipMap(FakeSessionMap):
+    def sharedSessions(self, node, sessionTtl, nodeTtl):
+        return HeldOwnership()
+
+
+def test_revalidationReadsTogether():
+    """
+    After trouble on a shard, the ownership of the sessions it holds is
+    read in runs of L{REVALIDATE_AT_ONCE} sent together, not one after the
+    other; each session is then settled by its answer (taken by another
+    node: fenced; still its own: goes on).
+    """
+    clock = Clock()
+    registry = nodeB(clock, HeldOwnershipMap(clock))
+    cluster = registry.cluster
+    shared = cluster.shared
+    pool = Pool("p", [Backend("b1", "127.0.0.1", 1)], LeastConnections())
+    count = REVALIDATE_AT_ONCE + 3
+    sessions = []
+    for i in range(count):
+        registry.reserve()
+        session = registry.create(f"s{i}", pool, FakeLink())
+        session.mirror = Mirror(cluster, session, 1)
+        sessions.append(session)
+    Deferred.fromCoroutine(cluster._heartbeat())
+    shared.away = True
+    Deferred.fromCoroutine(cluster._heartbeat())
+    shared.away = False
+    Deferred.fromCoroutine(cluster._heartbeat())
+
+    assert len(shared.reads) == REVALIDATE_AT_ONCE
+    for sid, d in list(shared.reads):
+        d.callback(("A", 2) if sid == "s0" else ("B", 1))
+    assert len(shared.reads) == count
+    for sid, d in shared.reads[REVALIDATE_AT_ONCE:]:
+        d.callback(("B", 1))
+    assert sessions[0].mirror is not None and not isinstance(sessions[0].mirror, Mirror)
+    assert all(isinstance(s.mirror, Mirror) for s in sessions[1:])
+    assert all(cluster.mayPump(s.sid) for s in sessions[1:])
