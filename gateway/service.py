@@ -30,7 +30,7 @@ from .interfaces import IMeasured, IOperator, ISessionCluster
 from .metrics import LoopLag, Metrics
 from .metrics.observers import CountingObserver, TimedHealthCheck
 from .metrics.scrape import MetricsService, StateCollector
-from .tcp import forgetExitSignal, hostAndPort, listenFailure
+from .tcp import forgetExitSignal, hostAndPort, listenFailure, stopWithStatus
 from .wire.forwarded import TrustedProxies
 from .edge.accesslog import AccessLog, NoAccessLog
 from .edge.listeners import ProxyHeaders, parseEndpoint
@@ -282,7 +282,7 @@ class GatewayService(MultiService):
     def _startFailed(self, failure: Failure) -> Failure:
         self.log.critical("gateway: {error}", error=failure.getErrorMessage())
         if self.exitOnListenFailure:
-            self.reactor.stop()
+            stopWithStatus(self.reactor)
         return failure
 
     def whenListening(self) -> Deferred:

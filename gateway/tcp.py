@@ -24,6 +24,9 @@ attributes; each place says what it reads and why:
     request that is not finished is gone (writing to it would raise);
   - L{forgetExitSignal}: C{reactor._exitSignal}, the signal twistd raises
     again when the process ends;
+  - L{stopWithStatus}: not an attribute, but twistd's way of ending: it
+    exits with status 0 whatever stopped its reactor (but a signal), so a
+    gateway that could not start sets the status itself;
   - L{V1Parser}, L{V2Parser}, L{InvalidProxyHeader}: Twisted's PROXY
     protocol parsers, from the private modules of
     C{twisted.protocols.haproxy} (whose public surface is only
@@ -44,6 +47,10 @@ C{protocol} on TCP), which only some transports have.
 """
 
 from __future__ import annotations
+
+import atexit
+import os
+import sys
 
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
@@ -66,6 +73,7 @@ __all__ = [
     "unreadBytes",
     "requestLost",
     "forgetExitSignal",
+    "stopWithStatus",
     "listenFailure",
     "observePortLog",
     "hostAndPort",
@@ -223,6 +231,37 @@ def forgetExitSignal(reactor, number: int) -> None:
     """
     if getattr(reactor, "_exitSignal", None) == number:
         reactor._exitSignal = None
+
+
+_exitStatus: list[int] = []
+
+
+def stopWithStatus(reactor, status: int = 1) -> None:
+    """
+    Stop the reactor of a gateway that could not start (Redis unreachable,
+    a listener refused after start-up), so that the process ends with
+    C{status}, not the 0 twistd ends with whatever stopped its reactor:
+    what C{systemd}'s C{Restart=on-failure}, a supervisor or a shell
+    script go by.
+
+    The status is set at the interpreter's exit, once twistd is done (its
+    pidfile removed, its log closed), after standard output and error
+    are flushed; exit handlers registered before this call do not run.
+    """
+    if not _exitStatus:
+        atexit.register(_exit)
+    _exitStatus[:] = [status]
+    if reactor.running:
+        reactor.stop()
+
+
+def _exit() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exitStatus[0])
 
 
 def observePortLog(port, observer) -> None:

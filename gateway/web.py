@@ -34,7 +34,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from .errors import ConfigError
-from .tcp import hostAndPort, listenFailure
+from .tcp import hostAndPort, listenFailure, stopWithStatus
 from .wire.http1 import RequestHead, errorResponse
 from .wire.protocol import CLOSE_TOO_BIG
 
@@ -447,7 +447,7 @@ class SiteListener(Service):
             for d in waiting:
                 d.errback(ConfigError(self.failure))
             if self.running and self.gateway.exitOnListenFailure:
-                self.gateway.reactor.stop()
+                stopWithStatus(self.gateway.reactor)
             return None
         self.port = result
         host, port = hostAndPort(result.getHost())

@@ -114,3 +114,31 @@ async def test_port_in_use_is_one_line_and_non_zero(tmp_path):
         assert "Traceback" not in process.output
     finally:
         await taken.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_unreachable_is_one_line_and_non_zero(tmp_path):
+    """
+    Redis unreachable at start-up (nothing listens on its port) ends twistd
+    with one line naming the server and why, a non-zero status (what
+    C{Restart=on-failure} goes by), its pidfile removed and no traceback.
+    """
+    from gateway.testing import projectEnvironment
+
+    closed = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Protocol))
+    port = closed.getHost().port
+    await closed.stopListening()
+    pidfile = tmp_path / "gateway.pid"
+    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+               "-n", f"--pidfile={pidfile}", "gateway", "--listen", "tcp:0:interface=127.0.0.1",
+               "--demo", "--redis", f"redis://127.0.0.1:{port}"]
+    process = await startProcess(command, r"gateway: cannot use Redis", env=projectEnvironment(),
+                                 cwd=str(tmp_path))
+    code = await process.wait()
+    assert code == 1, process.output
+    errors = [line for line in process.output.splitlines() if "gateway: " in line]
+    assert len(errors) == 1, process.output
+    assert errors[0].endswith(f"gateway: cannot use Redis at redis://127.0.0.1:{port}/0: could not connect:"
+                              " Connection was refused by other side: 111: Connection refused."), errors[0]
+    assert "Traceback" not in process.output
+    assert not pidfile.exists()
