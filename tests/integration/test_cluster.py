@@ -19,12 +19,13 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import ensureDeferred, gatherResults
 
-from gateway.client import ClientState, SessionClient
+from gateway.client import ClientState
 from gateway.testing import CuttingRelay, connectClient, rawExchange, waitUntil
 from gateway.wire.protocol import SUBPROTOCOL, Welcome, decodeMessage
 from tests.helpers import redisCommand
 
 from .helpers import TOKEN, HAProxy, LineWatcher, admin
+from .traffic import NumberedTraffic
 
 #: Messages each way in each run.
 MESSAGES = 2000
@@ -89,81 +90,25 @@ async def nodeHealth(node) -> dict:
     return json.loads(answer.partition(b"\r\n\r\n")[2])
 
 
-class Run:
+def numbered(url: str, transport: str, rng: random.Random) -> NumberedTraffic:
     """
-    A session client sending C{MESSAGES} numbered messages to an echo
-    backend, counting what arrives.
+    @return: a session client sending C{MESSAGES} messages, one to eight
+        every 3 ms, reconnecting at once.
     """
+    return NumberedTraffic(url, transport, total=MESSAGES, interval=0.003, burst=lambda: rng.randint(1, 8),
+                           initialDelay=0.005, maxDelay=0.05)
 
-    def __init__(self, url: str, transport: str, rng: random.Random) -> None:
-        self.client = SessionClient(url, reactor=reactor, initialDelay=0.005, maxDelay=0.05,
-                                    maxBufferMessages=MESSAGES, transport=transport)
-        self.rng = rng
-        self.received: list[str] = []
-        self.arrivals: dict[str, float] = {}
-        self.resets: list = []
-        self.resumes: list = []
-        self.sent = 0
-        self.client.on_message(self._message)
-        self.client.on_state(self._state)
-        self.sender = task.LoopingCall(self._send)
 
-    def _message(self, payload, isBinary) -> None:
-        self.received.append(payload)
-        self.arrivals[payload] = reactor.seconds()
+async def startQuarter(run: NumberedTraffic, redis, prefix: str) -> str:
+    """
+    Start C{run}, and wait for a quarter of the echoes.
 
-    def _state(self, state, detail) -> None:
-        if detail.reset:
-            self.resets.append(detail)
-        if state is ClientState.open and detail.resumed:
-            self.resumes.append(detail)
-
-    def _send(self) -> None:
-        for _ in range(self.rng.randint(1, 8)):
-            if self.sent < MESSAGES:
-                self.sent += 1
-                self.client.send(f"c:{self.sent}")
-
-    async def start(self) -> None:
-        await self.client.connect()
-        self.sender.start(0.003)
-
-    async def startQuarter(self, redis, prefix: str) -> str:
-        """
-        Start, and wait for a quarter of the echoes.
-
-        @return: the name of the node that owns the session.
-        """
-        await self.start()
-        await waitUntil(lambda: len(self.received) >= MESSAGES // 4, timeout=60)
-        owner = await redisCommand(redis.port, "HGET", f"{prefix}s:{self.client.sessionId}", "owner")
-        return owner.decode()
-
-    async def finish(self) -> None:
-        await waitUntil(lambda: self.sent >= MESSAGES, timeout=120)
-        self.sender.stop()
-        await waitUntil(lambda: len(self.received) >= MESSAGES, timeout=120)
-        await self.client.whenAcknowledged().addTimeout(60, reactor)
-
-    def report(self, backends) -> tuple[int, int, int, int]:
-        """
-        @return: messages duplicated and lost on the way to the backends,
-            and on the way back to the client.
-        """
-        expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
-        atBackend = [m.decode() for b in backends for m in b.factory.received]
-        return (len(atBackend) - len(set(atBackend)), len(set(expected) - set(atBackend)),
-                len(self.received) - len(set(self.received)), len(set(expected) - set(self.received)))
-
-    async def close(self) -> None:
-        """
-        Close the session, through whichever node the client is on: the
-        gateway ends it with 4000.
-        """
-        if self.sender.running:
-            self.sender.stop()
-        detail = await self.client.close().addTimeout(30, reactor)
-        assert (detail.code, detail.error) == (4000, None), detail
+    @return: the name of the node that owns its session.
+    """
+    await run.start()
+    await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
+    owner = await redisCommand(redis.port, "HGET", f"{prefix}s:{run.client.sessionId}", "owner")
+    return owner.decode()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -182,7 +127,7 @@ async def test_roundRobinExactlyOnce(transport, tmp_path, redis_server, echo_bac
     nodes, proxy, _ = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
     relay = CuttingRelay(proxy.port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", transport, rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", transport, rng)
     try:
         before = sum([(await nodeHealth(n))["cluster"]["redis_commands"] for n in nodes.values()])
         await run.start()
@@ -194,7 +139,7 @@ async def test_roundRobinExactlyOnce(transport, tmp_path, redis_server, echo_bac
 
         reactor.callLater(0.05, cut)
         await waitUntil(lambda: len(run.resumes) >= 30, timeout=120)
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
         after = sum([(await nodeHealth(n))["cluster"]["redis_commands"] for n in nodes.values()])
         relayed = [(await nodeHealth(n))["cluster"] for n in nodes.values()]
@@ -226,16 +171,16 @@ async def test_ownerKilled(transport, tmp_path, redis_server, echo_backends, gat
     rng = random.Random(7)
     backends = await echo_backends(2, record=True)
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
-    run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
+    run = numbered(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         serving = [b for b in backends if b.factory.received]
         killed = reactor.seconds()
         nodes[owner].signal("KILL")
         first = f"c:{run.sent + 1}"  # the first message sent after the kill
         await waitUntil(lambda: first in run.arrivals, timeout=60)
         resumed = run.arrivals[first] - killed
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
     finally:
         proxy.stop()
@@ -265,7 +210,7 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis, backends, 2)
     relay = CuttingRelay(proxy.port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     try:
         await run.start()
         await waitUntil(lambda: len(run.received) >= MESSAGES // 4, timeout=60)
@@ -298,7 +243,7 @@ async def test_redisRestartedUnderTraffic(tmp_path, make_redis_server, echo_back
 
         assert await rewritten()
         await waitUntil(lambda: len(run.resumes) > resumes, timeout=30)  # through either node
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
     finally:
         await relay.stop()
@@ -324,16 +269,16 @@ async def test_ownerStopped(transport, tmp_path, redis_server, echo_backends, ga
     rng = random.Random(5)
     backends = await echo_backends(1, record=True)
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 2)
-    run = Run(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
+    run = numbered(f"ws://127.0.0.1:{proxy.port}/chat", transport, rng)
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         stopped = reactor.seconds()
         nodes[owner].signal("TERM")
         first = f"c:{run.sent + 1}"
         await waitUntil(lambda: first in run.arrivals, timeout=60)
         resumed = run.arrivals[first] - stopped
         status = await nodes[owner].wait(30)
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
     finally:
         proxy.stop()
@@ -360,10 +305,10 @@ async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_
     nodes, proxy, prefix = await cluster(tmp_path, gateway_process, redis_server, backends, 3)
     relay = CuttingRelay(proxy.port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     factory = backends[0].factory
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         sid = run.client.sessionId
         nodes[owner].signal("STOP")
         relay.cut()  # the client resumes through HAProxy, which skips the paused node
@@ -373,7 +318,7 @@ async def test_pausedOwnerFenced(tmp_path, redis_server, echo_backends, gateway_
         closes = len(factory.closes)
         nodes[owner].signal("CONT")
         await waitUntil(lambda: len(factory.closes) > closes, timeout=30)
-        await run.finish()
+        await run.finish(timeout=120)
         links = len(factory.connections)  # the new owner's only
         await run.close()
     finally:
@@ -445,9 +390,9 @@ async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_
                                      pool="rebalance_rate = 50\n")
     relay = CuttingRelay(nodes["n1"].port, nodes["n2"].port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         [survivor] = [name for name in nodes if name != owner]
         watcher = LineWatcher(nodes[survivor])
         serving = [b for b in backends if b.factory.received]
@@ -470,7 +415,7 @@ async def test_ownerKilledSessionStaysOnItsBackend(tmp_path, redis_server, echo_
         await waitUntil(lambda: first in run.arrivals, timeout=60)
         await task.deferLater(reactor, 1.5, lambda: None)  # many mover ticks, a few heartbeats
         moves = watcher.matching(r"move to backend", mark)
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
     finally:
         await relay.stop()
@@ -499,10 +444,10 @@ async def test_ownerKilledBetweenBackends(tmp_path, redis_server, echo_backends,
                                      pool="failover_window = 60\nfailover_timeout = 60\n")
     relay = CuttingRelay(nodes["n1"].port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     expected = [f"c:{i}" for i in range(1, MESSAGES + 1)]
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         assert owner == "n1"
         await backend.stop()
         stopped = run.sent
@@ -553,17 +498,17 @@ async def test_ownerCutOffFromRedisStops(tmp_path, redis_server, echo_backends, 
     }
     relay = CuttingRelay(nodes["n1"].port)
     port = await relay.start()
-    run = Run(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
+    run = numbered(f"ws://127.0.0.1:{port}/chat", "websocket", rng)
     watcher = LineWatcher(nodes["n1"])
     try:
-        owner = await run.startQuarter(redis_server, prefix)
+        owner = await startQuarter(run, redis_server, prefix)
         assert owner == "n1"
         relay.targets = [nodes["n2"].port]
         resumes = len(run.resumes)
         await toRedis.stop()
         await waitUntil(lambda: len(run.resumes) > resumes, timeout=15)  # told to resume
         assert watcher.matching(r"node n1: lease expired")
-        await run.finish()
+        await run.finish(timeout=120)
         await run.close()
     finally:
         await relay.stop()

@@ -15,11 +15,13 @@ import uuid
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from gateway.client import ClientState, SessionClient
+from gateway.client import ClientState
 from gateway.sessionmap._ring import HashRing
 from gateway.testing import CuttingRelay, rawExchange, waitUntil
 from gateway.wire.protocol import SUBPROTOCOL, Welcome, decodeMessage
 from tests.helpers import redisCommand
+
+from .traffic import NumberedTraffic
 
 #: Seconds after which a node's heartbeat is taken for dead.
 NODE_TTL = 1.0
@@ -82,68 +84,12 @@ async def shardTrouble(node) -> bool:
     return status == 200 and shards["home"]["redis"] == "ok" and shards["other"]["redis"] != "ok"
 
 
-class Traffic:
+def traffic(relay: CuttingRelay, tag: str, total: int) -> NumberedTraffic:
     """
-    A session client through its own L{CuttingRelay}, sending numbered
-    messages to an echo backend and counting what comes back.
+    @return: a session client through C{relay}, over WebSocket, sending
+        C{total} messages tagged C{tag}, two every 10 ms.
     """
-
-    def __init__(self, relay: CuttingRelay, tag: str, total: int) -> None:
-        self.relay = relay
-        self.tag = tag
-        self.total = total
-        self.client = SessionClient(f"ws://127.0.0.1:{relay.port}/chat", reactor=reactor,
-                                    initialDelay=0.01, maxDelay=0.1, maxBufferMessages=total,
-                                    transport="websocket")
-        self.received: list[str] = []
-        self.resets: list = []
-        self.resumes = 0
-        self.sent = 0
-        self.client.on_message(lambda payload, isBinary: self.received.append(payload))
-        self.client.on_state(self._state)
-        self.sender = task.LoopingCall(self._send)
-
-    def _state(self, state, detail) -> None:
-        if detail.reset:
-            self.resets.append(detail)
-        if state is ClientState.open and detail.resumed:
-            self.resumes += 1
-
-    def _send(self) -> None:
-        for _ in range(2):
-            if self.sent < self.total:
-                self.sent += 1
-                self.client.send(f"{self.tag}:{self.sent}")
-
-    async def start(self) -> str:
-        """
-        Open the session and start sending.
-
-        @return: its id.
-        """
-        await self.client.connect()
-        self.sender.start(0.01)
-        return self.client.sessionId
-
-    async def finish(self) -> None:
-        await waitUntil(lambda: self.sent >= self.total, timeout=60)
-        self.sender.stop()
-        await waitUntil(lambda: len(self.received) >= self.total, timeout=60)
-        await self.client.whenAcknowledged().addTimeout(30, reactor)
-        if self.sender.running:
-            self.sender.stop()
-        detail = await self.client.close().addTimeout(30, reactor)
-        assert (detail.code, detail.error) == (4000, None), detail
-
-    def check(self, backends) -> None:
-        """
-        Every message arrived once, in order, each way, and no reset.
-        """
-        expected = [f"{self.tag}:{i}" for i in range(1, self.total + 1)]
-        atBackend = [m.decode() for b in backends for m in b.factory.received if m.startswith(self.tag.encode())]
-        assert self.resets == []
-        assert atBackend == expected
-        assert self.received == expected
+    return NumberedTraffic(f"ws://127.0.0.1:{relay.port}/chat", tag=tag, total=total, burst=lambda: 2)
 
 
 async def openRaw(port: int) -> str:
@@ -191,40 +137,42 @@ async def test_sessionsSpreadOverShards(tmp_path, make_redis_server, echo_backen
     for server in servers:
         assert await redisCommand(server.port, "EXISTS", f"{prefix}alive:n1") == 1
 
-    runs: dict[int, Traffic] = {}
+    runs: dict[int, NumberedTraffic] = {}
+    relayOf: dict[int, CuttingRelay] = {}
     relays = []
     try:
         while len(runs) < 2:
             relay = CuttingRelay(nodes["n1"].port, nodes["n2"].port)
             await relay.start()
             relays.append(relay)
-            run = Traffic(relay, f"t{len(relays)}", 300)
+            run = traffic(relay, f"t{len(relays)}", 300)
             shard = shardOf(await run.start())
             if shard in runs:
-                run.sender.stop()
-                await run.client.close().addTimeout(30, reactor)
+                await run.close()
                 continue
             runs[shard] = run
+            relayOf[shard] = relay
 
         def cut():
-            cutting = [r for r in runs.values() if r.sent < r.total or r.resumes < 3]
-            for r in cutting:  # none once it has sent all (its close is not cut)
-                r.relay.cut()
+            cutting = [s for s, r in runs.items() if r.sent < r.total or len(r.resumes) < 3]
+            for s in cutting:  # none once it has sent all (its close is not cut)
+                relayOf[s].cut()
             if cutting:
                 reactor.callLater(0.15, cut)
 
         reactor.callLater(0.1, cut)
-        await waitUntil(lambda: all(r.resumes >= 3 for r in runs.values()), timeout=60)
+        await waitUntil(lambda: all(len(r.resumes) >= 3 for r in runs.values()), timeout=60)
         for run in runs.values():
             await run.finish()
+            await run.close()
     finally:
         for relay in relays:
             await relay.stop()
     for shard, run in runs.items():
         run.check(backends)
-        assert run.resumes >= 3, (shard, run.resumes)
+        assert len(run.resumes) >= 3, (shard, len(run.resumes))
     print(f"\ntwo nodes on two shards: sessions by shard {[len(h) for h in held]};"
-          f" resumes through alternate nodes {[runs[s].resumes for s in (0, 1)]}, every message once")
+          f" resumes through alternate nodes {[len(runs[s].resumes) for s in (0, 1)]}, every message once")
 
 
 @pytest_twisted.ensureDeferred
@@ -242,24 +190,25 @@ async def test_otherShardKilled(tmp_path, make_redis_server, echo_backends, gate
     servers = [make_redis_server(), make_redis_server()]
     backends = await echo_backends(1, record=True)
     nodes, prefix = await startNodes(tmp_path, gateway_process, servers, backends)
-    runs: dict[int, Traffic] = {}
+    runs: dict[int, NumberedTraffic] = {}
+    relayOf: dict[int, CuttingRelay] = {}
     relays = []
     try:
         while len(runs) < 2:
             relay = CuttingRelay(nodes["n1"].port)
             await relay.start()
             relays.append(relay)
-            run = Traffic(relay, f"t{len(relays)}", 1500)
+            run = traffic(relay, f"t{len(relays)}", 1500)
             shard = shardOf(await run.start())
             if shard in runs:
-                run.sender.stop()
-                await run.client.close().addTimeout(30, reactor)
+                await run.close()
                 continue
             runs[shard] = run
+            relayOf[shard] = relay
         home, other = runs[0], runs[1]
-        home.relay.targets = [nodes["n2"].port]
-        home.relay.cut()  # resumes through n2: relayed over the home shard
-        await waitUntil(lambda: home.resumes >= 1, timeout=30)
+        relayOf[0].targets = [nodes["n2"].port]
+        relayOf[0].cut()  # resumes through n2: relayed over the home shard
+        await waitUntil(lambda: len(home.resumes) >= 1, timeout=30)
         await waitUntil(lambda: len(other.received) >= 100, timeout=30)
         sid = other.client.sessionId
 
@@ -286,11 +235,12 @@ async def test_otherShardKilled(tmp_path, make_redis_server, echo_backends, gate
         assert await rewritten()
         for run in runs.values():
             await run.finish()
+            await run.close()
     finally:
         for relay in relays:
             await relay.stop()
     for run in runs.values():
         run.check(backends)
     print(f"\nshard 'other' killed and restarted under traffic: the home shard's session kept flowing"
-          f" ({home.total} messages, relayed through n2), the other's resumed {other.resumes} time(s)"
+          f" ({home.total} messages, relayed through n2), the other's resumed {len(other.resumes)} time(s)"
           f" once the shard was back; every message once each way")
