@@ -180,6 +180,8 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"gateway: {error}") from None
     # A listener that cannot start (port in use) ends the process.
     service.exitOnListenFailure = True
+    # The process is the gateway's: its garbage collector is set up for it.
+    service.tunesCollector = True
     # SIGHUP reloads the file (read with the same flags); a SIGTERM answered
     # by a clean stop ends the process with status 0.
     service.processSignals = True

@@ -178,6 +178,28 @@ def test_makeServiceBuildsService() -> None:
     assert service.config.pool("default").balance == "hash"
     assert service.config.demo is False
     assert service.exitOnListenFailure is True
+    assert service.tunesCollector is True
+
+
+def test_tuneCollector(monkeypatch) -> None:
+    """
+    L{tuneCollector} collects once, freezes what the process holds, and
+    sets the collector's thresholds; a service built by hand (a test's, an
+    application's) leaves the process's collector alone.
+    """
+    from types import SimpleNamespace
+
+    from gateway import service
+    from gateway.config import GatewayConfig
+
+    calls: list = []
+    fake = SimpleNamespace(collect=lambda: calls.append("collect"), freeze=lambda: calls.append("freeze"),
+                           set_threshold=lambda *t: calls.append(t))
+    monkeypatch.setattr(service, "gc", fake)
+    service.tuneCollector()
+    assert calls == ["collect", "freeze", service.COLLECTOR_THRESHOLDS]
+    assert service.COLLECTOR_THRESHOLDS[0] > 700
+    assert service.GatewayService(GatewayConfig()).tunesCollector is False
 
 
 def test_makeServiceRedis(tmp_path: Path) -> None:
