@@ -9,11 +9,17 @@ What the gateway's two twisted.web sites share: the gateway's own port
   - L{BoundedChannel}: twisted.web bounds a slow request only by an idle
     timer that every byte restarts, so each head and body of ours has a
     total deadline, and each body a minimum rate;
+  - L{StrictChannel}: the gateway port's channel, which holds every request
+    head of a connection to the front door's parser and checks
+    (L{headRefusal}), and reads the session protocol's long-polling
+    requests without twisted.web's C{Request} (L{LeanRequest});
   - L{respondJSON}: the JSON responses of both sites' resources (error
     bodies are L{gateway.wire.http1.errorPayload});
-  - L{corsHeaders}: the CORS check of cross-origin requests to routed paths;
-  - L{headFromRequest}: a twisted.web request as the L{RequestHead} that
-    routing reads;
+  - L{corsHeaders}: the CORS check of cross-origin requests to routed paths
+    (from L{gateway.wire.http1}, where it now lives);
+  - L{headFromRequest}: a request as the L{RequestHead} that routing reads
+    (from L{gateway.edge.exchange}, where the long-polling front end, below
+    this module, reads it too);
   - L{StaticFiles}: the package's C{static} folder (the JavaScript client and
     the demo page), each file read once;
   - L{SiteListener}: the listener of an operator's site (the admin API, the
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources as importlib_resources
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -33,15 +39,20 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from .errors import ConfigError
+from .backends.routing import hasDotSegments
+from .edge.exchange import LeanRequest, headFromRequest
+from .errors import ConfigError, ProtocolError
 from .tcp import hostAndPort, listenFailure
-from .wire.http1 import RequestHead, errorResponse
+from .wire.http1 import (RequestHead, corsHeaders, errorResponse, parseRequestHead, plainBodyLength,
+                         plainKeepAlive)
 from .wire.protocol import CLOSE_TOO_BIG
 
 __all__ = [
     "BoundedChannel",
     "BoundedRequest",
     "BoundedSite",
+    "StrictChannel",
+    "headRefusal",
     "respondJSON",
     "corsHeaders",
     "headFromRequest",
@@ -137,12 +148,23 @@ class BoundedChannel(HTTPChannel):
     timer at most is pending per connection, and it wakes at most once per
     read of a body, so a body at the minimum rate costs no more than one at
     any other.
+
+    A subclass may also read a request itself (L{readLean}): the body and
+    its deadlines, the requests pipelined behind it, the idle timer and
+    keep-alive are then kept as twisted.web keeps them for its own.
     """
 
     _phase = "idle"  # then "head", "body", "busy" (answering), "refused"
     _deadline: Any = None
     _bodyStart = 0.0
     _bodyBytes = 0
+    #: A request read outside twisted.web: its head and answer while its
+    #: body is read, the bytes still to read and those read.
+    _leanHead: tuple[RequestHead, Callable[[LeanRequest], None]] | None = None
+    _leanWanted = 0
+    _leanParts: list[bytes] | None = None
+    #: That request while it is answered.
+    _lean: LeanRequest | None = None
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -179,18 +201,92 @@ class BoundedChannel(HTTPChannel):
         self._phase = "busy"
         super().allHeadersReceived()
         if self.length != 0 and self._phase == "busy":
-            self._phase = "body"
-            self._bodyStart = self.site.reactor.seconds()
-            self._bodyBytes = 0
-            self._wake(self._bodyDue() - self._bodyStart, self._bodyCheck)
+            self._startBody()
+
+    def _startBody(self) -> None:
+        self._phase = "body"
+        self._bodyStart = self.site.reactor.seconds()
+        self._bodyBytes = 0
+        self._wake(self._bodyDue() - self._bodyStart, self._bodyCheck)
 
     def rawDataReceived(self, data: bytes) -> None:
         """
-        Count a body's bytes.
+        Count a body's bytes; read those of a request read outside
+        twisted.web (L{readLean}).
         """
         if self._phase == "body":
             self._bodyBytes += len(data)
-        super().rawDataReceived(data)
+        if self._leanHead is None:
+            super().rawDataReceived(data)
+            return
+        wanted = self._leanWanted
+        if len(data) < wanted:
+            self._leanParts.append(data)
+            self._leanWanted = wanted - len(data)
+            return
+        self._leanParts.append(data[:wanted] if wanted < len(data) else data)
+        self._leanBodyRead(data[wanted:])
+
+    def readLean(self, head: RequestHead, length: int, answer: Callable[[LeanRequest], None]) -> None:
+        """
+        Read a request without twisted.web, which has seen none of it: its
+        head has been read; C{length} bytes of body follow (within the
+        body's deadlines), and then C{answer} is given the request
+        (L{LeanRequest}).  Until its answer is written, the connection is
+        held as twisted.web holds it while it answers a request of its own:
+        the requests pipelined behind it are read but kept (and reading
+        paused past twisted.web's bound on them), the idle timer is off.
+        Then, if the connection is kept alive (C{persistent}, which the
+        caller sets), the next request is read; otherwise it is closed.
+        """
+        self._cancel()
+        self._leanHead = (head, answer)
+        self._leanParts = []
+        self._leanWanted = length
+        self.setRawMode()
+        if length:
+            self._startBody()
+        else:
+            self._leanBodyRead(b"")
+
+    def _leanBodyRead(self, rest: bytes) -> None:
+        self._cancel()
+        self._phase = "busy"
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)
+        self._handlingRequest = True
+        (head, answer), self._leanHead = self._leanHead, None
+        parts, self._leanParts = self._leanParts, None
+        self._leanWanted = 0
+        if rest:
+            super().rawDataReceived(rest)  # kept for later (_handlingRequest)
+        request = LeanRequest(head, parts[0] if len(parts) == 1 else b"".join(parts), self.transport,
+                              self.isSecure(), bool(self.persistent), self._leanDone)
+        self._lean = request
+        answer(request)
+
+    def _leanDone(self, request: LeanRequest) -> None:
+        """
+        The answer to a request read outside twisted.web is written: what
+        twisted.web's C{requestDone} does, then L{requestDone}'s clock.
+        """
+        if request is not self._lean:
+            return
+        self._lean = None
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        self._phase = "idle"
+        if not self.persistent:
+            self.loseConnection()
+            return
+        self._handlingRequest = False
+        if self._savedTimeOut:
+            self.setTimeout(self._savedTimeOut)
+        data = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        self.setLineMode(data)
+        if data and self._phase == "idle" and self.persistent and self.transport is not None:
+            self.headStarted()
 
     def allContentReceived(self) -> None:
         """
@@ -213,9 +309,13 @@ class BoundedChannel(HTTPChannel):
 
     def connectionLost(self, reason) -> None:
         """
-        Stop any clock.
+        Stop any clock; tell a request read outside twisted.web.
         """
         self._cancel()
+        self._leanHead = self._leanParts = None
+        if self._lean is not None:
+            lean, self._lean = self._lean, None
+            lean.connectionLost(reason)
         super().connectionLost(reason)
 
     def _bodyDue(self) -> float:
@@ -261,6 +361,120 @@ class BoundedChannel(HTTPChannel):
             self.transport.loseConnection()
 
 
+def headRefusal(head: RequestHead) -> str | None:
+    """
+    The checks every well-formed request head passes, whatever its place on
+    its connection (L{FrontDoor} reads the first, L{StrictChannel} every one).
+
+    @return: why C{head} is refused with a 400, or L{None} when it is not:
+        a C{.} or C{..} path segment (plain or percent-encoded), or a body on
+        a WebSocket upgrade.
+    """
+    if hasDotSegments(head.path):
+        return "the request path must not contain '.' or '..' segments"
+    if head.isWebSocketUpgrade() and head.hasBody():
+        return "a WebSocket upgrade must not have a body"
+    return None
+
+
+class StrictChannel(BoundedChannel):
+    """
+    twisted.web's channel on the gateway's port, which reads each request
+    head of a kept-alive connection whole before twisted.web sees it, and
+    passes it through the front door's parser (L{parseRequestHead}) and
+    checks (L{headRefusal}): a head refused there gets the front door's JSON
+    400 (431 past C{max_header_bytes}) and the connection is closed, so that
+    a second request is held to what a first one is.  The head as parsed is
+    kept on its request (C{gatewayHead}, read by L{headFromRequest}).
+
+    A head its site answers itself (L{BoundedSite.leanAnswer}: the session
+    protocol's long-polling requests) is not given to twisted.web at all,
+    when twisted.web would read it the same way: a body framed by one
+    plain C{Content-Length} within C{max_body_bytes}, no C{Expect},
+    keep-alive said in one plain way (L{plainBodyLength},
+    L{plainKeepAlive}), and within twisted.web's own bounds on headers.
+    The channel reads its body (L{BoundedChannel.readLean}) and the site
+    answers it through a L{LeanRequest}.  Any other head, those with a body
+    too large included (their 413 is twisted.web's request's), goes to
+    twisted.web as before.
+    """
+
+    _lines: list[bytes] | None = None
+    _size = 0
+    _blankSeen = False
+    _head: RequestHead | None = None
+
+    def lineReceived(self, line: bytes):
+        """
+        Collect a request head's lines; at its blank line, check it, then
+        let twisted.web read it.
+        """
+        if self._phase == "refused":
+            return None
+        if self._lines is None:
+            if not self.persistent:
+                return super().lineReceived(line)
+            if not line and not self._blankSeen:
+                # One empty line before a request line is allowed (RFC 9112
+                # 2.2): skipped here, so that twisted.web never sees one.
+                self._blankSeen = True
+                return None
+            self._lines = []
+            self._size = 0
+            self.headStarted()
+        self._lines.append(line)
+        self._size += len(line) + 2
+        limit = self.site.maxHeaderBytes
+        if self._size > limit:
+            return self.refuse(431, f"message head larger than {limit} bytes")
+        if line:
+            return None
+        lines, self._lines = self._lines, None
+        self._blankSeen = False
+        try:
+            head = parseRequestHead(b"\r\n".join(lines) + b"\r\n")
+        except ProtocolError as e:
+            return self.refuse(400, str(e))
+        refusal = headRefusal(head)
+        if refusal is not None:
+            return self.refuse(400, refusal)
+        if len(lines) - 2 <= self.maxHeaders and self._size <= self.totalHeadersSize:
+            answer = self.site.leanAnswer(head)
+            if answer is not None:
+                length, keepAlive = plainBodyLength(head), plainKeepAlive(head)
+                if length is not None and keepAlive is not None and length <= self.site.maxBodyBytes:
+                    self.persistent = keepAlive
+                    self.readLean(head, length, answer)
+                    return None
+        self._head = head
+        for each in lines:
+            super().lineReceived(each)
+            if self.transport is None or self.transport.disconnecting:
+                break
+        return None
+
+    def allHeadersReceived(self) -> None:
+        """
+        Keep the head as the front door's parser read it on its request.
+        """
+        self.requests[-1].gatewayHead, self._head = self._head, None
+        super().allHeadersReceived()
+
+    def lineLengthExceeded(self, line: bytes):
+        """
+        A line longer than a whole head may be: 431, as for a head.
+        """
+        return self.refuse(431, f"message head larger than {self.site.maxHeaderBytes} bytes")
+
+    def refuse(self, status: int, message: str) -> None:
+        """
+        Refuse the request (L{BoundedChannel.refuse}), dropping any head
+        lines collected.
+        """
+        self._lines = None
+        super().refuse(status, message)
+
+
 class BoundedSite(Site):
     """
     A site of L{BoundedRequest}s on L{BoundedChannel}s that shows no
@@ -297,6 +511,14 @@ class BoundedSite(Site):
         counts refusals says so here.
         """
 
+    def leanAnswer(self, head: RequestHead) -> Callable[[LeanRequest], None] | None:
+        """
+        @return: how this site answers the request of C{head} without
+            twisted.web's C{Request} (L{StrictChannel}), or L{None} for
+            twisted.web to answer it (every request, by default).
+        """
+        return None
+
     def tooLarge(self, request: Request, limit: int) -> bytes:
         """
         @return: the whole response to a request whose body is over
@@ -329,37 +551,6 @@ def respondJSON(request: Request, status: int, payload: object, *, reason: bytes
     request.setHeader(b"x-content-type-options", b"nosniff")
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
-
-
-def corsHeaders(origin: bytes | None, allowed: Iterable[str]) -> list[tuple[bytes, bytes]]:
-    """
-    @param origin: the request's C{Origin}, if it has one.
-    @param allowed: the origins allowed (C{"*"} for any).
-    @return: the headers that let a browser read the answer from
-        C{origin}: none unless it is allowed.
-    """
-    if origin is None:
-        return []
-    if "*" in allowed or origin.decode("latin-1") in allowed:
-        return [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
-    return []
-
-
-def headFromRequest(request: Request) -> RequestHead:
-    """
-    @return: the head of a twisted.web C{request}, with its headers as they
-        came (repeated headers kept apart, as a forwarded Cookie needs): the
-        head the gateway's strict parser read, when its channel kept one
-        (C{request.gatewayHead}, see L{gateway.site.StrictChannel}).
-    """
-    head = getattr(request, "gatewayHead", None)
-    if head is not None:
-        return head
-    headers = []
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        for value in values:
-            headers.append((name, value))
-    return RequestHead(request.method, request.uri, request.clientproto, headers)
 
 
 class StaticFiles:
