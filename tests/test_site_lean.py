@@ -109,16 +109,28 @@ def responses(data: bytes) -> list[tuple[bytes, list[tuple[bytes, bytes]], bytes
 def exchange(chunks: list[bytes], lean: bool, **kwargs):
     """
     Send C{chunks} on one connection to a new gateway, the lean path on or
-    off, and let every timer due in the next second run.
+    off (off: twisted.web reads every request, and every head line by
+    line), and let every timer due in the next second run.
 
     @return: what was answered (L{responses}), whether the connection was
         closed, and the gateway's count of client errors.
     """
     factory, reactor = makeFactory(**kwargs)
     if not lean:
+        # twisted.web reads every request, every head line by line.
         factory.web.leanAnswer = lambda head: None
+        make = factory.web.protocol
+
+        def lineByLine():
+            channel = make()
+            channel.wholeHead = lambda data: None
+            return channel
+
+        factory.web.protocol = lineByLine
     door, transport = connect(factory)
     for chunk in chunks:
+        if transport.disconnecting:
+            break  # a TCP transport reads nothing more once it is closing
         door.dataReceived(chunk)
     reactor.advance(0)
     reactor.advance(1)
@@ -128,12 +140,13 @@ def exchange(chunks: list[bytes], lean: bool, **kwargs):
 
 
 def request(target: bytes, body: bytes = b"", headers: list[bytes] = (), version: bytes = b"HTTP/1.1",
-            length: bytes | None = None) -> bytes:
+            length: bytes | None = None, method: bytes = b"POST") -> bytes:
     """
-    @return: a C{POST} to C{target} with C{body} (its C{Content-Length}
-        given, unless C{length} says otherwise: C{b""} for none).
+    @return: a C{POST} (or C{method}) to C{target} with C{body} (its
+        C{Content-Length} given, unless C{length} says otherwise: C{b""}
+        for none).
     """
-    lines = [b"POST %s %s" % (target, version), b"Host: gw.example", *headers]
+    lines = [b"%s %s %s" % (method, target, version), b"Host: gw.example", *headers]
     if length is None:
         length = b"%d" % len(body)
     if length:
@@ -165,7 +178,9 @@ def _requests(draw) -> bytes:
     body = draw(_BODIES)
     length = draw(st.sampled_from([None, None, None, b"", b"0", b"5", b"007", b"99999"]))
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]))
-    return request(draw(_TARGETS), body, draw(_HEADERS), version, length)
+    method = draw(st.sampled_from([b"POST"] * 6 + [b"GET", b"OPTIONS", b"PUT"]))
+    return draw(st.sampled_from([b"", b"\r\n"])) + request(draw(_TARGETS), body, draw(_HEADERS), version,
+                                                          length, method)
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
