@@ -334,6 +334,9 @@ class _GatewaySite(BoundedSite):
         super().__init__(resource, **kwargs)
         self.gateway = gateway
         self.maxHeaderBytes = maxHeaderBytes
+        #: The answers of the queries the bundled clients send, by query.
+        self._answers = {b"txgw=" + kind: partial(self._answerPoll, kind)
+                         for kind in (b"open", b"poll", b"send")}
 
     def refused(self, status: int) -> None:
         """
@@ -359,7 +362,11 @@ class _GatewaySite(BoundedSite):
         if (path == b"/_gateway/health" or gateway.engineio.routeFor(path) is not None
                 or gateway.router.match(path) is None or not gateway.takesSessions(path)):
             return None
-        kind = parse_qs(head.query, 1).get(b"txgw")  # as twisted.web's request.args
+        query = head.query
+        answer = self._answers.get(query)
+        if answer is not None:
+            return answer
+        kind = parse_qs(query, 1).get(b"txgw")  # as twisted.web's request.args
         return None if not kind else partial(self._answerPoll, kind[0])
 
     def _answerPoll(self, kind: bytes, request: LeanRequest) -> None:

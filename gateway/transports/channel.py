@@ -64,6 +64,7 @@ class BoundedChannel(HTTPChannel):
     _leanParts: list[bytes] | None = None
     #: That request while it is answered.
     _lean: LeanRequest | None = None
+    _secure: bool | None = None
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -199,8 +200,11 @@ class BoundedChannel(HTTPChannel):
         self._leanWanted = 0
         if rest:
             super().rawDataReceived(rest)  # kept for later (_handlingRequest)
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = self.isSecure()  # a connection's, asked once
         request = LeanRequest(head, parts[0] if len(parts) == 1 else b"".join(parts), self.transport,
-                              self.isSecure(), bool(self.persistent), self._leanDone)
+                              secure, bool(self.persistent), self._leanDone)
         self._lean = request
         answer(request)
 
