@@ -334,7 +334,8 @@ class _GatewaySite(BoundedSite):
         super().__init__(resource, **kwargs)
         self.gateway = gateway
         self.maxHeaderBytes = maxHeaderBytes
-        #: The answers of the queries the bundled clients send, by query.
+        #: The answers of the queries the bundled clients send, by their
+        #: first parameter (parse_qs would read the same kind from it).
         self._answers = {b"txgw=" + kind: partial(self._answerPoll, kind)
                          for kind in (b"open", b"poll", b"send")}
 
@@ -363,7 +364,7 @@ class _GatewaySite(BoundedSite):
                 or gateway.router.match(path) is None or not gateway.takesSessions(path)):
             return None
         query = head.query
-        answer = self._answers.get(query)
+        answer = self._answers.get(query.partition(b"&")[0])
         if answer is not None:
             return answer
         kind = parse_qs(query, 1).get(b"txgw")  # as twisted.web's request.args

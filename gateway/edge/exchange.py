@@ -8,7 +8,9 @@ L{gateway.wire.http1.parseRequestHead}, has read it already), traverses the
 resource tree and writes the answer's head from a header object: in a
 profile of session long-polling, about three quarters of the gateway's time.
 A L{LeanRequest} is made from the head as the gateway parsed it and the
-body its channel read, and writes its whole answer with one C{write}.  It
+body its channel read, and writes its whole answer at once
+(L{gateway.tcp.writeNow}: sent there and then when the socket takes it,
+rather than on the reactor's next turn).  It
 has what the long-polling front end (L{gateway.transports.longpoll}) uses
 of a request, under twisted.web's names (L{gateway.interfaces.IPollRequest}),
 so that front end answers both kinds alike.
@@ -33,6 +35,7 @@ from twisted.web.http import RESPONSES, datetimeToString
 from zope.interface import implementer
 
 from ..interfaces import IPollRequest
+from ..tcp import writeNow
 from ..wire.http1 import RequestHead, serializeResponse
 
 __all__ = ["LeanRequest", "headFromRequest"]
@@ -172,8 +175,8 @@ class LeanRequest:
         headers = self._headers
         headers[b"content-length"] = (b"Content-Length", b"%d" % len(body))
         code = self._code
-        self.transport.write(serializeResponse(code, RESPONSES.get(code, b"Unknown Status"),
-                                               headers.values(), body))
+        writeNow(self.transport, serializeResponse(code, RESPONSES.get(code, b"Unknown Status"),
+                                                   headers.values(), body))
         notifications, self._notifications = self._notifications, None
         self._done(self)
         for d in notifications or ():
