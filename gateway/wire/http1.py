@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 from urllib.parse import parse_qsl
 
@@ -119,6 +119,40 @@ class RequestHead(_HeadersMixin):
     target: bytes
     version: bytes
     headers: Headers
+    #: The values of each header by lower-case name, built at the first
+    #: lookup (a head's dozen lookups on the way in each scanned every
+    #: header), with the list and length it was built from.
+    _index: tuple[Headers, int, dict[bytes, list[bytes]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def _byName(self) -> dict[bytes, list[bytes]]:
+        index = self._index
+        headers = self.headers
+        if index is None or index[0] is not headers or index[1] != len(headers):
+            byName: dict[bytes, list[bytes]] = {}
+            for k, v in headers:
+                values = byName.get(k.lower())
+                if values is None:
+                    byName[k.lower()] = [v]
+                else:
+                    values.append(v)
+            index = self._index = (headers, len(headers), byName)
+        return index[2]
+
+    def get(self, name: bytes) -> bytes | None:
+        """
+        @param name: a lower-case header name.
+        @return: the first value of that header, or L{None}.
+        """
+        values = self._byName().get(name)
+        return values[0] if values else None
+
+    def getAll(self, name: bytes) -> list[bytes]:
+        """
+        @param name: a lower-case header name.
+        @return: every value of that header, in order.
+        """
+        return list(self._byName().get(name, ()))
 
     @property
     def path(self) -> bytes:
