@@ -376,8 +376,7 @@ class _GatewaySite(BoundedSite):
             request.setHeader(name, value)
         try:
             self.gateway.polling.render(request, kind)
-        except Exception:
-            # Where twisted.web would have logged it and answered 500.
+        except Exception:  # noqa: BLE001 - where twisted.web would have logged it and answered 500
             self.logger.failure("a long-polling request failed")
             if not request.finished and not requestLost(request):
                 request.setHeader(b"content-type", b"application/json")

@@ -43,12 +43,12 @@ def makeFactory(**kwargs):
     """
     backend = BackendConfig(name="b1", url="ws://127.0.0.1:9001", host="127.0.0.1", port=9001,
                             secure=False)
-    values = dict(
-        pools=(PoolConfig(name="chat", backends=(backend,)),),
-        routes=(RouteConfig(prefix="/chat", pool="chat"),
-                RouteConfig(prefix="/raw", pool="chat", protocol="transparent")),
-        session=SessionConfig(corsOrigins=("http://app.example",), maxBodyBytes=2048),
-    )
+    values = {
+        "pools": (PoolConfig(name="chat", backends=(backend,)),),
+        "routes": (RouteConfig(prefix="/chat", pool="chat"),
+                   RouteConfig(prefix="/raw", pool="chat", protocol="transparent")),
+        "session": SessionConfig(corsOrigins=("http://app.example",), maxBodyBytes=2048),
+    }
     values.update(kwargs)
     reactor = MemoryReactorClock()
     return GatewayService(GatewayConfig(**values), reactor).factory, reactor
@@ -176,7 +176,8 @@ _HEADERS = st.lists(st.sampled_from([
 @st.composite
 def _requests(draw) -> bytes:
     body = draw(_BODIES)
-    length = draw(st.sampled_from([None, None, None, b"", b"0", b"5", b"007", b"99999"]))
+    length = draw(st.sampled_from([None, None, None, b"", b"0", b"5", b"007", b"99999", b"abc", b"5, 5",
+                                   b"-1", b"5\r\nContent-Length: 6"]))
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]))
     method = draw(st.sampled_from([b"POST"] * 6 + [b"GET", b"OPTIONS", b"PUT"]))
     return draw(st.sampled_from([b"", b"\r\n"])) + request(draw(_TARGETS), body, draw(_HEADERS), version,
@@ -188,7 +189,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)]) if data[a:b]]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_requests(), min_size=1, max_size=3), st.lists(st.integers(0, 10_000), max_size=4),
        st.booleans())
 def test_sameAnswersAsTwistedWeb(sent: list[bytes], cuts: list[int], pipelined: bool) -> None:

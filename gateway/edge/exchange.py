@@ -26,8 +26,9 @@ L{headFromRequest} is the head of either kind of request.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from io import BytesIO
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -93,8 +94,21 @@ class LeanRequest:
         L{gateway.tcp.requestLost}).
     """
 
-    __slots__ = ("gatewayHead", "method", "path", "content", "transport", "finished", "_disconnected",
-                 "_secure", "_code", "_headers", "_body", "_notifications", "_done")
+    __slots__ = (
+        "_body",
+        "_code",
+        "_disconnected",
+        "_done",
+        "_headers",
+        "_notifications",
+        "_secure",
+        "content",
+        "finished",
+        "gatewayHead",
+        "method",
+        "path",
+        "transport",
+    )
 
     def __init__(self, head: RequestHead, body: bytes, transport: Any, secure: bool, keepAlive: bool,
                  done: Callable[[LeanRequest], None]) -> None:

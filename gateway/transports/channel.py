@@ -19,14 +19,21 @@ site but the bounds and the one hook (C{leanAnswer}) its docstring names.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.web.http import HTTPChannel
 
 from ..backends.routing import hasDotSegments
 from ..edge.exchange import LeanRequest
 from ..errors import ProtocolError
-from ..wire.http1 import RequestHead, errorResponse, parseRequestHead, plainBodyLength, plainKeepAlive
+from ..wire.http1 import (
+    RequestHead,
+    errorResponse,
+    parseRequestHead,
+    plainBodyLength,
+    plainKeepAlive,
+)
 
 __all__ = ["BoundedChannel", "StrictChannel", "headRefusal"]
 
