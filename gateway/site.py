@@ -12,6 +12,7 @@ transports use of the front door (L{gateway.interfaces.IEdge}).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.web.http import parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -31,15 +33,16 @@ from .metrics import NoMetrics
 from .wire.forwarded import clientAddress
 from .wire.http1 import RequestHead, errorPayload, errorResponse, findHeadEnd, parseRequestHead
 from .wire.protocol import SUBPROTOCOL
-from .backends.routing import RouteOrigins, Router, affinityKey, hasDotSegments
+from .backends.routing import RouteOrigins, Router, affinityKey
 from .wire.forwarded import TrustedProxies
 from .sessions.registry import SessionRegistry
-from .tcp import deliveredTo, noDelay, switchProtocol, unreadBytes
+from .tcp import deliveredTo, noDelay, requestLost, switchProtocol, unreadBytes
 from .transports.tunnel import Tunnel
 from .transports.longpoll import LongPolling
 from .transports.websocket import SessionWebSocketFactory
 from .engineio import EngineIOEdge
-from .web import BoundedChannel, BoundedSite, StaticFiles, corsHeaders, headFromRequest, respondJSON
+from .web import (BoundedSite, LeanRequest, StaticFiles, StrictChannel, corsHeaders, headFromRequest,
+                  headRefusal, respondJSON)
 
 if TYPE_CHECKING:
     from .backends.pool import Pool
@@ -68,22 +71,6 @@ class Route:
     head: RequestHead
     peer: str
     secure: bool
-
-
-def headRefusal(head: RequestHead) -> str | None:
-    """
-    The checks every well-formed request head passes, whatever its place on
-    its connection (L{FrontDoor} reads the first, L{StrictChannel} every one).
-
-    @return: why C{head} is refused with a 400, or L{None} when it is not:
-        a C{.} or C{..} path segment (plain or percent-encoded), or a body on
-        a WebSocket upgrade.
-    """
-    if hasDotSegments(head.path):
-        return "the request path must not contain '.' or '..' segments"
-    if head.isWebSocketUpgrade() and head.hasBody():
-        return "a WebSocket upgrade must not have a body"
-    return None
 
 
 class FrontDoor(Protocol):
@@ -332,84 +319,6 @@ _SCRIPTS = {
 _BROWSER_OWN = (b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon", b"/.well-known/")
 
 
-class StrictChannel(BoundedChannel):
-    """
-    twisted.web's channel on the gateway's port, which reads each request
-    head of a kept-alive connection whole before twisted.web sees it, and
-    passes it through the front door's parser (L{parseRequestHead}) and
-    checks (L{headRefusal}): a head refused there gets the front door's JSON
-    400 (431 past C{max_header_bytes}) and the connection is closed, so that
-    a second request is held to what a first one is.  The head as parsed is
-    kept on its request (C{gatewayHead}, read by L{headFromRequest}).
-    """
-
-    _lines: list[bytes] | None = None
-    _size = 0
-    _blankSeen = False
-    _head: RequestHead | None = None
-
-    def lineReceived(self, line: bytes):
-        """
-        Collect a request head's lines; at its blank line, check it, then
-        let twisted.web read it.
-        """
-        if self._phase == "refused":
-            return None
-        if self._lines is None:
-            if not self.persistent:
-                return super().lineReceived(line)
-            if not line and not self._blankSeen:
-                # One empty line before a request line is allowed (RFC 9112 2.2).
-                self._blankSeen = True
-                return super().lineReceived(line)
-            self._lines = []
-            self._size = 0
-            self.headStarted()
-        self._lines.append(line)
-        self._size += len(line) + 2
-        limit = self.site.maxHeaderBytes
-        if self._size > limit:
-            return self.refuse(431, f"message head larger than {limit} bytes")
-        if line:
-            return None
-        lines, self._lines = self._lines, None
-        self._blankSeen = False
-        try:
-            head = parseRequestHead(b"\r\n".join(lines) + b"\r\n")
-        except ProtocolError as e:
-            return self.refuse(400, str(e))
-        refusal = headRefusal(head)
-        if refusal is not None:
-            return self.refuse(400, refusal)
-        self._head = head
-        for each in lines:
-            super().lineReceived(each)
-            if self.transport is None or self.transport.disconnecting:
-                break
-        return None
-
-    def allHeadersReceived(self) -> None:
-        """
-        Keep the head as the front door's parser read it on its request.
-        """
-        self.requests[-1].gatewayHead, self._head = self._head, None
-        super().allHeadersReceived()
-
-    def lineLengthExceeded(self, line: bytes):
-        """
-        A line longer than a whole head may be: 431, as for a head.
-        """
-        return self.refuse(431, f"message head larger than {self.site.maxHeaderBytes} bytes")
-
-    def refuse(self, status: int, message: str) -> None:
-        """
-        Refuse the request (L{BoundedChannel.refuse}), dropping any head
-        lines collected.
-        """
-        self._lines = None
-        super().refuse(status, message)
-
-
 class _GatewaySite(BoundedSite):
     """
     The site of the gateway's HTTP face: L{StrictChannel}s, bounded by the
@@ -418,10 +327,17 @@ class _GatewaySite(BoundedSite):
     @ivar gateway: the L{GatewayFactory}, which counts refused requests.
     """
 
+    #: Not C{log}: that is twisted.web's per-request hook.
+    logger = Logger()
+
     def __init__(self, resource, *, gateway: GatewayFactory, maxHeaderBytes: int, **kwargs) -> None:
         super().__init__(resource, **kwargs)
         self.gateway = gateway
         self.maxHeaderBytes = maxHeaderBytes
+        #: The answers of the queries the bundled clients send, by their
+        #: first parameter (parse_qs would read the same kind from it).
+        self._answers = {b"txgw=" + kind: partial(self._answerPoll, kind)
+                         for kind in (b"open", b"poll", b"send")}
 
     def refused(self, status: int) -> None:
         """
@@ -429,6 +345,44 @@ class _GatewaySite(BoundedSite):
         """
         self.gateway.clientErrors += 1
         self.gateway.metrics.refused(status)
+
+    def leanAnswer(self, head: RequestHead):
+        """
+        The session protocol's long-polling requests (a C{POST} with
+        C{txgw} to a route that takes sessions, not an upgrade) are answered
+        without twisted.web's C{Request} (L{StrictChannel}): as
+        L{GatewayResource} answers them, with the same headers, by the same
+        L{LongPolling}.
+
+        @return: the answer for C{head}'s request, or L{None} for every
+            other request (twisted.web's).
+        """
+        if head.method != b"POST" or head.get(b"upgrade") is not None:
+            return None
+        path, gateway = head.path, self.gateway
+        if (path == b"/_gateway/health" or gateway.engineio.routeFor(path) is not None
+                or gateway.router.match(path) is None or not gateway.takesSessions(path)):
+            return None
+        query = head.query
+        answer = self._answers.get(query.partition(b"&")[0])
+        if answer is not None:
+            return answer
+        kind = parse_qs(query, 1).get(b"txgw")  # as twisted.web's request.args
+        return None if not kind else partial(self._answerPoll, kind[0])
+
+    def _answerPoll(self, kind: bytes, request: LeanRequest) -> None:
+        origins = request.gatewayHead.getAll(b"origin")
+        for name, value in corsHeaders(origins[-1] if origins else None, self.corsOrigins):
+            request.setHeader(name, value)
+        try:
+            self.gateway.polling.render(request, kind)
+        except Exception:  # noqa: BLE001 - where twisted.web would have logged it and answered 500
+            self.logger.failure("a long-polling request failed")
+            if not request.finished and not requestLost(request):
+                request.setHeader(b"content-type", b"application/json")
+                request.setResponseCode(503)
+                request.write(json.dumps(errorPayload(503, "the request could not be served")).encode())
+                request.finish()
 
     def tooLarge(self, request, limit: int) -> bytes:
         """

@@ -6,14 +6,18 @@ What the gateway's two twisted.web sites share: the gateway's own port
     body with no limit, so every request of ours is bounded before its body
     arrives, and one that is too large gets its site's 413 and the
     connection is closed without reading the rest;
-  - L{BoundedChannel}: twisted.web bounds a slow request only by an idle
-    timer that every byte restarts, so each head and body of ours has a
-    total deadline, and each body a minimum rate;
+  - L{BoundedChannel} and L{StrictChannel} (from
+    L{gateway.transports.channel}): each head and body has a total
+    deadline; every head of the gateway's port is read by the front door's
+    parser, and its long-polling requests without twisted.web's C{Request}
+    (L{LeanRequest});
   - L{respondJSON}: the JSON responses of both sites' resources (error
     bodies are L{gateway.wire.http1.errorPayload});
-  - L{corsHeaders}: the CORS check of cross-origin requests to routed paths;
-  - L{headFromRequest}: a twisted.web request as the L{RequestHead} that
-    routing reads;
+  - L{corsHeaders}: the CORS check of cross-origin requests to routed paths
+    (from L{gateway.wire.http1}, where it now lives);
+  - L{headFromRequest}: a request as the L{RequestHead} that routing reads
+    (from L{gateway.edge.exchange}, where the long-polling front end, below
+    this module, reads it too);
   - L{StaticFiles}: the package's C{static} folder (the JavaScript client and
     the demo page), each file read once;
   - L{SiteListener}: the listener of an operator's site (the admin API, the
@@ -24,24 +28,27 @@ from __future__ import annotations
 
 import json
 from importlib import resources as importlib_resources
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from .edge.exchange import LeanRequest, headFromRequest
 from .errors import ConfigError
 from .tcp import hostAndPort, listenFailure, stopWithStatus
-from .wire.http1 import RequestHead, errorResponse
+from .transports.channel import BoundedChannel, StrictChannel, headRefusal
+from .wire.http1 import RequestHead, corsHeaders, errorResponse
 from .wire.protocol import CLOSE_TOO_BIG
 
 __all__ = [
     "BoundedChannel",
     "BoundedRequest",
     "BoundedSite",
+    "StrictChannel",
+    "headRefusal",
     "respondJSON",
     "corsHeaders",
     "headFromRequest",
@@ -123,144 +130,6 @@ def _rememberHost(channel) -> None:
         channel.getHost = lambda: host
 
 
-class BoundedChannel(HTTPChannel):
-    """
-    twisted.web's channel with total deadlines: a request head must arrive
-    whole within its site's C{headTimeout} of its first byte, and a body
-    within C{bodyTimeout} of the end of its head, averaging at least
-    C{minBodyRate} bytes per second after an allowance of C{headTimeout}
-    (the rule of Apache's mod_reqtimeout, with a cap).  Past either, the
-    client gets 408 and the connection is closed.
-
-    Between requests of a kept-alive connection, and while a request is
-    answered, the site's idle timer alone applies, as in twisted.web.  One
-    timer at most is pending per connection, and it wakes at most once per
-    read of a body, so a body at the minimum rate costs no more than one at
-    any other.
-    """
-
-    _phase = "idle"  # then "head", "body", "busy" (answering), "refused"
-    _deadline: Any = None
-    _bodyStart = 0.0
-    _bodyBytes = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Start the head's clock at the first byte of a head.
-        """
-        if self._phase == "refused":
-            return
-        if self._phase == "idle" and data and not self._handlingRequest:
-            self.headStarted()
-        super().dataReceived(data)
-
-    def lineReceived(self, line: bytes):
-        """
-        Start the head's clock at a line replayed from what was read during
-        the previous request.
-        """
-        if self._phase == "idle":
-            self.headStarted()
-        return super().lineReceived(line)
-
-    def headStarted(self) -> None:
-        """
-        A request head has begun: start its clock, unless it runs already.
-        """
-        if self._phase == "idle":
-            self._phase = "head"
-            self._wake(self.site.headTimeout, self._headLate)
-
-    def allHeadersReceived(self) -> None:
-        """
-        Stop the head's clock; start the body's.
-        """
-        self._cancel()
-        self._phase = "busy"
-        super().allHeadersReceived()
-        if self.length != 0 and self._phase == "busy":
-            self._phase = "body"
-            self._bodyStart = self.site.reactor.seconds()
-            self._bodyBytes = 0
-            self._wake(self._bodyDue() - self._bodyStart, self._bodyCheck)
-
-    def rawDataReceived(self, data: bytes) -> None:
-        """
-        Count a body's bytes.
-        """
-        if self._phase == "body":
-            self._bodyBytes += len(data)
-        super().rawDataReceived(data)
-
-    def allContentReceived(self) -> None:
-        """
-        Stop the body's clock.
-        """
-        self._cancel()
-        self._phase = "busy"
-        super().allContentReceived()
-
-    def requestDone(self, request) -> None:
-        """
-        Back to waiting for a head; start its clock at once if bytes of it
-        were read during this request.
-        """
-        pending = any(self._dataBuffer)
-        self._phase = "idle"
-        super().requestDone(request)
-        if pending and self._phase == "idle" and self.persistent and self.transport is not None:
-            self.headStarted()
-
-    def connectionLost(self, reason) -> None:
-        """
-        Stop any clock.
-        """
-        self._cancel()
-        super().connectionLost(reason)
-
-    def _bodyDue(self) -> float:
-        site = self.site
-        cap = self._bodyStart + site.bodyTimeout
-        if not site.minBodyRate:
-            return cap
-        return min(cap, self._bodyStart + site.headTimeout + self._bodyBytes / site.minBodyRate)
-
-    def _bodyCheck(self) -> None:
-        self._deadline = None
-        now = self.site.reactor.seconds()
-        due = self._bodyDue()
-        if now >= due:
-            self.refuse(408, "request body not received in time")
-        else:
-            self._wake(due - now, self._bodyCheck)
-
-    def _headLate(self) -> None:
-        self._deadline = None
-        self.refuse(408, "request head not received in time")
-
-    def _wake(self, delay: float, call) -> None:
-        self._cancel()
-        self._deadline = self.site.reactor.callLater(max(delay, 0.0), call)
-
-    def _cancel(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def refuse(self, status: int, message: str) -> None:
-        """
-        Answer C{status} with a JSON body and close the connection, reading
-        nothing more.
-        """
-        self._cancel()
-        self._phase = "refused"
-        self.site.refused(status)
-        if self.transport is not None:
-            self.transport.write(errorResponse(status, message))
-            self.transport.loseConnection()
-
-
 class BoundedSite(Site):
     """
     A site of L{BoundedRequest}s on L{BoundedChannel}s that shows no
@@ -297,6 +166,14 @@ class BoundedSite(Site):
         counts refusals says so here.
         """
 
+    def leanAnswer(self, head: RequestHead) -> Callable[[LeanRequest], None] | None:
+        """
+        @return: how this site answers the request of C{head} without
+            twisted.web's C{Request} (L{StrictChannel}), or L{None} for
+            twisted.web to answer it (every request, by default).
+        """
+        return None
+
     def tooLarge(self, request: Request, limit: int) -> bytes:
         """
         @return: the whole response to a request whose body is over
@@ -329,37 +206,6 @@ def respondJSON(request: Request, status: int, payload: object, *, reason: bytes
     request.setHeader(b"x-content-type-options", b"nosniff")
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
-
-
-def corsHeaders(origin: bytes | None, allowed: Iterable[str]) -> list[tuple[bytes, bytes]]:
-    """
-    @param origin: the request's C{Origin}, if it has one.
-    @param allowed: the origins allowed (C{"*"} for any).
-    @return: the headers that let a browser read the answer from
-        C{origin}: none unless it is allowed.
-    """
-    if origin is None:
-        return []
-    if "*" in allowed or origin.decode("latin-1") in allowed:
-        return [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
-    return []
-
-
-def headFromRequest(request: Request) -> RequestHead:
-    """
-    @return: the head of a twisted.web C{request}, with its headers as they
-        came (repeated headers kept apart, as a forwarded Cookie needs): the
-        head the gateway's strict parser read, when its channel kept one
-        (C{request.gatewayHead}, see L{gateway.site.StrictChannel}).
-    """
-    head = getattr(request, "gatewayHead", None)
-    if head is not None:
-        return head
-    headers = []
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        for value in values:
-            headers.append((name, value))
-    return RequestHead(request.method, request.uri, request.clientproto, headers)
 
 
 class StaticFiles:

@@ -14,8 +14,9 @@ client connection (L{ISessionTransport}) and its backend link
 registry a cluster strategy (L{ISessionCluster}) and an opener
 (L{ISessionOpener}); the admin API reads sessions through L{ISessionView}
 and drives the node through L{IOperator}; the transports use the front door
-through L{IEdge}; tunnels and sessions report their end to the access log
-through L{IAccessLog}; the parts record what happens to L{IMetrics} (and a
+through L{IEdge} (its long-polling requests through L{IPollRequest});
+tunnels and sessions report their end to the access log through
+L{IAccessLog}; the parts record what happens to L{IMetrics} (and a
 plug-in made without it is given it through L{IMeasured}); connects report
 to passive health through L{IConnectObserver}; the Python client's
 transports report to their owner through L{IWebSocketOwner},
@@ -29,7 +30,7 @@ objects it needs.
 """
 
 from ._client import IPollingOwner, IUpgradeOwner, IWebSocketOwner
-from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator
+from ._edge import IAccessLog, IConnectObserver, IEdge, IOperator, IPollRequest
 from ._engineio import IEngineCluster, IEngineTransport, IEngineUpstream, IEngineView
 from ._metrics import IMeasured, IMetrics
 from ._plugins import (
@@ -66,6 +67,7 @@ __all__ = [
     "IConnectObserver",
     "IEdge",
     "IOperator",
+    "IPollRequest",
     "IMetrics",
     "IMeasured",
     "IWebSocketOwner",

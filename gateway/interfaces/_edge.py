@@ -15,6 +15,7 @@ __all__ = [
     "IConnectObserver",
     "IEdge",
     "IOperator",
+    "IPollRequest",
 ]
 
 
@@ -160,4 +161,50 @@ class IOperator(Interface):
         @return: what was done (L{gateway.service.Reloaded}).
         @raise gateway.errors.NothingToReload: started without a file.
         @raise gateway.errors.ConfigError: the file is wrong; nothing changed.
+        """
+
+
+class IPollRequest(Interface):
+    """
+    What the long-polling front end uses of a request: a twisted.web
+    C{Request} has it all under these names, and so has the lean request
+    the gateway's channel makes for long-polling
+    (L{gateway.edge.exchange.LeanRequest}).
+    """
+
+    method = Attribute("The request method (bytes).")
+    path = Attribute("The path of the request target, without its query (bytes).")
+    content = Attribute("The body, as a file opened for reading.")
+    transport = Attribute("The connection's transport.")
+    finished = Attribute("Whether the answer has been written.")
+
+    def isSecure():
+        """
+        @return: whether the connection is TLS.
+        """
+
+    def setResponseCode(code, message=None):
+        """
+        Set the answer's status.
+        """
+
+    def setHeader(name, value):
+        """
+        Set a response header, replacing any of the same name.
+        """
+
+    def write(data):
+        """
+        Add C{data} to the answer's body.
+        """
+
+    def finish():
+        """
+        End the answer.
+        """
+
+    def notifyFinish():
+        """
+        @return: L{Deferred} firing once the answer is written, failing if
+            the connection is lost first.
         """

@@ -8,9 +8,11 @@ the session's L{ISessionTransport} while the client polls: data stays in the
 session's replay buffer and every poll answer is built from it, so an
 aborted poll loses nothing.
 
-The requests come from the gateway's site (L{gateway.site}), bounded there
-(L{gateway.web.BoundedRequest}); L{LongPolling} uses the front door through
-L{gateway.interfaces.IEdge}.
+The requests come from the gateway's site (L{gateway.site}), bounded there:
+twisted.web requests (L{gateway.web.BoundedRequest}), or, for most of them,
+lean ones its channel reads (L{gateway.edge.exchange.LeanRequest}); both
+have what L{gateway.interfaces.IPollRequest} says.  L{LongPolling} uses the
+front door through L{gateway.interfaces.IEdge}.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ..config.values import parseOrigin
+from ..edge.exchange import headFromRequest
 from ..errors import BackendRefused, Elsewhere, GatewayError, LimitExceeded, NoBackendAvailable, ProtocolError, ResumeRefused, SessionLimit
 from ..tcp import requestLost
 from ..wire.forwarded import clientAddress
@@ -371,12 +374,12 @@ class LongPolling:
             self.factory.metrics.refused(405)
             _respond(request, 405, errorPayload(405, "long-polling requests are POSTs", {"code": 4400}))
             return NOT_DONE_YET
-        headers = request.requestHeaders
-        refusal = self.factory.origins.refusal(request.path, "poll", headers.getRawHeaders(b"origin", []),
-                                       headers.getRawHeaders(b"host", []), request.isSecure())
+        head = headFromRequest(request)
+        origins = head.getAll(b"origin")
+        refusal = self.factory.origins.refusal(request.path, "poll", origins, head.getAll(b"host"),
+                                               request.isSecure())
         if refusal is not None:
             self.factory.clientErrors += 1
-            origins = headers.getRawHeaders(b"origin", [])
             if len(origins) == 1 and parseOrigin(origins[0].decode("latin-1")) is not None:
                 # The page may read its refusal (and nothing else): a
                 # refusal it cannot read looks like a network error, which

@@ -187,6 +187,35 @@ _HEADER16 = struct.Struct("!BBH").pack
 _HEADER64 = struct.Struct("!BBQ").pack
 
 
+#: Masking keys are drawn from C{os.urandom} this many bytes at a time (a
+#: system call per key was a third of the cost of masking a short message).
+KEY_BATCH = 4096
+_keys = b""
+_keyAt = 0
+
+
+def _maskingKey() -> bytes:
+    """
+    @return: the next 4 bytes of C{os.urandom}'s output (read in batches of
+        L{KEY_BATCH}), each used once.
+    """
+    global _keys, _keyAt
+    at = _keyAt
+    if at >= len(_keys):
+        _keys, at = os.urandom(KEY_BATCH), 0
+    _keyAt = at + 4
+    return _keys[at:at + 4]
+
+
+def _forgetKeys() -> None:
+    global _keys, _keyAt
+    _keys, _keyAt = b"", 0
+
+
+# A forked child never uses the keys its parent has drawn.
+os.register_at_fork(after_in_child=_forgetKeys)
+
+
 def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False, key: bytes | None = None) -> bytes:
     """
     Encode one final frame.  The gateway's one frame encoder: the tunnel's
@@ -195,7 +224,7 @@ def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False, key: byte
 
     @param mask: whether to mask the payload, as a client (and so the gateway
         talking to a backend) must (RFC 6455, section 5.3), with a key from
-        C{os.urandom}.
+        C{os.urandom} (L{_maskingKey}).
     @param key: the 4-byte masking key to mask with instead (implies
         C{mask}); the caller answers for its being unpredictable.
     """
@@ -208,7 +237,7 @@ def encodeFrame(opcode: int, payload: bytes = b"", mask: bool = False, key: byte
             if n < 65536:
                 return _HEADER16(first, 126, n) + payload
             return _HEADER64(first, 127, n) + payload
-        key = os.urandom(4)
+        key = _maskingKey()
     if n < 126:
         header = bytes((first, 0x80 | n))
     elif n < 65536:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 from urllib.parse import parse_qsl
 
@@ -30,6 +30,10 @@ __all__ = [
     "HOP_BY_HOP",
     "REASONS",
     "errorPayload",
+    "corsHeaders",
+    "plainBodyLength",
+    "plainKeepAlive",
+    "serializeResponse",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -115,6 +119,40 @@ class RequestHead(_HeadersMixin):
     target: bytes
     version: bytes
     headers: Headers
+    #: The values of each header by lower-case name, built at the first
+    #: lookup (a head's dozen lookups on the way in each scanned every
+    #: header), with the list and length it was built from.
+    _index: tuple[Headers, int, dict[bytes, list[bytes]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def _byName(self) -> dict[bytes, list[bytes]]:
+        index = self._index
+        headers = self.headers
+        if index is None or index[0] is not headers or index[1] != len(headers):
+            byName: dict[bytes, list[bytes]] = {}
+            for k, v in headers:
+                values = byName.get(k.lower())
+                if values is None:
+                    byName[k.lower()] = [v]
+                else:
+                    values.append(v)
+            index = self._index = (headers, len(headers), byName)
+        return index[2]
+
+    def get(self, name: bytes) -> bytes | None:
+        """
+        @param name: a lower-case header name.
+        @return: the first value of that header, or L{None}.
+        """
+        values = self._byName().get(name)
+        return values[0] if values else None
+
+    def getAll(self, name: bytes) -> list[bytes]:
+        """
+        @param name: a lower-case header name.
+        @return: every value of that header, in order.
+        """
+        return list(self._byName().get(name, ()))
 
     @property
     def path(self) -> bytes:
@@ -337,3 +375,73 @@ def errorResponse(
         )
         + body
     )
+
+
+def plainBodyLength(head: RequestHead) -> int | None:
+    """
+    The length of a request's body when it is framed in the one spelling
+    that every HTTP/1.1 parser reads the same way, for a reader of its own
+    (L{gateway.web.StrictChannel}'s lean requests) that leaves every other
+    spelling to the general parser.
+
+    @return: the body's length: the one C{Content-Length}, all digits, or 0
+        without one; L{None} when the head has a C{Transfer-Encoding}, an
+        C{Expect}, more than one C{Content-Length} or a list in one.
+    """
+    if head.get(b"transfer-encoding") is not None or head.get(b"expect") is not None:
+        return None
+    lengths = head.getAll(b"content-length")
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not lengths[0].isdigit():
+        return None
+    return int(lengths[0])
+
+
+def plainKeepAlive(head: RequestHead) -> bool | None:
+    """
+    Whether the connection stays open after the answer to an HTTP/1.1
+    request, when its C{Connection} header says so in the one spelling that
+    every reading agrees on (twisted.web's, for one, reads only the first
+    C{Connection} header and splits it on spaces, not commas).
+
+    @return: L{True} without a C{Connection} header or with one of a single
+        token other than C{close}, L{False} with C{Connection: close};
+        L{None} for an HTTP/1.0 request or any other C{Connection}.
+    """
+    if head.version != b"HTTP/1.1":
+        return None
+    values = head.getAll(b"connection")
+    if not values:
+        return True
+    if len(values) > 1 or not _TOKEN.fullmatch(values[0]):
+        return None
+    return values[0].lower() != b"close"
+
+
+def serializeResponse(status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]],
+                      body: bytes) -> bytes:
+    """
+    @return: a whole HTTP/1.1 response: status line, headers and C{body}
+        (the headers give its framing).
+    """
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for k, v in headers:
+        parts.append(b"%s: %s\r\n" % (k, v))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+def corsHeaders(origin: bytes | None, allowed: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """
+    @param origin: the request's C{Origin}, if it has one.
+    @param allowed: the origins allowed (C{"*"} for any).
+    @return: the headers that let a browser read the answer from
+        C{origin}: none unless it is allowed.
+    """
+    if origin is None:
+        return []
+    if "*" in allowed or origin.decode("latin-1") in allowed:
+        return [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
+    return []

@@ -353,6 +353,11 @@ def _finiteFloat(text: str) -> float:
     return value
 
 
+#: The decoder of L{loadJSON}, built once (C{json.loads} with its hooks
+#: builds one for every call).
+_DECODER = json.JSONDecoder(parse_constant=_refuseConstant, parse_float=_finiteFloat)
+
+
 def loadJSON(data: bytes | str, maxDepth: int = MAX_JSON_DEPTH) -> object:
     """
     Parse JSON text from a client: strict JSON (no C{NaN} or C{Infinity},
@@ -372,7 +377,9 @@ def loadJSON(data: bytes | str, maxDepth: int = MAX_JSON_DEPTH) -> object:
         # UTF-8 only (json.loads would guess UTF-16 or UTF-32 from the bytes,
         # where the byte scan of the depth check would not be exact).
         text = data.decode("utf-8-sig")
-        return json.loads(text, parse_constant=_refuseConstant, parse_float=_finiteFloat)
+        if text[:1] == "\ufeff":
+            return json.loads(text)  # a second mark: json's own refusal of it
+        return _DECODER.decode(text)
     except RecursionError:  # pragma: no cover - the depth check comes first
         raise ProtocolError(f"arrays and objects nest deeper than {maxDepth} levels") from None
     except ValueError as error:  # UnicodeDecodeError is one

@@ -635,19 +635,23 @@ def test_encodeFrameDefaults():
 
 def test_encodeFrameMaskingKey(monkeypatch):
     """
-    A masked frame carries four bytes from C{os.urandom} as its key and
-    the payload XORed with it, octet i with key octet i mod 4.
+    A masked frame carries four bytes from C{os.urandom} as its key (read
+    L{frames.KEY_BATCH} bytes at a time, each four used once) and the
+    payload XORed with it, octet i with key octet i mod 4.
     """
     calls = []
 
     def urandom(n):
         calls.append(n)
-        return b"\x01\x02\x04\x08"
+        return b"\x01\x02\x04\x08" + bytes(i % 256 for i in range(n - 4))
 
     monkeypatch.setattr(frames.os, "urandom", urandom)
+    monkeypatch.setattr(frames, "_keys", b"")
     data = encodeFrame(OP_TEXT, b"\x00\x00\x00\x00\xff", mask=True)
-    assert calls == [4]
+    assert calls == [frames.KEY_BATCH]
     assert data == b"\x81\x85\x01\x02\x04\x08\x01\x02\x04\x08\xfe"
+    assert encodeFrame(OP_TEXT, b"", mask=True)[2:] == bytes(range(4))
+    assert calls == [frames.KEY_BATCH]
 
 
 def test_encodeFrameFreshKeys():

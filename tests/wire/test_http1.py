@@ -848,6 +848,10 @@ def test_exports():
             "errorResponse",
             "HOP_BY_HOP",
             "REASONS",
+            "corsHeaders",
+            "plainBodyLength",
+            "plainKeepAlive",
+            "serializeResponse",
         ]
     )
     assert all(hasattr(http1, name) for name in http1.__all__)
