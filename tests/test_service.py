@@ -536,3 +536,36 @@ def test_failedStopFails(tmp_path: Path) -> None:
     failures = []
     stopped.addErrback(failures.append)
     assert service.stoppedCleanly is False and failures[0].check(RuntimeError)
+
+
+def test_collectAfterDrops() -> None:
+    """
+    L{CollectAfterDrops} collects the whole heap once a second's look finds
+    the open client connections L{DROPS_TO_COLLECT} or more below their
+    peak since the last collection, and not otherwise; it stops with its
+    service.
+    """
+    from twisted.internet.task import Clock
+
+    from gateway.service import DROPS_TO_COLLECT, CollectAfterDrops
+
+    clock = Clock()
+    open = [5000]
+    collected: list[int] = []
+    collector = CollectAfterDrops(clock, lambda: open[0], lambda: collected.append(open[0]))
+    collector.start()
+    open[0] = 6000
+    clock.advance(1)
+    open[0] = 6000 - DROPS_TO_COLLECT + 1
+    clock.advance(1)
+    assert collected == []
+    open[0] = 6000 - DROPS_TO_COLLECT
+    clock.advance(1)
+    assert collected == [6000 - DROPS_TO_COLLECT]
+    clock.advance(1)  # the peak is now the count at the collection
+    assert len(collected) == 1
+    open[0] = 0
+    clock.advance(1)
+    assert len(collected) == 2
+    collector.stop()
+    assert clock.getDelayedCalls() == []
