@@ -547,7 +547,7 @@ def test_collectAfterDrops() -> None:
     """
     from twisted.internet.task import Clock
 
-    from gateway.service import DROPS_TO_COLLECT, CollectAfterDrops
+    from gateway.collector import DROPS_TO_COLLECT, CollectAfterDrops
 
     clock = Clock()
     open = [5000]

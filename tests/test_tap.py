@@ -189,16 +189,16 @@ def test_tuneCollector(monkeypatch) -> None:
     """
     from types import SimpleNamespace
 
-    from gateway import service
+    from gateway import collector, service
     from gateway.config import GatewayConfig
 
     calls: list = []
     fake = SimpleNamespace(collect=lambda: calls.append("collect"), freeze=lambda: calls.append("freeze"),
                            set_threshold=lambda *t: calls.append(t))
-    monkeypatch.setattr(service, "gc", fake)
-    service.tuneCollector()
-    assert calls == ["collect", "freeze", service.COLLECTOR_THRESHOLDS]
-    assert service.COLLECTOR_THRESHOLDS[0] > 700
+    monkeypatch.setattr(collector, "gc", fake)
+    collector.tuneCollector()
+    assert calls == ["collect", "freeze", collector.COLLECTOR_THRESHOLDS]
+    assert collector.COLLECTOR_THRESHOLDS[0] > 700
     assert service.GatewayService(GatewayConfig()).tunesCollector is False
 
 
