@@ -327,7 +327,8 @@ async def test_rollingRestartUnderLoad(transport, tmp_path, redis_server, echo_b
     a client opens transparent connections continuously and a session
     client (over WebSocket, or long-polling) sends a message every 10 ms: no connection attempt is refused or
     broken, and every session message arrives once, in order, the session
-    resumed on another worker when its own was replaced; every worker
+    going on through another worker when its own was replaced (resumed
+    there, or over long-polling taken over there); every worker
     was replaced, each replacement listening before its old worker stopped.
     Rebalancing is off: with one session and tunnels coming and going, the
     session mover would move the session between the two backends every
@@ -372,7 +373,11 @@ async def test_rollingRestartUnderLoad(transport, tmp_path, redis_server, echo_b
     logged = "\n".join(line for line in watcher.lines[mark:] if "session" in line or "lease" in line)[-6000:]
     assert (lost, duplicated) == (0, 0), (sorted(set(expected) - set(sender.received))[:10], logged)
     assert sender.received == expected
-    assert sender.resets == [] and len(sender.resumes) >= 1, logged
+    # The session went on through another worker: the client resumed
+    # there, or (over long-polling, whose next poll may simply reach the
+    # other worker) that worker took the session over without the client
+    # seeing a break.
+    assert sender.resets == [] and (len(sender.resumes) >= 1 or " over (epoch " in logged), logged
     assert before.isdisjoint(after) and len(after) == 2
     lines = watcher.lines[mark:]
     for number in (0, 1):
