@@ -56,6 +56,19 @@ class _Call:
         self.waiter = waiter
 
 
+class _Pending:
+    """
+    The calls queued on one connection, and the bytes of their keys and
+    arguments.
+    """
+
+    __slots__ = ("calls", "size")
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.size = 0
+
+
 def _size(values: tuple) -> int:
     return sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in values)
 
@@ -65,9 +78,6 @@ class ScriptBatches:
     The script calls queued in this reactor turn, per connection, sent at
     the turn's end (or when a bound or a plain command asks), each
     connection's as one command.
-
-    @ivar sent: batches sent (of two calls or more), and L{calls} the
-        calls they held: for the figures of C{bench/redis_commands.py}.
     """
 
     def __init__(self, clock: IReactorTime, send: Callable[[Any, str, tuple], Deferred]) -> None:
@@ -79,11 +89,8 @@ class ScriptBatches:
         """
         self._clock = clock
         self._send = send
-        self._queued: dict[Any, list[_Call]] = {}
-        self._sizes: dict[Any, int] = {}
+        self._queued: dict[Any, _Pending] = {}
         self._turn: Any = None
-        self.sent = 0
-        self.calls = 0
 
     def queue(self, connection: Any, script: Script, keys: tuple, args: tuple) -> Deferred:
         """
@@ -94,16 +101,15 @@ class ScriptBatches:
             with its error (or the batch's).
         """
         size = _size(keys) + _size(args)
-        calls = self._queued.get(connection)
-        if calls is not None and (len(calls) >= BATCH_CALLS or self._sizes[connection] + size > BATCH_BYTES):
+        pending = self._queued.get(connection)
+        if pending is not None and (len(pending.calls) >= BATCH_CALLS or pending.size + size > BATCH_BYTES):
             self.sendNow(connection)
-            calls = None
-        if calls is None:
-            calls = self._queued[connection] = []
-            self._sizes[connection] = 0
+            pending = None
+        if pending is None:
+            pending = self._queued[connection] = _Pending()
         waiter: Deferred = Deferred()
-        calls.append(_Call(script, keys, args, waiter))
-        self._sizes[connection] += size
+        pending.calls.append(_Call(script, keys, args, waiter))
+        pending.size += size
         if self._turn is None:
             self._turn = self._clock.callLater(0, self._sendAll)
         return waiter
@@ -113,10 +119,10 @@ class ScriptBatches:
         Send what is queued on C{connection} now (before a plain command on
         it, or at a bound).
         """
-        calls = self._queued.pop(connection, None)
-        if calls is None:
+        pending = self._queued.pop(connection, None)
+        if pending is None:
             return
-        del self._sizes[connection]
+        calls = pending.calls
         if len(calls) == 1:
             call = calls[0]
             self._send(connection, "EVALSHA", (call.script.sha, str(len(call.keys)), *call.keys, *call.args)
@@ -128,8 +134,6 @@ class ScriptBatches:
             keys.extend(call.keys)
             args += (call.script.name, str(len(call.keys)), str(len(call.args)))
             args.extend(call.args)
-        self.sent += 1
-        self.calls += len(calls)
         d = self._send(connection, "EVALSHA", (BATCH.sha, str(len(keys)), *keys, *args))
         d.addCallbacks(self._answered, self._failed, callbackArgs=(connection, calls), errbackArgs=(calls,))
 
@@ -143,11 +147,10 @@ class ScriptBatches:
         Stop the turn's timer (the map is closing): what is queued is sent
         now, and fails with the connections.
         """
-        turn, self._turn = self._turn, None
+        turn = self._turn
         if turn is not None and turn.active():
             turn.cancel()
-        for connection in list(self._queued):
-            self.sendNow(connection)
+        self._sendAll()
 
     @staticmethod
     def _answered(reply: Any, connection: Any, calls: list[_Call]) -> None:

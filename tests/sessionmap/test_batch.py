@@ -163,7 +163,6 @@ def test_sentAtTurnEnd():
                           "touch", "3", "1", "10", "touch", "3", "1", "20")),
         (two, "EVALSHA", (SCRIPTS["acked"].sha, "1", b"k4", "1", "2")),
     ]
-    assert (queue.sent, queue.calls) == (1, 2)
 
 
 def test_sendNow():
