@@ -90,8 +90,9 @@ class NumberedTraffic:
     async def finish(self, timeout: float = 60.0) -> None:
         """
         Wait until every message is sent and echoed, and the client's
-        messages are acknowledged.
+        messages are acknowledged (a traffic with a C{total}).
         """
+        assert self.total is not None, "a traffic without end has no finish: stop() it"
         await waitUntil(lambda: self.sent >= self.total, timeout=timeout)
         self.stop()
         await waitUntil(lambda: len(self.received) >= self.total, timeout=timeout)
